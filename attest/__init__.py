@@ -1,0 +1,3 @@
+"""Attest: self-hosted access reviews and entitlement management."""
+
+__version__ = "0.1.0"

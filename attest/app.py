@@ -1,0 +1,189 @@
+"""create_app(config=None) -> Flask. Extensions, blueprints and CLI commands are registered here."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, flash, g, redirect, request, session, url_for
+from flask_login import current_user, logout_user
+
+from attest.config import Settings, load_settings
+from attest.db import make_engine, make_session_factory
+from attest.extensions import csrf, login_manager
+from attest.web import AttestState, close_db, db
+
+
+def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
+    settings = config if isinstance(config, Settings) else load_settings(**(config or {}))
+    app = Flask(__name__, instance_path=settings.instance_path, instance_relative_config=False)
+    register_config(app, settings)
+    register_logging(settings)
+    register_database(app, settings)
+    register_extensions(app)
+    register_security(app, settings)
+    register_blueprints(app)
+    register_template_helpers(app)
+    register_errors(app)
+    register_cli(app)
+    return app
+
+
+ERROR_TEXT = {
+    400: ("Bad request", "The request was not understood. Nothing was changed."),
+    401: ("Sign in needed", "Please sign in."),
+    403: ("Not allowed", "Your role does not allow this. Nothing was changed."),
+    404: ("Not found", "There is nothing here, or it is not yours to see."),
+    409: ("Conflict", "Someone changed this at the same time. Reload and try again."),
+    413: ("Too large", "The upload is too large."),
+    500: ("Something went wrong", "The error was logged. Nothing was changed."),
+}
+
+
+def register_errors(app: Flask) -> None:
+    from flask import jsonify, render_template
+    from flask_wtf.csrf import CSRFError
+    from werkzeug.exceptions import HTTPException
+
+    def render(code: int, message: str | None = None):
+        title, default = ERROR_TEXT.get(code, ("Error", ""))
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            return jsonify(error=title, message=message or default, status=code), code
+        return render_template("errors/error.html", code=code, title=title, message=message or default), code
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        return render(400, "The form expired or did not come from Attest (CSRF check failed). Nothing was changed.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        if exc.code in (301, 302, 303, 307, 308) or exc.code is None:
+            return exc
+        message = exc.description if exc.code in (400, 409) and exc.description and not exc.description.startswith("The ") else None
+        return render(exc.code, message)
+
+    @app.errorhandler(Exception)
+    def unhandled(exc):
+        logging.getLogger("attest").exception("unhandled error on %s %s", request.method, request.path)
+        return render(500)
+
+
+def register_config(app: Flask, settings: Settings) -> None:
+    secure = settings.base_url.startswith("https://") or settings.is_production
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="attest_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_max_hours),
+        WTF_CSRF_TIME_LIMIT=None,  # the session's own time-outs bound the token
+        MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+        TESTING=settings.env == "test",
+        PREFERRED_URL_SCHEME="https" if secure else "http",
+    )
+
+
+def register_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level, logging.INFO),
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
+    )
+    # httpx logs full request URLs at INFO; keep query strings (which may carry tokens) out of the log
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def register_database(app: Flask, settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    app.extensions["attest"] = AttestState(settings, engine, make_session_factory(engine))
+    app.teardown_appcontext(close_db)
+
+
+def register_extensions(app: Flask) -> None:
+    from attest.auth.models import User
+
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+
+    @login_manager.user_loader
+    def load_user(login_id: str) -> User | None:
+        uid, _, generation = login_id.partition(":")
+        try:
+            user = db().get(User, int(uid))
+        except ValueError:
+            return None
+        if user is None or not user.active or str(user.session_generation) != generation:
+            return None
+        return user
+
+
+def register_security(app: Flask, settings: Settings) -> None:
+    idle = timedelta(minutes=settings.session_idle_minutes).total_seconds()
+    absolute = timedelta(hours=settings.session_max_hours).total_seconds()
+
+    @app.before_request
+    def request_id_and_session_rules():
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        if request.endpoint == "static":
+            return None
+        if current_user.is_authenticated and not getattr(g, "api_token_auth", False):
+            now = time.time()
+            signed_in = session.get("signed_in_at", 0)
+            seen = session.get("seen_at", 0)
+            if now - signed_in > absolute or now - seen > idle:
+                logout_user()
+                session.clear()
+                flash("Your session timed out. Please sign in again.", "warning")
+                return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+            session["seen_at"] = now
+        return None
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "font-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+        )
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if app.config["SESSION_COOKIE_SECURE"]:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if current_user.is_authenticated and request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        return response
+
+
+def register_blueprints(app: Flask) -> None:
+    from attest.auth.views import bp as auth_bp
+    from attest.entitlements.views import bp as entitlements_bp
+    from attest.views import bp as home_bp
+
+    app.register_blueprint(home_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(entitlements_bp)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from attest import templating
+
+    templating.register(app)
+
+
+def register_cli(app: Flask) -> None:
+    from attest.cli import register
+
+    register(app)

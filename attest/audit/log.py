@@ -1,0 +1,180 @@
+"""Record audit events inside the caller's transaction, and verify the chain."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from attest.audit.models import AuditEvent, AuditHead
+from attest.db import canonical_json, utcnow
+
+GENESIS = "0" * 64
+HASHED_FIELDS = (
+    "seq", "at", "actor", "action", "object_type", "object_id", "campaign_id",
+    "before", "after", "request_id", "ip", "prev_hash",
+)
+SECRET_KEYS = ("password", "secret", "token", "private_key", "client_secret", "api_key")
+
+
+def _scrub(value: Any) -> Any:
+    """Never let a secret into the trail, whatever a caller passes."""
+    if isinstance(value, Mapping):
+        return {
+            k: ("[redacted]" if any(s in str(k).lower() for s in SECRET_KEYS) and not isinstance(v, list) else _scrub(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def event_document(event: Mapping[str, Any]) -> dict[str, Any]:
+    doc = {name: event.get(name) for name in HASHED_FIELDS}
+    at = doc["at"]
+    if at is not None and not isinstance(at, str):
+        doc["at"] = at.isoformat()
+    return doc
+
+
+def event_hash(event: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(event_document(event)).encode()).hexdigest()
+
+
+def _request_context() -> tuple[str | None, str | None]:
+    try:
+        from flask import g, has_request_context, request
+    except ImportError:  # pragma: no cover
+        return None, None
+    if not has_request_context():
+        return None, None
+    return getattr(g, "request_id", None), request.remote_addr
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    campaign_id: int | None = None,
+    request_id: str | None = None,
+    ip: str | None = None,
+) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction (it commits or rolls back with it)."""
+    ctx_request_id, ctx_ip = _request_context()
+    head = _lock_head(session)
+    values: dict[str, Any] = {
+        "seq": head[0] + 1,
+        "at": utcnow(),
+        "actor": actor,
+        "action": action,
+        "object_type": object_type,
+        "object_id": None if object_id is None else str(object_id),
+        "campaign_id": campaign_id,
+        "before": _scrub(dict(before)) if before is not None else None,
+        "after": _scrub(dict(after)) if after is not None else None,
+        "request_id": request_id or ctx_request_id,
+        "ip": ip or ctx_ip,
+        "prev_hash": head[1],
+    }
+    # store JSON exactly as it will be read back so the hash verifies
+    values["before"] = _roundtrip(values["before"])
+    values["after"] = _roundtrip(values["after"])
+    values["hash"] = event_hash(values)
+    event = AuditEvent(**values)
+    session.add(event)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=values["seq"], last_hash=values["hash"]))
+    session.flush([event])
+    return event
+
+
+def _roundtrip(value: Any) -> Any:
+    import json
+
+    return None if value is None else json.loads(canonical_json(value))
+
+
+def _lock_head(session: Session) -> tuple[int, str]:
+    """Lock the chain head (a row lock on PostgreSQL, the write lock on SQLite) and read it."""
+    row = session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq).returning(AuditHead.seq, AuditHead.last_hash)
+    ).first()
+    if row is None:
+        session.execute(insert(AuditHead).values(id=1, seq=0, last_hash=GENESIS))
+        return 0, GENESIS
+    return int(row[0]), row[1]
+
+
+@dataclass
+class ChainProblem:
+    seq: int | None
+    event_id: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"event seq {self.seq}" if self.seq is not None else "the chain"
+        return f"{where}: {self.problem}"
+
+
+def verify_events(events: Iterable[Mapping[str, Any]], *, expect_start: int | None = 1,
+                  expected_head: tuple[int, str] | None = None) -> ChainProblem | None:
+    """Walk events in seq order; return the first problem (edited, removed, inserted), or None.
+
+    Works on ORM rows turned into dicts and on the lines of an evidence bundle's audit.jsonl.
+    `expect_start=None` verifies a contiguous slice that may start anywhere (a campaign's events are a
+    subsequence of the whole chain: use `verify_subchain` for those).
+    """
+    prev_hash: str | None = GENESIS if expect_start == 1 else None
+    prev_seq: int | None = (expect_start - 1) if expect_start else None
+    last: tuple[int, str] | None = None
+    for ev in events:
+        seq = int(ev["seq"])
+        if prev_seq is not None and seq != prev_seq + 1:
+            if seq > prev_seq + 1:
+                return ChainProblem(seq, ev.get("id"), f"events {prev_seq + 1}..{seq - 1} are missing (removed)")
+            return ChainProblem(seq, ev.get("id"), "sequence number repeats or goes back (inserted)")
+        if prev_hash is not None and ev["prev_hash"] != prev_hash:
+            return ChainProblem(seq, ev.get("id"), "its prev_hash does not match the previous event (inserted or removed before it)")
+        if event_hash(ev) != ev["hash"]:
+            return ChainProblem(seq, ev.get("id"), "its content does not match its hash (edited)")
+        prev_hash, prev_seq = ev["hash"], seq
+        last = (seq, ev["hash"])
+    if expected_head is not None and last != expected_head:
+        if last is None or last[0] < expected_head[0]:
+            return ChainProblem(expected_head[0], None, "the newest events are missing (removed from the end)")
+        return ChainProblem(last[0], None, "the chain head does not match the last event")
+    return None
+
+
+def event_dict(ev: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": ev.id, "seq": ev.seq, "at": ev.at.isoformat(), "actor": ev.actor, "action": ev.action,
+        "object_type": ev.object_type, "object_id": ev.object_id, "campaign_id": ev.campaign_id,
+        "before": ev.before, "after": ev.after, "request_id": ev.request_id, "ip": ev.ip,
+        "prev_hash": ev.prev_hash, "hash": ev.hash,
+    }
+
+
+def iter_events(session: Session, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    last = 0
+    while True:
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)).all()
+        if not rows:
+            return
+        for ev in rows:
+            yield event_dict(ev)
+        last = rows[-1].seq
+
+
+def verify_chain(session: Session) -> ChainProblem | None:
+    head = session.execute(select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)).first()
+    expected = (int(head[0]), head[1]) if head and head[0] else None
+    return verify_events(iter_events(session), expected_head=expected)

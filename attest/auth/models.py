@@ -1,0 +1,102 @@
+"""Users (people who sign in) and API tokens.
+
+Every signed-in user can review what is routed to their identity; `admin` and `auditor` are extra roles,
+from the IdP's groups claim at sign-in (`idp_roles`) or granted in Attest (`local_roles`, audited).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from attest.db import Base, JSONType, UTCDateTime, utcnow
+from attest.entitlements.models import Identity
+
+ROLES = ("admin", "auditor")
+
+
+class User(Base):
+    __tablename__ = "app_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    password_hash: Mapped[str | None] = mapped_column(String(300))  # break-glass local accounts only
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"), index=True)
+    local_roles: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    idp_roles: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # bumped to invalidate every session of the user (logout everywhere, password change, deactivation)
+    session_generation: Mapped[int] = mapped_column(Integer, default=0)
+    preferences: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+    identity: Mapped[Identity | None] = relationship(lazy="joined")
+
+    # Flask-Login protocol
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_generation}"
+
+    @property
+    def roles(self) -> set[str]:
+        return set(self.local_roles or []) | set(self.idp_roles or [])
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def is_auditor(self) -> bool:
+        return "auditor" in self.roles
+
+    @property
+    def can_read_all(self) -> bool:
+        """Admins and auditors read everything; reviewers read only what is routed to them."""
+        return self.is_admin or self.is_auditor
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.email
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+    @staticmethod
+    def hash_token(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,357 @@
+"""The `attest` command group (also reachable as `flask --app attest.app ...`).
+
+Commands parse input, call one service inside a transaction, and print. A user's mistake exits non-zero
+with a clear message and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
+from sqlalchemy import select
+
+from attest.config import SettingsError
+
+
+def _state():
+    return current_app.extensions["attest"]
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} must look like key=value", param_hint=what)
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+# --- db -------------------------------------------------------------------------------------------
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+@click.group("db", cls=AppGroup)
+def db_group() -> None:
+    """Database migrations."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations (the app never creates tables any other way)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(_state().settings.database_url), revision)
+    click.echo(f"database at {revision}")
+
+
+@db_group.command("current")
+def db_current() -> None:
+    from alembic import command
+
+    command.current(alembic_config(_state().settings.database_url))
+
+
+# --- sources and sync -----------------------------------------------------------------------------
+
+
+@click.group("sources", cls=AppGroup)
+def sources_group() -> None:
+    """Configure the systems Attest reads."""
+
+
+@sources_group.command("add")
+@click.argument("kind")
+@click.argument("name")
+@click.option("--set", "values", multiple=True, metavar="KEY=VALUE", help="A setting (repeatable).")
+@click.option("--secret", "secret_refs", multiple=True, metavar="KEY=ENV_VAR",
+              help="A secret, read from the named environment variable (repeatable); never typed on the command line.")
+@click.option("--schedule", help="Cron expression for the scheduler, e.g. '0 */4 * * *'.")
+@click.option("--authoritative/--not-authoritative", default=None,
+              help="Identities come from this source (default: yes for an IdP when none is yet).")
+def sources_add(kind, name, values, secret_refs, schedule, authoritative) -> None:
+    """Add a source: attest sources add okta acme --set domain=https://acme.okta.com --secret token=OKTA_TOKEN"""
+    from attest.connectors.registry import UnknownKind
+    from attest.db import transaction
+    from attest.entitlements.sources import SourceError, add_source
+
+    settings = _state().settings
+    secret_values: dict[str, str] = {}
+    for key, env_name in _pairs(secret_refs, "--secret").items():
+        value = os.environ.get(env_name)
+        if not value:
+            _fail(f"--secret {key}={env_name}: the environment variable {env_name} is not set or empty")
+        secret_values[key] = value
+    try:
+        with transaction(_state().factory) as session:
+            source = add_source(session, settings, kind, name, _pairs(values, "--set"), secret_values,
+                                schedule=schedule, authoritative=authoritative, actor=_cli_actor())
+            click.echo(f"added {kind} source {source.name!r} (id {source.id}"
+                       f"{', authoritative for identities' if source.authoritative else ''}); "
+                       f"run `attest sources test {name}` then `attest sync {name}`")
+    except (SourceError, UnknownKind) as exc:
+        _fail(str(exc))
+
+
+@sources_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def sources_list(as_json: bool) -> None:
+    from attest.entitlements.sources import list_sources
+
+    with _state().factory() as session:
+        rows = list_sources(session, _state().settings)
+    if as_json:
+        _echo_json([r.as_dict() for r in rows])
+        return
+    if not rows:
+        click.echo("no sources; add one with `attest sources add KIND NAME --set key=value`")
+    for r in rows:
+        flags = [f for f, on in (("authoritative", r.authoritative), ("disabled", not r.enabled)) if on]
+        last = r.last_run
+        last_text = f"last run {last['status']} {last['started_at'][:16]}" if last else "never synced"
+        click.echo(f"{r.name:24} {r.kind:8} {last_text:40} grants={r.counts.get('grants', 0):<9}"
+                   f" secrets={','.join(r.secret_names) or '-'} {' '.join(flags)}")
+
+
+@sources_group.command("test")
+@click.argument("name")
+def sources_test(name: str) -> None:
+    """Check that Attest can reach and read the source with its credentials."""
+    from attest.connectors.base import ConnectorError
+    from attest.entitlements.sources import SourceError, build_connector, get_source
+
+    with _state().factory() as session:
+        try:
+            source = get_source(session, name)
+            connector = build_connector(source, _state().settings)
+        except SourceError as exc:
+            _fail(str(exc))
+    try:
+        connector.validate()
+    except (ConnectorError, ValueError) as exc:
+        _fail(f"{name}: {exc}")
+    except Exception as exc:  # network errors and the like: say what, not a traceback
+        _fail(f"{name}: {type(exc).__name__}: {exc}")
+    finally:
+        connector.close()
+    click.echo(f"{name}: ok ({connector.calls} API calls)")
+
+
+@sources_group.command("disable")
+@click.argument("name")
+def sources_disable(name: str) -> None:
+    """Stop syncing a source; its history is kept."""
+    from attest.db import transaction
+    from attest.entitlements.sources import SourceError, disable_source
+
+    try:
+        with transaction(_state().factory) as session:
+            disable_source(session, name, actor=_cli_actor())
+    except SourceError as exc:
+        _fail(str(exc))
+    click.echo(f"{name}: disabled (history kept)")
+
+
+@sources_group.command("rotate-keys")
+def sources_rotate() -> None:
+    """Re-encrypt every stored secret with the first key of ATTEST_ENCRYPTION_KEYS."""
+    from attest.db import transaction
+    from attest.entitlements.sources import rotate_secrets
+
+    with transaction(_state().factory) as session:
+        n = rotate_secrets(session, _state().settings)
+    click.echo(f"re-encrypted the secrets of {n} sources")
+
+
+def _progress_printer() -> Callable | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(p) -> None:
+        click.echo(f"\r  {p.phase}: {p.records:,} records, {p.requests:,} requests, {p.elapsed:,.1f}s   ",
+                   nl=False, err=True)
+
+    return show
+
+
+@click.command("sync")
+@with_appcontext
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every enabled source, the authoritative one first.")
+@click.option("--force", is_flag=True, help="Apply even if the run would end more grants than the removal guard allows.")
+@click.option("--json", "as_json", is_flag=True)
+def sync_command(names, all_, force, as_json) -> None:
+    """Sync sources and print each run's summary; exits non-zero if any run fails."""
+    from attest.entitlements.models import Source
+    from attest.entitlements.sync import SyncError, sync_many
+
+    state = _state()
+    if all_:
+        with state.factory() as session:
+            names = tuple(session.scalars(select(Source.name).where(Source.enabled.is_(True))))
+    if not names:
+        _fail("name a source, or use --all")
+    try:
+        results = sync_many(state.factory, state.settings, names, force=force, progress=_progress_printer(),
+                            triggered_by="cli", actor=_cli_actor())
+    except SyncError as exc:
+        _fail(str(exc))
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    if as_json:
+        _echo_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            colour = {"succeeded": "green", "partial": "yellow"}.get(r.status, "red")
+            click.secho(f"{r.source}: {r.status} (run {r.run_id}, {r.seconds:.1f}s, {r.api_calls:,} API calls)", fg=colour)
+            for label in ("read", "added", "updated", "ended"):
+                counts = {k: v for k, v in (r.stats.get(label) or {}).items() if v}
+                if counts:
+                    click.echo(f"  {label:8} " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+            if r.stats.get("linked"):
+                click.echo(f"  linked   {r.stats['linked']:,} accounts changed owner")
+            for p in r.failed_parts:
+                click.secho(f"  not read: {p['part']}: {p['reason']}", fg="yellow")
+            for n in r.notes:
+                click.echo(f"  note: {n}")
+            if r.error:
+                click.secho(f"  {r.error}", fg="red")
+    if any(not r.ok for r in results):
+        sys.exit(1)
+
+
+@click.command("stats")
+@with_appcontext
+@click.option("--json", "as_json", is_flag=True)
+def stats_command(as_json: bool) -> None:
+    """Active counts per source and kind."""
+    from attest.entitlements.queries import stats
+
+    with _state().factory() as session:
+        rows = stats(session)
+    if as_json:
+        _echo_json(rows)
+        return
+    cols = ("identities", "accounts", "orphaned_accounts", "resources", "entitlements", "grants")
+    click.echo(f"{'source':24} {'kind':8} " + " ".join(f"{c.replace('_accounts', ''):>12}" for c in cols))
+    for r in rows:
+        click.echo(f"{r['source']:24} {r['kind']:8} " + " ".join(f"{r[c]:>12,}" for c in cols))
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+@click.group("users", cls=AppGroup)
+def users_group() -> None:
+    """People who sign in to Attest."""
+
+
+@users_group.command("create-admin")
+@click.argument("email")
+@click.option("--password-env", default="ATTEST_ADMIN_PASSWORD", show_default=True,
+              help="Environment variable holding the password; prompted for when unset on a terminal.")
+def users_create_admin(email: str, password_env: str) -> None:
+    """Create (or reset) a break-glass local administrator."""
+    from attest.auth.login import UserError, create_admin
+    from attest.db import transaction
+
+    password = os.environ.get(password_env)
+    if not password:
+        if not sys.stdin.isatty():
+            _fail(f"set {password_env} to the password (it is never taken from the command line)")
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with transaction(_state().factory) as session:
+            user = create_admin(session, email, password, actor=_cli_actor())
+            click.echo(f"admin {user.email} ready (user id {user.id})")
+    except UserError as exc:
+        _fail(str(exc))
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+@click.command("demo")
+@with_appcontext
+@click.option("--reset", is_flag=True, help="Drop everything and load the demo again (refused if real sources exist).")
+@click.option("--people", default=300, show_default=True, help="Size of the synthetic organisation.")
+def demo_command(reset: bool, people: int) -> None:
+    """Load the demo organisation and a demo admin, and print how to sign in."""
+    from attest.demo import load_demo
+
+    try:
+        info = load_demo(_state(), reset=reset, people=people, echo=click.echo)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo("")
+    click.secho("Attest demo is ready.", fg="green", bold=True)
+    for line in info:
+        click.echo(f"  {line}")
+
+
+@click.command("serve")
+@with_appcontext
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+def serve_command(host: str, port: int, workers: int) -> None:
+    """Serve the web UI with gunicorn (web workers never run jobs: see `attest scheduler`)."""
+    os.execvp(  # noqa: S606 - replaces this process with gunicorn, fixed arguments
+        sys.executable,
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
+         "--access-logfile", "-", "attest.app:create_app()"],
+    )
+
+
+def _cli_actor() -> str:
+    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+
+
+COMMANDS: list[click.Command] = [db_group, sources_group, sync_command, stats_command, users_group, demo_command,
+                                 serve_command]
+
+
+def register(app: Flask) -> None:
+    """Called by create_app(): every command is reachable through `flask --app attest.app` too."""
+    for command in COMMANDS:
+        app.cli.add_command(command)
+
+
+def _create_app() -> Flask:
+    from attest.app import create_app
+
+    try:
+        return create_app()
+    except SettingsError as exc:
+        click.secho(f"configuration error: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+
+main = FlaskGroup(create_app=_create_app, add_default_commands=True, load_dotenv=False,
+                  help="Attest: access reviews and entitlement management.")

@@ -1,0 +1,259 @@
+"""One Settings object, read from ATTEST_* environment variables and validated at start-up.
+
+A `.env` file in the working directory is read in development only. Every value a user can get wrong
+produces a SettingsError that names the variable, so the app refuses to start instead of failing later.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+ENVIRONMENTS = ("development", "production", "test")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _int(name: str, raw: str, minimum: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _float(name: str, raw: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    secret_key: str = ""
+    database_url: str = ""
+    instance_path: str = "instance"
+    base_url: str = "http://127.0.0.1:5000"
+    encryption_keys: tuple[str, ...] = ()
+    signing_key: str = ""  # Ed25519 private key, PEM or base64 raw 32 bytes (evidence bundles)
+    log_level: str = "INFO"
+    # sync
+    sync_max_removal_ratio: float = 0.2
+    alias_domains: tuple[tuple[str, str], ...] = ()  # (alias, canonical)
+    # sessions and login
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    local_login: bool = True
+    login_max_failures: int = 5
+    login_lockout_minutes: int = 15
+    # OIDC single sign-on
+    oidc_discovery_url: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid email profile"
+    oidc_provider_name: str = "SSO"
+    oidc_link_claim: str = "email"
+    oidc_roles_claim: str = "groups"
+    oidc_admin_groups: tuple[str, ...] = ()
+    oidc_auditor_groups: tuple[str, ...] = ()
+    # mail
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_tls: str = "none"  # none | starttls | ssl
+    smtp_username: str = ""
+    smtp_password: str = ""
+    mail_from: str = "attest@localhost"
+    # remediation
+    remediation_max_per_run: int = 100
+    remediation_undo_days: int = 7
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_discovery_url and self.oidc_client_id)
+
+    def replace(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+def _persisted_dev_value(instance: Path, name: str, make) -> str:
+    """Development only: a generated value kept under instance/ so restarts keep sessions and secrets."""
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / name
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read and validate ATTEST_* variables. Raises SettingsError with a message naming the variable."""
+    if environ is None:
+        if os.environ.get("ATTEST_ENV", "development") == "development":
+            try:
+                from dotenv import load_dotenv
+
+                load_dotenv(override=False)
+            except ImportError:  # pragma: no cover - python-dotenv is a dependency
+                pass
+        environ = dict(os.environ)
+    env = environ.get
+
+    app_env = env("ATTEST_ENV", "development").strip().lower()
+    if app_env not in ENVIRONMENTS:
+        raise SettingsError(f"ATTEST_ENV must be one of {', '.join(ENVIRONMENTS)}, not {app_env!r}")
+    instance = Path(env("ATTEST_INSTANCE_PATH", "instance")).resolve()
+
+    secret_key = env("ATTEST_SECRET_KEY", "")
+    if not secret_key:
+        if app_env == "production":
+            raise SettingsError(
+                "ATTEST_SECRET_KEY is required in production: set it to a long random value, "
+                "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        secret_key = (
+            secrets.token_urlsafe(48)
+            if app_env == "test"
+            else _persisted_dev_value(instance, "secret_key", lambda: secrets.token_urlsafe(48))
+        )
+    elif app_env == "production" and len(secret_key) < 32:
+        raise SettingsError("ATTEST_SECRET_KEY must be at least 32 characters in production")
+
+    database_url = env("ATTEST_DATABASE_URL", "") or f"sqlite:///{instance / 'attest.db'}"
+    if database_url.startswith("postgresql://") or database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+    if not (database_url.startswith("sqlite") or database_url.startswith("postgresql+psycopg")):
+        raise SettingsError(
+            "ATTEST_DATABASE_URL must be a sqlite:/// or postgresql:// URL, "
+            f"not {database_url.split('://', 1)[0]}://..."
+        )
+
+    keys = _list(env("ATTEST_ENCRYPTION_KEYS", ""))
+    if not keys:
+        if app_env == "production":
+            raise SettingsError(
+                "ATTEST_ENCRYPTION_KEYS is required in production: one or more Fernet keys, comma-separated, "
+                "newest first (`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
+            )
+        keys = (
+            (Fernet.generate_key().decode(),)
+            if app_env == "test"
+            else (_persisted_dev_value(instance, "encryption_key", lambda: Fernet.generate_key().decode()),)
+        )
+    for i, key in enumerate(keys):
+        try:
+            Fernet(key.encode())
+        except Exception:
+            raise SettingsError(
+                f"ATTEST_ENCRYPTION_KEYS entry {i + 1} is not a valid Fernet key (32 url-safe base64 bytes)"
+            ) from None
+
+    signing_key = env("ATTEST_SIGNING_KEY", "")
+    if not signing_key and app_env != "production":
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+        def make_signing_key() -> str:
+            raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+            return base64.b64encode(raw).decode()
+
+        signing_key = make_signing_key() if app_env == "test" else _persisted_dev_value(
+            instance, "signing_key", make_signing_key
+        )
+
+    aliases: list[tuple[str, str]] = []
+    for pair in _list(env("ATTEST_ALIAS_DOMAINS", "")):
+        if "=" not in pair:
+            raise SettingsError(
+                f"ATTEST_ALIAS_DOMAINS entries look like alias.example=example.com, not {pair!r}"
+            )
+        alias, canonical = (p.strip().lower() for p in pair.split("=", 1))
+        aliases.append((alias, canonical))
+
+    smtp_tls = env("ATTEST_SMTP_TLS", "none").lower()
+    if smtp_tls not in ("none", "starttls", "ssl"):
+        raise SettingsError(f"ATTEST_SMTP_TLS must be none, starttls or ssl, not {smtp_tls!r}")
+
+    settings = Settings(
+        env=app_env,
+        secret_key=secret_key,
+        database_url=database_url,
+        instance_path=str(instance),
+        base_url=env("ATTEST_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        encryption_keys=keys,
+        signing_key=signing_key,
+        log_level=env("ATTEST_LOG_LEVEL", "INFO").upper(),
+        sync_max_removal_ratio=_float(
+            "ATTEST_SYNC_MAX_REMOVAL_RATIO", env("ATTEST_SYNC_MAX_REMOVAL_RATIO", "0.2"), 0.0, 1.0
+        ),
+        alias_domains=tuple(aliases),
+        session_idle_minutes=_int("ATTEST_SESSION_IDLE_MINUTES", env("ATTEST_SESSION_IDLE_MINUTES", "30"), 1),
+        session_max_hours=_int("ATTEST_SESSION_MAX_HOURS", env("ATTEST_SESSION_MAX_HOURS", "12"), 1),
+        local_login=_bool("ATTEST_LOCAL_LOGIN", env("ATTEST_LOCAL_LOGIN", "true")),
+        login_max_failures=_int("ATTEST_LOGIN_MAX_FAILURES", env("ATTEST_LOGIN_MAX_FAILURES", "5"), 1),
+        login_lockout_minutes=_int("ATTEST_LOGIN_LOCKOUT_MINUTES", env("ATTEST_LOGIN_LOCKOUT_MINUTES", "15"), 1),
+        oidc_discovery_url=env("ATTEST_OIDC_DISCOVERY_URL", ""),
+        oidc_client_id=env("ATTEST_OIDC_CLIENT_ID", ""),
+        oidc_client_secret=env("ATTEST_OIDC_CLIENT_SECRET", ""),
+        oidc_scopes=env("ATTEST_OIDC_SCOPES", "openid email profile"),
+        oidc_provider_name=env("ATTEST_OIDC_PROVIDER_NAME", "SSO"),
+        oidc_link_claim=env("ATTEST_OIDC_LINK_CLAIM", "email"),
+        oidc_roles_claim=env("ATTEST_OIDC_ROLES_CLAIM", "groups"),
+        oidc_admin_groups=_list(env("ATTEST_OIDC_ADMIN_GROUPS", "")),
+        oidc_auditor_groups=_list(env("ATTEST_OIDC_AUDITOR_GROUPS", "")),
+        smtp_host=env("ATTEST_SMTP_HOST", ""),
+        smtp_port=_int("ATTEST_SMTP_PORT", env("ATTEST_SMTP_PORT", "25"), 1),
+        smtp_tls=smtp_tls,
+        smtp_username=env("ATTEST_SMTP_USERNAME", ""),
+        smtp_password=env("ATTEST_SMTP_PASSWORD", ""),
+        mail_from=env("ATTEST_MAIL_FROM", "attest@localhost"),
+        remediation_max_per_run=_int(
+            "ATTEST_REMEDIATION_MAX_PER_RUN", env("ATTEST_REMEDIATION_MAX_PER_RUN", "100"), 1
+        ),
+        remediation_undo_days=_int("ATTEST_REMEDIATION_UNDO_DAYS", env("ATTEST_REMEDIATION_UNDO_DAYS", "7"), 0),
+    )
+    if settings.oidc_discovery_url and not settings.oidc_client_id:
+        raise SettingsError("ATTEST_OIDC_CLIENT_ID is required when ATTEST_OIDC_DISCOVERY_URL is set")
+    if settings.is_production and settings.oidc_discovery_url.startswith("http://"):
+        raise SettingsError("ATTEST_OIDC_DISCOVERY_URL must use https in production")
+    return settings.replace(**overrides) if overrides else settings

@@ -1,0 +1,273 @@
+"""One small HTTP helper for REST connectors (Okta, GitHub): Link paging, rate limits, retries, counting.
+
+- `paginate()` follows only the `Link: <...>; rel="next"` header, as both vendors document.
+- Rate limits: on 429 (or a 403 that carries rate-limit headers, GitHub's secondary limit) it waits for
+  `Retry-After`, else until `X-RateLimit-Reset`/`X-Rate-Limit-Reset` (epoch seconds), else `default_wait`,
+  then retries. When the remaining budget falls under `slowdown_below` of the limit, requests are spaced so
+  the budget lasts until the reset.
+- Transient failures (5xx, timeouts, connection resets) are retried with exponential back-off.
+- Any other 4xx raises HttpError at once with the status, the vendor's error body and the request.
+- `calls` counts every request sent, retries included; it is thread-safe, and `max_concurrency`
+  bounds requests in flight across the threads that share this client.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, method: str, url: str, body: Any, headers: Mapping[str, str] | None = None):
+        self.status = status
+        self.method = method
+        self.url = url
+        self.body = body
+        self.headers = dict(headers or {})
+        super().__init__(f"{method} {_redact_url(url)} -> HTTP {status}: {_summarize(body)}")
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _summarize(body: Any) -> str:
+    if isinstance(body, dict):
+        for key in ("errorSummary", "message", "error_description", "error"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return str(body)[:300]
+
+
+def require_https(url: str, setting: str = "domain") -> str:
+    """https is required except for loopback hosts (tests, the sandbox)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{setting} must be a URL like https://example.com, not {url!r}")
+    if parts.scheme != "https" and (parts.hostname or "") not in LOOPBACK_HOSTS:
+        raise ValueError(f"{setting} must use https (plain http is only allowed for loopback hosts)")
+    return url.rstrip("/")
+
+
+def parse_link_header(value: str | None) -> dict[str, str]:
+    links: dict[str, str] = {}
+    if not value:
+        return links
+    for part in value.split(","):
+        segs = part.strip().split(";")
+        if not segs or not segs[0].strip().startswith("<"):
+            continue
+        url = segs[0].strip()[1:-1]
+        for seg in segs[1:]:
+            seg = seg.strip()
+            if seg.startswith("rel="):
+                for rel in seg[4:].strip('"').split():
+                    links[rel] = url
+    return links
+
+
+@dataclass
+class RateLimitState:
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float | None = None
+
+
+class HttpClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth_header: Callable[[], Mapping[str, str]] | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 6,
+        max_concurrency: int = 4,
+        default_wait: float = 60.0,
+        max_wait: float = 900.0,
+        slowdown_below: float = 0.1,
+        rate_limit_on_403: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth_header = auth_header
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers={"Accept": "application/json", "User-Agent": "attest/0.1", **dict(headers or {})},
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max(max_concurrency, 1) * 2),
+        )
+        self.max_retries = max_retries
+        self.default_wait = default_wait
+        self.max_wait = max_wait
+        self.slowdown_below = slowdown_below
+        self.rate_limit_on_403 = rate_limit_on_403
+        self.sleep = sleep
+        self._slots = threading.BoundedSemaphore(max(max_concurrency, 1))
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.waits: list[float] = []  # every rate-limit wait, for reports and tests
+        self.rate = RateLimitState()
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- rate limit bookkeeping --------------------------------------------------------------------
+    @staticmethod
+    def _header_int(headers: httpx.Headers, *names: str) -> int | None:
+        for name in names:
+            value = headers.get(name)
+            if value is not None:
+                try:
+                    return int(float(value))
+                except ValueError:
+                    return None
+        return None
+
+    def _observe(self, response: httpx.Response) -> None:
+        h = response.headers
+        limit = self._header_int(h, "x-rate-limit-limit", "x-ratelimit-limit")
+        remaining = self._header_int(h, "x-rate-limit-remaining", "x-ratelimit-remaining")
+        reset = self._header_int(h, "x-rate-limit-reset", "x-ratelimit-reset")
+        if remaining is None:
+            return
+        with self._lock:
+            self.rate = RateLimitState(limit, remaining, float(reset) if reset is not None else None)
+
+    def _pace(self) -> None:
+        """Spread the remaining budget over the time left when it runs low."""
+        state = self.rate
+        if not state.limit or state.remaining is None or state.reset_at is None:
+            return
+        if state.remaining > state.limit * self.slowdown_below:
+            return
+        left = state.reset_at - time.time()
+        if left <= 0:
+            return
+        delay = min(left / max(state.remaining, 1), self.max_wait)
+        if delay > 0.01:
+            self.sleep(delay)
+
+    def _rate_limit_wait(self, response: httpx.Response) -> float:
+        h = response.headers
+        retry_after = h.get("retry-after")
+        if retry_after is not None:
+            try:
+                return min(max(float(retry_after), 0.0), self.max_wait)
+            except ValueError:
+                pass
+        reset = self._header_int(h, "x-rate-limit-reset", "x-ratelimit-reset")
+        remaining = self._header_int(h, "x-rate-limit-remaining", "x-ratelimit-remaining")
+        if reset is not None and (remaining is None or remaining == 0 or response.status_code == 429):
+            return min(max(reset - time.time(), 0.0) + 0.05, self.max_wait)
+        return self.default_wait
+
+    def _is_rate_limited(self, response: httpx.Response) -> bool:
+        if response.status_code == 429:
+            return True
+        if response.status_code == 403 and self.rate_limit_on_403:
+            h = response.headers
+            if h.get("retry-after") is not None:
+                return True
+            if h.get("x-ratelimit-remaining") == "0":
+                return True
+            try:
+                message = str(response.json().get("message", "")).lower()
+            except Exception:
+                message = ""
+            return "rate limit" in message
+        return False
+
+    # -- requests ----------------------------------------------------------------------------------
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        attempt = 0
+        while True:
+            self._pace()
+            headers = dict(kwargs.pop("headers", {}) or {})
+            if self._auth_header is not None:
+                headers.update(self._auth_header())
+            try:
+                with self._slots:
+                    with self._lock:
+                        self.calls += 1
+                    response = self._client.request(method, url, headers=headers, **kwargs)
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise HttpError(0, method, str(url), f"{type(exc).__name__}: {exc}") from exc
+                self.sleep(self._backoff(attempt))
+                kwargs["headers"] = headers
+                continue
+            kwargs["headers"] = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            self._observe(response)
+            if self._is_rate_limited(response):
+                attempt += 1
+                if attempt > self.max_retries + 4:
+                    raise HttpError(response.status_code, method, str(response.url), _body(response))
+                wait = self._rate_limit_wait(response)
+                with self._lock:
+                    self.waits.append(wait)
+                log.info("rate limited on %s %s; waiting %.1fs", method, _redact_url(str(response.url)), wait)
+                self.sleep(wait)
+                continue
+            if response.status_code >= 500:
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise HttpError(response.status_code, method, str(response.url), _body(response))
+                self.sleep(self._backoff(attempt))
+                continue
+            if response.status_code >= 400:
+                raise HttpError(response.status_code, method, str(response.url), _body(response), response.headers)
+            return response
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        return min(0.25 * (2 ** (attempt - 1)), 20.0) * (0.75 + random.random() / 2)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def get_json(self, url: str, **kwargs: Any) -> Any:
+        response = self.get(url, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise HttpError(response.status_code, "GET", str(response.url), "response is not JSON") from exc
+
+    def paginate(self, url: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
+        """Yield each page's JSON list, following rel="next" until there is none."""
+        next_url: str | None = url
+        first = True
+        while next_url:
+            response = self.get(next_url, params=params if first else None)
+            first = False
+            try:
+                page = response.json()
+            except ValueError as exc:
+                raise HttpError(response.status_code, "GET", str(response.url), "response is not JSON") from exc
+            if not isinstance(page, list):
+                raise HttpError(response.status_code, "GET", str(response.url), f"expected a JSON list, got {type(page).__name__}")
+            yield page
+            next_url = parse_link_header(response.headers.get("link")).get("next")
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:500]

@@ -1,0 +1,94 @@
+"""`attest demo`: load a demo organisation so a new user has something real to look at.
+
+Each entry of DEMO_SOURCES adds one source and syncs it. Sources whose upstream is a sandbox service
+(the fake Okta and GitHub, moto for AWS) name it in `sandbox`; `attest sandbox serve` (started by
+`make run`) serves those on loopback ports.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from attest.db import transaction
+from attest.entitlements.models import Source
+from attest.entitlements.sources import add_source
+from attest.entitlements.sync import run_sync
+from attest.web import AttestState
+
+DEMO_ADMIN = "admin@demo.example"
+
+
+@dataclass
+class DemoSource:
+    kind: str
+    name: str
+    settings: dict[str, Any]
+    secrets: dict[str, str] = field(default_factory=dict)
+    authoritative: bool | None = None
+    schedule: str | None = None
+
+
+def demo_sources(people: int) -> list[DemoSource]:
+    return [
+        DemoSource("demo", "demo-hr", {"people": people, "groups": max(people // 8, 5), "apps": 12},
+                   authoritative=True, schedule="0 */6 * * *"),
+    ]
+
+
+def _admin_password(instance: Path) -> str:
+    path = instance / "demo_admin_password"
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+    path.write_text(password)
+    path.chmod(0o600)
+    return password
+
+
+def reset_database(state: AttestState) -> None:
+    from alembic import command
+
+    from attest.cli import alembic_config
+
+    cfg = alembic_config(state.settings.database_url)
+    command.downgrade(cfg, "base")
+    command.upgrade(cfg, "head")
+
+
+def load_demo(state: AttestState, *, reset: bool = False, people: int = 300,
+              echo: Callable[[str], None] = print) -> list[str]:
+    wanted = demo_sources(people)
+    names = {d.name for d in wanted}
+    with state.factory() as session:
+        existing = {s.name: s.kind for s in session.scalars(select(Source))}
+    if reset:
+        real = sorted(n for n in existing if n not in names)
+        if real:
+            raise ValueError(f"--reset would delete real sources ({', '.join(real)}); refusing")
+        reset_database(state)
+        existing = {}
+    for spec in wanted:
+        if spec.name not in existing:
+            with transaction(state.factory) as session:
+                add_source(session, state.settings, spec.kind, spec.name, spec.settings, spec.secrets,
+                           schedule=spec.schedule, authoritative=spec.authoritative, actor="demo")
+    for spec in sorted(wanted, key=lambda s: not s.authoritative):
+        result = run_sync(state.factory, state.settings, spec.name, force=True, triggered_by="demo", actor="demo")
+        echo(f"synced {spec.name}: {result.status}"
+             + (f" ({result.error})" if result.error else f", {sum((result.stats.get('read') or {}).values()):,} records"))
+    from attest.auth.login import create_admin
+
+    password = _admin_password(Path(state.settings.instance_path))
+    with transaction(state.factory) as session:
+        create_admin(session, DEMO_ADMIN, password, display_name="Demo Admin", actor="demo")
+    return [
+        f"Open {state.settings.base_url} and sign in as {DEMO_ADMIN} with password {password}",
+        "(the password is kept in instance/demo_admin_password)",
+    ]

@@ -1,0 +1,204 @@
+"""Link accounts to identities, and identities to their managers.
+
+Identities come from the source marked authoritative (the IdP). An account is linked, in this order, by:
+1. a manual link (never changed by a sync),
+2. `authoritative`: the account *is* the identity's account in the authoritative source,
+3. `saml_nameid`: the account's SAML NameID is an identity's e-mail or login,
+4. `email`: case-insensitive, after mapping alias domains (ATTEST_ALIAS_DOMAINS=alias.example=example.com),
+5. `tag`: an e-mail from a tag (an AWS IAM user's `email` tag),
+6. `username`: the account's login is an identity's login or the local part of its e-mail.
+Unlinked accounts are orphaned. Only rows whose link changes are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from attest.audit.log import record as audit
+from attest.config import Settings
+from attest.db import utcnow
+from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source
+
+
+def email_normalizer(settings: Settings) -> Callable[[str | None], str | None]:
+    aliases = dict(settings.alias_domains)
+
+    def normalize(email: str | None) -> str | None:
+        if not email or "@" not in email:
+            return None
+        local, _, domain = email.strip().lower().rpartition("@")
+        return f"{local}@{aliases.get(domain, domain)}"
+
+    return normalize
+
+
+class _Index:
+    """Lookup tables over active identities; ambiguous keys (two people, one key) map to None."""
+
+    def __init__(self, session: Session, normalize: Callable[[str | None], str | None]) -> None:
+        self.by_source_ext: dict[tuple[int, str], int] = {}
+        self.by_email: dict[str, int | None] = {}
+        self.by_login: dict[str, int | None] = {}
+        self.by_local: dict[str, int | None] = {}
+        rows = session.execute(
+            select(Identity.id, Identity.source_id, Identity.external_id, Identity.email, Identity.login).where(
+                Identity.ended_at.is_(None)
+            )
+        )
+        for iid, sid, ext, email, login in rows:
+            if sid is not None:
+                self.by_source_ext[(sid, ext)] = iid
+            norm = normalize(email)
+            if norm:
+                self._put(self.by_email, norm, iid)
+                self._put(self.by_local, norm.split("@", 1)[0], iid)
+            if login:
+                self._put(self.by_login, login.strip().lower(), iid)
+                lnorm = normalize(login)
+                if lnorm and lnorm not in self.by_email:
+                    self._put(self.by_email, lnorm, iid)
+
+    @staticmethod
+    def _put(table: dict[str, int | None], key: str, iid: int) -> None:
+        if key in table and table[key] != iid:
+            table[key] = None  # ambiguous: never guess between two people
+        else:
+            table[key] = iid
+
+
+def match(
+    index: _Index, normalize: Callable[[str | None], str | None], authoritative_id: int | None, row: Any
+) -> tuple[int | None, str | None]:
+    _, source_id, identity_ref, saml, email, tag_email, login = row
+    if authoritative_id is not None and source_id == authoritative_id and identity_ref:
+        iid = index.by_source_ext.get((source_id, identity_ref))
+        if iid:
+            return iid, "authoritative"
+    if saml:
+        iid = index.by_email.get(normalize(saml) or "") or index.by_login.get(saml.strip().lower())
+        if iid:
+            return iid, "saml_nameid"
+    if email:
+        iid = index.by_email.get(normalize(email) or "")
+        if iid:
+            return iid, "email"
+    if tag_email:
+        iid = index.by_email.get(normalize(tag_email) or "")
+        if iid:
+            return iid, "tag"
+    if login:
+        key = login.strip().lower()
+        iid = index.by_login.get(key) or (index.by_email.get(normalize(key) or "") if "@" in key else None)
+        if not iid and "@" not in key:
+            iid = index.by_local.get(key)
+        if iid:
+            return iid, "username"
+    return None, None
+
+
+def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | None = None) -> int:
+    """Re-link the active, not manually linked accounts of these sources (all when None).
+
+    Returns how many accounts changed link.
+    """
+    normalize = email_normalizer(settings)
+    index = _Index(session, normalize)
+    authoritative_id = session.scalar(
+        select(Source.id).where(Source.authoritative.is_(True), Source.enabled.is_(True)).limit(1)
+    )
+    stmt = select(
+        Account.id, Account.source_id, Account.identity_ref, Account.saml_nameid, Account.email, Account.tag_email,
+        Account.login, Account.identity_id, Account.link_method,
+    ).where(Account.ended_at.is_(None), (Account.link_method.is_(None)) | (Account.link_method != "manual"))
+    if source_ids is not None:
+        stmt = stmt.where(Account.source_id.in_(list(source_ids)))
+    now = utcnow()
+    changes: list[dict[str, Any]] = []
+    for row in session.execute(stmt).yield_per(10000):
+        iid, method = match(index, normalize, authoritative_id, row[:7])
+        if (iid, method) != (row.identity_id, row.link_method):
+            changes.append({"aid": row.id, "iid": iid, "method": method, "at": now if iid else None})
+    if changes:
+        session.execute(
+            update(Account).execution_options(synchronize_session=False),
+            [{"id": c["aid"], "identity_id": c["iid"], "link_method": c["method"], "linked_at": c["at"],
+              "linked_by": None} for c in changes],
+        )
+    return len(changes)
+
+
+def resolve_managers(session: Session, source_id: int) -> int:
+    """Set Identity.manager_id from manager_ref (an external id, login or e-mail) within the source."""
+    rows = session.execute(
+        select(Identity.id, Identity.external_id, Identity.login, Identity.email, Identity.manager_ref,
+               Identity.manager_id).where(Identity.source_id == source_id)
+    ).all()
+    by_ext = {r.external_id: r.id for r in rows}
+    by_login = {r.login.lower(): r.id for r in rows if r.login}
+    by_email = {r.email.lower(): r.id for r in rows if r.email}
+    changes = []
+    for r in rows:
+        ref = (r.manager_ref or "").strip()
+        target = None
+        if ref:
+            target = by_ext.get(ref) or by_login.get(ref.lower()) or by_email.get(ref.lower())
+        if target == r.id:
+            target = None
+        if target != r.manager_id:
+            changes.append({"id": r.id, "manager_id": target})
+    if changes:
+        session.execute(update(Identity).execution_options(synchronize_session=False), changes)
+    return len(changes)
+
+
+def sync_resource_owners(session: Session, source_id: int) -> None:
+    """Make the `sync` owner rows of the source's resources match their owner_refs (account external ids)."""
+    accounts = dict(
+        session.execute(
+            select(Account.external_id, Account.id).where(Account.source_id == source_id, Account.ended_at.is_(None))
+        ).all()
+    )
+    wanted: set[tuple[int, int]] = set()
+    for rid, refs in session.execute(
+        select(Resource.id, Resource.owner_refs).where(Resource.source_id == source_id, Resource.ended_at.is_(None))
+    ):
+        for ref in refs or []:
+            aid = accounts.get(ref)
+            if aid:
+                wanted.add((rid, aid))
+    existing = {
+        (r.resource_id, r.account_id): r.id
+        for r in session.execute(
+            select(ResourceOwner.id, ResourceOwner.resource_id, ResourceOwner.account_id)
+            .join(Resource, Resource.id == ResourceOwner.resource_id)
+            .where(Resource.source_id == source_id, ResourceOwner.origin == "sync")
+        )
+    }
+    stale = [oid for key, oid in existing.items() if key not in wanted]
+    if stale:
+        session.execute(ResourceOwner.__table__.delete().where(ResourceOwner.id.in_(stale)))
+    new = [{"resource_id": rid, "account_id": aid, "origin": "sync", "created_at": utcnow()}
+           for rid, aid in wanted - set(existing)]
+    if new:
+        session.execute(ResourceOwner.__table__.insert(), new)
+
+
+def link_manually(session: Session, account_id: int, identity_id: int | None, actor: str) -> Account:
+    """Link (or unlink, with None) an account by hand; later syncs keep it."""
+    account = session.get(Account, account_id)
+    if account is None:
+        raise ValueError(f"no account {account_id}")
+    if identity_id is not None and session.get(Identity, identity_id) is None:
+        raise ValueError(f"no identity {identity_id}")
+    before = {"identity_id": account.identity_id, "link_method": account.link_method}
+    account.identity_id = identity_id
+    account.link_method = "manual"  # a manual unlink also sticks: the sync will not re-link it
+    account.linked_at = utcnow()
+    account.linked_by = actor
+    audit(session, actor=actor, action="account.link", object_type="account", object_id=str(account.id),
+          before=before, after={"identity_id": identity_id, "link_method": account.link_method})
+    return account

@@ -1,0 +1,433 @@
+"""The normalized entitlement model: Source, SyncRun, Identity, Account, Resource, Entitlement, Grant,
+AccessChange.
+
+Rows are never deleted. Accounts, resources and entitlements that stop being seen get `ended_at` and
+`ended_reason`; when they come back the same row is reopened. Grants are history: a grant that ends and
+later reappears is a new row, so "who had what on date X" is a query over first_seen_at/ended_at.
+
+An active row (ended_at IS NULL) was last seen at its source's last successful run
+(`Source.last_success_run_id`); unchanged rows are never rewritten just to bump a timestamp.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from attest.db import Base, JSONType, UTCDateTime, utcnow
+
+SOURCE_KINDS = ("demo", "okta", "aws", "github")
+RUN_STATUSES = ("running", "succeeded", "partial", "failed", "aborted")
+ACCOUNT_KINDS = ("human", "service")
+LINK_METHODS = ("manual", "authoritative", "saml_nameid", "email", "username", "tag")
+PURPOSES = ("assignment", "permission", "ownership")
+PRINCIPAL_TYPES = ("account", "resource")
+
+ACTIVE = text("ended_at IS NULL")
+
+
+class Source(Base):
+    __tablename__ = "source"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    schedule: Mapped[str | None] = mapped_column(String(100))  # cron expression
+    authoritative: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sync_run.id", use_alter=True, name="fk_source_last_success_run_id_sync_run")
+    )
+
+    last_success_run: Mapped[SyncRun | None] = relationship(
+        foreign_keys=[last_success_run_id], post_update=True
+    )
+
+    __table_args__ = (CheckConstraint(f"kind IN {SOURCE_KINDS!r}", name="kind"),)
+
+    def __repr__(self) -> str:
+        return f"<Source {self.kind}:{self.name}>"
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # {"read": {"account": n, ...}, "added": {...}, "ended": {...}, "updated": {...}}
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    api_calls: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    # [{"part": "aws:123456789012", "reason": "AccessDenied ..."}]
+    failed_parts: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
+    notes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    triggered_by: Mapped[str | None] = mapped_column(String(200))
+
+    source: Mapped[Source] = relationship(foreign_keys=[source_id])
+
+    __table_args__ = (
+        CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
+        Index("ix_sync_run_source_started", "source_id", "started_at"),
+    )
+
+    @property
+    def seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+
+class Identity(Base):
+    """A person or a non-human owner, from the authoritative source (or created by hand)."""
+
+    __tablename__ = "identity"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_normalized: Mapped[str | None] = mapped_column(String(320), index=True)
+    login: Mapped[str | None] = mapped_column(String(320))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    employee_id: Mapped[str | None] = mapped_column(String(100))
+    department: Mapped[str | None] = mapped_column(String(200), index=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"), index=True)
+    manager_ref: Mapped[str | None] = mapped_column(String(320))  # as the source gave it
+    status: Mapped[str] = mapped_column(String(30), default="active")  # active | suspended | terminated
+    kind: Mapped[str] = mapped_column(String(20), default="human")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    record_hash: Mapped[str | None] = mapped_column(String(40))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(50))
+
+    manager: Mapped[Identity | None] = relationship(remote_side=[id], lazy="joined", join_depth=1)
+
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id"),
+        CheckConstraint(f"kind IN {ACCOUNT_KINDS!r}", name="kind"),
+        Index("ix_identity_display_name", "display_name"),
+        Index("ix_identity_login", "login"),
+    )
+
+    @property
+    def terminated(self) -> bool:
+        return self.status == "terminated"
+
+    def __repr__(self) -> str:
+        return f"<Identity {self.email or self.external_id}>"
+
+
+class Account(Base):
+    """An account in one source, linked to at most one Identity; unlinked accounts are orphaned."""
+
+    __tablename__ = "account"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    part: Mapped[str | None] = mapped_column(String(200))
+    login: Mapped[str | None] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(30), default="active")
+    kind: Mapped[str] = mapped_column(String(20), default="human")
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_upstream_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mfa_enabled: Mapped[bool | None] = mapped_column(Boolean)
+    identity_ref: Mapped[str | None] = mapped_column(String(255))  # same-source identity external id
+    saml_nameid: Mapped[str | None] = mapped_column(String(320))
+    tag_email: Mapped[str | None] = mapped_column(String(320))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    record_hash: Mapped[str | None] = mapped_column(String(40))
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"), index=True)
+    link_method: Mapped[str | None] = mapped_column(String(20))
+    linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    linked_by: Mapped[str | None] = mapped_column(String(320))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(50))
+
+    source: Mapped[Source] = relationship(lazy="joined")
+    identity: Mapped[Identity | None] = relationship(lazy="joined")
+
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id"),
+        CheckConstraint(f"kind IN {ACCOUNT_KINDS!r}", name="kind"),
+        Index("ix_account_orphaned", "source_id", "identity_id", sqlite_where=ACTIVE, postgresql_where=ACTIVE),
+        Index("ix_account_login", "login"),
+    )
+
+    @property
+    def orphaned(self) -> bool:
+        return self.identity_id is None
+
+    @property
+    def label(self) -> str:
+        return self.login or self.email or self.display_name or self.external_id
+
+
+class Resource(Base):
+    """Something access is granted on: a group, app, role, AWS account, permission set, org, team, repo."""
+
+    __tablename__ = "resource"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    part: Mapped[str | None] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(50))  # e.g. okta_group, aws_account, github_repo
+    name: Mapped[str] = mapped_column(String(400))
+    description: Mapped[str | None] = mapped_column(Text)
+    is_group: Mapped[bool] = mapped_column(Boolean, default=False)  # its members hold what it holds
+    parent_ref: Mapped[str | None] = mapped_column(String(255))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"), index=True)
+    owner_refs: Mapped[list[str]] = mapped_column(JSONType, default=list)  # account external ids
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    record_hash: Mapped[str | None] = mapped_column(String(40))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(50))
+
+    source: Mapped[Source] = relationship(lazy="joined")
+    parent: Mapped[Resource | None] = relationship(remote_side=[id], lazy="select")
+
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id"),
+        Index("ix_resource_type_name", "type", "name"),
+    )
+
+
+class ResourceOwner(Base):
+    """Who owns a resource: from the source (an account) or named by an admin (an identity)."""
+
+    __tablename__ = "resource_owner"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resource_id: Mapped[int] = mapped_column(ForeignKey("resource.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"), index=True)
+    origin: Mapped[str] = mapped_column(String(20), default="sync")  # sync | manual
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("account_id IS NOT NULL OR identity_id IS NOT NULL", name="who"),
+        UniqueConstraint("resource_id", "account_id", "identity_id"),
+    )
+
+
+class Entitlement(Base):
+    """One grantable permission on a resource: member, admin, push, PermissionSet:Admin..."""
+
+    __tablename__ = "entitlement"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(String(400))
+    part: Mapped[str | None] = mapped_column(String(200))
+    resource_ref: Mapped[str] = mapped_column(String(255))
+    resource_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(String(400))
+    description: Mapped[str | None] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(20), default="assignment")
+    privileged: Mapped[bool] = mapped_column(Boolean, default=False)
+    # holding it makes the principal a member of the (group) resource, so it holds what the group holds
+    is_membership: Mapped[bool] = mapped_column(Boolean, default=False)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    record_hash: Mapped[str | None] = mapped_column(String(40))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(50))
+
+    resource: Mapped[Resource | None] = relationship(lazy="joined")
+
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id"),
+        CheckConstraint(f"purpose IN {PURPOSES!r}", name="purpose"),
+        Index("ix_entitlement_privileged", "privileged"),
+    )
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+
+class Grant(Base):
+    """A principal (an account, or a group resource) holds an entitlement, from first_seen_at to ended_at."""
+
+    __tablename__ = "access_grant"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    # natural key inside the source: "<entitlement ext id>|<a|r>|<principal ext id>"
+    key: Mapped[str] = mapped_column(String(700))
+    part: Mapped[str | None] = mapped_column(String(200))
+    entitlement_id: Mapped[int] = mapped_column(ForeignKey("entitlement.id"), index=True)
+    principal_type: Mapped[str] = mapped_column(String(10))
+    principal_account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), index=True)
+    principal_resource_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"), index=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    first_seen_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_run.id"))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(50))
+    ended_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_run.id"))
+    ended_by: Mapped[str | None] = mapped_column(String(320))
+
+    entitlement: Mapped[Entitlement] = relationship(lazy="joined")
+    account: Mapped[Account | None] = relationship(foreign_keys=[principal_account_id], lazy="joined")
+    group: Mapped[Resource | None] = relationship(foreign_keys=[principal_resource_id], lazy="joined")
+
+    __table_args__ = (
+        CheckConstraint(
+            "(principal_type = 'account' AND principal_account_id IS NOT NULL AND principal_resource_id IS NULL)"
+            " OR (principal_type = 'resource' AND principal_resource_id IS NOT NULL AND principal_account_id IS NULL)",
+            name="principal",
+        ),
+        # one active grant per key and source; ended rows are history
+        Index("uq_access_grant_active_key", "source_id", "key", unique=True, sqlite_where=ACTIVE, postgresql_where=ACTIVE),
+        Index("ix_access_grant_first_seen_run", "first_seen_run_id"),
+        Index("ix_access_grant_ended_run", "ended_run_id"),
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+
+class AccessChange(Base):
+    """One row per grant added or ended, with the run that saw it."""
+
+    __tablename__ = "access_change"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_run.id"), index=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("access_grant.id"), index=True)
+    change: Mapped[str] = mapped_column(String(10))  # added | ended
+    reason: Mapped[str | None] = mapped_column(String(50))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("change IN ('added', 'ended')", name="change"),
+        Index("ix_access_change_source_at", "source_id", "at"),
+    )
+
+
+# --- staging: one run's records, written while the connector pages, applied only when it finished ---
+
+
+class StageIdentity(Base):
+    __tablename__ = "stage_identity"
+    __table_args__ = (Index("ix_stage_identity_run_external_id", "run_id", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    external_id: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_normalized: Mapped[str | None] = mapped_column(String(320))
+    login: Mapped[str | None] = mapped_column(String(320))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    employee_id: Mapped[str | None] = mapped_column(String(100))
+    department: Mapped[str | None] = mapped_column(String(200))
+    title: Mapped[str | None] = mapped_column(String(200))
+    manager_ref: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(30))
+    kind: Mapped[str] = mapped_column(String(20))
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    record_hash: Mapped[str] = mapped_column(String(40))
+
+
+class StageAccount(Base):
+    __tablename__ = "stage_account"
+    __table_args__ = (Index("ix_stage_account_run_external_id", "run_id", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    external_id: Mapped[str] = mapped_column(String(255))
+    part: Mapped[str | None] = mapped_column(String(200))
+    login: Mapped[str | None] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(30))
+    kind: Mapped[str] = mapped_column(String(20))
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_upstream_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mfa_enabled: Mapped[bool | None] = mapped_column(Boolean)
+    identity_ref: Mapped[str | None] = mapped_column(String(255))
+    saml_nameid: Mapped[str | None] = mapped_column(String(320))
+    tag_email: Mapped[str | None] = mapped_column(String(320))
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    record_hash: Mapped[str] = mapped_column(String(40))
+
+
+class StageResource(Base):
+    __tablename__ = "stage_resource"
+    __table_args__ = (Index("ix_stage_resource_run_external_id", "run_id", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    external_id: Mapped[str] = mapped_column(String(255))
+    part: Mapped[str | None] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(400))
+    description: Mapped[str | None] = mapped_column(Text)
+    is_group: Mapped[bool] = mapped_column(Boolean)
+    parent_ref: Mapped[str | None] = mapped_column(String(255))
+    owner_refs: Mapped[list[str] | None] = mapped_column(JSONType)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    record_hash: Mapped[str] = mapped_column(String(40))
+
+
+class StageEntitlement(Base):
+    __tablename__ = "stage_entitlement"
+    __table_args__ = (Index("ix_stage_entitlement_run_external_id", "run_id", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    external_id: Mapped[str] = mapped_column(String(400))
+    part: Mapped[str | None] = mapped_column(String(200))
+    resource_ref: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(String(400))
+    description: Mapped[str | None] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(20))
+    privileged: Mapped[bool] = mapped_column(Boolean)
+    is_membership: Mapped[bool] = mapped_column(Boolean)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    record_hash: Mapped[str] = mapped_column(String(40))
+
+
+class StageGrant(Base):
+    __tablename__ = "stage_grant"
+    __table_args__ = (Index("ix_stage_grant_run_key", "run_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(700))
+    part: Mapped[str | None] = mapped_column(String(200))
+    entitlement_ref: Mapped[str] = mapped_column(String(400))
+    principal_type: Mapped[str] = mapped_column(String(10))
+    principal_ref: Mapped[str] = mapped_column(String(255))
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+STAGE_TABLES = (StageIdentity, StageAccount, StageResource, StageEntitlement, StageGrant)

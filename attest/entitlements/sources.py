@@ -1,0 +1,225 @@
+"""Sources: add, list, test, disable; secrets encrypted at rest with MultiFernet.
+
+Secrets are decrypted only to build a connector; they are never returned to a page, a log or an export.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from attest.audit.log import record as audit
+from attest.config import Settings
+from attest.connectors import registry
+from attest.connectors.base import BaseConnector
+from attest.db import utcnow
+from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class SourceError(ValueError):
+    """A user-caused problem with a source; the message says what."""
+
+
+def fernet(settings: Settings) -> MultiFernet:
+    return MultiFernet([Fernet(k.encode()) for k in settings.encryption_keys])
+
+
+def encrypt_secrets(settings: Settings, secrets: Mapping[str, str]) -> str | None:
+    if not secrets:
+        return None
+    return fernet(settings).encrypt(json.dumps(dict(secrets)).encode()).decode()
+
+
+def decrypt_secrets(settings: Settings, blob: str | None) -> dict[str, str]:
+    if not blob:
+        return {}
+    try:
+        return json.loads(fernet(settings).decrypt(blob.encode()))
+    except InvalidToken:
+        raise SourceError(
+            "the source's secrets cannot be decrypted with ATTEST_ENCRYPTION_KEYS "
+            "(was the key that encrypted them removed?)"
+        ) from None
+
+
+def rotate_secrets(session: Session, settings: Settings) -> int:
+    """Re-encrypt every source's secrets with the first (newest) key."""
+    f = fernet(settings)
+    n = 0
+    for source in session.scalars(select(Source).where(Source.secrets_encrypted.is_not(None))):
+        source.secrets_encrypted = f.rotate(source.secrets_encrypted.encode()).decode()
+        n += 1
+    return n
+
+
+def get_source(session: Session, name: str) -> Source:
+    source = session.scalar(select(Source).where(Source.name == name))
+    if source is None:
+        raise SourceError(f"no source named {name!r}")
+    return source
+
+
+def add_source(
+    session: Session,
+    settings: Settings,
+    kind: str,
+    name: str,
+    values: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    schedule: str | None = None,
+    authoritative: bool | None = None,
+    actor: str = "system",
+) -> Source:
+    if not NAME_RE.match(name):
+        raise SourceError("a source name is 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if session.scalar(select(Source.id).where(Source.name == name)) is not None:
+        raise SourceError(f"a source named {name!r} already exists")
+    try:
+        clean, clean_secrets = registry.validate_settings(kind, values, secrets)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from None
+    if schedule:
+        validate_cron(schedule)
+    cls = registry.connector_class(kind)
+    if authoritative is None:
+        # the IdP is authoritative for people unless another source already is
+        authoritative = bool(getattr(cls, "AUTHORITATIVE_DEFAULT", False)) and not session.scalar(
+            select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
+        )
+    elif authoritative and session.scalar(
+        select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
+    ):
+        raise SourceError("another enabled source is already authoritative for identities")
+    source = Source(
+        kind=kind,
+        name=name,
+        settings=clean,
+        secrets_encrypted=encrypt_secrets(settings, clean_secrets),
+        schedule=schedule,
+        authoritative=bool(authoritative),
+        enabled=True,
+    )
+    session.add(source)
+    session.flush()
+    audit(
+        session,
+        actor=actor,
+        action="source.add",
+        object_type="source",
+        object_id=str(source.id),
+        after={"kind": kind, "name": name, "settings": clean, "secrets": sorted(clean_secrets),
+               "schedule": schedule, "authoritative": source.authoritative},
+    )
+    return source
+
+
+def validate_cron(expr: str) -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(expr, timezone="UTC")
+    except ValueError as exc:
+        raise SourceError(f"schedule {expr!r} is not a valid cron expression: {exc}") from None
+
+
+def disable_source(session: Session, name: str, actor: str = "system") -> Source:
+    source = get_source(session, name)
+    if source.enabled:
+        source.enabled = False
+        source.disabled_at = utcnow()
+        audit(session, actor=actor, action="source.disable", object_type="source", object_id=str(source.id),
+              before={"enabled": True}, after={"enabled": False})
+    return source
+
+
+def build_connector(source: Source, settings: Settings) -> BaseConnector:
+    return registry.build(source.kind, source.settings or {}, decrypt_secrets(settings, source.secrets_encrypted))
+
+
+@dataclass
+class SourceSummary:
+    id: int
+    name: str
+    kind: str
+    enabled: bool
+    authoritative: bool
+    schedule: str | None
+    settings: dict[str, Any]
+    secret_names: list[str]
+    counts: dict[str, int]
+    last_run: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def active_counts(session: Session, source_id: int | None = None) -> dict[int, dict[str, int]]:
+    """Active rows per source and kind, one grouped query per table."""
+    out: dict[int, dict[str, int]] = {}
+    for label, model in (("identities", Identity), ("accounts", Account), ("resources", Resource),
+                         ("entitlements", Entitlement), ("grants", Grant)):
+        stmt = select(model.source_id, func.count()).where(model.ended_at.is_(None)).group_by(model.source_id)
+        if source_id is not None:
+            stmt = stmt.where(model.source_id == source_id)
+        for sid, n in session.execute(stmt):
+            if sid is not None:
+                out.setdefault(sid, {})[label] = n
+    orphan_stmt = (
+        select(Account.source_id, func.count())
+        .where(Account.ended_at.is_(None), Account.identity_id.is_(None))
+        .group_by(Account.source_id)
+    )
+    for sid, n in session.execute(orphan_stmt):
+        out.setdefault(sid, {})["orphaned_accounts"] = n
+    return out
+
+
+def list_sources(session: Session, settings: Settings) -> list[SourceSummary]:
+    from attest.entitlements.models import SyncRun
+
+    counts = active_counts(session)
+    summaries = []
+    for source in session.scalars(select(Source).order_by(Source.name)):
+        last = session.scalar(
+            select(SyncRun).where(SyncRun.source_id == source.id).order_by(SyncRun.id.desc()).limit(1)
+        )
+        summaries.append(
+            SourceSummary(
+                id=source.id,
+                name=source.name,
+                kind=source.kind,
+                enabled=source.enabled,
+                authoritative=source.authoritative,
+                schedule=source.schedule,
+                settings=dict(source.settings or {}),
+                secret_names=sorted(decrypt_secrets(settings, source.secrets_encrypted)),
+                counts=counts.get(source.id, {}),
+                last_run=run_summary(last) if last else None,
+            )
+        )
+    return summaries
+
+
+def run_summary(run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "seconds": run.seconds,
+        "api_calls": run.api_calls,
+        "stats": run.stats or {},
+        "failed_parts": run.failed_parts or [],
+        "notes": run.notes or [],
+        "error": run.error,
+    }

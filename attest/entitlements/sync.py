@@ -1,0 +1,585 @@
+"""Run a connector, stage its records, and apply the diff.
+
+The rules (DESIGN, "Sync rules"):
+1. The connector is paged through completely first. Records are written to staging tables as they
+   arrive (COPY on PostgreSQL, executemany on SQLite), in batches, tagged with the run id.
+2. Only a run that finished is applied, set-based, in one transaction: new rows inserted, changed rows
+   (by record hash) updated, unseen rows ended with `ended_reason='not_seen'`, and every grant added or
+   ended written to AccessChange. Unchanged rows are not touched: an active row was last seen at its
+   source's last successful run.
+3. A failed or interrupted run changes nothing but its own SyncRun row.
+4. A part the connector could not read (PartFailed) is left as it was: nothing in it is ended, and the
+   run is `partial`.
+5. A run that would end more than ATTEST_SYNC_MAX_REMOVAL_RATIO of the source's active grants is
+   rolled back and stops with a clear message unless forced.
+
+This module orchestrates several transactions (staging batches, then the apply), so unlike the other
+services it takes the session factory rather than a session.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from attest.audit.log import record as audit
+from attest.config import Settings
+from attest.connectors.base import (
+    AccountRecord,
+    BaseConnector,
+    ConnectorError,
+    EntitlementRecord,
+    GrantRecord,
+    IdentityRecord,
+    Note,
+    PartFailed,
+    ResourceRecord,
+    record_hash,
+)
+from attest.db import canonical_json, utcnow
+from attest.entitlements import correlation
+from attest.entitlements.models import STAGE_TABLES, Source, SyncRun
+from attest.entitlements.sources import SourceError, build_connector
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+STALE_RUN = timedelta(hours=6)
+
+
+class SyncError(Exception):
+    """A sync could not start or was refused; the message is for the user."""
+
+
+class RemovalGuardTripped(SyncError):
+    pass
+
+
+@dataclass
+class SyncResult:
+    run_id: int
+    source: str
+    status: str
+    stats: dict[str, Any] = field(default_factory=dict)
+    api_calls: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    failed_parts: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("succeeded", "partial")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Progress:
+    records: int = 0
+    requests: int = 0
+    elapsed: float = 0.0
+    phase: str = "reading"
+
+
+# --- staging --------------------------------------------------------------------------------------
+
+_STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "stage_identity": ("run_id", "external_id", "email", "email_normalized", "login", "display_name",
+                       "employee_id", "department", "title", "manager_ref", "status", "kind", "attributes",
+                       "record_hash"),
+    "stage_account": ("run_id", "external_id", "part", "login", "email", "display_name", "status", "kind",
+                      "last_login_at", "created_upstream_at", "mfa_enabled", "identity_ref", "saml_nameid",
+                      "tag_email", "attributes", "record_hash"),
+    "stage_resource": ("run_id", "external_id", "part", "type", "name", "description", "is_group",
+                       "parent_ref", "owner_refs", "attributes", "record_hash"),
+    "stage_entitlement": ("run_id", "external_id", "part", "resource_ref", "name", "display_name",
+                          "description", "purpose", "privileged", "is_membership", "attributes", "record_hash"),
+    "stage_grant": ("run_id", "key", "part", "entitlement_ref", "principal_type", "principal_ref", "attributes"),
+}
+
+_JSON_COLUMNS = {"attributes", "owner_refs"}
+
+
+def _json(value: Any) -> str:
+    return canonical_json(value if value is not None else {})
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _row(table: str, run_id: int, rec: Any, normalize_email: Callable[[str | None], str | None]) -> tuple:
+    if table == "stage_grant":
+        return (run_id, rec.key, rec.part, rec.entitlement_ref, rec.principal_type, rec.principal_ref,
+                _json(dict(rec.attributes)))
+    if table == "stage_identity":
+        attrs = dict(rec.attributes)
+        h = record_hash({"e": rec.email, "l": rec.login, "n": rec.display_name, "i": rec.employee_id,
+                         "d": rec.department, "t": rec.title, "m": rec.manager_ref, "s": rec.status,
+                         "k": rec.kind, "a": attrs})
+        return (run_id, rec.external_id, rec.email, normalize_email(rec.email), rec.login, rec.display_name or "",
+                rec.employee_id, rec.department, rec.title, rec.manager_ref, rec.status, rec.kind, _json(attrs), h)
+    if table == "stage_account":
+        attrs = dict(rec.attributes)
+        h = record_hash({"p": rec.part, "l": rec.login, "e": rec.email, "n": rec.display_name, "s": rec.status,
+                         "k": rec.kind, "ll": _iso(rec.last_login_at), "c": _iso(rec.created_at),
+                         "m": rec.mfa_enabled, "ir": rec.identity_ref, "sn": rec.saml_nameid, "te": rec.tag_email,
+                         "a": attrs})
+        return (run_id, rec.external_id, rec.part, rec.login, rec.email, rec.display_name, rec.status, rec.kind,
+                rec.last_login_at, rec.created_at, rec.mfa_enabled, rec.identity_ref, rec.saml_nameid,
+                rec.tag_email, _json(attrs), h)
+    if table == "stage_resource":
+        attrs = dict(rec.attributes)
+        owners = list(rec.owner_refs)
+        h = record_hash({"p": rec.part, "t": rec.type, "n": rec.name, "d": rec.description, "g": rec.is_group,
+                         "pr": rec.parent_ref, "o": owners, "a": attrs})
+        return (run_id, rec.external_id, rec.part, rec.type, rec.name, rec.description, rec.is_group,
+                rec.parent_ref, _json(owners), _json(attrs), h)
+    if table == "stage_entitlement":
+        attrs = dict(rec.attributes)
+        h = record_hash({"p": rec.part, "r": rec.resource_ref, "n": rec.name, "dn": rec.display_name,
+                         "d": rec.description, "pu": rec.purpose, "pv": rec.privileged, "m": rec.is_membership,
+                         "a": attrs})
+        return (run_id, rec.external_id, rec.part, rec.resource_ref, rec.name, rec.display_name, rec.description,
+                rec.purpose, rec.privileged, rec.is_membership, _json(attrs), h)
+    raise AssertionError(table)
+
+
+_TABLE_FOR = {
+    IdentityRecord: "stage_identity",
+    AccountRecord: "stage_account",
+    ResourceRecord: "stage_resource",
+    EntitlementRecord: "stage_entitlement",
+    GrantRecord: "stage_grant",
+}
+_KIND_FOR = {
+    "stage_identity": "identities",
+    "stage_account": "accounts",
+    "stage_resource": "resources",
+    "stage_entitlement": "entitlements",
+    "stage_grant": "grants",
+}
+
+
+def _write_stage(session: Session, table: str, rows: Sequence[tuple]) -> None:
+    """Bulk-write one batch of staged rows with the driver's fastest path."""
+    if not rows:
+        return
+    cols = _STAGE_COLUMNS[table]
+    conn = session.connection()
+    dbapi = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        with dbapi.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        placeholders = ", ".join("?" for _ in cols)
+        cur = dbapi.cursor()
+        try:
+            cur.executemany(
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})",
+                [tuple(_sqlite_value(v) for v in row) for row in rows],
+            )
+        finally:
+            cur.close()
+
+
+def _sqlite_value(value: Any) -> Any:
+    """SQLite stores UTC datetimes as naive text in SQLAlchemy's format."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def clear_stage(session: Session, run_id: int) -> None:
+    for model in STAGE_TABLES:
+        session.execute(text(f"DELETE FROM {model.__tablename__} WHERE run_id = :run"), {"run": run_id})
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def _start_run(factory: sessionmaker[Session], source_name: str, force: bool, triggered_by: str | None) -> tuple[int, int]:
+    with factory() as session, session.begin():
+        source = session.scalar(select(Source).where(Source.name == source_name))
+        if source is None:
+            raise SyncError(f"no source named {source_name!r}")
+        if not source.enabled:
+            raise SyncError(f"source {source_name!r} is disabled")
+        now = utcnow()
+        for stale in session.scalars(
+            select(SyncRun).where(SyncRun.source_id == source.id, SyncRun.status == "running")
+        ):
+            if now - stale.started_at > STALE_RUN:
+                stale.status = "failed"
+                stale.finished_at = now
+                stale.error = "interrupted: the process running it stopped before it finished"
+                clear_stage(session, stale.id)
+            else:
+                raise SyncError(
+                    f"source {source_name!r} is already syncing (run {stale.id} started {stale.started_at:%Y-%m-%d %H:%M} UTC)"
+                )
+        run = SyncRun(source_id=source.id, status="running", started_at=now, forced=force, triggered_by=triggered_by,
+                      stats={}, failed_parts=[], notes=[])
+        session.add(run)
+        session.flush()
+        return source.id, run.id
+
+
+def run_sync(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    source_name: str,
+    *,
+    force: bool = False,
+    connector: BaseConnector | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    triggered_by: str | None = None,
+    actor: str = "system",
+) -> SyncResult:
+    """Sync one source. Returns the result; raises SyncError only when the run cannot start."""
+    source_id, run_id = _start_run(factory, source_name, force, triggered_by)
+    t0 = time.monotonic()
+    read: dict[str, int] = {}
+    failed_parts: list[dict[str, str]] = []
+    notes: list[str] = []
+    prog = Progress()
+
+    try:
+        if connector is None:
+            with factory() as session:
+                source = session.get(Source, source_id)
+                connector = build_connector(source, settings)
+        normalize = correlation.email_normalizer(settings)
+        buffers: dict[str, list[tuple]] = {t: [] for t in _STAGE_COLUMNS}
+        last_report = 0.0
+
+        def flush(table: str) -> None:
+            rows = buffers[table]
+            if rows:
+                with factory() as s, s.begin():
+                    _write_stage(s, table, rows)
+                buffers[table] = []
+
+        try:
+            for rec in connector.sync():
+                if isinstance(rec, PartFailed):
+                    failed_parts.append({"part": rec.part, "reason": rec.reason})
+                    continue
+                if isinstance(rec, Note):
+                    notes.append(rec.message)
+                    continue
+                table = _TABLE_FOR.get(type(rec))
+                if table is None:
+                    raise ConnectorError(f"connector yielded an unknown record type {type(rec).__name__}")
+                buffers[table].append(_row(table, run_id, rec, normalize))
+                read[_KIND_FOR[table]] = read.get(_KIND_FOR[table], 0) + 1
+                if len(buffers[table]) >= BATCH:
+                    flush(table)
+                prog.records += 1
+                if progress is not None and prog.records % 1000 == 0:
+                    now = time.monotonic()
+                    if now - last_report > 0.2:
+                        prog.requests, prog.elapsed = connector.calls, now - t0
+                        progress(prog)
+                        last_report = now
+            for table in buffers:
+                flush(table)
+        finally:
+            api_calls = connector.calls
+            connector.close()
+
+        prog.phase, prog.requests, prog.elapsed = "applying", api_calls, time.monotonic() - t0
+        if progress is not None:
+            progress(prog)
+        failed_part_names = [p["part"] for p in failed_parts]
+        with factory() as session, session.begin():
+            stats = apply_run(session, settings, source_id, run_id, failed_part_names, force=force,
+                              staged_grants=read.get("grants", 0))
+            stats["read"] = read
+            run = session.get(SyncRun, run_id)
+            run.status = "partial" if failed_parts else "succeeded"
+            run.finished_at = utcnow()
+            run.stats = stats
+            run.api_calls = api_calls
+            run.failed_parts = failed_parts
+            run.notes = notes + stats.pop("notes", [])
+            source = session.get(Source, source_id)
+            source.last_success_run_id = run_id
+            clear_stage(session, run_id)
+            audit(session, actor=actor, action="sync.applied", object_type="sync_run", object_id=str(run_id),
+                  after={"source": source_name, "status": run.status, "added": stats.get("added"),
+                         "ended": stats.get("ended"), "failed_parts": failed_parts})
+        return SyncResult(run_id, source_name, run.status, stats, api_calls, round(time.monotonic() - t0, 3),
+                          None, failed_parts, run.notes)
+    except Exception as exc:  # the run fails; nothing but its own row changes
+        status = "aborted" if isinstance(exc, RemovalGuardTripped) else "failed"
+        message = _error_message(exc)
+        if not isinstance(exc, ConnectorError | SyncError | SourceError):
+            log.exception("sync of %s failed", source_name)
+        api_calls = getattr(connector, "calls", 0) if connector is not None else 0
+        with factory() as session, session.begin():
+            run = session.get(SyncRun, run_id)
+            run.status = status
+            run.finished_at = utcnow()
+            run.error = message
+            run.api_calls = api_calls
+            run.stats = {"read": read}
+            run.failed_parts = failed_parts
+            run.notes = notes
+            clear_stage(session, run_id)
+        return SyncResult(run_id, source_name, status, {"read": read}, api_calls, round(time.monotonic() - t0, 3),
+                          message, failed_parts, notes)
+
+
+def _error_message(exc: Exception) -> str:
+    text_ = str(exc) or type(exc).__name__
+    if not isinstance(exc, ConnectorError | SyncError | SourceError):
+        text_ = f"{type(exc).__name__}: {text_}"
+    return text_[:2000]
+
+
+# --- apply ----------------------------------------------------------------------------------------
+
+
+def _part_filter(alias: str, parts: Sequence[str], params: dict[str, Any]) -> str:
+    if not parts:
+        return ""
+    names = []
+    for i, part in enumerate(parts):
+        params[f"part{i}"] = part
+        names.append(f":part{i}")
+    return f" AND ({alias}.part IS NULL OR {alias}.part NOT IN ({', '.join(names)}))"
+
+
+def _apply_table(
+    session: Session,
+    live: str,
+    stage: str,
+    columns: Sequence[str],
+    params: dict[str, Any],
+    failed_parts: Sequence[str],
+    *,
+    end_unseen: bool = True,
+    has_part: bool = True,
+) -> tuple[int, int, int]:
+    """Insert new rows, update changed or reopened rows, end unseen rows. Returns (added, updated, ended)."""
+    cols = ", ".join(columns)
+    scols = ", ".join(f"s.{c}" for c in columns)
+    added = session.execute(
+        text(
+            f"INSERT INTO {live} (source_id, external_id, {cols}, first_seen_at) "
+            f"SELECT :sid, s.external_id, {scols}, :now FROM {stage} s "
+            f"WHERE s.run_id = :run AND s.id IN (SELECT MAX(id) FROM {stage} WHERE run_id = :run GROUP BY external_id) "
+            f"AND NOT EXISTS (SELECT 1 FROM {live} l WHERE l.source_id = :sid AND l.external_id = s.external_id)"
+        ),
+        params,
+    ).rowcount
+    sets = ", ".join(f"{c} = s.{c}" for c in columns)
+    updated = session.execute(
+        text(
+            f"UPDATE {live} SET {sets}, ended_at = NULL, ended_reason = NULL FROM {stage} s "
+            f"WHERE s.run_id = :run AND {live}.source_id = :sid AND {live}.external_id = s.external_id "
+            f"AND ({live}.record_hash IS NULL OR {live}.record_hash <> s.record_hash OR {live}.ended_at IS NOT NULL)"
+        ),
+        params,
+    ).rowcount
+    ended = 0
+    if end_unseen:
+        p = dict(params)
+        part_sql = _part_filter(live, failed_parts, p) if has_part else ""
+        ended = session.execute(
+            text(
+                f"UPDATE {live} SET ended_at = :now, ended_reason = 'not_seen' "
+                f"WHERE source_id = :sid AND ended_at IS NULL{part_sql} "
+                f"AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.run_id = :run AND s.external_id = {live}.external_id)"
+            ),
+            p,
+        ).rowcount
+    return added, updated, ended
+
+
+def apply_run(
+    session: Session,
+    settings: Settings,
+    source_id: int,
+    run_id: int,
+    failed_parts: Sequence[str] = (),
+    *,
+    force: bool = False,
+    staged_grants: int | None = None,
+) -> dict[str, Any]:
+    """Apply a finished run's staged records to the live tables. Runs inside the caller's transaction."""
+    source = session.get(Source, source_id)
+    now = utcnow()
+    params: dict[str, Any] = {"sid": source_id, "run": run_id, "now": now}
+    if session.get_bind().dialect.name == "sqlite":
+        params["now"] = _sqlite_value(now)
+    added: dict[str, int] = {}
+    updated: dict[str, int] = {}
+    ended: dict[str, int] = {}
+    notes: list[str] = []
+
+    # 1. active grants before, for the removal guard (checked after the grant diff; raising rolls back)
+    p = dict(params)
+    part_sql = _part_filter("g", failed_parts, p)
+    active = session.execute(
+        text(f"SELECT COUNT(*) FROM access_grant g WHERE g.source_id = :sid AND g.ended_at IS NULL{part_sql}"), p
+    ).scalar_one()
+
+    # 2. identities (authoritative source only)
+    if source.authoritative:
+        a, u, e = _apply_table(
+            session, "identity", "stage_identity",
+            ("email", "email_normalized", "login", "display_name", "employee_id", "department", "title",
+             "manager_ref", "status", "kind", "attributes", "record_hash"),
+            params, failed_parts, has_part=False,
+        )
+        added["identities"], updated["identities"], ended["identities"] = a, u, e
+
+    # 3. resources, entitlements, accounts
+    a, u, e = _apply_table(
+        session, "resource", "stage_resource",
+        ("part", "type", "name", "description", "is_group", "parent_ref", "owner_refs", "attributes", "record_hash"),
+        params, failed_parts,
+    )
+    added["resources"], updated["resources"], ended["resources"] = a, u, e
+    if a or u:
+        session.execute(
+            text(
+                "UPDATE resource SET parent_id = (SELECT p.id FROM resource p WHERE p.source_id = resource.source_id "
+                "AND p.external_id = resource.parent_ref) WHERE source_id = :sid AND ended_at IS NULL "
+                "AND (parent_ref IS NOT NULL OR parent_id IS NOT NULL)"
+            ),
+            params,
+        )
+    a, u, e = _apply_table(
+        session, "entitlement", "stage_entitlement",
+        ("part", "resource_ref", "name", "display_name", "description", "purpose", "privileged", "is_membership",
+         "attributes", "record_hash"),
+        params, failed_parts,
+    )
+    added["entitlements"], updated["entitlements"], ended["entitlements"] = a, u, e
+    if a or u:
+        session.execute(
+            text(
+                "UPDATE entitlement SET resource_id = (SELECT r.id FROM resource r WHERE r.source_id = entitlement.source_id "
+                "AND r.external_id = entitlement.resource_ref) WHERE source_id = :sid AND ended_at IS NULL"
+            ),
+            params,
+        )
+        dangling = session.execute(
+            text("SELECT COUNT(*) FROM entitlement WHERE source_id = :sid AND ended_at IS NULL AND resource_id IS NULL"),
+            params,
+        ).scalar_one()
+        if dangling:
+            notes.append(f"{dangling} entitlements name a resource the source did not return")
+    a, u, e = _apply_table(
+        session, "account", "stage_account",
+        ("part", "login", "email", "display_name", "status", "kind", "last_login_at", "created_upstream_at",
+         "mfa_enabled", "identity_ref", "saml_nameid", "tag_email", "attributes", "record_hash"),
+        params, failed_parts,
+    )
+    added["accounts"], updated["accounts"], ended["accounts"] = a, u, e
+
+    # 4. grants: end what was not seen, insert what is new; the key is the natural key in the source
+    p = dict(params)
+    part_sql = _part_filter("access_grant", failed_parts, p)
+    ended["grants"] = session.execute(
+        text(
+            "UPDATE access_grant SET ended_at = :now, ended_reason = 'not_seen', ended_run_id = :run "
+            f"WHERE source_id = :sid AND ended_at IS NULL{part_sql} "
+            "AND NOT EXISTS (SELECT 1 FROM stage_grant s WHERE s.run_id = :run AND s.key = access_grant.key)"
+        ),
+        p,
+    ).rowcount
+    to_end, ratio = ended["grants"], settings.sync_max_removal_ratio
+    if active and to_end > ratio * active and not force:
+        raise RemovalGuardTripped(
+            f"this run would end {to_end:,} of {active:,} active grants ({to_end / active:.0%}), more than "
+            f"ATTEST_SYNC_MAX_REMOVAL_RATIO={ratio:g}. An upstream that suddenly returns less is far likelier "
+            "than a mass exodus: check the source, then run again with --force if the removals are real. "
+            "Nothing was changed."
+        )
+    added["grants"] = session.execute(
+        text(
+            "INSERT INTO access_grant (source_id, key, part, entitlement_id, principal_type, principal_account_id, "
+            "principal_resource_id, attributes, first_seen_at, first_seen_run_id) "
+            "SELECT :sid, n.key, n.part, e.id, n.principal_type, a.id, r.id, n.attributes, :now, :run "
+            "FROM (SELECT s.key, s.part, s.entitlement_ref, s.principal_type, s.principal_ref, s.attributes "
+            "      FROM stage_grant s WHERE s.run_id = :run AND NOT EXISTS (SELECT 1 FROM access_grant g "
+            "      WHERE g.source_id = :sid AND g.key = s.key AND g.ended_at IS NULL)) n "
+            "JOIN entitlement e ON e.source_id = :sid AND e.external_id = n.entitlement_ref "
+            "LEFT JOIN account a ON n.principal_type = 'account' AND a.source_id = :sid AND a.external_id = n.principal_ref "
+            "LEFT JOIN resource r ON n.principal_type = 'resource' AND r.source_id = :sid AND r.external_id = n.principal_ref "
+            "WHERE (a.id IS NOT NULL OR r.id IS NOT NULL) ON CONFLICT DO NOTHING"
+        ),
+        params,
+    ).rowcount
+    if staged_grants is not None:
+        skipped = staged_grants - (active - to_end + added["grants"])
+        if skipped > 0:
+            notes.append(f"{skipped} grant records were duplicates or named an entitlement or principal "
+                         "the source did not return; skipped")
+
+    # 5. the access history; a source's first successful run is its baseline (first_seen_run_id marks it)
+    if source.last_success_run_id is not None:
+        session.execute(
+            text(
+                "INSERT INTO access_change (source_id, sync_run_id, grant_id, change, reason, at) "
+                "SELECT source_id, :run, id, 'added', NULL, :now FROM access_grant WHERE first_seen_run_id = :run"
+            ),
+            params,
+        )
+    session.execute(
+        text(
+            "INSERT INTO access_change (source_id, sync_run_id, grant_id, change, reason, at) "
+            "SELECT source_id, :run, id, 'ended', ended_reason, :now FROM access_grant WHERE ended_run_id = :run"
+        ),
+        params,
+    )
+
+    # 6. resource owners named by the source, for resources that changed
+    if added["resources"] or updated["resources"] or added["accounts"]:
+        correlation.sync_resource_owners(session, source_id)
+
+    # 7. people: managers, then account links
+    if source.authoritative:
+        correlation.resolve_managers(session, source_id)
+    linked = correlation.correlate(session, settings, None if source.authoritative else [source_id])
+    return {"added": added, "updated": updated, "ended": ended, "linked": linked, "notes": notes}
+
+
+def sync_many(
+    factory: sessionmaker[Session], settings: Settings, names: Iterable[str], **kwargs: Any
+) -> list[SyncResult]:
+    """Sync several sources, the authoritative one first so the others correlate against fresh identities."""
+    names = list(dict.fromkeys(names))
+    with factory() as session:
+        order = {
+            s.name: (not s.authoritative, s.name)
+            for s in session.scalars(select(Source).where(Source.name.in_(names)))
+        }
+    unknown = [n for n in names if n not in order]
+    if unknown:
+        raise SyncError(f"no source named {', '.join(repr(n) for n in unknown)}")
+    return [run_sync(factory, settings, name, **kwargs) for name in sorted(order, key=order.get)]
+
+
+def active_grant_count(session: Session, source_id: int) -> int:
+    from attest.entitlements.models import Grant
+
+    return session.scalar(
+        select(func.count()).select_from(Grant).where(Grant.source_id == source_id, Grant.ended_at.is_(None))
+    )

@@ -1,0 +1,153 @@
+"""Pages for sources, people, resources and findings (orphaned accounts, terminated with access).
+
+Admins and auditors read these; only admins change anything (manual account links).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import func, select
+from wtforms import IntegerField, StringField
+from wtforms.validators import DataRequired, Optional
+
+from attest.auth.permissions import admin_required, read_all_required
+from attest.entitlements import correlation, queries
+from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
+from attest.entitlements.sources import decrypt_secrets
+from attest.web import db, settings, write
+
+bp = Blueprint("entitlements", __name__)
+
+
+def _int_arg(name: str) -> int | None:
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+@bp.get("/sources")
+@read_all_required
+def sources():
+    session = db()
+    counts = queries.stats(session)
+    last_runs = {
+        run.source_id: run
+        for run in session.scalars(
+            select(SyncRun).where(SyncRun.id.in_(select(func.max(SyncRun.id)).group_by(SyncRun.source_id)))
+        )
+    }
+    rows = session.scalars(select(Source).order_by(Source.name)).all()
+    return render_template("entitlements/sources.html", sources=rows, counts={c["source"]: c for c in counts},
+                           last_runs=last_runs)
+
+
+@bp.get("/sources/<int:source_id>")
+@read_all_required
+def source_detail(source_id: int):
+    session = db()
+    source = session.get(Source, source_id) or abort(404)
+    runs = session.scalars(
+        select(SyncRun).where(SyncRun.source_id == source_id).order_by(SyncRun.id.desc()).limit(25)
+    ).all()
+    secret_names = sorted(decrypt_secrets(settings(), source.secrets_encrypted))
+    counts = next((c for c in queries.stats(session) if c["source"] == source.name), {})
+    return render_template("entitlements/source.html", source=source, runs=runs, secret_names=secret_names,
+                           counts=counts)
+
+
+@bp.get("/identities")
+@read_all_required
+def identities():
+    session = db()
+    page = queries.search_identities(
+        session, q=request.args.get("q", "").strip(), after=request.args.get("after"),
+        status=request.args.get("status") or None, department=request.args.get("department") or None,
+    )
+    departments = session.scalars(
+        select(Identity.department).where(Identity.department.is_not(None)).distinct().order_by(Identity.department)
+    ).all()
+    return render_template("entitlements/identities.html", page=page, departments=departments)
+
+
+@bp.get("/identities/<int:identity_id>")
+@read_all_required
+def identity_detail(identity_id: int):
+    session = db()
+    identity = session.get(Identity, identity_id) or abort(404)
+    at = None
+    if request.args.get("at"):
+        try:
+            at = datetime.fromisoformat(request.args["at"]).replace(tzinfo=UTC)
+        except ValueError:
+            flash("The date must look like 2026-09-30.", "warning")
+    accounts = queries.identity_accounts(session, identity_id)
+    held = queries.effective_access(session, [a.id for a in accounts], at=at)
+    return render_template(
+        "entitlements/identity.html", identity=identity, accounts=accounts, held=held, at=at,
+        chain=queries.manager_chain(session, identity), reports=queries.direct_reports(session, identity_id),
+    )
+
+
+@bp.get("/resources")
+@read_all_required
+def resources():
+    session = db()
+    page = queries.list_resources(
+        session, q=request.args.get("q", "").strip(), source_id=_int_arg("source"),
+        rtype=request.args.get("type") or None, after=request.args.get("after"),
+    )
+    return render_template("entitlements/resources.html", page=page, types=queries.resource_types(session),
+                           sources=session.scalars(select(Source).order_by(Source.name)).all())
+
+
+@bp.get("/resources/<int:resource_id>")
+@read_all_required
+def resource_detail(resource_id: int):
+    session = db()
+    resource = session.get(Resource, resource_id) or abort(404)
+    page = queries.resource_grants(session, resource_id, after=_int_arg("after"))
+    return render_template("entitlements/resource.html", resource=resource, page=page,
+                           entitlements=queries.resource_entitlements(session, resource_id))
+
+
+class LinkForm(FlaskForm):
+    account_id = IntegerField(validators=[DataRequired()])
+    identity_email = StringField(validators=[Optional()])
+
+
+@bp.get("/findings/orphaned")
+@read_all_required
+def orphaned():
+    session = db()
+    page = queries.orphaned_accounts(session, after=_int_arg("after"), source_id=_int_arg("source"))
+    return render_template("entitlements/orphaned.html", page=page, form=LinkForm())
+
+
+@bp.get("/findings/terminated")
+@read_all_required
+def terminated():
+    page = queries.terminated_with_access(db(), after=_int_arg("after"))
+    return render_template("entitlements/terminated.html", page=page)
+
+
+@bp.post("/accounts/link")
+@admin_required
+def link_account():
+    form = LinkForm()
+    if not form.validate_on_submit():
+        abort(400)
+    email = (form.identity_email.data or "").strip().lower()
+    with write() as session:
+        account = session.get(Account, form.account_id.data) or abort(404)
+        identity = None
+        if email:
+            identity = session.scalar(select(Identity).where(Identity.email_normalized == email, Identity.ended_at.is_(None)))
+            if identity is None:
+                flash(f"No person with the e-mail {email}.", "danger")
+                return redirect(url_for("entitlements.orphaned"))
+        correlation.link_manually(session, account.id, identity.id if identity else None, current_user.email)
+    flash(f"Linked {account.label} to {identity.display_name}." if identity else f"Unlinked {account.label}.", "success")
+    return redirect(url_for("entitlements.orphaned"))

@@ -1,0 +1,55 @@
+"""Per-request database session and small helpers shared by the blueprints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from flask import current_app, g
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from attest.config import Settings
+
+
+@dataclass
+class AttestState:
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+
+
+def state() -> AttestState:
+    return current_app.extensions["attest"]
+
+
+def settings() -> Settings:
+    return state().settings
+
+
+def db() -> Session:
+    """The request's session: opened on first use, closed (rolled back if uncommitted) at teardown."""
+    if "db" not in g:
+        g.db = state().factory()
+    return g.db
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
+
+@contextmanager
+def write() -> Iterator[Session]:
+    """The request's session inside one write transaction (committed on success, rolled back on error).
+
+    Reading the signed-in user has usually begun a read transaction already; it is ended first so the
+    view's changes and their audit events commit together.
+    """
+    session = db()
+    if session.in_transaction():
+        session.commit()
+    with session.begin():
+        yield session

@@ -1,0 +1,74 @@
+"""Break-glass local passwords: sign-in, lock-out, safe redirects, session time-outs."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from attest.audit.models import AuditEvent
+from attest.auth.login import safe_next
+from tests.factories import make_user
+
+PASSWORD = "correct horse battery staple"
+
+
+def _login(client, email, password, next_url=None):
+    page = client.get("/login")
+    token = page.get_data(as_text=True).split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+    url = "/login" + (f"?next={next_url}" if next_url else "")
+    return client.post(url, data={"email": email, "password": password, "csrf_token": token})
+
+
+def test_sign_in_and_out(client, session):
+    make_user(session, "admin@acme.example", roles=["admin"], password=PASSWORD)
+    session.commit()
+    response = _login(client, "admin@acme.example", PASSWORD)
+    assert response.status_code == 302
+    assert client.get("/sources").status_code == 200
+    home = client.get("/").get_data(as_text=True)
+    token = home.split('name="csrf_token" value="')[1].split('"')[0]
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/sources").status_code == 302
+    actions = [e.action for e in session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
+    assert "login.success" in actions and "logout" in actions
+
+
+def test_lockout_after_repeated_failures_is_audited(client, session):
+    make_user(session, "admin@acme.example", roles=["admin"], password=PASSWORD)
+    session.commit()
+    for _ in range(5):
+        assert _login(client, "admin@acme.example", "wrong password!").status_code == 401
+    # even the right password is refused while locked
+    response = _login(client, "admin@acme.example", PASSWORD)
+    assert response.status_code == 401 and "locked" in response.get_data(as_text=True)
+    actions = [e.action for e in session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
+    assert actions.count("login.failed") == 4 and "login.lockout" in actions and "login.locked" in actions
+
+
+def test_unknown_user_gets_the_same_message(client, session):
+    response = _login(client, "nobody@acme.example", "whatever it is")
+    assert response.status_code == 401 and "Wrong e-mail or password" in response.get_data(as_text=True)
+
+
+def test_next_redirect_is_never_open(client, session):
+    make_user(session, "admin@acme.example", roles=["admin"], password=PASSWORD)
+    session.commit()
+    response = _login(client, "admin@acme.example", PASSWORD, next_url="https://evil.example/")
+    assert response.headers["Location"] == "/"
+    for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "javascript:alert(1)", "\\\\evil"]:
+        assert safe_next(bad) == "/"
+    assert safe_next("/identities?q=x") == "/identities?q=x"
+
+
+def test_idle_timeout_signs_out(app, client, session):
+    from tests.factories import login_as
+
+    user = make_user(session, "admin@acme.example", roles=["admin"])
+    session.commit()
+    login_as(app, client, user)
+    assert client.get("/sources").status_code == 200
+    with client.session_transaction() as sess:
+        sess["seen_at"] = time.time() - 31 * 60
+    response = client.get("/sources")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]

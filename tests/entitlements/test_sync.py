@@ -1,0 +1,239 @@
+"""The sync engine: staging, set-based apply, history, guards, partial runs, correlation."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from attest.connectors.base import (
+    AccountRecord,
+    EntitlementRecord,
+    GrantRecord,
+    IdentityRecord,
+    PartFailed,
+    ResourceRecord,
+)
+from attest.entitlements.correlation import link_manually
+from attest.entitlements.models import AccessChange, Account, Grant, Identity, Resource, SyncRun
+from attest.entitlements.queries import effective_access
+from attest.entitlements.sync import run_sync
+from tests.factories import ListConnector, make_source
+
+
+def org(n_people: int = 10, drop: set[str] = frozenset(), extra: list | None = None) -> list:
+    """People p0..pN with accounts u0..uN, two groups (eng nested in all), an app assigned to 'eng'."""
+    recs: list = []
+    for i in range(n_people):
+        recs.append(IdentityRecord(f"p{i}", f"Person {i}", email=f"person{i}@acme.example",
+                                   login=f"person{i}@acme.example", manager_ref=None if i == 0 else "p0",
+                                   department="Engineering"))
+        recs.append(AccountRecord(f"u{i}", login=f"person{i}@acme.example", email=f"person{i}@acme.example",
+                                  identity_ref=f"p{i}"))
+    recs += [
+        ResourceRecord("all", "group", "Everyone", is_group=True),
+        EntitlementRecord("all:member", "all", "member", is_membership=True),
+        ResourceRecord("eng", "group", "Engineering", is_group=True),
+        EntitlementRecord("eng:member", "eng", "member", is_membership=True),
+        ResourceRecord("app", "app", "Payroll"),
+        EntitlementRecord("app:user", "app", "user"),
+        EntitlementRecord("app:admin", "app", "admin", privileged=True),
+        GrantRecord("all:member", "eng", "resource"),  # eng is nested in all
+        GrantRecord("app:user", "all", "resource"),
+    ]
+    for i in range(n_people):
+        recs.append(GrantRecord("eng:member", f"u{i}"))
+        recs.append(GrantRecord("app:admin", f"u{i}"))
+    recs = [r for r in recs if not (isinstance(r, GrantRecord) and r.key in drop)]
+    return recs + (extra or [])
+
+
+def active_grants(session) -> int:
+    return session.scalar(select(func.count()).select_from(Grant).where(Grant.ended_at.is_(None)))
+
+
+def test_first_sync_then_unchanged_resync_writes_nothing(factory, session, settings):
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    r1 = run_sync(factory, settings, "idp", connector=ListConnector(org()))
+    assert r1.status == "succeeded", r1.error
+    assert r1.stats["added"]["grants"] == 22
+    assert active_grants(session) == 22
+    assert session.scalar(select(func.count()).select_from(Identity)) == 10
+    # every account is linked to its person; managers resolved
+    assert session.scalar(select(func.count()).select_from(Account).where(Account.identity_id.is_(None))) == 0
+    p3 = session.scalar(select(Identity).where(Identity.external_id == "p3"))
+    assert p3.manager.external_id == "p0"
+
+    r2 = run_sync(factory, settings, "idp", connector=ListConnector(org()))
+    assert r2.status == "succeeded"
+    assert all(v == 0 for v in r2.stats["added"].values())
+    assert all(v == 0 for v in r2.stats["updated"].values())
+    assert all(v == 0 for v in r2.stats["ended"].values())
+    assert session.scalar(select(func.count()).select_from(AccessChange)) == 0  # first run is the baseline
+
+
+def test_resync_ends_and_adds_with_history(factory, session, settings):
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    run_sync(factory, settings, "idp", connector=ListConnector(org()))
+    gone = GrantRecord("app:admin", "u1").key
+    new = GrantRecord("app:user", "u1")
+    r = run_sync(factory, settings, "idp", connector=ListConnector(org(drop={gone}, extra=[new])))
+    assert r.stats["ended"]["grants"] == 1 and r.stats["added"]["grants"] == 1
+    ended = session.scalar(select(Grant).where(Grant.key == gone))
+    assert ended.ended_at is not None and ended.ended_reason == "not_seen" and ended.ended_run_id == r.run_id
+    changes = session.execute(select(AccessChange.change, AccessChange.grant_id)).all()
+    assert sorted(c for c, _ in changes) == ["added", "ended"]
+    # the grant comes back: a new row, the old one stays as history
+    r3 = run_sync(factory, settings, "idp", connector=ListConnector(org(extra=[new])))
+    assert r3.stats["added"]["grants"] == 1
+    rows = session.scalars(select(Grant).where(Grant.key == gone).order_by(Grant.id)).all()
+    assert len(rows) == 2 and rows[0].ended_at is not None and rows[1].ended_at is None
+
+
+def test_upstream_failing_on_last_page_changes_nothing(factory, session, settings):
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    run_sync(factory, settings, "idp", connector=ListConnector(org()))
+    before = session.execute(select(Grant.id, Grant.ended_at)).all()
+    records = org(drop={GrantRecord("app:admin", f"u{i}").key for i in range(5)})
+    failing = ListConnector(records, fail_after=len(records) - 1)
+    r = run_sync(factory, settings, "idp", connector=failing)
+    assert r.status == "failed"
+    assert "HTTP 500" in r.error
+    session.expire_all()
+    assert session.execute(select(Grant.id, Grant.ended_at)).all() == before
+    run = session.get(SyncRun, r.run_id)
+    assert run.status == "failed" and run.finished_at is not None
+    # staging is cleaned up
+    assert session.scalar(select(func.count()).select_from(__import__("attest.entitlements.models", fromlist=["StageGrant"]).StageGrant)) == 0
+
+
+def test_removal_guard_trips_and_force_passes(factory, session, settings):
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    run_sync(factory, settings, "idp", connector=ListConnector(org()))
+    half = {GrantRecord("app:admin", f"u{i}").key for i in range(10)}
+    r = run_sync(factory, settings, "idp", connector=ListConnector(org(drop=half)))
+    assert r.status == "aborted"
+    assert "would end 10 of 22 active grants" in r.error and "--force" in r.error
+    assert active_grants(session) == 22
+    r2 = run_sync(factory, settings, "idp", connector=ListConnector(org(drop=half)), force=True)
+    assert r2.status == "succeeded"
+    assert active_grants(session) == 12
+
+
+def test_partial_run_leaves_unread_part_untouched(factory, session, settings):
+    make_source(session, "cloud")
+    session.commit()
+    recs = [
+        ResourceRecord("acct-a", "aws_account", "A", part="a"),
+        EntitlementRecord("acct-a:admin", "acct-a", "admin", part="a"),
+        AccountRecord("ua", login="alice", part="a"),
+        GrantRecord("acct-a:admin", "ua", part="a"),
+        ResourceRecord("acct-b", "aws_account", "B", part="b"),
+        EntitlementRecord("acct-b:admin", "acct-b", "admin", part="b"),
+        AccountRecord("ub", login="bob", part="b"),
+        GrantRecord("acct-b:admin", "ub", part="b"),
+    ]
+    run_sync(factory, settings, "cloud", connector=ListConnector(recs))
+    only_a = [r for r in recs if r.part == "a"] + [PartFailed("b", "AccessDenied: cannot assume role")]
+    r = run_sync(factory, settings, "cloud", connector=ListConnector(only_a))
+    assert r.status == "partial"
+    assert r.failed_parts == [{"part": "b", "reason": "AccessDenied: cannot assume role"}]
+    assert active_grants(session) == 2
+    assert session.scalar(select(Account).where(Account.external_id == "ub")).ended_at is None
+
+
+def test_manual_link_survives_resync(factory, session, settings):
+    idp = make_source(session, "idp", authoritative=True)
+    session.commit()
+    run_sync(factory, settings, "idp", connector=ListConnector(org(2)))
+    make_source(session, "gh")
+    session.commit()
+    gh = [AccountRecord("octo", login="octocat"), ResourceRecord("repo", "repo", "repo"),
+          EntitlementRecord("repo:push", "repo", "push"), GrantRecord("repo:push", "octo")]
+    run_sync(factory, settings, "gh", connector=ListConnector(gh))
+    account = session.scalar(select(Account).where(Account.external_id == "octo"))
+    assert account.identity_id is None  # orphaned: no e-mail, unknown login
+    person = session.scalar(select(Identity).where(Identity.external_id == "p1", Identity.source_id == idp.id))
+    with session.begin_nested():
+        link_manually(session, account.id, person.id, "admin@acme.example")
+    session.commit()
+    run_sync(factory, settings, "gh", connector=ListConnector(gh))
+    run_sync(factory, settings, "idp", connector=ListConnector(org(2)))
+    session.expire_all()
+    account = session.get(Account, account.id)
+    assert account.identity_id == person.id and account.link_method == "manual"
+
+
+def test_correlation_order_and_alias_domains(factory, session, databases, tmp_path):
+    from tests.conftest import make_settings
+
+    settings = make_settings(databases.url, tmp_path, alias_domains=(("acme.io", "acme.example"),))
+    make_source(session, "idp", authoritative=True)
+    make_source(session, "other")
+    session.commit()
+    run_sync(factory, settings, "idp", connector=ListConnector(org(5)))
+    recs = [
+        AccountRecord("a-saml", login="x1", saml_nameid="PERSON1@acme.example"),
+        AccountRecord("a-mail", login="x2", email="Person2@ACME.io"),
+        AccountRecord("a-tag", login="x3", tag_email="person3@acme.example"),
+        AccountRecord("a-user", login="person4"),
+        AccountRecord("a-none", login="stranger", email="stranger@else.example"),
+    ]
+    run_sync(factory, settings, "other", connector=ListConnector(recs))
+    got = {a.external_id: (a.identity.external_id if a.identity else None, a.link_method)
+           for a in session.scalars(select(Account).where(Account.external_id.like("a-%")))}
+    assert got == {
+        "a-saml": ("p1", "saml_nameid"), "a-mail": ("p2", "email"), "a-tag": ("p3", "tag"),
+        "a-user": ("p4", "username"), "a-none": (None, None),
+    }
+
+
+def test_effective_access_through_nested_groups_keeps_path(factory, session, settings):
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    cyclic = GrantRecord("eng:member", "all", "resource")  # all <-> eng: a cycle must not loop
+    run_sync(factory, settings, "idp", connector=ListConnector(org(3, extra=[cyclic])))
+    account = session.scalar(select(Account).where(Account.external_id == "u1"))
+    held = effective_access(session, [account.id])
+    how = sorted((h.grant.entitlement.external_id, h.how) for h in held)
+    assert ("app:admin", "direct") in how
+    assert ("eng:member", "direct") in how
+    assert ("all:member", "via Engineering") in how
+    assert ("app:user", "via Everyone → Engineering") in how
+    assert len(held) < 20  # the cycle did not explode
+
+
+def test_history_answers_who_had_what_on_a_date(factory, session, settings):
+    from datetime import timedelta
+
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    run_sync(factory, settings, "idp", connector=ListConnector(org(2)))
+    account = session.scalar(select(Account).where(Account.external_id == "u1"))
+    first = session.scalar(select(Grant.first_seen_at).where(Grant.key == GrantRecord("app:admin", "u1").key))
+    run_sync(factory, settings, "idp", connector=ListConnector(org(2, drop={GrantRecord("app:admin", "u1").key})),
+             force=True)
+    now_keys = {h.grant.entitlement.external_id for h in effective_access(session, [account.id])}
+    then_keys = {h.grant.entitlement.external_id
+                 for h in effective_access(session, [account.id], at=first + timedelta(microseconds=1))}
+    assert "app:admin" not in now_keys and "app:admin" in then_keys
+
+
+def test_demo_connector_syncs_and_churns(factory, session, settings):
+    from attest.connectors.demo import DemoConnector
+
+    make_source(session, "demo", authoritative=True)
+    session.commit()
+    base = {"people": 200, "groups": 20, "apps": 5, "churn": 0.05}
+    r1 = run_sync(factory, settings, "demo", connector=DemoConnector(base))
+    assert r1.status == "succeeded", r1.error
+    total = r1.stats["added"]["grants"]
+    assert total > 1000
+    assert session.scalar(select(func.count()).select_from(Resource).where(Resource.is_group.is_(True))) == 20
+    r2 = run_sync(factory, settings, "demo", connector=DemoConnector({**base, "generation": 1}))
+    assert 0 < r2.stats["ended"]["grants"] < total * 0.2
+    assert 0 < r2.stats["added"]["grants"] < total * 0.2
+    terminated = session.scalar(select(func.count()).select_from(Identity).where(Identity.status == "terminated"))
+    assert terminated > 0

@@ -1,0 +1,87 @@
+"""Small factory functions that seed data for tests, and a connector that replays given records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_login.utils import _create_identifier
+from sqlalchemy.orm import Session
+
+from attest.auth.models import User
+from attest.connectors.base import BaseConnector, Record, Setting
+from attest.entitlements.models import Identity, Source
+
+
+class ListConnector(BaseConnector):
+    """Replays records; raises `fail_with` after `fail_after` records (a failure mid-sync)."""
+
+    kind: ClassVar[str] = "demo"
+    SETTINGS: ClassVar[tuple[Setting, ...]] = ()
+
+    def __init__(self, records: Iterable[Record], fail_after: int | None = None,
+                 fail_with: Exception | None = None) -> None:
+        super().__init__({}, {})
+        self.records = list(records)
+        self.fail_after = fail_after
+        self.fail_with = fail_with or ConnectionError("upstream returned HTTP 500 on the last page")
+
+    def validate(self) -> None:
+        self.calls += 1
+
+    def sync(self) -> Iterator[Record]:
+        for i, rec in enumerate(self.records):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise self.fail_with
+            if i % 100 == 0:
+                self.calls += 1
+            yield rec
+
+
+def make_source(session: Session, name: str = "src", kind: str = "demo", authoritative: bool = False,
+                settings: dict[str, Any] | None = None) -> Source:
+    source = Source(kind=kind, name=name, settings=settings or {}, authoritative=authoritative, enabled=True)
+    session.add(source)
+    session.flush()
+    return source
+
+
+def make_identity(session: Session, email: str, name: str = "", manager: Identity | None = None,
+                  status: str = "active", source: Source | None = None, **kw: Any) -> Identity:
+    identity = Identity(
+        source_id=source.id if source else None, external_id=kw.pop("external_id", email), email=email,
+        email_normalized=email.lower(), login=kw.pop("login", email), display_name=name or email.split("@")[0],
+        manager_id=manager.id if manager else None, status=status, **kw,
+    )
+    session.add(identity)
+    session.flush()
+    return identity
+
+
+def make_user(session: Session, email: str, roles: Iterable[str] = (), identity: Identity | None = None,
+              password: str | None = None) -> User:
+    from attest.auth.login import hash_password
+
+    user = User(email=email.lower(), display_name=email.split("@")[0], local_roles=sorted(roles), idp_roles=[],
+                identity_id=identity.id if identity else None,
+                password_hash=hash_password(password) if password else None)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def login_as(app: Flask, client: FlaskClient, user: User) -> None:
+    """Sign a user in on the test client the way a completed sign-in leaves the session."""
+    with app.test_request_context(environ_base=client.environ_base):
+        identifier = _create_identifier()
+    with client.session_transaction() as sess:
+        now = time.time()
+        sess["_user_id"] = user.get_id()
+        sess["_fresh"] = True
+        sess["_id"] = identifier
+        sess["signed_in_at"] = now
+        sess["seen_at"] = now
+        sess["login_method"] = "test"
