@@ -339,7 +339,9 @@ COMMANDS: list[click.Command] = [db_group, sources_group, sync_command, stats_co
 
 def register(app: Flask) -> None:
     """Called by create_app(): every command is reachable through `flask --app attest.app` too."""
-    for command in COMMANDS:
+    from attest.connectors.sandbox.cli import sandbox_group
+
+    for command in [*COMMANDS, sandbox_group]:
         app.cli.add_command(command)
 
 

@@ -1,0 +1,10 @@
+"""Sandbox services: faithful fakes of upstream APIs served over real HTTP on loopback.
+
+Used by the tests, the benchmarks and the demo (`attest sandbox serve`, started by `make run`).
+Unlike the connectors, the sandbox may use Flask. Each service registers itself in SERVICES:
+name -> ("module:factory", default port). A factory takes keyword options and returns a WSGI app.
+"""
+
+from __future__ import annotations
+
+SERVICES: dict[str, tuple[str, int]] = {}
