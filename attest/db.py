@@ -126,3 +126,4 @@ def all_models() -> None:
     import attest.auth.models  # noqa: F401
     import attest.entitlements.models  # noqa: F401
     import attest.jobs  # noqa: F401
+    import attest.reviews.models  # noqa: F401

@@ -8,6 +8,8 @@ Create Date: ${create_date}
 from alembic import op
 import sqlalchemy as sa
 import attest.db
+from sqlalchemy import Text  # noqa: F401 - autogenerate writes JSONB(astext_type=Text())
+from sqlalchemy.dialects import postgresql  # noqa: F401
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}
