@@ -96,6 +96,41 @@ def record(
     return event
 
 
+def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
+    """Append many events at once (bulk decisions): one head lock, one multi-row INSERT, same chain.
+
+    Each mapping takes the keyword arguments of `record` (actor, action, object_type, object_id, before,
+    after, campaign_id). The events are chained in the order given, inside the caller's transaction.
+    """
+    ctx_request_id, ctx_ip = _request_context()
+    seq, prev = _lock_head(session)
+    at = utcnow()
+    rows: list[dict[str, Any]] = []
+    for ev in events:
+        seq += 1
+        values: dict[str, Any] = {
+            "seq": seq,
+            "at": at,
+            "actor": ev["actor"],
+            "action": ev["action"],
+            "object_type": ev.get("object_type"),
+            "object_id": None if ev.get("object_id") is None else str(ev["object_id"]),
+            "campaign_id": ev.get("campaign_id"),
+            "before": _roundtrip(_scrub(dict(ev["before"]))) if ev.get("before") is not None else None,
+            "after": _roundtrip(_scrub(dict(ev["after"]))) if ev.get("after") is not None else None,
+            "request_id": ev.get("request_id") or ctx_request_id,
+            "ip": ev.get("ip") or ctx_ip,
+            "prev_hash": prev,
+        }
+        values["hash"] = prev = event_hash(values)
+        rows.append(values)
+    if not rows:
+        return 0
+    session.execute(insert(AuditEvent), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, last_hash=prev))
+    return len(rows)
+
+
 def _roundtrip(value: Any) -> Any:
     import json
 

@@ -1,0 +1,481 @@
+"""Reviewer decisions: decide, bulk_decide, reassign, sign_off.
+
+The rules (every function takes the session first and never commits):
+
+- **Who may decide**: only the item's current reviewer or co-reviewer (added by escalation), through the
+  User linked to that Identity. Anyone else gets `NotFound` (a reviewer never learns that someone else's
+  item exists); admins and auditors, who may read every item, get `Forbidden` instead. A user holding the
+  auditor role (and not admin) never writes anything.
+- **Comments**: the campaign's `rules.comment_required` decides: `on_revoke` (the default) needs a comment
+  to revoke, `always` needs one for every decision, `never` needs none.
+- **Repeats are no-ops**: the same decision (and no new comment) returns the item unchanged; no Decision
+  row, no audit event.
+- **Changeable until sign-off**: a reviewer may change a decision as often as they like while the
+  campaign is active, until they sign off; then their decided items are locked. Items that reach them
+  later (reassigned, escalated, next stage) can still be decided while undecided.
+- **Stages**: a revoke at any stage is final (the item is completed and goes no further). An approve or
+  an abstain on a stage that is not the last hands the item on to the next stage's reviewer at once
+  (`campaigns.route_item_to_stage`); on the last stage any decision completes the item.
+- **Optimistic locking** (`ReviewItem.version`): a caller passes the version it showed the user; if the
+  item changed since (someone else decided it), `StaleItem` is raised and nothing is written. A write that
+  races past that check is stopped by the version column (`StaleDataError`), also reported as `StaleItem`.
+- **Sign-off** is refused while an item the reviewer reviews is undecided.
+- Every decision, reassignment and sign-off is an AuditEvent with the campaign id (bulk decisions too:
+  one event per item, `bulk: true`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from attest.audit.log import record as audit
+from attest.audit.log import record_many as audit_many
+from attest.auth.models import User
+from attest.db import utcnow
+from attest.entitlements.models import Identity
+from attest.reviews.models import DECISIONS, Campaign, Decision, ReviewerSignoff, ReviewItem
+
+MAX_COMMENT = 4000
+CHUNK = 900  # ids per IN (...) list: well below every engine's bound-parameter limit
+
+
+class DecisionError(ValueError):
+    """A decision the rules refuse (bad input, closed campaign, missing comment...). Nothing was changed."""
+
+
+class StaleItem(Exception):  # noqa: N818 - the name is the contract
+    """Someone else changed the item since it was shown: reload and decide again. Nothing was changed."""
+
+    def __init__(self, message: str, item_id: int | None = None) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+
+
+class NotFound(Exception):  # noqa: N818
+    """The item or campaign does not exist, or is not routed to this user (the two look the same)."""
+
+
+class Forbidden(Exception):  # noqa: N818
+    """The user may see the object but their role does not allow this change (auditors, admins deciding)."""
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _actor(user: User) -> str:
+    return user.email
+
+
+def _check_writer(user: User) -> None:
+    if user.is_auditor and not user.is_admin:
+        raise Forbidden("Auditors read everything and change nothing.")
+
+
+def _stages(campaign: Campaign) -> list[dict[str, Any]]:
+    return list((campaign.spec or {}).get("stages") or [{"reviewer": "manager"}])
+
+
+def _comment_rule(campaign: Campaign) -> str:
+    return ((campaign.spec or {}).get("rules") or {}).get("comment_required") or "on_revoke"
+
+
+def _clean_comment(comment: str | None) -> str | None:
+    if comment is None:
+        return None
+    comment = comment.strip()
+    if len(comment) > MAX_COMMENT:
+        raise DecisionError(f"The comment is too long ({len(comment)} characters; at most {MAX_COMMENT}).")
+    return comment or None
+
+
+def _check_decision(campaign: Campaign, decision: str, comment: str | None) -> None:
+    if decision not in DECISIONS:
+        raise DecisionError(f"Unknown decision {decision!r}: use approve, revoke or abstain.")
+    rule = _comment_rule(campaign)
+    if comment is None and (rule == "always" or (rule == "on_revoke" and decision == "revoke")):
+        what = "every decision" if rule == "always" else "a revoke"
+        raise DecisionError(f"This campaign needs a comment for {what}: say why.")
+
+
+def _active_campaign(session: Session, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound("No such campaign.")
+    return campaign
+
+
+def _require_active(campaign: Campaign) -> None:
+    if campaign.status != "active":
+        raise DecisionError(f"The campaign {campaign.name!r} is {campaign.status}: decisions can no longer be changed.")
+
+
+def _signed_off(session: Session, campaign_id: int, identity_ids: Iterable[int | None]) -> ReviewerSignoff | None:
+    ids = [i for i in identity_ids if i is not None]
+    if not ids:
+        return None
+    return session.scalar(
+        select(ReviewerSignoff).where(ReviewerSignoff.campaign_id == campaign_id, ReviewerSignoff.reviewer_id.in_(ids)).limit(1)
+    )
+
+
+def _is_final_stage(campaign: Campaign, stage: int) -> bool:
+    return stage >= len(_stages(campaign)) - 1
+
+
+def _is_stale_write(exc: OperationalError) -> bool:
+    # SQLite: a transaction whose snapshot predates another writer's commit cannot write (SQLITE_BUSY_SNAPSHOT)
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return "database is locked" in text or "could not serialize" in text
+
+
+def load_item_for(session: Session, user: User, item_id: int, *, for_update: bool = False) -> ReviewItem:
+    """The item if the user may see it (its reviewer or co-reviewer, or an admin/auditor); else NotFound."""
+    stmt = select(ReviewItem).where(ReviewItem.id == item_id)
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    item = session.scalar(stmt)
+    if item is None:
+        raise NotFound("No such item.")
+    mine = user.identity_id is not None and user.identity_id in (item.reviewer_id, item.co_reviewer_id)
+    if not mine and not user.can_read_all:
+        raise NotFound("No such item.")
+    return item
+
+
+def _load_for_decision(session: Session, user: User, item_id: int) -> tuple[ReviewItem, Campaign]:
+    item = load_item_for(session, user, item_id, for_update=True)
+    mine = user.identity_id is not None and user.identity_id in (item.reviewer_id, item.co_reviewer_id)
+    if not mine:
+        raise Forbidden("Only the item's reviewer can decide it; reassign it to change who reviews it.")
+    _check_writer(user)
+    campaign = session.get(Campaign, item.campaign_id)
+    assert campaign is not None
+    return item, campaign
+
+
+# --- decide ------------------------------------------------------------------------------------------
+
+
+def decide(session: Session, user: User, item_id: int, decision: str, comment: str | None = None,
+           expected_version: int | None = None) -> ReviewItem:
+    """Record `decision` on one item for its current stage. See the module docstring for the rules."""
+    decision = (decision or "").strip().lower()
+    comment = _clean_comment(comment)
+    item, campaign = _load_for_decision(session, user, item_id)
+    _require_active(campaign)
+    if expected_version is not None and item.version != expected_version:
+        raise StaleItem(_stale_message(item), item.id)
+    _check_decision(campaign, decision, comment)
+    if item.decision == decision and (comment is None or comment == item.comment):
+        return item  # a repeat: nothing to do
+    if item.decision is not None:
+        signoff = _signed_off(session, campaign.id, (item.reviewer_id, item.co_reviewer_id))
+        if signoff is not None:
+            raise DecisionError(
+                f"This decision was signed off on {signoff.signed_off_at:%Y-%m-%d %H:%M} UTC and can no longer be changed."
+            )
+    before = {"decision": item.decision, "comment": item.comment, "stage": item.stage, "reviewer_id": item.reviewer_id}
+    now = utcnow()
+    stage = item.stage
+    final = decision == "revoke" or _is_final_stage(campaign, stage)
+    item.decision = decision
+    item.comment = comment
+    item.decided_by_user_id = user.id
+    item.decided_by_identity_id = user.identity_id
+    item.decided_at = now
+    item.decided_in_bulk = False
+    item.completed = final
+    try:
+        session.flush()
+    except StaleDataError as exc:
+        raise StaleItem(_stale_message(None), item_id) from exc
+    except OperationalError as exc:
+        if _is_stale_write(exc):
+            raise StaleItem(_stale_message(None), item_id) from exc
+        raise
+    session.add(Decision(item_id=item.id, campaign_id=campaign.id, stage=stage, decision=decision, comment=comment,
+                         user_id=user.id, identity_id=user.identity_id, bulk=False, at=now))
+    after: dict[str, Any] = {"decision": decision, "comment": comment, "stage": stage, "bulk": False,
+                             "completed": final}
+    if not final:
+        _advance(session, campaign, item, stage + 1)
+        after["next_stage"] = item.stage
+        after["next_reviewer_id"] = item.reviewer_id
+    audit(session, actor=_actor(user), action="review.decide", object_type="review_item", object_id=str(item.id),
+          before=before, after=after, campaign_id=campaign.id)
+    session.flush()
+    return item
+
+
+def _advance(session: Session, campaign: Campaign, item: ReviewItem, next_stage: int) -> None:
+    """Hand an item approved (or abstained) on a non-final stage to the next stage's reviewer."""
+    from attest.reviews import campaigns as campaigns_service
+
+    stages = _stages(campaign)
+    item.stage = next_stage
+    item.co_reviewer_id = None
+    item.reassigned_reason = None
+    item.decision = None
+    item.comment = None
+    item.decided_by_user_id = None
+    item.decided_by_identity_id = None
+    item.decided_at = None
+    item.decided_in_bulk = False
+    item.completed = False
+    campaigns_service.route_item_to_stage(session, item, stages[next_stage])
+    session.flush()
+
+
+def _stale_message(item: ReviewItem | None) -> str:
+    if item is not None and item.decision:
+        return (f"Someone else changed this item at the same time (it is now '{item.decision}'). "
+                "Your decision was not saved: reload and decide again.")
+    return "Someone else changed this item at the same time. Your decision was not saved: reload and decide again."
+
+
+# --- bulk --------------------------------------------------------------------------------------------
+
+
+def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequence[int], decision: str,
+                comment: str | None = None) -> int:
+    """Decide many items of one campaign at once (a filtered selection). Returns how many changed.
+
+    One transaction; set-based: one SELECT and one UPDATE per chunk of ids, one multi-row INSERT of
+    Decision rows and one of audit events (`bulk: true`, one per item). Ids that are not the user's to
+    decide, already decided the same way, or locked by a sign-off are skipped. Items on a stage that is
+    not their last are handed on one by one (routing needs each item's person).
+    """
+    decision = (decision or "").strip().lower()
+    comment = _clean_comment(comment)
+    _check_writer(user)
+    campaign = _active_campaign(session, campaign_id)
+    me = user.identity_id
+    if me is None:
+        raise NotFound("No such campaign.")
+    owned = session.scalar(
+        select(ReviewItem.id).where(ReviewItem.campaign_id == campaign_id,
+                                    or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me)).limit(1)
+    )
+    if owned is None:
+        raise NotFound("No such campaign.")
+    _require_active(campaign)
+    _check_decision(campaign, decision, comment)
+    ids = sorted({int(i) for i in item_ids})
+    if not ids:
+        return 0
+    signed_off = _signed_off(session, campaign_id, [me]) is not None
+    last_stage = len(_stages(campaign)) - 1
+    for_update = session.get_bind().dialect.name == "postgresql"
+    rows: list[tuple[int, int, str | None, str | None, int | None, int | None]] = []
+    cols = (ReviewItem.id, ReviewItem.stage, ReviewItem.decision, ReviewItem.comment, ReviewItem.reviewer_id,
+            ReviewItem.co_reviewer_id)
+    for chunk in _chunks(ids):
+        stmt = select(*cols).where(
+            ReviewItem.campaign_id == campaign_id, ReviewItem.id.in_(chunk),
+            or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me),
+        )
+        if comment is None:
+            stmt = stmt.where(or_(ReviewItem.decision.is_(None), ReviewItem.decision != decision))
+        if for_update:
+            stmt = stmt.with_for_update()
+        rows.extend(tuple(r) for r in session.execute(stmt))
+    # a signed-off reviewer may still decide undecided items that reached them later, never change others
+    others = {r[4] for r in rows} | {r[5] for r in rows}
+    others.discard(None)
+    locked_by = {s for s in session.scalars(
+        select(ReviewerSignoff.reviewer_id).where(ReviewerSignoff.campaign_id == campaign_id,
+                                                  ReviewerSignoff.reviewer_id.in_(others))
+    )} if others else set()
+    rows = [r for r in rows if r[2] is None or not (signed_off or r[4] in locked_by or r[5] in locked_by)]
+    rows = [r for r in rows if not (r[2] == decision and r[3] == comment)]
+    if not rows:
+        return 0
+    now = utcnow()
+    final_ids = [r[0] for r in rows if decision == "revoke" or r[1] >= last_stage]
+    moving = [r for r in rows if not (decision == "revoke" or r[1] >= last_stage)]
+    values = dict(decision=decision, comment=comment, decided_by_user_id=user.id, decided_by_identity_id=me,
+                  decided_at=now, decided_in_bulk=True, version=ReviewItem.version + 1)
+    for chunk in _chunks(final_ids):
+        session.execute(
+            update(ReviewItem).where(ReviewItem.id.in_(chunk)).values(completed=True, **values)
+            .execution_options(synchronize_session=False)
+        )
+    session.execute(insert(Decision), [
+        {"item_id": r[0], "campaign_id": campaign_id, "stage": r[1], "decision": decision, "comment": comment,
+         "user_id": user.id, "identity_id": me, "bulk": True, "at": now} for r in rows
+    ])
+    events = []
+    moved: dict[int, tuple[int, int | None]] = {}
+    if moving:
+        for r in moving:
+            item = session.get(ReviewItem, r[0], populate_existing=True)
+            assert item is not None
+            _advance(session, campaign, item, r[1] + 1)
+            moved[r[0]] = (item.stage, item.reviewer_id)
+    for r in rows:
+        after: dict[str, Any] = {"decision": decision, "comment": comment, "stage": r[1], "bulk": True,
+                                 "completed": r[0] not in moved}
+        if r[0] in moved:
+            after["next_stage"], after["next_reviewer_id"] = moved[r[0]]
+        events.append({"actor": _actor(user), "action": "review.decide", "object_type": "review_item",
+                       "object_id": str(r[0]), "campaign_id": campaign_id,
+                       "before": {"decision": r[2], "comment": r[3], "stage": r[1], "reviewer_id": r[4]},
+                       "after": after})
+    audit_many(session, events)
+    # objects loaded before the UPDATE must not keep stale decision/version values
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, ReviewItem) and obj.id in set(final_ids):
+            session.expire(obj)
+    return len(rows)
+
+
+def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+# --- reassign ----------------------------------------------------------------------------------------
+
+
+def _target_identity(session: Session, to_identity_id: int) -> Identity:
+    target = session.get(Identity, to_identity_id)
+    if target is None or target.ended_at is not None:
+        raise DecisionError("The new reviewer is not a known person.")
+    if target.status == "terminated":
+        raise DecisionError(f"{target.display_name} has left (terminated) and cannot review.")
+    return target
+
+
+def reassign(session: Session, user: User, item_id: int, to_identity_id: int, reason: str,
+             expected_version: int | None = None) -> ReviewItem:
+    """Route an undecided item to another person, with a reason. The item's reviewer (or co-reviewer)
+    may hand it on; admins may reassign any item. Never to the person whose access it is."""
+    reason = (reason or "").strip()
+    item = load_item_for(session, user, item_id, for_update=True)
+    _check_writer(user)
+    mine = user.identity_id is not None and user.identity_id in (item.reviewer_id, item.co_reviewer_id)
+    if not (mine or user.is_admin):
+        raise Forbidden("Only the item's reviewer or an admin can reassign it.")
+    campaign = session.get(Campaign, item.campaign_id)
+    assert campaign is not None
+    _require_active(campaign)
+    if expected_version is not None and item.version != expected_version:
+        raise StaleItem(_stale_message(item), item.id)
+    if not reason:
+        raise DecisionError("Say why you reassign this item (the reason is kept in the audit trail).")
+    if len(reason) > MAX_COMMENT:
+        raise DecisionError(f"The reason is too long (at most {MAX_COMMENT} characters).")
+    if item.decision is not None:
+        raise DecisionError("This item is already decided; only undecided items can be reassigned.")
+    target = _target_identity(session, to_identity_id)
+    if item.identity_id is not None and target.id == item.identity_id:
+        raise DecisionError("Nobody reviews their own access: choose someone other than the person it belongs to.")
+    if target.id == item.reviewer_id:
+        raise DecisionError(f"{target.display_name} already reviews this item.")
+    before = {"reviewer_id": item.reviewer_id, "co_reviewer_id": item.co_reviewer_id, "routed_by": item.routed_by}
+    item.reviewer_id = target.id
+    if item.co_reviewer_id == target.id:
+        item.co_reviewer_id = None
+    item.routed_by = "reassigned"
+    item.reassigned_reason = reason
+    try:
+        session.flush()
+    except StaleDataError as exc:
+        raise StaleItem(_stale_message(None), item_id) from exc
+    audit(session, actor=_actor(user), action="review.reassign", object_type="review_item", object_id=str(item.id),
+          before=before, after={"reviewer_id": target.id, "reviewer": target.email, "reason": reason,
+                                "co_reviewer_id": item.co_reviewer_id},
+          campaign_id=campaign.id)
+    return item
+
+
+def reassign_reviewer(session: Session, user: User, campaign_id: int, from_identity_id: int, to_identity_id: int,
+                      reason: str) -> int:
+    """Admin: move every undecided item of one reviewer in a campaign to another person (leave, departure).
+
+    Items whose person is the new reviewer stay where they are (nobody reviews their own access).
+    Returns how many items moved; each move is audited like `reassign`.
+    """
+    _check_writer(user)
+    if not user.is_admin:
+        raise Forbidden("Only admins can move a reviewer's items.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise DecisionError("Say why you reassign these items (the reason is kept in the audit trail).")
+    campaign = _active_campaign(session, campaign_id)
+    _require_active(campaign)
+    target = _target_identity(session, to_identity_id)
+    if target.id == from_identity_id:
+        raise DecisionError(f"{target.display_name} already reviews these items.")
+    cond = and_(ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == from_identity_id,
+                ReviewItem.decision.is_(None),
+                or_(ReviewItem.identity_id.is_(None), ReviewItem.identity_id != target.id))
+    ids = list(session.scalars(select(ReviewItem.id).where(cond).order_by(ReviewItem.id)))
+    if not ids:
+        return 0
+    for chunk in _chunks(ids):
+        session.execute(
+            update(ReviewItem).where(ReviewItem.id.in_(chunk), cond)
+            .values(reviewer_id=target.id, routed_by="reassigned", reassigned_reason=reason,
+                    version=ReviewItem.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(ReviewItem).where(ReviewItem.id.in_(chunk), ReviewItem.co_reviewer_id == target.id)
+            .values(co_reviewer_id=None).execution_options(synchronize_session=False)
+        )
+    audit_many(session, [
+        {"actor": _actor(user), "action": "review.reassign", "object_type": "review_item", "object_id": str(i),
+         "campaign_id": campaign_id, "before": {"reviewer_id": from_identity_id},
+         "after": {"reviewer_id": target.id, "reviewer": target.email, "reason": reason}}
+        for i in ids
+    ])
+    idset = set(ids)
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, ReviewItem) and obj.id in idset:
+            session.expire(obj)
+    return len(ids)
+
+
+# --- sign-off ----------------------------------------------------------------------------------------
+
+
+def sign_off(session: Session, user: User, campaign_id: int) -> ReviewerSignoff:
+    """The reviewer confirms their review of a campaign is complete. Refused while an item they review
+    is undecided; afterwards their decisions are locked. Signing off twice returns the first sign-off."""
+    me = user.identity_id
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or me is None:
+        raise NotFound("No such campaign.")
+    base = select(ReviewItem.id).where(ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == me)
+    if session.scalar(base.limit(1)) is None:
+        raise NotFound("No such campaign.")
+    _check_writer(user)
+    existing = _signed_off(session, campaign_id, [me])
+    _require_active(campaign)
+    open_count = session.scalar(
+        select(func.count()).select_from(ReviewItem)
+        .where(ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == me, ReviewItem.decision.is_(None))
+    ) or 0
+    if open_count:
+        raise DecisionError(
+            f"{open_count:,} item{'s still need' if open_count != 1 else ' still needs'} a decision before you can sign off."
+        )
+    if existing is not None:
+        return existing
+    signoff = ReviewerSignoff(campaign_id=campaign_id, reviewer_id=me, user_id=user.id, signed_off_at=utcnow())
+    session.add(signoff)
+    session.flush()
+    counts = dict(session.execute(
+        select(ReviewItem.decision, func.count()).where(ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == me)
+        .group_by(ReviewItem.decision)
+    ).all())
+    audit(session, actor=_actor(user), action="review.sign_off", object_type="campaign", object_id=str(campaign_id),
+          after={"reviewer_id": me, "decisions": {k: v for k, v in counts.items() if k}}, campaign_id=campaign_id)
+    return signoff
