@@ -24,6 +24,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     register_logging(settings)
     register_database(app, settings)
     register_extensions(app)
+    register_sso(app, settings)
     register_security(app, settings)
     register_blueprints(app)
     register_template_helpers(app)
@@ -126,6 +127,13 @@ def register_extensions(app: Flask) -> None:
         return user
 
 
+def register_sso(app: Flask, settings: Settings) -> None:
+    """OIDC single sign-on (Authlib's Flask client) when ATTEST_OIDC_DISCOVERY_URL is set."""
+    from attest.auth import oidc
+
+    oidc.init_app(app, settings)
+
+
 def register_security(app: Flask, settings: Settings) -> None:
     idle = timedelta(minutes=settings.session_idle_minutes).total_seconds()
     absolute = timedelta(hours=settings.session_max_hours).total_seconds()
@@ -168,12 +176,14 @@ def register_security(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from attest.auth.admin_views import bp as auth_admin_bp
     from attest.auth.views import bp as auth_bp
     from attest.entitlements.views import bp as entitlements_bp
     from attest.views import bp as home_bp
 
     app.register_blueprint(home_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(auth_admin_bp)
     app.register_blueprint(entitlements_bp)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length
 
 from attest.audit.log import record as audit
 from attest.auth.login import LoginError, authenticate_local, safe_next
-from attest.web import settings, write
+from attest.web import db, settings, write
 
 bp = Blueprint("auth", __name__)
 
@@ -55,6 +55,67 @@ def login():
         return redirect(safe_next(request.args.get("next"), url_for("home.index")))
     status = 400 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form, settings=cfg), status
+
+
+def _landing(user) -> str:
+    """Where a sign-in lands without a `next`: a reviewer's own reviews, everyone else's home page."""
+    from flask import current_app
+
+    if not user.can_read_all and "reviews.inbox" in current_app.view_functions:
+        return url_for("reviews.inbox")
+    return url_for("home.index")
+
+
+def _sso_refused(error, template: str = "auth/sso_failed.html"):
+    session.pop("next", None)
+    return render_template(template, error=error, settings=settings()), error.status
+
+
+@bp.get("/login/oidc")
+def oidc_login():
+    """Start single sign-on: the IdP's page, with state, nonce and PKCE kept in this browser's session."""
+    from attest.auth import oidc
+
+    cfg = settings()
+    if not cfg.oidc_enabled or oidc.client() is None:
+        abort(404)
+    if current_user.is_authenticated:
+        return redirect(safe_next(request.args.get("next"), _landing(current_user)))
+    target = safe_next(request.args.get("next"), "")
+    if target:
+        session["next"] = target
+    else:
+        session.pop("next", None)
+    try:
+        return oidc.authorize_redirect(cfg)
+    except oidc.SsoError as exc:
+        return _sso_refused(exc)
+
+
+@bp.get("/login/oidc/callback")
+def oidc_callback():
+    """The IdP sends the browser back here: verify, link, map roles, and start a fresh session."""
+    from attest.auth import oidc
+    from attest.auth.models import User
+
+    cfg = settings()
+    if not cfg.oidc_enabled or oidc.client() is None:
+        abort(404)
+    try:
+        profile = oidc.profile_from_claims(cfg, oidc.verify_callback(cfg))
+    except oidc.SsoError as exc:
+        with write() as s:
+            oidc.audit_failure(s, exc)
+        return _sso_refused(exc)
+    with write() as s:
+        outcome = oidc.complete_sign_in(s, cfg, profile)
+        user_id = outcome.user.id
+    if outcome.refused is not None:
+        template = "auth/no_identity.html" if isinstance(outcome.refused, oidc.NoIdentityError) else "auth/sso_failed.html"
+        return _sso_refused(outcome.refused, template)
+    user = db().get(User, user_id)
+    start_session(user, "oidc")
+    return redirect(safe_next(session.pop("next", None), _landing(user)))
 
 
 @bp.post("/logout")

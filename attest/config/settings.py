@@ -81,6 +81,7 @@ class Settings:
     oidc_scopes: str = "openid email profile"
     oidc_provider_name: str = "SSO"
     oidc_link_claim: str = "email"
+    oidc_link_attribute: str = "email"  # the Identity field the link claim is compared with
     oidc_roles_claim: str = "groups"
     oidc_admin_groups: tuple[str, ...] = ()
     oidc_auditor_groups: tuple[str, ...] = ()
@@ -133,7 +134,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
             try:
                 from dotenv import load_dotenv
 
-                load_dotenv(override=False)
+                load_dotenv(Path.cwd() / ".env", override=False)  # the working directory's .env
             except ImportError:  # pragma: no cover - python-dotenv is a dependency
                 pass
         environ = dict(os.environ)
@@ -237,8 +238,9 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         oidc_client_secret=env("ATTEST_OIDC_CLIENT_SECRET", ""),
         oidc_scopes=env("ATTEST_OIDC_SCOPES", "openid email profile"),
         oidc_provider_name=env("ATTEST_OIDC_PROVIDER_NAME", "SSO"),
-        oidc_link_claim=env("ATTEST_OIDC_LINK_CLAIM", "email"),
-        oidc_roles_claim=env("ATTEST_OIDC_ROLES_CLAIM", "groups"),
+        oidc_link_claim=env("ATTEST_OIDC_LINK_CLAIM", "email").strip(),
+        oidc_link_attribute=env("ATTEST_OIDC_LINK_ATTRIBUTE", "email").strip().lower(),
+        oidc_roles_claim=env("ATTEST_OIDC_ROLES_CLAIM", "groups").strip(),
         oidc_admin_groups=_list(env("ATTEST_OIDC_ADMIN_GROUPS", "")),
         oidc_auditor_groups=_list(env("ATTEST_OIDC_AUDITOR_GROUPS", "")),
         smtp_host=env("ATTEST_SMTP_HOST", ""),
@@ -256,4 +258,37 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         raise SettingsError("ATTEST_OIDC_CLIENT_ID is required when ATTEST_OIDC_DISCOVERY_URL is set")
     if settings.is_production and settings.oidc_discovery_url.startswith("http://"):
         raise SettingsError("ATTEST_OIDC_DISCOVERY_URL must use https in production")
+    _check_oidc(settings)
     return settings.replace(**overrides) if overrides else settings
+
+
+OIDC_LINK_ATTRIBUTES = ("email", "login", "employee_id", "external_id")
+
+
+def _check_oidc(settings: Settings) -> None:
+    """OIDC values a person can get wrong; http is accepted only for a loopback IdP outside production."""
+    from urllib.parse import urlsplit
+
+    if not settings.oidc_discovery_url:
+        return
+    parts = urlsplit(settings.oidc_discovery_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            "ATTEST_OIDC_DISCOVERY_URL must be an https URL such as "
+            "https://example.okta.com/.well-known/openid-configuration"
+        )
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SettingsError(
+            "ATTEST_OIDC_DISCOVERY_URL must use https (plain http is accepted only for a loopback test IdP)"
+        )
+    if "openid" not in settings.oidc_scopes.split():
+        raise SettingsError(f"ATTEST_OIDC_SCOPES must include openid, not {settings.oidc_scopes!r}")
+    if not settings.oidc_link_claim:
+        raise SettingsError("ATTEST_OIDC_LINK_CLAIM must name a claim, e.g. email")
+    if settings.oidc_link_attribute not in OIDC_LINK_ATTRIBUTES:
+        raise SettingsError(
+            f"ATTEST_OIDC_LINK_ATTRIBUTE must be one of {', '.join(OIDC_LINK_ATTRIBUTES)}, "
+            f"not {settings.oidc_link_attribute!r}"
+        )
+    if not settings.oidc_roles_claim:
+        raise SettingsError("ATTEST_OIDC_ROLES_CLAIM must name a claim, e.g. groups")
