@@ -7,4 +7,6 @@ name -> ("module:factory", default port). A factory takes keyword options and re
 
 from __future__ import annotations
 
-SERVICES: dict[str, tuple[str, int]] = {}
+SERVICES: dict[str, tuple[str, int]] = {
+    "github": ("attest.connectors.sandbox.github_fake:create_app", 5102),
+}
