@@ -321,6 +321,9 @@ def run_sync(
             audit(session, actor=actor, action="sync.applied", object_type="sync_run", object_id=str(run_id),
                   after={"source": source_name, "status": run.status, "added": stats.get("added"),
                          "ended": stats.get("ended"), "failed_parts": failed_parts})
+            from attest.reviews import remediation  # verify revokes against what this run saw
+
+            remediation.verify_after_sync(session, source_id, run_id)
         return SyncResult(run_id, source_name, run.status, stats, api_calls, round(time.monotonic() - t0, 3),
                           None, failed_parts, run.notes)
     except Exception as exc:  # the run fails; nothing but its own row changes
