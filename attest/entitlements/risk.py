@@ -1,0 +1,201 @@
+"""Risk signals on held access, as SQL (for the set-based campaign launch and preview) and in Python.
+
+Signals (ReviewItem.risks) and what they mean:
+- privileged: the entitlement is flagged privileged (admin roles, admin permissions, owner).
+- dormant: the account has not logged in for `dormant_days` (never logged in and created before that),
+  or the app's last SSO for this grant (`last_sso_at` in the grant's attributes, from Okta's System Log;
+  present but null = no SSO within the look-back) is older than that.
+- orphaned: the account belongs to no person.
+- terminated: the person is terminated in the identity provider and still holds the access.
+- service_account: a non-human account (or a service identity).
+- new_since_last_review: the access appeared after this definition's last closed campaign was launched.
+- via_group: held through a group, not directly.
+- stale_access_key: an active access key (AWS: `access_keys` in the account's attributes, each
+  {"id", "status": "Active"|"Inactive", "created_at", "last_used_at"}) unused for `stale_key_days`
+  (never used: created before that).
+- no_mfa: the source says the account has no MFA.
+
+`risk_score` is the sum of the weights of an item's signals, capped at 100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+RISKS = (
+    "privileged", "dormant", "orphaned", "terminated", "service_account", "new_since_last_review",
+    "via_group", "stale_access_key", "no_mfa",
+)
+WEIGHTS = {
+    "terminated": 40,
+    "orphaned": 30,
+    "privileged": 25,
+    "stale_access_key": 20,
+    "dormant": 15,
+    "no_mfa": 15,
+    "service_account": 10,
+    "new_since_last_review": 10,
+    "via_group": 5,
+}
+
+
+def score(risks: Iterable[str]) -> int:
+    return min(100, sum(WEIGHTS.get(r, 0) for r in set(risks)))
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    dormant_before: datetime
+    stale_key_before: datetime
+    last_review_at: datetime | None  # None: no earlier closed campaign, nothing counts as new
+
+    @classmethod
+    def for_spec(cls, now: datetime, risk_spec: Mapping[str, Any], last_review_at: datetime | None) -> Cutoffs:
+        return cls(now - timedelta(days=int(risk_spec.get("dormant_days", 90))),
+                   now - timedelta(days=int(risk_spec.get("stale_key_days", 90))), last_review_at)
+
+
+def _iso_prefix(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _parse_iso(value: Any) -> datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- Python ---------------------------------------------------------------------------------------
+
+
+def signals(
+    *,
+    cutoffs: Cutoffs,
+    privileged: bool,
+    identity_id: int | None,
+    person_status: str | None,
+    person_kind: str | None,
+    account_kind: str,
+    account_last_login_at: datetime | None,
+    account_created_at: datetime | None,
+    account_mfa_enabled: bool | None,
+    account_attributes: Mapping[str, Any] | None,
+    grant_attributes: Mapping[str, Any] | None,
+    granted_at: datetime | None,
+    via_group: bool,
+) -> list[str]:
+    """The signals of one held grant, in RISKS order (the same rules as the SQL below)."""
+    out: set[str] = set()
+    if privileged:
+        out.add("privileged")
+    if account_last_login_at is not None:
+        if account_last_login_at < cutoffs.dormant_before:
+            out.add("dormant")
+    elif account_created_at is not None and account_created_at < cutoffs.dormant_before:
+        out.add("dormant")
+    grant_attributes = grant_attributes or {}
+    if "last_sso_at" in grant_attributes:
+        sso = _parse_iso(grant_attributes.get("last_sso_at"))
+        if sso is None or sso < cutoffs.dormant_before:
+            out.add("dormant")
+    if identity_id is None:
+        out.add("orphaned")
+    if person_status == "terminated":
+        out.add("terminated")
+    if account_kind == "service" or person_kind == "service":
+        out.add("service_account")
+    if cutoffs.last_review_at is not None and granted_at is not None and granted_at > cutoffs.last_review_at:
+        out.add("new_since_last_review")
+    if via_group:
+        out.add("via_group")
+    for key in (account_attributes or {}).get("access_keys") or []:
+        if not isinstance(key, Mapping) or (key.get("status") or "Active") != "Active":
+            continue
+        used = _parse_iso(key.get("last_used_at")) or _parse_iso(key.get("created_at"))
+        if used is not None and used < cutoffs.stale_key_before:
+            out.add("stale_access_key")
+    if account_mfa_enabled is False:
+        out.add("no_mfa")
+    return [r for r in RISKS if r in out]
+
+
+# --- SQL ------------------------------------------------------------------------------------------
+
+
+def sql_params(dialect: str, cutoffs: Cutoffs) -> dict[str, Any]:
+    from attest.entitlements.sync import _sqlite_value
+
+    def dt(value: datetime | None) -> Any:
+        return _sqlite_value(value) if dialect == "sqlite" and value is not None else value
+
+    return {
+        "risk_dormant_before": dt(cutoffs.dormant_before),
+        "risk_dormant_before_iso": _iso_prefix(cutoffs.dormant_before),
+        "risk_stale_before_iso": _iso_prefix(cutoffs.stale_key_before),
+        "risk_last_review_at": dt(cutoffs.last_review_at),
+        "risk_false": False,
+    }
+
+
+def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", account: str = "acc",
+                   identity: str = "idn", grant: str = "g", granted_at: str = "h.granted_at",
+                   via_resource: str = "h.via_resource_id") -> dict[str, str]:
+    """One SQL boolean expression per signal over the given table aliases (params from `sql_params`)."""
+    pg = dialect == "postgresql"
+    collate = ' COLLATE "C"' if pg else ""
+    if pg:
+        sso_type = f"jsonb_typeof({grant}.attributes->'last_sso_at')"
+        sso_text = f"({grant}.attributes->>'last_sso_at')"
+        stale = (
+            f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({account}.attributes->'access_keys') = 'array'"
+            f" THEN {account}.attributes->'access_keys' ELSE '[]'::jsonb END) k"
+            f" WHERE COALESCE(k->>'status', 'Active') = 'Active'"
+            f" AND substr(COALESCE(k->>'last_used_at', k->>'created_at'), 1, 19){collate} < :risk_stale_before_iso)"
+        )
+    else:
+        sso_type = f"json_type({grant}.attributes, '$.last_sso_at')"
+        sso_text = f"json_extract({grant}.attributes, '$.last_sso_at')"
+        stale = (
+            f"({account}.attributes LIKE '%access_keys%' AND EXISTS (SELECT 1 FROM json_each({account}.attributes, '$.access_keys') k"
+            f" WHERE COALESCE(json_extract(k.value, '$.status'), 'Active') = 'Active'"
+            f" AND substr(COALESCE(json_extract(k.value, '$.last_used_at'), json_extract(k.value, '$.created_at')), 1, 19)"
+            f" < :risk_stale_before_iso))"
+        )
+    new = (f"({granted_at} IS NOT NULL AND {granted_at} > :risk_last_review_at)"
+           if cutoffs.last_review_at is not None else "(1 = 0)")
+    return {
+        "privileged": f"({entitlement}.privileged = :true)",
+        "dormant": (
+            f"(({account}.last_login_at IS NOT NULL AND {account}.last_login_at < :risk_dormant_before)"
+            f" OR ({account}.last_login_at IS NULL AND {account}.created_upstream_at IS NOT NULL"
+            f" AND {account}.created_upstream_at < :risk_dormant_before)"
+            f" OR {sso_type} = 'null'"
+            f" OR substr({sso_text}, 1, 19){collate} < :risk_dormant_before_iso)"
+        ),
+        "orphaned": f"({account}.identity_id IS NULL)",
+        "terminated": f"({identity}.status = 'terminated')",
+        "service_account": f"({account}.kind = 'service' OR {identity}.kind = 'service')",
+        "new_since_last_review": new,
+        "via_group": f"({via_resource} IS NOT NULL)",
+        "stale_access_key": stale,
+        "no_mfa": f"({account}.mfa_enabled = :risk_false)",
+    }
+
+
+def sql_risks_json(dialect: str, conditions: Mapping[str, str]) -> str:
+    """A JSON array of the signals that hold, built in SQL (cast to JSONB on PostgreSQL)."""
+    parts = " || ".join(f"CASE WHEN {conditions[r]} THEN ',\"{r}\"' ELSE '' END" for r in RISKS)
+    expr = f"('[' || ltrim({parts}, ',') || ']')"
+    return f"CAST({expr} AS JSONB)" if dialect == "postgresql" else expr
+
+
+def sql_risk_score(dialect: str, conditions: Mapping[str, str]) -> str:
+    total = " + ".join(f"CASE WHEN {conditions[r]} THEN {WEIGHTS[r]} ELSE 0 END" for r in RISKS)
+    return f"LEAST(100, {total})" if dialect == "postgresql" else f"min(100, {total})"

@@ -1,0 +1,804 @@
+"""Campaign lifecycle: create (draft), preview, launch (set-based snapshot), route to a stage, close, cancel.
+
+Launch freezes the in-scope access into ReviewItems with one INSERT ... SELECT: the active grants of
+accounts, plus (include_inherited) the grants groups hold expanded to every member through nested groups
+(a recursive CTE, cycle-safe and depth-limited, keeping the path "Group A → Group B"), joined with
+account, identity, entitlement, resource and source for the frozen copy, with the risk signals computed
+in SQL (`attest.entitlements.risk`). Stage-0 reviewers come from `attest.reviews.routing` (the single
+source of the rules): it is run in Python once per identity, per resource and per (owner, resource)
+pair, into temporary tables the INSERT joins, so no item is visited in Python.
+
+Population reconciliation: every in-scope held grant becomes an item or a CampaignExclusion with its
+reason, and `Campaign.population` records in_scope = items + excluded.
+
+Every state change is an AuditEvent with campaign_id set. Service functions never commit.
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from attest.audit.log import record as audit
+from attest.db import utcnow
+from attest.entitlements import risk as risk_mod
+from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source, SyncRun
+from attest.entitlements.queries import MAX_DEPTH
+from attest.reviews import routing
+from attest.reviews.definitions import DefinitionError, check_references, find_identity
+from attest.reviews.models import (
+    Campaign,
+    CampaignDefinition,
+    CampaignExclusion,
+    Decision,
+    Remediation,
+    ReviewerSignoff,
+    ReviewItem,
+)
+
+EXCLUSION_REASONS = ("orphan_excluded", "service_account_excluded", "identity_filter", "not_delta")
+
+
+class CampaignError(ValueError):
+    """A lifecycle step was refused; the message is for the user and nothing was changed."""
+
+
+# --- context ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    spec: dict[str, Any]
+    definition_id: int | None
+    now: datetime
+    dialect: str
+    fallback_id: int | None
+    stages: list[routing.Stage]
+    last_review_at: datetime | None
+    cutoffs: risk_mod.Cutoffs
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve_stages(session: Session, spec: Mapping[str, Any]) -> tuple[int | None, list[routing.Stage]]:
+    try:
+        check_references(session, spec)
+    except DefinitionError as exc:
+        raise CampaignError(f"the definition no longer matches the directory: {exc}") from None
+    fallback = find_identity(session, spec["fallback_reviewer"]) if spec.get("fallback_reviewer") else None
+    stages = []
+    for st in spec["stages"]:
+        ident = find_identity(session, st["identity"]) if st.get("identity") else None
+        stages.append(routing.Stage(st["reviewer"], ident.id if ident else None))
+    return (fallback.id if fallback else None), stages
+
+
+def last_review_at(session: Session, definition_id: int | None) -> datetime | None:
+    """When this definition's last closed campaign was launched (the line for delta and 'new' access)."""
+    if definition_id is None:
+        return None
+    return session.scalar(
+        select(func.max(Campaign.launched_at)).where(Campaign.definition_id == definition_id,
+                                                     Campaign.status == "closed")
+    )
+
+
+def _context(session: Session, spec: dict[str, Any], definition_id: int | None, now: datetime | None) -> _Context:
+    now = now or utcnow()
+    fallback_id, stages = _resolve_stages(session, spec)
+    last = last_review_at(session, definition_id)
+    cutoffs = risk_mod.Cutoffs.for_spec(now, spec.get("risk") or {}, last)
+    dialect = session.get_bind().dialect.name
+    ctx = _Context(spec, definition_id, now, dialect, fallback_id, stages, last, cutoffs)
+    ctx.params = {"true": True, **risk_mod.sql_params(dialect, cutoffs)}
+    return ctx
+
+
+# --- routing tables -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Directory:
+    manager: dict[int, int | None]
+    eligible_ids: set[int]
+    owners: dict[int, set[int]]
+
+    def eligible(self, identity_id: int) -> bool:
+        return identity_id in self.eligible_ids
+
+    def manager_of(self, identity_id: int) -> int | None:
+        return self.manager.get(identity_id)
+
+
+def _directory(session: Session) -> _Directory:
+    manager: dict[int, int | None] = {}
+    eligible: set[int] = set()
+    for iid, mid, status, kind, ended in session.execute(
+        select(Identity.id, Identity.manager_id, Identity.status, Identity.kind, Identity.ended_at)
+    ):
+        manager[iid] = mid
+        if ended is None and status == "active" and kind == "human":
+            eligible.add(iid)
+    owners: dict[int, set[int]] = defaultdict(set)
+    rows = session.execute(
+        select(ResourceOwner.resource_id, func.coalesce(ResourceOwner.identity_id, Account.identity_id))
+        .outerjoin(Account, Account.id == ResourceOwner.account_id)
+        .where((Account.id.is_(None)) | (Account.ended_at.is_(None)))
+    )
+    for rid, iid in rows:
+        if iid is not None:
+            owners[rid].add(iid)
+    return _Directory(manager, eligible, dict(owners))
+
+
+def _owners_of(session: Session, resource_id: int | None) -> set[int]:
+    if resource_id is None:
+        return set()
+    rows = session.execute(
+        select(func.coalesce(ResourceOwner.identity_id, Account.identity_id))
+        .outerjoin(Account, Account.id == ResourceOwner.account_id)
+        .where(ResourceOwner.resource_id == resource_id, (Account.id.is_(None)) | (Account.ended_at.is_(None)))
+    )
+    return {iid for (iid,) in rows if iid is not None}
+
+
+class _RouteTables:
+    """Temporary tables with the stage's routing results: per identity, per resource, per (identity, resource)."""
+
+    def __init__(self, session: Session, ctx: _Context, stage_index: int = 0) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.stage = ctx.stages[stage_index]
+        suffix = uuid.uuid4().hex[:10]
+        self.ri, self.rr, self.rp = f"tmp_route_i_{suffix}", f"tmp_route_r_{suffix}", f"tmp_route_p_{suffix}"
+        self.created: list[str] = []
+
+    def __enter__(self) -> _RouteTables:
+        ctx, stage, session = self.ctx, self.stage, self.session
+        d = _directory(session)
+        policy = ctx.spec.get("self_review", "reassign")
+
+        def run(person: int | None, owners: set[int]) -> tuple[int | None, str | None]:
+            return routing.route(person_id=person, manager_id=d.manager.get(person) if person else None,
+                                 owner_ids=owners, stage=stage, fallback_id=ctx.fallback_id, self_review=policy,
+                                 manager_of=d.manager_of, eligible=d.eligible)
+
+        resource_ids = [rid for (rid,) in session.execute(select(Resource.id))]
+        per_identity: list[tuple] = []
+        if stage.kind in ("manager", "identity"):
+            per_identity = [(iid, *run(iid, set())) for iid in d.manager]
+        per_resource = [(0, *run(None, set()))] + [(rid, *run(None, d.owners.get(rid, set()))) for rid in resource_ids]
+        pairs: list[tuple] = []
+        if stage.kind == "resource_owner":
+            keys = {(iid, rid) for rid, owners in d.owners.items() for iid in owners}
+            if ctx.fallback_id is not None:
+                keys |= {(ctx.fallback_id, rid) for rid in [0, *resource_ids]}
+            pairs = [(iid, rid, *run(iid, d.owners.get(rid, set()))) for iid, rid in keys]
+        self._create(self.ri, "identity_id INTEGER PRIMARY KEY, reviewer_id INTEGER, routed_by VARCHAR(40)",
+                     ("identity_id", "reviewer_id", "routed_by"), per_identity)
+        self._create(self.rr, "resource_id INTEGER PRIMARY KEY, reviewer_id INTEGER, routed_by VARCHAR(40)",
+                     ("resource_id", "reviewer_id", "routed_by"), per_resource)
+        self._create(self.rp, "identity_id INTEGER, resource_id INTEGER, reviewer_id INTEGER, routed_by VARCHAR(40),"
+                     " PRIMARY KEY (identity_id, resource_id)",
+                     ("identity_id", "resource_id", "reviewer_id", "routed_by"), pairs)
+        return self
+
+    def _create(self, name: str, columns: str, cols: tuple[str, ...], rows: list[tuple]) -> None:
+        on_commit = " ON COMMIT DROP" if self.ctx.dialect == "postgresql" else ""
+        self.session.execute(text(f"CREATE TEMPORARY TABLE {name} ({columns}){on_commit}"))
+        self.created.append(name)
+        if not rows:
+            return
+        conn = self.session.connection()
+        dbapi = conn.connection.driver_connection
+        if self.ctx.dialect == "postgresql":
+            with dbapi.cursor() as cur, cur.copy(f"COPY {name} ({', '.join(cols)}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+        else:
+            cur = dbapi.cursor()
+            try:
+                cur.executemany(f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", rows)
+            finally:
+                cur.close()
+        if self.ctx.dialect == "postgresql":
+            self.session.execute(text(f"ANALYZE {name}"))
+
+    def drop(self) -> None:
+        for name in self.created:
+            self.session.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        self.created = []
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.drop()
+
+    def reviewer_sql(self) -> tuple[str, str, str]:
+        """(extra joins, reviewer expression, routed_by expression) for the scope query."""
+        joins = (f" LEFT JOIN {self.rr} rr ON rr.resource_id = COALESCE(e.resource_id, 0)"
+                 f" LEFT JOIN {self.ri} ri ON ri.identity_id = acc.identity_id")
+        if self.stage.kind == "resource_owner":
+            joins += (f" LEFT JOIN {self.rp} rp ON rp.identity_id = acc.identity_id"
+                      f" AND rp.resource_id = COALESCE(e.resource_id, 0)")
+            pick = "CASE WHEN rp.identity_id IS NOT NULL THEN rp.{c} ELSE rr.{c} END"
+        else:
+            pick = "CASE WHEN acc.identity_id IS NULL THEN rr.{c} ELSE ri.{c} END"
+        return joins, pick.format(c="reviewer_id"), pick.format(c="routed_by")
+
+
+# --- the scope query ----------------------------------------------------------------------------------
+
+
+def _like_pattern(glob: str) -> str:
+    out = []
+    for ch in glob.lower():
+        if ch in "\\%_":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _in_list(params: dict[str, Any], prefix: str, values: list[Any]) -> str:
+    names = []
+    for i, v in enumerate(values):
+        params[f"{prefix}{i}"] = v
+        names.append(f":{prefix}{i}")
+    return ", ".join(names)
+
+
+def _held_cte(ctx: _Context) -> str:
+    """`held(grant_id, account_id, via_resource_id, via, granted_at)`: direct and (optionally) inherited."""
+    direct = ("SELECT g.id AS grant_id, g.principal_account_id AS account_id, CAST(NULL AS INTEGER) AS via_resource_id,"
+              " CAST(NULL AS TEXT) AS via, g.first_seen_at AS granted_at"
+              " FROM access_grant g WHERE g.principal_type = 'account' AND g.ended_at IS NULL")
+    if not ctx.spec["scope"]["include_inherited"]:
+        return f"WITH held AS ({direct})"
+    later = "CASE WHEN g.first_seen_at > m.since THEN g.first_seen_at ELSE m.since END"
+    return f"""WITH RECURSIVE membership(account_id, group_id, depth, path, names, since) AS (
+    SELECT g.principal_account_id, e.resource_id, 1, '/' || CAST(e.resource_id AS TEXT) || '/', CAST(r.name AS TEXT), g.first_seen_at
+    FROM access_grant g JOIN entitlement e ON e.id = g.entitlement_id JOIN resource r ON r.id = e.resource_id
+    WHERE g.principal_type = 'account' AND g.ended_at IS NULL AND e.is_membership = :true
+  UNION ALL
+    SELECT m.account_id, e.resource_id, m.depth + 1, m.path || CAST(e.resource_id AS TEXT) || '/',
+           CAST(r.name || ' → ' || m.names AS TEXT), {later}
+    FROM membership m
+    JOIN access_grant g ON g.principal_type = 'resource' AND g.principal_resource_id = m.group_id AND g.ended_at IS NULL
+    JOIN entitlement e ON e.id = g.entitlement_id AND e.is_membership = :true
+    JOIN resource r ON r.id = e.resource_id
+    WHERE m.depth < {MAX_DEPTH} AND m.path NOT LIKE '%/' || CAST(e.resource_id AS TEXT) || '/%'
+),
+member_of AS (
+    SELECT account_id, group_id, MIN(names) AS names, MIN(since) AS since FROM membership GROUP BY account_id, group_id
+),
+held AS (
+    {direct}
+  UNION ALL
+    SELECT g.id, m.account_id, m.group_id, m.names, {later}
+    FROM member_of m
+    JOIN access_grant g ON g.principal_type = 'resource' AND g.principal_resource_id = m.group_id AND g.ended_at IS NULL
+)"""
+
+
+def _scope_from(ctx: _Context, params: dict[str, Any]) -> str:
+    """FROM/WHERE over `held` selecting the in-scope held grants (the population)."""
+    scope = ctx.spec["scope"]
+    where = ["s.enabled = :true", "acc.ended_at IS NULL", "e.ended_at IS NULL"]
+    if scope["sources"]:
+        where.append(f"s.name IN ({_in_list(params, 'src', scope['sources'])})")
+    if scope["resource_types"]:
+        where.append(f"res.type IN ({_in_list(params, 'rtype', scope['resource_types'])})")
+    if scope["resource_names"]:
+        likes = []
+        for i, pattern in enumerate(scope["resource_names"]):
+            params[f"rname{i}"] = _like_pattern(pattern)
+            likes.append(f"lower(res.name) LIKE :rname{i} ESCAPE '\\'")
+        where.append("(" + " OR ".join(likes) + ")")
+    if scope["entitlements"]:
+        where.append(f"e.name IN ({_in_list(params, 'ent', scope['entitlements'])})")
+    if scope["privileged_only"]:
+        where.append("e.privileged = :true")
+    return (" FROM held h"
+            " JOIN access_grant g ON g.id = h.grant_id"
+            " JOIN entitlement e ON e.id = g.entitlement_id"
+            " LEFT JOIN resource res ON res.id = e.resource_id"
+            " JOIN source s ON s.id = g.source_id"
+            " JOIN account acc ON acc.id = h.account_id"
+            " LEFT JOIN identity idn ON idn.id = acc.identity_id"
+            " {route_joins}"
+            " WHERE " + " AND ".join(where))
+
+
+def _exclusion_sql(ctx: _Context, params: dict[str, Any]) -> str | None:
+    """A CASE naming why an in-scope row gets no item (NULL: it gets one), or None when nothing is excluded."""
+    scope = ctx.spec["scope"]
+    branches = []
+    if not scope["include_orphaned"]:
+        branches.append("WHEN acc.identity_id IS NULL THEN 'orphan_excluded'")
+    if not scope["include_service_accounts"]:
+        branches.append("WHEN acc.kind = 'service' OR idn.kind = 'service' THEN 'service_account_excluded'")
+    ident = scope["identity"]
+    conds = []
+    if ident["department"]:
+        conds.append(f"idn.department IN ({_in_list(params, 'dept', ident['department'])})")
+    if ident["status"]:
+        conds.append(f"idn.status IN ({_in_list(params, 'istatus', ident['status'])})")
+    if ident["kind"]:
+        conds.append(f"idn.kind IN ({_in_list(params, 'ikind', ident['kind'])})")
+    if conds:
+        branches.append(f"WHEN acc.identity_id IS NOT NULL AND NOT ({' AND '.join(conds)}) THEN 'identity_filter'")
+    if scope["delta"] and ctx.last_review_at is not None:
+        branches.append("WHEN h.granted_at <= :risk_last_review_at THEN 'not_delta'")
+    if not branches:
+        return None
+    return "CASE " + " ".join(branches) + " ELSE NULL END"
+
+
+ITEM_COLUMNS = (
+    "campaign_id", "grant_id", "account_id", "identity_id", "source_id", "resource_id", "entitlement_id",
+    "person_name", "person_email", "person_department", "person_title", "person_status", "account_login",
+    "account_kind", "account_last_login_at", "source_name", "source_kind", "resource_name", "resource_type",
+    "entitlement_name", "privileged", "via", "via_resource_id", "granted_at", "risks", "risk_score", "stage",
+    "reviewer_id", "routed_by", "decided_in_bulk", "completed", "version",
+)
+
+
+def _item_values(ctx: _Context, reviewer: str, routed_by: str, *, with_risks: bool = True) -> str:
+    if with_risks:
+        conds = risk_mod.sql_conditions(ctx.dialect, ctx.cutoffs)
+        risks = risk_mod.sql_risks_json(ctx.dialect, conds)
+        score = risk_mod.sql_risk_score(ctx.dialect, conds)
+    else:
+        risks = "CAST('[]' AS JSONB)" if ctx.dialect == "postgresql" else "'[]'"
+        score = "0"
+    return ", ".join((
+        ":campaign_id", "h.grant_id", "acc.id", "acc.identity_id", "g.source_id", "e.resource_id", "e.id",
+        "idn.display_name", "idn.email", "idn.department", "idn.title", "idn.status",
+        "COALESCE(acc.login, acc.email, acc.display_name, acc.external_id)", "acc.kind", "acc.last_login_at",
+        "s.name", "s.kind", "res.name", "res.type", "e.name", "e.privileged", "h.via", "h.via_resource_id",
+        "h.granted_at", risks, score, "0", reviewer, routed_by, ":false", ":false", "1",
+    ))
+
+
+def snapshot_sql(ctx: _Context, params: dict[str, Any], table: str = "review_item", route: _RouteTables | None = None,
+                 raw: bool = False) -> str:
+    """The INSERT ... SELECT that writes the items (raw=True: the same rows without routing, risks or
+    exclusions, for the benchmark's baseline)."""
+    params.setdefault("false", False)
+    frm = _scope_from(ctx, params)
+    if raw or route is None:
+        joins, reviewer, routed_by = "", "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR(40))"
+    else:
+        joins, reviewer, routed_by = route.reviewer_sql()
+    sql = (f"{_held_cte(ctx)} INSERT INTO {table} ({', '.join(ITEM_COLUMNS)})"
+           f" SELECT {_item_values(ctx, reviewer, routed_by, with_risks=not raw)}" + frm.format(route_joins=joins))
+    if not raw:
+        excl = _exclusion_sql(ctx, params)
+        if excl:
+            sql += f" AND ({excl}) IS NULL"
+    return sql
+
+
+# --- public API -----------------------------------------------------------------------------------
+
+
+def _definition(session: Session, definition_id: int) -> CampaignDefinition:
+    definition = session.get(CampaignDefinition, definition_id)
+    if definition is None:
+        raise CampaignError(f"no campaign definition {definition_id}")
+    return definition
+
+
+def _campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Campaign:
+    stmt = select(Campaign).where(Campaign.id == campaign_id)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=Campaign)
+    campaign = session.scalars(stmt).first()
+    if campaign is None:
+        raise CampaignError(f"no campaign {campaign_id}")
+    return campaign
+
+
+def create_campaign(session: Session, definition_id: int, actor: str, name: str | None = None) -> Campaign:
+    """A draft campaign from a definition (audited `campaign.create`)."""
+    definition = _definition(session, definition_id)
+    now = utcnow()
+    campaign = Campaign(
+        definition_id=definition.id, name=(name or "").strip() or f"{definition.name} — {now:%Y-%m-%d}",
+        status="draft", spec=dict(definition.spec), owner_user_id=definition.owner_user_id, created_by=actor,
+        created_at=now, population={}, sync_runs=[], summary={},
+    )
+    session.add(campaign)
+    session.flush()
+    audit(session, actor=actor, action="campaign.create", object_type="campaign", object_id=str(campaign.id),
+          campaign_id=campaign.id, after={"name": campaign.name, "definition_id": definition.id})
+    return campaign
+
+
+def preview(session: Session, definition_or_campaign: CampaignDefinition | Campaign | Mapping[str, Any] | int,
+            now: datetime | None = None) -> dict[str, Any]:
+    """What a launch would produce now: items, items per reviewer, unroutable items, self-review
+    reassignments, risk counts and exclusions by reason. Accepts a definition, a campaign, a definition
+    id, or a spec dict (a form being edited). Writes nothing that outlives the call."""
+    obj = definition_or_campaign
+    if isinstance(obj, int):
+        obj = _definition(session, obj)
+    if isinstance(obj, Campaign):
+        if obj.status != "draft":
+            raise CampaignError(f"campaign {obj.id} is {obj.status}; preview is for drafts (its items are launched)")
+        spec, definition_id = (obj.definition.spec if obj.definition else obj.spec), obj.definition_id
+    elif isinstance(obj, CampaignDefinition):
+        spec, definition_id = obj.spec, obj.id
+    elif isinstance(obj, Mapping):
+        spec, definition_id = dict(obj), None
+    else:
+        raise CampaignError("preview needs a definition, a campaign or a spec")
+    ctx = _context(session, spec, definition_id, now)
+    params = dict(ctx.params)
+    conds = risk_mod.sql_conditions(ctx.dialect, ctx.cutoffs)
+    excl = _exclusion_sql(ctx, params) or "CAST(NULL AS VARCHAR(40))"
+    with _RouteTables(session, ctx) as route:
+        joins, reviewer, routed_by = route.reviewer_sql()
+        sql = (f"{_held_cte(ctx)} SELECT x_reason, x_reviewer, x_routed_by, COUNT(*) AS n, {', '.join(f'SUM(r_{r}) AS r_{r}' for r in risk_mod.RISKS)}"
+               f" FROM (SELECT {excl} AS x_reason, {reviewer} AS x_reviewer, {routed_by} AS x_routed_by,"
+               f" {', '.join(f'CASE WHEN {conds[r]} THEN 1 ELSE 0 END AS r_{r}' for r in risk_mod.RISKS)}"
+               + _scope_from(ctx, params).format(route_joins=joins)
+               + ") q GROUP BY x_reason, x_reviewer, x_routed_by")
+        rows = session.execute(text(sql), params).all()
+    per_reviewer: dict[int, int] = defaultdict(int)
+    excluded: dict[str, int] = defaultdict(int)
+    risk_counts = dict.fromkeys(risk_mod.RISKS, 0)
+    items = unroutable = self_review = 0
+    routed_by_counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        m = row._mapping
+        if m["x_reason"] is not None:
+            excluded[m["x_reason"]] += int(m["n"])
+            continue
+        n = int(m["n"])
+        items += n
+        if m["x_reviewer"] is None:
+            unroutable += n
+        else:
+            per_reviewer[int(m["x_reviewer"])] += n
+            routed_by_counts[m["x_routed_by"]] += n
+        if m["x_routed_by"] == "self_review":
+            self_review += n
+        for r in risk_mod.RISKS:
+            risk_counts[r] += int(m[f"r_{r}"] or 0)
+    people = {i.id: i for i in session.scalars(select(Identity).where(Identity.id.in_(list(per_reviewer))))} if per_reviewer else {}
+    reviewers = sorted(
+        ({"reviewer_id": rid, "name": people[rid].display_name if rid in people else None,
+          "email": people[rid].email if rid in people else None, "items": n} for rid, n in per_reviewer.items()),
+        key=lambda r: (-r["items"], r["name"] or ""),
+    )
+    n_excluded = sum(excluded.values())
+    return {
+        "items": items, "in_scope": items + n_excluded, "excluded": n_excluded,
+        "excluded_by_reason": dict(sorted(excluded.items())), "per_reviewer": reviewers,
+        "reviewers": len(reviewers), "unroutable": unroutable, "self_review_reassigned": self_review,
+        "routed_by": dict(sorted(routed_by_counts.items())), "risk_counts": risk_counts,
+        "fallback_reviewer": spec.get("fallback_reviewer"), "last_review_at": ctx.last_review_at,
+        "stages": [s["reviewer"] for s in spec["stages"]],
+    }
+
+
+def _sync_runs_used(session: Session, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    stmt = select(Source).where(Source.enabled.is_(True)).order_by(Source.name)
+    if spec["scope"]["sources"]:
+        stmt = stmt.where(Source.name.in_(spec["scope"]["sources"]))
+    out = []
+    for source in session.scalars(stmt):
+        run = session.get(SyncRun, source.last_success_run_id) if source.last_success_run_id else None
+        out.append({
+            "source": source.name, "source_id": source.id, "kind": source.kind,
+            "run_id": run.id if run else None,
+            "finished_at": run.finished_at.isoformat() if run and run.finished_at else None,
+            "status": run.status if run else "never_synced",
+            "stats": run.stats if run else {},
+        })
+    return out
+
+
+def launch(session: Session, campaign_id: int, actor: str, now: datetime | None = None) -> Campaign:
+    """Snapshot the in-scope access into items, route them to stage-0 reviewers, and start the clock.
+
+    Refused (nothing written) when the campaign is not a draft, when a named reviewer no longer exists,
+    or when items could not be routed and there is no fallback reviewer.
+    """
+    now = now or utcnow()
+    campaign = _campaign(session, campaign_id, lock=True)
+    if campaign.status != "draft":
+        raise CampaignError(f"campaign {campaign.id} is {campaign.status}; only a draft can be launched")
+    definition = session.get(CampaignDefinition, campaign.definition_id) if campaign.definition_id else None
+    spec = dict(definition.spec) if definition is not None else dict(campaign.spec)
+    ctx = _context(session, spec, campaign.definition_id, now)
+    params = dict(ctx.params)
+    params["campaign_id"] = campaign.id
+    with session.begin_nested(), _RouteTables(session, ctx) as route:  # an error leaves nothing behind
+        inserted = session.execute(text(snapshot_sql(ctx, params, route=route)), params).rowcount
+        unroutable = session.scalar(
+            select(func.count()).select_from(ReviewItem)
+            .where(ReviewItem.reviewer_id.is_(None), ReviewItem.campaign_id == campaign.id))
+        if unroutable:
+            if ctx.fallback_id is None:
+                raise CampaignError(
+                    f"{unroutable:,} items are unroutable (no manager, no resource owner) and the definition has no "
+                    "fallback_reviewer; set fallback_reviewer to an identity's e-mail and launch again")
+            raise CampaignError(
+                f"{unroutable:,} items are unroutable: they are the fallback reviewer's ({spec['fallback_reviewer']}) "
+                "own access and nobody can take them (no manager above them); choose another fallback_reviewer")
+        excl = _exclusion_sql(ctx, params)
+        if excl:
+            sql = (f"{_held_cte(ctx)} INSERT INTO campaign_exclusion (campaign_id, grant_id, account_id, reason)"
+                   f" SELECT :campaign_id, h.grant_id, acc.id, {excl}"
+                   + _scope_from(ctx, params).format(route_joins="") + f" AND ({excl}) IS NOT NULL")
+            session.execute(text(sql), params)
+        route.drop()
+    excluded = {
+        reason: int(n) for reason, n in session.execute(
+            select(CampaignExclusion.reason, func.count()).where(CampaignExclusion.campaign_id == campaign.id)
+            .group_by(CampaignExclusion.reason))
+    }
+    items = int(inserted) if inserted is not None and inserted >= 0 else session.scalar(
+        select(func.count()).select_from(ReviewItem).where(ReviewItem.campaign_id == campaign.id))
+    campaign.spec = spec
+    campaign.population = {
+        "in_scope": items + sum(excluded.values()), "items": items, "excluded": sum(excluded.values()),
+        "excluded_by_reason": dict(sorted(excluded.items())),
+        "last_review_at": ctx.last_review_at.isoformat() if ctx.last_review_at else None,
+        "delta": bool(spec["scope"]["delta"]),
+    }
+    campaign.sync_runs = _sync_runs_used(session, spec)
+    campaign.status = "active"
+    campaign.launched_at = now
+    campaign.due_at = now + timedelta(days=int(spec["timing"]["duration_days"]))
+    if definition is not None:
+        definition.last_launched_at = now
+    session.flush()
+    audit(session, actor=actor, action="campaign.launch", object_type="campaign", object_id=str(campaign.id),
+          campaign_id=campaign.id, before={"status": "draft"},
+          after={"status": "active", "due_at": campaign.due_at.isoformat(), "population": campaign.population,
+                 "sync_runs": [{k: r[k] for k in ("source", "run_id", "finished_at", "status")} for r in campaign.sync_runs]})
+    return campaign
+
+
+def launch_definition(session: Session, definition_id: int, actor: str, now: datetime | None = None,
+                      name: str | None = None) -> Campaign:
+    """Create a campaign from a definition and launch it (the CLI's `launch DEF_ID`, scheduled launches)."""
+    campaign = create_campaign(session, definition_id, actor, name=name)
+    return launch(session, campaign.id, actor, now=now)
+
+
+def route_item_to_stage(session: Session, item: ReviewItem, stage: int) -> None:
+    """Move an item to `stage` and set its reviewer for that stage with the same rules as launch (self-review,
+    fallback). The decision fields are the caller's (decisions.decide); an item nobody can take at that
+    stage keeps reviewer None with routed_by 'unroutable' for an admin to reassign."""
+    campaign = session.get(Campaign, item.campaign_id)
+    if campaign is None:
+        raise CampaignError(f"no campaign {item.campaign_id}")
+    spec = campaign.spec
+    if not 0 <= stage < len(spec["stages"]):
+        raise CampaignError(f"campaign {campaign.id} has {len(spec['stages'])} stages; there is no stage {stage + 1}")
+    fallback_id, stages = _resolve_stages(session, spec)
+    d_manager: dict[int, int | None] = {}
+
+    def manager_of(iid: int) -> int | None:
+        if iid not in d_manager:
+            d_manager[iid] = session.scalar(select(Identity.manager_id).where(Identity.id == iid))
+        return d_manager[iid]
+
+    def eligible(iid: int) -> bool:
+        row = session.execute(select(Identity.status, Identity.kind, Identity.ended_at).where(Identity.id == iid)).first()
+        return row is not None and row.ended_at is None and row.status == "active" and row.kind == "human"
+
+    reviewer, routed_by = routing.route(
+        person_id=item.identity_id, manager_id=manager_of(item.identity_id) if item.identity_id else None,
+        owner_ids=_owners_of(session, item.resource_id), stage=stages[stage], fallback_id=fallback_id,
+        self_review=spec.get("self_review", "reassign"), manager_of=manager_of, eligible=eligible,
+    )
+    before = {"stage": item.stage, "reviewer_id": item.reviewer_id}
+    item.stage = stage
+    item.reviewer_id = reviewer
+    item.co_reviewer_id = None
+    item.routed_by = routed_by or "unroutable"
+    session.flush()
+    audit(session, actor="system", action="item.route", object_type="review_item", object_id=str(item.id),
+          campaign_id=item.campaign_id, before=before,
+          after={"stage": stage, "reviewer_id": reviewer, "routed_by": item.routed_by})
+
+
+def _target(item: Mapping[str, Any], groups: Mapping[int, Resource]) -> str | None:
+    """Where the access really comes from, when revoking the grant itself would be wrong or undone."""
+
+    def rules(res: Resource) -> str | None:
+        attrs = res.attributes or {}
+        names = attrs.get("rules") or attrs.get("group_rules")
+        if names:
+            if isinstance(names, list | tuple):
+                names = ", ".join(str(n.get("name", n) if isinstance(n, Mapping) else n) for n in names)
+            return f'group rule {names} assigns membership of group "{res.name}": change the rule or the person\'s attributes'
+        if attrs.get("rule_managed"):
+            return f'group "{res.name}" is managed by a group rule: change the rule or the person\'s attributes'
+        return None
+
+    via = groups.get(item["via_resource_id"]) if item["via_resource_id"] else None
+    if via is not None:
+        why = rules(via)
+        return why or (f'group "{via.name}": the access is held through this group ({item["via"]}); remove '
+                       f'{item["account_login"]} from it rather than the group\'s own access')
+    own = groups.get(item["resource_id"]) if item["resource_id"] else None
+    if own is not None and own.is_group:
+        return rules(own)
+    return None
+
+
+def close(session: Session, campaign_id: int, actor: str, now: datetime | None = None) -> Campaign:
+    """Close an active campaign: every item gets an outcome (its decision, else the no-response outcome),
+    revoked items become pending Remediations, the summary is filled, the campaign is locked."""
+    now = now or utcnow()
+    campaign = _campaign(session, campaign_id, lock=True)
+    if campaign.status != "active":
+        raise CampaignError(f"campaign {campaign.id} is {campaign.status}; only an active campaign can be closed")
+    spec = campaign.spec
+    last_stage = len(spec["stages"]) - 1
+    no_response = spec["timing"]["no_response"]
+    campaign.status = "closed"
+    campaign.closed_at = now
+    campaign.closed_by = actor
+    session.flush()
+    done = "(completed = :true OR stage = :last_stage)"  # the final stage decided
+    session.execute(text(f"""
+        UPDATE review_item SET
+          outcome = CASE WHEN decision = 'revoke' THEN 'revoke'
+                         WHEN decision = 'approve' AND {done} THEN 'keep'
+                         WHEN decision = 'abstain' AND {done} THEN 'flag'
+                         ELSE :no_response END,
+          outcome_reason = CASE WHEN decision = 'revoke' OR (decision IS NOT NULL AND {done})
+                                THEN 'decision' ELSE 'no_response' END,
+          version = version + 1
+        WHERE campaign_id = :campaign_id"""),
+        {"true": True, "last_stage": last_stage, "no_response": no_response, "campaign_id": campaign.id})
+    session.expire_all()
+
+    revoked = session.execute(
+        select(ReviewItem.id, ReviewItem.grant_id, ReviewItem.source_id, ReviewItem.resource_id,
+               ReviewItem.via_resource_id, ReviewItem.via, ReviewItem.account_login)
+        .where(ReviewItem.campaign_id == campaign.id, ReviewItem.outcome == "revoke").order_by(ReviewItem.id)
+    ).mappings().all()
+    group_ids = {r["via_resource_id"] for r in revoked if r["via_resource_id"]} | {r["resource_id"] for r in revoked if r["resource_id"]}
+    groups = {g.id: g for g in session.scalars(select(Resource).where(Resource.id.in_(group_ids)))} if group_ids else {}
+    mode = spec["rules"]["remediation"]
+    rows = [{"campaign_id": campaign.id, "item_id": r["id"], "grant_id": r["grant_id"], "source_id": r["source_id"],
+             "mode": mode, "status": "pending", "target": _target(r, groups), "attempts": 0, "calls": [],
+             "created_at": now} for r in revoked]
+    for i in range(0, len(rows), 5000):
+        session.execute(Remediation.__table__.insert(), rows[i:i + 5000])
+
+    campaign.summary = _summary(session, campaign, now, len(rows))
+    session.flush()
+    totals = {k: v for k, v in campaign.summary.items() if k != "reviewers"}
+    audit(session, actor=actor, action="campaign.close", object_type="campaign", object_id=str(campaign.id),
+          campaign_id=campaign.id, before={"status": "active"}, after={"status": "closed", "summary": totals})
+    return campaign
+
+
+def _summary(session: Session, campaign: Campaign, now: datetime, remediations: int) -> dict[str, Any]:
+    cid = campaign.id
+    decisions = {d or "none": int(n) for d, n in session.execute(
+        select(ReviewItem.decision, func.count()).where(ReviewItem.campaign_id == cid).group_by(ReviewItem.decision))}
+    outcomes = {o: int(n) for o, n in session.execute(
+        select(ReviewItem.outcome, func.count()).where(ReviewItem.campaign_id == cid).group_by(ReviewItem.outcome))}
+    no_response = session.scalar(select(func.count()).select_from(ReviewItem).where(
+        ReviewItem.campaign_id == cid, ReviewItem.outcome_reason == "no_response")) or 0
+    total = sum(decisions.values())
+    decided = total - no_response
+    per: dict[int | None, dict[str, Any]] = {}
+    rows = session.execute(
+        select(ReviewItem.reviewer_id, ReviewItem.decision, ReviewItem.decided_in_bulk, func.count())
+        .where(ReviewItem.campaign_id == cid).group_by(ReviewItem.reviewer_id, ReviewItem.decision, ReviewItem.decided_in_bulk))
+    for rid, decision, bulk, n in rows:
+        p = per.setdefault(rid, {"reviewer_id": rid, "items": 0, "decided": 0, "approved": 0, "revoked": 0,
+                                 "abstained": 0, "approved_in_bulk": 0})
+        p["items"] += n
+        if decision:
+            p["decided"] += n
+            p[{"approve": "approved", "revoke": "revoked", "abstain": "abstained"}[decision]] += n
+            if decision == "approve" and bulk:
+                p["approved_in_bulk"] += n
+    # median seconds between a reviewer's consecutive decisions (how long each decision took them)
+    gaps: dict[int, list[float]] = defaultdict(list)
+    last: dict[int, datetime] = {}
+    for iid, at in session.execute(
+        select(Decision.identity_id, Decision.at).where(Decision.campaign_id == cid, Decision.identity_id.is_not(None))
+        .order_by(Decision.identity_id, Decision.at)
+    ):
+        if iid in last:
+            gaps[iid].append((at - last[iid]).total_seconds())
+        last[iid] = at
+    signed = set(session.scalars(select(ReviewerSignoff.reviewer_id).where(ReviewerSignoff.campaign_id == cid)))
+    ids = [rid for rid in per if rid is not None]
+    people = {i.id: i for i in session.scalars(select(Identity).where(Identity.id.in_(ids)))} if ids else {}
+    reviewers = []
+    for rid, p in per.items():
+        person = people.get(rid)
+        p["name"] = person.display_name if person else None
+        p["email"] = person.email if person else None
+        p["completion"] = round(100.0 * p["decided"] / p["items"], 1) if p["items"] else 100.0
+        p["approved_in_bulk_share"] = round(p["approved_in_bulk"] / p["approved"], 3) if p["approved"] else 0.0
+        p["median_seconds_between_decisions"] = round(statistics.median(gaps[rid]), 1) if gaps.get(rid) else None
+        p["signed_off"] = rid in signed
+        reviewers.append(p)
+    reviewers.sort(key=lambda p: (-p["items"], p["name"] or ""))
+    return {
+        "items": total, "decided": decided, "completion": round(100.0 * decided / total, 1) if total else 100.0,
+        "decisions": {k: decisions.get(k, 0) for k in ("approve", "revoke", "abstain", "none")},
+        "outcomes": {k: outcomes.get(k, 0) for k in ("keep", "revoke", "flag")},
+        "no_response": int(no_response), "no_response_outcome": campaign.spec["timing"]["no_response"],
+        "revocations": outcomes.get("revoke", 0), "remediations": remediations,
+        "remediation_mode": campaign.spec["rules"]["remediation"],
+        "reviewers": reviewers, "closed_at": now.isoformat(),
+        "launched_at": campaign.launched_at.isoformat() if campaign.launched_at else None,
+        "due_at": campaign.due_at.isoformat() if campaign.due_at else None,
+    }
+
+
+def cancel(session: Session, campaign_id: int, actor: str, reason: str) -> Campaign:
+    """Cancel a draft or active campaign (no outcomes, no remediation); the reason is required and audited."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise CampaignError("say why the campaign is cancelled (--reason)")
+    campaign = _campaign(session, campaign_id, lock=True)
+    if campaign.status not in ("draft", "active"):
+        raise CampaignError(f"campaign {campaign.id} is {campaign.status}; only a draft or active campaign can be cancelled")
+    before = campaign.status
+    campaign.status = "cancelled"
+    campaign.closed_at = utcnow()
+    campaign.closed_by = actor
+    session.execute(update(ReviewItem).where(ReviewItem.campaign_id == campaign.id)
+                    .values(version=ReviewItem.version + 1).execution_options(synchronize_session=False))
+    session.flush()
+    audit(session, actor=actor, action="campaign.cancel", object_type="campaign", object_id=str(campaign.id),
+          campaign_id=campaign.id, before={"status": before}, after={"status": "cancelled", "reason": reason})
+    return campaign
+
+
+def due_to_close(session: Session, now: datetime) -> list[int]:
+    """Active campaigns whose due date has passed."""
+    return list(session.scalars(
+        select(Campaign.id).where(Campaign.status == "active", Campaign.due_at <= now).order_by(Campaign.due_at)))
+
+
+def next_launch_at(definition: CampaignDefinition) -> datetime | None:
+    """The first time the definition's cron schedule fires after its last launch (or its creation)."""
+    if not definition.schedule:
+        return None
+    from apscheduler.triggers.cron import CronTrigger
+
+    base = definition.last_launched_at or definition.created_at
+    trigger = CronTrigger.from_crontab(definition.schedule, timezone="UTC")
+    return trigger.get_next_fire_time(None, base + timedelta(seconds=1))
+
+
+def due_to_launch(session: Session, now: datetime) -> list[int]:
+    """Enabled definitions whose cron schedule fired since their last launch (or since they were created)."""
+    out = []
+    for definition in session.scalars(
+        select(CampaignDefinition).where(CampaignDefinition.enabled.is_(True), CampaignDefinition.schedule.is_not(None))
+        .order_by(CampaignDefinition.id)
+    ):
+        nxt = next_launch_at(definition)
+        if nxt is not None and nxt <= now:
+            out.append(definition.id)
+    return out

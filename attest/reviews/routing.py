@@ -1,0 +1,120 @@
+"""Who reviews an item: pure functions, no session (the single source of the routing rules).
+
+The rules (issue 6):
+- `manager`: the account's identity's manager reviews. An orphaned account (no person) goes to the
+  resource's owner, else the fallback reviewer.
+- `resource_owner`: an owner of the resource the access is on (owners come from the source, mapped from
+  their accounts to identities, or are named by an admin). With no owner: the fallback reviewer.
+- `identity`: the named identity reviews everything in the stage.
+- Nobody reviews their own access: when the chosen reviewer is the person, another owner is tried first
+  (owner stages), then the reviewer's manager, else the fallback (`self_review: reassign`), or straight
+  to the fallback (`self_review: fallback`).
+- A candidate who cannot review (terminated, gone: `eligible` says no) is skipped like a missing one.
+- Nothing applies (no manager, no owner, no usable fallback): unroutable, `(None, None)`.
+
+`routed_by` says why the reviewer got the item: manager | resource_owner | named | orphan_owner |
+fallback | self_review.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+STAGE_KINDS = ("manager", "resource_owner", "identity")
+SELF_REVIEW_POLICIES = ("reassign", "fallback")
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One reviewer stage with its named identity resolved to an id (`identity_id`, for kind `identity`)."""
+
+    kind: str
+    identity_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(f"unknown stage reviewer {self.kind!r}; expected one of {', '.join(STAGE_KINDS)}")
+        if self.kind == "identity" and self.identity_id is None:
+            raise ValueError("a stage with reviewer: identity needs the identity")
+
+
+def _always(_identity_id: int) -> bool:
+    return True
+
+
+def _no_manager(_identity_id: int) -> int | None:
+    return None
+
+
+def pick_owner(owner_ids: Iterable[int], person_id: int | None, eligible: Callable[[int], bool] = _always) -> int | None:
+    """The owner who reviews: the lowest id among eligible owners who are not the person, for stable routing."""
+    candidates = sorted({o for o in owner_ids if o is not None and o != person_id and eligible(o)})
+    return candidates[0] if candidates else None
+
+
+def route(
+    *,
+    person_id: int | None,
+    manager_id: int | None,
+    owner_ids: Iterable[int],
+    stage: Stage,
+    fallback_id: int | None,
+    self_review: str = "reassign",
+    manager_of: Callable[[int], int | None] = _no_manager,
+    eligible: Callable[[int], bool] = _always,
+) -> tuple[int | None, str | None]:
+    """Return (reviewer_id, routed_by) for one item at one stage; (None, None) when unroutable.
+
+    person_id: the identity the account belongs to (None: an orphaned account); manager_id: that
+    person's manager; owner_ids: identities owning the resource; fallback_id: the fallback reviewer;
+    manager_of: the manager of any identity (used when the reviewer would review themselves).
+    """
+    if self_review not in SELF_REVIEW_POLICIES:
+        raise ValueError(f"unknown self_review policy {self_review!r}")
+    owners = [o for o in owner_ids if o is not None]
+
+    def fallback() -> tuple[int | None, str | None]:
+        if fallback_id is not None and fallback_id != person_id and eligible(fallback_id):
+            return fallback_id, "fallback"
+        return None, None
+
+    reviewer: int | None
+    routed_by: str
+    if stage.kind == "identity":
+        reviewer, routed_by = stage.identity_id, "named"
+        if reviewer is not None and not eligible(reviewer):
+            return fallback()
+    elif stage.kind == "manager":
+        if person_id is None:  # orphaned: the resource owner, else the fallback
+            owner = pick_owner(owners, None, eligible)
+            return (owner, "orphan_owner") if owner is not None else fallback()
+        if manager_id is None or not eligible(manager_id):
+            return fallback()
+        reviewer, routed_by = manager_id, "manager"
+    else:  # resource_owner
+        owner = pick_owner(owners, person_id, eligible)
+        if owner is not None:
+            return owner, "resource_owner"
+        if person_id is not None and person_id in owners and eligible(person_id):
+            reviewer, routed_by = person_id, "resource_owner"  # the only owner is the person: self-review below
+        else:
+            return fallback()
+
+    if reviewer is None:
+        return fallback()
+    if person_id is not None and reviewer == person_id:
+        return _reassign_self_review(person_id, fallback_id, self_review, manager_of, eligible)
+    return reviewer, routed_by
+
+
+def _reassign_self_review(person_id: int, fallback_id: int | None, policy: str,
+                          manager_of: Callable[[int], int | None],
+                          eligible: Callable[[int], bool]) -> tuple[int | None, str | None]:
+    if policy == "reassign":
+        boss = manager_of(person_id)
+        if boss is not None and boss != person_id and eligible(boss):
+            return boss, "self_review"
+    if fallback_id is not None and fallback_id != person_id and eligible(fallback_id):
+        return fallback_id, "self_review"
+    return None, None
