@@ -127,3 +127,42 @@ def all_models() -> None:
     import attest.entitlements.models  # noqa: F401
     import attest.jobs  # noqa: F401
     import attest.reviews.models  # noqa: F401
+
+
+def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple], key: str = "id") -> int:
+    """Set-based update of many rows: load (key, *columns) into a temporary table with the driver's bulk
+    path (COPY on PostgreSQL, executemany on SQLite), then one UPDATE ... FROM. Returns rows updated.
+
+    Column types are taken from `table`, so values are written as they are. Runs in the caller's transaction.
+    """
+    if not rows:
+        return 0
+    conn = session.connection()
+    tmp = f"_bulk_{table}"
+    cols = (key, *columns)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {tmp}")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {tmp} AS SELECT {', '.join(cols)} FROM {table} WHERE 1 = 0")
+    dbapi = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        with dbapi.cursor() as cur, cur.copy(f"COPY {tmp} ({', '.join(cols)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        cur = dbapi.cursor()
+        try:
+            cur.executemany(f"INSERT INTO {tmp} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                            [tuple(_sqlite_param(v) for v in row) for row in rows])
+        finally:
+            cur.close()
+    sets = ", ".join(f"{c} = t.{c}" for c in columns)
+    n = conn.exec_driver_sql(f"UPDATE {table} SET {sets} FROM {tmp} t WHERE {table}.{key} = t.{key}").rowcount
+    conn.exec_driver_sql(f"DROP TABLE {tmp}")
+    return n
+
+
+def _sqlite_param(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value

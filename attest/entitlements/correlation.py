@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from attest.audit.log import record as audit
 from attest.config import Settings
-from attest.db import utcnow
+from attest.db import bulk_update, utcnow
 from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source
 
 
@@ -122,12 +122,8 @@ def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | 
         iid, method = match(index, normalize, authoritative_id, row[:7])
         if (iid, method) != (row.identity_id, row.link_method):
             changes.append({"aid": row.id, "iid": iid, "method": method, "at": now if iid else None})
-    if changes:
-        session.execute(
-            update(Account).execution_options(synchronize_session=False),
-            [{"id": c["aid"], "identity_id": c["iid"], "link_method": c["method"], "linked_at": c["at"],
-              "linked_by": None} for c in changes],
-        )
+    bulk_update(session, "account", ("identity_id", "link_method", "linked_at"),
+                [(c["aid"], c["iid"], c["method"], c["at"]) for c in changes])
     return len(changes)
 
 
@@ -149,9 +145,8 @@ def resolve_managers(session: Session, source_id: int) -> int:
         if target == r.id:
             target = None
         if target != r.manager_id:
-            changes.append({"id": r.id, "manager_id": target})
-    if changes:
-        session.execute(update(Identity).execution_options(synchronize_session=False), changes)
+            changes.append((r.id, target))
+    bulk_update(session, "identity", ("manager_id",), changes)
     return len(changes)
 
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, func, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from attest.audit.log import record as audit
@@ -43,9 +45,9 @@ from attest.connectors.base import (
     ResourceRecord,
     record_hash,
 )
-from attest.db import canonical_json, utcnow
+from attest.db import JSONType, UTCDateTime, canonical_json, utcnow
 from attest.entitlements import correlation
-from attest.entitlements.models import STAGE_TABLES, Source, SyncRun
+from attest.entitlements.models import Source, SyncRun
 from attest.entitlements.sources import SourceError, build_connector
 
 log = logging.getLogger(__name__)
@@ -90,43 +92,90 @@ class Progress:
     phase: str = "reading"
 
 
-# --- staging --------------------------------------------------------------------------------------
+# --- staging ---------------------------------------------------------------------------------------
+#
+# A run stages its records in TEMPORARY tables on one dedicated connection: nothing is written to the
+# database's log while the connector pages, nothing is visible to other sessions, and a crashed process
+# leaves nothing behind. Indexes are built once, in bulk, when the connector has finished.
 
+STAGE = MetaData()
+
+
+def _stage_table(name: str, *columns: Column, with_id: bool = True) -> Table:
+    cols = ([Column("id", Integer, primary_key=True, autoincrement=True)] if with_id else []) + list(columns)
+    return Table(name, STAGE, *cols, prefixes=["TEMPORARY"])
+
+
+_STAGE_TABLES = (
+    _stage_table(
+        "stage_identity", Column("external_id", String), Column("email", String), Column("email_normalized", String),
+        Column("login", String), Column("display_name", String), Column("employee_id", String),
+        Column("department", String), Column("title", String), Column("manager_ref", String),
+        Column("status", String), Column("kind", String), Column("attributes", JSONType), Column("record_hash", String),
+    ),
+    _stage_table(
+        "stage_account", Column("external_id", String), Column("part", String), Column("login", String),
+        Column("email", String), Column("display_name", String), Column("status", String), Column("kind", String),
+        Column("last_login_at", UTCDateTime), Column("created_upstream_at", UTCDateTime),
+        Column("mfa_enabled", Boolean), Column("identity_ref", String), Column("saml_nameid", String),
+        Column("tag_email", String), Column("attributes", JSONType), Column("record_hash", String),
+    ),
+    _stage_table(
+        "stage_resource", Column("external_id", String), Column("part", String), Column("type", String),
+        Column("name", String), Column("description", Text), Column("is_group", Boolean), Column("parent_ref", String),
+        Column("owner_refs", JSONType), Column("attributes", JSONType), Column("record_hash", String),
+    ),
+    _stage_table(
+        "stage_entitlement", Column("external_id", String), Column("part", String), Column("resource_ref", String),
+        Column("name", String), Column("display_name", String), Column("description", Text),
+        Column("purpose", String), Column("privileged", Boolean), Column("is_membership", Boolean),
+        Column("attributes", JSONType), Column("record_hash", String),
+    ),
+    # a million rows a run: no surrogate key; duplicates are dropped when applied
+    _stage_table(
+        "stage_grant", Column("key", String), Column("part", String), Column("entitlement_ref", String),
+        Column("principal_type", String), Column("principal_ref", String), Column("attributes", JSONType),
+        with_id=False,
+    ),
+)
 _STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "stage_identity": ("run_id", "external_id", "email", "email_normalized", "login", "display_name",
-                       "employee_id", "department", "title", "manager_ref", "status", "kind", "attributes",
-                       "record_hash"),
-    "stage_account": ("run_id", "external_id", "part", "login", "email", "display_name", "status", "kind",
-                      "last_login_at", "created_upstream_at", "mfa_enabled", "identity_ref", "saml_nameid",
-                      "tag_email", "attributes", "record_hash"),
-    "stage_resource": ("run_id", "external_id", "part", "type", "name", "description", "is_group",
-                       "parent_ref", "owner_refs", "attributes", "record_hash"),
-    "stage_entitlement": ("run_id", "external_id", "part", "resource_ref", "name", "display_name",
-                          "description", "purpose", "privileged", "is_membership", "attributes", "record_hash"),
-    "stage_grant": ("run_id", "key", "part", "entitlement_ref", "principal_type", "principal_ref", "attributes"),
+    t.name: tuple(c.name for c in t.columns if c.name != "id") for t in _STAGE_TABLES
 }
-
-_JSON_COLUMNS = {"attributes", "owner_refs"}
+_STAGE_INDEXES = {
+    "stage_identity": "external_id", "stage_account": "external_id", "stage_resource": "external_id",
+    "stage_entitlement": "external_id", "stage_grant": "key",
+}
+_DATETIME_COLUMNS = {
+    table: {i for i, c in enumerate(cols) if c.endswith("_at")} for table, cols in _STAGE_COLUMNS.items()
+}
+_EMPTY = "{}"
 
 
 def _json(value: Any) -> str:
-    return canonical_json(value if value is not None else {})
+    if not value:  # the common case on the hot path: no attributes
+        return "[]" if isinstance(value, list | tuple) else _EMPTY
+    return canonical_json(value)
 
 
 def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _row(table: str, run_id: int, rec: Any, normalize_email: Callable[[str | None], str | None]) -> tuple:
+def _grant_row(rec: GrantRecord) -> tuple:
+    kind = "r" if rec.principal_type == "resource" else "a"
+    return (f"{rec.entitlement_ref}|{kind}|{rec.principal_ref}", rec.part, rec.entitlement_ref, rec.principal_type,
+            rec.principal_ref, _json(rec.attributes) if rec.attributes else _EMPTY)
+
+
+def _row(table: str, rec: Any, normalize_email: Callable[[str | None], str | None]) -> tuple:
     if table == "stage_grant":
-        return (run_id, rec.key, rec.part, rec.entitlement_ref, rec.principal_type, rec.principal_ref,
-                _json(dict(rec.attributes)))
+        return _grant_row(rec)
     if table == "stage_identity":
         attrs = dict(rec.attributes)
         h = record_hash({"e": rec.email, "l": rec.login, "n": rec.display_name, "i": rec.employee_id,
                          "d": rec.department, "t": rec.title, "m": rec.manager_ref, "s": rec.status,
                          "k": rec.kind, "a": attrs})
-        return (run_id, rec.external_id, rec.email, normalize_email(rec.email), rec.login, rec.display_name or "",
+        return (rec.external_id, rec.email, normalize_email(rec.email), rec.login, rec.display_name or "",
                 rec.employee_id, rec.department, rec.title, rec.manager_ref, rec.status, rec.kind, _json(attrs), h)
     if table == "stage_account":
         attrs = dict(rec.attributes)
@@ -134,7 +183,7 @@ def _row(table: str, run_id: int, rec: Any, normalize_email: Callable[[str | Non
                          "k": rec.kind, "ll": _iso(rec.last_login_at), "c": _iso(rec.created_at),
                          "m": rec.mfa_enabled, "ir": rec.identity_ref, "sn": rec.saml_nameid, "te": rec.tag_email,
                          "a": attrs})
-        return (run_id, rec.external_id, rec.part, rec.login, rec.email, rec.display_name, rec.status, rec.kind,
+        return (rec.external_id, rec.part, rec.login, rec.email, rec.display_name, rec.status, rec.kind,
                 rec.last_login_at, rec.created_at, rec.mfa_enabled, rec.identity_ref, rec.saml_nameid,
                 rec.tag_email, _json(attrs), h)
     if table == "stage_resource":
@@ -142,14 +191,14 @@ def _row(table: str, run_id: int, rec: Any, normalize_email: Callable[[str | Non
         owners = list(rec.owner_refs)
         h = record_hash({"p": rec.part, "t": rec.type, "n": rec.name, "d": rec.description, "g": rec.is_group,
                          "pr": rec.parent_ref, "o": owners, "a": attrs})
-        return (run_id, rec.external_id, rec.part, rec.type, rec.name, rec.description, rec.is_group,
-                rec.parent_ref, _json(owners), _json(attrs), h)
+        return (rec.external_id, rec.part, rec.type, rec.name, rec.description, rec.is_group,
+                rec.parent_ref, _json(owners) if owners else "[]", _json(attrs), h)
     if table == "stage_entitlement":
         attrs = dict(rec.attributes)
         h = record_hash({"p": rec.part, "r": rec.resource_ref, "n": rec.name, "dn": rec.display_name,
                          "d": rec.description, "pu": rec.purpose, "pv": rec.privileged, "m": rec.is_membership,
                          "a": attrs})
-        return (run_id, rec.external_id, rec.part, rec.resource_ref, rec.name, rec.display_name, rec.description,
+        return (rec.external_id, rec.part, rec.resource_ref, rec.name, rec.display_name, rec.description,
                 rec.purpose, rec.privileged, rec.is_membership, _json(attrs), h)
     raise AssertionError(table)
 
@@ -170,27 +219,26 @@ _KIND_FOR = {
 }
 
 
-def _write_stage(session: Session, table: str, rows: Sequence[tuple]) -> None:
-    """Bulk-write one batch of staged rows with the driver's fastest path."""
+def _write_stage(conn: Connection, table: str, rows: Sequence[tuple]) -> None:
+    """Bulk-write one batch of staged rows with the driver's fastest path (COPY, executemany)."""
     if not rows:
         return
     cols = _STAGE_COLUMNS[table]
-    conn = session.connection()
     dbapi = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
         with dbapi.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-    else:
-        placeholders = ", ".join("?" for _ in cols)
-        cur = dbapi.cursor()
-        try:
-            cur.executemany(
-                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})",
-                [tuple(_sqlite_value(v) for v in row) for row in rows],
-            )
-        finally:
-            cur.close()
+        return
+    placeholders = ", ".join("?" for _ in cols)
+    dt_cols = _DATETIME_COLUMNS.get(table)
+    if dt_cols:
+        rows = [tuple(_sqlite_value(v) if i in dt_cols else v for i, v in enumerate(row)) for row in rows]
+    cur = dbapi.cursor()
+    try:
+        cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})", rows)
+    finally:
+        cur.close()
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -202,9 +250,33 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def clear_stage(session: Session, run_id: int) -> None:
-    for model in STAGE_TABLES:
-        session.execute(text(f"DELETE FROM {model.__tablename__} WHERE run_id = :run"), {"run": run_id})
+def _drop_stage(conn: Connection) -> None:
+    for table in _STAGE_TABLES:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table.name}")
+
+
+def _create_stage(conn: Connection) -> None:
+    _drop_stage(conn)
+    STAGE.create_all(conn)
+
+
+def _index_stage(conn: Connection) -> None:
+    for table, column in _STAGE_INDEXES.items():
+        conn.exec_driver_sql(f"CREATE INDEX ix_{table}_{column} ON {table} ({column})")
+    if conn.dialect.name == "postgresql":
+        for table in _STAGE_INDEXES:  # autovacuum never analyzes temporary tables
+            conn.exec_driver_sql(f"ANALYZE {table}")
+
+
+@contextmanager
+def _run_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """One connection for the whole run: temporary tables live and die with it."""
+    bind = factory.kw.get("bind")
+    if isinstance(bind, Connection):  # tests: the test's own connection, inside its transaction
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -225,7 +297,6 @@ def _start_run(factory: sessionmaker[Session], source_name: str, force: bool, tr
                 stale.status = "failed"
                 stale.finished_at = now
                 stale.error = "interrupted: the process running it stopped before it finished"
-                clear_stage(session, stale.id)
             else:
                 raise SyncError(
                     f"source {source_name!r} is already syncing (run {stale.id} started {stale.started_at:%Y-%m-%d %H:%M} UTC)"
@@ -235,6 +306,52 @@ def _start_run(factory: sessionmaker[Session], source_name: str, force: bool, tr
         session.add(run)
         session.flush()
         return source.id, run.id
+
+
+def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog, progress, t0) -> int:
+    """Page the connector to the end, writing records to the stage in batches. Returns the API calls."""
+    buffers: dict[str, list[tuple]] = {t: [] for t in _STAGE_COLUMNS}
+    grants = buffers["stage_grant"]
+    last_report = 0.0
+
+    def flush(table: str) -> None:
+        rows = buffers[table]
+        if rows:
+            _write_stage(conn, table, rows)
+            read[_KIND_FOR[table]] = read.get(_KIND_FOR[table], 0) + len(rows)
+            prog.records += len(rows)
+            rows.clear()
+
+    try:
+        for rec in connector.sync():
+            kind = type(rec)
+            if kind is GrantRecord:  # the hot path: most records are grants
+                grants.append(_grant_row(rec))
+                if len(grants) >= BATCH:
+                    flush("stage_grant")
+                    if progress is not None and time.monotonic() - last_report > 0.2:
+                        prog.requests, prog.elapsed = connector.calls, time.monotonic() - t0
+                        progress(prog)
+                        last_report = time.monotonic()
+                continue
+            if kind is PartFailed:
+                failed_parts.append({"part": rec.part, "reason": rec.reason})
+                continue
+            if kind is Note:
+                notes.append(rec.message)
+                continue
+            table = _TABLE_FOR.get(kind)
+            if table is None:
+                raise ConnectorError(f"connector yielded an unknown record type {kind.__name__}")
+            buffers[table].append(_row(table, rec, normalize))
+            if len(buffers[table]) >= BATCH:
+                flush(table)
+        for table in buffers:
+            flush(table)
+    finally:
+        api_calls = connector.calls
+        connector.close()
+    return api_calls
 
 
 def run_sync(
@@ -262,68 +379,47 @@ def run_sync(
                 source = session.get(Source, source_id)
                 connector = build_connector(source, settings)
         normalize = correlation.email_normalizer(settings)
-        buffers: dict[str, list[tuple]] = {t: [] for t in _STAGE_COLUMNS}
-        last_report = 0.0
+        with _run_connection(factory) as conn:
+            external = isinstance(factory.kw.get("bind"), Connection)
+            _create_stage(conn)
+            if not external:
+                conn.commit()
+            try:
+                api_calls = _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog, progress, t0)
+                if not external:
+                    conn.commit()
+                read_seconds = time.monotonic() - t0
+                prog.phase, prog.requests, prog.elapsed = "applying", api_calls, read_seconds
+                if progress is not None:
+                    progress(prog)
+                failed_part_names = [p["part"] for p in failed_parts]
+                with factory(bind=conn) as session, session.begin():
+                    _index_stage(session.connection())
+                    stats = apply_run(session, settings, source_id, run_id, failed_part_names, force=force,
+                                      staged_grants=read.get("grants", 0))
+                    stats["read"] = read
+                    stats["timings"] = {"read_and_stage": round(read_seconds, 3), **stats["timings"]}
+                    run = session.get(SyncRun, run_id)
+                    run.status = "partial" if failed_parts else "succeeded"
+                    run.finished_at = utcnow()
+                    run.stats = stats
+                    run.api_calls = api_calls
+                    run.failed_parts = failed_parts
+                    run.notes = notes + stats.pop("notes", [])
+                    source = session.get(Source, source_id)
+                    source.last_success_run_id = run_id
+                    audit(session, actor=actor, action="sync.applied", object_type="sync_run", object_id=str(run_id),
+                          after={"source": source_name, "status": run.status, "added": stats.get("added"),
+                                 "ended": stats.get("ended"), "failed_parts": failed_parts})
+                    from attest.reviews import remediation  # verify revokes against what this run saw
 
-        def flush(table: str) -> None:
-            rows = buffers[table]
-            if rows:
-                with factory() as s, s.begin():
-                    _write_stage(s, table, rows)
-                buffers[table] = []
-
-        try:
-            for rec in connector.sync():
-                if isinstance(rec, PartFailed):
-                    failed_parts.append({"part": rec.part, "reason": rec.reason})
-                    continue
-                if isinstance(rec, Note):
-                    notes.append(rec.message)
-                    continue
-                table = _TABLE_FOR.get(type(rec))
-                if table is None:
-                    raise ConnectorError(f"connector yielded an unknown record type {type(rec).__name__}")
-                buffers[table].append(_row(table, run_id, rec, normalize))
-                read[_KIND_FOR[table]] = read.get(_KIND_FOR[table], 0) + 1
-                if len(buffers[table]) >= BATCH:
-                    flush(table)
-                prog.records += 1
-                if progress is not None and prog.records % 1000 == 0:
-                    now = time.monotonic()
-                    if now - last_report > 0.2:
-                        prog.requests, prog.elapsed = connector.calls, now - t0
-                        progress(prog)
-                        last_report = now
-            for table in buffers:
-                flush(table)
-        finally:
-            api_calls = connector.calls
-            connector.close()
-
-        prog.phase, prog.requests, prog.elapsed = "applying", api_calls, time.monotonic() - t0
-        if progress is not None:
-            progress(prog)
-        failed_part_names = [p["part"] for p in failed_parts]
-        with factory() as session, session.begin():
-            stats = apply_run(session, settings, source_id, run_id, failed_part_names, force=force,
-                              staged_grants=read.get("grants", 0))
-            stats["read"] = read
-            run = session.get(SyncRun, run_id)
-            run.status = "partial" if failed_parts else "succeeded"
-            run.finished_at = utcnow()
-            run.stats = stats
-            run.api_calls = api_calls
-            run.failed_parts = failed_parts
-            run.notes = notes + stats.pop("notes", [])
-            source = session.get(Source, source_id)
-            source.last_success_run_id = run_id
-            clear_stage(session, run_id)
-            audit(session, actor=actor, action="sync.applied", object_type="sync_run", object_id=str(run_id),
-                  after={"source": source_name, "status": run.status, "added": stats.get("added"),
-                         "ended": stats.get("ended"), "failed_parts": failed_parts})
-            from attest.reviews import remediation  # verify revokes against what this run saw
-
-            remediation.verify_after_sync(session, source_id, run_id)
+                    remediation.verify_after_sync(session, source_id, run_id)
+            finally:
+                if not external and conn.in_transaction():
+                    conn.rollback()
+                _drop_stage(conn)
+                if not external:
+                    conn.commit()
         return SyncResult(run_id, source_name, run.status, stats, api_calls, round(time.monotonic() - t0, 3),
                           None, failed_parts, run.notes)
     except Exception as exc:  # the run fails; nothing but its own row changes
@@ -341,7 +437,6 @@ def run_sync(
             run.stats = {"read": read}
             run.failed_parts = failed_parts
             run.notes = notes
-            clear_stage(session, run_id)
         return SyncResult(run_id, source_name, status, {"read": read}, api_calls, round(time.monotonic() - t0, 3),
                           message, failed_parts, notes)
 
@@ -384,7 +479,7 @@ def _apply_table(
         text(
             f"INSERT INTO {live} (source_id, external_id, {cols}, first_seen_at) "
             f"SELECT :sid, s.external_id, {scols}, :now FROM {stage} s "
-            f"WHERE s.run_id = :run AND s.id IN (SELECT MAX(id) FROM {stage} WHERE run_id = :run GROUP BY external_id) "
+            f"WHERE s.id IN (SELECT MAX(id) FROM {stage} GROUP BY external_id) "
             f"AND NOT EXISTS (SELECT 1 FROM {live} l WHERE l.source_id = :sid AND l.external_id = s.external_id)"
         ),
         params,
@@ -393,7 +488,7 @@ def _apply_table(
     updated = session.execute(
         text(
             f"UPDATE {live} SET {sets}, ended_at = NULL, ended_reason = NULL FROM {stage} s "
-            f"WHERE s.run_id = :run AND {live}.source_id = :sid AND {live}.external_id = s.external_id "
+            f"WHERE {live}.source_id = :sid AND {live}.external_id = s.external_id "
             f"AND ({live}.record_hash IS NULL OR {live}.record_hash <> s.record_hash OR {live}.ended_at IS NOT NULL)"
         ),
         params,
@@ -406,7 +501,7 @@ def _apply_table(
             text(
                 f"UPDATE {live} SET ended_at = :now, ended_reason = 'not_seen' "
                 f"WHERE source_id = :sid AND ended_at IS NULL{part_sql} "
-                f"AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.run_id = :run AND s.external_id = {live}.external_id)"
+                f"AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.external_id = {live}.external_id)"
             ),
             p,
         ).rowcount
@@ -433,6 +528,14 @@ def apply_run(
     updated: dict[str, int] = {}
     ended: dict[str, int] = {}
     notes: list[str] = []
+    timings: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now_ = time.perf_counter()
+        timings[name] = round(now_ - mark, 3)
+        mark = now_
 
     # 1. active grants before, for the removal guard (checked after the grant diff; raising rolls back)
     p = dict(params)
@@ -450,6 +553,7 @@ def apply_run(
             params, failed_parts, has_part=False,
         )
         added["identities"], updated["identities"], ended["identities"] = a, u, e
+    lap("identities")
 
     # 3. resources, entitlements, accounts
     a, u, e = _apply_table(
@@ -495,6 +599,7 @@ def apply_run(
         params, failed_parts,
     )
     added["accounts"], updated["accounts"], ended["accounts"] = a, u, e
+    lap("accounts_resources_entitlements")
 
     # 4. grants: end what was not seen, insert what is new; the key is the natural key in the source
     p = dict(params)
@@ -503,7 +608,7 @@ def apply_run(
         text(
             "UPDATE access_grant SET ended_at = :now, ended_reason = 'not_seen', ended_run_id = :run "
             f"WHERE source_id = :sid AND ended_at IS NULL{part_sql} "
-            "AND NOT EXISTS (SELECT 1 FROM stage_grant s WHERE s.run_id = :run AND s.key = access_grant.key)"
+            "AND NOT EXISTS (SELECT 1 FROM stage_grant s WHERE s.key = access_grant.key)"
         ),
         p,
     ).rowcount
@@ -521,7 +626,7 @@ def apply_run(
             "principal_resource_id, attributes, first_seen_at, first_seen_run_id) "
             "SELECT :sid, n.key, n.part, e.id, n.principal_type, a.id, r.id, n.attributes, :now, :run "
             "FROM (SELECT s.key, s.part, s.entitlement_ref, s.principal_type, s.principal_ref, s.attributes "
-            "      FROM stage_grant s WHERE s.run_id = :run AND NOT EXISTS (SELECT 1 FROM access_grant g "
+            "      FROM stage_grant s WHERE NOT EXISTS (SELECT 1 FROM access_grant g "
             "      WHERE g.source_id = :sid AND g.key = s.key AND g.ended_at IS NULL)) n "
             "JOIN entitlement e ON e.source_id = :sid AND e.external_id = n.entitlement_ref "
             "LEFT JOIN account a ON n.principal_type = 'account' AND a.source_id = :sid AND a.external_id = n.principal_ref "
@@ -535,6 +640,8 @@ def apply_run(
         if skipped > 0:
             notes.append(f"{skipped} grant records were duplicates or named an entitlement or principal "
                          "the source did not return; skipped")
+
+    lap("grants")
 
     # 5. the access history; a source's first successful run is its baseline (first_seen_run_id marks it)
     if source.last_success_run_id is not None:
@@ -553,15 +660,26 @@ def apply_run(
         params,
     )
 
+    lap("access_changes")
+
     # 6. resource owners named by the source, for resources that changed
-    if added["resources"] or updated["resources"] or added["accounts"]:
+    if added["resources"] or updated["resources"] or added["accounts"] or ended["accounts"]:
         correlation.sync_resource_owners(session, source_id)
 
-    # 7. people: managers, then account links
-    if source.authoritative:
+    # 7. people: managers, then account links; skipped when nothing they depend on changed
+    identities_changed = source.authoritative and any(
+        (added["identities"], updated["identities"], ended["identities"]))
+    if identities_changed:
         correlation.resolve_managers(session, source_id)
-    linked = correlation.correlate(session, settings, None if source.authoritative else [source_id])
-    return {"added": added, "updated": updated, "ended": ended, "linked": linked, "notes": notes}
+    if identities_changed:
+        linked = correlation.correlate(session, settings, None)  # new or changed people may match any account
+    elif added["accounts"] or updated["accounts"]:
+        linked = correlation.correlate(session, settings, [source_id])
+    else:
+        linked = 0
+    lap("owners_managers_links")
+    return {"added": added, "updated": updated, "ended": ended, "linked": linked, "notes": notes,
+            "timings": timings}
 
 
 def sync_many(

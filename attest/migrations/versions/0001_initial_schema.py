@@ -77,100 +77,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_source')),
     sa.UniqueConstraint('name', name=op.f('uq_source_name'))
     )
-    op.create_table('stage_account',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('run_id', sa.Integer(), nullable=False),
-    sa.Column('external_id', sa.String(length=255), nullable=False),
-    sa.Column('part', sa.String(length=200), nullable=True),
-    sa.Column('login', sa.String(length=320), nullable=True),
-    sa.Column('email', sa.String(length=320), nullable=True),
-    sa.Column('display_name', sa.String(length=255), nullable=True),
-    sa.Column('status', sa.String(length=30), nullable=False),
-    sa.Column('kind', sa.String(length=20), nullable=False),
-    sa.Column('last_login_at', attest.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_upstream_at', attest.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('mfa_enabled', sa.Boolean(), nullable=True),
-    sa.Column('identity_ref', sa.String(length=255), nullable=True),
-    sa.Column('saml_nameid', sa.String(length=320), nullable=True),
-    sa.Column('tag_email', sa.String(length=320), nullable=True),
-    sa.Column('attributes', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
-    sa.Column('record_hash', sa.String(length=40), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_stage_account'))
-    )
-    with op.batch_alter_table('stage_account', schema=None) as batch_op:
-        batch_op.create_index('ix_stage_account_run_external_id', ['run_id', 'external_id'], unique=False)
 
-    op.create_table('stage_entitlement',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('run_id', sa.Integer(), nullable=False),
-    sa.Column('external_id', sa.String(length=400), nullable=False),
-    sa.Column('part', sa.String(length=200), nullable=True),
-    sa.Column('resource_ref', sa.String(length=255), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('display_name', sa.String(length=400), nullable=True),
-    sa.Column('description', sa.Text(), nullable=True),
-    sa.Column('purpose', sa.String(length=20), nullable=False),
-    sa.Column('privileged', sa.Boolean(), nullable=False),
-    sa.Column('is_membership', sa.Boolean(), nullable=False),
-    sa.Column('attributes', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
-    sa.Column('record_hash', sa.String(length=40), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_stage_entitlement'))
-    )
-    with op.batch_alter_table('stage_entitlement', schema=None) as batch_op:
-        batch_op.create_index('ix_stage_entitlement_run_external_id', ['run_id', 'external_id'], unique=False)
 
-    op.create_table('stage_grant',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('run_id', sa.Integer(), nullable=False),
-    sa.Column('key', sa.String(length=700), nullable=False),
-    sa.Column('part', sa.String(length=200), nullable=True),
-    sa.Column('entitlement_ref', sa.String(length=400), nullable=False),
-    sa.Column('principal_type', sa.String(length=10), nullable=False),
-    sa.Column('principal_ref', sa.String(length=255), nullable=False),
-    sa.Column('attributes', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_stage_grant'))
-    )
-    with op.batch_alter_table('stage_grant', schema=None) as batch_op:
-        batch_op.create_index('ix_stage_grant_run_key', ['run_id', 'key'], unique=False)
 
-    op.create_table('stage_identity',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('run_id', sa.Integer(), nullable=False),
-    sa.Column('external_id', sa.String(length=255), nullable=False),
-    sa.Column('email', sa.String(length=320), nullable=True),
-    sa.Column('email_normalized', sa.String(length=320), nullable=True),
-    sa.Column('login', sa.String(length=320), nullable=True),
-    sa.Column('display_name', sa.String(length=255), nullable=False),
-    sa.Column('employee_id', sa.String(length=100), nullable=True),
-    sa.Column('department', sa.String(length=200), nullable=True),
-    sa.Column('title', sa.String(length=200), nullable=True),
-    sa.Column('manager_ref', sa.String(length=320), nullable=True),
-    sa.Column('status', sa.String(length=30), nullable=False),
-    sa.Column('kind', sa.String(length=20), nullable=False),
-    sa.Column('attributes', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
-    sa.Column('record_hash', sa.String(length=40), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_stage_identity'))
-    )
-    with op.batch_alter_table('stage_identity', schema=None) as batch_op:
-        batch_op.create_index('ix_stage_identity_run_external_id', ['run_id', 'external_id'], unique=False)
 
-    op.create_table('stage_resource',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('run_id', sa.Integer(), nullable=False),
-    sa.Column('external_id', sa.String(length=255), nullable=False),
-    sa.Column('part', sa.String(length=200), nullable=True),
-    sa.Column('type', sa.String(length=50), nullable=False),
-    sa.Column('name', sa.String(length=400), nullable=False),
-    sa.Column('description', sa.Text(), nullable=True),
-    sa.Column('is_group', sa.Boolean(), nullable=False),
-    sa.Column('parent_ref', sa.String(length=255), nullable=True),
-    sa.Column('owner_refs', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
-    sa.Column('attributes', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
-    sa.Column('record_hash', sa.String(length=40), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_stage_resource'))
-    )
-    with op.batch_alter_table('stage_resource', schema=None) as batch_op:
-        batch_op.create_index('ix_stage_resource_run_external_id', ['run_id', 'external_id'], unique=False)
 
     op.create_table('identity',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -514,26 +424,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_identity_department'))
 
     op.drop_table('identity')
-    with op.batch_alter_table('stage_resource', schema=None) as batch_op:
-        batch_op.drop_index('ix_stage_resource_run_external_id')
 
-    op.drop_table('stage_resource')
-    with op.batch_alter_table('stage_identity', schema=None) as batch_op:
-        batch_op.drop_index('ix_stage_identity_run_external_id')
 
-    op.drop_table('stage_identity')
-    with op.batch_alter_table('stage_grant', schema=None) as batch_op:
-        batch_op.drop_index('ix_stage_grant_run_key')
 
-    op.drop_table('stage_grant')
-    with op.batch_alter_table('stage_entitlement', schema=None) as batch_op:
-        batch_op.drop_index('ix_stage_entitlement_run_external_id')
 
-    op.drop_table('stage_entitlement')
-    with op.batch_alter_table('stage_account', schema=None) as batch_op:
-        batch_op.drop_index('ix_stage_account_run_external_id')
 
-    op.drop_table('stage_account')
     op.drop_table('source')
     op.drop_table('job_lease')
     op.drop_table('audit_head')

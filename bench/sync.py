@@ -1,0 +1,190 @@
+"""Foundation benchmark: sync a demo org of ~1,000,000 grants (~100k accounts) on SQLite and PostgreSQL.
+
+Reports, per engine: full first sync, a no-change resync, a resync with 1% of people's access changed
+(about 1% of grants ended and 1% added), and the floor: the raw driver bulk insert of the same grant
+rows (sqlite3 executemany; psycopg COPY) into a plain table. Each engine runs in its own process so its
+peak memory (max RSS) is its own.
+
+    python -m bench.sync                      # both engines, 100,000 people (~1M grants)
+    python -m bench.sync --people 20000 --engine sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+PG_ADMIN = os.environ.get("ATTEST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _settings(url: str, tmp: str):
+    from attest.config import load_settings
+
+    return load_settings(environ={"ATTEST_ENV": "test", "ATTEST_DATABASE_URL": url,
+                                  "ATTEST_INSTANCE_PATH": tmp, "ATTEST_LOG_LEVEL": "WARNING"})
+
+
+def _floor(engine, rows: list[tuple]) -> float:
+    """Raw driver bulk insert of the grant rows into a plain table: the floor."""
+    cols = "source_id, key, part, entitlement_id, principal_type, principal_account_id, " \
+           "principal_resource_id, attributes, first_seen_at, first_seen_run_id"
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_floor")
+        conn.exec_driver_sql("CREATE TABLE bench_floor AS SELECT " + cols + " FROM access_grant WHERE 1 = 0")
+    raw = engine.raw_connection()
+    try:
+        t0 = time.perf_counter()
+        cur = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            with cur.copy(f"COPY bench_floor ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            cur.execute("BEGIN")  # the engine's connections are in autocommit mode; one transaction
+            cur.executemany(f"INSERT INTO bench_floor ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        raw.commit()
+        seconds = time.perf_counter() - t0
+        cur.close()
+    finally:
+        raw.close()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE bench_floor")
+    return seconds
+
+
+def run_engine(engine_name: str, people: int) -> dict:
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.orm import sessionmaker
+
+    from attest.cli import alembic_config
+    from attest.connectors.demo import DemoConnector
+    from attest.db import make_engine, transaction
+    from attest.entitlements.sources import add_source
+    from attest.entitlements.sync import run_sync
+    from bench.machine import peak_rss_mb
+
+    tmp = tempfile.mkdtemp(prefix="attest-bench-")
+    pg_name = None
+    if engine_name == "sqlite":
+        url = f"sqlite:///{tmp}/bench.db"
+    else:
+        from sqlalchemy import create_engine
+
+        pg_name = f"attest_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{pg_name}"'))
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + pg_name
+    try:
+        settings = _settings(url, tmp)
+        command.upgrade(alembic_config(settings.database_url), "head")
+        engine = make_engine(settings.database_url)
+        factory = sessionmaker(bind=engine, expire_on_commit=False)
+        cfg = {"people": people, "groups": max(people // 50, 10), "apps": max(people // 500, 5),
+               "grants_per_person": 10, "churn": 0.01}
+        with transaction(factory) as s:
+            add_source(s, settings, "demo", "bench", cfg, {}, authoritative=True)
+        out: dict = {"engine": engine_name, "people": people}
+
+        t0 = time.perf_counter()
+        r1 = run_sync(factory, settings, "bench", connector=DemoConnector(cfg))
+        out["first_sync_s"] = time.perf_counter() - t0
+        assert r1.status == "succeeded", r1.error
+        out["grants"] = r1.stats["added"]["grants"]
+        out["accounts"] = r1.stats["added"]["accounts"]
+
+        t0 = time.perf_counter()
+        r2 = run_sync(factory, settings, "bench", connector=DemoConnector(cfg))
+        out["nochange_resync_s"] = time.perf_counter() - t0
+        assert r2.status == "succeeded" and not any(r2.stats["added"].values()), r2.stats
+
+        t0 = time.perf_counter()
+        r3 = run_sync(factory, settings, "bench", connector=DemoConnector({**cfg, "generation": 1}))
+        out["churn_resync_s"] = time.perf_counter() - t0
+        assert r3.status == "succeeded", r3.error
+        out["churn_added"] = r3.stats["added"]["grants"]
+        out["churn_ended"] = r3.stats["ended"]["grants"]
+
+        # the connector alone (generating records, no database), to separate its cost
+        t0 = time.perf_counter()
+        n = sum(1 for _ in DemoConnector(cfg).sync())
+        out["connector_only_s"] = time.perf_counter() - t0
+        out["records"] = n
+
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(text(
+                "SELECT source_id, key, part, entitlement_id, principal_type, principal_account_id, "
+                "principal_resource_id, attributes, first_seen_at, first_seen_run_id FROM access_grant"))]
+        if engine_name == "postgresql":
+            import json as _json
+
+            rows = [r[:7] + (_json.dumps(r[7]),) + r[8:] for r in rows]
+        out["floor_rows"] = len(rows)
+        out["floor_s"] = _floor(engine, rows)
+        del rows
+        out["peak_rss_mb"] = peak_rss_mb()
+        engine.dispose()
+        return out
+    finally:
+        if pg_name:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| engine | grants | floor (raw bulk insert) | first sync | no-change resync | 1% churn resync | connector alone | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        f = r["floor_s"]
+        lines.append(
+            f"| {r['engine']} | {r['grants']:,} | {f:.1f} s | {r['first_sync_s']:.1f} s ({r['first_sync_s'] / f:.1f}x floor) "
+            f"| {r['nochange_resync_s']:.1f} s ({r['nochange_resync_s'] / f:.1f}x floor) "
+            f"| {r['churn_resync_s']:.1f} s ({r['churn_resync_s'] / r['first_sync_s']:.2f}x first; "
+            f"+{r['churn_added']:,}/-{r['churn_ended']:,}) | {r['connector_only_s']:.1f} s | {r['peak_rss_mb']:.0f} MB |"
+        )
+    return "\n".join(lines)
+
+
+def run(out: Path, people: int = 100_000, engines: tuple[str, ...] = ("sqlite", "postgresql")) -> str:
+    from bench.machine import describe
+
+    results = []
+    for eng in engines:
+        proc = subprocess.run([sys.executable, "-m", "bench.sync", "--engine", eng, "--people", str(people), "--json"],
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench.sync {eng} failed:\n{proc.stderr[-3000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    text_ = (
+        "## Sync engine (issue 2)\n\n"
+        f"Demo org of {people:,} people, synced in full, resynced unchanged, resynced with 1% of people's access "
+        "changed. Floor: the raw driver bulk insert of the same grant rows into a plain table "
+        "(SQLite executemany, PostgreSQL COPY). Targets: first sync <= 3x floor, no-change resync <= 2x floor, "
+        "1% resync <= 0.5x first sync, peak memory <= 600 MB.\n\n"
+        f"Machine: {describe()}\n\n" + table(results) + "\n"
+    )
+    out.write_text(text_)
+    return text_
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--engine", choices=["sqlite", "postgresql"])
+    parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.engine:
+        result = run_engine(args.engine, args.people)
+        print(json.dumps(result) if args.json else result)
+    else:
+        print(run(Path(__file__).parent / "results" / "sync.md", args.people))
