@@ -9,4 +9,5 @@ from __future__ import annotations
 
 SERVICES: dict[str, tuple[str, int]] = {
     "github": ("attest.connectors.sandbox.github_fake:create_app", 5102),
+    "okta": ("attest.connectors.sandbox.okta_fake:create_app", 5101),
 }
