@@ -419,9 +419,9 @@ class OktaConnector(BaseConnector):
 
         url = f"{self.domain}/oauth2/v1/token"
         header = {"kid": self.settings["key_id"]} if self.settings.get("key_id") else None
-        alg = "ES256" if "EC PRIVATE KEY" in self.secrets["private_key"] or self._is_ec_key() else "RS256"
-        assertion = private_key_jwt_sign(self.secrets["private_key"], self.secrets["client_id"], url, alg=alg,
-                                         header=header, expires_at=int(time.time()) + 300)
+        key, alg = self._signing_key()
+        assertion = private_key_jwt_sign(key, self.secrets["client_id"], url, alg=alg, header=header,
+                                         expires_at=int(time.time()) + 300)
         if isinstance(assertion, bytes):
             assertion = assertion.decode()
         if self._token_http is None:
@@ -451,14 +451,15 @@ class OktaConnector(BaseConnector):
             raise ConnectorError("Okta's token endpoint answered without an access_token")
         return token, float(payload.get("expires_in") or 3600)
 
-    def _is_ec_key(self) -> bool:
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    def _signing_key(self) -> tuple[Any, str]:
+        """The private key as a JWK object (RS256 for RSA keys, ES256 for EC P-256 keys)."""
+        from joserfc.jwk import ECKey, RSAKey
 
+        pem = self.secrets["private_key"]
         try:
-            return isinstance(load_pem_private_key(self.secrets["private_key"].encode(), None), ec.EllipticCurvePrivateKey)
+            return RSAKey.import_key(pem), "RS256"
         except (ValueError, TypeError):
-            return False
+            return ECKey.import_key(pem), "ES256"
 
     def _call(self, fn: Callable[[], Any], method: str, path: str) -> Any:
         """Run one request; an expired OAuth token is refreshed once; 401/403 become a ConnectorError."""

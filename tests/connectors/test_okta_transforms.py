@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from attest.connectors.base import AccountRecord, EntitlementRecord, GrantRecord, IdentityRecord, Note, ResourceRecord
+from attest.connectors.base import (
+    AccountRecord,
+    EntitlementRecord,
+    GrantRecord,
+    IdentityRecord,
+    Note,
+    ResourceRecord,
+)
 from attest.connectors.okta import (
     UserIndex,
     app_group_grant,
