@@ -329,12 +329,28 @@ def serve_command(host: str, port: int, workers: int) -> None:
     )
 
 
+@click.command("scheduler")
+@with_appcontext
+def scheduler_command() -> None:
+    """Run the job scheduler (syncs, campaign launches and closes, review e-mail, remediation).
+
+    Run one per machine you want jobs on; two or more share the work through database leases.
+    """
+    from attest.jobs import SchedulerError, run_scheduler
+
+    state = _state()
+    try:
+        run_scheduler(state.settings, state.engine, state.factory)
+    except SchedulerError as exc:
+        _fail(str(exc))
+
+
 def _cli_actor() -> str:
     return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
 
 
 COMMANDS: list[click.Command] = [db_group, sources_group, sync_command, stats_command, users_group, demo_command,
-                                 serve_command]
+                                 serve_command, scheduler_command]
 
 
 def register(app: Flask) -> None:

@@ -1,21 +1,56 @@
-"""The scheduler's job lease: a row per job name that at most one scheduler process holds at a time.
+"""The scheduler (`attest scheduler`) and its job lease.
 
-`acquire()` takes the lease when it is free or expired (a crashed holder's lease lapses), in one
-conditional UPDATE (or INSERT for a new job), so two scheduler processes never run the same job at once.
+Jobs (`job_table`): each enabled Source with a `schedule` is synced on its cron; recurring campaign
+launches (`campaigns.due_to_launch`), closes at the due date (`campaigns.due_to_close`), review e-mail
+(`notify.send_pending`) and remediation runs (`remediation.run_pending`) run every few minutes; a
+`reconcile` job keeps APScheduler's job list in step with the sources and definitions.
+
+APScheduler 3 keeps the jobs in the app database (`apscheduler_jobs`, created by migration 0003; the
+job store never creates tables here). Several scheduler processes may share it: every run first takes
+the job's **lease** (`acquire`: one conditional UPDATE, or an INSERT for a new job), committed at once,
+and releases it with the run's status and error. A lease is granted only when it is free and this
+occurrence of the job has not started yet, or when its holder crashed (the lease expired), so two
+processes never run the same job twice. A running job renews its lease (a heartbeat thread), so a short
+TTL is enough and a crashed holder's lease lapses within minutes.
+
+Every job function takes `now`, so tests drive time. Web workers never run jobs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
 import socket
+import threading
+import time
 import uuid
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import String, insert, select, update
+from sqlalchemy import (
+    Column,
+    Float,
+    LargeBinary,
+    String,
+    Table,
+    Unicode,
+    and_,
+    insert,
+    inspect,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from attest.db import Base, UTCDateTime, utcnow
+
+log = logging.getLogger("attest.jobs")
 
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -32,12 +67,34 @@ class JobLease(Base):
     last_error: Mapped[str | None] = mapped_column(String(2000))
 
 
-def acquire(session: Session, name: str, ttl: timedelta, holder: str = HOLDER, now: datetime | None = None) -> bool:
-    """Try to take the lease on `name` for `ttl`. Commit right after; True when this holder has it."""
+# APScheduler's job store table, declared with the exact shape SQLAlchemyJobStore gives it so the
+# migrations (0003 creates it) and the models agree; the job store then only checks that it exists.
+APSCHEDULER_TABLE = "apscheduler_jobs"
+apscheduler_jobs = Table(
+    APSCHEDULER_TABLE,
+    Base.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)
+
+
+def acquire(session: Session, name: str, ttl: timedelta, holder: str = HOLDER, now: datetime | None = None,
+            slot: datetime | None = None) -> bool:
+    """Try to take the lease on `name` for `ttl`. Commit right after; True when this holder has it.
+
+    The lease is free when released, or expired (its holder crashed or hung). With `slot` (the scheduled
+    time of the occurrence being run) a released lease is granted only if no run started at or after
+    that time, so a second scheduler process that fires the same occurrence a moment later skips it.
+    """
     now = now or utcnow()
+    free = JobLease.holder.is_(None)
+    if slot is not None:
+        free = and_(free, or_(JobLease.last_started_at.is_(None), JobLease.last_started_at < slot))
+    crashed = and_(JobLease.holder.is_not(None), or_(JobLease.expires_at.is_(None), JobLease.expires_at < now))
     taken = session.execute(
         update(JobLease)
-        .where(JobLease.name == name, (JobLease.expires_at.is_(None)) | (JobLease.expires_at < now) | (JobLease.holder == holder))
+        .where(JobLease.name == name, or_(free, crashed))
         .values(holder=holder, expires_at=now + ttl, last_started_at=now)
     ).rowcount
     if taken:
@@ -52,10 +109,381 @@ def acquire(session: Session, name: str, ttl: timedelta, holder: str = HOLDER, n
         return False
 
 
-def release(session: Session, name: str, status: str, error: str | None = None, holder: str = HOLDER) -> None:
+def renew(session: Session, name: str, ttl: timedelta, holder: str = HOLDER, now: datetime | None = None) -> bool:
+    """Extend a lease this holder has (the heartbeat of a long run). False when it was lost."""
+    now = now or utcnow()
+    return bool(session.execute(
+        update(JobLease).where(JobLease.name == name, JobLease.holder == holder).values(expires_at=now + ttl)
+    ).rowcount)
+
+
+def release(session: Session, name: str, status: str, error: str | None = None, holder: str = HOLDER,
+            now: datetime | None = None) -> None:
     session.execute(
         update(JobLease)
         .where(JobLease.name == name, JobLease.holder == holder)
-        .values(holder=None, expires_at=None, last_finished_at=utcnow(), last_status=status,
+        .values(holder=None, expires_at=None, last_finished_at=now or utcnow(), last_status=status,
                 last_error=(error or None) and error[:2000])
     )
+
+
+# --- the job table ---------------------------------------------------------------------------------
+
+ACTOR = "scheduler"
+LEASE_TTL = timedelta(minutes=5)  # renewed every HEARTBEAT seconds while a job runs
+HEARTBEAT = 60.0
+MISFIRE_GRACE = 3600  # seconds: a run missed while no scheduler was up still happens (once) within an hour
+NOTIFY_BATCH = 50  # mails per transaction
+
+
+class JobError(RuntimeError):
+    """A job ran but did not (entirely) succeed; the message is stored on the lease row."""
+
+
+class SchedulerError(RuntimeError):
+    """The scheduler cannot start (the message says what to do)."""
+
+
+def previous_fire_time(cron: str, now: datetime) -> datetime | None:
+    """The latest time at or before `now` at which `cron` fires (APScheduler's crontab semantics, UTC)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+    for window in (timedelta(minutes=2), timedelta(hours=2), timedelta(days=2), timedelta(days=40),
+                   timedelta(days=400), timedelta(days=3000)):
+        t = trigger.get_next_fire_time(None, now - window)
+        if t is None or t > now:
+            continue
+        while True:
+            n = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
+            if n is None or n > now:
+                return t.astimezone(UTC)
+            t = n
+    return None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    id: str  # also the lease name: "sync:<source>", "campaigns:launch", ...
+    kind: str  # a key of JOBS
+    cron: str
+    arg: str | None = None
+
+    def trigger(self):
+        from apscheduler.triggers.cron import CronTrigger
+
+        return CronTrigger.from_crontab(self.cron, timezone=UTC)
+
+    def slot(self, now: datetime) -> datetime | None:
+        return previous_fire_time(self.cron, now)
+
+    @property
+    def args(self) -> list[Any]:
+        return [self.id, self.kind, self.cron, self.arg]
+
+
+RECONCILE = JobSpec("scheduler:reconcile", "reconcile", "* * * * *")
+FIXED_JOBS = (
+    RECONCILE,
+    JobSpec("campaigns:launch", "launch", "* * * * *"),
+    JobSpec("campaigns:close", "close", "* * * * *"),
+    JobSpec("notify:send", "notify", "*/2 * * * *"),
+)
+REMEDIATION = JobSpec("remediation:run", "remediation", "*/5 * * * *")
+
+
+def _remediation_runner() -> Callable[..., Any] | None:
+    try:
+        from attest.reviews import remediation
+    except ImportError:
+        return None
+    return getattr(remediation, "run_pending", None)
+
+
+def job_table(session: Session) -> list[JobSpec]:
+    """The jobs the scheduler should have: the fixed ones and a sync per enabled source with a schedule."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    from attest.entitlements.models import Source
+
+    specs = list(FIXED_JOBS)
+    if _remediation_runner() is not None:
+        specs.append(REMEDIATION)
+    rows = session.execute(select(Source.name, Source.schedule).where(
+        Source.enabled.is_(True), Source.schedule.is_not(None), Source.schedule != "").order_by(Source.name))
+    for name, schedule in rows:
+        try:
+            CronTrigger.from_crontab(schedule.strip(), timezone=UTC)
+        except ValueError as exc:
+            log.warning("source %s: schedule %r is not a valid cron expression (%s); not scheduled",
+                        name, schedule, exc)
+            continue
+        specs.append(JobSpec(f"sync:{name}", "sync", schedule.strip(), name))
+    return specs
+
+
+# --- running one job -------------------------------------------------------------------------------
+
+
+@dataclass
+class JobContext:
+    factory: sessionmaker[Session]
+    settings: Any  # attest.config.Settings
+    holder: str = HOLDER
+    scheduler: Any = None  # the APScheduler instance, for the reconcile job
+    ttl: timedelta = LEASE_TTL
+    heartbeat: float = HEARTBEAT
+
+
+@dataclass
+class JobRun:
+    job: str
+    ran: bool
+    status: str  # succeeded | failed | skipped
+    error: str | None = None
+    detail: Any = None
+
+
+def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_slot: bool = True) -> JobRun:
+    """Run one job under its lease; `skipped` when another process holds it or already ran this occurrence."""
+    now = now or utcnow()
+    slot = spec.slot(now) if use_slot else None
+    with ctx.factory() as session, session.begin():
+        got = acquire(session, spec.id, ctx.ttl, ctx.holder, now=now, slot=slot)
+    if not got:
+        log.debug("job %s: lease held or this run already done elsewhere; skipped", spec.id)
+        return JobRun(spec.id, ran=False, status="skipped")
+    t0 = time.monotonic()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(ctx, spec.id, now, t0, stop), daemon=True,
+                            name=f"lease-{spec.id}")
+    beat.start()
+    status, error, detail = "succeeded", None, None
+    try:
+        detail = JOBS[spec.kind](ctx, spec, now)
+        log.debug("job %s: %s", spec.id, detail)
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
+        log.error("job %s failed: %s", spec.id, error, exc_info=not isinstance(exc, JobError))
+    finally:
+        stop.set()
+        beat.join(timeout=10)
+        finished = now + timedelta(seconds=time.monotonic() - t0)
+        try:
+            with ctx.factory() as session, session.begin():
+                release(session, spec.id, status, error, ctx.holder, now=finished)
+        except Exception:
+            log.exception("job %s: could not release its lease (it expires in %s)", spec.id, ctx.ttl)
+    return JobRun(spec.id, ran=True, status=status, error=error, detail=detail)
+
+
+def _heartbeat(ctx: JobContext, name: str, now: datetime, t0: float, stop: threading.Event) -> None:
+    while not stop.wait(ctx.heartbeat):
+        at = now + timedelta(seconds=time.monotonic() - t0)
+        try:
+            with ctx.factory() as session, session.begin():
+                if not renew(session, name, ctx.ttl, ctx.holder, now=at):
+                    log.warning("job %s: lease lost (taken over after expiry); another process may run it", name)
+                    return
+        except Exception as exc:
+            log.warning("job %s: could not renew the lease: %s", name, exc)
+
+
+def _transaction(ctx: JobContext):
+    from attest.db import transaction
+
+    return transaction(ctx.factory)
+
+
+def job_sync(ctx: JobContext, spec: JobSpec, now: datetime) -> str:
+    from attest.entitlements.models import Source
+    from attest.entitlements.sync import run_sync
+
+    with ctx.factory() as session:
+        enabled = session.scalar(select(Source.enabled).where(Source.name == spec.arg))
+    if not enabled:
+        return f"source {spec.arg} is gone or disabled; not synced"
+    result = run_sync(ctx.factory, ctx.settings, spec.arg, triggered_by="scheduler", actor=ACTOR)
+    if not result.ok:
+        raise JobError(f"sync of {spec.arg} {result.status} (run {result.run_id}): {result.error or 'see the run'}")
+    return f"sync of {spec.arg}: {result.status} (run {result.run_id})"
+
+
+def job_launch(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
+    """Launch a campaign for every definition whose cron schedule fired since its last launch."""
+    from attest.reviews import campaigns
+
+    with _transaction(ctx) as session:
+        due = campaigns.due_to_launch(session, now)
+    launched, errors = [], []
+    for definition_id in due:
+        try:
+            with _transaction(ctx) as session:
+                campaign = campaigns.create_campaign(session, definition_id, ACTOR)
+                campaigns.launch(session, campaign.id, ACTOR, now=now)
+                launched.append(campaign.id)
+            log.info("launched campaign %s from definition %s", campaign.id, definition_id)
+        except Exception as exc:
+            log.error("definition %s: recurring launch failed: %s", definition_id, exc,
+                      exc_info=not isinstance(exc, ValueError))
+            errors.append(f"definition {definition_id}: {exc}")
+    if errors:
+        raise JobError("; ".join(errors))
+    return launched
+
+
+def job_close(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
+    """Close every active campaign whose due date has come."""
+    from attest.reviews import campaigns
+
+    with _transaction(ctx) as session:
+        due = campaigns.due_to_close(session, now)
+    closed, errors = [], []
+    for campaign_id in due:
+        try:
+            with _transaction(ctx) as session:
+                campaigns.close(session, campaign_id, ACTOR, now=now)
+            closed.append(campaign_id)
+            log.info("closed campaign %s at its due date", campaign_id)
+        except Exception as exc:
+            log.error("campaign %s: close failed: %s", campaign_id, exc, exc_info=not isinstance(exc, ValueError))
+            errors.append(f"campaign {campaign_id}: {exc}")
+    if errors:
+        raise JobError("; ".join(errors))
+    return closed
+
+
+def job_notify(ctx: JobContext, spec: JobSpec, now: datetime) -> int:
+    """Send the review e-mail due at `now`, NOTIFY_BATCH mails per transaction."""
+    from attest.reviews import notify
+
+    sent = 0
+    with notify.Mailer(ctx.settings) as mailer:
+        while True:
+            with _transaction(ctx) as session:
+                n = notify.send_pending(session, ctx.settings, now, limit=NOTIFY_BATCH, mailer=mailer, actor=ACTOR)
+            sent += n
+            if n < NOTIFY_BATCH or mailer.down:
+                break
+    if mailer.down:
+        raise JobError(f"{sent} mails sent; the mail server failed, the rest will be retried on the next run")
+    return sent
+
+
+def job_remediation(ctx: JobContext, spec: JobSpec, now: datetime) -> Any:
+    import inspect as pyinspect
+
+    run_pending = _remediation_runner()
+    if run_pending is None:
+        return "remediation is not available"
+    params = pyinspect.signature(run_pending).parameters
+    kwargs: dict[str, Any] = {}
+    if "now" in params:
+        kwargs["now"] = now
+    if "actor" in params:
+        kwargs["actor"] = ACTOR
+    return run_pending(ctx.factory, ctx.settings, **kwargs)
+
+
+def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, list[str]]:
+    if ctx.scheduler is None:
+        return {"added": [], "changed": [], "removed": []}
+    return reconcile(ctx.scheduler, ctx.factory)
+
+
+JOBS: dict[str, Callable[[JobContext, JobSpec, datetime], Any]] = {
+    "sync": job_sync,
+    "launch": job_launch,
+    "close": job_close,
+    "notify": job_notify,
+    "remediation": job_remediation,
+    "reconcile": job_reconcile,
+}
+
+
+# --- the scheduler ---------------------------------------------------------------------------------
+
+_RUNTIME: JobContext | None = None
+
+
+def scheduled_run(job_id: str, kind: str, cron: str, arg: str | None = None) -> None:
+    """What APScheduler calls (a textual reference in the job store): run the job under its lease."""
+    ctx = _RUNTIME
+    if ctx is None:  # pragma: no cover - only a scheduler process registers jobs
+        log.error("job %s fired outside a running scheduler; ignored", job_id)
+        return
+    run_job(ctx, JobSpec(job_id, kind, cron, arg))
+
+
+def reconcile(scheduler: Any, factory: sessionmaker[Session]) -> dict[str, list[str]]:
+    """Make the scheduler's jobs match `job_table`: add new ones, update changed crons, drop the rest."""
+    from apscheduler.jobstores.base import JobLookupError
+
+    with factory() as session:
+        specs = job_table(session)
+    wanted = {spec.id: spec for spec in specs}
+    current = {job.id: job for job in scheduler.get_jobs()}
+    out: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+    for spec in specs:
+        job = current.get(spec.id)
+        if job is not None and list(job.args) == spec.args:
+            continue
+        scheduler.add_job(scheduled_run, trigger=spec.trigger(), args=spec.args, id=spec.id, name=spec.id,
+                          replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=MISFIRE_GRACE)
+        out["changed" if job is not None else "added"].append(spec.id)
+    for job_id in sorted(current.keys() - wanted.keys()):
+        with contextlib.suppress(JobLookupError):  # another scheduler process removed it first
+            scheduler.remove_job(job_id)
+        out["removed"].append(job_id)
+    if any(out.values()):
+        log.info("scheduler jobs: %s", ", ".join(f"{k} {', '.join(v)}" for k, v in out.items() if v))
+    return out
+
+
+def make_scheduler(engine: Any, factory: sessionmaker[Session], settings: Any, holder: str = HOLDER):
+    """A paused-ready BackgroundScheduler on the app database's job store, and its JobContext."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    if not inspect(engine).has_table(APSCHEDULER_TABLE):
+        raise SchedulerError("the database has no scheduler tables yet: run `attest db upgrade` first")
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=APSCHEDULER_TABLE)},
+        executors={"default": ThreadPoolExecutor(max_workers=8)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE},
+        timezone=UTC,
+    )
+    return scheduler, JobContext(factory, settings, holder, scheduler)
+
+
+def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *, holder: str = HOLDER,
+                  stop: threading.Event | None = None, block: bool = True):
+    """Start the scheduler (`attest scheduler`): reconcile the job list, then run jobs until stopped.
+
+    With `block` (the command) it returns after SIGINT/SIGTERM or `stop` is set, having waited for running
+    jobs; otherwise it returns the running scheduler.
+    """
+    global _RUNTIME
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    scheduler, ctx = make_scheduler(engine, factory, settings, holder)
+    _RUNTIME = ctx
+    scheduler.start(paused=True)
+    try:
+        run_job(ctx, RECONCILE, use_slot=False)
+    finally:
+        scheduler.resume()
+    log.info("scheduler %s started: %d jobs", holder, len(scheduler.get_jobs()))
+    if not block:
+        return scheduler
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        log.info("scheduler %s stopping (waiting for running jobs)", holder)
+        scheduler.shutdown(wait=True)
+        _RUNTIME = None
+    return scheduler

@@ -181,17 +181,26 @@ class ReviewerSignoff(Base):
 
 
 class ReviewerNotice(Base):
-    """Notifications sent to a reviewer for a campaign (launch, reminders, escalation): never twice."""
+    """Notifications sent for a campaign (launch, reminders, escalation, closing summary): never twice.
+
+    Reviewers are identities; the closing summary goes to the campaign owner, a user who may have no
+    identity (a break-glass admin), hence `user_id` (migration 0003).
+    """
 
     __tablename__ = "reviewer_notice"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
-    identity_id: Mapped[int] = mapped_column(ForeignKey("identity.id"))
-    kind: Mapped[str] = mapped_column(String(40))  # launch | reminder:<days> | escalation | summary
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    # launch | reminder:<days> | reminder:manual:<minute> | escalation | escalation:<reviewer id> | summary
+    kind: Mapped[str] = mapped_column(String(40))
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (UniqueConstraint("campaign_id", "identity_id", "kind"),)
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "identity_id", "kind"),
+        UniqueConstraint("campaign_id", "user_id", "kind"),
+    )
 
 
 class CampaignExclusion(Base):
