@@ -1,0 +1,454 @@
+"""A moto-backed AWS organization for the tests, the benchmark and the demo.
+
+`seed_org(spec)` builds, through the ordinary AWS APIs (boto3 against moto, in-process under `mock_aws` or
+over HTTP to a moto server), an organization with OUs and member accounts; IAM Identity Center users,
+groups, memberships, permission sets (managed, customer-managed and inline policies) and account
+assignments; and in every account IAM users (e-mail tags, console passwords, access keys, MFA), groups,
+roles with trust policies, and attached and inline policies. The same spec and seed give the same ids.
+
+`create_app(demo=True)` returns moto's server WSGI app with the demo organization seeded, for
+`attest sandbox serve` (port 5103). `ensure_server(port)` starts moto on loopback in this process when
+nothing listens there yet (the demo's first sync runs before `make run` starts the sandbox).
+
+moto gaps worth knowing (the connector handles the real behaviour; tests cover the rest):
+- sso-admin `CreateInstance` is not implemented: moto gives every account one instance up front.
+- `CreateAccountAssignment` does not provision the permission set, so the seed calls
+  `ProvisionPermissionSet`; moto's `ListPermissionSetsProvisionedToAccount` ignores AccountId (every
+  provisioned set is listed for every account; ListAccountAssignments still filters by account) and
+  `ListAccountsForProvisionedPermissionSet` only ever names the caller's account.
+- STS `AssumeRole` never checks that the role exists or trusts the caller.
+- The credential report has no `<root_account>` row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+ADMIN_DOC = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+DEPLOY_DOC = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": "arn:aws:s3:::deploy-artifacts/*"},
+    {"Effect": "Allow", "Action": ["ecs:UpdateService", "ecs:DescribeServices"], "Resource": "*"},
+]}
+READ_LOGS_DOC = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["logs:Get*", "logs:Describe*", "logs:FilterLogEvents"], "Resource": "*"}]}
+EXTERNAL_AUDITOR_ACCOUNT = "999988887777"
+DEMO_PORT = 5103
+MANAGEMENT_ACCOUNT = "123456789012"  # moto's default account: whoever calls with unknown keys is here
+
+
+@dataclass
+class Person:
+    first: str
+    last: str
+    email: str
+
+    @property
+    def username(self) -> str:
+        return self.email
+
+    @property
+    def iam_name(self) -> str:
+        return f"{self.first}.{self.last}".lower().replace(" ", "")
+
+
+@dataclass
+class OrgSpec:
+    """What to build. Counts are per member account unless they say otherwise."""
+
+    accounts: int = 3  # including the management account
+    ous: tuple[str, ...] = ("Production", "Development")
+    iam_users: int = 4  # people with an e-mail tag; plus one service user per account
+    iam_groups: int = 2  # besides Admins
+    roles: int = 2  # besides the audit role
+    ic_users: int = 8  # Identity Center users (taken from `people` when given)
+    ic_groups: int = 3
+    permission_sets: int = 4  # at least 3: Admin, ReadOnly, Deploy come first
+    direct_assignments: int = 2  # users assigned directly per account
+    group_assignments: int = 2  # groups assigned per account
+    people: list[Person] = field(default_factory=list)
+    seed: int = 5103
+    role_name: str = "AttestAudit"
+    region: str = "us-east-1"
+    mfa_every: int = 2  # every n-th IAM person has a virtual MFA device
+
+
+@dataclass
+class SeededOrg:
+    management_id: str
+    account_ids: list[str]
+    account_names: dict[str, str]
+    instance_arn: str
+    store_id: str
+    ic_users: dict[str, str]  # username -> user id
+    ic_groups: dict[str, str]  # display name -> group id
+    ic_members: dict[str, list[str]]  # group id -> user ids
+    permission_sets: dict[str, str]  # name -> ARN
+    assignments: list[tuple[str, str, str, str]]  # (account id, permission set ARN, USER|GROUP, principal id)
+    iam_users: dict[str, list[str]]  # account id -> user names
+    calls: int = 0
+
+
+def default_people(n: int, domain: str = "demo.example") -> list[Person]:
+    """The demo organization's people (the same names and e-mails the demo's HR source uses)."""
+    from attest.connectors.demo import FIRST, LAST
+
+    out = []
+    for i in range(n):
+        first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+        out.append(Person(first, last, f"{first.lower()}.{last.lower().replace(' ', '')}{i}@{domain}"))
+    return out
+
+
+class _Clients:
+    """boto3 clients for one account (base credentials, or a role assumed into a member account)."""
+
+    def __init__(self, endpoint_url: str | None, region: str, creds: dict[str, str] | None = None) -> None:
+        import boto3
+
+        self.kwargs: dict[str, Any] = {"region_name": region}
+        if endpoint_url:
+            self.kwargs["endpoint_url"] = endpoint_url
+        if creds:
+            self.kwargs.update(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                               aws_session_token=creds["SessionToken"])
+        elif endpoint_url:
+            self.kwargs.update(aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.session = boto3.Session()
+        self.cache: dict[str, Any] = {}
+        self.calls = 0
+
+    def __call__(self, service: str):
+        if service not in self.cache:
+            client = self.session.client(service, **self.kwargs)
+            client.meta.events.register("before-call", self._count)
+            self.cache[service] = client
+        return self.cache[service]
+
+    def _count(self, **_: Any) -> None:
+        self.calls += 1
+
+
+def seed_org(spec: OrgSpec | None = None, endpoint_url: str | None = None) -> SeededOrg:
+    """Build the organization described by `spec` in moto (in-process under mock_aws, or at endpoint_url)."""
+    spec = spec or OrgSpec()
+    fast_managed_policies()
+    _seed_random(spec.seed, endpoint_url)
+    base = _Clients(endpoint_url, spec.region)
+    clients_made = [base]
+    orgs = base("organizations")
+    try:
+        orgs.create_organization(FeatureSet="ALL")
+    except orgs.exceptions.AlreadyInOrganizationException:
+        raise RuntimeError("this moto already holds an organization; seed a fresh one") from None
+    org = orgs.describe_organization()["Organization"]
+    mgmt = org["MasterAccountId"]
+    root = orgs.list_roots()["Roots"][0]["Id"]
+    ou_ids = [orgs.create_organizational_unit(ParentId=root, Name=name)["OrganizationalUnit"]["Id"]
+              for name in spec.ous]
+    account_ids = [mgmt]
+    names = {mgmt: "management"}
+    for k in range(1, spec.accounts):
+        env = spec.ous[(k - 1) % len(spec.ous)].lower() if spec.ous else "member"
+        name = f"{env}-{k:02d}"
+        status = orgs.create_account(Email=f"aws+{name}@demo.example", AccountName=name)["CreateAccountStatus"]
+        acct = status["AccountId"]
+        if ou_ids:
+            orgs.move_account(AccountId=acct, SourceParentId=root, DestinationParentId=ou_ids[(k - 1) % len(ou_ids)])
+        account_ids.append(acct)
+        names[acct] = name
+
+    people = spec.people or default_people(max(spec.ic_users, spec.iam_users))
+    iam_users: dict[str, list[str]] = {}
+    sts = base("sts")
+    for k, acct in enumerate(account_ids):
+        if acct == mgmt:
+            c = base
+        else:
+            creds = sts.assume_role(RoleArn=f"arn:aws:iam::{acct}:role/OrganizationAccountAccessRole",
+                                    RoleSessionName="attest-seed")["Credentials"]
+            c = _Clients(endpoint_url, spec.region, creds)
+            clients_made.append(c)
+        iam_users[acct] = _seed_iam(c("iam"), acct, mgmt, k, spec, people)
+
+    ic = _seed_identity_center(base, spec, people, account_ids)
+    return SeededOrg(
+        management_id=mgmt, account_ids=account_ids, account_names=names, iam_users=iam_users,
+        calls=sum(c.calls for c in clients_made), **ic,
+    )
+
+
+_FAST = threading.Lock()
+_fast_applied = False
+
+
+def fast_managed_policies() -> None:
+    """Make moto's AWS-managed-policy loading cheap: parse its data once per process, and load it only
+    for the commercial partition (moto otherwise parses ~1,600 policies for each of six partitions of
+    every account it meets: 3 s per account). Only affects the process's moto; harmless if moto changes."""
+    global _fast_applied
+    with _FAST:
+        if _fast_applied:
+            return
+        try:
+            from moto.iam import models as iam_models
+            from moto.iam.aws_managed_policies import aws_managed_policies_data
+        except ImportError:  # pragma: no cover - moto is a dependency
+            return
+        original = getattr(iam_models.IAMBackend, "_init_aws_policies", None)
+        if original is None:  # pragma: no cover - a moto without the hook
+            return
+        parsed = json.loads(aws_managed_policies_data)
+
+        def _init_aws_policies(self):  # type: ignore[no-untyped-def]
+            from moto.settings import load_iam_aws_managed_policies
+
+            if not load_iam_aws_managed_policies() or getattr(self, "partition", "aws") != "aws":
+                return []
+            return [iam_models.AWSManagedPolicy.from_data(name, self.account_id, self.region_name, d)
+                    for name, d in parsed.items()]
+
+        iam_models.IAMBackend._init_aws_policies = _init_aws_policies
+        _fast_applied = True
+
+
+def _seed_random(seed: int, endpoint_url: str | None) -> None:
+    """Same seed, same ids: moto draws every id from one random source."""
+    if endpoint_url:
+        import urllib.request
+
+        req = urllib.request.Request(f"{endpoint_url.rstrip('/')}/moto-api/seed?a={int(seed)}", method="POST")  # noqa: S310 - loopback moto
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310
+            pass
+    else:
+        from moto.moto_api._internal import mock_random
+
+        mock_random.seed(seed)
+
+
+def _seed_iam(iam, acct: str, mgmt: str, k: int, spec: OrgSpec, people: list[Person]) -> list[str]:
+    """One account's IAM: Admins + team groups, people with e-mail tags, a service user, roles."""
+    iam.create_policy(PolicyName="BreakGlassAdmin", PolicyDocument=json.dumps(ADMIN_DOC),
+                      Description="full access for emergencies")
+    deploy = iam.create_policy(PolicyName="DeployApp", PolicyDocument=json.dumps(DEPLOY_DOC))["Policy"]["Arn"]
+    iam.create_group(GroupName="Admins")
+    iam.attach_group_policy(GroupName="Admins", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    teams = []
+    for g in range(spec.iam_groups):
+        name = ("Developers", "ReadOnly", "Billing", "DataTeam", "Support")[g % 5] + ("" if g < 5 else f"{g}")
+        iam.create_group(GroupName=name)
+        iam.attach_group_policy(GroupName=name, PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess")
+        if g == 0:
+            iam.attach_group_policy(GroupName=name, PolicyArn=deploy)
+        teams.append(name)
+    users = []
+    for i in range(spec.iam_users):
+        p = people[(i + k * 3) % len(people)]
+        name = p.iam_name if spec.iam_users <= len(people) else f"{p.iam_name}{i}"
+        iam.create_user(UserName=name, Tags=[{"Key": "email", "Value": p.email}, {"Key": "team", "Value": "eng"}])
+        if i % 3 != 2:  # most people sign in to the console; the rest only use keys
+            iam.create_login_profile(UserName=name, Password="Demo-password-1!")
+        if i % 2 == 0:
+            iam.create_access_key(UserName=name)
+        if spec.mfa_every and i % spec.mfa_every == 0:
+            serial = iam.create_virtual_mfa_device(VirtualMFADeviceName=f"{name}-mfa")["VirtualMFADevice"]["SerialNumber"]
+            iam.enable_mfa_device(UserName=name, SerialNumber=serial, AuthenticationCode1="123456",
+                                  AuthenticationCode2="654321")
+        if i == 0:
+            iam.add_user_to_group(GroupName="Admins", UserName=name)
+        elif teams:
+            iam.add_user_to_group(GroupName=teams[i % len(teams)], UserName=name)
+        if i == 1:
+            iam.put_user_policy(UserName=name, PolicyName="read-logs", PolicyDocument=json.dumps(READ_LOGS_DOC))
+        users.append(name)
+    svc = f"svc-deploy-{k:02d}"
+    iam.create_user(UserName=svc, Tags=[{"Key": "owner", "Value": "platform"}])
+    iam.create_access_key(UserName=svc)
+    iam.attach_user_policy(UserName=svc, PolicyArn=deploy)
+    users.append(svc)
+
+    trust_mgmt = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                          "Principal": {"AWS": f"arn:aws:iam::{mgmt}:root"}}]}
+    if acct != mgmt:
+        iam.create_role(RoleName=spec.role_name, AssumeRolePolicyDocument=json.dumps(trust_mgmt),
+                        Description="read-only audit role assumed by Attest")
+        iam.attach_role_policy(RoleName=spec.role_name, PolicyArn="arn:aws:iam::aws:policy/SecurityAudit")
+    role_specs = [
+        ("app-runtime", {"Service": "ecs-tasks.amazonaws.com"}, deploy),
+        ("vendor-auditor", {"AWS": f"arn:aws:iam::{EXTERNAL_AUDITOR_ACCOUNT}:root"},
+         "arn:aws:iam::aws:policy/ReadOnlyAccess"),
+        ("ci-admin", {"Federated": f"arn:aws:iam::{acct}:oidc-provider/token.actions.githubusercontent.com"},
+         "arn:aws:iam::aws:policy/AdministratorAccess"),
+    ]
+    for r in range(spec.roles):
+        name, principal, policy = role_specs[r % len(role_specs)]
+        name = name if r < len(role_specs) else f"{name}-{r}"
+        doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": principal,
+                                                       "Action": "sts:AssumeRole"}]}
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(doc))
+        iam.attach_role_policy(RoleName=name, PolicyArn=policy)
+    return users
+
+
+def _seed_identity_center(base: _Clients, spec: OrgSpec, people: list[Person], account_ids: list[str]) -> dict[str, Any]:
+    sso = base("sso-admin")
+    store = base("identitystore")
+    inst = sso.list_instances()["Instances"][0]  # moto: CreateInstance is not implemented; one exists up front
+    instance, store_id = inst["InstanceArn"], inst["IdentityStoreId"]
+    users: dict[str, str] = {}
+    for i in range(spec.ic_users):
+        p = people[i % len(people)]
+        username = p.username if spec.ic_users <= len(people) else f"{i}.{p.username}"
+        uid = store.create_user(
+            IdentityStoreId=store_id, UserName=username, DisplayName=f"{p.first} {p.last}",
+            Name={"GivenName": p.first, "FamilyName": p.last},
+            Emails=[{"Value": p.email if spec.ic_users <= len(people) else username, "Type": "work", "Primary": True}],
+        )["UserId"]
+        users[username] = uid
+    user_ids = list(users.values())
+    groups: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    group_names = ["aws-admins", "aws-developers", "aws-readonly", "aws-data", "aws-support"]
+    for g in range(spec.ic_groups):
+        name = group_names[g % len(group_names)] + ("" if g < len(group_names) else f"-{g}")
+        gid = store.create_group(IdentityStoreId=store_id, DisplayName=name, Description=f"{name} (synced from the IdP)")["GroupId"]
+        groups[name] = gid
+        # admins: a few people; the others: a slice of everyone
+        chosen = user_ids[:2] if g == 0 else user_ids[g::max(spec.ic_groups, 2)]
+        members[gid] = []
+        for uid in chosen:
+            store.create_group_membership(IdentityStoreId=store_id, GroupId=gid, MemberId={"UserId": uid})
+            members[gid].append(uid)
+
+    sets: dict[str, str] = {}
+    templates = [
+        ("AdministratorAccess", "arn:aws:iam::aws:policy/AdministratorAccess", None, None),
+        ("ReadOnly", "arn:aws:iam::aws:policy/ReadOnlyAccess", None, None),
+        ("Deploy", None, {"Name": "DeployApp", "Path": "/"}, READ_LOGS_DOC),
+        ("BreakGlass", None, {"Name": "BreakGlassAdmin", "Path": "/"}, None),
+        ("Billing", "arn:aws:iam::aws:policy/AWSBillingReadOnlyAccess", None, None),
+        ("PowerUser", "arn:aws:iam::aws:policy/PowerUserAccess", None, None),
+    ]
+    for n in range(spec.permission_sets):
+        name, managed, customer, inline = templates[n % len(templates)]
+        name = name if n < len(templates) else f"{name}-{n}"
+        arn = sso.create_permission_set(InstanceArn=instance, Name=name, Description=f"{name} permission set",
+                                        SessionDuration="PT8H")["PermissionSet"]["PermissionSetArn"]
+        if managed:
+            sso.attach_managed_policy_to_permission_set(InstanceArn=instance, PermissionSetArn=arn,
+                                                        ManagedPolicyArn=managed)
+        if customer:
+            sso.attach_customer_managed_policy_reference_to_permission_set(
+                InstanceArn=instance, PermissionSetArn=arn, CustomerManagedPolicyReference=customer)
+        if inline:
+            sso.put_inline_policy_to_permission_set(InstanceArn=instance, PermissionSetArn=arn,
+                                                    InlinePolicy=json.dumps(inline))
+        # moto's CreateAccountAssignment does not provision the set (AWS does): provision it explicitly
+        sso.provision_permission_set(InstanceArn=instance, PermissionSetArn=arn, TargetType="ALL_PROVISIONED_ACCOUNTS")
+        sets[name] = arn
+    set_arns = list(sets.values())
+    group_ids = list(groups.values())
+    assignments: list[tuple[str, str, str, str]] = []
+
+    def assign(acct: str, ps: str, ptype: str, pid: str) -> None:
+        key = (acct, ps, ptype, pid)
+        if key in assignments:
+            return
+        sso.create_account_assignment(InstanceArn=instance, TargetId=acct, TargetType="AWS_ACCOUNT",
+                                      PermissionSetArn=ps, PrincipalType=ptype, PrincipalId=pid)
+        assignments.append(key)
+
+    for k, acct in enumerate(account_ids):
+        if group_ids and set_arns:
+            assign(acct, set_arns[0], "GROUP", group_ids[0])  # aws-admins: AdministratorAccess everywhere
+        for j in range(1, spec.group_assignments):
+            if len(group_ids) > j:
+                assign(acct, set_arns[j % len(set_arns)], "GROUP", group_ids[j])
+        for j in range(spec.direct_assignments):
+            if user_ids:
+                uid = user_ids[(k * spec.direct_assignments + j + 2) % len(user_ids)]
+                assign(acct, set_arns[(j + 1 + k) % len(set_arns)], "USER", uid)
+    return {"instance_arn": instance, "store_id": store_id, "ic_users": users, "ic_groups": groups,
+            "ic_members": members, "permission_sets": sets, "assignments": assignments}
+
+
+# --- the demo ------------------------------------------------------------------------------------------
+
+DEMO_SPEC = OrgSpec(accounts=4, ous=("Production", "Development", "Sandbox"), iam_users=5, iam_groups=2, roles=3,
+                    ic_users=40, ic_groups=4, permission_sets=5, direct_assignments=3, group_assignments=3)
+
+
+def demo_spec() -> OrgSpec:
+    spec = OrgSpec(**{k: getattr(DEMO_SPEC, k) for k in DEMO_SPEC.__dataclass_fields__})
+    spec.people = default_people(max(spec.ic_users, spec.iam_users) + 10)
+    return spec
+
+
+def _enable_managed_policies() -> None:
+    # AdministratorAccess & co. must exist in IAM for attachments; moto reads this when an account's IAM starts
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+
+
+def create_app(demo: bool = False, **_: Any):
+    """moto's server WSGI app (every AWS service on one endpoint); with demo=True, the demo org seeded."""
+    from moto.server import DomainDispatcherApplication, create_backend_app
+
+    _enable_managed_policies()
+    fast_managed_policies()
+    if demo:
+        # moto's state is process-wide: seed through a short-lived server, then serve the same state
+        from moto.server import ThreadedMotoServer
+
+        seeding = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+        seeding.start()
+        try:
+            host, port = seeding.get_host_and_port()
+            seed_org(demo_spec(), endpoint_url=f"http://{host}:{port}")
+        finally:
+            seeding.stop()
+    return DomainDispatcherApplication(create_backend_app)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class DemoServer:
+    """moto on loopback for the length of the demo's sync (stopped on exit; a no-op when one runs)."""
+
+    def __init__(self, port: int = DEMO_PORT) -> None:
+        self.port = port
+        self.server = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> DemoServer:
+        if port_in_use(self.port):
+            return self  # `attest sandbox serve` (or a previous demo) already serves it
+        from moto.server import ThreadedMotoServer
+
+        _enable_managed_policies()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        seed_org(demo_spec(), endpoint_url=f"http://127.0.0.1:{self.port}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def ensure_server(port: int = DEMO_PORT) -> DemoServer:
+    return DemoServer(port)
