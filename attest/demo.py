@@ -7,8 +7,11 @@ Each entry of DEMO_SOURCES adds one source and syncs it. Sources whose upstream 
 
 from __future__ import annotations
 
+import importlib
 import secrets
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +35,45 @@ class DemoSource:
     secrets: dict[str, str] = field(default_factory=dict)
     authoritative: bool | None = None
     schedule: str | None = None
+    sandbox: str | None = None  # the sandbox service (attest.connectors.sandbox.SERVICES) it syncs from
+
+
+# sources earlier demos added; `--reset` may delete them like the current ones
+LEGACY_DEMO_SOURCES = ("demo-hr",)
 
 
 def demo_sources(people: int) -> list[DemoSource]:
+    # the sandbox Okta serves a fixed demo org (about 300 people) so `attest sandbox serve` and the demo agree
     return [
-        DemoSource("demo", "demo-hr", {"people": people, "groups": max(people // 8, 5), "apps": 12},
-                   authoritative=True, schedule="0 */6 * * *"),
+        DemoSource("okta", "okta", {"domain": "http://127.0.0.1:5101"}, {"token": "sandbox-token"},
+                   authoritative=True, schedule="0 */6 * * *", sandbox="okta"),
     ]
+
+
+@contextmanager
+def sandboxes(specs: list[DemoSource], echo: Callable[[str], None] = print) -> Iterator[None]:
+    """Serve, in this process and for the duration of the block, the sandbox services the specs need that
+    nothing is listening for yet (`make run` starts `attest sandbox serve` only after `attest demo`)."""
+    from attest.connectors.sandbox import SERVICES
+    from attest.connectors.sandbox.server import serve_in_thread
+
+    running = []
+    try:
+        for name in sorted({s.sandbox for s in specs if s.sandbox}):
+            target, port = SERVICES[name]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    continue  # already served (attest sandbox serve is running)
+            except OSError:
+                pass
+            module, _, factory = target.partition(":")
+            app = getattr(importlib.import_module(module), factory)(demo=True)
+            running.append(serve_in_thread(app, port=port))
+            echo(f"started sandbox {name} on http://127.0.0.1:{port} for the demo sync")
+        yield
+    finally:
+        for server in running:
+            server.stop()
 
 
 def _admin_password(instance: Path) -> str:
@@ -65,7 +100,7 @@ def reset_database(state: AttestState) -> None:
 def load_demo(state: AttestState, *, reset: bool = False, people: int = 300,
               echo: Callable[[str], None] = print) -> list[str]:
     wanted = demo_sources(people)
-    names = {d.name for d in wanted}
+    names = {d.name for d in wanted} | set(LEGACY_DEMO_SOURCES)
     with state.factory() as session:
         existing = {s.name: s.kind for s in session.scalars(select(Source))}
     if reset:
@@ -79,10 +114,11 @@ def load_demo(state: AttestState, *, reset: bool = False, people: int = 300,
             with transaction(state.factory) as session:
                 add_source(session, state.settings, spec.kind, spec.name, spec.settings, spec.secrets,
                            schedule=spec.schedule, authoritative=spec.authoritative, actor="demo")
-    for spec in sorted(wanted, key=lambda s: not s.authoritative):
-        result = run_sync(state.factory, state.settings, spec.name, force=True, triggered_by="demo", actor="demo")
-        echo(f"synced {spec.name}: {result.status}"
-             + (f" ({result.error})" if result.error else f", {sum((result.stats.get('read') or {}).values()):,} records"))
+    with sandboxes(wanted, echo):
+        for spec in sorted(wanted, key=lambda s: not s.authoritative):
+            result = run_sync(state.factory, state.settings, spec.name, force=True, triggered_by="demo", actor="demo")
+            echo(f"synced {spec.name}: {result.status}"
+                 + (f" ({result.error})" if result.error else f", {sum((result.stats.get('read') or {}).values()):,} records"))
     from attest.auth.login import create_admin
 
     password = _admin_password(Path(state.settings.instance_path))
