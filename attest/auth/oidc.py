@@ -223,9 +223,9 @@ def verify_callback(settings: Settings) -> dict[str, Any]:
                 "aud": "it was issued for another application (audience check failed)",
                 "azp": "it was issued for another application (azp check failed)",
                 "iat": "its issue time is wrong (check the server clocks)",
-                "nbf": "it is not valid yet (check the server clocks)"}.get(exc.claim, f"its {exc.claim!r} claim is wrong")
+                "nbf": "it is not valid yet (check the server clocks)"}.get(exc.claim, f"its {exc.claim} claim is wrong")
         missing = isinstance(exc, MissingClaimError)
-        raise SsoError(f"{unverified[0]}: " + (f"the ID token has no {exc.claim!r} claim" if missing else what)
+        raise SsoError(f"{unverified[0]}: " + (f"the ID token has no {exc.claim} claim" if missing else what)
                        + f". {unverified[1]}", reason=f"id token claim {'missing' if missing else 'invalid'}: "
                        f"{exc.claim}") from None
     except JoseError as exc:

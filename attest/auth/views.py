@@ -66,8 +66,12 @@ def _landing(user) -> str:
     return url_for("home.index")
 
 
+# not "next": Flask-Login's strong session protection clears that key from an anonymous session
+SSO_NEXT = "sso_next"
+
+
 def _sso_refused(error, template: str = "auth/sso_failed.html"):
-    session.pop("next", None)
+    session.pop(SSO_NEXT, None)
     return render_template(template, error=error, settings=settings()), error.status
 
 
@@ -83,9 +87,9 @@ def oidc_login():
         return redirect(safe_next(request.args.get("next"), _landing(current_user)))
     target = safe_next(request.args.get("next"), "")
     if target:
-        session["next"] = target
+        session[SSO_NEXT] = target
     else:
-        session.pop("next", None)
+        session.pop(SSO_NEXT, None)
     try:
         return oidc.authorize_redirect(cfg)
     except oidc.SsoError as exc:
@@ -114,8 +118,9 @@ def oidc_callback():
         template = "auth/no_identity.html" if isinstance(outcome.refused, oidc.NoIdentityError) else "auth/sso_failed.html"
         return _sso_refused(outcome.refused, template)
     user = db().get(User, user_id)
+    target = session.pop(SSO_NEXT, None)
     start_session(user, "oidc")
-    return redirect(safe_next(session.pop("next", None), _landing(user)))
+    return redirect(safe_next(target, _landing(user)))
 
 
 @bp.post("/logout")
