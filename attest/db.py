@@ -76,8 +76,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA cache_size=-262144")  # 256 MiB page cache
-    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.execute("PRAGMA cache_size=-131072")  # 128 MiB page cache
+    # temporary tables (a sync's stage: a million rows) go to a file, not RAM: memory stays flat
+    cur.execute("PRAGMA temp_store=FILE")
     cur.close()
 
 
@@ -154,6 +155,9 @@ def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: li
                             [tuple(_sqlite_param(v) for v in row) for row in rows])
         finally:
             cur.close()
+    conn.exec_driver_sql(f"CREATE UNIQUE INDEX ix{tmp} ON {tmp} ({key})")
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {tmp}")
     sets = ", ".join(f"{c} = t.{c}" for c in columns)
     n = conn.exec_driver_sql(f"UPDATE {table} SET {sets} FROM {tmp} t WHERE {table}.{key} = t.{key}").rowcount
     conn.exec_driver_sql(f"DROP TABLE {tmp}")
