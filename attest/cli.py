@@ -355,9 +355,10 @@ COMMANDS: list[click.Command] = [db_group, sources_group, sync_command, stats_co
 
 def register(app: Flask) -> None:
     """Called by create_app(): every command is reachable through `flask --app attest.app` too."""
+    from attest.audit.cli import COMMANDS as audit_commands
     from attest.connectors.sandbox.cli import sandbox_group
 
-    for command in [*COMMANDS, sandbox_group]:
+    for command in [*COMMANDS, sandbox_group, *audit_commands]:
         app.cli.add_command(command)
 
 

@@ -169,22 +169,36 @@ def verify_events(events: Iterable[Mapping[str, Any]], *, expect_start: int | No
     """
     prev_hash: str | None = GENESIS if expect_start == 1 else None
     prev_seq: int | None = (expect_start - 1) if expect_start else None
+    prev_id: int | None = None
     last: tuple[int, str] | None = None
+    beyond_head: tuple[int, int | None] | None = None
     for ev in events:
         seq = int(ev["seq"])
         if prev_seq is not None and seq != prev_seq + 1:
             if seq > prev_seq + 1:
-                return ChainProblem(seq, ev.get("id"), f"events {prev_seq + 1}..{seq - 1} are missing (removed)")
+                gap = f"event seq {prev_seq + 1}" if seq == prev_seq + 2 else f"events seq {prev_seq + 1}..{seq - 1}"
+                return ChainProblem(prev_seq + 1, None, f"{gap} missing (removed); the chain resumes at seq {seq}")
             return ChainProblem(seq, ev.get("id"), "sequence number repeats or goes back (inserted)")
         if prev_hash is not None and ev["prev_hash"] != prev_hash:
-            return ChainProblem(seq, ev.get("id"), "its prev_hash does not match the previous event (inserted or removed before it)")
+            ev_id = ev.get("id")
+            if prev_id is not None and ev_id is not None and prev_id > ev_id and prev_seq is not None:
+                # rows get increasing ids as they are written: a newer row before older ones was slipped in
+                return ChainProblem(prev_seq, prev_id, f"was inserted (row id {prev_id} is newer than the events "
+                                                       f"after it, and the next event does not link to it)")
+            return ChainProblem(seq, ev_id, "its prev_hash does not match the event before it: that event was "
+                                            "changed and re-hashed, or an event was removed or inserted before it")
         if event_hash(ev) != ev["hash"]:
             return ChainProblem(seq, ev.get("id"), "its content does not match its hash (edited)")
-        prev_hash, prev_seq = ev["hash"], seq
+        if expected_head is not None and beyond_head is None and seq > expected_head[0]:
+            beyond_head = (seq, ev.get("id"))
+        prev_hash, prev_seq, prev_id = ev["hash"], seq, ev.get("id")
         last = (seq, ev["hash"])
     if expected_head is not None and last != expected_head:
         if last is None or last[0] < expected_head[0]:
             return ChainProblem(expected_head[0], None, "the newest events are missing (removed from the end)")
+        if beyond_head is not None:
+            return ChainProblem(beyond_head[0], beyond_head[1], f"was inserted after the chain head (the last event "
+                                                                f"written by Attest is seq {expected_head[0]})")
         return ChainProblem(last[0], None, "the chain head does not match the last event")
     return None
 

@@ -1,0 +1,246 @@
+"""`attest remediation ...`, `attest audit verify`, `attest evidence ...`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask.cli import AppGroup
+
+from attest.cli import _cli_actor, _echo_json, _fail, _state
+
+# --- remediation ----------------------------------------------------------------------------------
+
+
+@click.group("remediation", cls=AppGroup)
+def remediation_group() -> None:
+    """Carry out revocations of closed campaigns; the manual work list."""
+
+
+@remediation_group.command("run")
+@click.option("--campaign", "campaign_id", type=int, help="Only this campaign's remediations.")
+@click.option("--dry-run", is_flag=True, help="List the calls that would be made; change nothing.")
+@click.option("--yes", is_flag=True, help="Confirm a run with more revocations than ATTEST_REMEDIATION_MAX_PER_RUN.")
+@click.option("--json", "as_json", is_flag=True)
+def remediation_run(campaign_id: int | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Revoke through the connectors what reviewers revoked (automatic mode). Exits 1 if stopped or any failed."""
+    from attest.reviews.remediation import RemediationError, describe, run_pending
+
+    state = _state()
+    try:
+        report = run_pending(state.factory, state.settings, campaign_id=campaign_id, dry_run=dry_run,
+                             confirm_over_cap=yes, actor=_cli_actor())
+    except RemediationError as exc:
+        _fail(str(exc))
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        for line in describe(report.planned):
+            click.echo(line)
+        if not report.planned:
+            click.echo("nothing is due")
+        colour = "yellow" if report.stopped_for_cap or dry_run else "green"
+        if report.count("failed") or report.count("refused"):
+            colour = "red"
+        click.secho(report.message or "done", fg=colour)
+    if report.stopped_for_cap or report.count("failed"):
+        sys.exit(1)
+
+
+@remediation_group.command("list")
+@click.option("--campaign", "campaign_id", type=int)
+@click.option("--status", help="pending, in_progress, done, verified, reappeared, failed, refused, undone")
+@click.option("--json", "as_json", is_flag=True)
+def remediation_list(campaign_id: int | None, status: str | None, as_json: bool) -> None:
+    """Every remediation with its status (reappeared ones are flagged)."""
+    from attest.reviews.models import REMEDIATION_STATUSES
+    from attest.reviews.remediation import list_remediations
+
+    if status and status not in REMEDIATION_STATUSES:
+        _fail(f"--status must be one of {', '.join(REMEDIATION_STATUSES)}")
+    with _state().factory() as session:
+        rows, after, out = [], None, []
+        while True:
+            rows, after = list_remediations(session, campaign_id, status=status, after=after, limit=1000)
+            out.extend(rows)
+            if after is None:
+                break
+    if as_json:
+        _echo_json([r.as_dict() for r in out])
+        return
+    if not out:
+        click.echo("no remediations")
+    for r in out:
+        colour = {"reappeared": "red", "failed": "red", "refused": "yellow", "verified": "green"}.get(r.status)
+        proof = f" (sync run {r.verified_run_id})" if r.verified_run_id else ""
+        if r.status == "reappeared":
+            proof = f" REAPPEARED in sync run {r.reappeared_run_id}"
+        click.secho(f"#{r.id:<6} campaign {r.campaign_id:<4} {r.mode:9} {r.status:11}{proof}  {r.source}: "
+                    f"{r.account or r.person or '?'} — {r.entitlement} on {r.resource or '?'}", fg=colour)
+        if r.target and r.status not in ("verified", "undone"):
+            click.echo(f"         where: {r.target}")
+        if r.last_error and r.status in ("failed", "refused", "in_progress"):
+            click.echo(f"         why: {r.last_error}")
+
+
+@remediation_group.command("export-manual")
+@click.option("--campaign", "campaign_id", type=int, required=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), required=True)
+def remediation_export_manual(campaign_id: int, out: str) -> None:
+    """The manual work list of a campaign (open manual tasks, refused and failed revokes) as CSV."""
+    from attest.reviews.models import Campaign
+    from attest.reviews.remediation import write_manual_csv
+
+    with _state().factory() as session:
+        if session.get(Campaign, campaign_id) is None:
+            _fail(f"no campaign with id {campaign_id}")
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            n = write_manual_csv(session, fh, campaign_id)
+    click.echo(f"wrote {n} open tasks to {out}")
+
+
+@remediation_group.command("mark-done")
+@click.argument("remediation_id", type=int)
+@click.option("--note", required=True, help="What was done, e.g. the ticket number.")
+def remediation_mark_done(remediation_id: int, note: str) -> None:
+    """Record that a manual task was carried out; the next sync verifies it."""
+    from attest.db import transaction
+    from attest.reviews.remediation import RemediationError, mark_done
+
+    try:
+        with transaction(_state().factory) as session:
+            mark_done(session, remediation_id, _cli_actor(), note)
+    except RemediationError as exc:
+        _fail(str(exc))
+    click.echo(f"remediation {remediation_id}: done; the next sync of its source verifies it")
+
+
+@remediation_group.command("undo")
+@click.argument("remediation_id", type=int)
+def remediation_undo(remediation_id: int) -> None:
+    """Re-grant what an automatic revoke removed (within ATTEST_REMEDIATION_UNDO_DAYS)."""
+    from attest.reviews.remediation import UndoError, undo
+
+    state = _state()
+    try:
+        undo(state.factory, state.settings, remediation_id, _cli_actor())
+    except UndoError as exc:
+        _fail(str(exc))
+    click.echo(f"remediation {remediation_id}: undone, the access was granted again")
+
+
+# --- audit ------------------------------------------------------------------------------------------
+
+
+@click.group("audit", cls=AppGroup)
+def audit_group() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit_group.command("verify")
+@click.option("--json", "as_json", is_flag=True)
+def audit_verify(as_json: bool) -> None:
+    """Walk the whole chain; name the first event changed, removed or inserted. Exits 1 on failure."""
+    from sqlalchemy import func, select
+
+    from attest.audit.log import verify_chain
+    from attest.audit.models import AuditEvent, AuditHead
+
+    with _state().factory() as session:
+        problem = verify_chain(session)
+        count = session.scalar(select(func.count()).select_from(AuditEvent))
+        head = session.execute(select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)).first()
+    if as_json:
+        _echo_json({"ok": problem is None, "events": count, "head": {"seq": head[0], "hash": head[1]} if head else None,
+                    "problem": None if problem is None else {"seq": problem.seq, "event_id": problem.event_id,
+                                                             "problem": problem.problem}})
+    elif problem is None:
+        click.secho(f"audit chain intact: {count:,} events"
+                    + (f", head seq {head[0]} {head[1]}" if head else ""), fg="green")
+    else:
+        ident = f" (row id {problem.event_id})" if problem.event_id is not None else ""
+        click.secho(f"audit chain BROKEN at {problem}{ident}", fg="red", err=True)
+    if problem is not None:
+        sys.exit(1)
+
+
+# --- evidence -------------------------------------------------------------------------------------
+
+
+@click.group("evidence", cls=AppGroup)
+def evidence_group() -> None:
+    """Signed evidence bundles for auditors."""
+
+
+@evidence_group.command("export")
+@click.argument("campaign_id", type=int)
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), required=True, help="F.zip")
+def evidence_export(campaign_id: int, out: str) -> None:
+    """Write a campaign's signed evidence bundle (zip)."""
+    from attest.audit.evidence import EvidenceError, export_bundle
+
+    state = _state()
+    try:
+        result = export_bundle(state.factory, state.settings, campaign_id, out, actor=_cli_actor())
+    except EvidenceError as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {out}: {result.items:,} items, {result.bytes:,} bytes in {result.seconds['total']:.1f}s; "
+               f"manifest SHA-256 {result.manifest_sha256}")
+    for problem in result.problems_at_export:
+        click.secho(f"warning: the audit chain was broken at export: {problem}", fg="yellow", err=True)
+
+
+@evidence_group.command("verify")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False),
+              help="The trusted public key (PEM or base64, from `attest evidence public-key`).")
+@click.option("--json", "as_json", is_flag=True)
+def evidence_verify(path: str, key_file: str | None, as_json: bool) -> None:
+    """Check a bundle offline: file hashes, the signature and the audit events. Exits 1 on failure."""
+    from attest.audit.evidence import check_bundle, load_public_key
+
+    trusted = None
+    if key_file:
+        try:
+            trusted = load_public_key(Path(key_file).read_bytes())
+        except ValueError as exc:
+            _fail(f"{key_file} is not an Ed25519 public key ({exc})")
+    result = check_bundle(path, trusted)
+    if as_json:
+        click.echo(json.dumps({"ok": not result.problems, "problems": result.problems, "key_id": result.key_id,
+                               "campaign": result.campaign, "files": result.files, "events": result.events}, indent=2))
+    elif result.problems:
+        for problem in result.problems:
+            click.secho(f"FAIL {problem}", fg="red")
+        click.secho(f"{path}: NOT verified ({len(result.problems)} problems)", fg="red")
+    else:
+        click.secho(f"{path}: verified — {result.files} files match the signed manifest, {result.events} audit "
+                    f"events hash correctly, signed by key {result.key_id}", fg="green")
+        if trusted is None:
+            click.echo("compare the key id with `attest evidence public-key` (or pass --key) to know who signed it")
+    if result.problems:
+        sys.exit(1)
+
+
+@evidence_group.command("public-key")
+@click.option("--raw", is_flag=True, help="Print the base64 of the raw 32 bytes instead of PEM.")
+def evidence_public_key(raw: bool) -> None:
+    """Print the public key that verifies this installation's evidence bundles."""
+    import base64
+
+    from attest.audit.evidence import EvidenceError, key_id, load_signing_key, public_key_pem, public_key_raw
+
+    try:
+        pub = load_signing_key(_state().settings).public_key()
+    except EvidenceError as exc:
+        _fail(str(exc))
+    if raw:
+        click.echo(base64.b64encode(public_key_raw(pub)).decode())
+    else:
+        click.echo(public_key_pem(pub), nl=False)
+        click.echo(f"# key id {key_id(pub)}", err=True)
+
+
+COMMANDS = [remediation_group, audit_group, evidence_group]

@@ -1,0 +1,883 @@
+"""The evidence bundle of a campaign: a signed zip an auditor can check offline.
+
+Contents (see docs/evidence.md):
+- `items.csv`, `items.xlsx`: one row per review item (XlsxWriter constant-memory mode; a new sheet past
+  Excel's 1,048,576 rows), streamed from the database (server-side cursor on PostgreSQL): memory stays
+  flat whatever the campaign's size.
+- `exclusions.csv`: each grant in scope at launch that got no item, with the reason.
+- `report.pdf`: summary, completion over time, decisions by reviewer with rubber-stamp indicators,
+  revocations and their verification, exceptions (WeasyPrint, `templates/evidence/report.html`).
+- `audit.jsonl`: the campaign's audit events in chain order, each with its seq, prev_hash and hash.
+- `signing_key.pub.pem`: the public half of the signing key; `SHA256SUMS`: for `sha256sum -c`.
+- `manifest.json`: campaign, definition as launched, controls, dates, reviewers, sync runs used,
+  population reconciliation, totals, the audit chain head at export, the SHA-256 and size of every
+  other file, and an Ed25519 signature over the canonical manifest.
+
+The signed message is the manifest without its `signature` member, as canonical JSON (UTF-8, keys
+sorted, no whitespace). `manifest.json` is written as exactly those bytes with the signature member
+appended last, so removing `,"signature":{...}` from the end gives the signed bytes back (docs show how
+with sed + openssl); `verify_bundle` re-canonicalises the parsed manifest instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import statistics
+import tempfile
+import time
+import zipfile
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Select, and_, case, cast, false, func, select, true
+from sqlalchemy import Text as SAText
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from attest import __version__
+from attest.audit.log import GENESIS, event_dict, event_hash, verify_chain
+from attest.audit.models import AuditEvent, AuditHead
+from attest.config import Settings
+from attest.db import canonical_json, transaction, utcnow
+from attest.entitlements.models import Account, Grant, Identity, Source, SyncRun
+from attest.reviews.models import (
+    Campaign,
+    CampaignExclusion,
+    Remediation,
+    ReviewerSignoff,
+    ReviewItem,
+)
+
+FORMAT = "attest-evidence-bundle/1"
+XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
+BATCH = 10_000
+LIST_LIMIT = 300  # rows of a list in the PDF; the full list is in items.csv
+RUBBER_STAMP_MEDIAN_SECONDS = 5.0  # a median under this, over enough decisions, is flagged
+RUBBER_STAMP_BULK_SHARE = 0.8  # approvals made in bulk over this share are flagged
+RUBBER_STAMP_MIN_DECISIONS = 10
+SITTING_GAP_SECONDS = 1800  # a longer pause between two decisions starts a new sitting (not counted)
+
+ITEM_COLUMNS = (
+    "item_id", "person", "email", "department", "person_status", "account", "account_kind", "system",
+    "resource", "resource_type", "entitlement", "privileged", "via", "risks", "risk_score", "reviewer",
+    "reviewer_email", "decision", "comment", "decided_by", "decided_at", "decided_in_bulk", "outcome",
+    "outcome_reason", "remediation_mode", "remediation_status", "remediation_executed_at",
+    "verification_sync_run", "reappeared_sync_run",
+)
+EXCLUSION_COLUMNS = ("grant_id", "system", "grant_key", "account", "reason")
+
+
+class EvidenceError(ValueError):
+    """The bundle cannot be built (unknown campaign, no signing key); nothing was written."""
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+
+def load_signing_key(settings: Settings) -> Ed25519PrivateKey:
+    raw = (settings.signing_key or "").strip()
+    if not raw:
+        raise EvidenceError("ATTEST_SIGNING_KEY is not set: evidence bundles are signed with an Ed25519 key "
+                            "(PEM, or base64 of the raw 32 bytes)")
+    try:
+        if raw.startswith("-----BEGIN"):
+            key = serialization.load_pem_private_key(raw.encode(), password=None)
+        else:
+            data = base64.b64decode(raw, validate=True)
+            if len(data) != 32:
+                raise ValueError(f"{len(data)} bytes, not 32")
+            key = Ed25519PrivateKey.from_private_bytes(data)
+    except Exception as exc:
+        raise EvidenceError(f"ATTEST_SIGNING_KEY is not a usable Ed25519 private key ({type(exc).__name__})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise EvidenceError("ATTEST_SIGNING_KEY must be an Ed25519 key")
+    return key
+
+
+def public_key_raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_key_pem(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """A short fingerprint of the public key: the first 16 hex digits of SHA-256 over its raw bytes."""
+    return hashlib.sha256(public_key_raw(key)).hexdigest()[:16]
+
+
+def load_public_key(text_or_bytes: str | bytes) -> Ed25519PublicKey:
+    """A public key given as PEM or base64 raw bytes (what `attest evidence public-key` prints)."""
+    data = text_or_bytes.encode() if isinstance(text_or_bytes, str) else text_or_bytes
+    data = data.strip()
+    if data.startswith(b"-----BEGIN"):
+        key = serialization.load_pem_public_key(data)
+    else:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(data, validate=True))
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key
+
+
+# --- streaming helpers ------------------------------------------------------------------------------
+
+
+class _HashingWriter(io.RawIOBase):
+    """Passes bytes through to a zip member while counting them and hashing them with SHA-256."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        self.size += len(b)
+        self.inner.write(b)
+        return len(b)
+
+
+@dataclass
+class _Member:
+    name: str
+    sha256: str
+    size: int
+    rows: int | None = None
+
+    def entry(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sha256": self.sha256, "bytes": self.size}
+        if self.rows is not None:
+            out["rows"] = self.rows
+        return out
+
+
+class _Text:
+    """A text stream into a new zip member (UTF-8), hashed as written."""
+
+    def __init__(self, zf: zipfile.ZipFile, name: str, compress: bool = True) -> None:
+        info = zipfile.ZipInfo(name, date_time=time.gmtime()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        info.external_attr = 0o644 << 16
+        self.name = name
+        self._raw = zf.open(info, "w", force_zip64=True)
+        self._hash = _HashingWriter(self._raw)
+        self._buf = io.BufferedWriter(self._hash, buffer_size=1 << 20)
+        self.text = io.TextIOWrapper(self._buf, encoding="utf-8", newline="", write_through=False)
+
+    def close(self, rows: int | None = None) -> _Member:
+        self.text.flush()
+        self._buf.flush()
+        self._raw.close()
+        return _Member(self.name, self._hash.sha.hexdigest(), self._hash.size, rows)
+
+
+def _add_file(zf: zipfile.ZipFile, name: str, path: str | Path, compress: bool) -> _Member:
+    info = zipfile.ZipInfo(name, date_time=time.gmtime()[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    sha, size = hashlib.sha256(), 0
+    with open(path, "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+        while chunk := src.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+            dst.write(chunk)
+    return _Member(name, sha.hexdigest(), size)
+
+
+def _add_bytes(zf: zipfile.ZipFile, name: str, data: bytes, compress: bool = True) -> _Member:
+    info = zipfile.ZipInfo(name, date_time=time.gmtime()[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data)
+    return _Member(name, hashlib.sha256(data).hexdigest(), len(data))
+
+
+# --- the item rows: formatted by the database, streamed ------------------------------------------------
+
+
+def _ts(col, dialect: str):
+    """An ISO-8601 UTC text of a timestamp column, formatted in SQL (no per-row Python work)."""
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m-%dT%H:%M:%SZ", col)
+    return func.to_char(func.timezone("UTC", col), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+
+
+def _risks(col, dialect: str):
+    """["a", "b"] -> "a; b", in SQL."""
+    text_ = cast(col, SAText)
+    for old, new in (("[", ""), ("]", ""), ('"', ""), (", ", ","), (",", "; ")):
+        text_ = func.replace(text_, old, new)
+    return text_
+
+
+def _yes(col):
+    return case((col == true(), "yes"), else_="")
+
+
+def items_query(campaign_id: int, dialect: str) -> Select:
+    """One row per item, every value already text or a number, in item id order."""
+    ri = ReviewItem.__table__
+    rm = Remediation.__table__
+    rv = aliased(Identity.__table__, name="rv")
+    dv = aliased(Identity.__table__, name="dv")
+    return (
+        select(
+            ri.c.id, ri.c.person_name, ri.c.person_email, ri.c.person_department, ri.c.person_status,
+            ri.c.account_login, ri.c.account_kind, ri.c.source_name, ri.c.resource_name, ri.c.resource_type,
+            ri.c.entitlement_name, _yes(ri.c.privileged), ri.c.via, _risks(ri.c.risks, dialect), ri.c.risk_score,
+            rv.c.display_name, rv.c.email, ri.c.decision, ri.c.comment, dv.c.display_name,
+            _ts(ri.c.decided_at, dialect), _yes(ri.c.decided_in_bulk), ri.c.outcome, ri.c.outcome_reason,
+            rm.c.mode, rm.c.status, _ts(rm.c.executed_at, dialect), rm.c.verified_run_id, rm.c.reappeared_run_id,
+        )
+        .select_from(ri)
+        .outerjoin(rv, rv.c.id == ri.c.reviewer_id)
+        .outerjoin(dv, dv.c.id == ri.c.decided_by_identity_id)
+        .outerjoin(rm, rm.c.item_id == ri.c.id)
+        .where(ri.c.campaign_id == campaign_id)
+        .order_by(ri.c.id)
+    )
+
+
+def _stream(session: Session, stmt, batch: int = BATCH) -> Iterator[list]:
+    """Batches of rows from a server-side cursor (PostgreSQL) / an incremental cursor (SQLite)."""
+    result = session.execute(stmt, execution_options={"stream_results": True, "yield_per": batch})
+    try:
+        yield from result.partitions(batch)
+    finally:
+        result.close()
+
+
+def _write_items_csv(session: Session, zf: zipfile.ZipFile, campaign_id: int, dialect: str) -> _Member:
+    out = _Text(zf, "items.csv")
+    writer = csv.writer(out.text, lineterminator="\n")
+    writer.writerow(ITEM_COLUMNS)
+    rows = 0
+    for part in _stream(session, items_query(campaign_id, dialect)):
+        writer.writerows(part)
+        rows += len(part)
+    return out.close(rows)
+
+
+def _write_items_xlsx(session: Session, path: str, campaign_id: int, dialect: str, campaign_name: str) -> int:
+    import xlsxwriter
+
+    wb = xlsxwriter.Workbook(path, {
+        "constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False,
+        "strings_to_numbers": False, "tmpdir": os.path.dirname(path),
+    })
+    wb.set_properties({"title": f"Access review items: {campaign_name}", "author": "Attest",
+                       "comments": "Evidence bundle; the SHA-256 of this file is in manifest.json"})
+    head = wb.add_format({"bold": True, "bg_color": "#E9ECEF", "border": 1})
+    widths = {"person": 22, "email": 28, "account": 26, "resource": 28, "entitlement": 22, "via": 24, "risks": 24,
+              "reviewer": 20, "reviewer_email": 26, "comment": 30, "decided_by": 20, "decided_at": 20,
+              "remediation_executed_at": 20}
+    per_sheet = XLSX_MAX_ROWS - 1
+    sheet, sheet_rows, sheets, rows = None, per_sheet, 0, 0
+
+    def new_sheet():
+        nonlocal sheets
+        sheets += 1
+        ws = wb.add_worksheet("Items" if sheets == 1 else f"Items {sheets}")
+        for i, name in enumerate(ITEM_COLUMNS):
+            ws.set_column(i, i, widths.get(name, 14))
+        ws.freeze_panes(1, 0)
+        ws.write_row(0, 0, ITEM_COLUMNS, head)
+        return ws
+
+    for part in _stream(session, items_query(campaign_id, dialect)):
+        for row in part:
+            if sheet_rows >= per_sheet:
+                sheet, sheet_rows = new_sheet(), 0
+            sheet_rows += 1
+            sheet.write_row(sheet_rows, 0, row)
+        rows += len(part)
+    if sheet is None:
+        new_sheet()
+    wb.close()
+    return rows
+
+
+def _write_exclusions(session: Session, zf: zipfile.ZipFile, campaign_id: int) -> _Member:
+    ce = CampaignExclusion.__table__
+    stmt = (
+        select(ce.c.grant_id, Source.name, Grant.key, Account.login, ce.c.reason)
+        .select_from(ce)
+        .outerjoin(Grant, Grant.id == ce.c.grant_id)
+        .outerjoin(Source, Source.id == Grant.source_id)
+        .outerjoin(Account, Account.id == ce.c.account_id)
+        .where(ce.c.campaign_id == campaign_id)
+        .order_by(ce.c.id)
+    )
+    out = _Text(zf, "exclusions.csv")
+    writer = csv.writer(out.text, lineterminator="\n")
+    writer.writerow(EXCLUSION_COLUMNS)
+    rows = 0
+    for part in _stream(session, stmt):
+        writer.writerows(part)
+        rows += len(part)
+    return out.close(rows)
+
+
+def iter_campaign_events(session: Session, campaign_id: int, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    last = 0
+    while True:
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.campaign_id == campaign_id, AuditEvent.seq > last)
+                               .order_by(AuditEvent.seq).limit(batch)).all()
+        if not rows:
+            return
+        for ev in rows:
+            yield event_dict(ev)
+        last = rows[-1].seq
+        session.expunge_all()
+
+
+def _write_audit(session: Session, zf: zipfile.ZipFile, campaign_id: int) -> tuple[_Member, dict[str, Any]]:
+    out = _Text(zf, "audit.jsonl")
+    n, first, last = 0, None, None
+    for ev in iter_campaign_events(session, campaign_id):
+        out.text.write(canonical_json(ev))
+        out.text.write("\n")
+        n += 1
+        first = ev["seq"] if first is None else first
+        last = ev["seq"]
+    return out.close(n), {"events": n, "first_seq": first, "last_seq": last}
+
+
+# --- the figures -------------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _counts(session: Session, col, *where) -> dict[str, int]:
+    return {str(k) if k is not None else "none": n
+            for k, n in session.execute(select(col, func.count()).where(*where).group_by(col))}
+
+
+def _epoch(col, dialect: str):
+    if dialect == "sqlite":
+        return (func.julianday(col) - 2440587.5) * 86400.0
+    return func.extract("epoch", col)
+
+
+def _day(col, dialect: str):
+    if dialect == "sqlite":
+        return func.date(col)
+    return func.to_char(func.timezone("UTC", col), "YYYY-MM-DD")
+
+
+def reviewer_stats(session: Session, campaign_id: int, dialect: str) -> list[dict[str, Any]]:
+    """Decisions by the person who took them, with the rubber-stamp indicators.
+
+    Median seconds per decision: the pauses between a reviewer's consecutive one-by-one decisions
+    (pauses over SITTING_GAP_SECONDS start a new sitting and are left out). Bulk share: the share of
+    their approvals made with a bulk action.
+    """
+    ri = ReviewItem.__table__
+    who = func.coalesce(ri.c.decided_by_identity_id, ri.c.reviewer_id)
+    agg = session.execute(
+        select(
+            who.label("identity_id"),
+            func.count().label("decided"),
+            func.sum(case((ri.c.decision == "approve", 1), else_=0)),
+            func.sum(case((ri.c.decision == "revoke", 1), else_=0)),
+            func.sum(case((ri.c.decision == "abstain", 1), else_=0)),
+            func.sum(case((and_(ri.c.decision == "approve", ri.c.decided_in_bulk == true()), 1), else_=0)),
+            func.min(ri.c.decided_at), func.max(ri.c.decided_at),
+        ).where(ri.c.campaign_id == campaign_id, ri.c.decision.is_not(None)).group_by(who)
+    ).all()
+    gaps: dict[int | None, array] = {}
+    stmt = (
+        select(who, _epoch(ri.c.decided_at, dialect))
+        .where(ri.c.campaign_id == campaign_id, ri.c.decision.is_not(None), ri.c.decided_in_bulk == false())
+        .order_by(who, ri.c.decided_at)
+    )
+    prev_who, prev_t = object(), 0.0
+    for part in _stream(session, stmt):
+        for ident, t in part:
+            t = float(t)
+            if ident == prev_who:
+                gap = t - prev_t
+                if 0 <= gap <= SITTING_GAP_SECONDS:
+                    gaps.setdefault(ident, array("d")).append(gap)
+            prev_who, prev_t = ident, t
+    names = {i.id: i for i in session.scalars(select(Identity).where(Identity.id.in_([r[0] for r in agg if r[0]])))}
+    out = []
+    for ident, decided, approved, revoked, abstained, bulk_approved, first, last in agg:
+        g = gaps.get(ident)
+        median = round(statistics.median(g), 1) if g else None
+        bulk_share = round(bulk_approved / approved, 3) if approved else 0.0
+        flags = []
+        if decided >= RUBBER_STAMP_MIN_DECISIONS and median is not None and median < RUBBER_STAMP_MEDIAN_SECONDS:
+            flags.append(f"median {median:g}s per decision")
+        if approved >= RUBBER_STAMP_MIN_DECISIONS and bulk_share > RUBBER_STAMP_BULK_SHARE:
+            flags.append(f"{bulk_share:.0%} of approvals in bulk")
+        if decided >= RUBBER_STAMP_MIN_DECISIONS and not revoked and not abstained:
+            flags.append("approved everything")
+        person = names.get(ident)
+        out.append({
+            "identity_id": ident, "name": person.display_name if person else "(unknown)",
+            "email": person.email if person else None, "decided": decided, "approved": approved or 0,
+            "revoked": revoked or 0, "abstained": abstained or 0, "bulk_approved": bulk_approved or 0,
+            "bulk_share": bulk_share, "median_seconds": median,
+            "first_decision_at": _iso(_as_dt(first)), "last_decision_at": _iso(_as_dt(last)),
+            "rubber_stamp": flags,
+        })
+    out.sort(key=lambda r: (-r["decided"], r["name"]))
+    return out
+
+
+def _as_dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def assigned_reviewers(session: Session, campaign_id: int) -> list[dict[str, Any]]:
+    ri = ReviewItem.__table__
+    rows = session.execute(
+        select(ri.c.reviewer_id, func.count(), func.sum(case((ri.c.decision.is_not(None), 1), else_=0)))
+        .where(ri.c.campaign_id == campaign_id).group_by(ri.c.reviewer_id)
+    ).all()
+    ids = [r[0] for r in rows if r[0] is not None]
+    people = {i.id: i for i in session.scalars(select(Identity).where(Identity.id.in_(ids)))} if ids else {}
+    signoffs = dict(session.execute(select(ReviewerSignoff.reviewer_id, ReviewerSignoff.signed_off_at)
+                                    .where(ReviewerSignoff.campaign_id == campaign_id)).all())
+    out = []
+    for rid, items, decided in rows:
+        p = people.get(rid)
+        out.append({"identity_id": rid, "name": p.display_name if p else "(unroutable)",
+                    "email": p.email if p else None, "items": items, "decided": decided or 0,
+                    "signed_off_at": _iso(signoffs.get(rid)) if rid in signoffs else None})
+    out.sort(key=lambda r: (r["identity_id"] is None, r["name"] or ""))
+    return out
+
+
+def _run_doc(run: SyncRun | None, source_name: str | None = None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    stats = run.stats or {}
+    return {"run_id": run.id, "source": source_name, "status": run.status, "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at), "api_calls": run.api_calls,
+            "read": stats.get("read"), "added": stats.get("added"), "ended": stats.get("ended")}
+
+
+def sync_runs(session: Session, campaign: Campaign) -> dict[str, Any]:
+    snapshot = []
+    for entry in campaign.sync_runs or []:
+        run = session.get(SyncRun, entry.get("run_id")) if entry.get("run_id") else None
+        doc = _run_doc(run, entry.get("source")) or {}
+        snapshot.append({**entry, **{k: v for k, v in doc.items() if v is not None}})
+    ids = set()
+    for col in (Remediation.verified_run_id, Remediation.reappeared_run_id):
+        ids |= set(session.scalars(select(col).where(Remediation.campaign_id == campaign.id, col.is_not(None))
+                                   .distinct()))
+    verification = []
+    for run_id in sorted(ids):
+        run = session.get(SyncRun, run_id)
+        verification.append(_run_doc(run, run.source.name if run else None))
+    return {"snapshot": snapshot, "verification": verification}
+
+
+def population(session: Session, campaign: Campaign) -> dict[str, Any]:
+    ri = ReviewItem.__table__
+    items = session.scalar(select(func.count()).select_from(ri).where(ri.c.campaign_id == campaign.id))
+    by_reason = _counts(session, CampaignExclusion.reason, CampaignExclusion.campaign_id == campaign.id)
+    excluded = sum(by_reason.values())
+    recorded = dict(campaign.population or {})
+    in_scope = recorded.get("in_scope")
+    return {
+        "recorded_at_launch": recorded,
+        "in_scope": in_scope,
+        "items": items,
+        "excluded": excluded,
+        "excluded_by_reason": by_reason,
+        "balanced": in_scope is not None and in_scope == items + excluded,
+        "rule": "grants in scope at launch = items created + grants excluded (each exclusion with its reason)",
+    }
+
+
+def totals(session: Session, campaign_id: int) -> dict[str, Any]:
+    ri = ReviewItem.__table__
+    where = ri.c.campaign_id == campaign_id
+    decisions = _counts(session, ri.c.decision, where)
+    outcomes = _counts(session, ri.c.outcome, where)
+    remediations = _counts(session, Remediation.status, Remediation.campaign_id == campaign_id)
+    items = sum(decisions.values())
+    return {
+        "items": items,
+        "decided": items - decisions.get("none", 0),
+        "undecided": decisions.get("none", 0),
+        "approved": decisions.get("approve", 0),
+        "revoked": decisions.get("revoke", 0),
+        "abstained": decisions.get("abstain", 0),
+        "decided_in_bulk": session.scalar(select(func.count()).select_from(ri)
+                                          .where(where, ri.c.decided_in_bulk == true())),
+        "unroutable": session.scalar(select(func.count()).select_from(ri).where(where, ri.c.reviewer_id.is_(None))),
+        "outcomes": outcomes,
+        "remediations": remediations,
+        "reappeared": remediations.get("reappeared", 0),
+        "risks": {"privileged": session.scalar(select(func.count()).select_from(ri)
+                                               .where(where, ri.c.privileged == true()))},
+    }
+
+
+def completion(session: Session, campaign_id: int, dialect: str, total: int) -> list[dict[str, Any]]:
+    ri = ReviewItem.__table__
+    day = _day(ri.c.decided_at, dialect)
+    rows = session.execute(select(day, func.count()).where(ri.c.campaign_id == campaign_id, ri.c.decided_at.is_not(None))
+                           .group_by(day).order_by(day)).all()
+    out, running = [], 0
+    for d, n in rows:
+        running += n
+        out.append({"date": str(d), "decided": n, "cumulative": running,
+                    "percent": round(100.0 * running / total, 1) if total else 0.0})
+    return out
+
+
+def _list(session: Session, stmt, limit: int = LIST_LIMIT) -> list[Any]:
+    return list(session.execute(stmt.limit(limit)).all())
+
+
+def report_context(session: Session, campaign: Campaign, manifest: dict[str, Any], dialect: str) -> dict[str, Any]:
+    ri = ReviewItem.__table__
+    rm = Remediation.__table__
+    revocations = _list(session, select(ri.c.id, ri.c.person_name, ri.c.account_login, ri.c.source_name,
+                                        ri.c.resource_name, ri.c.entitlement_name, rm.c.mode, rm.c.status,
+                                        rm.c.target, rm.c.last_error, rm.c.verified_run_id, rm.c.reappeared_run_id)
+                        .select_from(rm).join(ri, ri.c.id == rm.c.item_id).where(rm.c.campaign_id == campaign.id)
+                        .order_by(case((rm.c.status == "reappeared", 0), (rm.c.status.in_(("failed", "refused")), 1),
+                                       else_=2), rm.c.id))
+    exceptions = _list(session, select(ri.c.id, ri.c.person_name, ri.c.account_login, ri.c.source_name,
+                                       ri.c.resource_name, ri.c.entitlement_name, ri.c.outcome, ri.c.outcome_reason,
+                                       ri.c.decision, ri.c.comment, ri.c.reviewer_id)
+                       .where(ri.c.campaign_id == campaign.id,
+                              (ri.c.outcome == "flag") | (ri.c.outcome_reason == "no_response")
+                              | ri.c.reviewer_id.is_(None) | (ri.c.decision == "abstain"))
+                       .order_by(ri.c.id))
+    return {
+        "m": manifest, "campaign": manifest["campaign"], "totals": manifest["totals"],
+        "population": manifest["population"], "reviewers": manifest["decisions_by_reviewer"],
+        "completion": manifest["completion"], "revocations": revocations, "exceptions": exceptions,
+        "list_limit": LIST_LIMIT, "thresholds": {
+            "median": RUBBER_STAMP_MEDIAN_SECONDS, "bulk": RUBBER_STAMP_BULK_SHARE,
+            "min": RUBBER_STAMP_MIN_DECISIONS, "sitting": SITTING_GAP_SECONDS},
+    }
+
+
+def render_report_pdf(context: dict[str, Any]) -> bytes:
+    import jinja2
+    from weasyprint import HTML
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent.parent / "templates")),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters["num"] = lambda v: f"{v:,}" if isinstance(v, int | float) else ("—" if v is None else v)
+    env.filters["short"] = lambda v: (v or "")[:16].replace("T", " ")
+    html = env.get_template("evidence/report.html").render(**context)
+    return HTML(string=html).write_pdf()
+
+
+# --- export ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    path: str
+    campaign_id: int
+    items: int
+    bytes: int
+    manifest_sha256: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    problems_at_export: list[str] = field(default_factory=list)
+
+    @property
+    def csv_rows_per_second(self) -> float:
+        return self.items / self.seconds["items.csv"] if self.seconds.get("items.csv") else 0.0
+
+    @property
+    def xlsx_rows_per_second(self) -> float:
+        return self.items / self.seconds["items.xlsx"] if self.seconds.get("items.xlsx") else 0.0
+
+
+def campaign_doc(campaign: Campaign) -> dict[str, Any]:
+    spec = campaign.spec or {}
+    return {
+        "id": campaign.id, "name": campaign.name, "status": campaign.status,
+        "description": spec.get("description"),
+        "definition_id": campaign.definition_id,
+        "definition_name": campaign.definition.name if campaign.definition else spec.get("name"),
+        "created_by": campaign.created_by, "created_at": _iso(campaign.created_at),
+        "launched_at": _iso(campaign.launched_at), "due_at": _iso(campaign.due_at),
+        "closed_at": _iso(campaign.closed_at), "closed_by": campaign.closed_by,
+        "summary_at_close": campaign.summary or {},
+    }
+
+
+def export_bundle(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    campaign_id: int,
+    out_path: str | os.PathLike,
+    actor: str = "system",
+    check_chain: bool = True,
+) -> ExportResult:
+    """Write the signed evidence zip of a campaign to `out_path` (atomically: a temp file, then rename)."""
+    key = load_signing_key(settings)
+    pub = key.public_key()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+    with session_factory() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise EvidenceError(f"no campaign with id {campaign_id}")
+        if campaign.status == "draft":
+            raise EvidenceError(f"campaign {campaign_id} ({campaign.name}) has not been launched: there is no evidence yet")
+        dialect = session.get_bind().dialect.name
+        fd, tmp_zip = tempfile.mkstemp(prefix=".evidence-", suffix=".zip.part", dir=out_path.parent)
+        os.close(fd)
+        tmpdir = tempfile.mkdtemp(prefix=".evidence-", dir=out_path.parent)
+        try:
+            members: list[_Member] = []
+            with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1,
+                                 allowZip64=True) as zf:
+                t = time.perf_counter()
+                items_member = _write_items_csv(session, zf, campaign_id, dialect)
+                members.append(items_member)
+                seconds["items.csv"] = time.perf_counter() - t
+
+                t = time.perf_counter()
+                xlsx_path = os.path.join(tmpdir, "items.xlsx")
+                _write_items_xlsx(session, xlsx_path, campaign_id, dialect, campaign.name)
+                m = _add_file(zf, "items.xlsx", xlsx_path, compress=False)
+                m.rows = items_member.rows
+                members.append(m)
+                os.unlink(xlsx_path)
+                seconds["items.xlsx"] = time.perf_counter() - t
+
+                t = time.perf_counter()
+                members.append(_write_exclusions(session, zf, campaign_id))
+                audit_member, audit_info = _write_audit(session, zf, campaign_id)
+                members.append(audit_member)
+                seconds["exclusions+audit"] = time.perf_counter() - t
+
+                t = time.perf_counter()
+                head = session.execute(select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)).first()
+                problem = verify_chain(session) if check_chain else None
+                seconds["chain_check"] = time.perf_counter() - t
+
+                t = time.perf_counter()
+                total = totals(session, campaign_id)
+                manifest: dict[str, Any] = {
+                    "format": FORMAT,
+                    "generated_at": _iso(utcnow()),
+                    "generated_by": actor,
+                    "attest_version": __version__,
+                    "campaign": campaign_doc(campaign),
+                    "signing_key_id": key_id(pub),
+                    "definition": campaign.spec or {},
+                    "controls": list((campaign.spec or {}).get("controls") or []),
+                    "reviewers": assigned_reviewers(session, campaign_id),
+                    "decisions_by_reviewer": reviewer_stats(session, campaign_id, dialect),
+                    "sync_runs": sync_runs(session, campaign),
+                    "population": population(session, campaign),
+                    "totals": total,
+                    "completion": completion(session, campaign_id, dialect, total["items"]),
+                    "audit": {
+                        **audit_info,
+                        "chain_head_at_export": {"seq": int(head[0]), "hash": head[1]} if head else
+                        {"seq": 0, "hash": GENESIS},
+                        "chain_checked_at_export": check_chain,
+                        "chain_intact_at_export": (problem is None) if check_chain else None,
+                        "chain_problem_at_export": str(problem) if problem else None,
+                    },
+                    "rubber_stamp_rules": {
+                        "median_seconds_below": RUBBER_STAMP_MEDIAN_SECONDS,
+                        "bulk_approval_share_above": RUBBER_STAMP_BULK_SHARE,
+                        "minimum_decisions": RUBBER_STAMP_MIN_DECISIONS,
+                        "pauses_longer_than_seconds_ignored": SITTING_GAP_SECONDS,
+                    },
+                }
+                pdf = render_report_pdf(report_context(session, campaign, manifest, dialect))
+                members.append(_add_bytes(zf, "report.pdf", pdf, compress=False))
+                seconds["report.pdf"] = time.perf_counter() - t
+
+                pem = public_key_pem(pub).encode()
+                members.append(_add_bytes(zf, "signing_key.pub.pem", pem))
+                sums = "".join(f"{m.sha256}  {m.name}\n" for m in members).encode()
+                members.append(_add_bytes(zf, "SHA256SUMS", sums))
+                manifest["files"] = {m.name: m.entry() for m in members}
+                data = _signed_manifest(manifest, key)
+                _add_bytes(zf, "manifest.json", data)
+            os.replace(tmp_zip, out_path)
+        except BaseException:
+            if os.path.exists(tmp_zip):
+                os.unlink(tmp_zip)
+            raise
+        finally:
+            for name in os.listdir(tmpdir):
+                os.unlink(os.path.join(tmpdir, name))
+            os.rmdir(tmpdir)
+    manifest_sha = hashlib.sha256(data).hexdigest()
+    with transaction(session_factory) as s:
+        from attest.audit.log import record
+
+        record(s, actor=actor, action="evidence.exported", object_type="campaign", object_id=str(campaign_id),
+               campaign_id=campaign_id,
+               after={"manifest_sha256": manifest_sha, "items": items_member.rows, "key_id": key_id(pub),
+                      "bytes": out_path.stat().st_size})
+    seconds["total"] = time.perf_counter() - t_all
+    return ExportResult(str(out_path), campaign_id, items_member.rows or 0, out_path.stat().st_size, manifest_sha,
+                        {k: round(v, 3) for k, v in seconds.items()},
+                        [str(problem)] if check_chain and problem else [])
+
+
+def _signed_manifest(manifest: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
+    body = canonical_json(manifest).encode()
+    pub = key.public_key()
+    signature = {
+        "algorithm": "Ed25519",
+        "key_id": key_id(pub),
+        "public_key": base64.b64encode(public_key_raw(pub)).decode(),
+        "signed": "the canonical JSON of this manifest without its signature member (UTF-8, keys sorted, "
+                  "no whitespace), which is manifest.json with this last member removed",
+        "value": base64.b64encode(key.sign(body)).decode(),
+    }
+    return body[:-1] + b',"signature":' + canonical_json(signature).encode() + b"}"
+
+
+# --- verify ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    problems: list[str]
+    key_id: str | None = None
+    campaign: str | None = None
+    files: int = 0
+    events: int = 0
+
+
+def verify_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None = None) -> list[str]:
+    """Check a bundle offline: file hashes, the signature, the audit events. [] when everything holds."""
+    return check_bundle(path, trusted_key).problems
+
+
+def check_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None = None) -> Verification:
+    problems: list[str] = []
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        return Verification([f"{path}: not a readable zip file ({exc})"])
+    with zf:
+        names = zf.namelist()
+        if "manifest.json" not in names:
+            return Verification(["manifest.json is missing"])
+        try:
+            raw = zf.read("manifest.json")
+            manifest = json.loads(raw)
+        except (zipfile.BadZipFile, ValueError, OSError) as exc:
+            return Verification([f"manifest.json cannot be read ({exc}): it was altered"])
+        result = Verification(problems, campaign=str((manifest.get("campaign") or {}).get("name")))
+        sig = manifest.pop("signature", None)
+        body = canonical_json(manifest).encode()
+        if not isinstance(sig, dict) or not sig.get("value") or not sig.get("public_key"):
+            problems.append("manifest.json has no signature")
+        else:
+            try:
+                pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(sig["public_key"]))
+                result.key_id = key_id(pub)
+                pub.verify(base64.b64decode(sig["value"]), body)
+            except InvalidSignature:
+                problems.append("manifest.json: the signature does not match its content (the manifest was changed "
+                                "after signing)")
+            except ValueError as exc:
+                problems.append(f"manifest.json: the signature or public key is malformed ({exc})")
+            else:
+                if trusted_key is not None and public_key_raw(trusted_key) != public_key_raw(pub):
+                    problems.append(f"manifest.json is signed with key {result.key_id}, not with the trusted key "
+                                    f"{key_id(trusted_key)}")
+            if raw != body[:-1] + b',"signature":' + canonical_json(sig).encode() + b"}":
+                problems.append("manifest.json is not laid out as signed bytes + signature (it was rewritten)")
+        files = manifest.get("files") or {}
+        for name, entry in sorted(files.items()):
+            if name not in names:
+                problems.append(f"{name}: listed in the manifest but missing from the bundle")
+                continue
+            sha, size = hashlib.sha256(), 0
+            try:
+                with zf.open(name) as fh:
+                    while chunk := fh.read(1 << 20):
+                        sha.update(chunk)
+                        size += len(chunk)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                problems.append(f"{name}: cannot be read ({exc}): the file was altered")
+                continue
+            if sha.hexdigest() != entry.get("sha256"):
+                problems.append(f"{name}: SHA-256 {sha.hexdigest()} does not match the manifest's "
+                                f"{entry.get('sha256')}: the file was changed")
+            elif size != entry.get("bytes"):
+                problems.append(f"{name}: {size} bytes, the manifest says {entry.get('bytes')}")
+            result.files += 1
+        for name in names:
+            if name not in files and name != "manifest.json":
+                problems.append(f"{name}: in the bundle but not listed in the manifest (added)")
+        if "audit.jsonl" in files and "audit.jsonl" in names:
+            result.events = _check_audit(zf, manifest.get("audit") or {}, problems)
+    return result
+
+
+def _check_audit(zf: zipfile.ZipFile, info: dict[str, Any], problems: list[str]) -> int:
+    """Each event's own hash; chain order (seq increasing); the link to the previous event where adjacent."""
+    n, prev = 0, None
+    try:
+        with zf.open("audit.jsonl") as fh:
+            for line_no, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    problems.append(f"audit.jsonl line {line_no}: not JSON")
+                    return n
+                n += 1
+                seq = ev.get("seq")
+                where = f"audit.jsonl line {line_no} (event seq {seq}, {ev.get('action')})"
+                if event_hash(ev) != ev.get("hash"):
+                    problems.append(f"{where}: its content does not match its hash (edited)")
+                if prev is not None:
+                    if not isinstance(seq, int) or seq <= prev["seq"]:
+                        problems.append(f"{where}: out of chain order after seq {prev['seq']} (inserted or reordered)")
+                    elif seq == prev["seq"] + 1 and ev.get("prev_hash") != prev.get("hash"):
+                        problems.append(f"{where}: its prev_hash does not match the event before it (seq {prev['seq']})")
+                elif seq == 1 and ev.get("prev_hash") != GENESIS:
+                    problems.append(f"{where}: the first event of the chain must follow the genesis hash")
+                prev = ev
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        problems.append(f"audit.jsonl: cannot be read ({exc})")
+        return n
+    if info.get("events") is not None and n != info["events"]:
+        problems.append(f"audit.jsonl holds {n} events, the manifest says {info['events']}")
+    head = (info.get("chain_head_at_export") or {}).get("seq")
+    if prev is not None and head is not None and prev["seq"] > head:
+        problems.append(f"audit.jsonl: event seq {prev['seq']} is newer than the chain head at export ({head})")
+    return n
