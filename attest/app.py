@@ -179,12 +179,14 @@ def register_blueprints(app: Flask) -> None:
     from attest.auth.admin_views import bp as auth_admin_bp
     from attest.auth.views import bp as auth_bp
     from attest.entitlements.views import bp as entitlements_bp
+    from attest.reviews.views import bp as reviews_bp
     from attest.views import bp as home_bp
 
     app.register_blueprint(home_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(auth_admin_bp)
     app.register_blueprint(entitlements_bp)
+    app.register_blueprint(reviews_bp)
 
 
 def register_template_helpers(app: Flask) -> None:

@@ -1,0 +1,517 @@
+"""Read queries for the reviewer inbox and the admin campaign pages.
+
+The inbox pages by KEYSET, never by OFFSET: items are ordered by person then id, and `after` is an
+opaque cursor holding the last row's (person_name, id). Rows with a person come first (by name, id);
+orphaned items (no person) follow, by id. Each part is a plain range scan of the index
+`ix_review_item_inbox (reviewer_id, campaign_id, person_name, id)`, on SQLite and PostgreSQL alike,
+so a page deep in a 10,000-item inbox costs what the first page costs.
+
+Items a reviewer reviews and items escalated to them (co-reviewer) are two lists (`role`), each keyset
+paginated on its own index.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from attest.db import utcnow
+from attest.entitlements.models import Identity
+from attest.reviews.models import RISKS, Campaign, ReviewerSignoff, ReviewItem
+
+# risk signals that flag an item for a closer look; "via_group" only says how the access is held
+FLAG_RISKS = tuple(r for r in RISKS if r != "via_group")
+DECISION_FILTERS = ("undecided", "decided", "approve", "revoke", "abstain")
+ROLES = ("reviewer", "co_reviewer")
+RISK_LABELS = {
+    "privileged": "privileged", "dormant": "dormant", "orphaned": "orphaned account", "terminated": "person left",
+    "service_account": "service account", "new_since_last_review": "new", "via_group": "via group",
+    "stale_access_key": "stale key", "no_mfa": "no MFA",
+}
+RISK_CLASSES = {
+    "privileged": "danger", "terminated": "danger", "orphaned": "warning", "dormant": "warning",
+    "stale_access_key": "warning", "no_mfa": "warning", "service_account": "info", "new_since_last_review": "primary",
+    "via_group": "light",
+}
+
+
+class BadCursor(ValueError):
+    pass
+
+
+@dataclass
+class InboxFilters:
+    risk: str | None = None  # a risk name, "flagged" or "unflagged"
+    source: str | None = None  # source name
+    resource: str | None = None  # part of the resource name
+    decision: str | None = None  # undecided | decided | approve | revoke | abstain
+    q: str | None = None  # text: person, e-mail, login, resource, entitlement
+    role: str = "reviewer"  # reviewer | co_reviewer (escalated to me)
+
+    @classmethod
+    def from_args(cls, args: Any) -> InboxFilters:
+        def get(name: str) -> str | None:
+            value = (args.get(name) or "").strip()
+            return value[:200] or None
+
+        risk = get("risk")
+        if risk not in (None, "flagged", "unflagged", *RISKS):
+            risk = None
+        decision = get("decision")
+        if decision not in (None, *DECISION_FILTERS):
+            decision = None
+        role = get("role") or "reviewer"
+        return cls(risk=risk, source=get("source"), resource=get("resource"), decision=decision, q=get("q"),
+                   role=role if role in ROLES else "reviewer")
+
+    def as_args(self) -> dict[str, str]:
+        out = {k: v for k, v in self.__dict__.items() if v}
+        if out.get("role") == "reviewer":
+            out.pop("role")
+        return out
+
+    @property
+    def active(self) -> bool:
+        return bool(self.risk or self.source or self.resource or self.decision or self.q)
+
+
+@dataclass
+class InboxPage:
+    rows: list[ReviewItem]
+    next_after: str | None
+    groups: list[PersonGroup] = field(default_factory=list)
+
+
+@dataclass
+class PersonGroup:
+    key: str
+    name: str
+    email: str | None
+    department: str | None
+    title: str | None
+    status: str | None
+    items: list[ReviewItem]
+
+    @property
+    def risks(self) -> list[str]:
+        seen: list[str] = []
+        for item in self.items:
+            for r in item.risks or []:
+                if r not in seen:
+                    seen.append(r)
+        return sorted(seen, key=lambda r: RISKS.index(r) if r in RISKS else 99)
+
+    @property
+    def open(self) -> int:
+        return sum(1 for i in self.items if i.decision is None)
+
+
+# --- cursors -----------------------------------------------------------------------------------------
+
+
+def encode_cursor(name: str | None, item_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([name, item_id], ensure_ascii=False).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[str | None, int] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        name, item_id = json.loads(raw)
+    except (ValueError, binascii.Error, TypeError) as exc:
+        raise BadCursor("That page link is not valid any more: start from the first page.") from exc
+    if not isinstance(item_id, int) or not (name is None or isinstance(name, str)):
+        raise BadCursor("That page link is not valid any more: start from the first page.")
+    return name, item_id
+
+
+# --- filters -----------------------------------------------------------------------------------------
+
+
+def _like(value: str) -> str:
+    return "%" + value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _has_risk(risk: str) -> ColumnElement[bool]:
+    # risks is a JSON list of known names: '"name"' appears in its text exactly when the list holds it
+    return cast(ReviewItem.risks, String).like(f'%"{risk}"%')
+
+
+def flagged_condition() -> ColumnElement[bool]:
+    return or_(*(_has_risk(r) for r in FLAG_RISKS))
+
+
+def _filter_conditions(filters: InboxFilters) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if filters.risk == "flagged":
+        conds.append(flagged_condition())
+    elif filters.risk == "unflagged":
+        conds.append(~flagged_condition())
+    elif filters.risk:
+        conds.append(_has_risk(filters.risk))
+    if filters.source:
+        conds.append(ReviewItem.source_name == filters.source)
+    if filters.resource:
+        conds.append(func.lower(ReviewItem.resource_name).like(_like(filters.resource), escape="\\"))
+    if filters.decision == "undecided":
+        conds.append(ReviewItem.decision.is_(None))
+    elif filters.decision == "decided":
+        conds.append(ReviewItem.decision.is_not(None))
+    elif filters.decision:
+        conds.append(ReviewItem.decision == filters.decision)
+    if filters.q:
+        pattern = _like(filters.q)
+        conds.append(or_(*(func.lower(col).like(pattern, escape="\\") for col in (
+            ReviewItem.person_name, ReviewItem.person_email, ReviewItem.account_login, ReviewItem.resource_name,
+            ReviewItem.entitlement_name,
+        ))))
+    return conds
+
+
+def _scope(identity_id: int, campaign_id: int, role: str) -> list[ColumnElement[bool]]:
+    if role == "co_reviewer":
+        return [ReviewItem.co_reviewer_id == identity_id, ReviewItem.campaign_id == campaign_id]
+    return [ReviewItem.reviewer_id == identity_id, ReviewItem.campaign_id == campaign_id]
+
+
+# --- the inbox ---------------------------------------------------------------------------------------
+
+
+def inbox(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters | None = None,
+          after: str | None = None, limit: int = 50) -> InboxPage:
+    """One page of the items `identity_id` reviews in a campaign (or that were escalated to them, with
+    `filters.role == "co_reviewer"`), ordered by person then id, keyset-paginated."""
+    filters = filters or InboxFilters()
+    limit = max(1, min(int(limit), 500))
+    base = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
+    cursor = decode_cursor(after)
+    rows: list[ReviewItem] = []
+    if cursor is None or cursor[0] is not None:
+        named = and_(*base, ReviewItem.person_name.is_not(None))
+        if cursor is not None:
+            name, last_id = cursor
+            named = and_(named, or_(ReviewItem.person_name > name,
+                                    and_(ReviewItem.person_name == name, ReviewItem.id > last_id)))
+        rows = list(session.scalars(
+            select(ReviewItem).where(named).order_by(ReviewItem.person_name, ReviewItem.id).limit(limit + 1)
+        ))
+    if len(rows) <= limit:
+        nameless = and_(*base, ReviewItem.person_name.is_(None))
+        if cursor is not None and cursor[0] is None:
+            nameless = and_(nameless, ReviewItem.id > cursor[1])
+        rows += list(session.scalars(
+            select(ReviewItem).where(nameless).order_by(ReviewItem.id).limit(limit + 1 - len(rows))
+        ))
+    next_after = encode_cursor(rows[limit - 1].person_name, rows[limit - 1].id) if len(rows) > limit else None
+    rows = rows[:limit]
+    return InboxPage(rows, next_after, group_by_person(rows))
+
+
+def group_by_person(rows: Sequence[ReviewItem]) -> list[PersonGroup]:
+    groups: list[PersonGroup] = []
+    for item in rows:
+        key = f"i{item.identity_id}" if item.identity_id else f"a{item.account_id}"
+        if not groups or groups[-1].key != key:
+            groups.append(PersonGroup(
+                key=key, name=item.person_name or item.account_login or "Unknown account",
+                email=item.person_email if item.identity_id else None, department=item.person_department,
+                title=item.person_title, status=item.person_status, items=[],
+            ))
+        groups[-1].items.append(item)
+    return groups
+
+
+def selection_ids(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters,
+                  undecided_only: bool = True, cap: int = 50_000) -> list[int]:
+    """Ids of every item matching the filters (all pages), for a bulk decision over the selection."""
+    conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
+    if undecided_only:
+        conds.append(ReviewItem.decision.is_(None))
+    return list(session.scalars(select(ReviewItem.id).where(*conds).order_by(ReviewItem.id).limit(cap)))
+
+
+def selection_count(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters,
+                    undecided_only: bool = True) -> int:
+    conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
+    if undecided_only:
+        conds.append(ReviewItem.decision.is_(None))
+    return session.scalar(select(func.count()).select_from(ReviewItem).where(*conds)) or 0
+
+
+@dataclass
+class InboxCounts:
+    total: int = 0
+    decided: int = 0
+    approve: int = 0
+    revoke: int = 0
+    abstain: int = 0
+    open_unflagged: int = 0
+    open_flagged: int = 0
+    escalated_to_me: int = 0
+
+    @property
+    def open(self) -> int:
+        return self.total - self.decided
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(self.decided * 100 / self.total)
+
+
+def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> InboxCounts:
+    counts = InboxCounts()
+    scope = _scope(identity_id, campaign_id, role)
+    sub = select(ReviewItem.decision.label("decision"),
+                 case((flagged_condition(), 1), else_=0).label("flagged")).where(*scope).subquery()
+    for decision, is_flagged, n in session.execute(
+        select(sub.c.decision, sub.c.flagged, func.count()).group_by(sub.c.decision, sub.c.flagged)
+    ):
+        counts.total += n
+        if decision is None:
+            if is_flagged:
+                counts.open_flagged += n
+            else:
+                counts.open_unflagged += n
+        else:
+            counts.decided += n
+            setattr(counts, decision, getattr(counts, decision) + n)
+    counts.escalated_to_me = session.scalar(
+        select(func.count()).select_from(ReviewItem).where(*_scope(identity_id, campaign_id, "co_reviewer"))
+    ) or 0
+    return counts
+
+
+def filter_options(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> dict[str, list[str]]:
+    scope = _scope(identity_id, campaign_id, role)
+    sources = session.scalars(select(ReviewItem.source_name).where(*scope).distinct().order_by(ReviewItem.source_name)).all()
+    return {"sources": list(sources), "risks": list(RISKS)}
+
+
+def is_my_campaign(session: Session, identity_id: int | None, campaign_id: int) -> bool:
+    if identity_id is None:
+        return False
+    return session.scalar(select(ReviewItem.id).where(
+        ReviewItem.campaign_id == campaign_id,
+        or_(ReviewItem.reviewer_id == identity_id, ReviewItem.co_reviewer_id == identity_id)).limit(1)) is not None
+
+
+# --- my campaigns ------------------------------------------------------------------------------------
+
+
+@dataclass
+class MyCampaign:
+    campaign: Campaign
+    total: int
+    decided: int
+    escalated: int
+    signed_off_at: datetime | None
+
+    @property
+    def open(self) -> int:
+        return self.total - self.decided
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(self.decided * 100 / self.total)
+
+    @property
+    def overdue(self) -> bool:
+        due = self.campaign.due_at
+        return due is not None and due < utcnow() and self.open > 0
+
+    @property
+    def days_left(self) -> int | None:
+        due = self.campaign.due_at
+        return None if due is None else (due - utcnow()).days
+
+
+def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[str] = ("active",)) -> list[MyCampaign]:
+    """The campaigns where `identity_id` has items to review (or escalated to them), soonest due first."""
+    if identity_id is None:
+        return []
+    mine = dict(((c, (t, d)) for c, t, d in session.execute(
+        select(ReviewItem.campaign_id, func.count(), func.count(ReviewItem.decision))
+        .where(ReviewItem.reviewer_id == identity_id).group_by(ReviewItem.campaign_id)
+    )))
+    escalated = dict(((c, n) for c, n in session.execute(
+        select(ReviewItem.campaign_id, func.count()).where(ReviewItem.co_reviewer_id == identity_id)
+        .group_by(ReviewItem.campaign_id)
+    )))
+    ids = set(mine) | set(escalated)
+    if not ids:
+        return []
+    campaigns = session.scalars(select(Campaign).where(Campaign.id.in_(ids), Campaign.status.in_(list(statuses)))).all()
+    signoffs = dict(((c, at) for c, at in session.execute(
+        select(ReviewerSignoff.campaign_id, ReviewerSignoff.signed_off_at)
+        .where(ReviewerSignoff.reviewer_id == identity_id, ReviewerSignoff.campaign_id.in_(ids))
+    )))
+    out = [MyCampaign(c, *mine.get(c.id, (0, 0)), escalated.get(c.id, 0), signoffs.get(c.id)) for c in campaigns]
+    far = datetime.max.replace(tzinfo=utcnow().tzinfo)
+    return sorted(out, key=lambda m: (m.campaign.due_at or far, m.campaign.id))
+
+
+# --- admin dashboard ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CampaignRow:
+    campaign: Campaign
+    total: int
+    decided: int
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(self.decided * 100 / self.total)
+
+    @property
+    def overdue(self) -> bool:
+        due = self.campaign.due_at
+        return self.campaign.status == "active" and due is not None and due < utcnow() and self.decided < self.total
+
+
+def campaign_list(session: Session, status: str | None = None, limit: int = 200) -> list[CampaignRow]:
+    stmt = select(Campaign).order_by(Campaign.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(Campaign.status == status)
+    campaigns = session.scalars(stmt).all()
+    if not campaigns:
+        return []
+    counts = dict(((c, (t, d)) for c, t, d in session.execute(
+        select(ReviewItem.campaign_id, func.count(), func.count(ReviewItem.decision))
+        .where(ReviewItem.campaign_id.in_([c.id for c in campaigns])).group_by(ReviewItem.campaign_id)
+    )))
+    return [CampaignRow(c, *counts.get(c.id, (0, 0))) for c in campaigns]
+
+
+@dataclass
+class ReviewerProgress:
+    reviewer_id: int | None
+    name: str
+    email: str | None
+    total: int
+    decided: int
+    revoked: int
+    escalated: int
+    co_reviewer_names: list[str]
+    signed_off_at: datetime | None
+    campaign_overdue: bool
+
+    @property
+    def open(self) -> int:
+        return self.total - self.decided
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(self.decided * 100 / self.total)
+
+    @property
+    def overdue(self) -> bool:
+        return self.campaign_overdue and self.open > 0
+
+
+@dataclass
+class CampaignDashboard:
+    campaign: Campaign
+    total: int
+    decided: int
+    by_decision: dict[str, int]
+    unroutable: int
+    reviewers: list[ReviewerProgress]
+    risk_counts: dict[str, int]
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(self.decided * 100 / self.total)
+
+    @property
+    def overdue(self) -> bool:
+        due = self.campaign.due_at
+        return self.campaign.status == "active" and due is not None and due < utcnow() and self.decided < self.total
+
+    @property
+    def overdue_reviewers(self) -> list[ReviewerProgress]:
+        return [r for r in self.reviewers if r.overdue]
+
+    @property
+    def escalated_reviewers(self) -> list[ReviewerProgress]:
+        return [r for r in self.reviewers if r.escalated]
+
+    @property
+    def signed_off(self) -> int:
+        return sum(1 for r in self.reviewers if r.signed_off_at)
+
+
+def campaign_dashboard(session: Session, campaign_id: int) -> CampaignDashboard | None:
+    """Progress per reviewer, overdue reviewers and escalations of one campaign."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        return None
+    now = utcnow()
+    campaign_overdue = campaign.status == "active" and campaign.due_at is not None and campaign.due_at < now
+    by_decision: dict[str, int] = {}
+    total = decided = 0
+    for decision, n in session.execute(
+        select(ReviewItem.decision, func.count()).where(ReviewItem.campaign_id == campaign_id).group_by(ReviewItem.decision)
+    ):
+        total += n
+        if decision:
+            decided += n
+            by_decision[decision] = n
+    per = session.execute(
+        select(ReviewItem.reviewer_id, func.count(), func.count(ReviewItem.decision),
+               func.sum(case((ReviewItem.decision == "revoke", 1), else_=0)),
+               func.sum(case((ReviewItem.co_reviewer_id.is_not(None), 1), else_=0)))
+        .where(ReviewItem.campaign_id == campaign_id).group_by(ReviewItem.reviewer_id)
+    ).all()
+    co = session.execute(
+        select(ReviewItem.reviewer_id, ReviewItem.co_reviewer_id).where(
+            ReviewItem.campaign_id == campaign_id, ReviewItem.co_reviewer_id.is_not(None)).distinct()
+    ).all()
+    ids = {r[0] for r in per if r[0] is not None} | {c[1] for c in co}
+    people = {i.id: i for i in session.scalars(select(Identity).where(Identity.id.in_(ids)))} if ids else {}
+    signoffs = dict(((r, at) for r, at in session.execute(
+        select(ReviewerSignoff.reviewer_id, ReviewerSignoff.signed_off_at).where(ReviewerSignoff.campaign_id == campaign_id)
+    )))
+    co_names: dict[int, list[str]] = {}
+    for reviewer_id, co_id in co:
+        if reviewer_id is not None and co_id in people:
+            co_names.setdefault(reviewer_id, []).append(people[co_id].display_name)
+    reviewers, unroutable = [], 0
+    for reviewer_id, n, d, revoked, escalated in per:
+        if reviewer_id is None:
+            unroutable = n
+            continue
+        person = people.get(reviewer_id)
+        reviewers.append(ReviewerProgress(
+            reviewer_id, person.display_name if person else f"identity {reviewer_id}", person.email if person else None,
+            n, d, int(revoked or 0), int(escalated or 0), sorted(co_names.get(reviewer_id, [])),
+            signoffs.get(reviewer_id), campaign_overdue,
+        ))
+    reviewers.sort(key=lambda r: (-(r.open), r.name.lower()))
+    sums = session.execute(
+        select(*(func.sum(case((_has_risk(r), 1), else_=0)) for r in RISKS)).where(ReviewItem.campaign_id == campaign_id)
+    ).one()
+    risk_counts = {r: int(n) for r, n in zip(RISKS, sums, strict=True) if n}
+    return CampaignDashboard(campaign, total, decided, by_decision, unroutable, reviewers, risk_counts)
+
+
+def overdue_campaigns(session: Session, now: datetime | None = None) -> list[CampaignRow]:
+    now = now or utcnow()
+    rows = campaign_list(session, status="active")
+    return [r for r in rows if r.campaign.due_at is not None and r.campaign.due_at < now and r.decided < r.total]
+
+
+def item_history(session: Session, item_id: int) -> list[Any]:
+    from attest.reviews.models import Decision
+
+    return list(session.scalars(select(Decision).where(Decision.item_id == item_id).order_by(Decision.id)))

@@ -1,0 +1,298 @@
+"""Review pages: the inbox (campaigns, grouping, filters, keyset pages, htmx fragments, decisions, bulk,
+sign-off), 404 for what is not yours, auditors refused on every write, CSRF, admin campaign pages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from attest.entitlements.models import Account
+from attest.reviews.models import Decision, ReviewerSignoff, ReviewItem
+from tests.factories import login_as, make_user
+from tests.reviews.factories import add_reviewer, make_grant, make_item, review_setup
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def nocsrf(app):
+    app.config["WTF_CSRF_ENABLED"] = False
+    return app
+
+
+@pytest.fixture
+def setup(session):
+    s = review_setup(session, people=3, per_person=2)
+    session.commit()
+    return s
+
+
+def _ids(html: str) -> list[int]:
+    return [int(x) for x in re.findall(r'<tr id="item-(\d+)"', html)]
+
+
+def _text(response) -> str:
+    return response.get_data(as_text=True)
+
+
+def test_inbox_lists_my_campaigns_and_groups_items_by_person(app, client, session, setup):
+    login_as(app, client, setup.manager_user)
+    page = _text(client.get("/reviews"))
+    assert "Q3 access review" in page and "0/6 decided" in page and "due " in page
+    assert page.count('class="person-row') == 3
+    for name in ("Alice Archer", "Bob Baker", "Carol Chen"):
+        assert name in page
+    assert ">privileged</span>" in page  # risk badge
+    assert "Approve all 5 not flagged" in page  # item 0 is flagged
+    assert 'src="/static/js/inbox.js"' in page and "<script>" not in page  # no inline script under the CSP
+    # the nav links the inbox; the campaign is picked when there is just one
+    assert _ids(page) == sorted(_ids(page), key=lambda i: [x.id for x in setup.items].index(i))
+
+
+def test_user_without_items_sees_an_empty_inbox(app, client, session, setup):
+    _, nobody = add_reviewer(session, "nina.nobody@acme.example")
+    session.commit()
+    login_as(app, client, nobody)
+    page = _text(client.get("/reviews"))
+    assert "Nothing to review right now" in page
+
+
+def test_filters_risk_source_resource_decision_text(app, client, session, setup, nocsrf):
+    login_as(app, client, setup.manager_user)
+    cid = setup.campaign.id
+    flagged = _ids(_text(client.get(f"/reviews?campaign={cid}&risk=flagged")))
+    assert flagged == [setup.items[0].id]
+    assert setup.items[0].id not in _ids(_text(client.get(f"/reviews?campaign={cid}&risk=unflagged")))
+    assert _ids(_text(client.get(f"/reviews?campaign={cid}&risk=privileged"))) == [setup.items[0].id]
+    assert len(_ids(_text(client.get(f"/reviews?campaign={cid}&source={setup.source.name}")))) == 6
+    assert _ids(_text(client.get(f"/reviews?campaign={cid}&source=nope"))) == []
+    assert len(_ids(_text(client.get(f"/reviews?campaign={cid}&resource=app-1")))) == 3
+    assert [i.id for i in setup.items if i.person_name == "Bob Baker"] == _ids(_text(client.get(f"/reviews?campaign={cid}&q=bob")))
+    client.post(f"/reviews/items/{setup.items[1].id}/decide", data={"decision": "approve"})
+    assert _ids(_text(client.get(f"/reviews?campaign={cid}&decision=approve"))) == [setup.items[1].id]
+    assert setup.items[1].id not in _ids(_text(client.get(f"/reviews?campaign={cid}&decision=undecided")))
+    # a filter that matches nothing says so; a LIKE wildcard is taken literally
+    assert "Nothing matches these filters" in _text(client.get(f"/reviews?campaign={cid}&q=%25"))
+
+
+def test_keyset_pages_cover_every_item_once_in_person_order(app, client, session):
+    s = review_setup(session, people=60, per_person=2, risky={})
+    # two orphaned items (no person) come after everyone, by id
+    orphans = []
+    for n in range(2):
+        account = Account(source_id=s.source.id, external_id=f"orphan{n}", login=f"svc-old-{n}", kind="human")
+        session.add(account)
+        session.flush()
+        grant, resource, ent = make_grant(session, s.source, account, "Legacy-DB")
+        orphans.append(make_item(session, s.campaign, s.manager, None, account, grant, resource, ent, s.source,
+                                 risks=["orphaned"]))
+    session.commit()
+    login_as(app, client, s.manager_user)
+    url = f"/reviews?campaign={s.campaign.id}"
+    seen: list[int] = []
+    pages = 0
+    while url:
+        html = _text(client.get(url))
+        seen += _ids(html)
+        pages += 1
+        nxt = re.search(r'class="btn btn-outline-secondary btn-sm js-next-page" href="([^"]+)"', html)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+        assert "offset" not in (url or "")
+    assert pages == 3 and len(seen) == 122 and len(set(seen)) == 122
+    expected = session.scalars(select(ReviewItem.id).where(ReviewItem.campaign_id == s.campaign.id, ReviewItem.person_name.is_not(None))
+                               .order_by(ReviewItem.person_name, ReviewItem.id)).all() + [o.id for o in orphans]
+    assert seen == list(expected)
+    assert client.get(f"/reviews?campaign={s.campaign.id}&after=not-a-cursor").status_code == 400
+
+
+def test_htmx_filter_and_page_requests_get_the_fragment_only(app, client, session, setup):
+    login_as(app, client, setup.manager_user)
+    response = client.get(f"/reviews?campaign={setup.campaign.id}&risk=flagged", headers={**HX, "HX-Target": "inbox-items"})
+    html = _text(response)
+    assert response.status_code == 200 and html.lstrip().startswith('<div id="inbox-items">') and "<html" not in html
+    assert _ids(html) == [setup.items[0].id]
+
+
+def test_decide_with_htmx_returns_the_row_and_the_progress(app, client, session, setup, nocsrf):
+    login_as(app, client, setup.manager_user)
+    item = setup.items[1]
+    response = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve", "version": "1"}, headers=HX)
+    html = _text(response)
+    assert response.status_code == 200 and "<html" not in html
+    assert html.lstrip().startswith(f'<tr id="item-{item.id}" class="item-row decided-approve"')
+    assert 'id="campaign-progress" hx-swap-oob="true"' in html and "<b class=\"js-decided\">1</b> of 6 decided" in html
+    assert 'name="version" value="2"' in html
+    # revoke without a comment: 400 with the row and the message, nothing changed
+    response = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "revoke", "version": "2"}, headers=HX)
+    assert response.status_code == 400 and "needs a comment" in _text(response) and f'id="item-{item.id}"' in _text(response)
+    # a stale version (someone decided meanwhile): 409, the row shows the current state
+    response = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "revoke", "comment": "x", "version": "1"}, headers=HX)
+    assert response.status_code == 409 and "Someone else changed this item" in _text(response)
+    session.expire_all()
+    assert session.get(ReviewItem, item.id).decision == "approve"
+    assert session.scalar(select(func.count()).select_from(Decision).where(Decision.item_id == item.id)) == 1
+
+
+def test_decide_without_htmx_redirects_back_to_the_filtered_inbox(app, client, session, setup, nocsrf):
+    login_as(app, client, setup.manager_user)
+    response = client.post(f"/reviews/items/{setup.items[0].id}/decide",
+                           data={"decision": "revoke", "comment": "Not in finance any more", "risk": "flagged"})
+    assert response.status_code == 302 and "risk=flagged" in response.headers["Location"]
+    session.expire_all()
+    assert session.get(ReviewItem, setup.items[0].id).comment == "Not in finance any more"
+
+
+def test_bulk_approve_not_flagged_then_sign_off(app, client, session, setup, nocsrf):
+    login_as(app, client, setup.manager_user)
+    cid = setup.campaign.id
+    response = client.post(f"/reviews/campaigns/{cid}/signoff")
+    assert response.status_code == 302
+    assert "still need a decision" in _text(client.get(response.headers["Location"]))
+    response = client.post(f"/reviews/campaigns/{cid}/bulk", data={"scope": "unflagged", "bulk_decision": "approve"})
+    assert response.status_code == 302
+    page = _text(client.get(response.headers["Location"]))
+    assert "Approved 5 items." in page
+    session.expire_all()
+    decided = dict(session.execute(select(ReviewItem.id, ReviewItem.decision).where(ReviewItem.campaign_id == cid)).all())
+    assert decided[setup.items[0].id] is None and sum(1 for v in decided.values() if v == "approve") == 5
+    client.post(f"/reviews/items/{setup.items[0].id}/decide", data={"decision": "revoke", "comment": "left the team"})
+    response = client.post(f"/reviews/campaigns/{cid}/signoff")
+    assert "Signed off" in _text(client.get(response.headers["Location"]))
+    assert session.scalar(select(func.count()).select_from(ReviewerSignoff)) == 1
+
+
+def test_bulk_over_a_filtered_selection(app, client, session, setup, nocsrf):
+    login_as(app, client, setup.manager_user)
+    cid = setup.campaign.id
+    page = _text(client.get(f"/reviews?campaign={cid}&q=alice"))
+    assert "Approve 2 matching" in page
+    client.post(f"/reviews/campaigns/{cid}/bulk", data={"scope": "filtered", "bulk_decision": "approve", "q": "alice"})
+    session.expire_all()
+    rows = session.execute(select(ReviewItem.person_name, ReviewItem.decision).where(ReviewItem.campaign_id == cid)).all()
+    assert sorted((n, d) for n, d in rows if d) == [("Alice Archer", "approve"), ("Alice Archer", "approve")]
+
+
+def test_someone_elses_item_or_campaign_is_404(app, client, session, setup, nocsrf):
+    _, other = add_reviewer(session, "olga.other@acme.example", "Olga Other")
+    session.commit()
+    login_as(app, client, other)
+    item, cid = setup.items[0], setup.campaign.id
+    assert client.get(f"/reviews/items/{item.id}").status_code == 404
+    assert client.get(f"/reviews/items/{item.id + 10_000}").status_code == 404
+    assert client.get(f"/reviews?campaign={cid}").status_code == 404
+    assert client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}).status_code == 404
+    assert client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}, headers=HX).status_code == 404
+    assert client.post(f"/reviews/items/{item.id}/reassign", data={"to": "olga.other@acme.example", "reason": "x"}).status_code == 404
+    assert client.post(f"/reviews/campaigns/{cid}/bulk", data={"scope": "unflagged"}).status_code == 404
+    assert client.post(f"/reviews/campaigns/{cid}/signoff").status_code == 404
+    # admin pages are not for reviewers at all
+    assert client.get("/campaigns").status_code == 403
+    assert client.get(f"/campaigns/{cid}").status_code == 403
+    session.expire_all()
+    assert session.get(ReviewItem, item.id).decision is None
+
+
+def test_auditor_reads_campaigns_but_every_write_is_refused(app, client, session, setup, nocsrf):
+    auditor = make_user(session, "audrey@acme.example", roles=["auditor"])
+    session.commit()
+    login_as(app, client, auditor)
+    item, cid = setup.items[0], setup.campaign.id
+    assert client.get("/campaigns").status_code == 200
+    page = _text(client.get(f"/campaigns/{cid}"))
+    assert "Maria Manager" in page and "Close campaign" not in page and "Remind now" not in page and "Move</button>" not in page
+    assert client.get(f"/reviews/items/{item.id}").status_code == 200  # auditors read every item
+    writes = [
+        (f"/reviews/items/{item.id}/decide", {"decision": "approve"}),
+        (f"/reviews/items/{item.id}/reassign", {"to": setup.people[1].email, "reason": "x"}),
+        (f"/reviews/campaigns/{cid}/bulk", {"scope": "unflagged"}),
+        (f"/reviews/campaigns/{cid}/signoff", {}),
+        (f"/campaigns/{cid}/close", {}),
+        (f"/campaigns/{cid}/remind", {}),
+        (f"/campaigns/{cid}/reassign", {"from_reviewer": setup.manager.id, "to": setup.people[1].email, "reason": "x"}),
+        ("/campaigns/definitions/new", {"mode": "yaml", "yaml": "name: x\n"}),
+        ("/campaigns/definitions/preview", {"mode": "yaml", "yaml": "name: x\n"}),
+        ("/campaigns/definitions/1", {"mode": "yaml", "yaml": "name: x\n"}),
+        ("/campaigns/definitions/1/launch", {}),
+    ]
+    for url, data in writes:
+        assert client.post(url, data=data).status_code in (403, 404), url
+        assert client.post(url, data=data).status_code != 404 or "/reviews/" in url, url
+    session.expire_all()
+    assert session.get(ReviewItem, item.id).decision is None and session.get(ReviewItem, item.id).version == 1
+
+
+def test_csrf_is_enforced_on_decisions(app, client, session, setup):
+    login_as(app, client, setup.manager_user)
+    item = setup.items[1]
+    response = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"})
+    assert response.status_code == 400 and "CSRF" in _text(response)
+    response = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}, headers=HX)
+    assert response.status_code == 400
+    session.expire_all()
+    assert session.get(ReviewItem, item.id).decision is None
+    page = _text(client.get("/reviews"))
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+    assert f'name="csrf_token" value="{token}"' in page  # every form carries it
+    response = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}, headers={**HX, "X-CSRFToken": token})
+    assert response.status_code == 200
+    for path in (f"/reviews/campaigns/{setup.campaign.id}/bulk", f"/reviews/campaigns/{setup.campaign.id}/signoff"):
+        assert client.post(path, data={"scope": "unflagged"}).status_code == 400
+
+
+def test_reassign_from_the_inbox(app, client, session, setup, nocsrf):
+    rita, rita_user = add_reviewer(session, "rita.reviewer@acme.example", "Rita Reviewer")
+    session.commit()
+    login_as(app, client, setup.manager_user)
+    item = setup.items[2]
+    response = client.post(f"/reviews/items/{item.id}/reassign", data={"to": "nobody@acme.example", "reason": "x"}, headers=HX)
+    assert response.status_code == 400 and "Nobody in the directory" in _text(response)
+    response = client.post(f"/reviews/items/{item.id}/reassign", data={"to": "RITA.reviewer@acme.example", "reason": "Rita runs it"}, headers=HX)
+    assert response.status_code == 200 and "Reassigned to Rita Reviewer" in _text(response)
+    assert client.get(f"/reviews/items/{item.id}").status_code == 404  # no longer Maria's
+    login_as(app, client, rita_user)
+    page = _text(client.get("/reviews"))
+    assert _ids(page) == [item.id] and "Bob Baker" in page
+
+
+def test_escalated_items_have_their_own_tab(app, client, session, setup, nocsrf):
+    boss, boss_user = add_reviewer(session, "bea.boss@acme.example", "Bea Boss")
+    setup.items[3].co_reviewer_id = boss.id
+    session.commit()
+    login_as(app, client, boss_user)
+    page = _text(client.get(f"/reviews?campaign={setup.campaign.id}&role=co_reviewer"))
+    assert _ids(page) == [setup.items[3].id] and "Escalated to you" in page
+    assert client.post(f"/reviews/items/{setup.items[3].id}/decide", data={"decision": "approve"}, headers=HX).status_code == 200
+    assert client.get(f"/reviews/items/{setup.items[0].id}").status_code == 404
+
+
+def test_closed_campaign_is_read_only_in_the_inbox(app, client, session, setup, nocsrf):
+    setup.campaign.status = "closed"
+    session.commit()
+    login_as(app, client, setup.manager_user)
+    page = _text(client.get(f"/reviews?campaign={setup.campaign.id}"))
+    assert "js-approve" not in page and "Sign off" not in page and "closed" in page
+    assert client.post(f"/reviews/items/{setup.items[0].id}/decide", data={"decision": "approve"}).status_code == 400
+
+
+def test_admin_dashboard_progress_overdue_escalations_and_reassign(app, client, session, setup, nocsrf):
+    from datetime import timedelta
+
+    from attest.db import utcnow
+
+    admin = make_user(session, "root@acme.example", roles=["admin"])
+    boss, _ = add_reviewer(session, "bea.boss@acme.example", "Bea Boss")
+    rita, _ = add_reviewer(session, "rita.reviewer@acme.example", "Rita Reviewer")
+    setup.campaign.due_at = utcnow() - timedelta(days=3)
+    setup.items[0].co_reviewer_id = boss.id
+    session.commit()
+    login_as(app, client, admin)
+    page = _text(client.get("/campaigns"))
+    assert "Q3 access review" in page and "overdue" in page
+    page = _text(client.get(f"/campaigns/{setup.campaign.id}"))
+    assert "Maria Manager" in page and "overdue" in page and "1 items → Bea Boss" in page and "Close campaign" in page
+    response = client.post(f"/campaigns/{setup.campaign.id}/reassign",
+                           data={"from_reviewer": setup.manager.id, "to": "rita.reviewer@acme.example", "reason": "Maria on leave"})
+    assert "Moved 6 open items to Rita Reviewer" in _text(client.get(response.headers["Location"]))
+    assert client.get("/campaigns/999999").status_code == 404
