@@ -32,6 +32,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
+from authlib.deprecate import AuthlibDeprecationWarning  # before authlib.jose: it installs a warning filter
+
 from attest.connectors.base import (
     AccountRecord,
     BaseConnector,
@@ -48,6 +50,10 @@ from attest.connectors.base import (
     Setting,
 )
 from attest.connectors.http import HttpClient, HttpError, require_https
+
+with warnings.catch_warnings():  # authlib.jose warns that joserfc is its successor; authlib.jose is what we use
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.jose import JsonWebToken
 
 log = logging.getLogger(__name__)
 
@@ -487,9 +493,6 @@ class GitHubConnector(BaseConnector):
 
     # -- auth ----------------------------------------------------------------------------------------
     def _app_jwt(self) -> str:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from authlib.jose import JsonWebToken
         now = int(time.time())
         payload = {"iat": now - 60, "exp": now + 540, "iss": str(self.settings["app_id"])}
         try:

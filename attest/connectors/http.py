@@ -122,6 +122,7 @@ class HttpClient:
         self._lock = threading.Lock()
         self.calls = 0
         self.waits: list[float] = []  # every rate-limit wait, for reports and tests
+        self._hold_until = 0.0  # after a rate limit, every thread holds back until then (monotonic)
         self.rate = RateLimitState()
 
     def close(self) -> None:
@@ -198,6 +199,9 @@ class HttpClient:
         attempt = 0
         while True:
             self._pace()
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:  # another thread was told to wait: do not send into the limit
+                self.sleep(hold)
             headers = dict(kwargs.pop("headers", {}) or {})
             if self._auth_header is not None:
                 headers.update(self._auth_header())
@@ -222,6 +226,7 @@ class HttpClient:
                 wait = self._rate_limit_wait(response)
                 with self._lock:
                     self.waits.append(wait)
+                    self._hold_until = max(self._hold_until, time.monotonic() + wait)
                 log.info("rate limited on %s %s; waiting %.1fs", method, _redact_url(str(response.url)), wait)
                 self.sleep(wait)
                 continue

@@ -36,8 +36,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from authlib.deprecate import AuthlibDeprecationWarning  # before authlib.jose: it installs a warning filter
 from flask import Flask, Response, request
 from graphql import build_schema, graphql_sync
+
+with warnings.catch_warnings():  # authlib.jose warns that joserfc is its successor; authlib.jose is what we use
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.jose import JsonWebToken
+    from authlib.jose.errors import JoseError
 
 DOCS = "https://docs.github.com/rest"
 SANDBOX_TOKEN = "ghp_sandbox_token_for_attest"
@@ -185,6 +191,8 @@ class FakeGitHub:
         self.rest_requests = 0
         self.graphql_requests = 0
         self.token_exchanges = 0
+        self.unauthorized = 0  # requests refused with 401 (a bad or expired token)
+        self.primary_limited = 0  # requests refused for the primary rate limit
         self.log: list[str] = []
         self.secondary: list[Injection] = []
         self.secondary_until = 0.0
@@ -449,10 +457,10 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 return None  # authenticated by the app JWT in the view
             header = request.headers.get("Authorization", "")
             scheme, _, tok = header.partition(" ")
-            if scheme.lower() not in ("token", "bearer") or tok not in state.tokens:
-                return error(401, "Bad credentials")
-            expiry = state.tokens[tok]
-            if expiry is not None and now >= expiry:
+            expiry = state.tokens.get(tok)
+            if scheme.lower() not in ("token", "bearer") or tok not in state.tokens or (
+                    expiry is not None and now >= expiry):
+                state.unauthorized += 1
                 return error(401, "Bad credentials")
             resource = "graphql" if is_graphql else "core"
             limit = state.graphql_limit if is_graphql else state.rate_limit
@@ -462,6 +470,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 state.windows[(tok, resource)] = window
             request.environ["fake.rate"] = (limit, window, resource)
             if window[0] >= limit:
+                state.primary_limited += 1
                 return error(403, "API rate limit exceeded for installation. If you reach out to GitHub Support "
                              "for help, please include the request ID.", _rate_headers(limit, window, resource))
             window[0] += 1
@@ -498,10 +507,6 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         scheme, _, token_ = header.partition(" ")
         if scheme.lower() != "bearer" or not token_:
             return error(401, "A JSON web token could not be decoded")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from authlib.jose import JsonWebToken
-            from authlib.jose.errors import JoseError
         try:
             claims = JsonWebToken(["RS256"]).decode(token_, state.app_public_key)
         except (JoseError, ValueError):

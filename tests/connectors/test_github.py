@@ -1,0 +1,380 @@
+"""The GitHub connector against the fake GitHub over real HTTP, asserting on the database through run_sync."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
+
+from attest.connectors.base import ConnectorError, GrantRef, IdentityRecord, RevokeRefused
+from attest.connectors.github import GitHubConnector, graphql_url
+from attest.connectors.registry import validate_settings
+from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, create_app, demo_email
+from attest.connectors.sandbox.server import serve_in_thread
+from attest.entitlements.models import Account, Grant, SyncRun
+from attest.entitlements.queries import effective_access
+from attest.entitlements.sync import run_sync
+from tests.factories import ListConnector, make_source
+
+
+@contextmanager
+def fake_github(**kw):
+    app = create_app(**kw)
+    with serve_in_thread(app) as server:
+        yield app.github, server.url
+
+
+def connector(url: str, orgs=("acme",), **kw) -> GitHubConnector:
+    settings = {"orgs": list(orgs), "api_url": url, **kw.pop("settings", {})}
+    return GitHubConnector(settings, kw.pop("secrets", {"token": SANDBOX_TOKEN}), **kw)
+
+
+def sync(factory, settings, name, url, **kw):
+    return run_sync(factory, settings, name, connector=connector(url, **kw))
+
+
+def active(session, key: str) -> Grant | None:
+    return session.scalar(select(Grant).where(Grant.key == key, Grant.ended_at.is_(None)))
+
+
+def account(session, login: str) -> Account:
+    return session.scalar(select(Account).where(Account.login == login))
+
+
+def grant_ref(session, key: str) -> GrantRef:
+    g = session.scalar(select(Grant).where(Grant.key == key))
+    ent = g.entitlement
+    res = ent.resource
+    if g.principal_type == "account":
+        principal_ref, login = g.account.external_id, g.account.login or g.account.email
+    else:
+        principal_ref, login = g.group.external_id, g.group.name
+    return GrantRef("github", g.key, ent.external_id, ent.name, ent.resource_ref, res.type, g.principal_type,
+                    principal_ref, login, dict(res.attributes or {}), dict(ent.attributes or {}),
+                    dict(g.attributes or {}), g.part)
+
+
+def nest(state, org="acme"):
+    """A child team nested in a parent; a user only in the child; a repo shared with the parent only."""
+    o = state.orgs[org]
+    child = next(t for t in o.teams.values() if t["parent"])
+    parent = o.teams[child["parent"]]
+    user_id = next(u for u, r in o.members.items() if r == "member" and u not in parent["members"])
+    for t in o.teams.values():
+        t["members"].pop(user_id, None)
+    child["members"][user_id] = "member"
+    repo = next(iter(o.repos.values()))
+    repo["archived"] = False
+    parent["repos"][repo["id"]] = "push"
+    for t in o.teams.values():
+        if t is not parent:
+            t["repos"].pop(repo["id"], None)
+    repo["collaborators"].pop(user_id, None)
+    return child, parent, state.users[user_id], repo
+
+
+def test_nested_team_access_is_effective_access_via_the_teams(factory, session, settings):
+    with fake_github(members=40, teams=8, repos=20) as (state, url):
+        child, parent, user, repo = nest(state)
+        make_source(session, "gh", kind="github")
+        session.commit()
+        result = sync(factory, settings, "gh", url)
+    assert result.status == "succeeded", result.error
+    acc = account(session, user["login"])
+    # the child team is a member of its parent
+    assert active(session, f"team:{parent['id']}:member|r|team:{child['id']}") is not None
+    held = [h for h in effective_access(session, [acc.id])
+            if h.grant.entitlement.external_id == f"repo:{repo['id']}:push"]
+    assert len(held) == 1
+    assert [g.name for g in held[0].via] == [f"acme/{parent['slug']}", f"acme/{child['slug']}"]
+    assert held[0].how == f"via acme/{parent['slug']} → acme/{child['slug']}"
+    # org owners hold the privileged admin entitlement; repo admin is privileged too
+    owner = active(session, f"org:1:admin|a|{next(u for u, r in state.orgs['acme'].members.items() if r == 'admin')}")
+    assert owner is not None and owner.entitlement.privileged
+    admin_ent = session.scalar(select(Grant).where(Grant.key.like("repo:%:admin|%"))).entitlement
+    assert admin_ent.privileged
+    # pending invitations are accounts with status invited that would hold the org role
+    invited = session.scalars(select(Account).where(Account.status == "invited")).all()
+    assert invited and all(a.external_id.startswith("invitation:") for a in invited)
+    run = session.get(SyncRun, result.run_id)
+    assert run.api_calls == state.requests
+
+
+def test_saml_identities_link_accounts_to_people(factory, session, settings):
+    people = [IdentityRecord(f"p{i}", f"Person {i}", email=demo_email(i), login=demo_email(i)) for i in range(60)]
+    make_source(session, "hr", authoritative=True)
+    make_source(session, "gh", kind="github")
+    session.commit()
+    assert run_sync(factory, settings, "hr", connector=ListConnector(people)).status == "succeeded"
+    with fake_github(members=40, teams=4, repos=6) as (state, url):
+        result = sync(factory, settings, "gh", url)
+    assert result.status == "succeeded", result.error
+    o = state.orgs["acme"]
+    saml_user = state.users[1001]  # person 1: SAML identity, no public e-mail
+    acc = account(session, saml_user["login"])
+    assert acc.saml_nameid == demo_email(1)
+    assert acc.link_method == "saml_nameid" and acc.identity.email == demo_email(1)
+    # person 36 never linked a SAML identity and shows no public e-mail: orphaned until linked by hand
+    assert 1036 not in o.saml_identities
+    assert account(session, state.users[1036]["login"]).identity_id is None
+    # the deploy bot is a service account with no person behind it
+    bot = account(session, "acme-deploy-bot")
+    assert bot.kind == "service" and bot.identity_id is None
+    linked = session.scalars(select(Account).where(Account.link_method == "saml_nameid")).all()
+    assert len(linked) == len(o.saml_identities)
+
+
+def test_without_saml_accounts_link_by_public_email_and_missing_features_are_notes(factory, session, settings):
+    people = [IdentityRecord(f"p{i}", f"Person {i}", email=demo_email(i), login=demo_email(i)) for i in range(30)]
+    make_source(session, "hr", authoritative=True)
+    make_source(session, "gh", kind="github")
+    session.commit()
+    run_sync(factory, settings, "hr", connector=ListConnector(people))
+    with fake_github(members=20, teams=4, repos=6, plan="free") as (state, url):
+        result = sync(factory, settings, "gh", url)
+    assert result.status == "succeeded", result.error
+    notes = " | ".join(session.get(SyncRun, result.run_id).notes)
+    assert "organization roles are not available (HTTP 404" in notes
+    assert "custom repository roles are not available (HTTP 404" in notes
+    assert "SAML single sign-on is not enabled" in notes
+    assert account(session, state.users[1005]["login"]).link_method == "email"  # every fifth shows an e-mail
+    assert account(session, state.users[1001]["login"]).identity_id is None
+
+
+def test_secondary_rate_limit_mid_sync_is_honoured(factory, session, settings):
+    make_source(session, "gh", kind="github")
+    session.commit()
+    with fake_github(members=40, teams=8, repos=20) as (state, url):
+        baseline = list(connector(url).sync())
+        state.inject_secondary(at=6, retry_after=1)
+        conn = connector(url, settings={"concurrency": 1})
+        t0 = time.monotonic()
+        result = run_sync(factory, settings, "gh", connector=conn)
+        elapsed = time.monotonic() - t0
+        assert result.status == "succeeded", result.error
+        assert conn.client.waits == [1.0]
+        assert elapsed >= 1.0
+        assert state.secondary_violations == 0  # nothing came back before retry-after was over
+        assert result.stats["read"]["grants"] == sum(1 for r in baseline if type(r).__name__ == "GrantRecord")
+        # with requests in flight on several threads, every thread holds back once one is told to wait
+        state.inject_secondary(at=8, retry_after=1)
+        parallel = connector(url, settings={"concurrency": 4})
+        records = list(parallel.sync())
+        assert len(records) == len(baseline)
+        assert parallel.client.waits and all(w == 1.0 for w in parallel.client.waits)
+        assert state.secondary_violations <= 3  # at most the requests already in flight when it hit
+
+
+def test_secondary_limit_without_retry_after_waits_a_minute(factory, session, settings):
+    waits: list[float] = []
+    with fake_github(members=10, teams=2, repos=3) as (state, url):
+        state.inject_secondary(at=3, retry_after=None)
+        conn = connector(url, sleep=waits.append)
+        records = list(conn.sync())
+    assert 60.0 in waits
+    assert records
+
+
+def test_primary_rate_limit_waits_for_the_reset(factory, session, settings):
+    with fake_github(members=10, teams=3, repos=4) as (state, url):
+        baseline = list(connector(url).sync())
+    with fake_github(members=10, teams=3, repos=4, rate_limit=6, rate_window=1.0) as (state, url):
+        conn = connector(url, settings={"concurrency": 1})
+        t0 = time.monotonic()
+        records = list(conn.sync())
+        elapsed = time.monotonic() - t0
+    assert len(records) == len(baseline)
+    assert state.rest_requests > 6 and elapsed >= 1.0  # it spread the requests over the reset windows
+    assert state.primary_limited == len(conn.client.waits)  # every refusal was waited out, none failed
+    assert all(w <= 3.0 for w in conn.client.waits)
+
+
+def test_failure_mid_sync_loses_nothing(factory, session, settings):
+    make_source(session, "gh", kind="github")
+    session.commit()
+    with fake_github(orgs=("acme", "beta"), members=20, teams=4, repos=8) as (state, url):
+        first = run_sync(factory, settings, "gh", connector=connector(url, orgs=("acme", "beta")))
+        assert first.status == "succeeded", first.error
+        # upstream changes in both orgs
+        acme_team = next(iter(state.orgs["acme"].teams.values()))
+        beta_team = next(iter(state.orgs["beta"].teams.values()))
+        acme_uid, _ = acme_team["members"].popitem()
+        beta_uid, _ = beta_team["members"].popitem()
+        acme_key = f"team:{acme_team['id']}:member|a|{acme_uid}"
+        beta_key = f"team:{beta_team['id']}:member|a|{beta_uid}"
+        before = session.query(Grant).filter(Grant.ended_at.is_(None), Grant.part == "github:beta").count()
+        # beta keeps failing with 502 once its repositories are being read
+        state.inject_failure(at=1, status=502, count=10_000, path="/orgs/beta/teams/")
+        second = run_sync(factory, settings, "gh",
+                          connector=connector(url, orgs=("acme", "beta"), sleep=lambda s: None))
+        assert second.status == "partial"
+        assert second.failed_parts[0]["part"] == "github:beta" and "502" in second.failed_parts[0]["reason"]
+        session.expire_all()
+        assert active(session, acme_key) is None  # the org that was read is up to date
+        assert active(session, beta_key) is not None  # the failed org is left as it was
+        assert session.query(Grant).filter(Grant.ended_at.is_(None), Grant.part == "github:beta").count() == before
+        state.failures.clear()
+        third = run_sync(factory, settings, "gh", connector=connector(url, orgs=("acme", "beta")))
+        assert third.status == "succeeded"
+        session.expire_all()
+        assert active(session, beta_key) is None
+
+
+def test_transient_server_errors_are_retried(factory, session, settings):
+    with fake_github(members=10, teams=2, repos=3) as (state, url):
+        clean = list(connector(url).sync())
+        state.inject_failure(at=4, status=500, count=2)
+        records = list(connector(url, sleep=lambda s: None).sync())
+    assert len(records) == len(clean)
+
+
+def test_bad_token_fails_the_run_with_a_clear_message(factory, session, settings):
+    make_source(session, "gh", kind="github")
+    session.commit()
+    with fake_github(members=5, teams=1, repos=1) as (state, url):
+        conn = connector(url, secrets={"token": "ghp_wrong"})
+        with pytest.raises(ConnectorError, match="rejected the credentials"):
+            conn.validate()
+        result = run_sync(factory, settings, "gh", connector=connector(url, secrets={"token": "ghp_wrong"}))
+    assert result.status == "failed" and "rejected the credentials" in result.error
+    assert session.query(Grant).count() == 0
+
+
+def _rsa_pair() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+def test_github_app_installation_token_flow_and_refresh(factory, session, settings):
+    private, public = _rsa_pair()
+    other, _ = _rsa_pair()
+    app_settings = {"app_id": "12345", "installation_id": 777}
+    make_source(session, "gh", kind="github")
+    session.commit()
+    with fake_github(members=10, teams=2, repos=3, app_id="12345", app_public_key=public, installation_id=777,
+                     token_ttl=3.0) as (state, url):
+        conn = connector(url, settings=app_settings, secrets={"private_key": private})
+        conn.validate()
+        assert state.token_exchanges == 1
+        time.sleep(2.5)  # inside the refresh margin (a fifth of the lifetime): refreshed before it expires
+        conn.validate()
+        assert state.token_exchanges == 2 and conn.token_refreshes == 2
+        assert state.unauthorized == 0
+        result = run_sync(factory, settings, "gh",
+                          connector=connector(url, settings=app_settings, secrets={"private_key": private}))
+        assert result.status == "succeeded", result.error
+        assert state.unauthorized == 0
+        # a key the App does not have is refused with a message that says what to check
+        wrong = connector(url, settings=app_settings, secrets={"private_key": other})
+        with pytest.raises(ConnectorError, match="refused the App installation token"):
+            wrong.validate()
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="private_key"):
+        validate_settings("github", {"orgs": "acme"}, {})
+    with pytest.raises(ValueError, match="app_id"):
+        validate_settings("github", {"orgs": "acme"}, {"private_key": "-----BEGIN PRIVATE KEY-----"})
+    with pytest.raises(ValueError, match="https"):
+        validate_settings("github", {"orgs": "acme", "api_url": "http://ghe.example.com/api/v3"}, {"token": "x"})
+    clean, _ = validate_settings("github", {"orgs": "acme, beta", "skip_archived": "yes"}, {"token": "x"})
+    assert clean["orgs"] == ["acme", "beta"] and clean["skip_archived"] is True
+    assert clean["api_url"] == "https://api.github.com"
+    assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
+    assert graphql_url("https://ghe.example.com/api/v3") == "https://ghe.example.com/api/graphql"
+
+
+def test_enterprise_server_paths_and_skip_archived(factory, session, settings):
+    with fake_github(members=10, teams=3, repos=20) as (state, url):
+        conn = connector(f"{url}/api/v3", settings={"skip_archived": True})
+        records = list(conn.sync())
+        assert any(line.startswith("POST /api/graphql") for line in state.log)
+        assert all(line.split()[1].startswith("/api/") for line in state.log)
+    archived = {f"repo:{r['id']}" for r in state.orgs["acme"].repos.values() if r["archived"]}
+    assert archived
+    seen = {r.external_id for r in records if type(r).__name__ == "ResourceRecord"}
+    assert not archived & seen
+    assert not any(getattr(r, "entitlement_ref", "").rsplit(":", 1)[0] in archived for r in records)
+
+
+def test_revoke_dry_run_idempotence_undo_and_last_owner(factory, session, settings):
+    make_source(session, "gh", kind="github")
+    session.commit()
+    with fake_github(members=20, teams=4, repos=10, owners=1) as (state, url):
+        assert sync(factory, settings, "gh", url).status == "succeeded"
+        o = state.orgs["acme"]
+        conn = connector(url)
+        # remove a member from a team: dry-run first changes nothing
+        team = next(t for t in o.teams.values() if len(t["members"]) > 1)
+        uid = next(u for u, r in team["members"].items() if r == "member")
+        ref = grant_ref(session, f"team:{team['id']}:member|a|{uid}")
+        dry = conn.revoke(ref, dry_run=True)
+        login = state.users[uid]["login"]
+        assert dry.dry_run and dry.calls == (f"DELETE /orgs/acme/teams/{team['slug']}/memberships/{login}",)
+        assert uid in team["members"] and not state.mutations
+        done = conn.revoke(ref, dry_run=False)
+        assert not done.already_gone and uid not in team["members"]
+        again = conn.revoke(ref, dry_run=False)
+        assert again.already_gone  # 404 on delete: already gone, success
+        conn.grant(ref, dry_run=False)  # undo
+        assert team["members"][uid] == "member"
+
+        # remove a team's access to a repository, then a direct collaborator
+        tid, rid = next((t["id"], r) for t in o.teams.values() for r in t["repos"]
+                        if not o.repos[r]["archived"])
+        role = o.teams[tid]["repos"][rid]
+        conn.revoke(grant_ref(session, f"repo:{rid}:{role}|r|team:{tid}"), dry_run=False)
+        assert rid not in o.teams[tid]["repos"]
+        repo = next(r for r in o.repos.values() if any(u in o.members for u in r["collaborators"]))
+        cuid, crole = next((u, r) for u, r in repo["collaborators"].items() if u in o.members)
+        cref = grant_ref(session, f"repo:{repo['id']}:{crole}|a|{cuid}")
+        assert conn.revoke(cref, dry_run=False).calls[0].startswith(f"DELETE /repos/acme/{repo['name']}/collaborators/")
+        assert cuid not in repo["collaborators"]
+        conn.grant(cref, dry_run=False)
+        assert repo["collaborators"][cuid] == crole
+
+        # an outside collaborator leaves the organization (every repository)
+        ouid = next(iter(o.outside))
+        oref = grant_ref(session, f"org:1:outside_collaborator|a|{ouid}")
+        conn.revoke(oref, dry_run=False)
+        assert ouid not in o.outside and all(ouid not in r["collaborators"] for r in o.repos.values())
+        assert conn.revoke(oref, dry_run=False).already_gone
+        with pytest.raises(RevokeRefused, match="no single call"):
+            conn.grant(oref, dry_run=False)
+
+        # the last owner is never removed nor demoted, not even in a dry-run
+        owner = next(u for u, r in o.members.items() if r == "admin")
+        with pytest.raises(RevokeRefused, match="last owner"):
+            conn.revoke(grant_ref(session, f"org:1:admin|a|{owner}"), dry_run=True)
+        with pytest.raises(RevokeRefused, match="last owner"):
+            conn.revoke(grant_ref(session, f"org:1:admin|a|{owner}"), dry_run=False)
+        assert o.members[owner] == "admin"
+
+        # a member is removed from the organization; undo invites them back
+        member = next(u for u, r in o.members.items() if r == "member" and u < 500000)
+        mref = grant_ref(session, f"org:1:member|a|{member}")
+        conn.revoke(mref, dry_run=False)
+        assert member not in o.members
+        assert conn.revoke(mref, dry_run=False).already_gone
+        conn.grant(mref, dry_run=False)
+        assert any(i["login"] == state.users[member]["login"] for i in o.invitations.values())
+
+        # a pending invitation is cancelled
+        inv_id = next(i for i, inv in o.invitations.items() if inv["email"])
+        iref = grant_ref(session, f"org:1:{'admin' if o.invitations[inv_id]['role'] == 'admin' else 'member'}"
+                                  f"|a|invitation:{inv_id}")
+        conn.revoke(iref, dry_run=False)
+        assert inv_id not in o.invitations
+
+        # a nested team's inherited access is refused with where it comes from
+        child = next(t for t in o.teams.values() if t["parent"])
+        with pytest.raises(RevokeRefused, match="nested"):
+            conn.revoke(grant_ref(session, f"team:{child['parent']}:member|r|team:{child['id']}"), dry_run=True)
