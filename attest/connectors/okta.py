@@ -533,8 +533,15 @@ class OktaConnector(BaseConnector):
         return out
 
     def validate(self) -> None:
-        """One cheap read that proves the credentials and the users scope."""
-        self._get_json_list("/api/v1/users?limit=1")
+        """One cheap read per scope the sync needs: a missing scope or role is named before any sync."""
+        self._scopes = READ_SCOPES if self.log_days else READ_SCOPES[:-1]
+        for path in ("/api/v1/users?limit=1", "/api/v1/groups?limit=1", "/api/v1/apps?limit=1",
+                     "/api/v1/iam/assignees/users?limit=1"):
+            self._get_json(path)
+        if self.log_days:
+            until = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._get_json(f"/api/v1/logs?limit=1&since={since}&until={until}")
 
     def _get_json_list(self, path: str) -> list[Any]:
         data = self._get_json(path)

@@ -222,6 +222,8 @@ def test_oauth_service_app_with_private_key_jwt(factory, session, settings, sour
 
 def test_a_token_without_a_scope_fails_naming_the_scope(factory, session, settings, source, oauth_okta, keypair):
     oauth_okta.faults.drop_scopes = {"okta.logs.read"}
+    with pytest.raises(ConnectorError, match="lacks the scope okta.logs.read"):  # `attest sources test`
+        oauth_connector(oauth_okta, keypair).validate()
     result = sync(factory, settings, session, oauth_okta, conn=oauth_connector(oauth_okta, keypair))
     assert result.status == "failed"
     assert "okta.logs.read" in result.error and "E0000006" in result.error
