@@ -371,7 +371,7 @@ def org_records(snap: OrgSnapshot, *, skip_archived: bool = False,
             rid = int(repo["id"])
             if rid not in repo_names or (skip_archived and rid in archived):
                 continue
-            role = repo.get("role_name") or _role_from_permissions(repo.get("permissions") or {})
+            role = normalize_role(repo.get("role_name") or _role_from_permissions(repo.get("permissions") or {}))
             yield GrantRecord(f"repo:{rid}:{role}", team_ref[tid], principal_type="resource",
                               attributes={"team_slug": team_slug[tid]}, part=part)
 
@@ -390,14 +390,23 @@ def _repo_entitlements(org: str, name: str, ref: str, custom: Mapping[str, Mappi
                                 part=part)
 
 
+ROLE_NAMES = {"read": "pull", "write": "push", "pull": "pull", "push": "push", "triage": "triage",
+              "maintain": "maintain", "admin": "admin"}
+
+
+def normalize_role(role_name: str) -> str:
+    """GitHub's role_name says read/write where permissions say pull/push; custom role names stay as they are."""
+    return ROLE_NAMES.get(role_name.lower(), role_name)
+
+
 def _collaborator_role(edge: Mapping[str, Any], repo_id: int) -> str:
     for src in edge.get("permissionSources") or []:
         source = src.get("source") or {}
         if source.get("__typename") == "Repository" and int(source.get("databaseId") or -1) == repo_id \
                 and src.get("roleName"):
-            return str(src["roleName"]).lower() if str(src["roleName"]).lower() in REPO_ROLES else src["roleName"]
+            return normalize_role(str(src["roleName"]))
     if edge.get("role_name"):  # REST collaborator payload
-        return edge["role_name"]
+        return normalize_role(edge["role_name"])
     return GQL_ROLE.get(str(edge.get("permission") or "").upper(), "pull")
 
 

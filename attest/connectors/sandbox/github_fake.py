@@ -55,6 +55,7 @@ ROLE_PERMS = {  # role_name -> REST `permissions` object
     "maintain": {"pull": True, "triage": True, "push": True, "maintain": True, "admin": False},
     "admin": {"pull": True, "triage": True, "push": True, "maintain": True, "admin": True},
 }
+ROLE_NAME = {"pull": "read", "push": "write"}  # REST/GraphQL role_name says read/write for pull/push
 GQL_PERMISSION = {"pull": "READ", "triage": "TRIAGE", "push": "WRITE", "maintain": "MAINTAIN", "admin": "ADMIN"}
 AREAS = ("platform", "payments", "identity", "data", "mobile", "web", "infra", "security", "growth", "search",
          "billing", "ml", "devex", "sre", "support")
@@ -781,7 +782,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 continue
             item = repo_json(o, repo)
             item["permissions"] = dict(ROLE_PERMS[base_role(o, role)])
-            item["role_name"] = role
+            item["role_name"] = ROLE_NAME.get(role, role)
             out.append(item)
         return page(out)
 
@@ -830,7 +831,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 continue
             item = simple_user(uid)
             item["permissions"] = dict(ROLE_PERMS[base_role(o, role)])
-            item["role_name"] = role
+            item["role_name"] = ROLE_NAME.get(role, role)
             out.append(item)
         return page(out)
 
@@ -956,7 +957,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 items = [i for i in items if i[0] in o.outside]
             return connection(items, first, after, lambda item: {
                 "permission": GQL_PERMISSION[base_role(o, item[1])],
-                "permissionSources": [{"permission": GQL_PERMISSION[base_role(o, item[1])], "roleName": item[1],
+                "permissionSources": [{"permission": GQL_PERMISSION[base_role(o, item[1])], "roleName": ROLE_NAME.get(item[1], item[1]),
                                        "source": {"__typename": "Repository", "databaseId": repo["id"],
                                                   "name": repo["name"]}}],
                 "node": gql_user(item[0])})
