@@ -144,11 +144,61 @@ class SchedulerError(RuntimeError):
     """The scheduler cannot start (the message says what to do)."""
 
 
-def previous_fire_time(cron: str, now: datetime) -> datetime | None:
-    """The latest time at or before `now` at which `cron` fires (APScheduler's crontab semantics, UTC)."""
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday, 1 = Monday) as APScheduler weekday names.
+
+    APScheduler 3's `CronTrigger.from_crontab` takes the numbers as its own (0 = Monday), so
+    "30 2 * * 1" would run on Tuesdays; names mean the same to both.
+    """
+    if field in ("*", "?"):
+        return "*"
+
+    def index(token: str) -> int:
+        token = token.strip().lower()
+        if token.isdigit() and 0 <= int(token) <= 7:
+            return int(token)
+        if token[:3] in _WEEKDAYS:
+            return _WEEKDAYS.index(token[:3])
+        raise ValueError(f"{token!r} is not a day of the week (0-7 or sun-sat)")
+
+    days: set[int] = set()
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"step {step_text!r} must be at least 1")
+        if base == "*":
+            first, last = 0, 6
+        elif "-" in base:
+            a, b = base.split("-", 1)
+            first, last = index(a), index(b)
+            if last < first:
+                raise ValueError(f"day-of-week range {base!r} runs backwards")
+        else:
+            first = index(base)
+            last = 6 if step_text else first
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def cron_trigger(expr: str):
+    """An APScheduler CronTrigger (UTC) for a standard 5-field crontab expression. Raises ValueError."""
     from apscheduler.triggers.cron import CronTrigger
 
-    trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expr!r} must have 5 fields (minute hour day month day-of-week), not {len(fields)}")
+    minute, hour, day, month, dow = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_crontab_weekdays(dow),
+                       timezone=UTC)
+
+
+def previous_fire_time(cron: str, now: datetime) -> datetime | None:
+    """The latest time at or before `now` at which `cron` fires (APScheduler's crontab semantics, UTC)."""
+    trigger = cron_trigger(cron)
     for window in (timedelta(minutes=2), timedelta(hours=2), timedelta(days=2), timedelta(days=40),
                    timedelta(days=400), timedelta(days=3000)):
         t = trigger.get_next_fire_time(None, now - window)
@@ -170,9 +220,7 @@ class JobSpec:
     arg: str | None = None
 
     def trigger(self):
-        from apscheduler.triggers.cron import CronTrigger
-
-        return CronTrigger.from_crontab(self.cron, timezone=UTC)
+        return cron_trigger(self.cron)
 
     def slot(self, now: datetime) -> datetime | None:
         return previous_fire_time(self.cron, now)
@@ -202,8 +250,6 @@ def _remediation_runner() -> Callable[..., Any] | None:
 
 def job_table(session: Session) -> list[JobSpec]:
     """The jobs the scheduler should have: the fixed ones and a sync per enabled source with a schedule."""
-    from apscheduler.triggers.cron import CronTrigger
-
     from attest.entitlements.models import Source
 
     specs = list(FIXED_JOBS)
@@ -213,7 +259,7 @@ def job_table(session: Session) -> list[JobSpec]:
         Source.enabled.is_(True), Source.schedule.is_not(None), Source.schedule != "").order_by(Source.name))
     for name, schedule in rows:
         try:
-            CronTrigger.from_crontab(schedule.strip(), timezone=UTC)
+            cron_trigger(schedule.strip())
         except ValueError as exc:
             log.warning("source %s: schedule %r is not a valid cron expression (%s); not scheduled",
                         name, schedule, exc)
@@ -309,42 +355,78 @@ def job_sync(ctx: JobContext, spec: JobSpec, now: datetime) -> str:
     return f"sync of {spec.arg}: {result.status} (run {result.run_id})"
 
 
+LAUNCH_RETRY = timedelta(hours=1)  # a recurring launch that failed is tried again at most this often
+
+
 def job_launch(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
-    """Launch a campaign for every definition whose cron schedule fired since its last launch."""
+    """Launch a campaign for every definition whose cron schedule fired since its last launch.
+
+    Each launch runs in its own transaction under a per-definition lease: a launch that fails (say, items
+    nobody can review and no fallback reviewer) changes nothing, is logged with its reason on the lease
+    row `campaigns:launch:<definition id>`, and is retried at most once per LAUNCH_RETRY.
+    """
     from attest.reviews import campaigns
 
     with _transaction(ctx) as session:
         due = campaigns.due_to_launch(session, now)
     launched, errors = [], []
     for definition_id in due:
+        lease = f"campaigns:launch:{definition_id}"
+        with _transaction(ctx) as session:
+            if not acquire(session, lease, ctx.ttl, ctx.holder, now=now, slot=now - LAUNCH_RETRY):
+                continue
+        status, error = "succeeded", None
         try:
             with _transaction(ctx) as session:
                 campaign = campaigns.create_campaign(session, definition_id, ACTOR)
                 campaigns.launch(session, campaign.id, ACTOR, now=now)
-                launched.append(campaign.id)
-            log.info("launched campaign %s from definition %s", campaign.id, definition_id)
+                campaign_id = campaign.id
+            launched.append(campaign_id)
+            log.info("launched campaign %s from definition %s", campaign_id, definition_id)
         except Exception as exc:
-            log.error("definition %s: recurring launch failed: %s", definition_id, exc,
-                      exc_info=not isinstance(exc, ValueError))
-            errors.append(f"definition {definition_id}: {exc}")
+            status, error = "failed", str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            log.error("definition %s: recurring launch failed (retried in %s): %s", definition_id, LAUNCH_RETRY,
+                      error, exc_info=not isinstance(exc, ValueError))
+            errors.append(f"definition {definition_id}: {error}")
+        finally:
+            with _transaction(ctx) as session:
+                release(session, lease, status, error, ctx.holder, now=now)
     if errors:
         raise JobError("; ".join(errors))
     return launched
 
 
+def auto_close_at(campaign: Any) -> datetime | None:
+    """When the scheduler closes an active campaign.
+
+    At its due date, unless the campaign escalates overdue reviews (`timing.escalate_after_days_overdue`
+    = N): then reviewers keep N days after the due date before their manager is added as co-reviewer,
+    and the co-reviewer gets N more days (at least one) before the campaign closes. A campaign can always
+    be closed earlier by hand.
+    """
+    if campaign.due_at is None:
+        return None
+    escalate = ((campaign.spec or {}).get("timing") or {}).get("escalate_after_days_overdue")
+    if escalate is None:
+        return campaign.due_at
+    return campaign.due_at + timedelta(days=int(escalate) + max(int(escalate), 1))
+
+
 def job_close(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
-    """Close every active campaign whose due date has come."""
+    """Close every active campaign that is due (see `auto_close_at` for campaigns that escalate)."""
     from attest.reviews import campaigns
+    from attest.reviews.models import Campaign
 
     with _transaction(ctx) as session:
-        due = campaigns.due_to_close(session, now)
+        due = [cid for cid in campaigns.due_to_close(session, now)
+               if (at := auto_close_at(session.get(Campaign, cid))) is not None and at <= now]
     closed, errors = [], []
     for campaign_id in due:
         try:
             with _transaction(ctx) as session:
                 campaigns.close(session, campaign_id, ACTOR, now=now)
             closed.append(campaign_id)
-            log.info("closed campaign %s at its due date", campaign_id)
+            log.info("closed campaign %s (due)", campaign_id)
         except Exception as exc:
             log.error("campaign %s: close failed: %s", campaign_id, exc, exc_info=not isinstance(exc, ValueError))
             errors.append(f"campaign {campaign_id}: {exc}")

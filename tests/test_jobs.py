@@ -1,0 +1,381 @@
+"""The scheduler: job leases between scheduler processes, the job table, and the jobs themselves."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import sessionmaker
+
+from attest import jobs
+from attest.db import make_engine, transaction
+from attest.entitlements.models import Source
+from attest.jobs import JobContext, JobLease, JobSpec, acquire, release, run_job
+from attest.reviews.models import Campaign, ReviewerNotice, ReviewItem
+from tests.factories import make_source
+
+T = datetime(2026, 5, 4, 9, 0, 20, tzinfo=UTC)  # 20 s after the 09:00 occurrence of an every-minute job
+EVERY_MINUTE = JobSpec("probe:job", "probe", "* * * * *")
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """A job kind that counts its runs (and which holder ran it), takes a moment, and can be told to fail."""
+
+    class Probe:
+        runs: list[tuple[str, datetime]] = []
+        delay = 0.0
+        fail: Exception | None = None
+        lock = threading.Lock()
+
+        def __call__(self, ctx, spec, now):
+            with self.lock:
+                self.runs.append((ctx.holder, now))
+            time.sleep(self.delay)
+            if self.fail is not None:
+                raise self.fail
+            return "probed"
+
+    p = Probe()
+    p.runs = []
+    monkeypatch.setitem(jobs.JOBS, "probe", p)
+    return p
+
+
+def lease(factory, name="probe:job") -> JobLease | None:
+    with factory() as s:
+        return s.get(JobLease, name)
+
+
+def test_acquire_and_release_a_lease(session):
+    ttl = timedelta(minutes=5)
+    assert acquire(session, "j", ttl, holder="a", now=T)
+    assert not acquire(session, "j", ttl, holder="b", now=T + timedelta(seconds=1))  # held
+    release(session, "j", "succeeded", holder="a", now=T + timedelta(seconds=2))
+    row = session.get(JobLease, "j")
+    session.refresh(row)
+    assert (row.holder, row.expires_at, row.last_status) == (None, None, "succeeded")
+    assert acquire(session, "j", ttl, holder="b", now=T + timedelta(seconds=3))
+    # release by someone who does not hold it changes nothing
+    release(session, "j", "failed", holder="a")
+    session.refresh(row)
+    assert row.holder == "b"
+
+
+def test_an_occurrence_already_run_elsewhere_is_not_run_again(session):
+    ttl = timedelta(minutes=5)
+    slot = T.replace(second=0)
+    assert acquire(session, "j", ttl, holder="a", now=T, slot=slot)
+    release(session, "j", "succeeded", holder="a", now=T + timedelta(seconds=5))
+    # a second scheduler firing the same 09:00 occurrence late finds it done
+    assert not acquire(session, "j", ttl, holder="b", now=T + timedelta(seconds=8), slot=slot)
+    # the 09:01 occurrence is free again
+    assert acquire(session, "j", ttl, holder="b", now=T + timedelta(seconds=45), slot=slot + timedelta(minutes=1))
+
+
+def test_previous_fire_time_follows_the_cron():
+    assert jobs.previous_fire_time("* * * * *", T) == datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+    assert jobs.previous_fire_time("*/5 * * * *", T + timedelta(minutes=7)) == datetime(2026, 5, 4, 9, 5, tzinfo=UTC)
+    assert jobs.previous_fire_time("0 9 1 1,4,7,10 *", T) == datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+    assert jobs.previous_fire_time("30 2 * * 1", T) == datetime(2026, 5, 4, 2, 30, tzinfo=UTC)  # a Monday
+    assert jobs.previous_fire_time("0 9 * * *", datetime(2026, 5, 4, 9, 0, tzinfo=UTC)) == \
+        datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+
+
+def _contexts(fresh_db, n=2):
+    """n scheduler instances: each its own engine (connections) and holder name."""
+    out = []
+    for i in range(n):
+        engine = make_engine(fresh_db.url)
+        out.append(JobContext(sessionmaker(bind=engine, expire_on_commit=False), fresh_db.settings,
+                              holder=f"scheduler-{i}"))
+    return out
+
+
+def test_two_schedulers_firing_the_same_job_at_the_same_moment_run_it_once(fresh_db, probe):
+    probe.delay = 0.3
+    contexts = _contexts(fresh_db, 2)
+    for round_ in range(3):  # a fresh lease row (INSERT race) and then an existing one (UPDATE race)
+        now = T + timedelta(minutes=round_)
+        barrier = threading.Barrier(2)
+        results = {}
+
+        def fire(ctx, now=now, barrier=barrier, results=results):
+            barrier.wait()
+            results[ctx.holder] = run_job(ctx, EVERY_MINUTE, now=now)
+
+        threads = [threading.Thread(target=fire, args=(ctx,)) for ctx in contexts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        statuses = sorted(r.status for r in results.values())
+        assert statuses == ["skipped", "succeeded"], (round_, results)
+        # the one that lost, firing a moment later (after the winner released), still does not run it
+        loser = next(ctx for ctx in contexts if results[ctx.holder].status == "skipped")
+        assert run_job(loser, EVERY_MINUTE, now=now + timedelta(seconds=10)).status == "skipped"
+    assert len(probe.runs) == 3
+    row = lease(fresh_db.factory)
+    assert row.holder is None and row.last_status == "succeeded"
+
+
+def test_a_crashed_holders_lease_expires_and_is_taken_over(fresh_db, probe):
+    a, b = _contexts(fresh_db, 2)
+    with transaction(a.factory) as s:  # A takes the lease and dies without releasing it
+        assert acquire(s, EVERY_MINUTE.id, a.ttl, holder=a.holder, now=T)
+    assert run_job(b, EVERY_MINUTE, now=T + timedelta(minutes=1)).status == "skipped"
+    assert run_job(b, EVERY_MINUTE, now=T + timedelta(minutes=4)).status == "skipped"
+    assert probe.runs == []
+    run = run_job(b, EVERY_MINUTE, now=T + a.ttl + timedelta(seconds=1))
+    assert run.status == "succeeded"
+    assert probe.runs == [(b.holder, T + a.ttl + timedelta(seconds=1))]
+    row = lease(fresh_db.factory)
+    assert (row.holder, row.last_status) == (None, "succeeded")
+
+
+def test_a_running_job_keeps_its_lease_alive(fresh_db, probe):
+    a, b = _contexts(fresh_db, 2)
+    a.ttl, a.heartbeat = timedelta(seconds=2), 0.2
+    probe.delay = 3.0  # longer than the TTL: only the heartbeat keeps B out
+    started = time.monotonic()
+    results = {}
+    t = threading.Thread(target=lambda: results.setdefault("a", run_job(a, EVERY_MINUTE)))
+    t.start()
+    while not probe.runs:
+        time.sleep(0.05)
+    time.sleep(2.5)
+    assert run_job(b, EVERY_MINUTE).status == "skipped"  # A's lease would have expired without renewal
+    t.join(10)
+    assert results["a"].status == "succeeded" and time.monotonic() - started >= 3
+    assert len(probe.runs) == 1
+
+
+def test_a_failing_job_is_recorded_on_its_lease_row_and_runs_again_next_time(fresh_db, probe):
+    (ctx,) = _contexts(fresh_db, 1)
+    probe.fail = RuntimeError("upstream said no")
+    run = run_job(ctx, EVERY_MINUTE, now=T)
+    assert run.status == "failed" and run.error == "RuntimeError: upstream said no"
+    row = lease(fresh_db.factory)
+    assert row.holder is None
+    assert row.last_status == "failed" and row.last_error == "RuntimeError: upstream said no"
+    assert row.last_started_at == T
+    probe.fail = None
+    assert run_job(ctx, EVERY_MINUTE, now=T + timedelta(minutes=1)).status == "succeeded"
+    row = lease(fresh_db.factory)
+    assert (row.last_status, row.last_error) == ("succeeded", None)
+
+
+def test_the_job_table_has_a_sync_per_enabled_scheduled_source(session, monkeypatch):
+    make_source(session, "okta-prod").schedule = "0 */4 * * *"
+    make_source(session, "github").schedule = "30 2 * * *"
+    make_source(session, "aws-manual")  # no schedule
+    off = make_source(session, "old-okta")
+    off.schedule, off.enabled = "0 * * * *", False
+    make_source(session, "broken").schedule = "every tuesday"  # bypassed validation somehow
+    session.flush()
+
+    specs = {s.id: s for s in jobs.job_table(session)}
+    assert {k for k in specs if k.startswith("sync:")} == {"sync:okta-prod", "sync:github"}
+    assert specs["sync:okta-prod"] == JobSpec("sync:okta-prod", "sync", "0 */4 * * *", "okta-prod")
+    assert {"scheduler:reconcile", "campaigns:launch", "campaigns:close", "notify:send"} <= set(specs)
+    assert "remediation:run" in specs  # attest.reviews.remediation.run_pending exists
+
+    monkeypatch.setattr(jobs, "_remediation_runner", lambda: None)
+    assert "remediation:run" not in {s.id for s in jobs.job_table(session)}
+
+
+def test_reconcile_keeps_the_shared_job_store_in_step_with_the_sources(fresh_db):
+    with transaction(fresh_db.factory) as s:
+        make_source(s, "okta-prod").schedule = "0 */4 * * *"
+        make_source(s, "github").schedule = "30 2 * * *"
+    first, ctx1 = jobs.make_scheduler(make_engine(fresh_db.url), fresh_db.factory, fresh_db.settings, "s1")
+    second, _ = jobs.make_scheduler(make_engine(fresh_db.url), fresh_db.factory, fresh_db.settings, "s2")
+    first.start(paused=True)
+    second.start(paused=True)
+    try:
+        out = jobs.reconcile(first, fresh_db.factory)
+        assert set(out["added"]) >= {"sync:okta-prod", "sync:github", "campaigns:launch", "notify:send"}
+        stored = {j.id: j for j in second.get_jobs()}  # the other process sees the same, shared, job list
+        assert set(stored) == set(out["added"])
+        assert str(stored["sync:okta-prod"].trigger) == str(jobs.JobSpec("x", "sync", "0 */4 * * *").trigger())
+        with fresh_db.engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM apscheduler_jobs")) == len(out["added"])
+
+        with transaction(fresh_db.factory) as s:
+            s.scalars(select(Source).where(Source.name == "okta-prod")).one().schedule = "15 * * * *"
+            s.scalars(select(Source).where(Source.name == "github")).one().enabled = False
+            make_source(s, "aws").schedule = "0 3 * * *"
+        out = jobs.reconcile(second, fresh_db.factory)
+        assert out == {"added": ["sync:aws"], "changed": ["sync:okta-prod"], "removed": ["sync:github"]}
+        assert jobs.reconcile(first, fresh_db.factory) == {"added": [], "changed": [], "removed": []}
+        job = first.get_job("sync:okta-prod")
+        assert job.args[2] == "15 * * * *"
+        assert job.next_run_time.minute == 15
+    finally:
+        first.shutdown(wait=False)
+        second.shutdown(wait=False)
+
+
+def test_run_scheduler_starts_reconciles_and_stops(fresh_db):
+    with transaction(fresh_db.factory) as s:
+        make_source(s, "okta-prod").schedule = "0 */4 * * *"
+    stop = threading.Event()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "s", jobs.run_scheduler(fresh_db.settings, make_engine(fresh_db.url), fresh_db.factory, holder="main",
+                                stop=stop)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        row = lease(fresh_db.factory, "scheduler:reconcile")
+        if row is not None and row.last_status:
+            break
+        time.sleep(0.1)
+    stop.set()
+    t.join(30)
+    assert not t.is_alive()
+    assert row.last_status == "succeeded"
+    with fresh_db.engine.connect() as conn:
+        ids = set(conn.scalars(text("SELECT id FROM apscheduler_jobs")))
+    assert {"sync:okta-prod", "scheduler:reconcile", "notify:send", "campaigns:close"} <= ids
+
+
+def test_the_scheduler_refuses_to_start_on_an_unmigrated_database(tmp_path):
+    from attest.jobs import SchedulerError
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(SchedulerError, match="attest db upgrade"):
+        jobs.make_scheduler(engine, sessionmaker(bind=engine), None)
+
+
+def test_the_scheduler_command_is_registered(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["--help"])
+    assert "scheduler" in result.output
+
+
+# --- the jobs, on real data ------------------------------------------------------------------------
+
+
+def _seed_review(factory, **kw):
+    from tests.reviews.factories import review_setup
+
+    with transaction(factory) as s:
+        setup = review_setup(s, **kw)
+        return setup.campaign.id, setup.manager.id, [i.id for i in setup.items]
+
+
+def test_the_notify_job_fails_visibly_while_smtp_is_down_and_delivers_on_a_later_run(fresh_db):
+    from tests.reviews.test_notify import SmtpServer, free_port
+
+    cid, manager_id, _ = _seed_review(fresh_db.factory, people=2, per_person=1)
+    port = free_port()
+    (ctx,) = _contexts(fresh_db, 1)
+    ctx.settings = fresh_db.settings.replace(smtp_host="127.0.0.1", smtp_port=port)
+    spec = next(s for s in jobs.FIXED_JOBS if s.kind == "notify")
+    now = datetime.now(UTC)
+
+    run = run_job(ctx, spec, now=now)
+    assert run.status == "failed" and "mail server failed" in run.error
+    assert lease(fresh_db.factory, spec.id).last_status == "failed"
+    with fresh_db.factory() as s:
+        assert s.scalar(select(func.count()).select_from(ReviewerNotice)) == 0
+
+    server = SmtpServer(port).start()
+    try:
+        run = run_job(ctx, spec, now=now + timedelta(minutes=2))
+        assert run.status == "succeeded" and run.detail == 1
+        assert server.inbox.to() == ["maria.manager@acme.example"]
+        assert run_job(ctx, spec, now=now + timedelta(minutes=4)).detail == 0
+        assert len(server.inbox.messages) == 1
+    finally:
+        server.stop()
+    with fresh_db.factory() as s:
+        assert s.scalars(select(ReviewerNotice.kind).where(ReviewerNotice.campaign_id == cid)).all() == ["launch"]
+
+
+def test_the_close_job_closes_due_campaigns_and_waits_for_the_escalation_window(fresh_db):
+    no_esc, _, _ = _seed_review(fresh_db.factory, people=1, per_person=1, campaign_name="No escalation",
+                                spec={"timing": {"duration_days": 14, "no_response": "keep",
+                                                 "escalate_after_days_overdue": None}})
+    esc, _, _ = _seed_review(fresh_db.factory, people=1, per_person=1, campaign_name="Escalating",
+                             manager_email="erik.esc@acme.example",
+                             spec={"timing": {"duration_days": 14, "no_response": "revoke",
+                                              "escalate_after_days_overdue": 2}})
+    with fresh_db.factory() as s:
+        due = s.get(Campaign, no_esc).due_at
+    (ctx,) = _contexts(fresh_db, 1)
+    spec = next(s for s in jobs.FIXED_JOBS if s.kind == "close")
+
+    def status(cid):
+        with fresh_db.factory() as s:
+            return s.get(Campaign, cid).status
+
+    assert run_job(ctx, spec, now=due - timedelta(minutes=5)).detail == []
+    assert run_job(ctx, spec, now=due + timedelta(minutes=1)).detail == [no_esc]
+    assert (status(no_esc), status(esc)) == ("closed", "active")
+    # overdue + 2 days: escalation; + 2 more days for the co-reviewer; then it closes
+    assert run_job(ctx, spec, now=due + timedelta(days=3)).detail == []
+    assert run_job(ctx, spec, now=due + timedelta(days=4, minutes=1)).detail == [esc]
+    assert status(esc) == "closed"
+    with fresh_db.factory() as s:
+        assert s.scalars(select(ReviewItem.outcome).where(ReviewItem.campaign_id == esc)).all() == ["revoke"]
+
+
+def test_the_launch_job_launches_recurring_definitions_once_per_schedule(fresh_db):
+    from attest.reviews.definitions import create_definition
+    from tests.reviews.factories import review_setup
+
+    with transaction(fresh_db.factory) as s:
+        review_setup(s, people=2, per_person=1)
+        definition = create_definition(s, {
+            "name": "Monthly manager review", "schedule": "0 9 1 * *",
+            "fallback_reviewer": "maria.manager@acme.example",
+            "timing": {"duration_days": 10, "reminders_days_before_due": [3]},
+        }, actor="admin@acme.example")
+        definition.created_at = datetime(2026, 4, 20, tzinfo=UTC)
+        def_id = definition.id
+    (ctx,) = _contexts(fresh_db, 1)
+    spec = next(s for s in jobs.FIXED_JOBS if s.kind == "launch")
+    first = datetime(2026, 5, 1, 9, 0, 30, tzinfo=UTC)
+
+    assert run_job(ctx, spec, now=first - timedelta(hours=1)).detail == []
+    run = run_job(ctx, spec, now=first)
+    assert run.status == "succeeded" and len(run.detail) == 1
+    assert run_job(ctx, spec, now=first + timedelta(minutes=1)).detail == []
+    with fresh_db.factory() as s:
+        campaign = s.get(Campaign, run.detail[0])
+        assert (campaign.definition_id, campaign.status) == (def_id, "active")
+        assert campaign.due_at == first + timedelta(days=10)
+        assert s.scalar(select(func.count()).where(ReviewItem.campaign_id == campaign.id)) == 2
+    nxt = run_job(ctx, spec, now=datetime(2026, 6, 1, 9, 1, tzinfo=UTC))
+    assert len(nxt.detail) == 1 and nxt.detail != run.detail
+
+
+def test_a_failing_recurring_launch_is_retried_hourly_not_every_minute(fresh_db, monkeypatch):
+    from attest.reviews import campaigns
+
+    calls = []
+
+    def refuse(session, now):
+        return [424242]
+
+    def create(session, definition_id, actor, name=None):
+        calls.append(definition_id)
+        raise campaigns.CampaignError("3 items are unroutable and the definition has no fallback_reviewer")
+
+    monkeypatch.setattr(campaigns, "due_to_launch", refuse)
+    monkeypatch.setattr(campaigns, "create_campaign", create)
+    (ctx,) = _contexts(fresh_db, 1)
+    spec = next(s for s in jobs.FIXED_JOBS if s.kind == "launch")
+    run = run_job(ctx, spec, now=T)
+    assert run.status == "failed" and "unroutable" in run.error
+    assert run_job(ctx, spec, now=T + timedelta(minutes=1)).status == "succeeded"  # throttled: not tried
+    assert calls == [424242]
+    assert run_job(ctx, spec, now=T + timedelta(hours=1, minutes=1)).status == "failed"
+    assert calls == [424242, 424242]
+    row = lease(fresh_db.factory, "campaigns:launch:424242")
+    assert row.last_status == "failed" and "unroutable" in row.last_error
