@@ -189,6 +189,23 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
     }
 
 
+def sql_mask(conditions: Mapping[str, str]) -> str:
+    """An integer with bit i set when signal RISKS[i] holds: each condition is evaluated once per row, and
+    the signals' JSON and score come from `mask_table()` (computed here, in Python) by a join."""
+    return "(" + " + ".join(f"CASE WHEN {conditions[r]} THEN {1 << i} ELSE 0 END" for i, r in enumerate(RISKS)) + ")"
+
+
+def from_mask(mask: int) -> list[str]:
+    return [r for i, r in enumerate(RISKS) if mask & (1 << i)]
+
+
+def mask_table() -> list[tuple[int, str, int]]:
+    """(mask, risks as JSON text, risk score) for every combination of signals."""
+    import json
+
+    return [(m, json.dumps(from_mask(m)), score(from_mask(m))) for m in range(1 << len(RISKS))]
+
+
 def sql_risks_json(dialect: str, conditions: Mapping[str, str]) -> str:
     """A JSON array of the signals that hold, built in SQL (cast to JSONB on PostgreSQL)."""
     parts = " || ".join(f"CASE WHEN {conditions[r]} THEN ',\"{r}\"' ELSE '' END" for r in RISKS)

@@ -90,8 +90,26 @@ def last_review_at(session: Session, definition_id: int | None) -> datetime | No
     )
 
 
+SNAPSHOT_TABLES = ("access_grant", "account", "identity", "entitlement", "resource", "resource_owner", "source")
+
+
+def _refresh_planner_stats(session: Session) -> None:
+    """PostgreSQL: ANALYZE the tables the snapshot joins when a sync changed them a lot since their last
+    analyze (right after a big first sync autovacuum may not have run, and a plan made on empty-table
+    estimates nests loops over a million rows)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    rows = session.execute(text(
+        "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(:names)"
+        " AND (n_mod_since_analyze > 0.1 * GREATEST(n_live_tup, 1000) OR (last_analyze IS NULL AND last_autoanalyze IS NULL"
+        " AND n_live_tup > 0))"), {"names": list(SNAPSHOT_TABLES)}).all()
+    for (name,) in rows:
+        session.execute(text(f"ANALYZE {name}"))
+
+
 def _context(session: Session, spec: dict[str, Any], definition_id: int | None, now: datetime | None) -> _Context:
     now = now or utcnow()
+    _refresh_planner_stats(session)
     fallback_id, stages = _resolve_stages(session, spec)
     last = last_review_at(session, definition_id)
     cutoffs = risk_mod.Cutoffs.for_spec(now, spec.get("risk") or {}, last)
@@ -158,6 +176,7 @@ class _RouteTables:
         self.stage = ctx.stages[stage_index]
         suffix = uuid.uuid4().hex[:10]
         self.ri, self.rr, self.rp = f"tmp_route_i_{suffix}", f"tmp_route_r_{suffix}", f"tmp_route_p_{suffix}"
+        self.rm = f"tmp_risk_{suffix}"
         self.created: list[str] = []
 
     def __enter__(self) -> _RouteTables:
@@ -188,6 +207,9 @@ class _RouteTables:
         self._create(self.rp, "identity_id INTEGER, resource_id INTEGER, reviewer_id INTEGER, routed_by VARCHAR(40),"
                      " PRIMARY KEY (identity_id, resource_id)",
                      ("identity_id", "resource_id", "reviewer_id", "routed_by"), pairs)
+        json_type = "JSONB" if ctx.dialect == "postgresql" else "TEXT"
+        self._create(self.rm, f"mask INTEGER PRIMARY KEY, risks {json_type}, score INTEGER", ("mask", "risks", "score"),
+                     risk_mod.mask_table())
         return self
 
     def _create(self, name: str, columns: str, cols: tuple[str, ...], rows: list[tuple]) -> None:
@@ -221,8 +243,11 @@ class _RouteTables:
             self.drop()
 
     def reviewer_sql(self) -> tuple[str, str, str]:
-        """(extra joins, reviewer expression, routed_by expression) for the scope query."""
-        joins = (f" LEFT JOIN {self.rr} rr ON rr.resource_id = COALESCE(e.resource_id, 0)"
+        """(extra joins, reviewer expression, routed_by expression) for the scope query; the joins also
+        bring the item's risk signals as `rm.risks`, `rm.score` and `rm.mask`."""
+        mask = risk_mod.sql_mask(risk_mod.sql_conditions(self.ctx.dialect, self.ctx.cutoffs))
+        joins = (f" LEFT JOIN {self.rm} rm ON rm.mask = {mask}"
+                 f" LEFT JOIN {self.rr} rr ON rr.resource_id = COALESCE(e.resource_id, 0)"
                  f" LEFT JOIN {self.ri} ri ON ri.identity_id = acc.identity_id")
         if self.stage.kind == "resource_owner":
             joins += (f" LEFT JOIN {self.rp} rp ON rp.identity_id = acc.identity_id"
@@ -258,18 +283,20 @@ def _in_list(params: dict[str, Any], prefix: str, values: list[Any]) -> str:
     return ", ".join(names)
 
 
-def _held_cte(ctx: _Context) -> str:
-    """`held(grant_id, account_id, via_resource_id, via, granted_at)`: direct and (optionally) inherited."""
+def _held_cte(ctx: _Context, accounts: str | None = None) -> str:
+    """`held(grant_id, account_id, via_resource_id, via, granted_at)`: direct and (optionally) inherited,
+    for every account or only those `accounts` (a subquery) selects."""
+    only = f" AND g.principal_account_id IN ({accounts})" if accounts else ""
     direct = ("SELECT g.id AS grant_id, g.principal_account_id AS account_id, CAST(NULL AS INTEGER) AS via_resource_id,"
               " CAST(NULL AS TEXT) AS via, g.first_seen_at AS granted_at"
-              " FROM access_grant g WHERE g.principal_type = 'account' AND g.ended_at IS NULL")
+              f" FROM access_grant g WHERE g.principal_type = 'account' AND g.ended_at IS NULL{only}")
     if not ctx.spec["scope"]["include_inherited"]:
         return f"WITH held AS ({direct})"
     later = "CASE WHEN g.first_seen_at > m.since THEN g.first_seen_at ELSE m.since END"
     return f"""WITH RECURSIVE membership(account_id, group_id, depth, path, names, since) AS (
     SELECT g.principal_account_id, e.resource_id, 1, '/' || CAST(e.resource_id AS TEXT) || '/', CAST(r.name AS TEXT), g.first_seen_at
     FROM access_grant g JOIN entitlement e ON e.id = g.entitlement_id JOIN resource r ON r.id = e.resource_id
-    WHERE g.principal_type = 'account' AND g.ended_at IS NULL AND e.is_membership = :true
+    WHERE g.principal_type = 'account' AND g.ended_at IS NULL AND e.is_membership = :true{only}
   UNION ALL
     SELECT m.account_id, e.resource_id, m.depth + 1, m.path || CAST(e.resource_id AS TEXT) || '/',
            CAST(r.name || ' → ' || m.names AS TEXT), {later}
@@ -320,8 +347,9 @@ def _scope_from(ctx: _Context, params: dict[str, Any]) -> str:
             " WHERE " + " AND ".join(where))
 
 
-def _exclusion_sql(ctx: _Context, params: dict[str, Any]) -> str | None:
-    """A CASE naming why an in-scope row gets no item (NULL: it gets one), or None when nothing is excluded."""
+def _exclusion_sql(ctx: _Context, params: dict[str, Any], account_level: bool = False) -> str | None:
+    """A CASE naming why an in-scope row gets no item (NULL: it gets one), or None when nothing is excluded.
+    account_level: only the reasons that depend on the account and its person (not on the grant)."""
     scope = ctx.spec["scope"]
     branches = []
     if not scope["include_orphaned"]:
@@ -338,7 +366,7 @@ def _exclusion_sql(ctx: _Context, params: dict[str, Any]) -> str | None:
         conds.append(f"idn.kind IN ({_in_list(params, 'ikind', ident['kind'])})")
     if conds:
         branches.append(f"WHEN acc.identity_id IS NOT NULL AND NOT ({' AND '.join(conds)}) THEN 'identity_filter'")
-    if scope["delta"] and ctx.last_review_at is not None:
+    if scope["delta"] and ctx.last_review_at is not None and not account_level:
         branches.append("WHEN h.granted_at <= :risk_last_review_at THEN 'not_delta'")
     if not branches:
         return None
@@ -355,10 +383,8 @@ ITEM_COLUMNS = (
 
 
 def _item_values(ctx: _Context, reviewer: str, routed_by: str, *, with_risks: bool = True) -> str:
-    if with_risks:
-        conds = risk_mod.sql_conditions(ctx.dialect, ctx.cutoffs)
-        risks = risk_mod.sql_risks_json(ctx.dialect, conds)
-        score = risk_mod.sql_risk_score(ctx.dialect, conds)
+    if with_risks:  # from the routing tables' risk join
+        risks, score = "rm.risks", "rm.score"
     else:
         risks = "CAST('[]' AS JSONB)" if ctx.dialect == "postgresql" else "'[]'"
         score = "0"
@@ -446,15 +472,13 @@ def preview(session: Session, definition_or_campaign: CampaignDefinition | Campa
         raise CampaignError("preview needs a definition, a campaign or a spec")
     ctx = _context(session, spec, definition_id, now)
     params = dict(ctx.params)
-    conds = risk_mod.sql_conditions(ctx.dialect, ctx.cutoffs)
     excl = _exclusion_sql(ctx, params) or "CAST(NULL AS VARCHAR(40))"
     with _RouteTables(session, ctx) as route:
         joins, reviewer, routed_by = route.reviewer_sql()
-        sql = (f"{_held_cte(ctx)} SELECT x_reason, x_reviewer, x_routed_by, COUNT(*) AS n, {', '.join(f'SUM(r_{r}) AS r_{r}' for r in risk_mod.RISKS)}"
-               f" FROM (SELECT {excl} AS x_reason, {reviewer} AS x_reviewer, {routed_by} AS x_routed_by,"
-               f" {', '.join(f'CASE WHEN {conds[r]} THEN 1 ELSE 0 END AS r_{r}' for r in risk_mod.RISKS)}"
+        sql = (f"{_held_cte(ctx)} SELECT x_reason, x_reviewer, x_routed_by, x_mask, COUNT(*) AS n"
+               f" FROM (SELECT {excl} AS x_reason, {reviewer} AS x_reviewer, {routed_by} AS x_routed_by, rm.mask AS x_mask"
                + _scope_from(ctx, params).format(route_joins=joins)
-               + ") q GROUP BY x_reason, x_reviewer, x_routed_by")
+               + ") q GROUP BY x_reason, x_reviewer, x_routed_by, x_mask")
         rows = session.execute(text(sql), params).all()
     per_reviewer: dict[int, int] = defaultdict(int)
     excluded: dict[str, int] = defaultdict(int)
@@ -475,8 +499,8 @@ def preview(session: Session, definition_or_campaign: CampaignDefinition | Campa
             routed_by_counts[m["x_routed_by"]] += n
         if m["x_routed_by"] == "self_review":
             self_review += n
-        for r in risk_mod.RISKS:
-            risk_counts[r] += int(m[f"r_{r}"] or 0)
+        for r in risk_mod.from_mask(int(m["x_mask"])):
+            risk_counts[r] += n
     people = {i.id: i for i in session.scalars(select(Identity).where(Identity.id.in_(list(per_reviewer))))} if per_reviewer else {}
     reviewers = sorted(
         ({"reviewer_id": rid, "name": people[rid].display_name if rid in people else None,
@@ -541,7 +565,13 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
                 "own access and nobody can take them (no manager above them); choose another fallback_reviewer")
         excl = _exclusion_sql(ctx, params)
         if excl:
-            sql = (f"{_held_cte(ctx)} INSERT INTO campaign_exclusion (campaign_id, grant_id, account_id, reason)"
+            # when every reason is about the account or its person, only those accounts' access is read again
+            by_account = _exclusion_sql(ctx, params, account_level=True)
+            accounts = None
+            if by_account == excl:
+                accounts = ("SELECT acc.id FROM account acc LEFT JOIN identity idn ON idn.id = acc.identity_id"
+                            f" WHERE ({excl}) IS NOT NULL")
+            sql = (f"{_held_cte(ctx, accounts)} INSERT INTO campaign_exclusion (campaign_id, grant_id, account_id, reason)"
                    f" SELECT :campaign_id, h.grant_id, acc.id, {excl}"
                    + _scope_from(ctx, params).format(route_joins="") + f" AND ({excl}) IS NOT NULL")
             session.execute(text(sql), params)
