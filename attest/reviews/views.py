@@ -219,9 +219,14 @@ def reassign(item_id: int):
             return _row_error(item_id, str(exc), 400)
         abort(400, str(exc))
     if _htmx():
-        return render_template("reviews/_reassigned.html", item_id=item_id, name=name,
-                               counts=queries.inbox_counts(db(), current_user.identity_id, campaign_id)
-                               if current_user.identity_id else None)
+        session = db()
+        me = current_user.identity_id
+        return render_template(
+            "reviews/_reassigned.html", item_id=item_id, name=name, campaign=session.get(Campaign, campaign_id),
+            counts=queries.inbox_counts(session, me, campaign_id) if me else None, writable=True,
+            signed_off=bool(me) and session.scalar(select(ReviewerSignoff.id).where(
+                ReviewerSignoff.campaign_id == campaign_id, ReviewerSignoff.reviewer_id == me)) is not None,
+        )
     flash(f"Reassigned to {name}.", "success")
     if current_user.identity_id and queries.is_my_campaign(db(), current_user.identity_id, campaign_id):
         return redirect(url_for("reviews.inbox", campaign=campaign_id))

@@ -1,0 +1,66 @@
+"""A manager reviews in a real browser: signs in with a password, approves everything not flagged in one
+go, revokes the flagged item with a comment using the keyboard (htmx, no page reload), and signs off."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from attest.audit.models import AuditEvent
+from attest.reviews.models import ReviewerSignoff, ReviewItem
+from tests.reviews.factories import review_setup
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.mark.browser
+def test_manager_bulk_approves_revokes_one_with_a_comment_and_signs_off(live_server, page):
+    with live_server.session() as s:
+        setup = review_setup(s, people=3, per_person=2, password=PASSWORD)
+        campaign_id, flagged_id = setup.campaign.id, setup.items[0].id
+        email = setup.manager_user.email
+    page.on("dialog", lambda dialog: dialog.accept())  # the "are you sure?" confirmations
+
+    live_server.sign_in(page, email, PASSWORD)
+    page.goto(live_server.url_for("/reviews"))
+    assert page.locator("tr.item-row").count() == 6
+    assert "0 of 6 decided" in page.inner_text("#campaign-progress")
+    assert page.locator(".js-signoff").is_disabled()
+
+    # 1. approve everything without a risk flag (with confirmation)
+    with page.expect_navigation():
+        page.click(".js-bulk-unflagged")
+    assert "Approved 5 items." in page.inner_text("main")
+    assert page.locator("tr.item-row.decided-approve").count() == 5
+
+    # 2. revoke the flagged item from the keyboard: j moves to it, r opens the comment box
+    page.evaluate("window.__noReload = true")
+    page.keyboard.press("j")
+    row = page.locator(f"#item-{flagged_id}")
+    assert "kb-focus" in (row.get_attribute("class") or "")
+    page.keyboard.press("r")
+    comment = row.locator("textarea[name=comment]")
+    assert comment.evaluate("el => el === document.activeElement")
+    comment.type("Moved to Sales in June; no longer needs Finance admin")
+    row.locator("button:has-text('Revoke access')").click()
+    page.locator(f"#item-{flagged_id}.decided-revoke").wait_for()
+    assert page.evaluate("window.__noReload === true")  # htmx swapped the row; the page stayed
+    assert "6 of 6 decided" in page.inner_text("#campaign-progress")
+
+    # 3. sign off (enabled now that nothing is open)
+    signoff = page.locator(".js-signoff")
+    assert signoff.is_enabled()
+    with page.expect_navigation():
+        signoff.click()
+    assert "Signed off" in page.inner_text("main")
+    assert page.locator(".js-approve").count() == 0  # decisions are locked after sign-off
+
+    with live_server.session() as s:
+        item = s.get(ReviewItem, flagged_id)
+        assert item.decision == "revoke" and item.comment.startswith("Moved to Sales")
+        decided = s.scalar(select(func.count()).select_from(ReviewItem).where(
+            ReviewItem.campaign_id == campaign_id, ReviewItem.decision == "approve", ReviewItem.decided_in_bulk.is_(True)))
+        assert decided == 5
+        assert s.scalar(select(func.count()).select_from(ReviewerSignoff).where(ReviewerSignoff.campaign_id == campaign_id)) == 1
+        actions = [a for (a,) in s.execute(select(AuditEvent.action).where(AuditEvent.campaign_id == campaign_id))]
+        assert actions.count("review.decide") == 6 and actions.count("review.sign_off") == 1
