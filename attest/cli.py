@@ -357,8 +357,9 @@ def register(app: Flask) -> None:
     """Called by create_app(): every command is reachable through `flask --app attest.app` too."""
     from attest.audit.cli import COMMANDS as audit_commands
     from attest.connectors.sandbox.cli import sandbox_group
+    from attest.reviews.cli import campaigns_group
 
-    for command in [*COMMANDS, sandbox_group, *audit_commands]:
+    for command in [*COMMANDS, sandbox_group, *audit_commands, campaigns_group]:
         app.cli.add_command(command)
 
 
