@@ -47,6 +47,9 @@ def demo_sources(people: int) -> list[DemoSource]:
     return [
         DemoSource("okta", "okta", {"domain": "http://127.0.0.1:5101"}, {"token": "sandbox-token"},
                    authoritative=True, schedule="0 */6 * * *", sandbox="okta"),
+        # the sandbox GitHub org acme-corp: 120 of those people with their SAML identities, nested teams, repos
+        DemoSource("github", "github", {"orgs": "acme-corp", "api_url": "http://127.0.0.1:5102"},
+                   {"token": "ghp_sandbox_token_for_attest"}, schedule="30 */6 * * *", sandbox="github"),
     ]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import secrets
 import threading
 import time
@@ -246,9 +247,31 @@ def _person(i: int) -> tuple[str, str]:
     return FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
 
 
+def okta_demo_person(i: int) -> tuple[str, str]:
+    """Person i of the sandbox Okta's demo org (the demo's authoritative source)."""
+    from attest.connectors.sandbox.okta_fake import FIRST, LAST
+
+    return FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+
+
+def okta_demo_email(i: int) -> str:
+    from attest.connectors.sandbox.okta_fake import _ascii
+
+    first, last = okta_demo_person(i)
+    return f"{_ascii(first)}.{_ascii(last)}{i}@acme.example"
+
+
+def _login(first: str, last: str, i: int) -> str:
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", f"{first}-{last}".replace("ø", "o").replace("Ø", "O").replace("ł", "l"))
+    return re.sub(r"[^a-z0-9-]", "", text.lower().replace(" ", "")) + f"-{i}"
+
+
 def populate(state: FakeGitHub, login: str, *, org_id: int, members: int, teams: int, repos: int, seed: int,
              plan: str, saml: bool, owners: int, domain: str, person_offset: int = 0,
-             email: Callable[[int], str] | None = None, big_team: bool = False) -> FakeOrg:
+             email: Callable[[int], str] | None = None, big_team: bool = False,
+             person: Callable[[int], tuple[str, str]] = _person) -> FakeOrg:
     """Build one deterministic org: people i = person_offset.. are its members (SAML NameID = their e-mail)."""
     email = email or (lambda i: demo_email(i, domain))
     rng = random.Random(seed * 7919 + org_id)
@@ -256,10 +279,10 @@ def populate(state: FakeGitHub, login: str, *, org_id: int, members: int, teams:
     member_ids: list[int] = []
     for k in range(members):
         i = person_offset + k
-        first, last = _person(i)
+        first, last = person(i)
         uid = 1000 + i
         user = state.users.get(uid) or state.add_user(
-            uid, f"{first}-{last}-{i}".lower().replace(" ", ""), f"{first} {last}",
+            uid, _login(first, last, i), f"{first} {last}",
             email(i) if i % 5 == 0 else None)  # every fifth person shows a public e-mail
         member_ids.append(uid)
         org.members[uid] = "admin" if k < owners else "member"
@@ -352,13 +375,15 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                person_offset: int = 0) -> Flask:
     """The fake GitHub. `orgs` builds several orgs of the same size (people split between them)."""
     state = FakeGitHub()
-    if demo:
-        org, members, teams, repos, big_team = "acme-demo", 120, 14, 40, True
+    person = _person
+    if demo:  # the demo org's people are the sandbox Okta's (SAML NameID = their Okta login)
+        org, members, teams, repos, big_team = "acme-corp", 120, 14, 40, True
+        email, person = email or okta_demo_email, okta_demo_person
     names = list(orgs) if orgs else [org]
     for n, name in enumerate(names):
         populate(state, name, org_id=n + 1, members=members, teams=teams, repos=repos, seed=seed, plan=plan,
                  saml=saml, owners=owners, domain=domain, person_offset=person_offset + n * members,
-                 email=email, big_team=big_team)
+                 email=email, big_team=big_team, person=person)
     if token:
         state.tokens[token] = None
     state.app_id, state.app_public_key, state.installation_id = app_id, app_public_key, installation_id
@@ -423,6 +448,9 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
     # -- the gate every request goes through: auth, faults, rate limits ------------------------------
     @app.before_request
     def gate() -> Response | None:
+        if request.path == "/_sandbox/stats":  # the sandbox's own counters (benchmarks), not a GitHub API
+            return ok({"requests": state.requests, "rest": state.rest_requests, "graphql": state.graphql_requests,
+                       "token_exchanges": state.token_exchanges, "secondary_violations": state.secondary_violations})
         with state.lock:
             state.requests += 1
             n = state.requests
