@@ -127,7 +127,24 @@ def load_demo(state: AttestState, *, reset: bool = False, people: int = 300,
     password = _admin_password(Path(state.settings.instance_path))
     with transaction(state.factory) as session:
         create_admin(session, DEMO_ADMIN, password, display_name="Demo Admin", actor="demo")
-    return [
+    lines = [
         f"Open {state.settings.base_url} and sign in as {DEMO_ADMIN} with password {password}",
         "(the password is kept in instance/demo_admin_password)",
     ]
+    return lines + _demo_sso(state)
+
+
+def _demo_sso(state: AttestState) -> list[str]:
+    """Single sign-on through the sandbox's mock IdP: its settings go to `.env` unless SSO is configured."""
+    from attest.connectors.sandbox import idp
+
+    if state.settings.env != "development":  # tests and production never get a .env written for them
+        return []
+    if idp.write_demo_env():
+        return [f"Single sign-on through the demo IdP ({idp.PROVIDER_NAME}, http://127.0.0.1:{idp.PORT}) was written to "
+                ".env (read when the web UI starts): click 'Sign in with Demo IdP' and type a person's e-mail, e.g. "
+                "ada.lovelace0@acme.example (a manager) or auditor@demo.example (an auditor)"]
+    if state.settings.oidc_client_id == idp.CLIENT_ID:
+        return [f"Or click 'Sign in with {state.settings.oidc_provider_name}' and type a person's e-mail, e.g. "
+                "ada.lovelace0@acme.example (a manager)"]
+    return []

@@ -334,7 +334,7 @@ def profile_from_claims(settings: Settings, claims: dict[str, Any]) -> SsoProfil
     groups = _as_list(roles_raw)
     name = next((v for v in (claims.get("name"), " ".join(filter(None, (claims.get("given_name"),
                                                                         claims.get("family_name")))))
-                 if isinstance(v, str) and v.strip()), email.split("@")[0])
+                 if isinstance(v, str) and v.strip()), "")
     return SsoProfile(subject=subject, email=email, name=name.strip()[:255], link_value=link_value,
                       groups=groups, roles=map_roles(settings, groups), claims=claims)
 
@@ -382,7 +382,8 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
             return SignInOutcome(user, error)
     created = user is None
     if user is None:
-        user = User(email=profile.email, display_name=profile.name, local_roles=[], idp_roles=[],
+        user = User(email=profile.email, display_name=profile.name or profile.email.split("@")[0],
+                    local_roles=[], idp_roles=[],
                     oidc_subject=profile.subject)
         session.add(user)
         session.flush()
@@ -398,7 +399,8 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
             audit(session, actor=profile.email, action="user.email", object_type="user", object_id=str(user.id),
                   before={"email": user.email}, after={"email": profile.email})
             user.email = profile.email
-        user.display_name = profile.name or user.display_name
+        if profile.name:
+            user.display_name = profile.name
 
     before_roles = sorted(user.idp_roles or [])
     after_roles = sorted(profile.roles)
@@ -416,6 +418,8 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
                   after={"identity_id": found.id, "by": settings.oidc_link_claim, "value": profile.link_value})
             user.identity_id = found.id
         identity = found
+    if not profile.name and identity is not None and identity.display_name:
+        user.display_name = identity.display_name  # the IdP sent no name: the directory's
     session.flush()
 
     refusal: SsoError | None = None

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from attest.config import Settings
 
@@ -52,6 +52,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access-log line per request (errors are still logged)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 class _Deferred:
@@ -117,7 +124,7 @@ def start_live_server(fresh_db) -> Iterator[Callable[..., LiveServer]]:
 
     def start(**overrides: Any) -> LiveServer:
         deferred = _Deferred()
-        server = make_server("127.0.0.1", 0, deferred, threaded=True)
+        server = make_server("127.0.0.1", 0, deferred, threaded=True, request_handler=_QuietHandler)
         url = f"http://127.0.0.1:{server.server_port}"
         settings = fresh_db.settings.replace(**{"base_url": url, **overrides})
         app = create_app(settings)

@@ -9,5 +9,6 @@ from __future__ import annotations
 
 SERVICES: dict[str, tuple[str, int]] = {
     "github": ("attest.connectors.sandbox.github_fake:create_app", 5102),
+    "idp": ("attest.connectors.sandbox.idp:create_app", 5104),
     "okta": ("attest.connectors.sandbox.okta_fake:create_app", 5101),
 }
