@@ -271,7 +271,7 @@ def inbox_url(settings: Settings, campaign_id: int) -> str:
 
 
 def campaign_url(settings: Settings, campaign_id: int) -> str:
-    return f"{settings.base_url}/reviews/campaigns/{campaign_id}"
+    return f"{settings.base_url}/campaigns/{campaign_id}"
 
 
 def _undecided():

@@ -303,7 +303,7 @@ def test_closing_summary_goes_to_the_campaign_owner_once(session, smtp, mail_set
     assert "Reviewed:  3 of 4 items (75%)" in text
     assert "2 approved, 1 revoked, 0 abstained, 1 no response" in text
     assert "Maria Manager: 3 / 4 (75%)" in text
-    assert f"{BASE}/reviews/campaigns/{c.id}" in html
+    assert f"{BASE}/campaigns/{c.id}" in html
     assert notices(session, c.id) == [(None, owner.id, "summary")]
     smtp.inbox.clear()
     assert notify.send_pending(session, mail_settings, T0 + timedelta(days=15)) == 0
