@@ -1,0 +1,146 @@
+"""Campaign definitions: YAML validation names the field and line, defaults are filled, references are
+checked at create time, changes are audited, the shipped examples load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from attest.audit.models import AuditEvent
+from attest.reviews.definitions import (
+    DEFAULTS,
+    DefinitionError,
+    create_definition,
+    parse_definition,
+    update_definition,
+)
+from tests.factories import make_identity, make_source
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "campaigns"
+
+GOOD = """\
+name: Finance quarterly
+description: Finance access
+scope:
+  resource_types: [app]
+  resource_names: ["Net*", "Work?ay"]
+  identity:
+    department: [Finance]
+stages:
+  - reviewer: manager
+  - reviewer: identity
+    identity: CISO@acme.example
+fallback_reviewer: iam@acme.example
+timing:
+  duration_days: 10
+  reminders_days_before_due: [2, 5, 5]
+  no_response: flag
+schedule: "0 9 1 1,4,7,10 *"
+controls: [SOC 2 CC6.2]
+"""
+
+
+def error(text_or_dict) -> DefinitionError:
+    with pytest.raises(DefinitionError) as info:
+        parse_definition(text_or_dict)
+    return info.value
+
+
+def test_a_typo_names_the_field_its_line_and_the_likely_key():
+    err = error("name: x\nscope:\n  sources: []\n  resource_typs: [group]\n")
+    assert err.field == "scope.resource_typs" and err.line == 4
+    assert str(err) == "scope.resource_typs (line 4): unknown key; did you mean resource_types?"
+
+
+@pytest.mark.parametrize("text, field, line, words", [
+    ("name: x\nstages:\n  - reviewer: manger\n", "stages[0].reviewer", 3, "did you mean manager?"),
+    ("name: x\ntiming:\n  no_response: delete\n", "timing.no_response", 3, "keep, revoke, flag"),
+    ("name: x\ntiming:\n  duration_days: two weeks\n", "timing.duration_days", 3, "whole number"),
+    ("name: x\ntiming:\n  duration_days: 0\n", "timing.duration_days", 3, "between 1 and 365"),
+    ("name: x\nschedule: '0 9 1 1,4,7,10'\n", "schedule", 2, "not a valid cron expression"),
+    ("name: x\nstages:\n  - reviewer: identity\n", "stages[0].identity", 3, "needs the e-mail"),
+    ("name: x\nstages:\n  - reviewer: manager\n    identity: a@b.example\n", "stages[0].identity", 4, "only used with"),
+    ("name: x\nstages: []\n", "stages", 2, "one or more"),
+    ("name: x\nfallback_reviewer: iam-team\n", "fallback_reviewer", 2, "e-mail address"),
+    ("name: x\nscope:\n  privileged_only: yes please\n", "scope.privileged_only", 3, "true or false"),
+    ("name: x\nscope:\n  identity:\n    status: [fired]\n", "scope.identity.status[0]", 4, "active, suspended, terminated"),
+    ("name: x\nscope:\n  resource_names: ['[a-z]*']\n", "scope.resource_names[0]", 3, "not supported"),
+    ("name: x\ntiming:\n  duration_days: 5\n  reminders_days_before_due: [7]\n",
+     "timing.reminders_days_before_due[0]", 4, "not inside a 5-day campaign"),
+    ("description: no name\n", "name", None, "is required"),
+    ("name: x\nname: y\n", "name", 2, "duplicate key"),
+])
+def test_validation_messages(text, field, line, words):
+    err = error(text)
+    assert err.field == field and err.line == line and words in str(err), str(err)
+
+
+def test_broken_yaml_says_where():
+    err = error("name: x\nscope: [unclosed\n")
+    assert err.line is not None and "not valid YAML" in str(err)
+
+
+def test_defaults_are_filled_and_values_normalized():
+    spec = parse_definition(GOOD)
+    assert set(spec) == set(DEFAULTS)
+    assert spec["scope"]["include_inherited"] is True and spec["scope"]["include_service_accounts"] is False
+    assert spec["stages"] == [{"reviewer": "manager", "identity": None},
+                              {"reviewer": "identity", "identity": "ciso@acme.example"}]
+    assert spec["timing"] == {"duration_days": 10, "reminders_days_before_due": [5, 2],
+                              "escalate_after_days_overdue": 2, "no_response": "flag"}
+    assert spec["rules"] == {"comment_required": "on_revoke", "remediation": "manual"}
+    minimal = parse_definition({"name": "Everything"})
+    assert minimal["stages"] == [{"reviewer": "manager", "identity": None}] and minimal["schedule"] is None
+
+
+def test_create_checks_identities_and_sources_exist(session):
+    with pytest.raises(DefinitionError) as info:
+        create_definition(session, GOOD, "admin@acme.example")
+    assert info.value.field == "stages[1].identity" and info.value.line == 11
+    assert "no identity with e-mail ciso@acme.example" in str(info.value)
+    make_identity(session, "ciso@acme.example")
+    with pytest.raises(DefinitionError) as info:
+        create_definition(session, GOOD, "admin@acme.example")
+    assert info.value.field == "fallback_reviewer" and info.value.line == 12
+    make_identity(session, "iam@acme.example", status="terminated")
+    with pytest.raises(DefinitionError, match="terminated and cannot review"):
+        create_definition(session, GOOD, "admin@acme.example")
+    with pytest.raises(DefinitionError) as info:
+        create_definition(session, {"name": "x", "scope": {"sources": ["octa"]}}, "admin@acme.example")
+    assert info.value.field == "scope.sources[0]" and "no source named 'octa'" in str(info.value)
+    make_source(session, "okta")
+    with pytest.raises(DefinitionError, match="did you mean okta"):
+        create_definition(session, {"name": "x", "scope": {"sources": ["octa"]}}, "admin@acme.example")
+    assert session.scalars(select(AuditEvent).where(AuditEvent.action == "definition.create")).first() is None
+
+
+def test_create_and_update_are_audited_and_names_unique(session):
+    make_identity(session, "ciso@acme.example")
+    make_identity(session, "iam@acme.example")
+    definition = create_definition(session, GOOD, "admin@acme.example", owner_user_id=None)
+    assert definition.id and definition.source_yaml == GOOD and definition.schedule == "0 9 1 1,4,7,10 *"
+    with pytest.raises(DefinitionError) as info:
+        create_definition(session, GOOD.replace("Finance quarterly", "FINANCE QUARTERLY"), "admin@acme.example")
+    assert info.value.field == "name" and info.value.line == 1 and "already exists" in str(info.value)
+    updated = update_definition(session, definition.id, GOOD.replace("duration_days: 10", "duration_days: 20"),
+                                "admin@acme.example")
+    assert updated.spec["timing"]["duration_days"] == 20
+    events = session.scalars(select(AuditEvent).where(AuditEvent.object_type == "campaign_definition")
+                             .order_by(AuditEvent.seq)).all()
+    assert [e.action for e in events] == ["definition.create", "definition.update"]
+    assert events[1].before["spec"]["timing"]["duration_days"] == 10
+    assert events[1].after["spec"]["timing"]["duration_days"] == 20
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_examples_load(session, path):
+    make_identity(session, "grace.lovelace1@demo.example")
+    definition = create_definition(session, path.read_text(), "admin@acme.example")
+    assert definition.spec["controls"] and definition.schedule
+
+
+def test_there_are_three_examples():
+    assert {p.name for p in EXAMPLES.glob("*.yaml")} == {
+        "quarterly-manager-review.yaml", "monthly-privileged-owner-review.yaml", "orphaned-and-terminated.yaml"}
