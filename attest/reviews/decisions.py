@@ -217,7 +217,6 @@ def _advance(session: Session, campaign: Campaign, item: ReviewItem, next_stage:
     """Hand an item approved (or abstained) on a non-final stage to the next stage's reviewer."""
     from attest.reviews import campaigns as campaigns_service
 
-    stages = _stages(campaign)
     item.stage = next_stage
     item.co_reviewer_id = None
     item.reassigned_reason = None
@@ -228,7 +227,7 @@ def _advance(session: Session, campaign: Campaign, item: ReviewItem, next_stage:
     item.decided_at = None
     item.decided_in_bulk = False
     item.completed = False
-    campaigns_service.route_item_to_stage(session, item, stages[next_stage])
+    campaigns_service.route_item_to_stage(session, item, next_stage)
     session.flush()
 
 

@@ -530,8 +530,7 @@ def definition_preview():
         defs.check_references(session, spec)
         if not spec.get("name"):
             raise defs.DefinitionError("a name is required", "name")
-        preview = campaigns_service.preview(session, CampaignDefinition(name=spec["name"], spec=spec,
-                                                                        created_by=current_user.email))
+        preview = campaigns_service.preview(session, spec)
     except defs.DefinitionError as exc:
         session.rollback()
         return render_template("reviews/_preview.html", error=exc, preview=None)

@@ -39,8 +39,11 @@ _seq = iter(range(1, 10**9))
 
 def make_campaign(session: Session, name: str = "Q3 access review", status: str = "active",
                   spec: dict[str, Any] | None = None, due_in_days: float = 14) -> Campaign:
+    from attest.reviews.definitions import parse_definition
+
     now = utcnow()
-    campaign = Campaign(name=name, status=status, spec={**DEFAULT_SPEC, **(spec or {})}, created_by="admin@acme.example",
+    full = parse_definition({**DEFAULT_SPEC, "name": name, **(spec or {})})
+    campaign = Campaign(name=name, status=status, spec=full, created_by="admin@acme.example",
                         launched_at=now if status != "draft" else None, due_at=now + timedelta(days=due_in_days))
     session.add(campaign)
     session.flush()

@@ -333,3 +333,52 @@ def test_concurrent_decisions_in_threads(committed):
         assert item.decision == winner and item.version == start + 1
         assert [d.decision for d in _decisions(s, ids["item"])] == [winner]
         assert verify_chain(s) is None
+
+
+# --- stages -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_stages(session):
+    owner, owner_user = add_reviewer(session, "olivia.owner@acme.example", "Olivia Owner")
+    s = review_setup(session, spec={"stages": [{"reviewer": "manager"},
+                                               {"reviewer": "identity", "identity": "olivia.owner@acme.example"}]})
+    return s, owner, owner_user
+
+
+def test_approve_on_a_non_final_stage_hands_the_item_to_the_next_stage(session, two_stages):
+    s, owner, owner_user = two_stages
+    item = s.items[1]
+    out = decisions.decide(session, s.manager_user, item.id, "approve")
+    assert (out.stage, out.reviewer_id, out.routed_by, out.decision, out.completed) == (1, owner.id, "named", None, False)
+    [d] = _decisions(session, item.id)
+    assert (d.stage, d.decision) == (0, "approve")
+    [ev] = _events(session, "review.decide")
+    assert ev.after["next_stage"] == 1 and ev.after["next_reviewer_id"] == owner.id
+    with pytest.raises(NotFound):  # the manager's part is done; the item is the owner's now
+        decisions.decide(session, s.manager_user, item.id, "revoke", comment="x")
+    final = decisions.decide(session, owner_user, item.id, "approve")
+    assert final.completed and final.stage == 1
+    assert [(d.stage, d.decision) for d in _decisions(session, item.id)] == [(0, "approve"), (1, "approve")]
+
+
+def test_a_revoke_at_any_stage_is_final(session, two_stages):
+    s, owner, _ = two_stages
+    out = decisions.decide(session, s.manager_user, s.items[0].id, "revoke", comment="Left Finance")
+    assert (out.stage, out.reviewer_id, out.completed) == (0, s.manager.id, True)
+
+
+def test_bulk_approve_on_a_non_final_stage_moves_every_item_on(session, two_stages):
+    s, owner, owner_user = two_stages
+    n = decisions.bulk_decide(session, s.manager_user, s.campaign.id, [i.id for i in s.items], "approve")
+    assert n == 6
+    session.expire_all()
+    rows = session.scalars(select(ReviewItem).where(ReviewItem.campaign_id == s.campaign.id)).all()
+    assert {(r.stage, r.reviewer_id, r.decision) for r in rows} == {(1, owner.id, None)}
+    assert len(session.scalars(select(Decision).where(Decision.bulk.is_(True), Decision.stage == 0)).all()) == 6
+    events = _events(session, "review.decide")
+    assert len(events) == 6 and all(e.after["next_reviewer_id"] == owner.id for e in events)
+    assert decisions.bulk_decide(session, owner_user, s.campaign.id, [i.id for i in s.items], "approve") == 6
+    session.expire_all()
+    assert all(r.completed for r in session.scalars(select(ReviewItem).where(ReviewItem.campaign_id == s.campaign.id)))
+    assert verify_chain(session) is None

@@ -296,3 +296,94 @@ def test_admin_dashboard_progress_overdue_escalations_and_reassign(app, client, 
                            data={"from_reviewer": setup.manager.id, "to": "rita.reviewer@acme.example", "reason": "Maria on leave"})
     assert "Moved 6 open items to Rita Reviewer" in _text(client.get(response.headers["Location"]))
     assert client.get("/campaigns/999999").status_code == 404
+
+
+# --- admin: definitions, preview, launch, close, remind ---------------------------------------------------
+
+YAML_OK = """name: Finance quarterly
+description: Finance apps, certified by managers
+scope:
+  resource_names: ["Finance-*"]
+stages:
+  - reviewer: manager
+rules:
+  comment_required: on_revoke
+controls: ["SOC 2 CC6.2"]
+"""
+
+
+@pytest.fixture
+def admin(session, setup):
+    user = make_user(session, "root@acme.example", roles=["admin"])
+    session.commit()
+    return user
+
+
+def test_definition_by_yaml_with_errors_naming_field_and_line(app, client, session, admin, nocsrf):
+    login_as(app, client, admin)
+    assert 'name="yaml"' in _text(client.get("/campaigns/definitions/new?mode=yaml"))
+    bad = YAML_OK.replace("resource_names", "resource_namez")
+    response = client.post("/campaigns/definitions/new", data={"mode": "yaml", "yaml": bad})
+    html = _text(response)
+    assert response.status_code == 400 and "scope.resource_namez" in html and "(line 4)" in html
+    assert "resource_namez" in html  # the text is kept for fixing
+    response = client.post("/campaigns/definitions/new", data={"mode": "yaml", "yaml": YAML_OK})
+    assert response.status_code == 302
+    from attest.reviews.models import CampaignDefinition
+
+    definition = session.scalar(select(CampaignDefinition).where(CampaignDefinition.name == "Finance quarterly"))
+    assert definition.spec["scope"]["resource_names"] == ["Finance-*"] and definition.source_yaml == YAML_OK
+    page = _text(client.get(response.headers["Location"]))
+    assert "Finance quarterly" in page and "Launch a campaign" in page
+
+
+def test_definition_by_form_and_edit(app, client, session, setup, admin, nocsrf):
+    login_as(app, client, admin)
+    assert 'name="stage1"' in _text(client.get("/campaigns/definitions/new"))
+    form = {"mode": "form", "name": "Privileged monthly", "privileged_only": "on", "include_orphaned": "on",
+            "stage1": "manager", "stage2": "identity", "stage2_identity": setup.manager.email,
+            "duration_days": "7", "reminders_days_before_due": "3, 1", "comment_required": "always",
+            "no_response": "revoke", "remediation": "manual", "controls": "SOC 2 CC6.2, SOX ITGC", "sources": setup.source.name}
+    response = client.post("/campaigns/definitions/new", data=form)
+    assert response.status_code == 302, _text(response)
+    from attest.reviews.models import CampaignDefinition
+
+    d = session.scalar(select(CampaignDefinition).where(CampaignDefinition.name == "Privileged monthly"))
+    assert d.spec["scope"]["privileged_only"] is True and d.spec["scope"]["sources"] == [setup.source.name]
+    assert [s["reviewer"] for s in d.spec["stages"]] == ["manager", "identity"]
+    assert d.spec["timing"]["reminders_days_before_due"] == [3, 1] and d.spec["rules"]["comment_required"] == "always"
+    assert d.spec["controls"] == ["SOC 2 CC6.2", "SOX ITGC"]
+    response = client.post(f"/campaigns/definitions/{d.id}", data={**form, "duration_days": "many"})
+    assert response.status_code == 400 and "timing.duration_days" in _text(response)
+    response = client.post(f"/campaigns/definitions/{d.id}", data={**form, "duration_days": "10"})
+    assert response.status_code == 302
+    session.expire_all()
+    assert session.get(CampaignDefinition, d.id).spec["timing"]["duration_days"] == 10
+
+
+def test_live_preview_launch_dashboard_remind_and_close(app, client, session, setup, admin, nocsrf):
+    login_as(app, client, admin)
+    preview = _text(client.post("/campaigns/definitions/preview", data={"mode": "yaml", "yaml": YAML_OK}, headers=HX))
+    assert "preview-ok" in preview and "Maria Manager" in preview and ">6 <" in preview.replace("\n", "")
+    broken = _text(client.post("/campaigns/definitions/preview", data={"mode": "yaml", "yaml": "name: x\nstages: 3\n"}, headers=HX))
+    assert "preview-error" in broken and "stages" in broken
+    client.post("/campaigns/definitions/new", data={"mode": "yaml", "yaml": YAML_OK})
+    from attest.reviews.models import Campaign, CampaignDefinition
+
+    d = session.scalar(select(CampaignDefinition).where(CampaignDefinition.name == "Finance quarterly"))
+    response = client.post(f"/campaigns/definitions/{d.id}/launch")
+    assert response.status_code == 302
+    page = _text(client.get(response.headers["Location"]))
+    assert "Launched" in page and "Maria Manager" in page and "Close campaign" in page
+    campaign = session.scalar(select(Campaign).where(Campaign.definition_id == d.id))
+    assert campaign.status == "active"
+    response = client.post(f"/campaigns/{campaign.id}/remind")
+    assert response.status_code == 302
+    assert "reminder" in _text(client.get(response.headers["Location"])).lower()
+    response = client.post(f"/campaigns/{campaign.id}/close")
+    page = _text(client.get(response.headers["Location"]))
+    assert "Closed Finance quarterly" in page
+    session.expire_all()
+    assert session.get(Campaign, campaign.id).status == "closed"
+    response = client.post(f"/campaigns/{campaign.id}/close")
+    assert "only an active campaign can be closed" in _text(client.get(response.headers["Location"]))
