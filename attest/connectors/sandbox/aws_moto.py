@@ -151,7 +151,7 @@ def seed_org(spec: OrgSpec | None = None, endpoint_url: str | None = None) -> Se
     ou_ids = [orgs.create_organizational_unit(ParentId=root, Name=name)["OrganizationalUnit"]["Id"]
               for name in spec.ous]
     account_ids = [mgmt]
-    names = {mgmt: "management"}
+    names = {mgmt: orgs.describe_account(AccountId=mgmt)["Account"]["Name"]}
     for k in range(1, spec.accounts):
         env = spec.ous[(k - 1) % len(spec.ous)].lower() if spec.ous else "member"
         name = f"{env}-{k:02d}"
