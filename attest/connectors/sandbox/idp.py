@@ -47,7 +47,7 @@ _FORM = """{% extends "_base.html" %}
 <p class="warn">A test identity provider for the Attest demo: it signs in any e-mail address, without a password.</p>
 <form method="post" id="signin">
   <label for="sub">Your work e-mail</label>
-  <input type="text" id="sub" name="sub" placeholder="ada.lovelace0@demo.example" required autofocus
+  <input type="text" id="sub" name="sub" placeholder="name@acme.example" required autofocus
          {% if sub_missing %}aria-invalid="true"{% endif %}>
   {% if sub_missing %}<small>Type an e-mail address.</small>{% endif %}
   <p><button type="submit">Sign in</button></p>
