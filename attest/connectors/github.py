@@ -4,7 +4,7 @@ Works against github.com (`api_url` https://api.github.com) and GitHub Enterpris
 https://HOST/api/v3; GraphQL is then https://HOST/api/graphql).
 
 How it reads an organization (each org is a *part*: one that fails yields PartFailed and is left untouched):
-- GraphQL `membersWithRole` (login, name, public e-mail, role) and `samlIdentityProvider.externalIdentities`
+- GraphQL `membersWithRole` (login, name, public and verified-domain e-mails, role) and `samlIdentityProvider.externalIdentities`
   (SAML NameID and e-mail) - 100 per query instead of a REST call per member.
 - GraphQL `teams` with their immediate members and roles (maintainer/member) and parent team; a team with
   more than 100 members is paged on its own.
@@ -68,10 +68,12 @@ query AttestMembers($login: String!, $after: String) {
   organization(login: $login) {
     membersWithRole(first: 100, after: $after) {
       pageInfo { hasNextPage endCursor }
-      edges { role node { databaseId login name email } }
+      edges { role node { databaseId login name email organizationVerifiedDomainEmails(login: $login) } }
     }
   }
 }"""
+# the same without verified-domain e-mails, for servers or credentials that refuse that field
+MEMBERS_QUERY_PLAIN = MEMBERS_QUERY.replace(" organizationVerifiedDomainEmails(login: $login)", "")
 
 SAML_QUERY = """
 query AttestSamlIdentities($login: String!, $after: String) {
@@ -237,13 +239,13 @@ def org_records(snap: OrgSnapshot, *, skip_archived: bool = False,
     twofa_off = snap.two_factor_disabled
 
     def account(uid: int, user_login: str, name: str | None, public_email: str | None,
-                extra: dict[str, Any]) -> Iterator[Record]:
+                extra: dict[str, Any], domain_emails: list[str] | None = None) -> Iterator[Record]:
         ext = str(uid)
         if ext in seen:
             return
         seen.add(ext)
         saml = saml_by_user.get(uid)
-        email = _primary_email(saml) or (public_email or None)
+        email = _primary_email(saml) or next(iter(domain_emails or ()), None) or (public_email or None)
         yield AccountRecord(
             external_id=ext, login=user_login, email=email, display_name=name or user_login,
             status="active", kind="service" if _is_service(user_login) else "human",
@@ -258,7 +260,9 @@ def org_records(snap: OrgSnapshot, *, skip_archived: bool = False,
             continue
         uid = int(node["databaseId"])
         role = "admin" if edge.get("role") == "ADMIN" else "member"
-        yield from account(uid, node["login"], node.get("name"), node.get("email"), {})
+        domain_emails = list(node.get("organizationVerifiedDomainEmails") or [])
+        yield from account(uid, node["login"], node.get("name"), node.get("email"),
+                           {"verified_domain_emails": domain_emails} if domain_emails else {}, domain_emails)
         yield GrantRecord(f"{org_ref}:{role}", str(uid), attributes={"login": node["login"]}, part=part)
     # outside collaborators
     for user in snap.outside_collaborators:
@@ -613,9 +617,19 @@ class GitHubConnector(BaseConnector):
         snap = OrgSnapshot(login=org.get("login") or login, org=org)
 
         def members() -> None:
-            for conn in self._graphql_pages(MEMBERS_QUERY, {"login": login}, "members",
-                                            lambda d: (d.get("organization") or {}).get("membersWithRole")):
-                snap.members.extend(conn.get("edges") or [])
+            def read(query: str) -> None:
+                snap.members.clear()
+                for conn in self._graphql_pages(query, {"login": login}, "members",
+                                                lambda d: (d.get("organization") or {}).get("membersWithRole")):
+                    snap.members.extend(conn.get("edges") or [])
+            try:
+                read(MEMBERS_QUERY)
+            except GraphQLError as exc:
+                if "organizationVerifiedDomainEmails" not in str(exc):
+                    raise
+                snap.notes.append(f"{login}: verified-domain e-mails are not available ({exc}); accounts link by "
+                                  "SAML identity or public e-mail")
+                read(MEMBERS_QUERY_PLAIN)
 
         def saml() -> None:
             try:

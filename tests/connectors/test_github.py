@@ -378,3 +378,36 @@ def test_revoke_dry_run_idempotence_undo_and_last_owner(factory, session, settin
         child = next(t for t in o.teams.values() if t["parent"])
         with pytest.raises(RevokeRefused, match="nested"):
             conn.revoke(grant_ref(session, f"team:{child['parent']}:member|r|team:{child['id']}"), dry_run=True)
+
+
+def test_verified_domain_emails_link_when_there_is_no_saml(factory, session, settings):
+    people = [IdentityRecord(f"p{i}", f"Person {i}", email=demo_email(i), login=demo_email(i)) for i in range(80)]
+    make_source(session, "hr", authoritative=True)
+    make_source(session, "gh", kind="github")
+    session.commit()
+    run_sync(factory, settings, "hr", connector=ListConnector(people))
+    with fake_github(members=80, teams=3, repos=4, saml=False) as (state, url):
+        result = sync(factory, settings, "gh", url)
+    assert result.status == "succeeded", result.error
+    acc = account(session, state.users[1001]["login"])  # no public e-mail, but one on the verified domain
+    assert acc.email == demo_email(1) and acc.link_method == "email"
+    assert acc.attributes["verified_domain_emails"] == [demo_email(1)]
+    assert account(session, state.users[1072]["login"]).identity_id is None  # no work e-mail, no public one
+
+
+def test_demo_org_links_to_the_sandbox_okta_people(factory, session, settings):
+    from attest.connectors.okta import OktaConnector
+    from attest.connectors.sandbox.okta_fake import create_app as okta_app
+
+    make_source(session, "okta", kind="okta", authoritative=True)
+    make_source(session, "gh", kind="github")
+    session.commit()
+    with serve_in_thread(okta_app(demo=True)) as okta, serve_in_thread(create_app(demo=True)) as gh:
+        assert run_sync(factory, settings, "okta", connector=OktaConnector(
+            {"domain": okta.url}, {"token": "sandbox-token"})).status == "succeeded"
+        result = run_sync(factory, settings, "gh", connector=connector(gh.url, orgs=("acme-corp",)))
+    assert result.status == "succeeded", result.error
+    accounts = session.scalars(select(Account).where(Account.source_id == session.scalar(
+        select(Account.source_id).where(Account.login == "ada-lovelace-0")))).all()
+    linked = [a for a in accounts if a.link_method == "saml_nameid"]
+    assert len(linked) >= 110 and all(a.identity.email == a.saml_nameid for a in linked)

@@ -81,7 +81,7 @@ type Organization {
 enum OrganizationMemberRole { ADMIN MEMBER }
 type OrganizationMemberConnection { totalCount: Int! pageInfo: PageInfo! edges: [OrganizationMemberEdge] nodes: [User] }
 type OrganizationMemberEdge { cursor: String! role: OrganizationMemberRole hasTwoFactorEnabled: Boolean node: User }
-type User { databaseId: Int login: String! name: String email: String! }
+type User { databaseId: Int login: String! name: String email: String! organizationVerifiedDomainEmails(login: String!): [String!]! }
 type OrganizationIdentityProvider { ssoUrl: String externalIdentities(first: Int, after: String): ExternalIdentityConnection! }
 type ExternalIdentityConnection { totalCount: Int! pageInfo: PageInfo! edges: [ExternalIdentityEdge] nodes: [ExternalIdentity] }
 type ExternalIdentityEdge { cursor: String! node: ExternalIdentity }
@@ -143,6 +143,8 @@ class FakeOrg:
     org_roles: dict[int, dict[str, Any]] = field(default_factory=dict)
     repo_roles: dict[int, dict[str, Any]] = field(default_factory=dict)
     saml_identities: dict[int, dict[str, str]] = field(default_factory=dict)  # uid -> {nameId, email}
+    work_emails: dict[int, str] = field(default_factory=dict)  # uid -> e-mail on the org's verified domain
+    verified_domains: bool = False  # enterprise orgs without SAML verify their domain
     two_factor_disabled: set[int] = field(default_factory=set)
 
     @property
@@ -275,7 +277,8 @@ def populate(state: FakeGitHub, login: str, *, org_id: int, members: int, teams:
     """Build one deterministic org: people i = person_offset.. are its members (SAML NameID = their e-mail)."""
     email = email or (lambda i: demo_email(i, domain))
     rng = random.Random(seed * 7919 + org_id)
-    org = FakeOrg(login=login, id=org_id, plan=plan, saml=saml and plan == "enterprise")
+    org = FakeOrg(login=login, id=org_id, plan=plan, saml=saml and plan == "enterprise",
+                  verified_domains=plan == "enterprise" and not saml)
     member_ids: list[int] = []
     for k in range(members):
         i = person_offset + k
@@ -286,6 +289,8 @@ def populate(state: FakeGitHub, login: str, *, org_id: int, members: int, teams:
             email(i) if i % 5 == 0 else None)  # every fifth person shows a public e-mail
         member_ids.append(uid)
         org.members[uid] = "admin" if k < owners else "member"
+        if k % 37 != 35:  # a few members never added their work e-mail to GitHub
+            org.work_emails[uid] = email(i)
         if k % 23 == 7:
             org.two_factor_disabled.add(uid)
         if org.saml and k % 37 != 36:  # a few members never linked their SAML identity
@@ -952,7 +957,15 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
 
     def gql_user(uid: int) -> dict[str, Any]:
         u = state.users[uid]
-        return {"databaseId": uid, "login": u["login"], "name": u["name"], "email": u["email"] or ""}
+
+        def verified(info: Any, login: str) -> list[str]:
+            o = state.orgs.get(login.lower())
+            if o is None or not o.verified_domains or uid not in o.members or uid not in o.work_emails:
+                return []
+            return [o.work_emails[uid]]
+
+        return {"databaseId": uid, "login": u["login"], "name": u["name"], "email": u["email"] or "",
+                "organizationVerifiedDomainEmails": verified}
 
     def gql_team(o: FakeOrg, t: dict[str, Any]) -> dict[str, Any]:
         def members(info: Any, first: int | None = None, after: str | None = None,
