@@ -352,10 +352,10 @@ def _exclusion_sql(ctx: _Context, params: dict[str, Any], account_level: bool = 
     account_level: only the reasons that depend on the account and its person (not on the grant)."""
     scope = ctx.spec["scope"]
     branches = []
+    if not scope["include_service_accounts"]:  # first: a service account with no person is not an orphan
+        branches.append("WHEN acc.kind = 'service' OR idn.kind = 'service' THEN 'service_account_excluded'")
     if not scope["include_orphaned"]:
         branches.append("WHEN acc.identity_id IS NULL THEN 'orphan_excluded'")
-    if not scope["include_service_accounts"]:
-        branches.append("WHEN acc.kind = 'service' OR idn.kind = 'service' THEN 'service_account_excluded'")
     ident = scope["identity"]
     conds = []
     if ident["department"]:
@@ -556,13 +556,14 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
             select(func.count()).select_from(ReviewItem)
             .where(ReviewItem.reviewer_id.is_(None), ReviewItem.campaign_id == campaign.id))
         if unroutable:
+            count = f"{unroutable:,} item is" if unroutable == 1 else f"{unroutable:,} items are"
             if ctx.fallback_id is None:
                 raise CampaignError(
-                    f"{unroutable:,} items are unroutable (no manager, no resource owner) and the definition has no "
+                    f"{count} unroutable (no manager, no resource owner) and the definition has no "
                     "fallback_reviewer; set fallback_reviewer to an identity's e-mail and launch again")
             raise CampaignError(
-                f"{unroutable:,} items are unroutable: they are the fallback reviewer's ({spec['fallback_reviewer']}) "
-                "own access and nobody can take them (no manager above them); choose another fallback_reviewer")
+                f"{count} unroutable: the fallback reviewer's ({spec['fallback_reviewer']}) own access, and "
+                "nobody else can take it (no manager above them); choose another fallback_reviewer")
         excl = _exclusion_sql(ctx, params)
         if excl:
             # when every reason is about the account or its person, only those accounts' access is read again

@@ -237,7 +237,7 @@ def close_command(campaign_id: int, as_json: bool) -> None:
     click.secho(f"closed campaign {campaign_id} {name!r}", fg="green")
     click.echo(f"  completion {summary['completion']}% ({summary['decided']:,} of {summary['items']:,} decided)")
     click.echo("  decisions  " + ", ".join(f"{k} {v:,}" for k, v in summary["decisions"].items()))
-    click.echo(f"  outcomes   " + ", ".join(f"{k} {v:,}" for k, v in summary["outcomes"].items())
+    click.echo("  outcomes   " + ", ".join(f"{k} {v:,}" for k, v in summary["outcomes"].items())
                + f" (no response: {summary['no_response']:,} -> {summary['no_response_outcome']})")
     click.echo(f"  remediations {summary['remediations']:,} pending ({summary['remediation_mode']})")
 
