@@ -8,6 +8,7 @@ name -> ("module:factory", default port). A factory takes keyword options and re
 from __future__ import annotations
 
 SERVICES: dict[str, tuple[str, int]] = {
+    "aws": ("attest.connectors.sandbox.aws_moto:create_app", 5103),
     "github": ("attest.connectors.sandbox.github_fake:create_app", 5102),
     "idp": ("attest.connectors.sandbox.idp:create_app", 5104),
     "okta": ("attest.connectors.sandbox.okta_fake:create_app", 5101),

@@ -7,8 +7,9 @@ assignments; and in every account IAM users (e-mail tags, console passwords, acc
 roles with trust policies, and attached and inline policies. The same spec and seed give the same ids.
 
 `create_app(demo=True)` returns moto's server WSGI app with the demo organization seeded, for
-`attest sandbox serve` (port 5103). `ensure_server(port)` starts moto on loopback in this process when
-nothing listens there yet (the demo's first sync runs before `make run` starts the sandbox).
+`attest sandbox serve` (port 5103) and for `attest demo`, which serves it in-process while it syncs when
+nothing listens on 5103 yet (`make run` starts the sandbox after the demo). The seed is fixed, so both
+build the same organization with the same ids.
 
 moto gaps worth knowing (the connector handles the real behaviour; tests cover the rest):
 - sso-admin `CreateInstance` is not implemented: moto gives every account one instance up front.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +37,6 @@ DEPLOY_DOC = {"Version": "2012-10-17", "Statement": [
 READ_LOGS_DOC = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["logs:Get*", "logs:Describe*", "logs:FilterLogEvents"], "Resource": "*"}]}
 EXTERNAL_AUDITOR_ACCOUNT = "999988887777"
-DEMO_PORT = 5103
 MANAGEMENT_ACCOUNT = "123456789012"  # moto's default account: whoever calls with unknown keys is here
 
 
@@ -53,7 +52,7 @@ class Person:
 
     @property
     def iam_name(self) -> str:
-        return f"{self.first}.{self.last}".lower().replace(" ", "")
+        return f"{_ascii(self.first)}.{_ascii(self.last)}"
 
 
 @dataclass
@@ -378,13 +377,35 @@ def _seed_identity_center(base: _Clients, spec: OrgSpec, people: list[Person], a
 
 # --- the demo ------------------------------------------------------------------------------------------
 
+
+def _ascii(name: str) -> str:
+    import re
+    import unicodedata
+
+    name = name.replace("ø", "o").replace("Ø", "O").replace("ł", "l").replace("Ł", "L")
+    return re.sub(r"[^a-z0-9]", "", unicodedata.normalize("NFKD", name).lower())
+
+
+def demo_people(n: int) -> list[Person]:
+    """The sandbox Okta's people (first n), with the e-mails it gives them, so the demo links AWS access
+    to the same people; the HR demo's people when the sandbox Okta is not installed."""
+    try:
+        from attest.connectors.sandbox.okta_fake import FIRST, LAST
+    except ImportError:  # pragma: no cover - the sandbox Okta ships with Attest
+        return default_people(n)
+    out = []
+    for i in range(n):
+        first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+        out.append(Person(first, last, f"{_ascii(first)}.{_ascii(last)}{i}@acme.example".lower()))
+    return out
+
 DEMO_SPEC = OrgSpec(accounts=4, ous=("Production", "Development", "Sandbox"), iam_users=5, iam_groups=2, roles=3,
                     ic_users=40, ic_groups=4, permission_sets=5, direct_assignments=3, group_assignments=3)
 
 
 def demo_spec() -> OrgSpec:
     spec = OrgSpec(**{k: getattr(DEMO_SPEC, k) for k in DEMO_SPEC.__dataclass_fields__})
-    spec.people = default_people(max(spec.ic_users, spec.iam_users) + 10)
+    spec.people = demo_people(max(spec.ic_users, spec.iam_users) + 10)
     return spec
 
 
@@ -399,56 +420,35 @@ def create_app(demo: bool = False, **_: Any):
 
     _enable_managed_policies()
     fast_managed_policies()
+    app = DomainDispatcherApplication(create_backend_app)
     if demo:
-        # moto's state is process-wide: seed through a short-lived server, then serve the same state
-        from moto.server import ThreadedMotoServer
-
-        seeding = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-        seeding.start()
-        try:
-            host, port = seeding.get_host_and_port()
-            seed_org(demo_spec(), endpoint_url=f"http://{host}:{port}")
-        finally:
-            seeding.stop()
-    return DomainDispatcherApplication(create_backend_app)
+        # moto's state is process-wide: seed through a short-lived quiet server, then serve the same state
+        with _quiet_server(app) as url:
+            seed_org(demo_spec(), endpoint_url=url)
+    return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class _quiet_server:
+    """Serve a WSGI app on a free loopback port without logging every request (seeding makes hundreds)."""
 
+    def __init__(self, app: Any) -> None:
+        self.app = app
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
+    def __enter__(self) -> str:
+        from moto.server import MotoRequestHandler
+        from werkzeug.serving import make_server
 
+        class Quiet(MotoRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass
 
-class DemoServer:
-    """moto on loopback for the length of the demo's sync (stopped on exit; a no-op when one runs)."""
-
-    def __init__(self, port: int = DEMO_PORT) -> None:
-        self.port = port
-        self.server = None
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> DemoServer:
-        if port_in_use(self.port):
-            return self  # `attest sandbox serve` (or a previous demo) already serves it
-        from moto.server import ThreadedMotoServer
-
-        _enable_managed_policies()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        seed_org(demo_spec(), endpoint_url=f"http://127.0.0.1:{self.port}")
-        return self
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=Quiet)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="moto-seed", daemon=True)
+        self.thread.start()
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
 
     def __exit__(self, *exc: Any) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-
-def ensure_server(port: int = DEMO_PORT) -> DemoServer:
-    return DemoServer(port)
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
