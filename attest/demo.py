@@ -50,6 +50,12 @@ def demo_sources(people: int) -> list[DemoSource]:
         # the sandbox GitHub org acme-corp: 120 of those people with their SAML identities, nested teams, repos
         DemoSource("github", "github", {"orgs": "acme-corp", "api_url": "http://127.0.0.1:5102"},
                    {"token": "ghp_sandbox_token_for_attest"}, schedule="30 */6 * * *", sandbox="github"),
+        # moto's AWS org: 4 accounts in OUs, Identity Center (40 of those people, groups, permission sets,
+        # assignments) and IAM users tagged with their e-mails, service users, roles, keys
+        DemoSource("aws", "aws", {"endpoint_url": "http://127.0.0.1:5103", "region": "us-east-1",
+                                  "assume_role_name": "AttestAudit"},
+                   {"access_key_id": "sandbox", "secret_access_key": "sandbox"}, schedule="15 */6 * * *",
+                   sandbox="aws"),
     ]
 
 
