@@ -227,9 +227,12 @@ def test_failure_mid_sync_loses_nothing(factory, session, settings):
 def test_transient_server_errors_are_retried(factory, session, settings):
     with fake_github(members=10, teams=2, repos=3) as (state, url):
         clean = list(connector(url).sync())
-        state.inject_failure(at=4, status=500, count=2)
-        records = list(connector(url, sleep=lambda s: None).sync())
+    with fake_github(members=10, teams=2, repos=3, fail_at=4, fail_status=500, fail_count=2) as (state, url):
+        conn = connector(url, sleep=lambda s: None)
+        records = list(conn.sync())
+        assert state.failures[0].served == 2
     assert len(records) == len(clean)
+    assert conn.calls == state.requests  # retries are counted too
 
 
 def test_bad_token_fails_the_run_with_a_clear_message(factory, session, settings):

@@ -377,9 +377,16 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                app_id: str | None = None, app_public_key: str | None = None, installation_id: int | None = None,
                token: str | None = None, token_ttl: float = 3600.0, rate_limit: int = 5000,
                rate_window: float = 3600.0, email: Callable[[int], str] | None = None,
-               person_offset: int = 0) -> Flask:
-    """The fake GitHub. `orgs` builds several orgs of the same size (people split between them)."""
+               person_offset: int = 0, fail_at: int | None = None, fail_status: int = 500,
+               fail_count: int = 1, fail_path: str | None = None) -> Flask:
+    """The fake GitHub. `orgs` builds several orgs of the same size (people split between them).
+
+    `fail_at=N` answers the Nth request (and `fail_count - 1` more, only those whose path contains
+    `fail_path` when given) with `fail_status`; `app.github.inject_secondary(...)` injects a secondary limit.
+    """
     state = FakeGitHub()
+    if fail_at:
+        state.inject_failure(at=fail_at, status=fail_status, count=fail_count, path=fail_path)
     person = _person
     if demo:  # the demo org's people are the sandbox Okta's (SAML NameID = their Okta login)
         org, members, teams, repos, big_team = "acme-corp", 120, 14, 40, True
