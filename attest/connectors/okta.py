@@ -27,6 +27,7 @@ transforms from Okta payloads to records (unit-tested on recorded payloads).
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
@@ -549,7 +550,50 @@ class OktaConnector(BaseConnector):
 
     # -- sync ------------------------------------------------------------------------------------------
     def sync(self) -> Iterator[Record]:
+        """Records as they are read. Reading runs in a producer thread that hands over batches through a
+        bounded queue, so requests keep flowing while the caller stages records into the database."""
         self._scopes = READ_SCOPES if self.log_days else READ_SCOPES[:-1]
+        batches: queue.Queue[list[Record] | BaseException | None] = queue.Queue(maxsize=32)
+        stop = threading.Event()
+
+        def put(item: list[Record] | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    batches.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            batch: list[Record] = []
+            try:
+                for rec in self._records(stop):
+                    batch.append(rec)
+                    if len(batch) >= 2000:
+                        if not put(batch):
+                            return
+                        batch = []
+                put(batch)
+                put(None)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                put(exc)
+
+        producer = threading.Thread(target=produce, name="okta-sync", daemon=True)
+        producer.start()
+        try:
+            while True:
+                item = batches.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+        finally:
+            stop.set()
+            producer.join(timeout=60)
+
+    def _records(self, stop: threading.Event) -> Iterator[Record]:
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="okta")
         pending: dict[Future, tuple[str, Any]] = {}
         backlog: deque[tuple[str, Any, Callable[[], Any]]] = deque()
@@ -604,7 +648,7 @@ class OktaConnector(BaseConnector):
 
         try:
             pump()
-            while pending:
+            while pending and not stop.is_set():
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for fut in done:
                     kind, key = pending.pop(fut)

@@ -148,6 +148,7 @@ class OktaFake:
         self.requests = 0
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every request
         self.used_jti: set[str] = set()
+        self._json_cache: dict[tuple[str, str], _Raw] = {}
         self._build(users, groups, apps, memberships, sso_events, odd_payloads)
 
     # -- the org ---------------------------------------------------------------------------------
@@ -537,7 +538,7 @@ class OktaFake:
                     ids = [u for u in self.user_ids if self.users[u].get("status") == m.group(1)]
                 else:
                     ids = [u for u in self.user_ids if self.users[u].get("status") != "DEPROVISIONED"]
-                return self._page(request, base, "users", ids, lambda u: self._user(u, base), rate)
+                return self._page(request, base, "users", ids, lambda u: self._user_json(u, base), rate)
             if p == ["groups"]:
                 need("groups")
                 expand = args.get("expand", "")
@@ -549,7 +550,7 @@ class OktaFake:
             if len(p) == 3 and p[0] == "groups" and p[2] == "users":
                 need("groups")
                 gid = self._require_group(p[1])
-                return self._page(request, base, "group_users", sorted(self.members[gid]), lambda u: self._user(u, base), rate)
+                return self._page(request, base, "group_users", sorted(self.members[gid]), lambda u: self._user_json(u, base), rate)
             if len(p) == 3 and p[0] == "groups" and p[2] == "roles":
                 need("roles")
                 gid = self._require_group(p[1])
@@ -665,6 +666,14 @@ class OktaFake:
         user = dict(self.users[uid])
         user["_links"] = {"self": {"href": f"{base}/api/v1/users/{uid}"}}
         return user
+
+    def _user_json(self, uid: str, base: str) -> _Raw:
+        """A user's JSON, serialized once per base URL (users never change here; pages just join them)."""
+        key = (uid, base)
+        cached = self._json_cache.get(key)
+        if cached is None:
+            cached = self._json_cache[key] = _Raw(json.dumps(self._user(uid, base), ensure_ascii=False))
+        return cached
 
     def _group(self, gid: str, base: str, stats: bool) -> dict[str, Any]:
         group = dict(self.groups[gid])
@@ -821,8 +830,16 @@ def _rate_headers(response: Response, rate: tuple[int, int, int]) -> None:
     response.headers["X-Rate-Limit-Reset"] = str(reset)
 
 
+class _Raw(str):
+    """Already-serialized JSON (a cached user object)."""
+
+
 def _json(payload: Any, rate: tuple[int, int, int], status: int = 200) -> Response:
-    response = Response(json.dumps(payload, ensure_ascii=False), status=status, content_type="application/json; charset=utf-8")
+    if isinstance(payload, list) and payload and all(isinstance(p, _Raw) for p in payload):
+        body = "[" + ",".join(payload) + "]"
+    else:
+        body = json.dumps(payload, ensure_ascii=False)
+    response = Response(body, status=status, content_type="application/json; charset=utf-8")
     _rate_headers(response, rate)
     return response
 
