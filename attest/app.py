@@ -176,6 +176,7 @@ def register_security(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from attest.audit.views import bp as audit_bp
     from attest.auth.admin_views import bp as auth_admin_bp
     from attest.auth.views import bp as auth_bp
     from attest.entitlements.views import bp as entitlements_bp
@@ -187,6 +188,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_admin_bp)
     app.register_blueprint(entitlements_bp)
     app.register_blueprint(reviews_bp)
+    app.register_blueprint(audit_bp)
 
 
 def register_template_helpers(app: Flask) -> None:

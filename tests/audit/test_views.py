@@ -1,0 +1,126 @@
+"""Auditor pages: audit log search, remediation status and work list, access history, evidence download."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from sqlalchemy import select
+
+from attest.audit.evidence import verify_bundle
+from attest.audit.models import AuditEvent
+from attest.reviews.models import Remediation
+from tests.audit.helpers import decided_campaign
+from tests.factories import login_as, make_user
+
+
+@pytest.fixture
+def data(session):
+    setup = decided_campaign(session)
+    # one open manual task besides the verified and reappeared automatic ones
+    item = setup.items[2]
+    item.decision, item.outcome = "revoke", "revoke"
+    session.add(Remediation(campaign_id=setup.campaign.id, item_id=item.id, grant_id=item.grant_id,
+                            source_id=setup.source.id, mode="manual", status="pending",
+                            target="Remove alice from group 'Finance' in Okta"))
+    session.commit()
+    return setup
+
+
+def sign_in(app, client, session, role):
+    user = make_user(session, f"{role}@acme.example", roles=[role])
+    session.commit()
+    login_as(app, client, user)
+    return user
+
+
+@pytest.mark.parametrize("role", ["admin", "auditor"])
+def test_pages_open_for_admins_and_auditors_and_nav_lists_them(app, client, session, data, role):
+    sign_in(app, client, session, role)
+    for path in ["/audit", "/remediations", "/history", "/evidence", f"/audit?campaign={data.campaign.id}",
+                 "/remediations?needs=human", "/audit?action=item.&actor=maria&since=2020-01-01&until=2099-01-01"]:
+        assert client.get(path).status_code == 200, path
+    home = client.get("/").get_data(as_text=True)
+    for label in ("Remediation", "Evidence", "Audit log", "Access history"):
+        assert label in home
+
+
+def test_reviewer_without_role_is_refused(app, client, session, data):
+    user = make_user(session, "someone@acme.example")
+    session.commit()
+    login_as(app, client, user)
+    for path in ["/audit", "/remediations", "/remediations.csv", "/history", "/evidence",
+                 f"/campaigns/{data.campaign.id}/evidence.zip"]:
+        assert client.get(path).status_code == 403, path
+
+
+def test_audit_log_search_and_keyset_pages(app, client, session, data):
+    sign_in(app, client, session, "auditor")
+    page = client.get("/audit?action=item.decide").get_data(as_text=True)
+    assert page.count("<code>item.decide</code>") == 3 and "campaign.launch" not in page
+    page = client.get("/audit?actor=SOMEONE").get_data(as_text=True)
+    assert "source.add" in page and "item.decide" not in page
+    # pages of 50, newest first, by seq
+    newest = session.scalar(select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).limit(1))
+    page = client.get(f"/audit?after={newest}").get_data(as_text=True)
+    assert f'<td class="mono">{newest}</td>' not in page and f'<td class="mono">{newest - 1}</td>' in page
+    assert client.get("/audit?since=yesterday").status_code == 400
+
+
+def test_remediation_page_flags_reappeared_and_exports_the_work_list(app, client, session, data):
+    sign_in(app, client, session, "auditor")
+    page = client.get("/remediations").get_data(as_text=True)
+    assert "revoked grants came back after the revoke" in page and "table-danger" in page
+    assert "Remove alice from group" in page
+    assert "Done</button>" not in page  # auditors see no write controls
+    csv_text = client.get(f"/remediations.csv?campaign={data.campaign.id}").get_data(as_text=True)
+    lines = csv_text.splitlines()
+    assert lines[0].startswith("remediation_id,") and len(lines) == 2 and "Remove alice from group" in lines[1]
+
+
+def test_admin_marks_a_manual_task_done_with_a_note(app, client, session, data):
+    sign_in(app, client, session, "admin")
+    rem = session.scalar(select(Remediation).where(Remediation.mode == "manual"))
+    page = client.get("/remediations?needs=human").get_data(as_text=True)
+    assert f'/remediations/{rem.id}/done' in page
+    app.config["WTF_CSRF_ENABLED"] = False
+    response = client.post(f"/remediations/{rem.id}/done", data={"note": ""})
+    assert response.status_code == 303
+    session.expire_all()
+    assert session.get(Remediation, rem.id).status == "pending"
+    response = client.post(f"/remediations/{rem.id}/done", data={"note": "Removed in Okta, IAM-7"},
+                           follow_redirects=True)
+    assert "marked done" in response.get_data(as_text=True)
+    session.expire_all()
+    assert session.get(Remediation, rem.id).status == "done"
+    ev = session.scalar(select(AuditEvent).where(AuditEvent.action == "remediation.marked_done"))
+    assert ev.actor == "admin@acme.example" and ev.campaign_id == data.campaign.id
+
+
+def test_history_links_to_the_identity_page_on_that_date(app, client, session, data):
+    sign_in(app, client, session, "auditor")
+    person = data.people[1]
+    response = client.get(f"/history?q={person.email}&at=2026-09-30")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith(f"/identities/{person.id}?at=2026-09-30")
+    page = client.get("/history?q=acme.example&at=2026-09-30").get_data(as_text=True)
+    assert f"/identities/{person.id}?at=2026-09-30" in page
+
+
+def test_evidence_download_streams_a_bundle_that_verifies(app, client, session, data, tmp_path):
+    sign_in(app, client, session, "auditor")
+    page = client.get("/evidence").get_data(as_text=True)
+    assert f"/campaigns/{data.campaign.id}/evidence.zip" in page and "BEGIN PUBLIC KEY" in page
+    response = client.get(f"/campaigns/{data.campaign.id}/evidence.zip")
+    assert response.status_code == 200 and response.mimetype == "application/zip"
+    assert "attachment" in response.headers["Content-Disposition"]
+    path = tmp_path / "dl.zip"
+    path.write_bytes(response.get_data())
+    response.close()
+    assert verify_bundle(path) == []
+    with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as zf:
+        assert "items.xlsx" in zf.namelist()
+    ev = session.scalar(select(AuditEvent).where(AuditEvent.action == "evidence.exported"))
+    assert ev.actor == "auditor@acme.example" and ev.campaign_id == data.campaign.id
+    assert client.get("/campaigns/999999/evidence.zip").status_code == 404
