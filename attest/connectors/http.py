@@ -2,9 +2,10 @@
 
 - `paginate()` follows only the `Link: <...>; rel="next"` header, as both vendors document.
 - Rate limits: on 429 (or a 403 that carries rate-limit headers, GitHub's secondary limit) it waits for
-  `Retry-After`, else until `X-RateLimit-Reset`/`X-Rate-Limit-Reset` (epoch seconds), else `default_wait`,
-  then retries. When the remaining budget falls under `slowdown_below` of the limit, requests are spaced so
-  the budget lasts until the reset.
+  `Retry-After`, else until `X-RateLimit-Reset`/`X-Rate-Limit-Reset` (epoch seconds), else `default_wait`
+  (doubling while the same request keeps being refused), then retries; other threads hold back meanwhile.
+  When the remaining budget falls under `slowdown_below` of the limit, requests are spaced so the budget
+  lasts until the reset.
 - Transient failures (5xx, timeouts, connection resets) are retried with exponential back-off.
 - Any other 4xx raises HttpError at once with the status, the vendor's error body and the request.
 - `calls` counts every request sent, retries included; it is thread-safe, and `max_concurrency`
@@ -197,6 +198,7 @@ class HttpClient:
     # -- requests ----------------------------------------------------------------------------------
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         attempt = 0
+        limited = 0  # rate-limit refusals of this request
         while True:
             self._pace()
             hold = self._hold_until - time.monotonic()
@@ -224,6 +226,10 @@ class HttpClient:
                 if attempt > self.max_retries + 4:
                     raise HttpError(response.status_code, method, str(response.url), _body(response))
                 wait = self._rate_limit_wait(response)
+                limited += 1
+                if limited > 1 and wait == self.default_wait and response.headers.get("retry-after") is None:
+                    # a limit that keeps refusing without saying how long: wait exponentially longer (GitHub)
+                    wait = min(self.default_wait * 2 ** (limited - 1), self.max_wait)
                 with self._lock:
                     self.waits.append(wait)
                     self._hold_until = max(self._hold_until, time.monotonic() + wait)

@@ -414,3 +414,12 @@ def test_demo_org_links_to_the_sandbox_okta_people(factory, session, settings):
         select(Account.source_id).where(Account.login == "ada-lovelace-0")))).all()
     linked = [a for a in accounts if a.link_method == "saml_nameid"]
     assert len(linked) >= 110 and all(a.identity.email == a.saml_nameid for a in linked)
+
+
+def test_repeated_secondary_limits_without_retry_after_wait_longer_each_time():
+    waits: list[float] = []
+    with fake_github(members=5, teams=1, repos=1) as (state, url):
+        conn = connector(url, sleep=waits.append, settings={"concurrency": 1})
+        state.inject_secondary(at=1, retry_after=None, count=3)
+        conn.validate()
+    assert conn.client.waits == [60.0, 120.0, 240.0]
