@@ -59,7 +59,8 @@ NEEDS_HUMAN = or_(and_(Remediation.mode == "manual", Remediation.status.in_(OPEN
                   Remediation.status.in_(("refused", "failed")))
 
 # Attribute names connectors use to say who really grants a membership or assignment (see
-# `_managed_elsewhere`). Okta: group rules, groups mastered by a directory, group-assigned apps.
+# `_managed_elsewhere`). Okta marks groups filled by an ACTIVE rule (`rule_managed`, `rules` on the group
+# and its member entitlement), imported/built-in groups (`mastered_by`) and app assignments (`scope`).
 RULE_KEYS = ("managed_by_rule", "group_rule", "rule", "rule_name", "rules")
 GROUP_ASSIGNMENT_KEYS = ("assigned_via_groups", "via_groups", "assigned_via_group")
 
@@ -151,8 +152,11 @@ def _names(value: Any) -> str:
 
 def _managed_elsewhere(ref: GrantRef, principal: str, resource: str) -> str | None:
     """Where the access really comes from, when the connector's records say the source re-creates it."""
+    rule_sources = (ref.grant_attributes, ref.entitlement_attributes, ref.resource_attributes)
     for key in RULE_KEYS:
-        value = ref.grant_attributes.get(key)
+        value = next((attrs.get(key) for attrs in rule_sources if attrs.get(key)), None)
+        if value is None and key == "rules" and ref.resource_attributes.get("rule_managed"):
+            value = "(unnamed)"
         if value:
             return (f"{resource}: {principal} is added by group rule {_names(value)}; removing the membership "
                     f"would be undone by the rule. Change the rule (or the profile attribute it matches).")

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from attest.audit.models import AuditEvent
 from attest.connectors import registry
-from attest.connectors.base import BaseConnector, GrantRecord, RevokeRefused, RevokeResult
+from attest.connectors.base import BaseConnector, GrantRecord, ResourceRecord, RevokeRefused, RevokeResult
 from attest.db import transaction, utcnow
 from attest.entitlements.models import Grant, Source
 from attest.entitlements.sync import run_sync
@@ -288,8 +288,10 @@ def test_access_through_a_group_goes_to_a_manual_task_naming_the_group(world, fa
 
 
 def test_rule_managed_membership_is_routed_to_the_rule(fake, factory, session, settings):
-    FakeRevoker.reset([r if not (isinstance(r, GrantRecord) and r.key == "eng:member|a|u1")
-                       else GrantRecord("eng:member", "u1", attributes={"managed_by_rule": "Engineers by department"})
+    # the Okta connector's convention: the group (and its member entitlement) names the ACTIVE rules filling it
+    FakeRevoker.reset([r if not (isinstance(r, ResourceRecord) and r.external_id == "eng")
+                       else ResourceRecord("eng", "group", "Engineering", is_group=True,
+                                           attributes={"rule_managed": True, "rules": ["Engineers by department"]})
                        for r in org(4)])
     make_source(session, "idp", authoritative=True)
     session.commit()
