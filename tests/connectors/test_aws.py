@@ -306,6 +306,25 @@ def test_sync_organization_into_database(org, factory, session, settings, source
     assert again.stats["added"]["grants"] == 0 and again.stats["ended"]["grants"] == 0
 
 
+def test_validate_checks_access_and_the_allow_list(org):
+    from attest.connectors.base import ConnectorError
+
+    connector().validate()
+    connector(accounts=[org.account_ids[1]]).validate()
+    with pytest.raises(ConnectorError, match="accounts not in the organization: 999999999999"):
+        connector(accounts=["999999999999"]).validate()
+
+
+def test_allow_list_limits_the_accounts_read(org, factory, session, settings, source):
+    conn = connector(accounts=[org.account_ids[1]])
+    result = run_sync(factory, settings, "aws", connector=conn)
+    assert result.status == "succeeded", result.error
+    parts = set(session.scalars(select(Account.part).where(Account.source_id == source.id,
+                                                           Account.part.is_not(None))))
+    assert parts == {f"aws:{org.account_ids[1]}"}
+    assert conn.counter.by_operation["iam:GetAccountAuthorizationDetails"] == 1
+
+
 def test_accounts_link_to_people_by_email_tag_and_username(org, factory, session, settings, source):
     from attest.connectors.sandbox.aws_moto import default_people
 
