@@ -124,7 +124,7 @@ def measure(mode: str, url: str, concurrency: int) -> dict:
 
 
 def run(out: Path | None = None, sizes: dict[str, int] | None = None, latency: float = LATENCY,
-        concurrency: int = 4) -> str:
+        concurrency: tuple[int, ...] = (4, 8)) -> str:
     from bench.machine import describe
 
     sizes = dict(sizes or SIZES)
@@ -143,13 +143,17 @@ def run(out: Path | None = None, sizes: dict[str, int] | None = None, latency: f
             time.sleep(0.2)
             info = json.loads(Path(port_file).read_text())
             runs = []
-            for mode in ("connector", "sync"):
-                proc = subprocess.run([sys.executable, "-m", "bench.okta_sync", "--measure", mode, "--url", info["url"],
-                                       "--concurrency", str(concurrency)], cwd=ROOT, env=env, capture_output=True,
-                                      text=True, timeout=1800)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"okta bench {mode} failed:\n{proc.stderr[-3000:]}")
-                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            load = [os.getloadavg()[0]]
+            for conc in concurrency:
+                for mode in ("connector", "sync"):
+                    proc = subprocess.run([sys.executable, "-m", "bench.okta_sync", "--measure", mode, "--url",
+                                           info["url"], "--concurrency", str(conc)], cwd=ROOT, env=env,
+                                          capture_output=True, text=True, timeout=1800)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"okta bench {mode} failed:\n{proc.stderr[-3000:]}")
+                    runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                    load.append(os.getloadavg()[0])
+            info["load"] = load
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -161,25 +165,26 @@ def run(out: Path | None = None, sizes: dict[str, int] | None = None, latency: f
 
 def report(sizes: dict[str, int], latency: float, info: dict, runs: list[dict], machine: str) -> str:
     minimum = info["minimum"]
-    conn, full = runs
+    conn = runs[0]
     lines = [
         "## Okta connector (issue 3)",
         "",
         f"Sandbox org: {sizes['users']:,} users ({info['deprovisioned']:,} deactivated), {sizes['groups']:,} groups, "
         f"{sizes['apps']:,} apps, {info['memberships']:,} group memberships, {info['events']:,} SSO events in the "
         f"System Log; {latency * 1000:.0f} ms of added latency per request; the fake Okta runs in its own process on "
-        f"loopback. Connector concurrency {conn['concurrency']}. Targets: requests <= 1.1x the minimum the page "
-        "sizes allow; wall time under 60 s.",
+        "loopback. Targets: requests <= 1.1x the minimum the page sizes allow; wall time under 60 s.",
         "",
-        f"Machine: {machine}",
+        f"Machine: {machine}. Load average (1 min) sampled before and after each run: "
+        + ", ".join(f"{x:.1f}" for x in info.get("load", [])) + " (other jobs shared the machine when above the "
+        "core count; the fake Okta shares the same cores).",
         "",
-        "| run | wall time | requests | minimum | ratio | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| run | concurrency | wall time | requests | minimum | ratio | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         label = "connector only (page through everything)" if r["mode"] == "connector" else \
             f"full sync into SQLite ({r.get('status')})"
-        lines.append(f"| {label} | {r['seconds']:.1f} s | {r['requests']:,} | {minimum['total']:,} | "
+        lines.append(f"| {label} | {r['concurrency']} | {r['seconds']:.1f} s | {r['requests']:,} | {minimum['total']:,} | "
                      f"{r['requests'] / minimum['total']:.3f}x | {r['peak_rss_mb']:.0f} MB |")
     lines += ["", "Records read: " + ", ".join(f"{k} {v:,}" for k, v in sorted(conn.get("records", {}).items())), "",
               "Minimum requests by endpoint (documented maximum page sizes; the groups list is read 200 a page, "
@@ -188,8 +193,9 @@ def report(sizes: dict[str, int], latency: float, info: dict, runs: list[dict], 
               "| endpoint | minimum requests |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in minimum.items() if k != "total"]
     lines.append(f"| **total** | **{minimum['total']:,}** |")
-    if full.get("error"):
-        lines += ["", f"Full sync error: {full['error']}"]
+    for r in runs:
+        if r.get("error"):
+            lines += ["", f"Full sync error (concurrency {r['concurrency']}): {r['error']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -209,4 +215,5 @@ if __name__ == "__main__":
     elif args.measure:
         print(json.dumps(measure(args.measure, args.url, args.concurrency)))
     else:
-        print(run(sizes={k: getattr(args, k) for k in SIZES}, latency=args.latency, concurrency=args.concurrency))
+        print(run(sizes={k: getattr(args, k) for k in SIZES}, latency=args.latency,
+                  concurrency=tuple(sorted({4, args.concurrency}))))

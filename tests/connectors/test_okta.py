@@ -370,3 +370,23 @@ def test_revoke_with_a_read_only_oauth_app_names_the_manage_scope(oauth_okta, ke
     with pytest.raises(ConnectorError, match="okta.groups.manage"):
         conn.revoke(ref(f"{aid}:assignment", uid, grant_attributes={"scope": "USER"}), dry_run=False)
     assert uid in oauth_okta.app_users[aid]
+
+
+def test_rate_limit_headers_slow_the_sync_down_and_it_finishes(factory, session, settings, source):
+    app = create_app(demo=True, rate_limit=25, rate_window=1.0)
+    with serve_in_thread(app) as server:
+        app.url = server.url
+        conn = connector(app, sleep=time.sleep)
+        result = sync(factory, settings, session, app, conn=conn)
+    assert result.status == "succeeded", result.error
+    exp = expected(app)
+    assert result.stats["read"]["grants"] == exp["memberships"] + exp["direct"] + exp["app_groups"] + exp["roles"]
+    assert active(session, Identity) == exp["users"]
+
+
+def test_log_days_zero_skips_the_system_log(factory, session, settings, source, okta):
+    result = sync(factory, settings, session, okta, log_days=0)
+    assert result.status == "succeeded", result.error
+    assert not any(p == "/api/v1/logs" for _, p, _ in okta.log)
+    assert any("log_days is 0" in n for n in result.notes)
+    assert not any(a.attributes.get("app_last_sso") for a in session.scalars(select(Account)))
