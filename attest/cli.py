@@ -331,15 +331,45 @@ def serve_command(host: str, port: int, workers: int) -> None:
 
 @click.command("scheduler")
 @with_appcontext
-def scheduler_command() -> None:
+@click.option("--status", "show_status", is_flag=True, help="Show each job's schedule, next and last run, then exit.")
+@click.option("--run", "run_id", metavar="JOB", help="Run one job now under its lease and exit (e.g. notify:send).")
+@click.option("--json", "as_json", is_flag=True)
+def scheduler_command(show_status: bool, run_id: str | None, as_json: bool) -> None:
     """Run the job scheduler (syncs, campaign launches and closes, review e-mail, remediation).
 
     Run one per machine you want jobs on; two or more share the work through database leases.
     """
-    from attest.jobs import SchedulerError, run_scheduler
+    from attest.jobs import SchedulerError, run_now, run_scheduler, status
 
     state = _state()
+    if show_status:
+        with state.factory() as session:
+            rows = status(session)
+        if as_json:
+            _echo_json(rows)
+            return
+        for r in rows:
+            when = r["next_run_at"].strftime("%Y-%m-%d %H:%M") if r["next_run_at"] else "-"
+            last = (f"{r['last_status']} {r['last_started_at']:%Y-%m-%d %H:%M}" if r["last_status"] and r["last_started_at"]
+                    else "never run")
+            running = f" running on {r['running_on']}" if r["running_on"] else ""
+            click.echo(f"{r['job']:32} {r['schedule'] or '-':16} next {when:16}  last {last}{running}")
+            if r["last_status"] == "failed" and r["last_error"]:
+                click.secho(f"  {r['last_error']}", fg="red")
+        return
     try:
+        if run_id:
+            run = run_now(state.factory, state.settings, run_id)
+            if as_json:
+                _echo_json({"job": run.job, "status": run.status, "error": run.error, "detail": run.detail})
+            elif run.status == "skipped":
+                click.echo(f"{run.job}: running in another process right now; not started")
+            else:
+                click.secho(f"{run.job}: {run.status}" + (f": {run.error}" if run.error else f" ({run.detail})"),
+                            fg="green" if run.status == "succeeded" else "red")
+            if run.status != "succeeded":
+                sys.exit(1)
+            return
         run_scheduler(state.settings, state.engine, state.factory)
     except SchedulerError as exc:
         _fail(str(exc))

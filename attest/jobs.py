@@ -569,3 +569,41 @@ def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *,
         scheduler.shutdown(wait=True)
         _RUNTIME = None
     return scheduler
+
+
+# --- operators: status and run-now ------------------------------------------------------------------
+
+
+def status(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Each job's schedule, next run and last run (from its lease row), for `attest scheduler --status`."""
+    now = now or utcnow()
+    specs = {spec.id: spec for spec in job_table(session)}
+    leases = {row.name: row for row in session.scalars(select(JobLease).order_by(JobLease.name))}
+    out = []
+    for name in sorted(specs.keys() | leases.keys()):
+        spec, row = specs.get(name), leases.get(name)
+        if spec is None and name.startswith("campaigns:launch:") and row is not None and row.last_status == "succeeded":
+            continue  # per-definition launch leases: only failures are worth showing
+        out.append({
+            "job": name,
+            "schedule": spec.cron if spec else None,
+            "next_run_at": spec.trigger().get_next_fire_time(None, now) if spec else None,
+            "running_on": row.holder if row and row.holder and row.expires_at and row.expires_at >= now else None,
+            "last_status": row.last_status if row else None,
+            "last_started_at": row.last_started_at if row else None,
+            "last_finished_at": row.last_finished_at if row else None,
+            "last_error": row.last_error if row else None,
+        })
+    return out
+
+
+def run_now(factory: sessionmaker[Session], settings: Any, job_id: str, holder: str = HOLDER) -> JobRun:
+    """Run one job at once under its lease (an operator's `attest scheduler --run JOB`)."""
+    with factory() as session:
+        specs = {spec.id: spec for spec in job_table(session)}
+    spec = specs.get(job_id)
+    if spec is None:
+        raise SchedulerError(f"no job {job_id!r}; jobs: {', '.join(sorted(specs))}")
+    if spec.kind == "reconcile":
+        raise SchedulerError("scheduler:reconcile runs inside a scheduler process; start `attest scheduler`")
+    return run_job(JobContext(factory, settings, holder), spec, use_slot=False)

@@ -379,3 +379,28 @@ def test_a_failing_recurring_launch_is_retried_hourly_not_every_minute(fresh_db,
     assert calls == [424242, 424242]
     row = lease(fresh_db.factory, "campaigns:launch:424242")
     assert row.last_status == "failed" and "unroutable" in row.last_error
+
+
+def test_scheduler_status_and_run_now_from_the_command_line(app, session):
+    make_source(session, "okta-prod").schedule = "0 */4 * * *"
+    session.flush()
+    runner = app.test_cli_runner()
+
+    result = runner.invoke(args=["scheduler", "--run", "notify:send"])
+    assert result.exit_code == 0, result.output
+    assert "notify:send: succeeded (0)" in result.output
+
+    result = runner.invoke(args=["scheduler", "--run", "no-such-job"])
+    assert result.exit_code == 1 and "no job 'no-such-job'" in result.output and "sync:okta-prod" in result.output
+
+    with transaction(app.extensions["attest"].factory) as s:
+        s.add(JobLease(name="sync:okta-prod", last_status="failed", last_started_at=T, last_finished_at=T,
+                       last_error="SyncError: okta-prod: HTTP 401 from the API (token expired?)"))
+    result = runner.invoke(args=["scheduler", "--status"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if not line.startswith(" ")}
+    assert "next" in lines["sync:okta-prod"] and "0 */4 * * *" in lines["sync:okta-prod"]
+    assert "last failed 2026-05-04 09:00" in lines["sync:okta-prod"]
+    assert "HTTP 401 from the API" in result.output
+    assert "last succeeded" in lines["notify:send"]
+    assert "never run" in lines["campaigns:close"]
