@@ -71,7 +71,7 @@ def _resolve_stages(session: Session, spec: Mapping[str, Any]) -> tuple[int | No
     try:
         check_references(session, spec)
     except DefinitionError as exc:
-        raise CampaignError(f"the definition no longer matches the directory: {exc}") from None
+        raise CampaignError(f"a reviewer or source the definition names does not exist: {exc}") from None
     fallback = find_identity(session, spec["fallback_reviewer"]) if spec.get("fallback_reviewer") else None
     stages = []
     for st in spec["stages"]:
@@ -622,7 +622,11 @@ def route_item_to_stage(session: Session, item: ReviewItem, stage: int) -> None:
     spec = campaign.spec
     if not 0 <= stage < len(spec["stages"]):
         raise CampaignError(f"campaign {campaign.id} has {len(spec['stages'])} stages; there is no stage {stage + 1}")
-    fallback_id, stages = _resolve_stages(session, spec)
+    # resolved once per campaign and session: a bulk approval moves thousands of items to the next stage
+    cache = session.info.setdefault("attest.route_stages", {})
+    if campaign.id not in cache:
+        cache[campaign.id] = _resolve_stages(session, spec)
+    fallback_id, stages = cache[campaign.id]
     d_manager: dict[int, int | None] = {}
 
     def manager_of(iid: int) -> int | None:
