@@ -147,6 +147,8 @@ class ReviewItem(Base):
         # the reviewer inbox: keyset pages over (campaign, reviewer) ordered by person, then id
         Index("ix_review_item_inbox", "reviewer_id", "campaign_id", "person_name", "id"),
         Index("ix_review_item_co_reviewer", "co_reviewer_id", "campaign_id"),
+        # a reviewer's progress (decided, flagged open) per campaign, read from the index alone (migration 0004)
+        Index("ix_review_item_reviewer_progress", "reviewer_id", "campaign_id", "decision", "risk_score"),
         Index("ix_review_item_campaign_decision", "campaign_id", "decision"),
     )
 

@@ -26,10 +26,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from attest.db import utcnow
 from attest.entitlements.models import Identity
+from attest.entitlements.risk import WEIGHTS
 from attest.reviews.models import RISKS, Campaign, ReviewerSignoff, ReviewItem
 
 # risk signals that flag an item for a closer look; "via_group" only says how the access is held
 FLAG_RISKS = tuple(r for r in RISKS if r != "via_group")
+FLAG_SCORE = min(WEIGHTS[r] for r in FLAG_RISKS)
+assert all(WEIGHTS[r] < FLAG_SCORE for r in RISKS if r not in FLAG_RISKS)
 DECISION_FILTERS = ("undecided", "decided", "approve", "revoke", "abstain")
 ROLES = ("reviewer", "co_reviewer")
 RISK_LABELS = {
@@ -148,7 +151,8 @@ def _has_risk(risk: str) -> ColumnElement[bool]:
 
 
 def flagged_condition() -> ColumnElement[bool]:
-    return or_(*(_has_risk(r) for r in FLAG_RISKS))
+    # every flag weighs at least FLAG_SCORE in the risk score; "via_group" alone weighs less
+    return ReviewItem.risk_score >= FLAG_SCORE
 
 
 def _filter_conditions(filters: InboxFilters) -> list[ColumnElement[bool]]:
@@ -269,32 +273,35 @@ class InboxCounts:
 
 
 def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> InboxCounts:
-    counts = InboxCounts()
-    scope = _scope(identity_id, campaign_id, role)
-    sub = select(ReviewItem.decision.label("decision"),
-                 case((flagged_condition(), 1), else_=0).label("flagged")).where(*scope).subquery()
-    for decision, is_flagged, n in session.execute(
-        select(sub.c.decision, sub.c.flagged, func.count()).group_by(sub.c.decision, sub.c.flagged)
-    ):
-        counts.total += n
-        if decision is None:
-            if is_flagged:
-                counts.open_flagged += n
-            else:
-                counts.open_unflagged += n
-        else:
-            counts.decided += n
-            setattr(counts, decision, getattr(counts, decision) + n)
-    counts.escalated_to_me = session.scalar(
-        select(func.count()).select_from(ReviewItem).where(*_scope(identity_id, campaign_id, "co_reviewer"))
-    ) or 0
+    """One pass over the reviewer's items in the campaign (index-only: ix_review_item_reviewer_progress)."""
+    def n(cond: ColumnElement[bool]) -> Any:
+        return func.sum(case((cond, 1), else_=0))
+
+    row = session.execute(
+        select(func.count(), func.count(ReviewItem.decision), n(ReviewItem.decision == "approve"),
+               n(ReviewItem.decision == "revoke"), n(ReviewItem.decision == "abstain"),
+               n(and_(ReviewItem.decision.is_(None), flagged_condition())))
+        .where(*_scope(identity_id, campaign_id, role))
+    ).one()
+    total, decided, approve, revoke, abstain, open_flagged = (int(v or 0) for v in row)
+    counts = InboxCounts(total=total, decided=decided, approve=approve, revoke=revoke, abstain=abstain,
+                         open_flagged=open_flagged, open_unflagged=total - decided - open_flagged)
+    if role == "reviewer":
+        counts.escalated_to_me = session.scalar(
+            select(func.count()).select_from(ReviewItem).where(*_scope(identity_id, campaign_id, "co_reviewer"))
+        ) or 0
     return counts
 
 
 def filter_options(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> dict[str, list[str]]:
-    scope = _scope(identity_id, campaign_id, role)
-    sources = session.scalars(select(ReviewItem.source_name).where(*scope).distinct().order_by(ReviewItem.source_name)).all()
-    return {"sources": list(sources), "risks": list(RISKS)}
+    """Choices for the filter form: the campaign's sources (from launch), else every source; the risks."""
+    from attest.entitlements.models import Source
+
+    campaign = session.get(Campaign, campaign_id)
+    sources = sorted({r.get("source") for r in (campaign.sync_runs or []) if r.get("source")}) if campaign else []
+    if not sources:
+        sources = list(session.scalars(select(Source.name).order_by(Source.name)))
+    return {"sources": sources, "risks": list(RISKS)}
 
 
 def is_my_campaign(session: Session, identity_id: int | None, campaign_id: int) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 
 from attest.auth.permissions import admin_required, read_all_required
@@ -31,6 +32,12 @@ PAGE_SIZE = 50
 @bp.context_processor
 def _clock() -> dict[str, Any]:
     return {"now": utcnow}
+
+
+def _row_context() -> dict[str, Any]:
+    """What every item row needs, computed once per response (rows are rendered 50 at a time)."""
+    return {"item_base": url_for("reviews.item", item_id=0).rsplit("/", 1)[0] + "/", "csrf": generate_csrf(),
+            "risk_labels": queries.RISK_LABELS, "risk_classes": queries.RISK_CLASSES}
 
 
 def _htmx() -> bool:
@@ -104,7 +111,7 @@ def _inbox_context(session, current: queries.MyCampaign, filters: queries.InboxF
         "writable": campaign.status == "active" and not (current_user.is_auditor and not current_user.is_admin),
         "signed_off": current.signed_off_at is not None,
         "comment_rule": ((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
-        "risk_labels": queries.RISK_LABELS, "risk_classes": queries.RISK_CLASSES,
+        **_row_context(),
     }
 
 
@@ -125,7 +132,7 @@ def _row_response(item: ReviewItem, status: int = 200, error: str | None = None)
         "reviews/_decide_response.html", item=item, campaign=campaign, counts=counts, error=error, mine=mine,
         writable=campaign.status == "active", signed_off=signed_off,
         comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
-        risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES,
+        **_row_context(),
     ), status
 
 

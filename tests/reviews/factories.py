@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from attest.auth.models import User
 from attest.db import utcnow
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source
+from attest.entitlements.risk import score as risk_score
 from attest.reviews.models import Campaign, ReviewItem
 from tests.factories import make_identity, make_source, make_user
 
@@ -77,7 +78,7 @@ def make_item(session: Session, campaign: Campaign, reviewer: Identity | None, p
         person_department=person.department if person else None, person_status=person.status if person else None,
         account_login=account.login, account_kind=account.kind, source_name=source.name, source_kind=source.kind,
         resource_name=resource.name, resource_type=resource.type, entitlement_name=ent.name,
-        privileged=ent.privileged, risks=list(risks or []), risk_score=len(risks or []), stage=stage,
+        privileged=ent.privileged, risks=list(risks or []), risk_score=risk_score(risks or []), stage=stage,
         reviewer_id=reviewer.id if reviewer else None, routed_by="manager", **kw,
     )
     session.add(item)
