@@ -246,6 +246,14 @@ def test_correctly_resigned_token_passes(flow, idp, session, ada):
     assert signed_in(flow.client)
 
 
+def test_signing_key_rotation_at_the_idp_needs_nothing(sso_app, idp, session, ada):
+    idp.set_user("ada", email=ADA, email_verified=True)
+    assert new_flow(sso_app, idp).sign_in("ada").status_code == 302  # the mock's key, now cached
+    idp.forge = lambda claims: claims  # the IdP rotates to a new key (a new key id in its JWKS)
+    assert new_flow(sso_app, idp).sign_in("ada").status_code == 302
+    assert len(events(session, "login.success")) == 2
+
+
 def test_wrongly_signed_id_token_is_refused(flow, idp, session, ada):
     idp.set_user("ada", email=ADA, email_verified=True)
     idp.rogue = True  # signed with a key the IdP does not publish, under a published key id
