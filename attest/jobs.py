@@ -304,9 +304,10 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
     beat = threading.Thread(target=_heartbeat, args=(ctx, spec.id, now, t0, stop), daemon=True,
                             name=f"lease-{spec.id}")
     beat.start()
-    status, error, detail = "succeeded", None, None
+    status, error, detail = "failed", "interrupted", None
     try:
         detail = JOBS[spec.kind](ctx, spec, now)
+        status, error = "succeeded", None
         log.debug("job %s: %s", spec.id, detail)
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
@@ -522,16 +523,35 @@ def reconcile(scheduler: Any, factory: sessionmaker[Session]) -> dict[str, list[
     return out
 
 
+def _shared_job_store(engine: Any):
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    class SharedJobStore(SQLAlchemyJobStore):
+        """The job store several scheduler processes share.
+
+        Storing a job's next run time must not stop the scheduler loop: the job may have just been
+        removed by another process's reconcile, or SQLite may be busy with a long sync. The run itself
+        is safe either way (the lease lets each occurrence run once), so such a failure is only logged.
+        """
+
+        def update_job(self, job) -> None:
+            try:
+                super().update_job(job)
+            except Exception as exc:
+                log.debug("job %s: next run time not stored (%s: %s)", job.id, type(exc).__name__, exc)
+
+    return SharedJobStore(engine=engine, tablename=APSCHEDULER_TABLE)
+
+
 def make_scheduler(engine: Any, factory: sessionmaker[Session], settings: Any, holder: str = HOLDER):
     """A paused-ready BackgroundScheduler on the app database's job store, and its JobContext."""
     from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
     if not inspect(engine).has_table(APSCHEDULER_TABLE):
         raise SchedulerError("the database has no scheduler tables yet: run `attest db upgrade` first")
     scheduler = BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=APSCHEDULER_TABLE)},
+        jobstores={"default": _shared_job_store(engine)},
         executors={"default": ThreadPoolExecutor(max_workers=8)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE},
         timezone=UTC,
@@ -563,7 +583,11 @@ def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *,
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
     try:
-        stop.wait()
+        while not stop.wait(15):
+            loop = getattr(scheduler, "_thread", None)
+            if loop is not None and not loop.is_alive():
+                log.error("scheduler %s: the scheduling loop stopped unexpectedly; exiting so it is restarted", holder)
+                raise SchedulerError("the scheduling loop stopped unexpectedly (see the log above)")
     finally:
         log.info("scheduler %s stopping (waiting for running jobs)", holder)
         scheduler.shutdown(wait=True)

@@ -404,3 +404,21 @@ def test_scheduler_status_and_run_now_from_the_command_line(app, session):
     assert "HTTP 401 from the API" in result.output
     assert "last succeeded" in lines["notify:send"]
     assert "never run" in lines["campaigns:close"]
+
+
+def test_a_job_removed_by_another_scheduler_does_not_break_this_ones_loop(fresh_db):
+    with transaction(fresh_db.factory) as s:
+        make_source(s, "okta-prod").schedule = "0 */4 * * *"
+    first, _ = jobs.make_scheduler(make_engine(fresh_db.url), fresh_db.factory, fresh_db.settings, "s1")
+    second, _ = jobs.make_scheduler(make_engine(fresh_db.url), fresh_db.factory, fresh_db.settings, "s2")
+    first.start(paused=True)
+    second.start(paused=True)
+    try:
+        jobs.reconcile(first, fresh_db.factory)
+        job = second.get_job("sync:okta-prod")
+        first.remove_job("sync:okta-prod")
+        second._lookup_jobstore("default").update_job(job)  # what second's loop does after a run: no error
+        assert second.get_job("sync:okta-prod") is None
+    finally:
+        first.shutdown(wait=False)
+        second.shutdown(wait=False)
