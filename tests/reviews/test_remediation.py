@@ -389,3 +389,40 @@ def test_counts_and_unknown_campaign(world, factory, settings):
     assert remediation.status_counts(world) == {"pending": 1}
 
 
+
+
+def test_end_to_end_launch_decide_close_then_revoke_and_verify(world, factory, settings):
+    """The real lifecycle: a definition launched, a manager revoking, close creating the remediation."""
+    from attest.entitlements.models import Identity
+    from attest.reviews import campaigns, decisions, definitions
+    from tests.factories import make_user
+
+    spec = {"name": "Payroll admins", "scope": {"sources": ["idp"], "entitlements": ["admin"]},
+            "stages": [{"reviewer": "manager"}], "fallback_reviewer": "person1@acme.example",
+            "rules": {"remediation": "automatic", "comment_required": "on_revoke"}}
+    with transaction(factory) as s:
+        definition = definitions.create_definition(s, spec, "admin@acme.example")
+        campaign = campaigns.create_campaign(s, definition.id, "admin@acme.example")
+        campaigns.launch(s, campaign.id, "admin@acme.example")
+        cid = campaign.id
+        manager = s.scalar(select(Identity).where(Identity.external_id == "p0"))
+        user = make_user(s, "person0@acme.example", identity=manager)
+    item = world.scalar(select(ReviewItem).join(Grant, Grant.id == ReviewItem.grant_id)
+                        .where(ReviewItem.campaign_id == cid, Grant.key == KEY))
+    assert item is not None and item.reviewer_id is not None
+    with transaction(factory) as s:
+        decisions.decide(s, s.get(type(user), user.id), item.id, "revoke", comment="moved to sales")
+    with transaction(factory) as s:
+        campaigns.close(s, cid, "admin@acme.example")
+    rem = rem_for(world, KEY)
+    assert rem.mode == "automatic" and rem.status == "pending" and rem.campaign_id == cid
+
+    remediation.run_pending(factory, settings, campaign_id=cid)
+    assert rem_for(world, KEY).status == "done"
+    result = sync(factory, settings)
+    rem = rem_for(world, KEY)
+    assert rem.status == "verified" and rem.verified_run_id == result.run_id
+    actions = [e.action for e in world.scalars(select(AuditEvent).where(AuditEvent.campaign_id == cid)
+                                               .order_by(AuditEvent.seq))]
+    assert "campaign.launch" in actions and "review.decide" in actions and "campaign.close" in actions
+    assert actions[-2:] == ["remediation.revoked", "remediation.verified"]
