@@ -219,3 +219,35 @@ def test_pem_signing_key_works(session, factory, settings, tmp_path):
     path = tmp_path / "pem.zip"
     export_bundle(factory, settings.replace(signing_key=pem), setup.campaign.id, path)
     assert verify_bundle(path, trusted_key=key.public_key()) == []
+
+
+def test_bundle_of_a_real_campaign_reconciles_its_population(session, factory, settings, tmp_path):
+    """Launched and closed through the real services: in scope = items + exclusions, runs snapshotted."""
+    from attest.db import transaction
+    from attest.entitlements.sync import run_sync
+    from attest.reviews import campaigns, definitions
+    from tests.entitlements.test_sync import org
+    from tests.factories import ListConnector, make_source
+
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    run = run_sync(factory, settings, "idp", connector=ListConnector(org(5)))
+    spec = {"name": "Everyone's access", "scope": {"sources": ["idp"]}, "stages": [{"reviewer": "manager"}],
+            "fallback_reviewer": "person1@acme.example", "controls": ["ISO 27001 A.5.18"]}
+    with transaction(factory) as s:
+        d = definitions.create_definition(s, spec, "admin@acme.example")
+        c = campaigns.create_campaign(s, d.id, "admin@acme.example")
+        campaigns.launch(s, c.id, "admin@acme.example")
+        campaigns.close(s, c.id, "admin@acme.example")
+        cid = c.id
+    path = tmp_path / "real.zip"
+    export_bundle(factory, settings, cid, path)
+    assert verify_bundle(path) == []
+    m = read_manifest(path)
+    pop = m["population"]
+    assert pop["balanced"] is True and pop["in_scope"] == pop["items"] + pop["excluded"] and pop["items"] > 0
+    assert [r["run_id"] for r in m["sync_runs"]["snapshot"]] == [run.run_id]
+    assert m["sync_runs"]["snapshot"][0]["status"] == "succeeded"
+    assert m["controls"] == ["ISO 27001 A.5.18"] and m["campaign"]["status"] == "closed"
+    assert m["totals"]["undecided"] == m["totals"]["items"]  # nobody answered: kept by the no-response rule
+    assert m["totals"]["outcomes"] == {"keep": m["totals"]["items"]}
