@@ -187,11 +187,13 @@ def test_standard_tools_verify_the_signature_and_hashes(bundle, tmp_path, settin
     with zipfile.ZipFile(path) as zf:
         zf.extractall(tmp_path / "x")
     d = tmp_path / "x"
-    m = read_manifest(path)
-    (d / "sig.bin").write_bytes(__import__("base64").b64decode(m["signature"]["value"]))
-    subprocess.run(["sh", "-c", "sed 's/,\"signature\":{[^}]*}}$/}/' manifest.json > signed.bin"], cwd=d, check=True)
+    # exactly the commands of docs/evidence.md
+    subprocess.run(["sh", "-c", "sed 's/,\"signature\":{[^}]*}}$/}/' manifest.json > manifest.signed"], cwd=d,
+                   check=True)
+    subprocess.run(["sh", "-c", "sed 's/.*,\"signature\":{.*\"value\":\"\\([^\"]*\\)\"}}$/\\1/' manifest.json "
+                                "| base64 -d > manifest.sig"], cwd=d, check=True)
     ok = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "signing_key.pub.pem", "-rawin",
-                         "-in", "signed.bin", "-sigfile", "sig.bin"], cwd=d, capture_output=True, text=True)
+                         "-in", "manifest.signed", "-sigfile", "manifest.sig"], cwd=d, capture_output=True, text=True)
     assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout
     sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=d, capture_output=True, text=True)
     assert sums.returncode == 0, sums.stdout
