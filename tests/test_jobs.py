@@ -390,6 +390,10 @@ def test_scheduler_status_and_run_now_from_the_command_line(app, session):
     assert result.exit_code == 0, result.output
     assert "notify:send: succeeded (0)" in result.output
 
+    result = runner.invoke(args=["scheduler", "--run", "remediation:run"])  # H8's run_pending, nothing pending
+    assert result.exit_code == 0, result.output
+    assert "remediation:run: succeeded" in result.output
+
     result = runner.invoke(args=["scheduler", "--run", "no-such-job"])
     assert result.exit_code == 1 and "no job 'no-such-job'" in result.output and "sync:okta-prod" in result.output
 
@@ -422,3 +426,58 @@ def test_a_job_removed_by_another_scheduler_does_not_break_this_ones_loop(fresh_
     finally:
         first.shutdown(wait=False)
         second.shutdown(wait=False)
+
+
+def test_a_recurring_campaign_end_to_end_on_the_scheduler_clock(fresh_db):
+    """Launch on its cron, launch mails, reminder, escalation, close after the window, summary to the owner."""
+    from attest.reviews.definitions import create_definition
+    from tests.factories import make_identity, make_user
+    from tests.reviews.factories import review_setup
+    from tests.reviews.test_notify import SmtpServer, free_port
+
+    with transaction(fresh_db.factory) as s:
+        setup = review_setup(s, people=2, per_person=1)
+        setup.campaign.status = "cancelled"  # only the people and grants of this setup are wanted
+        director = make_identity(s, "dirk.director@acme.example", name="Dirk Director")
+        setup.manager.manager_id = director.id
+        owner = make_user(s, "owner@acme.example", roles=("admin",))
+        definition = create_definition(s, {
+            "name": "Quarterly", "schedule": "0 9 1 1,4,7,10 *", "fallback_reviewer": "dirk.director@acme.example",
+            "timing": {"duration_days": 14, "reminders_days_before_due": [3], "escalate_after_days_overdue": 1},
+        }, actor="admin@acme.example", owner_user_id=owner.id)
+        definition.created_at = datetime(2026, 6, 1, tzinfo=UTC)
+    server = SmtpServer(free_port()).start()
+    (ctx,) = _contexts(fresh_db, 1)
+    ctx.settings = fresh_db.settings.replace(smtp_host="127.0.0.1", smtp_port=server.port,
+                                             base_url="https://attest.example.com")
+    spec = {s.kind: s for s in jobs.FIXED_JOBS}
+    launch_at = datetime(2026, 7, 1, 9, 0, 10, tzinfo=UTC)
+
+    def tick(at):
+        server.inbox.clear()
+        for kind in ("launch", "close", "notify"):
+            assert run_job(ctx, spec[kind], now=at).status == "succeeded"
+        return server.inbox.to()
+
+    try:
+        assert tick(launch_at - timedelta(days=1)) == []
+        assert tick(launch_at) == ["maria.manager@acme.example"]  # launched and announced
+        with fresh_db.factory() as s:
+            campaign = s.scalars(select(Campaign).where(Campaign.status == "active")).one()
+        assert campaign.status == "active" and campaign.due_at == launch_at + timedelta(days=14)
+        assert tick(launch_at + timedelta(days=5)) == []
+        assert tick(launch_at + timedelta(days=11, minutes=2)) == ["maria.manager@acme.example"]  # 3 days before
+        assert server.inbox.messages[0]["Subject"].startswith("Reminder:")
+        assert tick(launch_at + timedelta(days=14, hours=1)) == []  # due, not closed: the escalation window
+        assert tick(launch_at + timedelta(days=15, minutes=4)) == ["dirk.director@acme.example",
+                                                                   "maria.manager@acme.example"]
+        assert tick(launch_at + timedelta(days=16, minutes=6)) == ["owner@acme.example"]  # closed, summary
+        assert server.inbox.messages[0]["Subject"].startswith(f"Closed: {campaign.name}")
+        assert tick(launch_at + timedelta(days=17)) == []
+    finally:
+        server.stop()
+    with fresh_db.factory() as s:
+        c = s.get(Campaign, campaign.id)
+        assert c.status == "closed"
+        kinds = sorted(s.scalars(select(ReviewerNotice.kind).where(ReviewerNotice.campaign_id == c.id)))
+        assert kinds == ["escalation", f"escalation:{setup.manager.id}", "launch", "reminder:3", "summary"]
