@@ -43,7 +43,7 @@ RISK_LABELS = {
 RISK_CLASSES = {
     "privileged": "danger", "terminated": "danger", "orphaned": "warning", "dormant": "warning",
     "stale_access_key": "warning", "no_mfa": "warning", "service_account": "info", "new_since_last_review": "primary",
-    "via_group": "light",
+    "via_group": "light border",
 }
 
 
