@@ -135,6 +135,13 @@ def register_sso(app: Flask, settings: Settings) -> None:
 
 
 def register_security(app: Flask, settings: Settings) -> None:
+    if settings.proxy_count:
+        # behind a load balancer: take the client address and scheme from X-Forwarded-* (audit IPs,
+        # Secure cookies), trusting exactly as many hops as there are proxies
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     idle = timedelta(minutes=settings.session_idle_minutes).total_seconds()
     absolute = timedelta(hours=settings.session_max_hours).total_seconds()
 

@@ -65,6 +65,7 @@ class Settings:
     encryption_keys: tuple[str, ...] = ()
     signing_key: str = ""  # Ed25519 private key, PEM or base64 raw 32 bytes (evidence bundles)
     log_level: str = "INFO"
+    proxy_count: int = 0  # reverse proxies in front of Attest whose X-Forwarded-* headers are trusted
     # sync
     sync_max_removal_ratio: float = 0.2
     alias_domains: tuple[tuple[str, str], ...] = ()  # (alias, canonical)
@@ -224,6 +225,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         encryption_keys=keys,
         signing_key=signing_key,
         log_level=env("ATTEST_LOG_LEVEL", "INFO").upper(),
+        proxy_count=_int("ATTEST_PROXY_COUNT", env("ATTEST_PROXY_COUNT", "0"), 0),
         sync_max_removal_ratio=_float(
             "ATTEST_SYNC_MAX_REMOVAL_RATIO", env("ATTEST_SYNC_MAX_REMOVAL_RATIO", "0.2"), 0.0, 1.0
         ),

@@ -124,10 +124,11 @@ def add_source(
 
 
 def validate_cron(expr: str) -> None:
-    from apscheduler.triggers.cron import CronTrigger
+    """Standard crontab in UTC (0 and 7 are Sunday), as the scheduler reads it."""
+    from attest.jobs import cron_trigger
 
     try:
-        CronTrigger.from_crontab(expr, timezone="UTC")
+        cron_trigger(expr)
     except ValueError as exc:
         raise SourceError(f"schedule {expr!r} is not a valid cron expression: {exc}") from None
 

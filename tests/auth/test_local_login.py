@@ -72,3 +72,21 @@ def test_idle_timeout_signs_out(app, client, session):
         sess["seen_at"] = time.time() - 31 * 60
     response = client.get("/sources")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_behind_a_proxy_the_audit_trail_records_the_client_address(databases, tmp_path, factory, session):
+    from attest.app import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(databases.url, tmp_path, proxy_count=1))
+    app.extensions["attest"].engine.dispose()
+    app.extensions["attest"].factory = factory
+    client = app.test_client()
+    make_user(session, "admin@acme.example", roles=["admin"], password=PASSWORD)
+    session.commit()
+    page = client.get("/login")
+    token = page.get_data(as_text=True).split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+    client.post("/login", data={"email": "admin@acme.example", "password": PASSWORD, "csrf_token": token},
+                headers={"X-Forwarded-For": "203.0.113.7"})
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "login.success")).one()
+    assert event.ip == "203.0.113.7"
