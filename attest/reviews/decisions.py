@@ -90,7 +90,7 @@ def _clean_comment(comment: str | None) -> str | None:
         return None
     comment = comment.strip()
     if len(comment) > MAX_COMMENT:
-        raise DecisionError(f"The comment is too long ({len(comment)} characters; at most {MAX_COMMENT}).")
+        raise DecisionError(f"Your comment is too long ({len(comment)} characters; at most {MAX_COMMENT}).")
     return comment or None
 
 
@@ -112,7 +112,7 @@ def _active_campaign(session: Session, campaign_id: int) -> Campaign:
 
 def _require_active(campaign: Campaign) -> None:
     if campaign.status != "active":
-        raise DecisionError(f"The campaign {campaign.name!r} is {campaign.status}: decisions can no longer be changed.")
+        raise DecisionError(f"This campaign ({campaign.name}) is {campaign.status}: decisions can no longer be changed.")
 
 
 def _signed_off(session: Session, campaign_id: int, identity_ids: Iterable[int | None]) -> ReviewerSignoff | None:
@@ -345,7 +345,7 @@ def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
 def _target_identity(session: Session, to_identity_id: int) -> Identity:
     target = session.get(Identity, to_identity_id)
     if target is None or target.ended_at is not None:
-        raise DecisionError("The new reviewer is not a known person.")
+        raise DecisionError("That person is not in the directory (or has left it), so they cannot review.")
     if target.status == "terminated":
         raise DecisionError(f"{target.display_name} has left (terminated) and cannot review.")
     return target
@@ -369,7 +369,7 @@ def reassign(session: Session, user: User, item_id: int, to_identity_id: int, re
     if not reason:
         raise DecisionError("Say why you reassign this item (the reason is kept in the audit trail).")
     if len(reason) > MAX_COMMENT:
-        raise DecisionError(f"The reason is too long (at most {MAX_COMMENT} characters).")
+        raise DecisionError(f"Your reason is too long (at most {MAX_COMMENT} characters).")
     if item.decision is not None:
         raise DecisionError("This item is already decided; only undecided items can be reassigned.")
     target = _target_identity(session, to_identity_id)

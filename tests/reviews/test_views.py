@@ -273,7 +273,8 @@ def test_closed_campaign_is_read_only_in_the_inbox(app, client, session, setup, 
     login_as(app, client, setup.manager_user)
     page = _text(client.get(f"/reviews?campaign={setup.campaign.id}"))
     assert "js-approve" not in page and "Sign off" not in page and "closed" in page
-    assert client.post(f"/reviews/items/{setup.items[0].id}/decide", data={"decision": "approve"}).status_code == 400
+    response = client.post(f"/reviews/items/{setup.items[0].id}/decide", data={"decision": "approve"})
+    assert response.status_code == 400 and "is closed: decisions can no longer be changed" in _text(response)
 
 
 def test_admin_dashboard_progress_overdue_escalations_and_reassign(app, client, session, setup, nocsrf):
