@@ -388,6 +388,34 @@ def test_throttling_is_retried_and_the_sync_finishes(org, factory, session, sett
     assert_org_in_database(session, source.id, org)
 
 
+def test_without_the_credential_report_keys_mfa_and_passwords_are_read_per_user(org, factory, session, settings,
+                                                                                 source):
+    def denied(**_):
+        return aws_error(403, "AccessDenied", "not authorized to perform iam:GetCredentialReport", "query")
+
+    conn = connector(privileged_policies=["ReadOnlyAccess"])
+    conn.hooks.append(("before-send.iam.GetCredentialReport", denied))
+    result = run_sync(factory, settings, "aws", connector=conn)
+    assert result.status == "succeeded", result.error
+    assert any("credential report unavailable (AccessDenied" in n for n in result.notes)
+    acct = org.account_ids[1]
+    person = session.scalar(select(Account).where(Account.source_id == source.id,
+                                                  Account.external_id == f"arn:aws:iam::{acct}:user/{org.iam_users[acct][0]}"))
+    assert person.attributes["credentials_from"] == "per_user_calls"
+    assert person.attributes["access_keys"][0]["id"].startswith("AKIA")
+    assert person.attributes["access_keys"][0]["status"] == "Active"
+    assert person.mfa_enabled is True and person.attributes["console_password"] is True
+    svc = session.scalar(select(Account).where(Account.source_id == source.id, Account.login == "svc-deploy-01"))
+    assert svc.kind == "service" and svc.attributes["console_password"] is False
+    for op in ("ListAccessKeys", "GetAccessKeyLastUsed", "ListMFADevices", "GetLoginProfile"):
+        assert conn.counter.by_operation[f"iam:{op}"] > 0
+    # privileged_policies: ReadOnlyAccess counts as privileged for this source
+    readonly = session.scalar(select(Entitlement).where(Entitlement.source_id == source.id,
+                                                        Entitlement.name == "PermissionSet:ReadOnly",
+                                                        Entitlement.part == f"aws:{acct}"))
+    assert readonly.privileged and readonly.attributes["privileged_reasons"] == ["managed policy ReadOnlyAccess"]
+
+
 # --- revoke ------------------------------------------------------------------------------------------------
 
 
