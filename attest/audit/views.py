@@ -44,6 +44,18 @@ def _add_nav(setup_state) -> None:
     setup_state.app.extensions.setdefault("attest_nav", []).extend(NAV)
 
 
+@bp.app_context_processor
+def _remediation_alerts() -> dict:
+    """`reappeared_count()` for any page (the home dashboard includes `audit/_dashboard_alert.html`)."""
+
+    def reappeared_count() -> int:
+        if not getattr(current_user, "is_authenticated", False) or not current_user.can_read_all:
+            return 0
+        return remediation.status_counts(db()).get("reappeared", 0)
+
+    return {"reappeared_count": reappeared_count}
+
+
 def _int_arg(name: str) -> int | None:
     value = request.args.get(name, "").strip()
     if not value:

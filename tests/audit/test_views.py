@@ -124,3 +124,15 @@ def test_evidence_download_streams_a_bundle_that_verifies(app, client, session, 
     ev = session.scalar(select(AuditEvent).where(AuditEvent.action == "evidence.exported"))
     assert ev.actor == "auditor@acme.example" and ev.campaign_id == data.campaign.id
     assert client.get("/campaigns/999999/evidence.zip").status_code == 404
+
+
+def test_dashboard_alert_partial_flags_reappeared(app, client, session, data):
+    from flask import render_template_string
+
+    user = sign_in(app, client, session, "auditor")
+    with app.test_request_context():
+        from flask_login import login_user
+
+        login_user(user)
+        html = render_template_string('{% include "audit/_dashboard_alert.html" %}')
+    assert "1 revoked grant came back" in html and "/remediations?status=reappeared" in html
