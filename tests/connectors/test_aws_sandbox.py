@@ -48,12 +48,17 @@ def test_sandbox_serves_the_demo_organization(clean_moto, factory, session, sett
                     assert result.status == "succeeded", result.error
                 import boto3
 
-                orgs = boto3.client("organizations", region_name="us-east-1", endpoint_url=running.url,
-                                    aws_access_key_id="demo", aws_secret_access_key="demo")
-                ids.append(sorted(a["Id"] for a in orgs.list_accounts()["Accounts"]))
+                kw = {"region_name": "us-east-1", "endpoint_url": running.url, "aws_access_key_id": "demo",
+                      "aws_secret_access_key": "demo"}
+                orgs, sso, store = (boto3.client(s, **kw) for s in ("organizations", "sso-admin", "identitystore"))
+                inst = sso.list_instances()["Instances"][0]
+                ids.append((sorted(a["Id"] for a in orgs.list_accounts()["Accounts"]), inst["InstanceArn"],
+                            sorted(sso.list_permission_sets(InstanceArn=inst["InstanceArn"])["PermissionSets"]),
+                            sorted(u["UserId"] for u in store.list_users(IdentityStoreId=inst["IdentityStoreId"])["Users"]),
+                            sorted(g["GroupId"] for g in store.list_groups(IdentityStoreId=inst["IdentityStoreId"])["Groups"])))
         finally:
             reset_moto()
-    assert ids[0] == ids[1] and len(ids[0]) == 4
+    assert ids[0] == ids[1] and len(ids[0][0]) == 4 and len(ids[0][3]) == 40
     accounts = session.scalars(select(Resource).where(Resource.source_id == source.id, Resource.type == "aws_account")).all()
     assert len(accounts) == 4
     people = {p.email for p in demo_people(60)}
