@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,11 +22,17 @@ HASHED_FIELDS = (
 SECRET_KEYS = ("password", "secret", "token", "private_key", "client_secret", "api_key")
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    key = key.lower()
+    return any(s in key for s in SECRET_KEYS)
+
+
 def _scrub(value: Any) -> Any:
     """Never let a secret into the trail, whatever a caller passes."""
     if isinstance(value, Mapping):
         return {
-            k: ("[redacted]" if any(s in str(k).lower() for s in SECRET_KEYS) and not isinstance(v, list) else _scrub(v))
+            k: ("[redacted]" if _secret_key(str(k)) and not isinstance(v, list) else _scrub(v))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -116,8 +123,8 @@ def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
             "object_type": ev.get("object_type"),
             "object_id": None if ev.get("object_id") is None else str(ev["object_id"]),
             "campaign_id": ev.get("campaign_id"),
-            "before": _roundtrip(_scrub(dict(ev["before"]))) if ev.get("before") is not None else None,
-            "after": _roundtrip(_scrub(dict(ev["after"]))) if ev.get("after") is not None else None,
+            "before": _stored(ev.get("before")),
+            "after": _stored(ev.get("after")),
             "request_id": ev.get("request_id") or ctx_request_id,
             "ip": ev.get("ip") or ctx_ip,
             "prev_hash": prev,
@@ -126,9 +133,28 @@ def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
         rows.append(values)
     if not rows:
         return 0
-    session.execute(insert(AuditEvent), rows)
+    session.execute(AuditEvent.__table__.insert(), rows)
     session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, last_hash=prev))
     return len(rows)
+
+
+def _plain(value: Any) -> bool:
+    """JSON-native already (str/int/bool/None in dicts and lists): storing it changes nothing."""
+    if value is None or isinstance(value, str | int):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def _stored(value: Mapping[str, Any] | None) -> Any:
+    """`before`/`after` scrubbed and exactly as they will read back (a JSON round trip unless already plain)."""
+    if value is None:
+        return None
+    value = _scrub(dict(value))
+    return value if _plain(value) else _roundtrip(value)
 
 
 def _roundtrip(value: Any) -> Any:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -305,7 +305,7 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
             update(ReviewItem).where(ReviewItem.id.in_(chunk)).values(completed=True, **values)
             .execution_options(synchronize_session=False)
         )
-    session.execute(insert(Decision), [
+    session.execute(Decision.__table__.insert(), [
         {"item_id": r[0], "campaign_id": campaign_id, "stage": r[1], "decision": decision, "comment": comment,
          "user_id": user.id, "identity_id": me, "bulk": True, "at": now} for r in rows
     ])
