@@ -1,5 +1,6 @@
-"""A manager reviews in a real browser: signs in with a password, approves everything not flagged in one
-go, revokes the flagged item with a comment using the keyboard (htmx, no page reload), and signs off."""
+"""A manager reviews in a real browser: signs in with a password, approves one item from the keyboard,
+approves everything else not flagged in one go, revokes the flagged item with a comment using the keyboard
+(htmx, no page reload), and signs off."""
 
 from __future__ import annotations
 
@@ -27,13 +28,24 @@ def test_manager_bulk_approves_revokes_one_with_a_comment_and_signs_off(live_ser
     assert "0 of 6 decided" in page.inner_text("#campaign-progress")
     assert page.locator(".js-signoff").is_disabled()
 
-    # 1. approve everything without a risk flag (with confirmation)
+    # 1. one approval from the keyboard: j j a (the row is swapped in place, the focus moves on)
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    second = page.locator("tr.item-row").nth(1)
+    second_id = second.get_attribute("id")
+    page.keyboard.press("a")
+    page.locator(f"#{second_id}.decided-approve").wait_for()
+    page.locator("tr.item-row.kb-focus").nth(0).wait_for()
+    assert page.locator("tr.item-row").nth(2).get_attribute("class").count("kb-focus") == 1
+    assert "1 of 6 decided" in page.inner_text("#campaign-progress")
+
+    # 2. approve everything else without a risk flag (with confirmation)
     with page.expect_navigation():
         page.click(".js-bulk-unflagged")
-    assert "Approved 5 items." in page.inner_text("main")
+    assert "Approved 4 items." in page.inner_text("main")
     assert page.locator("tr.item-row.decided-approve").count() == 5
 
-    # 2. revoke the flagged item from the keyboard: j moves to it, r opens the comment box
+    # 3. revoke the flagged item from the keyboard: j moves to it, r opens the comment box
     page.evaluate("window.__noReload = true")
     page.keyboard.press("j")
     row = page.locator(f"#item-{flagged_id}")
@@ -47,7 +59,7 @@ def test_manager_bulk_approves_revokes_one_with_a_comment_and_signs_off(live_ser
     assert page.evaluate("window.__noReload === true")  # htmx swapped the row; the page stayed
     assert "6 of 6 decided" in page.inner_text("#campaign-progress")
 
-    # 3. sign off (enabled now that nothing is open)
+    # 4. sign off (enabled now that nothing is open)
     signoff = page.locator(".js-signoff")
     assert signoff.is_enabled()
     with page.expect_navigation():
@@ -60,7 +72,7 @@ def test_manager_bulk_approves_revokes_one_with_a_comment_and_signs_off(live_ser
         assert item.decision == "revoke" and item.comment.startswith("Moved to Sales")
         decided = s.scalar(select(func.count()).select_from(ReviewItem).where(
             ReviewItem.campaign_id == campaign_id, ReviewItem.decision == "approve", ReviewItem.decided_in_bulk.is_(True)))
-        assert decided == 5
+        assert decided == 4
         assert s.scalar(select(func.count()).select_from(ReviewerSignoff).where(ReviewerSignoff.campaign_id == campaign_id)) == 1
         actions = [a for (a,) in s.execute(select(AuditEvent.action).where(AuditEvent.campaign_id == campaign_id))]
         assert actions.count("review.decide") == 6 and actions.count("review.sign_off") == 1
