@@ -176,10 +176,32 @@ def decide(item_id: int):
         if _htmx():
             return _row_error(item_id, str(exc), 400)
         abort(400, str(exc))
+    row = db().get(ReviewItem, item_id)
+    me = current_user.identity_id
+    if row is not None and me not in (row.reviewer_id, row.co_reviewer_id):
+        # approved on a stage that is not the last: the item went on to the next stage's reviewer
+        nxt = db().get(Identity, row.reviewer_id) if row.reviewer_id else None
+        message = f"Decided; passed on to {nxt.display_name if nxt else 'an administrator'} for stage {row.stage + 1}."
+        if _htmx():
+            return _moved_response(item_id, campaign_id, message)
+        flash(message, "success")
+        return _back_to_inbox(campaign_id)
     if _htmx():
-        return _row_response(db().get(ReviewItem, item_id))
+        return _row_response(row)
     flash("Decision saved.", "success")
     return _back_to_inbox(campaign_id)
+
+
+def _moved_response(item_id: int, campaign_id: int, message: str):
+    """The row of an item that left this reviewer's inbox (reassigned, or on to the next stage)."""
+    session = db()
+    me = current_user.identity_id
+    return render_template(
+        "reviews/_moved.html", item_id=item_id, message=message, campaign=session.get(Campaign, campaign_id),
+        counts=queries.inbox_counts(session, me, campaign_id) if me else None, writable=True,
+        signed_off=bool(me) and session.scalar(select(ReviewerSignoff.id).where(
+            ReviewerSignoff.campaign_id == campaign_id, ReviewerSignoff.reviewer_id == me)) is not None,
+    )
 
 
 def _fresh_item(item_id: int) -> ReviewItem:
@@ -226,14 +248,7 @@ def reassign(item_id: int):
             return _row_error(item_id, str(exc), 400)
         abort(400, str(exc))
     if _htmx():
-        session = db()
-        me = current_user.identity_id
-        return render_template(
-            "reviews/_reassigned.html", item_id=item_id, name=name, campaign=session.get(Campaign, campaign_id),
-            counts=queries.inbox_counts(session, me, campaign_id) if me else None, writable=True,
-            signed_off=bool(me) and session.scalar(select(ReviewerSignoff.id).where(
-                ReviewerSignoff.campaign_id == campaign_id, ReviewerSignoff.reviewer_id == me)) is not None,
-        )
+        return _moved_response(item_id, campaign_id, f"Reassigned to {name}.")
     flash(f"Reassigned to {name}.", "success")
     if current_user.identity_id and queries.is_my_campaign(db(), current_user.identity_id, campaign_id):
         return redirect(url_for("reviews.inbox", campaign=campaign_id))

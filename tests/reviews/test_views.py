@@ -388,3 +388,18 @@ def test_live_preview_launch_dashboard_remind_and_close(app, client, session, se
     assert session.get(Campaign, campaign.id).status == "closed"
     response = client.post(f"/campaigns/{campaign.id}/close")
     assert "only an active campaign can be closed" in _text(client.get(response.headers["Location"]))
+
+
+def test_approving_on_a_first_stage_passes_the_item_on(app, client, session, nocsrf):
+    owner, owner_user = add_reviewer(session, "olivia.owner@acme.example", "Olivia Owner")
+    s = review_setup(session, spec={"stages": [{"reviewer": "manager"},
+                                               {"reviewer": "identity", "identity": "olivia.owner@acme.example"}]})
+    session.commit()
+    login_as(app, client, s.manager_user)
+    item = s.items[1]
+    response = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}, headers=HX)
+    html = _text(response)
+    assert response.status_code == 200 and "passed on to Olivia Owner for stage 2" in html
+    assert "<b class=\"js-decided\">0</b> of 5 decided" in html  # the item left Maria's list
+    login_as(app, client, owner_user)
+    assert _ids(_text(client.get("/reviews"))) == [item.id]
