@@ -1181,6 +1181,8 @@ class AwsConnector(BaseConnector):
             raise RevokeRefused(f"{ref.principal_ref} is not an IAM user")
         iam = self._client("iam", self._remediation_creds(account_id))
         present = self._iam_user_in_group(iam, user, group)
+        if present is None and not remove:
+            raise ConnectorError(f"IAM user {user} no longer exists in account {account_id}; cannot add it back to {group}")
         verb = "RemoveUserFromGroup" if remove else "AddUserToGroup"
         call = f"iam:{verb} account={account_id} GroupName={group} UserName={user}"
         if present is None or present != remove:
@@ -1220,6 +1222,9 @@ class AwsConnector(BaseConnector):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "NoSuchEntity":
                 raise
+            if not remove:
+                raise ConnectorError(f"IAM {ptype} {name} no longer exists in account {account_id}; "
+                                     f"cannot attach {policy_name_from_arn(policy_arn)} to it again") from None
             return RevokeResult((), dry_run, already_gone=True, detail=f"{ptype} {name} no longer exists in {account_id}")
         pname = policy_name_from_arn(policy_arn)
         if attached != remove:

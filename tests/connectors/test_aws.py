@@ -523,6 +523,30 @@ def test_revoke_identity_center_group_membership(org, factory, session, settings
     assert active(session, source.id, key) is not None
 
 
+def test_revoking_for_a_deleted_principal_is_already_gone_and_its_undo_says_why(org):
+    from attest.connectors.base import ConnectorError
+
+    acct = org.account_ids[1]
+    membership = GrantRef(source_kind="aws", key="k", entitlement_ref=f"arn:aws:iam::{acct}:group/ReadOnly:member",
+                          entitlement_name="member", resource_ref=f"arn:aws:iam::{acct}:group/ReadOnly",
+                          resource_type="aws_iam_group", principal_type="account",
+                          principal_ref=f"arn:aws:iam::{acct}:user/departed",
+                          entitlement_attributes={"kind": "iam_group_membership", "group_name": "ReadOnly",
+                                                  "account_id": acct})
+    policy_arn = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+    attachment = GrantRef(source_kind="aws", key="k", entitlement_ref=f"iam-policy:{acct}:{policy_arn}:attached",
+                          entitlement_name="Policy:ReadOnlyAccess", resource_ref=f"iam-policy:{acct}:{policy_arn}",
+                          resource_type="aws_iam_policy", principal_type="account",
+                          principal_ref=f"arn:aws:iam::{acct}:role/decommissioned",
+                          entitlement_attributes={"kind": "iam_policy", "policy_arn": policy_arn, "account_id": acct})
+    conn = connector()
+    for ref in (membership, attachment):
+        gone = conn.revoke(ref, dry_run=False)
+        assert gone.already_gone and gone.calls == () and "no longer exists" in gone.detail
+        with pytest.raises(ConnectorError, match="no longer exists"):
+            conn.grant(ref, dry_run=False)
+
+
 def test_inline_policies_are_not_revoked_automatically(org, factory, session, settings, source):
     _sync(factory, settings)
     acct = org.account_ids[0]
