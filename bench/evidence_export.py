@@ -259,10 +259,29 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(out: Path, items: int = 1_000_000, engines: tuple[str, ...] = ("sqlite", "postgresql"),
-        small: int | None = 100_000) -> str:
+def report(results: list[dict], items: int) -> str:
     from bench.machine import describe
 
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if os.path.exists("/proc/loadavg") else "?"
+    return (
+        "## Evidence export (issue 7)\n\n"
+        f"A closed campaign of {items:,} decided items (5% revoked with remediations, 500 reviewers, 10,000 audit "
+        "events) exported as a signed evidence bundle by `attest.audit.evidence.export_bundle`, then checked by "
+        "`verify_bundle`. Floor: a raw-driver dump of the same rows (the bundle's own items query) to a CSV file "
+        "in the same process (sqlite3 cursor; psycopg named server-side cursor). items.csv is written into the zip "
+        "(deflate level 1) and hashed as it streams; items.xlsx is XlsxWriter in constant-memory mode. Seeding runs "
+        "in one process; the export (floor, bundle, verify) in a fresh one, whose max RSS is the peak memory shown. "
+        "Targets: items.csv >= 0.6x floor; memory flat, <= 300 MB.\n\n"
+        f"Machine: {describe()}; load average when written: {load} (other work was running on the machine: compare "
+        "each row with its own floor, measured in the same process).\n\n" + table(results) + "\n\n"
+        "Phases of the whole bundle (seconds): "
+        + "; ".join(f"{r['engine']} {r['items']:,}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds"].items()
+                                                                  if k != "total") for r in results) + "\n"
+    )
+
+
+def run(out: Path, items: int = 1_000_000, engines: tuple[str, ...] = ("sqlite", "postgresql"),
+        small: int | None = 100_000) -> str:
     results = []
     sizes = [items] + ([small] if small and small < items else [])
     for eng in engines:
@@ -272,20 +291,7 @@ def run(out: Path, items: int = 1_000_000, engines: tuple[str, ...] = ("sqlite",
             if proc.returncode != 0:
                 raise RuntimeError(f"bench.evidence_export {eng} {size} failed:\n{proc.stderr[-3000:]}")
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    text_ = (
-        "## Evidence export (issue 7)\n\n"
-        f"A closed campaign of {items:,} decided items (5% revoked with remediations, 10,000 audit events) exported "
-        "as a signed evidence bundle by `attest.audit.evidence.export_bundle`, then checked by `verify_bundle`. "
-        "Floor: a raw-driver dump of the same rows (the bundle's own items query) to a CSV file in the same run "
-        "(sqlite3 cursor; psycopg named server-side cursor). items.csv is written into the zip (deflate level 1) "
-        "and hashed as it streams; items.xlsx is XlsxWriter in constant-memory mode. Each run is a process of its "
-        "own and the export (floor, bundle, verify) runs in a fresh process after seeding: peak RSS is that process's max RSS. Targets: items.csv >= 0.6x floor; memory "
-        "flat, <= 300 MB.\n\n"
-        f"Machine: {describe()}\n\n" + table(results) + "\n\n"
-        "Phases of the whole bundle (seconds): "
-        + "; ".join(f"{r['engine']} {r['items']:,}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds"].items()
-                                                                  if k != "total") for r in results) + "\n"
-    )
+    text_ = report(results, items)
     out.write_text(text_)
     return text_
 
