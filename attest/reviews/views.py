@@ -90,6 +90,8 @@ def inbox():
         if current is None:
             abort(404)
     filters = queries.InboxFilters.from_args(request.args)
+    if "role" not in request.args and current.total == 0 and current.escalated:
+        filters.role = "co_reviewer"  # only escalated items here: show those
     try:
         page = queries.inbox(session, me, campaign_id, filters, after=request.args.get("after"), limit=PAGE_SIZE)
     except queries.BadCursor as exc:

@@ -262,7 +262,9 @@ def test_escalated_items_have_their_own_tab(app, client, session, setup, nocsrf)
     session.commit()
     login_as(app, client, boss_user)
     page = _text(client.get(f"/reviews?campaign={setup.campaign.id}&role=co_reviewer"))
-    assert _ids(page) == [setup.items[3].id] and "Escalated to you" in page
+    assert _ids(page) == [setup.items[3].id] and "1 escalated to you" in page
+    page = _text(client.get("/reviews"))  # only escalated items: they are what the inbox shows
+    assert _ids(page) == [setup.items[3].id] and "js-signoff" not in page
     assert client.post(f"/reviews/items/{setup.items[3].id}/decide", data={"decision": "approve"}, headers=HX).status_code == 200
     assert client.get(f"/reviews/items/{setup.items[0].id}").status_code == 404
 
