@@ -4,6 +4,8 @@ approves everything else not flagged in one go, revokes the flagged item with a 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -76,3 +78,28 @@ def test_manager_bulk_approves_revokes_one_with_a_comment_and_signs_off(live_ser
         assert s.scalar(select(func.count()).select_from(ReviewerSignoff).where(ReviewerSignoff.campaign_id == campaign_id)) == 1
         actions = [a for (a,) in s.execute(select(AuditEvent.action).where(AuditEvent.campaign_id == campaign_id))]
         assert actions.count("review.decide") == 6 and actions.count("review.sign_off") == 1
+
+
+@pytest.mark.browser
+def test_admin_live_preview_follows_the_form_and_the_yaml(live_server, page):
+    from playwright.sync_api import expect
+
+    from tests.factories import make_user
+
+    with live_server.session() as s:
+        review_setup(s, people=3, per_person=2)
+        make_user(s, "iam.admin@acme.example", roles=["admin"], password=PASSWORD)
+    live_server.sign_in(page, "iam.admin@acme.example", PASSWORD)
+    page.goto(live_server.url_for("/campaigns/definitions/new"))
+    page.locator("#preview .preview-error").wait_for()  # no name yet: the preview says so
+    page.fill("#f-name", "Finance quarterly")
+    page.fill("#f-rnames", "Finance-App-1")
+    page.locator("#preview .preview-ok").wait_for()
+    expect(page.locator("#preview .stat")).to_have_text(re.compile(r"^3 items"))
+    assert "Maria Manager" in page.inner_text("#preview")
+
+    page.goto(live_server.url_for("/campaigns/definitions/new?mode=yaml"))
+    page.locator("#preview .preview-ok").wait_for()
+    page.fill("#yaml", "name: Finance quarterly\nscope:\n  resource_typs: [group]\n")
+    page.locator("#preview .preview-error").wait_for()
+    assert "scope.resource_typs (line 3)" in page.inner_text("#preview")
