@@ -394,9 +394,10 @@ def reassign(session: Session, user: User, item_id: int, to_identity_id: int, re
     return item
 
 
-def reassign_reviewer(session: Session, user: User, campaign_id: int, from_identity_id: int, to_identity_id: int,
-                      reason: str) -> int:
-    """Admin: move every undecided item of one reviewer in a campaign to another person (leave, departure).
+def reassign_reviewer(session: Session, user: User, campaign_id: int, from_identity_id: int | None,
+                      to_identity_id: int, reason: str) -> int:
+    """Admin: move every undecided item of one reviewer in a campaign to another person (leave, departure);
+    `from_identity_id=None` routes the campaign's unroutable items (no reviewer found at launch).
 
     Items whose person is the new reviewer stay where they are (nobody reviews their own access).
     Returns how many items moved; each move is audited like `reassign`.
@@ -412,7 +413,8 @@ def reassign_reviewer(session: Session, user: User, campaign_id: int, from_ident
     target = _target_identity(session, to_identity_id)
     if target.id == from_identity_id:
         raise DecisionError(f"{target.display_name} already reviews these items.")
-    cond = and_(ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == from_identity_id,
+    who = ReviewItem.reviewer_id.is_(None) if from_identity_id is None else ReviewItem.reviewer_id == from_identity_id
+    cond = and_(ReviewItem.campaign_id == campaign_id, who,
                 ReviewItem.decision.is_(None),
                 or_(ReviewItem.identity_id.is_(None), ReviewItem.identity_id != target.id))
     ids = list(session.scalars(select(ReviewItem.id).where(cond).order_by(ReviewItem.id)))

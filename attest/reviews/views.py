@@ -374,7 +374,8 @@ def remind(campaign_id: int):
 @bp.post("/campaigns/<int:campaign_id>/reassign")
 @admin_required
 def reassign_reviewer(campaign_id: int):
-    from_id = _int(request.form.get("from_reviewer"))
+    raw_from = request.form.get("from_reviewer", "")
+    from_id = _int(raw_from)
     try:
         with write() as session:
             if session.get(Campaign, campaign_id) is None:
@@ -382,7 +383,7 @@ def reassign_reviewer(campaign_id: int):
             target = _find_person(session, request.form.get("to", ""))
             if target is None:
                 raise DecisionError(f"Nobody in the directory has the e-mail {request.form.get('to', '').strip() or '(empty)'}.")
-            if from_id is None:
+            if from_id is None and raw_from != "unroutable":
                 raise DecisionError("Choose whose items to move.")
             moved = decisions.reassign_reviewer(session, current_user, campaign_id, from_id, target.id,
                                                 request.form.get("reason", ""))

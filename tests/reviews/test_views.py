@@ -405,3 +405,20 @@ def test_approving_on_a_first_stage_passes_the_item_on(app, client, session, noc
     assert "<b class=\"js-decided\">0</b> of 5 decided" in html  # the item left Maria's list
     login_as(app, client, owner_user)
     assert _ids(_text(client.get("/reviews"))) == [item.id]
+
+
+def test_admin_routes_unroutable_items(app, client, session, setup, nocsrf):
+    admin = make_user(session, "root@acme.example", roles=["admin"])
+    rita, _ = add_reviewer(session, "rita.reviewer@acme.example", "Rita Reviewer")
+    for item in setup.items[:2]:
+        item.reviewer_id = None
+        item.routed_by = "unroutable"
+    session.commit()
+    login_as(app, client, admin)
+    page = _text(client.get(f"/campaigns/{setup.campaign.id}"))
+    assert "2 items could not be routed" in page and "Route them" in page
+    response = client.post(f"/campaigns/{setup.campaign.id}/reassign",
+                           data={"from_reviewer": "unroutable", "to": "rita.reviewer@acme.example", "reason": "Finance apps owner"})
+    assert "Moved 2 open items to Rita Reviewer" in _text(client.get(response.headers["Location"]))
+    session.expire_all()
+    assert {session.get(ReviewItem, i.id).reviewer_id for i in setup.items[:2]} == {rita.id}
