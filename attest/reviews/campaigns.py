@@ -95,14 +95,17 @@ SNAPSHOT_TABLES = ("access_grant", "account", "identity", "entitlement", "resour
 
 def _refresh_planner_stats(session: Session) -> None:
     """PostgreSQL: ANALYZE the tables the snapshot joins when a sync changed them a lot since their last
-    analyze (right after a big first sync autovacuum may not have run, and a plan made on empty-table
-    estimates nests loops over a million rows)."""
+    analyze, or they have no statistics (right after a big first sync autovacuum may not have run, and a
+    plan made on default estimates nests loops over a million rows)."""
     if session.get_bind().dialect.name != "postgresql":
         return
     rows = session.execute(text(
-        "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(:names)"
-        " AND (n_mod_since_analyze > 0.1 * GREATEST(n_live_tup, 1000) OR (last_analyze IS NULL AND last_autoanalyze IS NULL"
-        " AND n_live_tup > 0))"), {"names": list(SNAPSHOT_TABLES)}).all()
+        "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.relname = ANY(:names)"
+        " AND (s.n_mod_since_analyze > 0.1 * GREATEST(s.n_live_tup, 1000)"
+        " OR (s.n_live_tup > 1000 AND (c.reltuples < 0.5 * s.n_live_tup"
+        # an ANALYZE whose transaction rolled back (a preview) reset the counters but left no statistics
+        "   OR NOT EXISTS (SELECT 1 FROM pg_stats p WHERE p.schemaname = s.schemaname AND p.tablename = s.relname))))"),
+        {"names": list(SNAPSHOT_TABLES)}).all()
     for (name,) in rows:
         session.execute(text(f"ANALYZE {name}"))
 
@@ -232,6 +235,12 @@ class _RouteTables:
                 cur.close()
         if self.ctx.dialect == "postgresql":
             self.session.execute(text(f"ANALYZE {name}"))
+
+    def excluded_accounts(self, ids: list[int]) -> str:
+        """A temporary table of account ids (the accounts whose every in-scope grant is excluded)."""
+        name = self.rm.replace("tmp_risk_", "tmp_excl_")
+        self._create(name, "account_id INTEGER PRIMARY KEY", ("account_id",), [(i,) for i in ids])
+        return name
 
     def drop(self) -> None:
         for name in self.created:
@@ -592,8 +601,15 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
             by_account = _exclusion_sql(ctx, params, account_level=True)
             accounts = None
             if by_account == excl:
-                accounts = ("SELECT acc.id FROM account acc LEFT JOIN identity idn ON idn.id = acc.identity_id"
-                            f" WHERE ({excl}) IS NOT NULL")
+                ids = session.scalars(text(
+                    "SELECT acc.id FROM account acc LEFT JOIN identity idn ON idn.id = acc.identity_id"
+                    f" WHERE acc.ended_at IS NULL AND ({excl}) IS NOT NULL"), params).all()
+                total = session.scalar(text("SELECT COUNT(*) FROM account WHERE ended_at IS NULL")) or 0
+                if ids and len(ids) <= 0.2 * total:  # few: read only their access (a temp table the planner sizes)
+                    accounts = f"SELECT account_id FROM {route.excluded_accounts(ids)}"
+                elif not ids:
+                    excl = None
+        if excl:
             sql = (f"{_held_cte(ctx, accounts)} INSERT INTO campaign_exclusion (campaign_id, grant_id, account_id, reason)"
                    f" SELECT :campaign_id, h.grant_id, acc.id, {excl}"
                    + _scope_from(ctx, params).format(route_joins="") + f" AND ({excl}) IS NOT NULL")
