@@ -151,6 +151,9 @@ def run_engine(engine_name: str, people: int) -> dict:
         if pg_name and admin is not None:
             with admin.connect() as c:
                 c.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def spec_of(session, def_id: int) -> dict:
