@@ -484,6 +484,7 @@ def _apply_table(
         ),
         params,
     ).rowcount
+    _analyze(session, live, grown_by=added)  # before the UPDATE and the joins that follow
     sets = ", ".join(f"{c} = s.{c}" for c in columns)
     updated = session.execute(
         text(
@@ -506,6 +507,34 @@ def _apply_table(
             p,
         ).rowcount
     return added, updated, ended
+
+
+def _analyze(session: Session, table: str, *, grown_by: int | None = None) -> None:
+    """PostgreSQL: keep the planner's statistics true while a sync changes a table wholesale.
+
+    A sync changes hundreds of thousands of rows inside one transaction, before autovacuum can look; on
+    statistics that say "empty" or "never analyzed" the planner picks nested loops over a million rows.
+    ANALYZE inside the transaction sees its own changes. With `grown_by`, the table is analyzed when it
+    was never analyzed or grew by more than 10% in this run; without, when its committed changes since
+    the last analyze exceed 10% (autovacuum has not caught up yet).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    row = session.execute(
+        text("SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0), coalesce(s.n_live_tup, 0) FROM pg_class c "
+             "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = :t AND c.relkind = 'r' "
+             "AND c.relpersistence = 'p'"),
+        {"t": table},
+    ).first()
+    if row is None:
+        return
+    tuples, modified, live = row
+    if grown_by is not None:
+        stale = grown_by > 0 and (tuples < 0 or grown_by > 0.1 * tuples + 100)
+    else:
+        stale = modified > 0.1 * max(tuples, 0) + 1000 or (tuples < 0 and live > 1000)
+    if stale:
+        session.execute(text(f"ANALYZE {table}"))
 
 
 def apply_run(
@@ -536,6 +565,9 @@ def apply_run(
         now_ = time.perf_counter()
         timings[name] = round(now_ - mark, 3)
         mark = now_
+
+    for table in ("access_grant", "account", "resource", "entitlement", "identity"):
+        _analyze(session, table)
 
     # 1. active grants before, for the removal guard (checked after the grant diff; raising rolls back)
     p = dict(params)
@@ -622,13 +654,14 @@ def apply_run(
         )
     added["grants"] = session.execute(
         text(
+            # new keys first (MATERIALIZED: a resync with nothing new never joins), then resolve their ids
             "INSERT INTO access_grant (source_id, key, part, entitlement_id, principal_type, principal_account_id, "
             "principal_resource_id, attributes, first_seen_at, first_seen_run_id) "
+            "WITH n AS MATERIALIZED (SELECT s.key, s.part, s.entitlement_ref, s.principal_type, s.principal_ref, "
+            "    s.attributes FROM stage_grant s WHERE NOT EXISTS (SELECT 1 FROM access_grant g "
+            "    WHERE g.source_id = :sid AND g.key = s.key AND g.ended_at IS NULL)) "
             "SELECT :sid, n.key, n.part, e.id, n.principal_type, a.id, r.id, n.attributes, :now, :run "
-            "FROM (SELECT s.key, s.part, s.entitlement_ref, s.principal_type, s.principal_ref, s.attributes "
-            "      FROM stage_grant s WHERE NOT EXISTS (SELECT 1 FROM access_grant g "
-            "      WHERE g.source_id = :sid AND g.key = s.key AND g.ended_at IS NULL)) n "
-            "JOIN entitlement e ON e.source_id = :sid AND e.external_id = n.entitlement_ref "
+            "FROM n JOIN entitlement e ON e.source_id = :sid AND e.external_id = n.entitlement_ref "
             "LEFT JOIN account a ON n.principal_type = 'account' AND a.source_id = :sid AND a.external_id = n.principal_ref "
             "LEFT JOIN resource r ON n.principal_type = 'resource' AND r.source_id = :sid AND r.external_id = n.principal_ref "
             # in key order: the active-key index then grows at its end instead of at random pages
@@ -642,6 +675,7 @@ def apply_run(
             notes.append(f"{skipped} grant records were duplicates or named an entitlement or principal "
                          "the source did not return; skipped")
 
+    _analyze(session, "access_grant", grown_by=added["grants"])  # for what follows in this transaction
     lap("grants")
 
     # 5. the access history; a source's first successful run is its baseline (first_seen_run_id marks it)
