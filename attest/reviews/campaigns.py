@@ -859,10 +859,10 @@ def next_launch_at(definition: CampaignDefinition) -> datetime | None:
     """The first time the definition's cron schedule fires after its last launch (or its creation)."""
     if not definition.schedule:
         return None
-    from apscheduler.triggers.cron import CronTrigger
+    from attest.jobs import cron_trigger  # standard crontab: 0 and 7 are Sunday, as the scheduler reads it
 
     base = definition.last_launched_at or definition.created_at
-    trigger = CronTrigger.from_crontab(definition.schedule, timezone="UTC")
+    trigger = cron_trigger(definition.schedule)
     return trigger.get_next_fire_time(None, base + timedelta(seconds=1))
 
 

@@ -301,9 +301,9 @@ def _validate(data: Any, lines: Mapping[str, int]) -> dict[str, Any]:
     schedule = v.text(top.get("schedule"), "schedule", 100)
     if schedule is not None:
         try:
-            from apscheduler.triggers.cron import CronTrigger
+            from attest.jobs import cron_trigger  # standard crontab, as the scheduler reads it
 
-            CronTrigger.from_crontab(schedule, timezone="UTC")
+            cron_trigger(schedule)
         except ValueError as exc:
             raise v.fail("schedule", f"not a valid cron expression ({exc}); e.g. \"0 9 1 1,4,7,10 *\"") from None
     spec["schedule"] = schedule

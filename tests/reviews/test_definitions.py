@@ -144,3 +144,18 @@ def test_shipped_examples_load(session, path):
 def test_there_are_three_examples():
     assert {p.name for p in EXAMPLES.glob("*.yaml")} == {
         "quarterly-manager-review.yaml", "monthly-privileged-owner-review.yaml", "orphaned-and-terminated.yaml"}
+
+
+def test_schedule_is_standard_crontab_with_sunday_as_0_or_7():
+    from datetime import UTC, datetime
+
+    from attest.jobs import cron_trigger
+    from attest.reviews.definitions import parse_definition
+
+    for expr in ("0 9 * * 1", "0 9 * * 7", "0 9 * * 0"):
+        spec = parse_definition({"name": "x", "stages": [{"reviewer": "manager"}], "schedule": expr})
+        assert spec["schedule"] == expr
+    monday = cron_trigger("0 9 * * 1").get_next_fire_time(None, datetime(2026, 11, 28, tzinfo=UTC))
+    assert monday.weekday() == 0  # 2026-11-30 is a Monday
+    sunday = cron_trigger("0 9 * * 7").get_next_fire_time(None, datetime(2026, 11, 28, tzinfo=UTC))
+    assert sunday.weekday() == 6
