@@ -69,9 +69,12 @@ def write_results(available: list[tuple[str, str]]) -> None:
         f"Last assembled {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {describe()}\n",
     ]
     for name, _title in available:
-        path = HERE / "results" / f"{name}.md"
-        if path.exists():
-            parts.append(path.read_text().strip() + "\n")
+        # a benchmark writes results/<module>.md; the connector ones also keep results/<connector>.md
+        for candidate in (f"{name}.md", f"{name.split('_')[0]}.md"):
+            path = HERE / "results" / candidate
+            if path.exists():
+                parts.append(path.read_text().strip() + "\n")
+                break
     (HERE / "RESULTS.md").write_text("\n".join(parts))
 
 
