@@ -7,7 +7,7 @@ Service functions take a Session as their first argument and never commit; calle
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -143,18 +143,7 @@ def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: li
     cols = (key, *columns)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {tmp}")
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {tmp} AS SELECT {', '.join(cols)} FROM {table} WHERE 1 = 0")
-    dbapi = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql":
-        with dbapi.cursor() as cur, cur.copy(f"COPY {tmp} ({', '.join(cols)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-    else:
-        cur = dbapi.cursor()
-        try:
-            cur.executemany(f"INSERT INTO {tmp} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-                            [tuple(_sqlite_param(v) for v in row) for row in rows])
-        finally:
-            cur.close()
+    copy_rows(conn, tmp, cols, rows, datetime_columns=None)
     conn.exec_driver_sql(f"CREATE UNIQUE INDEX ix{tmp} ON {tmp} ({key})")
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {tmp}")
@@ -164,7 +153,35 @@ def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: li
     return n
 
 
-def _sqlite_param(value: Any) -> Any:
+def copy_rows(conn: Any, table: str, cols: Sequence[str], rows: Sequence[tuple],
+              datetime_columns: Collection[int] | None = ()) -> None:
+    """Bulk-load rows into a table with the driver's fastest path: COPY on PostgreSQL, executemany on SQLite.
+
+    SQLite stores UTC datetimes as naive text: `datetime_columns` names the positions to convert (the hot
+    path passes only those), None checks every value.
+    """
+    if not rows:
+        return
+    dbapi = conn.connection.driver_connection
+    names = ", ".join(cols)
+    if conn.dialect.name == "postgresql":
+        with dbapi.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    if datetime_columns is None:
+        rows = [tuple(sqlite_datetime(v) for v in row) for row in rows]
+    elif datetime_columns:
+        rows = [tuple(sqlite_datetime(v) if i in datetime_columns else v for i, v in enumerate(row)) for row in rows]
+    cur = dbapi.cursor()
+    try:
+        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in cols)})", rows)
+    finally:
+        cur.close()
+
+
+def sqlite_datetime(value: Any) -> Any:
+    """A value as SQLite stores it: UTC datetimes become naive text in SQLAlchemy's format."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)

@@ -69,7 +69,7 @@ def effective_access(session: Session, account_ids: Sequence[int], at: datetime 
     window = _window(at, params)
     cte = MEMBERSHIP_CTE.format(grant_window=window, accounts=", ".join(names))
     if at is not None and session.get_bind().dialect.name == "sqlite":
-        from attest.entitlements.sync import _sqlite_value
+        from attest.db import sqlite_datetime as _sqlite_value
 
         params["at"] = _sqlite_value(at)
     rows = session.execute(

@@ -130,7 +130,7 @@ def signals(
 
 
 def sql_params(dialect: str, cutoffs: Cutoffs) -> dict[str, Any]:
-    from attest.entitlements.sync import _sqlite_value
+    from attest.db import sqlite_datetime as _sqlite_value
 
     def dt(value: datetime | None) -> Any:
         return _sqlite_value(value) if dialect == "sqlite" and value is not None else value

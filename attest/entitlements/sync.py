@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, func, select, text
@@ -45,7 +45,7 @@ from attest.connectors.base import (
     ResourceRecord,
     record_hash,
 )
-from attest.db import JSONType, UTCDateTime, canonical_json, utcnow
+from attest.db import JSONType, UTCDateTime, canonical_json, copy_rows, sqlite_datetime, utcnow
 from attest.entitlements import correlation
 from attest.entitlements.models import Source, SyncRun
 from attest.entitlements.sources import SourceError, build_connector
@@ -221,33 +221,7 @@ _KIND_FOR = {
 
 def _write_stage(conn: Connection, table: str, rows: Sequence[tuple]) -> None:
     """Bulk-write one batch of staged rows with the driver's fastest path (COPY, executemany)."""
-    if not rows:
-        return
-    cols = _STAGE_COLUMNS[table]
-    dbapi = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql":
-        with dbapi.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    placeholders = ", ".join("?" for _ in cols)
-    dt_cols = _DATETIME_COLUMNS.get(table)
-    if dt_cols:
-        rows = [tuple(_sqlite_value(v) if i in dt_cols else v for i, v in enumerate(row)) for row in rows]
-    cur = dbapi.cursor()
-    try:
-        cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})", rows)
-    finally:
-        cur.close()
-
-
-def _sqlite_value(value: Any) -> Any:
-    """SQLite stores UTC datetimes as naive text in SQLAlchemy's format."""
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
+    copy_rows(conn, table, _STAGE_COLUMNS[table], rows, datetime_columns=_DATETIME_COLUMNS.get(table, ()))
 
 
 def _drop_stage(conn: Connection) -> None:
@@ -552,7 +526,7 @@ def apply_run(
     now = utcnow()
     params: dict[str, Any] = {"sid": source_id, "run": run_id, "now": now}
     if session.get_bind().dialect.name == "sqlite":
-        params["now"] = _sqlite_value(now)
+        params["now"] = sqlite_datetime(now)
     added: dict[str, int] = {}
     updated: dict[str, int] = {}
     ended: dict[str, int] = {}

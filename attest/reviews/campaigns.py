@@ -28,7 +28,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from attest.audit.log import record as audit
-from attest.db import utcnow
+from attest.db import copy_rows, utcnow
 from attest.entitlements import risk as risk_mod
 from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source, SyncRun
 from attest.entitlements.queries import MAX_DEPTH
@@ -221,18 +221,7 @@ class _RouteTables:
         self.created.append(name)
         if not rows:
             return
-        conn = self.session.connection()
-        dbapi = conn.connection.driver_connection
-        if self.ctx.dialect == "postgresql":
-            with dbapi.cursor() as cur, cur.copy(f"COPY {name} ({', '.join(cols)}) FROM STDIN") as cp:
-                for row in rows:
-                    cp.write_row(row)
-        else:
-            cur = dbapi.cursor()
-            try:
-                cur.executemany(f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", rows)
-            finally:
-                cur.close()
+        copy_rows(self.session.connection(), name, cols, rows)
         if self.ctx.dialect == "postgresql":
             self.session.execute(text(f"ANALYZE {name}"))
 
