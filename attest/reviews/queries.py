@@ -47,6 +47,21 @@ RISK_CLASSES = {
 }
 
 
+class Progress:
+    """Decided out of total, for every progress bar (the dataclasses below have `total` and `decided`)."""
+
+    total: int
+    decided: int
+
+    @property
+    def open(self) -> int:
+        return self.total - self.decided
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(self.decided * 100 / self.total)
+
+
 class BadCursor(ValueError):
     pass
 
@@ -253,7 +268,7 @@ def selection_count(session: Session, identity_id: int, campaign_id: int, filter
 
 
 @dataclass
-class InboxCounts:
+class InboxCounts(Progress):
     total: int = 0
     decided: int = 0
     approve: int = 0
@@ -263,13 +278,6 @@ class InboxCounts:
     open_flagged: int = 0
     escalated_to_me: int = 0
 
-    @property
-    def open(self) -> int:
-        return self.total - self.decided
-
-    @property
-    def percent(self) -> int:
-        return 100 if not self.total else int(self.decided * 100 / self.total)
 
 
 def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> InboxCounts:
@@ -316,20 +324,13 @@ def is_my_campaign(session: Session, identity_id: int | None, campaign_id: int) 
 
 
 @dataclass
-class MyCampaign:
+class MyCampaign(Progress):
     campaign: Campaign
     total: int
     decided: int
     escalated: int
     signed_off_at: datetime | None
 
-    @property
-    def open(self) -> int:
-        return self.total - self.decided
-
-    @property
-    def percent(self) -> int:
-        return 100 if not self.total else int(self.decided * 100 / self.total)
 
     @property
     def overdue(self) -> bool:
@@ -371,14 +372,11 @@ def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[s
 
 
 @dataclass
-class CampaignRow:
+class CampaignRow(Progress):
     campaign: Campaign
     total: int
     decided: int
 
-    @property
-    def percent(self) -> int:
-        return 100 if not self.total else int(self.decided * 100 / self.total)
 
     @property
     def overdue(self) -> bool:
@@ -401,7 +399,7 @@ def campaign_list(session: Session, status: str | None = None, limit: int = 200)
 
 
 @dataclass
-class ReviewerProgress:
+class ReviewerProgress(Progress):
     reviewer_id: int | None
     name: str
     email: str | None
@@ -413,13 +411,6 @@ class ReviewerProgress:
     signed_off_at: datetime | None
     campaign_overdue: bool
 
-    @property
-    def open(self) -> int:
-        return self.total - self.decided
-
-    @property
-    def percent(self) -> int:
-        return 100 if not self.total else int(self.decided * 100 / self.total)
 
     @property
     def overdue(self) -> bool:
@@ -427,7 +418,7 @@ class ReviewerProgress:
 
 
 @dataclass
-class CampaignDashboard:
+class CampaignDashboard(Progress):
     campaign: Campaign
     total: int
     decided: int
@@ -436,9 +427,6 @@ class CampaignDashboard:
     reviewers: list[ReviewerProgress]
     risk_counts: dict[str, int]
 
-    @property
-    def percent(self) -> int:
-        return 100 if not self.total else int(self.decided * 100 / self.total)
 
     @property
     def overdue(self) -> bool:
