@@ -92,35 +92,43 @@ class DemoConnector(BaseConnector):
         generation = int(self.settings.get("generation") or 0)
         churn = float(self.settings.get("churn") or 0.0)
         fail_after = int(self.settings.get("fail_after") or 0)
+        domain = self.settings.get("domain") or "demo.example"
         emitted = 0
 
-        def emit(rec: Record) -> Record:
+        def counted(rec: Record) -> Record:
             nonlocal emitted
             emitted += 1
-            if fail_after and emitted > fail_after:
+            if emitted > fail_after:
                 raise ConnectionError(f"demo upstream failed after {fail_after} records")
             return rec
 
+        emit = counted if fail_after else _same  # only tests pay for the counting
+
         self.calls += 1
-        # people and their accounts
+        # people and their accounts; one random stream, a fixed number of draws per person
+        base = random.Random(seed * 1_000_003)
+        draw = base.random
+        lags = (0, 1, 2, 3, 5, 8, 13, 21, 40, 120, 200)
         for i in range(people):
-            rng = random.Random(seed * 1_000_003 + i)
-            first, last = self.person_name(i)
-            dept = DEPARTMENTS[(i // 7) % len(DEPARTMENTS)] if i else "Operations"
-            terminated = i > 10 and rng.random() < 0.02
-            status = "terminated" if terminated else ("suspended" if rng.random() < 0.005 else "active")
-            manager = None if i == 0 else f"p{(i - 1) // 7}"
+            u_term, u_susp, u_title, u_login, u_mfa = draw(), draw(), draw(), draw(), draw()
+            first, last = FIRST[i % 30], LAST[(i // 30) % 30]
+            dept = DEPARTMENTS[(i // 7) % 9] if i else "Operations"
+            terminated = i > 10 and u_term < 0.02
+            status = "terminated" if terminated else ("suspended" if u_susp < 0.005 else "active")
+            titles = TITLES[dept]
+            mail = f"{first.lower()}.{last.lower().replace(' ', '')}{i}@{domain}"
+            name = f"{first} {last}"
+            pid = f"p{i}"
             yield emit(IdentityRecord(
-                external_id=f"p{i}", display_name=f"{first} {last}", email=self.email(i), login=self.email(i),
-                employee_id=f"E{100000 + i}", department=dept, title="Chief Executive" if i == 0 else rng.choice(TITLES[dept]),
-                manager_ref=manager, status=status, kind="human",
+                pid, name, mail, mail, f"E{100000 + i}", dept,
+                "Chief Executive" if i == 0 else titles[int(u_title * len(titles))],
+                None if i == 0 else f"p{(i - 1) // 7}", status, "human",
             ))
-            last_login = EPOCH - timedelta(days=rng.choice((0, 1, 2, 3, 5, 8, 13, 21, 40, 120, 200)))
             yield emit(AccountRecord(
-                external_id=f"u{i}", login=self.email(i), email=self.email(i), display_name=f"{first} {last}",
-                status="active",  # terminated in HR, still active here: the finding reviews exist for
-                kind="human", last_login_at=last_login, created_at=EPOCH - timedelta(days=30 + i % 900),
-                mfa_enabled=rng.random() > 0.05, identity_ref=f"p{i}",
+                f"u{i}", mail, mail, name,
+                "active",  # terminated in HR, still active here: the finding reviews exist for
+                "human", EPOCH - timedelta(days=lags[int(u_login * 11)]), EPOCH - timedelta(days=30 + i % 900),
+                u_mfa > 0.05, pid,
             ))
             if i % 100 == 99:
                 self.calls += 1  # one "page" of 100 people
@@ -164,22 +172,33 @@ class DemoConnector(BaseConnector):
                                          display_name=role.replace("_", " ").title(), privileged=True,
                                          purpose="permission"))
 
-        # grants per person: group memberships and direct app assignments
-        all_accounts = [f"u{i}" for i in range(people)]
-        for i, account in enumerate(all_accounts):
-            moved = churn > 0 and generation > 0 and _hash01(seed, i, generation) < churn
-            rng = random.Random((seed * 1_000_003 + i) * 31 + (generation if moved else 0) * 7919)
-            n = max(1, per_person + rng.randint(-2, 2)) if per_person > 2 else per_person
+        # grants per person: group memberships and direct app assignments. One random stream with a fixed
+        # number of draws per person; a person moved by `generation` draws from their own stream instead,
+        # so the others keep exactly the access they had.
+        group_refs = [f"g{k}:member" for k in range(n_groups)]
+        app_refs = [f"app{a}:user" for a in range(n_apps)]
+        admin_refs = [f"app{a}:admin" for a in range(n_apps)]
+        spread = 5 if per_person > 2 else 1
+        width = 3 * (per_person + 2) + 1
+        base = random.Random(seed * 1_000_003 * 31)
+        draw = base.random
+        for i in range(people):
+            us = [draw() for _ in range(width)]
+            if churn > 0 and generation > 0 and _hash01(seed, i, generation) < churn:
+                own = random.Random((seed * 1_000_003 + i) * 31 + generation * 7919).random
+                us = [own() for _ in range(width)]
+            n = per_person + int(us[0] * spread) - (spread // 2)
+            account = f"u{i}"
             seen: set[str] = set()
-            for _ in range(n):
-                if rng.random() < 0.6:
-                    ref = f"g{rng.randrange(n_groups)}:member"
+            for k in range(1, 3 * n + 1, 3):
+                if us[k] < 0.6:
+                    ref = group_refs[int(us[k + 1] * n_groups)]
                 else:
-                    ref = f"app{rng.randrange(n_apps)}:{'admin' if rng.random() < 0.03 else 'user'}"
+                    ref = (admin_refs if us[k + 2] < 0.03 else app_refs)[int(us[k + 1] * n_apps)]
                 if ref in seen:
                     continue
                 seen.add(ref)
-                yield emit(GrantRecord(entitlement_ref=ref, principal_ref=account))
+                yield emit(GrantRecord(ref, account))
         for j in range(n_service):
             yield emit(GrantRecord(entitlement_ref=f"app{j % n_apps}:admin", principal_ref=f"svc{j}"))
         for j in range(n_orphans):
@@ -190,6 +209,10 @@ class DemoConnector(BaseConnector):
             yield emit(GrantRecord(entitlement_ref=f"role:{role}", principal_ref=f"u{(k * 17 + 1) % people}"))
         yield emit(GrantRecord(entitlement_ref="role:READ_ONLY_ADMIN", principal_ref=f"g{min(3, n_groups - 1)}",
                                principal_type="resource"))
+
+
+def _same(rec: Record) -> Record:
+    return rec
 
 
 def _hash01(seed: int, i: int, generation: int) -> float:

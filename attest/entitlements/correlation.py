@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from attest.audit.log import record as audit
 from attest.config import Settings
-from attest.db import bulk_update, utcnow
+from attest.db import bulk_update, sqlite_datetime, utcnow
 from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source
 
 
@@ -103,51 +103,86 @@ def match(
 def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | None = None) -> int:
     """Re-link the active, not manually linked accounts of these sources (all when None).
 
-    Returns how many accounts changed link.
+    The authoritative source's own accounts (an account naming its identity) are linked set-based in
+    SQL: they are most of the accounts, and their link outranks every other method. The others are
+    matched in Python against lookup tables of the active identities. Returns how many accounts changed link.
     """
     normalize = email_normalizer(settings)
-    index = _Index(session, normalize)
     authoritative_id = session.scalar(
         select(Source.id).where(Source.authoritative.is_(True), Source.enabled.is_(True)).limit(1)
     )
-    stmt = select(
-        Account.id, Account.source_id, Account.identity_ref, Account.saml_nameid, Account.email, Account.tag_email,
-        Account.login, Account.identity_id, Account.link_method,
-    ).where(Account.ended_at.is_(None), (Account.link_method.is_(None)) | (Account.link_method != "manual"))
-    if source_ids is not None:
-        stmt = stmt.where(Account.source_id.in_(list(source_ids)))
     now = utcnow()
-    changes: list[dict[str, Any]] = []
-    for row in session.execute(stmt).yield_per(10000):
+    linked = 0
+    params = {"auth": authoritative_id, "now": now}
+    scope = "" if source_ids is None else " AND a.source_id IN ({})".format(
+        ", ".join(str(int(s)) for s in source_ids))
+    if session.get_bind().dialect.name == "sqlite":
+        params["now"] = sqlite_datetime(now)
+    own = ("a.source_id = :auth AND a.identity_ref IS NOT NULL AND EXISTS (SELECT 1 FROM identity i "
+           "WHERE i.source_id = :auth AND i.external_id = a.identity_ref AND i.ended_at IS NULL)")
+    not_manual = "a.ended_at IS NULL AND (a.link_method IS NULL OR a.link_method <> 'manual')"
+    if authoritative_id is not None and (source_ids is None or authoritative_id in source_ids):
+        linked += session.execute(text(
+            "UPDATE account SET identity_id = (SELECT i.id FROM identity i WHERE i.source_id = :auth "
+            "  AND i.external_id = account.identity_ref AND i.ended_at IS NULL), "
+            "link_method = 'authoritative', linked_at = :now "
+            f"WHERE id IN (SELECT a.id FROM account a WHERE {not_manual} AND {own}) "
+            "AND (link_method IS NULL OR link_method <> 'authoritative' OR identity_id IS NULL OR identity_id <> "
+            "  (SELECT i.id FROM identity i WHERE i.source_id = :auth AND i.external_id = account.identity_ref "
+            "   AND i.ended_at IS NULL))"
+        ), params).rowcount
+    rest = session.execute(text(
+        "SELECT a.id, a.source_id, a.identity_ref, a.saml_nameid, a.email, a.tag_email, a.login, a.identity_id, "
+        f"a.link_method FROM account a WHERE {not_manual}{scope}"
+        + (f" AND NOT ({own})" if authoritative_id is not None else "")
+    ), params).all()
+    if not rest:
+        return linked
+    index = _Index(session, normalize)
+    changes: list[tuple] = []
+    for row in rest:
         iid, method = match(index, normalize, authoritative_id, row[:7])
-        if (iid, method) != (row.identity_id, row.link_method):
-            changes.append({"aid": row.id, "iid": iid, "method": method, "at": now if iid else None})
-    bulk_update(session, "account", ("identity_id", "link_method", "linked_at"),
-                [(c["aid"], c["iid"], c["method"], c["at"]) for c in changes])
-    return len(changes)
+        if (iid, method) != (row[7], row[8]):
+            changes.append((row[0], iid, method, now if iid else None))
+    bulk_update(session, "account", ("identity_id", "link_method", "linked_at"), changes)
+    return linked + len(changes)
 
 
 def resolve_managers(session: Session, source_id: int) -> int:
-    """Set Identity.manager_id from manager_ref (an external id, login or e-mail) within the source."""
+    """Set Identity.manager_id from manager_ref (an external id, login or e-mail) within the source.
+
+    References by external id (nearly all) are resolved set-based in SQL; the rest (a login or an
+    e-mail, a cleared reference) in Python."""
+    by_ext = ("SELECT m.id FROM identity m WHERE m.source_id = identity.source_id "
+              "AND m.external_id = identity.manager_ref AND m.id <> identity.id")
+    changed = session.execute(text(
+        f"UPDATE identity SET manager_id = ({by_ext}) WHERE source_id = :sid AND manager_ref IS NOT NULL "
+        f"AND EXISTS ({by_ext}) AND (manager_id IS NULL OR manager_id <> ({by_ext}))"
+    ), {"sid": source_id}).rowcount
+    rest = session.execute(text(
+        "SELECT id, manager_ref, manager_id FROM identity WHERE source_id = :sid "
+        f"AND ((manager_ref IS NULL AND manager_id IS NOT NULL) OR (manager_ref IS NOT NULL AND NOT EXISTS ({by_ext})))"
+    ), {"sid": source_id}).all()
+    if not rest:
+        return changed
     rows = session.execute(
-        select(Identity.id, Identity.external_id, Identity.login, Identity.email, Identity.manager_ref,
-               Identity.manager_id).where(Identity.source_id == source_id)
+        select(Identity.id, Identity.external_id, Identity.login, Identity.email).where(Identity.source_id == source_id)
     ).all()
-    by_ext = {r.external_id: r.id for r in rows}
+    ext = {r.external_id: r.id for r in rows}
     by_login = {r.login.lower(): r.id for r in rows if r.login}
     by_email = {r.email.lower(): r.id for r in rows if r.email}
     changes = []
-    for r in rows:
-        ref = (r.manager_ref or "").strip()
+    for iid, manager_ref, manager_id in rest:
+        ref = (manager_ref or "").strip()
         target = None
         if ref:
-            target = by_ext.get(ref) or by_login.get(ref.lower()) or by_email.get(ref.lower())
-        if target == r.id:
+            target = ext.get(ref) or by_login.get(ref.lower()) or by_email.get(ref.lower())
+        if target == iid:
             target = None
-        if target != r.manager_id:
-            changes.append((r.id, target))
+        if target != manager_id:
+            changes.append((iid, target))
     bulk_update(session, "identity", ("manager_id",), changes)
-    return len(changes)
+    return changed + len(changes)
 
 
 def sync_resource_owners(session: Session, source_id: int) -> None:

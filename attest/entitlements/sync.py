@@ -19,6 +19,7 @@ services it takes the session factory rather than a session.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,11 +44,10 @@ from attest.connectors.base import (
     Note,
     PartFailed,
     ResourceRecord,
-    record_hash,
 )
 from attest.db import JSONType, UTCDateTime, canonical_json, copy_rows, sqlite_datetime, utcnow
 from attest.entitlements import correlation
-from attest.entitlements.models import Source, SyncRun
+from attest.entitlements.models import Grant, Source, SyncRun
 from attest.entitlements.sources import SourceError, build_connector
 
 log = logging.getLogger(__name__)
@@ -137,13 +137,15 @@ _STAGE_TABLES = (
         Column("principal_type", String), Column("principal_ref", String), Column("attributes", JSONType),
         with_id=False,
     ),
+    # active rows the run did not see: known before the run, not yielded by the connector
+    _stage_table("stage_gone", Column("kind", String), Column("key", String), with_id=False),
 )
 _STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
     t.name: tuple(c.name for c in t.columns if c.name != "id") for t in _STAGE_TABLES
 }
 _STAGE_INDEXES = {
     "stage_identity": "external_id", "stage_account": "external_id", "stage_resource": "external_id",
-    "stage_entitlement": "external_id", "stage_grant": "key",
+    "stage_entitlement": "external_id", "stage_grant": "key", "stage_gone": "kind, key",
 }
 _DATETIME_COLUMNS = {
     table: {i for i, c in enumerate(cols) if c.endswith("_at")} for table, cols in _STAGE_COLUMNS.items()
@@ -157,49 +159,34 @@ def _json(value: Any) -> str:
     return canonical_json(value)
 
 
-def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+_ATTRS_AT = {cls: cls._fields.index("attributes")
+             for cls in (IdentityRecord, AccountRecord, ResourceRecord, EntitlementRecord)}
 
 
-def _grant_row(rec: GrantRecord) -> tuple:
-    kind = "r" if rec.principal_type == "resource" else "a"
-    return (f"{rec.entitlement_ref}|{kind}|{rec.principal_ref}", rec.part, rec.entitlement_ref, rec.principal_type,
-            rec.principal_ref, _json(rec.attributes) if rec.attributes else _EMPTY)
+def _digest(rec: Any, extra: str = "") -> str:
+    """The record's content hash: its values' repr (attributes as canonical JSON), plus what the engine derives."""
+    i = _ATTRS_AT[type(rec)]
+    attrs = rec[i]
+    body = tuple.__repr__(rec[:i] + rec[i + 1:]) + (canonical_json(dict(attrs)) if attrs else "") + extra
+    return hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()
 
 
-def _row(table: str, rec: Any, normalize_email: Callable[[str | None], str | None]) -> tuple:
-    if table == "stage_grant":
-        return _grant_row(rec)
+def _row(table: str, rec: Any, digest: str, email_normalized: str | None = None) -> tuple:
     if table == "stage_identity":
-        attrs = dict(rec.attributes)
-        h = record_hash({"e": rec.email, "l": rec.login, "n": rec.display_name, "i": rec.employee_id,
-                         "d": rec.department, "t": rec.title, "m": rec.manager_ref, "s": rec.status,
-                         "k": rec.kind, "a": attrs})
-        return (rec.external_id, rec.email, normalize_email(rec.email), rec.login, rec.display_name or "",
-                rec.employee_id, rec.department, rec.title, rec.manager_ref, rec.status, rec.kind, _json(attrs), h)
+        return (rec.external_id, rec.email, email_normalized, rec.login, rec.display_name or "",
+                rec.employee_id, rec.department, rec.title, rec.manager_ref, rec.status, rec.kind,
+                _json(rec.attributes), digest)
     if table == "stage_account":
-        attrs = dict(rec.attributes)
-        h = record_hash({"p": rec.part, "l": rec.login, "e": rec.email, "n": rec.display_name, "s": rec.status,
-                         "k": rec.kind, "ll": _iso(rec.last_login_at), "c": _iso(rec.created_at),
-                         "m": rec.mfa_enabled, "ir": rec.identity_ref, "sn": rec.saml_nameid, "te": rec.tag_email,
-                         "a": attrs})
         return (rec.external_id, rec.part, rec.login, rec.email, rec.display_name, rec.status, rec.kind,
                 rec.last_login_at, rec.created_at, rec.mfa_enabled, rec.identity_ref, rec.saml_nameid,
-                rec.tag_email, _json(attrs), h)
+                rec.tag_email, _json(rec.attributes), digest)
     if table == "stage_resource":
-        attrs = dict(rec.attributes)
         owners = list(rec.owner_refs)
-        h = record_hash({"p": rec.part, "t": rec.type, "n": rec.name, "d": rec.description, "g": rec.is_group,
-                         "pr": rec.parent_ref, "o": owners, "a": attrs})
         return (rec.external_id, rec.part, rec.type, rec.name, rec.description, rec.is_group,
-                rec.parent_ref, _json(owners) if owners else "[]", _json(attrs), h)
+                rec.parent_ref, _json(owners) if owners else "[]", _json(rec.attributes), digest)
     if table == "stage_entitlement":
-        attrs = dict(rec.attributes)
-        h = record_hash({"p": rec.part, "r": rec.resource_ref, "n": rec.name, "dn": rec.display_name,
-                         "d": rec.description, "pu": rec.purpose, "pv": rec.privileged, "m": rec.is_membership,
-                         "a": attrs})
         return (rec.external_id, rec.part, rec.resource_ref, rec.name, rec.display_name, rec.description,
-                rec.purpose, rec.privileged, rec.is_membership, _json(attrs), h)
+                rec.purpose, rec.privileged, rec.is_membership, _json(rec.attributes), digest)
     raise AssertionError(table)
 
 
@@ -236,7 +223,7 @@ def _create_stage(conn: Connection) -> None:
 
 def _index_stage(conn: Connection) -> None:
     for table, column in _STAGE_INDEXES.items():
-        conn.exec_driver_sql(f"CREATE INDEX ix_{table}_{column} ON {table} ({column})")
+        conn.exec_driver_sql(f"CREATE INDEX ix_{table} ON {table} ({column})")
     if conn.dialect.name == "postgresql":
         for table in _STAGE_INDEXES:  # autovacuum never analyzes temporary tables
             conn.exec_driver_sql(f"ANALYZE {table}")
@@ -282,31 +269,76 @@ def _start_run(factory: sessionmaker[Session], source_name: str, force: bool, tr
         return source.id, run.id
 
 
-def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog, progress, t0) -> int:
-    """Page the connector to the end, writing records to the stage in batches. Returns the API calls."""
+_LIVE_FOR = {"stage_identity": "identity", "stage_account": "account", "stage_resource": "resource",
+             "stage_entitlement": "entitlement"}
+
+
+def _known(conn: Connection, source_id: int) -> dict[str, Any]:
+    """What the source holds before the run, read with the raw driver (a million rows, no Row objects):
+    per stage table, its active rows' {external_id: record_hash}; for grants, the set of active keys."""
+    dbapi = conn.connection.driver_connection
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    known: dict[str, Any] = {}
+    cur = dbapi.cursor()
+    try:
+        for stage, live in _LIVE_FOR.items():
+            cur.execute(f"SELECT external_id, record_hash FROM {live} WHERE source_id = {mark} AND ended_at IS NULL",
+                        (source_id,))
+            known[stage] = dict(cur)
+        cur.execute(f"SELECT key FROM access_grant WHERE source_id = {mark} AND ended_at IS NULL", (source_id,))
+        known["stage_grant"] = {row[0] for row in cur}
+    finally:
+        cur.close()
+    return known
+
+
+def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog, progress, t0,
+                     known: dict[str, Any]) -> tuple[int, int]:
+    """Page the connector to the end, writing records to the stage in batches. Returns the API calls and
+    the number of grant records staged (those not known before the run).
+
+    Most records of a resync are unchanged. `known` holds what the source had before the run (see
+    _known): a record that is known and unchanged (same grant key; same content hash) is only struck
+    off, and stays as it is; only new and changed records are staged. What is left in `known` at the
+    end was not seen, and is staged in stage_gone for the apply to end. Nothing is applied until the
+    connector has finished.
+    """
+    known_keys: set[str] = known["stage_grant"]
     buffers: dict[str, list[tuple]] = {t: [] for t in _STAGE_COLUMNS}
     grants = buffers["stage_grant"]
     last_report = 0.0
+    grants_read = staged_grants = 0
 
     def flush(table: str) -> None:
+        nonlocal staged_grants
         rows = buffers[table]
         if rows:
+            if table == "stage_grant":
+                staged_grants += len(rows)
             _write_stage(conn, table, rows)
-            read[_KIND_FOR[table]] = read.get(_KIND_FOR[table], 0) + len(rows)
-            prog.records += len(rows)
+            if table != "stage_grant":
+                read[_KIND_FOR[table]] = read.get(_KIND_FOR[table], 0) + len(rows)
+                prog.records += len(rows)
             rows.clear()
 
     try:
         for rec in connector.sync():
             kind = type(rec)
-            if kind is GrantRecord:  # the hot path: most records are grants
-                grants.append(_grant_row(rec))
-                if len(grants) >= BATCH:
-                    flush("stage_grant")
+            if kind is GrantRecord:  # the hot path: most records are grants, and most are known
+                grants_read += 1
+                if not grants_read % BATCH:
+                    prog.records += BATCH
                     if progress is not None and time.monotonic() - last_report > 0.2:
                         prog.requests, prog.elapsed = connector.calls, time.monotonic() - t0
                         progress(prog)
                         last_report = time.monotonic()
+                key = f"{rec[0]}|{'r' if rec[2] == 'resource' else 'a'}|{rec[1]}"
+                if key in known_keys:
+                    known_keys.remove(key)
+                    continue
+                grants.append((key, rec[4], rec[0], rec[2], rec[1], _json(rec[3]) if rec[3] else _EMPTY))
+                if len(grants) >= BATCH:
+                    flush("stage_grant")
                 continue
             if kind is PartFailed:
                 failed_parts.append({"part": rec.part, "reason": rec.reason})
@@ -317,15 +349,32 @@ def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog
             table = _TABLE_FOR.get(kind)
             if table is None:
                 raise ConnectorError(f"connector yielded an unknown record type {kind.__name__}")
-            buffers[table].append(_row(table, rec, normalize))
+            before = known[table]
+            if kind is IdentityRecord:
+                email_normalized = normalize(rec.email)
+                digest = _digest(rec, email_normalized or "")
+            else:
+                email_normalized, digest = None, _digest(rec)
+            if before.pop(rec.external_id, None) == digest:
+                read[_KIND_FOR[table]] = read.get(_KIND_FOR[table], 0) + 1
+                prog.records += 1
+                continue
+            buffers[table].append(_row(table, rec, digest, email_normalized))
             if len(buffers[table]) >= BATCH:
                 flush(table)
         for table in buffers:
             flush(table)
+        prog.records += grants_read % BATCH
+        read["grants"] = grants_read
+        for table, before in known.items():
+            gone = [(table, key) for key in before]
+            before.clear()
+            for i in range(0, len(gone), BATCH * 10):
+                _write_stage(conn, "stage_gone", gone[i:i + BATCH * 10])
     finally:
         api_calls = connector.calls
         connector.close()
-    return api_calls
+    return api_calls, staged_grants
 
 
 def run_sync(
@@ -359,7 +408,11 @@ def run_sync(
             if not external:
                 conn.commit()
             try:
-                api_calls = _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog, progress, t0)
+                baseline = conn.execute(
+                    select(Source.last_success_run_id).where(Source.id == source_id)).scalar_one()
+                known = _known(conn, source_id)
+                api_calls, staged_new = _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog, progress, t0,
+                                             known)
                 if not external:
                     conn.commit()
                 read_seconds = time.monotonic() - t0
@@ -368,9 +421,12 @@ def run_sync(
                     progress(prog)
                 failed_part_names = [p["part"] for p in failed_parts]
                 with factory(bind=conn) as session, session.begin():
+                    if session.get(Source, source_id, populate_existing=True).last_success_run_id != baseline:
+                        raise SyncError("another run of this source was applied while this one was reading; "
+                                        "nothing was changed: run it again")
                     _index_stage(session.connection())
                     stats = apply_run(session, settings, source_id, run_id, failed_part_names, force=force,
-                                      staged_grants=read.get("grants", 0))
+                                      staged_grants=read.get("grants", 0), staged_new_grants=staged_new)
                     stats["read"] = read
                     stats["timings"] = {"read_and_stage": round(read_seconds, 3), **stats["timings"]}
                     run = session.get(SyncRun, run_id)
@@ -476,7 +532,7 @@ def _apply_table(
             text(
                 f"UPDATE {live} SET ended_at = :now, ended_reason = 'not_seen' "
                 f"WHERE source_id = :sid AND ended_at IS NULL{part_sql} "
-                f"AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.external_id = {live}.external_id)"
+                f"AND external_id IN (SELECT g.key FROM stage_gone g WHERE g.kind = '{stage}')"
             ),
             p,
         ).rowcount
@@ -511,6 +567,27 @@ def _analyze(session: Session, table: str, *, grown_by: int | None = None) -> No
         session.execute(text(f"ANALYZE {table}"))
 
 
+BULK_LOAD_ROWS = 100_000
+
+
+def _drop_indexes_for_bulk_load(session: Session, table: Table, rows: int) -> list:
+    """Before an insert that more than doubles a big table (a large source's first sync), drop its
+    secondary indexes; the caller recreates them after. Building an index by one sort is several times
+    faster than growing it row by row at random places. Unique indexes stay: they enforce the data.
+    The DDL is part of the apply's transaction: a run that fails restores them with everything else.
+    (On PostgreSQL this holds an exclusive lock on the table until the apply commits: pages that read
+    grants wait for the few seconds a first sync of this size takes to apply.)"""
+    if rows < BULK_LOAD_ROWS:
+        return []
+    existing = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
+    if rows <= existing:
+        return []
+    indexes = sorted((ix for ix in table.indexes if not ix.unique), key=lambda ix: ix.name)
+    for index in indexes:
+        index.drop(session.connection())
+    return indexes
+
+
 def apply_run(
     session: Session,
     settings: Settings,
@@ -520,6 +597,7 @@ def apply_run(
     *,
     force: bool = False,
     staged_grants: int | None = None,
+    staged_new_grants: int = 0,
 ) -> dict[str, Any]:
     """Apply a finished run's staged records to the live tables. Runs inside the caller's transaction."""
     source = session.get(Source, source_id)
@@ -607,17 +685,19 @@ def apply_run(
     added["accounts"], updated["accounts"], ended["accounts"] = a, u, e
     lap("accounts_resources_entitlements")
 
-    # 4. grants: end what was not seen, insert what is new; the key is the natural key in the source
+    # 4. grants: end what was not seen (stage_gone), insert what is new (stage_grant holds only the
+    #    records whose key was not active before the run); the key is the natural key in the source
     p = dict(params)
     part_sql = _part_filter("access_grant", failed_parts, p)
     ended["grants"] = session.execute(
         text(
             "UPDATE access_grant SET ended_at = :now, ended_reason = 'not_seen', ended_run_id = :run "
             f"WHERE source_id = :sid AND ended_at IS NULL{part_sql} "
-            "AND NOT EXISTS (SELECT 1 FROM stage_grant s WHERE s.key = access_grant.key)"
+            "AND key IN (SELECT g.key FROM stage_gone g WHERE g.kind = 'stage_grant')"
         ),
         p,
     ).rowcount
+    lap("grants_end")
     to_end, ratio = ended["grants"], settings.sync_max_removal_ratio
     if active and to_end > ratio * active and not force:
         raise RemovalGuardTripped(
@@ -626,6 +706,7 @@ def apply_run(
             "than a mass exodus: check the source, then run again with --force if the removals are real. "
             "Nothing was changed."
         )
+    rebuild = _drop_indexes_for_bulk_load(session, Grant.__table__, staged_new_grants)
     added["grants"] = session.execute(
         text(
             # new keys first (MATERIALIZED: a resync with nothing new never joins), then resolve their ids
@@ -649,8 +730,12 @@ def apply_run(
             notes.append(f"{skipped} grant records were duplicates or named an entitlement or principal "
                          "the source did not return; skipped")
 
+    lap("grants_insert")
+    for index in rebuild:
+        index.create(session.connection())
+    lap("grants_index")
     _analyze(session, "access_grant", grown_by=added["grants"])  # for what follows in this transaction
-    lap("grants")
+    lap("grants_analyze")
 
     # 5. the access history; a source's first successful run is its baseline (first_seen_run_id marks it)
     if source.last_success_run_id is not None:
@@ -674,19 +759,21 @@ def apply_run(
     # 6. resource owners named by the source, for resources that changed
     if added["resources"] or updated["resources"] or added["accounts"] or ended["accounts"]:
         correlation.sync_resource_owners(session, source_id)
+    lap("owners")
 
     # 7. people: managers, then account links; skipped when nothing they depend on changed
     identities_changed = source.authoritative and any(
         (added["identities"], updated["identities"], ended["identities"]))
     if identities_changed:
         correlation.resolve_managers(session, source_id)
+    lap("managers")
     if identities_changed:
         linked = correlation.correlate(session, settings, None)  # new or changed people may match any account
     elif added["accounts"] or updated["accounts"]:
         linked = correlation.correlate(session, settings, [source_id])
     else:
         linked = 0
-    lap("owners_managers_links")
+    lap("links")
     return {"added": added, "updated": updated, "ended": ended, "linked": linked, "notes": notes,
             "timings": timings}
 
