@@ -187,3 +187,33 @@ def sqlite_datetime(value: Any) -> Any:
             value = value.astimezone(UTC).replace(tzinfo=None)
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
     return value
+
+
+def skip_fk_triggers(session: Session) -> bool:
+    """PostgreSQL: let the bulk INSERT ... SELECT statements that follow skip the per-row foreign-key
+    triggers, when the database role may (a superuser, or `GRANT SET ON PARAMETER session_replication_role
+    TO <role>`). Returns whether they are skipped; `restore_fk_triggers` turns them back on, and a
+    rollback does too (the setting is local to the transaction).
+
+    Only for statements whose every foreign key is read from the referenced rows by the same statement,
+    in the same transaction, where those rows are never deleted (they end): then the checks cannot
+    fail, and without them each foreign key of each inserted row locks its referenced row (FOR KEY
+    SHARE), which on a million rows dirties every referenced page and dominates the statement.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with session.begin_nested():
+            session.execute(text("SET LOCAL session_replication_role = replica"))
+    except DBAPIError:
+        return False  # not allowed: the foreign keys are checked row by row
+    return True
+
+
+def restore_fk_triggers(session: Session) -> None:
+    from sqlalchemy import text
+
+    session.execute(text("SET LOCAL session_replication_role = origin"))

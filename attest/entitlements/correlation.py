@@ -123,13 +123,10 @@ def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | 
     not_manual = "a.ended_at IS NULL AND (a.link_method IS NULL OR a.link_method <> 'manual')"
     if authoritative_id is not None and (source_ids is None or authoritative_id in source_ids):
         linked += session.execute(text(
-            "UPDATE account SET identity_id = (SELECT i.id FROM identity i WHERE i.source_id = :auth "
-            "  AND i.external_id = account.identity_ref AND i.ended_at IS NULL), "
-            "link_method = 'authoritative', linked_at = :now "
-            f"WHERE id IN (SELECT a.id FROM account a WHERE {not_manual} AND {own}) "
-            "AND (link_method IS NULL OR link_method <> 'authoritative' OR identity_id IS NULL OR identity_id <> "
-            "  (SELECT i.id FROM identity i WHERE i.source_id = :auth AND i.external_id = account.identity_ref "
-            "   AND i.ended_at IS NULL))"
+            "UPDATE account AS a SET identity_id = i.id, link_method = 'authoritative', linked_at = :now "
+            f"FROM identity i WHERE {not_manual} AND a.source_id = :auth AND i.source_id = :auth "
+            "AND i.external_id = a.identity_ref AND i.ended_at IS NULL AND (a.link_method IS NULL "
+            "OR a.link_method <> 'authoritative' OR a.identity_id IS NULL OR a.identity_id <> i.id)"
         ), params).rowcount
     rest = session.execute(text(
         "SELECT a.id, a.source_id, a.identity_ref, a.saml_nameid, a.email, a.tag_email, a.login, a.identity_id, "
@@ -156,8 +153,9 @@ def resolve_managers(session: Session, source_id: int) -> int:
     by_ext = ("SELECT m.id FROM identity m WHERE m.source_id = identity.source_id "
               "AND m.external_id = identity.manager_ref AND m.id <> identity.id")
     changed = session.execute(text(
-        f"UPDATE identity SET manager_id = ({by_ext}) WHERE source_id = :sid AND manager_ref IS NOT NULL "
-        f"AND EXISTS ({by_ext}) AND (manager_id IS NULL OR manager_id <> ({by_ext}))"
+        "UPDATE identity AS i SET manager_id = m.id FROM identity m WHERE i.source_id = :sid "
+        "AND m.source_id = :sid AND m.external_id = i.manager_ref AND m.id <> i.id "
+        "AND (i.manager_id IS NULL OR i.manager_id <> m.id)"
     ), {"sid": source_id}).rowcount
     rest = session.execute(text(
         "SELECT id, manager_ref, manager_id FROM identity WHERE source_id = :sid "

@@ -45,7 +45,16 @@ from attest.connectors.base import (
     PartFailed,
     ResourceRecord,
 )
-from attest.db import JSONType, UTCDateTime, canonical_json, copy_rows, sqlite_datetime, utcnow
+from attest.db import (
+    JSONType,
+    UTCDateTime,
+    canonical_json,
+    copy_rows,
+    restore_fk_triggers,
+    skip_fk_triggers,
+    sqlite_datetime,
+    utcnow,
+)
 from attest.entitlements import correlation
 from attest.entitlements.models import Grant, Source, SyncRun
 from attest.entitlements.sources import SourceError, build_connector
@@ -285,8 +294,18 @@ def _known(conn: Connection, source_id: int) -> dict[str, Any]:
             cur.execute(f"SELECT external_id, record_hash FROM {live} WHERE source_id = {mark} AND ended_at IS NULL",
                         (source_id,))
             known[stage] = dict(cur)
-        cur.execute(f"SELECT key FROM access_grant WHERE source_id = {mark} AND ended_at IS NULL", (source_id,))
-        known["stage_grant"] = {row[0] for row in cur}
+        active = f"FROM access_grant WHERE source_id = {mark} AND ended_at IS NULL"
+        keys = None
+        if conn.dialect.name == "postgresql":  # one aggregated value: half the time of a million rows
+            cur.execute(f"SELECT COUNT(*), string_agg(key, E'\\x1f') {active}", (source_id,))
+            count, blob = cur.fetchone()
+            keys = set(blob.split("\x1f")) if blob else set()
+            if len(keys) != count:  # a key holding the separator: read row by row
+                keys = None
+        if keys is None:
+            cur.execute(f"SELECT key {active}", (source_id,))
+            keys = {row[0] for row in cur}
+        known["stage_grant"] = keys
     finally:
         cur.close()
     return known
@@ -545,24 +564,26 @@ def _analyze(session: Session, table: str, *, grown_by: int | None = None) -> No
     A sync changes hundreds of thousands of rows inside one transaction, before autovacuum can look; on
     statistics that say "empty" or "never analyzed" the planner picks nested loops over a million rows.
     ANALYZE inside the transaction sees its own changes. With `grown_by`, the table is analyzed when it
-    was never analyzed or grew by more than 10% in this run; without, when its committed changes since
-    the last analyze exceed 10% (autovacuum has not caught up yet).
+    was never analyzed or grew by more than 10% in this run; without, when it holds rows but was never
+    analyzed. (Not on "changed since the last analyze": the rows a run inserts count as changes after it
+    commits although it analyzed them itself, and a resync stages only what changed, so its joins are
+    driven by small stage tables.)
     """
     if session.get_bind().dialect.name != "postgresql":
         return
     row = session.execute(
-        text("SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0), coalesce(s.n_live_tup, 0) FROM pg_class c "
+        text("SELECT c.reltuples, coalesce(s.n_live_tup, 0) FROM pg_class c "
              "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = :t AND c.relkind = 'r' "
              "AND c.relpersistence = 'p'"),
         {"t": table},
     ).first()
     if row is None:
         return
-    tuples, modified, live = row
+    tuples, live = row
     if grown_by is not None:
         stale = grown_by > 0 and (tuples < 0 or grown_by > 0.1 * tuples + 100)
-    else:
-        stale = modified > 0.1 * max(tuples, 0) + 1000 or (tuples < 0 and live > 1000)
+    else:  # never analyzed (the apply's own ANALYZE keeps statistics true after what it changes)
+        stale = tuples < 0 and live > 1000
     if stale:
         session.execute(text(f"ANALYZE {table}"))
 
@@ -620,6 +641,9 @@ def apply_run(
 
     for table in ("access_grant", "account", "resource", "entitlement", "identity"):
         _analyze(session, table)
+    # every id the apply writes is read from the referenced rows in this transaction, and rows are never
+    # deleted: the per-row foreign-key triggers cannot fail, and would dominate a large first sync
+    skipping = skip_fk_triggers(session)
 
     # 1. active grants before, for the removal guard (checked after the grant diff; raising rolls back)
     p = dict(params)
@@ -774,6 +798,8 @@ def apply_run(
     else:
         linked = 0
     lap("links")
+    if skipping:
+        restore_fk_triggers(session)
     return {"added": added, "updated": updated, "ended": ended, "linked": linked, "notes": notes,
             "timings": timings}
 

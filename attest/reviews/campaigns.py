@@ -28,7 +28,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from attest.audit.log import record as audit
-from attest.db import copy_rows, utcnow
+from attest.db import copy_rows, restore_fk_triggers, skip_fk_triggers, utcnow
 from attest.entitlements import risk as risk_mod
 from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source, SyncRun
 from attest.entitlements.queries import MAX_DEPTH
@@ -417,27 +417,6 @@ def snapshot_sql(ctx: _Context, params: dict[str, Any], table: str = "review_ite
 # --- public API -----------------------------------------------------------------------------------
 
 
-def _skip_fk_triggers(session: Session) -> bool:
-    """PostgreSQL: let the snapshot INSERT ... SELECT skip the per-row foreign-key triggers when the
-    database role may (a superuser, or `GRANT SET ON PARAMETER session_replication_role TO <role>`).
-
-    Safe here: every id the statement writes is read from the referenced rows by the same statement,
-    in the same transaction, and entitlement rows are never deleted (they end). Without it each of the
-    ~9 foreign keys of review_item locks its referenced row (FOR KEY SHARE), which on a million items
-    dirties every grant, account and identity page and dominates the launch. Reset right after.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return False
-    from sqlalchemy.exc import DBAPIError
-
-    try:
-        with session.begin_nested():
-            session.execute(text("SET LOCAL session_replication_role = replica"))
-    except DBAPIError:
-        return False  # not allowed: the foreign keys are checked row by row
-    return True
-
-
 def _definition(session: Session, definition_id: int) -> CampaignDefinition:
     definition = session.get(CampaignDefinition, definition_id)
     if definition is None:
@@ -570,7 +549,7 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
     params = dict(ctx.params)
     params["campaign_id"] = campaign.id
     with session.begin_nested(), _RouteTables(session, ctx) as route:  # an error leaves nothing behind
-        skipping = _skip_fk_triggers(session)
+        skipping = skip_fk_triggers(session)
         inserted = session.execute(text(snapshot_sql(ctx, params, route=route)), params).rowcount
         unroutable = session.scalar(
             select(func.count()).select_from(ReviewItem)
@@ -604,7 +583,7 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
                    + _scope_from(ctx, params).format(route_joins="") + f" AND ({excl}) IS NOT NULL")
             session.execute(text(sql), params)
         if skipping:
-            session.execute(text("SET LOCAL session_replication_role = origin"))
+            restore_fk_triggers(session)
         route.drop()
     excluded = {
         reason: int(n) for reason, n in session.execute(
