@@ -217,3 +217,28 @@ def restore_fk_triggers(session: Session) -> None:
     from sqlalchemy import text
 
     session.execute(text("SET LOCAL session_replication_role = origin"))
+
+
+BULK_LOAD_ROWS = 100_000
+
+
+def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int) -> list[Any]:
+    """Before an insert of `rows` that more than doubles a big table (a large source's first sync, the
+    first large campaign), drop the table's secondary indexes; the caller recreates them afterwards
+    (`index.create(session.connection())` for each one returned). Building an index with one sort is
+    several times faster than growing it row by row at random places. Unique indexes stay: they
+    enforce the data. The DDL is part of the caller's transaction: a failure restores the indexes
+    with everything else. On PostgreSQL the table stays locked against readers until the transaction
+    commits: for the few seconds such an insert takes, pages that read it wait.
+    """
+    if rows < BULK_LOAD_ROWS:
+        return []
+    from sqlalchemy import text
+
+    existing = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
+    if rows <= existing:
+        return []
+    indexes = sorted((ix for ix in table.indexes if not ix.unique), key=lambda ix: ix.name)
+    for index in indexes:
+        index.drop(session.connection())
+    return indexes

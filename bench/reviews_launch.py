@@ -144,6 +144,16 @@ def run_engine(engine_name: str, people: int) -> dict:
                 ReviewItem.campaign_id == draft_id, ReviewItem.reviewer_id.is_(None)))
         assert out["items"] == out["population"]["items"] == pv["items"]
         assert out["population"]["in_scope"] == out["raw_bare_rows"]
+
+        # the next quarter's campaign: review_item already holds a million items, so its indexes are
+        # grown row by row instead of rebuilt (the steady state of a deployment)
+        with transaction(factory) as s:
+            again_id = campaigns.create_campaign(s, def_id, "bench", name="Next quarter").id
+        t0, c0 = time.perf_counter(), time.process_time()
+        with transaction(factory) as s:
+            campaigns.launch(s, again_id, "bench")
+        out["launch_again_s"] = time.perf_counter() - t0
+        out["launch_again_cpu_s"] = time.process_time() - c0
         out["peak_rss_mb"] = peak_rss_mb()
         engine.dispose()
         return out
@@ -165,8 +175,9 @@ def spec_of(session, def_id: int) -> dict:
 def table(results: list[dict]) -> str:
     lines = [
         "| engine | grants synced | items (+ excluded) | raw INSERT…SELECT, bare table | raw INSERT…SELECT, review_item's "
-        "indexes + FKs | launch | launch / raw bare | launch / raw shaped | preview | load avg | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "indexes + FKs | first launch | first launch / raw bare | first launch / raw shaped | next launch "
+        "(table holds the first) | next / raw bare | preview | load avg | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         cpu = r["engine"] == "sqlite"  # SQLite runs in this process: its CPU time is ours to measure
@@ -178,9 +189,11 @@ def table(results: list[dict]) -> str:
             f" ({r['launch_cpu_s'] / r['raw_bare_cpu_s']:.2f}x CPU)" if cpu else "")
         ratio2 = f"{r['launch_s'] / r['raw_shaped_s']:.2f}x" + (
             f" ({r['launch_cpu_s'] / r['raw_shaped_cpu_s']:.2f}x CPU)" if cpu else "")
+        ratio3 = f"{r['launch_again_s'] / r['raw_bare_s']:.2f}x" + (
+            f" ({r['launch_again_cpu_s'] / r['raw_bare_cpu_s']:.2f}x CPU)" if cpu else "")
         lines.append(
             f"| {r['engine']} | {r['grants']:,} | {r['items']:,} (+{r['population']['excluded']:,}) "
-            f"| {t('raw_bare')} | {t('raw_shaped')} | {t('launch')} | {ratio} | {ratio2} "
+            f"| {t('raw_bare')} | {t('raw_shaped')} | {t('launch')} | {ratio} | {ratio2} | {t('launch_again')} | {ratio3} "
             f"| {r['preview_s']:.1f} s | {r['load_average'][0]:.1f} | {r['peak_rss_mb']:.0f} MB |"
         )
     return "\n".join(lines)
@@ -202,8 +215,14 @@ def run(out: Path, people: int = 100_000, engines: tuple[str, ...] = ("sqlite", 
         "a manager review of all access (service accounts excluded). `raw` is the set-based INSERT ... SELECT of "
         "the same rows (same recursive membership CTE and joins, no routing, risk signals or exclusions) into a "
         "scratch table, bare and with review_item's indexes and foreign keys. Launch = routing tables + the "
-        "INSERT ... SELECT with reviewers and risk signals + exclusions + population + commit. Target: launch "
-        "<= 2x raw.\n\n"
+        "INSERT ... SELECT with reviewers and risk signals + exclusions + population + audit + commit. Target: "
+        "launch <= 2x raw. The first launch into an empty review_item drops its secondary indexes and builds "
+        "them after the insert (db.drop_indexes_for_bulk_load: only when the insert more than doubles the "
+        "table); the next quarter's launch of the same size grows them row by row, as every later campaign "
+        "will. Since migration 0005 review_item's snapshot columns carry no foreign keys (the rows they name "
+        "are never deleted); on PostgreSQL the launch also skips the remaining per-row FK triggers when the "
+        "role may set session_replication_role (superuser here). Times are wall clock; for SQLite (in-process) "
+        "the CPU time too.\n\n"
         f"Machine: {describe()}\n\n" + table(results) + "\n"
     )
     out.write_text(text_)

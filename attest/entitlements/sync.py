@@ -50,6 +50,7 @@ from attest.db import (
     UTCDateTime,
     canonical_json,
     copy_rows,
+    drop_indexes_for_bulk_load,
     restore_fk_triggers,
     skip_fk_triggers,
     sqlite_datetime,
@@ -588,27 +589,6 @@ def _analyze(session: Session, table: str, *, grown_by: int | None = None) -> No
         session.execute(text(f"ANALYZE {table}"))
 
 
-BULK_LOAD_ROWS = 100_000
-
-
-def _drop_indexes_for_bulk_load(session: Session, table: Table, rows: int) -> list:
-    """Before an insert that more than doubles a big table (a large source's first sync), drop its
-    secondary indexes; the caller recreates them after. Building an index by one sort is several times
-    faster than growing it row by row at random places. Unique indexes stay: they enforce the data.
-    The DDL is part of the apply's transaction: a run that fails restores them with everything else.
-    (On PostgreSQL this holds an exclusive lock on the table until the apply commits: pages that read
-    grants wait for the few seconds a first sync of this size takes to apply.)"""
-    if rows < BULK_LOAD_ROWS:
-        return []
-    existing = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
-    if rows <= existing:
-        return []
-    indexes = sorted((ix for ix in table.indexes if not ix.unique), key=lambda ix: ix.name)
-    for index in indexes:
-        index.drop(session.connection())
-    return indexes
-
-
 def apply_run(
     session: Session,
     settings: Settings,
@@ -730,7 +710,7 @@ def apply_run(
             "than a mass exodus: check the source, then run again with --force if the removals are real. "
             "Nothing was changed."
         )
-    rebuild = _drop_indexes_for_bulk_load(session, Grant.__table__, staged_new_grants)
+    rebuild = drop_indexes_for_bulk_load(session, Grant.__table__, staged_new_grants)
     added["grants"] = session.execute(
         text(
             # new keys first (MATERIALIZED: a resync with nothing new never joins), then resolve their ids

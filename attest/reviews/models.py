@@ -91,16 +91,26 @@ class Campaign(Base):
 
 
 class ReviewItem(Base):
+    """One certification item: a snapshot, taken at launch, of one access a person holds.
+
+    The snapshot columns (grant, account, identity, source, resource, entitlement, via_resource) carry
+    no foreign key: the rows they name are never deleted (grants, accounts, identities, resources and
+    entitlements end; sources are disabled), the values are copied from those rows by the launch's
+    own INSERT ... SELECT, and checking seven keys per row for a million items cost more than writing
+    the items (migration 0005). The keys that items are *changed* through (campaign, reviewers,
+    decided by) keep theirs.
+    """
+
     __tablename__ = "review_item"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
-    grant_id: Mapped[int] = mapped_column(ForeignKey("access_grant.id"), index=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
-    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"), index=True)  # None: orphaned
-    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
-    resource_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"))
-    entitlement_id: Mapped[int] = mapped_column(ForeignKey("entitlement.id"))
+    grant_id: Mapped[int] = mapped_column(Integer, index=True)
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    identity_id: Mapped[int | None] = mapped_column(Integer, index=True)  # None: orphaned
+    source_id: Mapped[int] = mapped_column(Integer)
+    resource_id: Mapped[int | None] = mapped_column(Integer)
+    entitlement_id: Mapped[int] = mapped_column(Integer)
     # frozen copy at launch, so the item reads the same whatever happens upstream later
     person_name: Mapped[str | None] = mapped_column(String(255))
     person_email: Mapped[str | None] = mapped_column(String(320))
@@ -117,7 +127,7 @@ class ReviewItem(Base):
     entitlement_name: Mapped[str] = mapped_column(String(400))
     privileged: Mapped[bool] = mapped_column(Boolean, default=False)
     via: Mapped[str | None] = mapped_column(String(1000))  # None = direct; else "Group A → Group B"
-    via_resource_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"))  # the group holding it
+    via_resource_id: Mapped[int | None] = mapped_column(Integer)  # the group holding it
     granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # grant first_seen_at
     risks: Mapped[list[str]] = mapped_column(JSONType, default=list)  # subset of RISKS
     risk_score: Mapped[int] = mapped_column(Integer, default=0)
