@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,11 +42,13 @@ def _clone_review_item(session, name: str) -> None:
             session.execute(text(f"ALTER TABLE {name} ADD CONSTRAINT {conname}_b {definition}"))
     else:
         ddl = session.execute(text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'review_item'")).scalar()
-        session.execute(text(ddl.replace("CREATE TABLE review_item", f"CREATE TABLE {name}", 1)
-                             .replace("CONSTRAINT pk_review_item", f"CONSTRAINT pk_{name}")))
+        # the DDL as SQLite keeps it (quoted when a migration rebuilt the table)
+        ddl = re.sub(r'CREATE TABLE "?review_item"?', f"CREATE TABLE {name}", ddl, count=1)
+        session.execute(text(ddl.replace("CONSTRAINT pk_review_item", f"CONSTRAINT pk_{name}")))
         for (idx,) in session.execute(text(
                 "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'review_item' AND sql IS NOT NULL")).all():
-            idx = idx.replace(" ON review_item", f" ON {name}").replace("INDEX ix_", f"INDEX {name}_ix_")
+            idx = re.sub(r' ON "?review_item"? ', f" ON {name} ", idx)
+            idx = re.sub(r'INDEX "?ix_([a-z_]+)"?', rf"INDEX {name}_ix_\1", idx)
             session.execute(text(idx))
 
 

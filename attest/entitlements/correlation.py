@@ -100,6 +100,12 @@ def match(
     return None, None
 
 
+def authoritative_source_id(session: Session) -> int | None:
+    """The source whose identities accounts are linked to (the first authoritative, enabled one)."""
+    return session.scalar(select(Source.id).where(Source.authoritative.is_(True), Source.enabled.is_(True))
+                          .order_by(Source.id).limit(1))
+
+
 def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | None = None) -> int:
     """Re-link the active, not manually linked accounts of these sources (all when None).
 
@@ -108,9 +114,7 @@ def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | 
     matched in Python against lookup tables of the active identities. Returns how many accounts changed link.
     """
     normalize = email_normalizer(settings)
-    authoritative_id = session.scalar(
-        select(Source.id).where(Source.authoritative.is_(True), Source.enabled.is_(True)).limit(1)
-    )
+    authoritative_id = authoritative_source_id(session)
     now = utcnow()
     linked = 0
     params = {"auth": authoritative_id, "now": now}

@@ -521,10 +521,13 @@ def _apply_table(
     *,
     end_unseen: bool = True,
     has_part: bool = True,
+    insert_also: Sequence[tuple[str, str]] = (),
 ) -> tuple[int, int, int]:
-    """Insert new rows, update changed or reopened rows, end unseen rows. Returns (added, updated, ended)."""
-    cols = ", ".join(columns)
-    scols = ", ".join(f"s.{c}" for c in columns)
+    """Insert new rows, update changed or reopened rows, end unseen rows. Returns (added, updated, ended).
+
+    `insert_also`: (column, SQL expression over the stage row `s`) pairs set on inserted rows only."""
+    cols = ", ".join([*columns, *(c for c, _ in insert_also)])
+    scols = ", ".join([*(f"s.{c}" for c in columns), *(expr for _, expr in insert_also)])
     added = session.execute(
         text(
             f"INSERT INTO {live} (source_id, external_id, {cols}, first_seen_at) "
@@ -680,11 +683,20 @@ def apply_run(
         ).scalar_one()
         if dangling:
             notes.append(f"{dangling} entitlements name a resource the source did not return")
+    link_now: list[tuple[str, str]] = []
+    if source.authoritative and correlation.authoritative_source_id(session) == source_id:
+        # the IdP's own accounts are linked to their person as they are inserted (correlation would
+        # link them the same way, by a second write of every row)
+        person = ("(SELECT i.id FROM identity i WHERE i.source_id = :sid AND i.external_id = s.identity_ref "
+                  "AND i.ended_at IS NULL)")
+        link_now = [("identity_id", person),
+                    ("link_method", f"CASE WHEN {person} IS NOT NULL THEN 'authoritative' END"),
+                    ("linked_at", f"CASE WHEN {person} IS NOT NULL THEN :now END")]
     a, u, e = _apply_table(
         session, "account", "stage_account",
         ("part", "login", "email", "display_name", "status", "kind", "last_login_at", "created_upstream_at",
          "mfa_enabled", "identity_ref", "saml_nameid", "tag_email", "attributes", "record_hash"),
-        params, failed_parts,
+        params, failed_parts, insert_also=link_now,
     )
     added["accounts"], updated["accounts"], ended["accounts"] = a, u, e
     lap("accounts_resources_entitlements")
