@@ -235,3 +235,46 @@ def test_demo_connector_syncs_and_churns(factory, session, settings):
     assert 0 < r2.stats["added"]["grants"] < total * 0.2
     terminated = session.scalar(select(func.count()).select_from(Identity).where(Identity.status == "terminated"))
     assert terminated > 0
+
+
+def test_resync_updates_changed_ends_unseen_and_reopens_returning_rows(factory, session, settings):
+    """A resync stages only what changed: a changed person and account are updated, an unseen account
+    ends, a returning one reopens, and a duplicated grant record is counted once."""
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    assert run_sync(factory, settings, "idp", connector=ListConnector(org())).status == "succeeded"
+
+    def edited(recs: list, *, drop_account: str | None = None) -> list:
+        out = []
+        for r in recs:
+            if isinstance(r, IdentityRecord) and r.external_id == "p2":
+                r = r._replace(title="Staff Engineer", manager_ref="p1")
+            if isinstance(r, AccountRecord) and r.external_id == "u3":
+                r = r._replace(mfa_enabled=True, attributes={"tier": "gold"})
+            if isinstance(r, AccountRecord) and r.external_id == drop_account:
+                continue
+            out.append(r)
+        return out + [GrantRecord("eng:member", "u4")]  # a duplicate of a known grant
+
+    r = run_sync(factory, settings, "idp", connector=ListConnector(edited(org(), drop_account="u9")))
+    assert r.status == "succeeded", r.error
+    assert r.stats["updated"]["identities"] == 1 and r.stats["updated"]["accounts"] == 1
+    assert r.stats["ended"]["accounts"] == 1 and r.stats["added"]["accounts"] == 0
+    assert r.stats["read"]["accounts"] == 9 and r.stats["read"]["identities"] == 10
+    assert r.stats["added"]["grants"] == 0
+    session.expire_all()
+    p2 = session.scalar(select(Identity).where(Identity.external_id == "p2"))
+    assert p2.title == "Staff Engineer" and p2.manager.external_id == "p1"
+    u3 = session.scalar(select(Account).where(Account.external_id == "u3"))
+    assert u3.mfa_enabled is True and u3.attributes == {"tier": "gold"}
+    u9 = session.scalar(select(Account).where(Account.external_id == "u9"))
+    assert u9.ended_at is not None and u9.ended_reason == "not_seen"
+
+    # unchanged again: nothing written; then u9 comes back and is reopened, still linked to its person
+    r2 = run_sync(factory, settings, "idp", connector=ListConnector(edited(org(), drop_account="u9")))
+    assert not any(r2.stats["updated"].values()) and not any(r2.stats["ended"].values())
+    r3 = run_sync(factory, settings, "idp", connector=ListConnector(edited(org())))
+    assert r3.stats["updated"]["accounts"] == 1 and r3.stats["added"]["accounts"] == 0
+    session.expire_all()
+    u9 = session.scalar(select(Account).where(Account.external_id == "u9"))
+    assert u9.ended_at is None and u9.identity.external_id == "p9"
