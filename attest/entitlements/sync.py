@@ -296,13 +296,13 @@ def _known(conn: Connection, source_id: int) -> dict[str, Any]:
                         (source_id,))
             known[stage] = dict(cur)
         active = f"FROM access_grant WHERE source_id = {mark} AND ended_at IS NULL"
-        keys = None
-        if conn.dialect.name == "postgresql":  # one aggregated value: half the time of a million rows
-            cur.execute(f"SELECT COUNT(*), string_agg(key, E'\\x1f') {active}", (source_id,))
-            count, blob = cur.fetchone()
-            keys = set(blob.split("\x1f")) if blob else set()
-            if len(keys) != count:  # a key holding the separator: read row by row
-                keys = None
+        # one aggregated value split in C: a half to two thirds of the time of a million rows
+        agg = "string_agg(key, E'\\x1f')" if conn.dialect.name == "postgresql" else "group_concat(key, char(31))"
+        cur.execute(f"SELECT COUNT(*), {agg} {active}", (source_id,))
+        count, blob = cur.fetchone()
+        keys: set[str] | None = set(blob.split("\x1f")) if blob else set()
+        if len(keys) != count:  # a key holding the separator: read row by row
+            keys = None
         if keys is None:
             cur.execute(f"SELECT key {active}", (source_id,))
             keys = {row[0] for row in cur}

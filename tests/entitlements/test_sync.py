@@ -278,3 +278,16 @@ def test_resync_updates_changed_ends_unseen_and_reopens_returning_rows(factory, 
     session.expire_all()
     u9 = session.scalar(select(Account).where(Account.external_id == "u9"))
     assert u9.ended_at is None and u9.identity.external_id == "p9"
+
+
+def test_resync_recognizes_known_grants_whatever_their_keys_hold(factory, session, settings):
+    """Known grant keys are read as one aggregate split on a separator; a key holding that separator
+    (upstream ids are opaque) falls back to row-by-row reading and is still recognized."""
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    odd = [AccountRecord("odd\x1fid|x", login="odd"), GrantRecord("app:user", "odd\x1fid|x")]
+    assert run_sync(factory, settings, "idp", connector=ListConnector(org(extra=odd))).status == "succeeded"
+    r = run_sync(factory, settings, "idp", connector=ListConnector(org(extra=odd)))
+    assert r.status == "succeeded"
+    assert not any(r.stats["added"].values()) and not any(r.stats["ended"].values())
+    assert active_grants(session) == 23
