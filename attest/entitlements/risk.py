@@ -153,11 +153,13 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
     if pg:
         sso_type = f"jsonb_typeof({grant}.attributes->'last_sso_at')"
         sso_text = f"({grant}.attributes->>'last_sso_at')"
+        # the cheap test first (evaluated left to right): most accounts have no access keys, and the
+        # EXISTS is a subplan run per item
         stale = (
-            f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({account}.attributes->'access_keys') = 'array'"
-            f" THEN {account}.attributes->'access_keys' ELSE '[]'::jsonb END) k"
+            f"(jsonb_typeof({account}.attributes->'access_keys') = 'array'"
+            f" AND EXISTS (SELECT 1 FROM jsonb_array_elements({account}.attributes->'access_keys') k"
             f" WHERE COALESCE(k->>'status', 'Active') = 'Active'"
-            f" AND substr(COALESCE(k->>'last_used_at', k->>'created_at'), 1, 19){collate} < :risk_stale_before_iso)"
+            f" AND substr(COALESCE(k->>'last_used_at', k->>'created_at'), 1, 19){collate} < :risk_stale_before_iso))"
         )
     else:
         sso_type = f"json_type({grant}.attributes, '$.last_sso_at')"
