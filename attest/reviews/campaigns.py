@@ -19,7 +19,8 @@ from __future__ import annotations
 import statistics
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -395,6 +396,20 @@ def _item_values(ctx: _Context, reviewer: str, routed_by: str, *, with_risks: bo
     ))
 
 
+@contextmanager
+def _whole_population_plan(session: Session) -> Iterator[None]:
+    """PostgreSQL: plan the scope query without nested loops. It reads every in-scope grant, but the
+    planner cannot estimate the recursive group-membership CTE (thousands of rows estimated, a million
+    read) and so looks routing and grants up row by row; hash joins read each table once (the launch's
+    query at a million items: 23 s -> 14 s). Back to the default right after; a rollback undoes it too."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    if pg:
+        session.execute(text("SET LOCAL enable_nestloop = off"))
+    yield
+    if pg:
+        session.execute(text("SET LOCAL enable_nestloop TO DEFAULT"))
+
+
 def snapshot_sql(ctx: _Context, params: dict[str, Any], table: str = "review_item", route: _RouteTables | None = None,
                  raw: bool = False) -> str:
     """The INSERT ... SELECT that writes the items (raw=True: the same rows without routing, risks or
@@ -477,7 +492,8 @@ def preview(session: Session, definition_or_campaign: CampaignDefinition | Campa
                f" FROM (SELECT {excl} AS x_reason, {reviewer} AS x_reviewer, {routed_by} AS x_routed_by, rm.mask AS x_mask"
                + _scope_from(ctx, params).format(route_joins=joins)
                + ") q GROUP BY x_reason, x_reviewer, x_routed_by, x_mask")
-        rows = session.execute(text(sql), params).all()
+        with _whole_population_plan(session):
+            rows = session.execute(text(sql), params).all()
     per_reviewer: dict[int, int] = defaultdict(int)
     excluded: dict[str, int] = defaultdict(int)
     risk_counts = dict.fromkeys(risk_mod.RISKS, 0)
@@ -553,7 +569,8 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
         # about one item per active grant: the first large campaign builds review_item's indexes after
         rebuild = drop_indexes_for_bulk_load(
             session, ReviewItem.__table__, session.scalar(text("SELECT COUNT(*) FROM access_grant WHERE ended_at IS NULL")))
-        inserted = session.execute(text(snapshot_sql(ctx, params, route=route)), params).rowcount
+        with _whole_population_plan(session):
+            inserted = session.execute(text(snapshot_sql(ctx, params, route=route)), params).rowcount
         for index in rebuild:
             index.create(session.connection())
         unroutable = session.scalar(
