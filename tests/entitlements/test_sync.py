@@ -281,13 +281,15 @@ def test_resync_updates_changed_ends_unseen_and_reopens_returning_rows(factory, 
 
 
 def test_resync_recognizes_known_grants_whatever_their_keys_hold(factory, session, settings):
-    """Known grant keys are read as one aggregate split on a separator; a key holding that separator
-    (upstream ids are opaque) falls back to row-by-row reading and is still recognized."""
+    """What a source holds is read as one aggregate split on separators; ids holding them (upstream ids
+    are opaque) are still recognized, row by row when need be."""
     make_source(session, "idp", authoritative=True)
     session.commit()
-    odd = [AccountRecord("odd\x1fid|x", login="odd"), GrantRecord("app:user", "odd\x1fid|x")]
+    odd = [AccountRecord("odd\x1eid\x1f|x", login="odd"), GrantRecord("app:user", "odd\x1eid\x1f|x"),
+           AccountRecord("tame\x1fid", login="tame")]
     assert run_sync(factory, settings, "idp", connector=ListConnector(org(extra=odd))).status == "succeeded"
     r = run_sync(factory, settings, "idp", connector=ListConnector(org(extra=odd)))
     assert r.status == "succeeded"
     assert not any(r.stats["added"].values()) and not any(r.stats["ended"].values())
+    assert not any(r.stats["updated"].values())  # every account recognized as unchanged
     assert active_grants(session) == 23
