@@ -19,7 +19,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from attest.db import Base, JSONType, UTCDateTime, utcnow
@@ -105,9 +115,10 @@ class ReviewItem(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
-    grant_id: Mapped[int] = mapped_column(Integer, index=True)
-    account_id: Mapped[int] = mapped_column(Integer, index=True)
-    identity_id: Mapped[int | None] = mapped_column(Integer, index=True)  # None: orphaned
+    # no index: nothing looks items up by these (a campaign, a reviewer or an id does); migration 0006
+    grant_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(Integer)
+    identity_id: Mapped[int | None] = mapped_column(Integer)  # None: orphaned
     source_id: Mapped[int] = mapped_column(Integer)
     resource_id: Mapped[int | None] = mapped_column(Integer)
     entitlement_id: Mapped[int] = mapped_column(Integer)
@@ -156,7 +167,9 @@ class ReviewItem(Base):
         CheckConstraint("decision IS NULL OR decision IN ('approve', 'revoke', 'abstain')", name="decision"),
         # the reviewer inbox: keyset pages over (campaign, reviewer) ordered by person, then id
         Index("ix_review_item_inbox", "reviewer_id", "campaign_id", "person_name", "id"),
-        Index("ix_review_item_co_reviewer", "co_reviewer_id", "campaign_id"),
+        # partial: only escalated items have a co-reviewer
+        Index("ix_review_item_co_reviewer", "co_reviewer_id", "campaign_id", sqlite_where=text("co_reviewer_id IS NOT NULL"),
+              postgresql_where=text("co_reviewer_id IS NOT NULL")),
         # a reviewer's progress (decided, flagged open) per campaign, read from the index alone (migration 0004)
         Index("ix_review_item_reviewer_progress", "reviewer_id", "campaign_id", "decision", "risk_score"),
         Index("ix_review_item_campaign_decision", "campaign_id", "decision"),
