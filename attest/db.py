@@ -224,12 +224,12 @@ BULK_LOAD_ROWS = 100_000
 
 def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int) -> list[Any]:
     """Before an insert of `rows` that more than doubles a big table (a large source's first sync, the
-    first large campaign), drop the table's secondary indexes; the caller recreates them afterwards
-    (`index.create(session.connection())` for each one returned). Building an index with one sort is
-    several times faster than growing it row by row at random places. Unique indexes stay: they
-    enforce the data. The DDL is part of the caller's transaction: a failure restores the indexes
-    with everything else. On PostgreSQL the table stays locked against readers until the transaction
-    commits: for the few seconds such an insert takes, pages that read it wait.
+    first large campaign), drop the table's secondary indexes; the caller recreates them afterwards with
+    `rebuild_indexes`. Building an index with one sort is several times faster than growing it row by
+    row at random places. Unique indexes stay: they enforce the data. The DDL is part of the caller's
+    transaction: a failure restores the indexes with everything else. On PostgreSQL the table stays
+    locked against readers until the transaction commits: for the few seconds such an insert takes,
+    pages that read it wait.
     """
     if rows < BULK_LOAD_ROWS:
         return []
@@ -242,3 +242,18 @@ def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int) -> list[
     for index in indexes:
         index.drop(session.connection())
     return indexes
+
+
+def rebuild_indexes(session: Session, indexes: Sequence[Any]) -> None:
+    """Create the indexes `drop_indexes_for_bulk_load` dropped. On PostgreSQL with room to sort in memory
+    (maintenance_work_mem for this transaction only), as pg_restore is usually run."""
+    if not indexes:
+        return
+    from sqlalchemy import text
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+    for index in indexes:
+        index.create(session.connection())
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL maintenance_work_mem TO DEFAULT"))

@@ -51,6 +51,7 @@ from attest.db import (
     canonical_json,
     copy_rows,
     drop_indexes_for_bulk_load,
+    rebuild_indexes,
     restore_fk_triggers,
     skip_fk_triggers,
     sqlite_datetime,
@@ -753,8 +754,7 @@ def apply_run(
                          "the source did not return; skipped")
 
     lap("grants_insert")
-    for index in rebuild:
-        index.create(session.connection())
+    rebuild_indexes(session, rebuild)
     lap("grants_index")
     _analyze(session, "access_grant", grown_by=added["grants"])  # for what follows in this transaction
     lap("grants_analyze")

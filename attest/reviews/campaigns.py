@@ -29,7 +29,14 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from attest.audit.log import record as audit
-from attest.db import copy_rows, drop_indexes_for_bulk_load, restore_fk_triggers, skip_fk_triggers, utcnow
+from attest.db import (
+    copy_rows,
+    drop_indexes_for_bulk_load,
+    rebuild_indexes,
+    restore_fk_triggers,
+    skip_fk_triggers,
+    utcnow,
+)
 from attest.entitlements import risk as risk_mod
 from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source, SyncRun
 from attest.entitlements.queries import MAX_DEPTH
@@ -571,8 +578,7 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
             session, ReviewItem.__table__, session.scalar(text("SELECT COUNT(*) FROM access_grant WHERE ended_at IS NULL")))
         with _whole_population_plan(session):
             inserted = session.execute(text(snapshot_sql(ctx, params, route=route)), params).rowcount
-        for index in rebuild:
-            index.create(session.connection())
+        rebuild_indexes(session, rebuild)
         unroutable = session.scalar(
             select(func.count()).select_from(ReviewItem)
             .where(ReviewItem.reviewer_id.is_(None), ReviewItem.campaign_id == campaign.id))
