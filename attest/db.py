@@ -245,15 +245,6 @@ def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int) -> list[
 
 
 def rebuild_indexes(session: Session, indexes: Sequence[Any]) -> None:
-    """Create the indexes `drop_indexes_for_bulk_load` dropped. On PostgreSQL with room to sort in memory
-    (maintenance_work_mem for this transaction only), as pg_restore is usually run."""
-    if not indexes:
-        return
-    from sqlalchemy import text
-
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+    """Create the indexes `drop_indexes_for_bulk_load` dropped, in the caller's transaction."""
     for index in indexes:
         index.create(session.connection())
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL maintenance_work_mem TO DEFAULT"))

@@ -92,7 +92,6 @@ class DemoConnector(BaseConnector):
         generation = int(self.settings.get("generation") or 0)
         churn = float(self.settings.get("churn") or 0.0)
         fail_after = int(self.settings.get("fail_after") or 0)
-        domain = self.settings.get("domain") or "demo.example"
         emitted = 0
 
         def counted(rec: Record) -> Record:
@@ -111,12 +110,12 @@ class DemoConnector(BaseConnector):
         lags = (0, 1, 2, 3, 5, 8, 13, 21, 40, 120, 200)
         for i in range(people):
             u_term, u_susp, u_title, u_login, u_mfa = draw(), draw(), draw(), draw(), draw()
-            first, last = FIRST[i % 30], LAST[(i // 30) % 30]
+            first, last = self.person_name(i)
             dept = DEPARTMENTS[(i // 7) % 9] if i else "Operations"
             terminated = i > 10 and u_term < 0.02
             status = "terminated" if terminated else ("suspended" if u_susp < 0.005 else "active")
             titles = TITLES[dept]
-            mail = f"{first.lower()}.{last.lower().replace(' ', '')}{i}@{domain}"
+            mail = self.email(i)
             name = f"{first} {last}"
             pid = f"p{i}"
             yield emit(IdentityRecord(

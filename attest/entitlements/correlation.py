@@ -100,6 +100,13 @@ def match(
     return None, None
 
 
+def own_person_sql(account: str, source_param: str) -> str:
+    """SQL for the id of the active identity an account of the authoritative source names (its
+    identity_ref), NULL when none: the `authoritative` link. `source_param` is the bound source id."""
+    return (f"(SELECT i.id FROM identity i WHERE i.source_id = :{source_param} "
+            f"AND i.external_id = {account}.identity_ref AND i.ended_at IS NULL)")
+
+
 def authoritative_source_id(session: Session) -> int | None:
     """The source whose identities accounts are linked to (the first authoritative, enabled one)."""
     return session.scalar(select(Source.id).where(Source.authoritative.is_(True), Source.enabled.is_(True))
@@ -122,8 +129,7 @@ def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | 
         ", ".join(str(int(s)) for s in source_ids))
     if session.get_bind().dialect.name == "sqlite":
         params["now"] = sqlite_datetime(now)
-    own = ("a.source_id = :auth AND a.identity_ref IS NOT NULL AND EXISTS (SELECT 1 FROM identity i "
-           "WHERE i.source_id = :auth AND i.external_id = a.identity_ref AND i.ended_at IS NULL)")
+    own = f"a.source_id = :auth AND {own_person_sql('a', 'auth')} IS NOT NULL"
     not_manual = "a.ended_at IS NULL AND (a.link_method IS NULL OR a.link_method <> 'manual')"
     if authoritative_id is not None and (source_ids is None or authoritative_id in source_ids):
         linked += session.execute(text(

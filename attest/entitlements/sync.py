@@ -360,7 +360,7 @@ def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog
                 if key in known_keys:
                     known_keys.remove(key)
                     continue
-                grants.append((key, rec[4], rec[0], rec[2], rec[1], _json(rec[3]) if rec[3] else _EMPTY))
+                grants.append((key, rec[4], rec[0], rec[2], rec[1], _json(rec[3])))
                 if len(grants) >= BATCH:
                     flush("stage_grant")
                 continue
@@ -452,7 +452,7 @@ def run_sync(
                                         "nothing was changed: run it again")
                     _index_stage(session.connection())
                     stats = apply_run(session, settings, source_id, run_id, failed_part_names, force=force,
-                                      staged_grants=read.get("grants", 0), staged_new_grants=staged_new)
+                                      grants_read=read.get("grants", 0), staged_new_grants=staged_new)
                     stats["read"] = read
                     stats["timings"] = {"read_known": round(known_seconds, 3),
                                         "read_and_stage": round(read_seconds - known_seconds, 3), **stats["timings"]}
@@ -607,7 +607,7 @@ def apply_run(
     failed_parts: Sequence[str] = (),
     *,
     force: bool = False,
-    staged_grants: int | None = None,
+    grants_read: int | None = None,
     staged_new_grants: int = 0,
 ) -> dict[str, Any]:
     """Apply a finished run's staged records to the live tables. Runs inside the caller's transaction."""
@@ -694,8 +694,7 @@ def apply_run(
     if source.authoritative and correlation.authoritative_source_id(session) == source_id:
         # the IdP's own accounts are linked to their person as they are inserted (correlation would
         # link them the same way, by a second write of every row)
-        person = ("(SELECT i.id FROM identity i WHERE i.source_id = :sid AND i.external_id = s.identity_ref "
-                  "AND i.ended_at IS NULL)")
+        person = correlation.own_person_sql("s", "sid")
         link_now = [("identity_id", person),
                     ("link_method", f"CASE WHEN {person} IS NOT NULL THEN 'authoritative' END"),
                     ("linked_at", f"CASE WHEN {person} IS NOT NULL THEN :now END")]
@@ -747,8 +746,8 @@ def apply_run(
         ),
         params,
     ).rowcount
-    if staged_grants is not None:
-        skipped = staged_grants - (active - to_end + added["grants"])
+    if grants_read is not None:
+        skipped = grants_read - (active - to_end + added["grants"])
         if skipped > 0:
             notes.append(f"{skipped} grant records were duplicates or named an entitlement or principal "
                          "the source did not return; skipped")
