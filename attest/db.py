@@ -222,14 +222,15 @@ def restore_fk_triggers(session: Session) -> None:
 BULK_LOAD_ROWS = 100_000
 
 
-def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int) -> list[Any]:
+def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int, keep: Collection[str] = ()) -> list[Any]:
     """Before an insert of `rows` that more than doubles a big table (a large source's first sync, the
     first large campaign), drop the table's secondary indexes; the caller recreates them afterwards with
     `rebuild_indexes`. Building an index with one sort is several times faster than growing it row by
     row at random places. Unique indexes stay: they enforce the data. The DDL is part of the caller's
     transaction: a failure restores the indexes with everything else. On PostgreSQL the table stays
     locked against readers until the transaction commits: for the few seconds such an insert takes,
-    pages that read it wait.
+    pages that read it wait. `keep`: indexes the insert leaves alone (a partial index no inserted row
+    enters costs nothing to keep and a full scan to rebuild).
     """
     if rows < BULK_LOAD_ROWS:
         return []
@@ -238,7 +239,7 @@ def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int) -> list[
     existing = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
     if rows <= existing:
         return []
-    indexes = sorted((ix for ix in table.indexes if not ix.unique), key=lambda ix: ix.name)
+    indexes = sorted((ix for ix in table.indexes if not ix.unique and ix.name not in keep), key=lambda ix: ix.name)
     for index in indexes:
         index.drop(session.connection())
     return indexes

@@ -172,15 +172,17 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
         )
     new = (f"({granted_at} IS NOT NULL AND {granted_at} > :risk_last_review_at)"
            if cutoffs.last_review_at is not None else "(1 = 0)")
+    dormant_login = (
+        f"(({account}.last_login_at IS NOT NULL AND {account}.last_login_at < :risk_dormant_before)"
+        f" OR ({account}.last_login_at IS NULL AND {account}.created_upstream_at IS NOT NULL"
+        f" AND {account}.created_upstream_at < :risk_dormant_before))"
+    )
+    dormant_sso = f"({sso_type} = 'null' OR substr({sso_text}, 1, 19){collate} < :risk_dormant_before_iso)"
     return {
         "privileged": f"({entitlement}.privileged = :true)",
-        "dormant": (
-            f"(({account}.last_login_at IS NOT NULL AND {account}.last_login_at < :risk_dormant_before)"
-            f" OR ({account}.last_login_at IS NULL AND {account}.created_upstream_at IS NOT NULL"
-            f" AND {account}.created_upstream_at < :risk_dormant_before)"
-            f" OR {sso_type} = 'null'"
-            f" OR substr({sso_text}, 1, 19){collate} < :risk_dormant_before_iso)"
-        ),
+        "dormant": f"({dormant_login} OR {dormant_sso})",
+        "dormant_login": dormant_login,  # the account's part of "dormant"
+        "dormant_sso": dormant_sso,  # the grant's part (the app's last SSO)
         "orphaned": f"({account}.identity_id IS NULL)",
         "terminated": f"({identity}.status = 'terminated')",
         "service_account": f"({account}.kind = 'service' OR {identity}.kind = 'service')",
@@ -191,10 +193,30 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
     }
 
 
-def sql_mask(conditions: Mapping[str, str]) -> str:
-    """An integer with bit i set when signal RISKS[i] holds: each condition is evaluated once per row, and
-    the signals' JSON and score come from `mask_table()` (computed here, in Python) by a join."""
-    return "(" + " + ".join(f"CASE WHEN {conditions[r]} THEN {1 << i} ELSE 0 END" for i, r in enumerate(RISKS)) + ")"
+def _bit(risk: str) -> int:
+    return 1 << RISKS.index(risk)
+
+
+# the signals that depend only on the account and its person (the account's share of "dormant" aside)
+ACCOUNT_SIGNALS = ("orphaned", "terminated", "service_account", "stale_access_key", "no_mfa")
+GRANT_SIGNALS = ("privileged", "new_since_last_review", "via_group")
+
+
+def sql_account_bits(conditions: Mapping[str, str]) -> str:
+    """The bits of an account's own signals (bit i: RISKS[i]), computed once per account; sql_item_mask adds
+    the grant's. The signals' JSON and score come from `mask_table()` (computed in Python) by a join."""
+    parts = [f"CASE WHEN {conditions[r]} THEN {_bit(r)} ELSE 0 END" for r in ACCOUNT_SIGNALS]
+    parts.append(f"CASE WHEN {conditions['dormant_login']} THEN {_bit('dormant')} ELSE 0 END")
+    return "(" + " + ".join(parts) + ")"
+
+
+def sql_item_mask(conditions: Mapping[str, str], account_bits: str) -> str:
+    """An item's signals as a mask (bit i: RISKS[i]): its account's bits (sql_account_bits, precomputed)
+    plus the grant's own signals; dormant holds when either the account or the app's last SSO says so."""
+    dormant = _bit("dormant")
+    parts = [account_bits, f"CASE WHEN ({account_bits} & {dormant}) = 0 AND {conditions['dormant_sso']} THEN {dormant} ELSE 0 END"]
+    parts += [f"CASE WHEN {conditions[r]} THEN {_bit(r)} ELSE 0 END" for r in GRANT_SIGNALS]
+    return "(" + " + ".join(parts) + ")"
 
 
 def from_mask(mask: int) -> list[str]:
@@ -206,15 +228,3 @@ def mask_table() -> list[tuple[int, str, int]]:
     import json
 
     return [(m, json.dumps(from_mask(m)), score(from_mask(m))) for m in range(1 << len(RISKS))]
-
-
-def sql_risks_json(dialect: str, conditions: Mapping[str, str]) -> str:
-    """A JSON array of the signals that hold, built in SQL (cast to JSONB on PostgreSQL)."""
-    parts = " || ".join(f"CASE WHEN {conditions[r]} THEN ',\"{r}\"' ELSE '' END" for r in RISKS)
-    expr = f"('[' || ltrim({parts}, ',') || ']')"
-    return f"CAST({expr} AS JSONB)" if dialect == "postgresql" else expr
-
-
-def sql_risk_score(dialect: str, conditions: Mapping[str, str]) -> str:
-    total = " + ".join(f"CASE WHEN {conditions[r]} THEN {WEIGHTS[r]} ELSE 0 END" for r in RISKS)
-    return f"LEAST(100, {total})" if dialect == "postgresql" else f"min(100, {total})"

@@ -187,7 +187,7 @@ class _RouteTables:
         self.stage = ctx.stages[stage_index]
         suffix = uuid.uuid4().hex[:10]
         self.ri, self.rr, self.rp = f"tmp_route_i_{suffix}", f"tmp_route_r_{suffix}", f"tmp_route_p_{suffix}"
-        self.rm = f"tmp_risk_{suffix}"
+        self.rm, self.ra = f"tmp_risk_{suffix}", f"tmp_route_a_{suffix}"
         self.created: list[str] = []
 
     def __enter__(self) -> _RouteTables:
@@ -221,7 +221,35 @@ class _RouteTables:
         json_type = "JSONB" if ctx.dialect == "postgresql" else "TEXT"
         self._create(self.rm, f"mask INTEGER PRIMARY KEY, risks {json_type}, score INTEGER", ("mask", "risks", "score"),
                      risk_mod.mask_table())
+        self._create_accounts()
         return self
+
+    def _create_accounts(self) -> None:
+        """Per active account, once, what a million items would otherwise each join and compute again: the
+        snapshot of the account and its person, the account's own risk bits, the reason (if any) the
+        account's access is excluded, and its stage reviewer when routed by person."""
+        ctx = self.ctx
+        params = dict(ctx.params)
+        bits = risk_mod.sql_account_bits(risk_mod.sql_conditions(ctx.dialect, ctx.cutoffs))
+        reason = _exclusion_sql(ctx, params, account_level=True) or "CAST(NULL AS VARCHAR(40))"
+        by_person = self.stage.kind in ("manager", "identity")
+        reviewer, routed_by = ("ri.reviewer_id", "ri.routed_by") if by_person else (
+            "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR(40))")
+        join = f" LEFT JOIN {self.ri} ri ON ri.identity_id = acc.identity_id" if by_person else ""
+        on_commit = " ON COMMIT DROP" if ctx.dialect == "postgresql" else ""
+        self.session.execute(text(
+            f"CREATE TEMPORARY TABLE {self.ra}{on_commit} AS SELECT acc.id AS account_id, acc.identity_id,"
+            " idn.display_name AS person_name, idn.email AS person_email, idn.department AS person_department,"
+            " idn.title AS person_title, idn.status AS person_status,"
+            " COALESCE(acc.login, acc.email, acc.display_name, acc.external_id) AS account_login,"
+            f" acc.kind AS account_kind, acc.last_login_at AS account_last_login_at, {bits} AS bits,"
+            f" {reason} AS reason, {reviewer} AS reviewer_id, {routed_by} AS routed_by"
+            f" FROM account acc LEFT JOIN identity idn ON idn.id = acc.identity_id{join} WHERE acc.ended_at IS NULL"),
+            params)
+        self.created.append(self.ra)
+        self.session.execute(text(f"CREATE UNIQUE INDEX ix_{self.ra} ON {self.ra} (account_id)"))
+        if ctx.dialect == "postgresql":
+            self.session.execute(text(f"ANALYZE {self.ra}"))
 
     def _create(self, name: str, columns: str, cols: tuple[str, ...], rows: list[tuple]) -> None:
         on_commit = " ON COMMIT DROP" if self.ctx.dialect == "postgresql" else ""
@@ -249,18 +277,18 @@ class _RouteTables:
             self.drop()
 
     def reviewer_sql(self) -> tuple[str, str, str]:
-        """(extra joins, reviewer expression, routed_by expression) for the scope query; the joins also
-        bring the item's risk signals as `rm.risks`, `rm.score` and `rm.mask`."""
-        mask = risk_mod.sql_mask(risk_mod.sql_conditions(self.ctx.dialect, self.ctx.cutoffs))
-        joins = (f" LEFT JOIN {self.rm} rm ON rm.mask = {mask}"
-                 f" LEFT JOIN {self.rr} rr ON rr.resource_id = COALESCE(e.resource_id, 0)"
-                 f" LEFT JOIN {self.ri} ri ON ri.identity_id = acc.identity_id")
+        """(joins, reviewer expression, routed_by expression) for the scope query over the per-account
+        table `a` (see _scope_from); the joins also bring the item's risk signals as `rm.risks`, `rm.score`
+        and `rm.mask`."""
+        conds = risk_mod.sql_conditions(self.ctx.dialect, self.ctx.cutoffs)
+        joins = (f" LEFT JOIN {self.rm} rm ON rm.mask = {risk_mod.sql_item_mask(conds, 'a.bits')}"
+                 f" LEFT JOIN {self.rr} rr ON rr.resource_id = COALESCE(e.resource_id, 0)")
         if self.stage.kind == "resource_owner":
-            joins += (f" LEFT JOIN {self.rp} rp ON rp.identity_id = acc.identity_id"
+            joins += (f" LEFT JOIN {self.rp} rp ON rp.identity_id = a.identity_id"
                       f" AND rp.resource_id = COALESCE(e.resource_id, 0)")
             pick = "CASE WHEN rp.identity_id IS NOT NULL THEN rp.{c} ELSE rr.{c} END"
         else:
-            pick = "CASE WHEN acc.identity_id IS NULL THEN rr.{c} ELSE ri.{c} END"
+            pick = "CASE WHEN a.identity_id IS NULL THEN rr.{c} ELSE a.{c} END"
         return joins, pick.format(c="reviewer_id"), pick.format(c="routed_by")
 
 
@@ -324,10 +352,14 @@ held AS (
 )"""
 
 
-def _scope_from(ctx: _Context, params: dict[str, Any]) -> str:
-    """FROM/WHERE over `held` selecting the in-scope held grants (the population)."""
+def _scope_from(ctx: _Context, params: dict[str, Any], route: _RouteTables | None = None) -> str:
+    """FROM/WHERE over `held` selecting the in-scope held grants (the population). With `route`, the
+    account and its person come from the route's per-account table `a` (active accounts only), and the
+    route's joins follow; without, from `account acc` and `identity idn`, and `{route_joins}` is left to fill."""
     scope = ctx.spec["scope"]
-    where = ["s.enabled = :true", "acc.ended_at IS NULL", "e.ended_at IS NULL"]
+    where = ["s.enabled = :true", "e.ended_at IS NULL"]
+    if route is None:
+        where.append("acc.ended_at IS NULL")
     if scope["sources"]:
         where.append(f"s.name IN ({_in_list(params, 'src', scope['sources'])})")
     if scope["resource_types"]:
@@ -342,15 +374,16 @@ def _scope_from(ctx: _Context, params: dict[str, Any]) -> str:
         where.append(f"e.name IN ({_in_list(params, 'ent', scope['entitlements'])})")
     if scope["privileged_only"]:
         where.append("e.privileged = :true")
+    if route is None:
+        accounts = " JOIN account acc ON acc.id = h.account_id LEFT JOIN identity idn ON idn.id = acc.identity_id {route_joins}"
+    else:
+        accounts = f" JOIN {route.ra} a ON a.account_id = h.account_id {route.reviewer_sql()[0]}"
     return (" FROM held h"
             " JOIN access_grant g ON g.id = h.grant_id"
             " JOIN entitlement e ON e.id = g.entitlement_id"
             " LEFT JOIN resource res ON res.id = e.resource_id"
             " JOIN source s ON s.id = g.source_id"
-            " JOIN account acc ON acc.id = h.account_id"
-            " LEFT JOIN identity idn ON idn.id = acc.identity_id"
-            " {route_joins}"
-            " WHERE " + " AND ".join(where))
+            + accounts + " WHERE " + " AND ".join(where))
 
 
 def _exclusion_sql(ctx: _Context, params: dict[str, Any], account_level: bool = False) -> str | None:
@@ -379,6 +412,20 @@ def _exclusion_sql(ctx: _Context, params: dict[str, Any], account_level: bool = 
     return "CASE " + " ".join(branches) + " ELSE NULL END"
 
 
+def _grant_exclusion_sql(ctx: _Context) -> str | None:
+    """The reasons of _exclusion_sql that depend on the grant, not on the account (they come last there)."""
+    if ctx.spec["scope"]["delta"] and ctx.last_review_at is not None:
+        return "CASE WHEN h.granted_at <= :risk_last_review_at THEN 'not_delta' ELSE NULL END"
+    return None
+
+
+def _routed_exclusion_sql(ctx: _Context) -> str:
+    """Why an in-scope row gets no item (NULL: it gets one) over the per-account table `a`: the same
+    answer as _exclusion_sql, whose account reasons come first."""
+    by_grant = _grant_exclusion_sql(ctx)
+    return f"COALESCE(a.reason, {by_grant})" if by_grant else "a.reason"
+
+
 ITEM_COLUMNS = (
     "campaign_id", "grant_id", "account_id", "identity_id", "source_id", "resource_id", "entitlement_id",
     "person_name", "person_email", "person_department", "person_title", "person_status", "account_login",
@@ -388,16 +435,26 @@ ITEM_COLUMNS = (
 )
 
 
-def _item_values(ctx: _Context, reviewer: str, routed_by: str, *, with_risks: bool = True) -> str:
-    if with_risks:  # from the routing tables' risk join
+def _item_values(ctx: _Context, route: _RouteTables | None) -> str:
+    """The item's columns over the scope query: from the route's tables, or (route None: the benchmark's
+    raw baseline) straight from account and identity with no reviewer or risks."""
+    if route is not None:
+        _, reviewer, routed_by = route.reviewer_sql()
+        account = ("a.account_id", "a.identity_id", "a.person_name", "a.person_email", "a.person_department",
+                   "a.person_title", "a.person_status", "a.account_login", "a.account_kind", "a.account_last_login_at")
         risks, score = "rm.risks", "rm.score"
     else:
+        reviewer, routed_by = "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR(40))"
+        account = ("acc.id", "acc.identity_id", "idn.display_name", "idn.email", "idn.department", "idn.title",
+                   "idn.status", "COALESCE(acc.login, acc.email, acc.display_name, acc.external_id)", "acc.kind",
+                   "acc.last_login_at")
         risks = "CAST('[]' AS JSONB)" if ctx.dialect == "postgresql" else "'[]'"
         score = "0"
+    a = dict(zip(("id", "identity", "name", "email", "dept", "title", "status", "login", "kind", "login_at"),
+                 account, strict=True))
     return ", ".join((
-        ":campaign_id", "h.grant_id", "acc.id", "acc.identity_id", "g.source_id", "e.resource_id", "e.id",
-        "idn.display_name", "idn.email", "idn.department", "idn.title", "idn.status",
-        "COALESCE(acc.login, acc.email, acc.display_name, acc.external_id)", "acc.kind", "acc.last_login_at",
+        ":campaign_id", "h.grant_id", a["id"], a["identity"], "g.source_id", "e.resource_id", "e.id",
+        a["name"], a["email"], a["dept"], a["title"], a["status"], a["login"], a["kind"], a["login_at"],
         "s.name", "s.kind", "res.name", "res.type", "e.name", "e.privileged", "h.via", "h.via_resource_id",
         "h.granted_at", risks, score, "0", reviewer, routed_by, ":false", ":false", "1",
     ))
@@ -405,16 +462,21 @@ def _item_values(ctx: _Context, reviewer: str, routed_by: str, *, with_risks: bo
 
 @contextmanager
 def _whole_population_plan(session: Session) -> Iterator[None]:
-    """PostgreSQL: plan the scope query without nested loops. It reads every in-scope grant, but the
-    planner cannot estimate the recursive group-membership CTE (thousands of rows estimated, a million
-    read) and so looks routing and grants up row by row; hash joins read each table once (the launch's
-    query at a million items: 23 s -> 14 s). Back to the default right after; a rollback undoes it too."""
+    """PostgreSQL: plan the scope query for what it is, a read of every in-scope grant.
+    - No nested loops: the planner cannot estimate the recursive group-membership CTE (thousands of rows
+      estimated, a million read) and so looks routing and grants up row by row; hash joins read each
+      table once (the launch's query at a million items: 23 s -> 14 s).
+    - No JIT: the same misestimate makes the query look costly enough to compile with inlining and
+      optimization, which takes longer than it saves here (about a second at a million items).
+    Back to the defaults right after; a rollback undoes them too."""
     pg = session.get_bind().dialect.name == "postgresql"
     if pg:
         session.execute(text("SET LOCAL enable_nestloop = off"))
+        session.execute(text("SET LOCAL jit = off"))
     yield
     if pg:
         session.execute(text("SET LOCAL enable_nestloop TO DEFAULT"))
+        session.execute(text("SET LOCAL jit TO DEFAULT"))
 
 
 def snapshot_sql(ctx: _Context, params: dict[str, Any], table: str = "review_item", route: _RouteTables | None = None,
@@ -422,18 +484,13 @@ def snapshot_sql(ctx: _Context, params: dict[str, Any], table: str = "review_ite
     """The INSERT ... SELECT that writes the items (raw=True: the same rows without routing, risks or
     exclusions, for the benchmark's baseline)."""
     params.setdefault("false", False)
-    frm = _scope_from(ctx, params)
-    if raw or route is None:
-        joins, reviewer, routed_by = "", "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR(40))"
+    route = None if raw else route
+    frm = _scope_from(ctx, params, route)
+    if route is None:
+        frm = frm.format(route_joins="")
     else:
-        joins, reviewer, routed_by = route.reviewer_sql()
-    sql = (f"{_held_cte(ctx)} INSERT INTO {table} ({', '.join(ITEM_COLUMNS)})"
-           f" SELECT {_item_values(ctx, reviewer, routed_by, with_risks=not raw)}" + frm.format(route_joins=joins))
-    if not raw:
-        excl = _exclusion_sql(ctx, params)
-        if excl:
-            sql += f" AND ({excl}) IS NULL"
-    return sql
+        frm += f" AND {_routed_exclusion_sql(ctx)} IS NULL"
+    return f"{_held_cte(ctx)} INSERT INTO {table} ({', '.join(ITEM_COLUMNS)}) SELECT {_item_values(ctx, route)}{frm}"
 
 
 # --- public API -----------------------------------------------------------------------------------
@@ -492,13 +549,12 @@ def preview(session: Session, definition_or_campaign: CampaignDefinition | Campa
         raise CampaignError("preview needs a definition, a campaign or a spec")
     ctx = _context(session, spec, definition_id, now)
     params = dict(ctx.params)
-    excl = _exclusion_sql(ctx, params) or "CAST(NULL AS VARCHAR(40))"
     with _RouteTables(session, ctx) as route:
-        joins, reviewer, routed_by = route.reviewer_sql()
+        _, reviewer, routed_by = route.reviewer_sql()
         sql = (f"{_held_cte(ctx)} SELECT x_reason, x_reviewer, x_routed_by, x_mask, COUNT(*) AS n"
-               f" FROM (SELECT {excl} AS x_reason, {reviewer} AS x_reviewer, {routed_by} AS x_routed_by, rm.mask AS x_mask"
-               + _scope_from(ctx, params).format(route_joins=joins)
-               + ") q GROUP BY x_reason, x_reviewer, x_routed_by, x_mask")
+               f" FROM (SELECT {_routed_exclusion_sql(ctx)} AS x_reason, {reviewer} AS x_reviewer,"
+               f" {routed_by} AS x_routed_by, rm.mask AS x_mask"
+               + _scope_from(ctx, params, route) + ") q GROUP BY x_reason, x_reviewer, x_routed_by, x_mask")
         with _whole_population_plan(session):
             rows = session.execute(text(sql), params).all()
     per_reviewer: dict[int, int] = defaultdict(int)
@@ -575,7 +631,8 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
         skipping = skip_fk_triggers(session)
         # about one item per active grant: the first large campaign builds review_item's indexes after
         rebuild = drop_indexes_for_bulk_load(
-            session, ReviewItem.__table__, session.scalar(text("SELECT COUNT(*) FROM access_grant WHERE ended_at IS NULL")))
+            session, ReviewItem.__table__, session.scalar(text("SELECT COUNT(*) FROM access_grant WHERE ended_at IS NULL")),
+            keep=("ix_review_item_co_reviewer",))  # only escalated items enter it; none is at launch
         with _whole_population_plan(session):
             inserted = session.execute(text(snapshot_sql(ctx, params, route=route)), params).rowcount
         rebuild_indexes(session, rebuild)
