@@ -280,20 +280,26 @@ class InboxCounts(Progress):
 
 
 
-def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> InboxCounts:
-    """One pass over the reviewer's items in the campaign (index-only: ix_review_item_reviewer_progress)."""
+def _count_columns() -> tuple[Any, ...]:
     def n(cond: ColumnElement[bool]) -> Any:
         return func.sum(case((cond, 1), else_=0))
 
-    row = session.execute(
-        select(func.count(), func.count(ReviewItem.decision), n(ReviewItem.decision == "approve"),
-               n(ReviewItem.decision == "revoke"), n(ReviewItem.decision == "abstain"),
-               n(and_(ReviewItem.decision.is_(None), flagged_condition())))
-        .where(*_scope(identity_id, campaign_id, role))
-    ).one()
+    return (func.count(), func.count(ReviewItem.decision), n(ReviewItem.decision == "approve"),
+            n(ReviewItem.decision == "revoke"), n(ReviewItem.decision == "abstain"),
+            n(and_(ReviewItem.decision.is_(None), flagged_condition())))
+
+
+def _counts(row: Sequence[Any], escalated_to_me: int = 0) -> InboxCounts:
     total, decided, approve, revoke, abstain, open_flagged = (int(v or 0) for v in row)
-    counts = InboxCounts(total=total, decided=decided, approve=approve, revoke=revoke, abstain=abstain,
-                         open_flagged=open_flagged, open_unflagged=total - decided - open_flagged)
+    return InboxCounts(total=total, decided=decided, approve=approve, revoke=revoke, abstain=abstain,
+                       open_flagged=open_flagged, open_unflagged=total - decided - open_flagged,
+                       escalated_to_me=escalated_to_me)
+
+
+def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> InboxCounts:
+    """One pass over the reviewer's items in the campaign (index-only: ix_review_item_reviewer_progress).
+    (The inbox page has them already: my_campaigns counts every campaign of the reviewer in one pass.)"""
+    counts = _counts(session.execute(select(*_count_columns()).where(*_scope(identity_id, campaign_id, role))).one())
     if role == "reviewer":
         counts.escalated_to_me = session.scalar(
             select(func.count()).select_from(ReviewItem).where(*_scope(identity_id, campaign_id, "co_reviewer"))
@@ -330,7 +336,7 @@ class MyCampaign(Progress):
     decided: int
     escalated: int
     signed_off_at: datetime | None
-
+    counts: InboxCounts = field(default_factory=InboxCounts)  # as inbox_counts(..., role="reviewer")
 
     @property
     def overdue(self) -> bool:
@@ -344,13 +350,14 @@ class MyCampaign(Progress):
 
 
 def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[str] = ("active",)) -> list[MyCampaign]:
-    """The campaigns where `identity_id` has items to review (or escalated to them), soonest due first."""
+    """The campaigns where `identity_id` has items to review (or escalated to them), soonest due first, each
+    with the reviewer's counts: one pass over their items (index-only), one over the escalated ones."""
     if identity_id is None:
         return []
-    mine = dict(((c, (t, d)) for c, t, d in session.execute(
-        select(ReviewItem.campaign_id, func.count(), func.count(ReviewItem.decision))
+    mine = {row[0]: row[1:] for row in session.execute(
+        select(ReviewItem.campaign_id, *_count_columns())
         .where(ReviewItem.reviewer_id == identity_id).group_by(ReviewItem.campaign_id)
-    )))
+    )}
     escalated = dict(((c, n) for c, n in session.execute(
         select(ReviewItem.campaign_id, func.count()).where(ReviewItem.co_reviewer_id == identity_id)
         .group_by(ReviewItem.campaign_id)
@@ -358,12 +365,16 @@ def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[s
     ids = set(mine) | set(escalated)
     if not ids:
         return []
-    campaigns = session.scalars(select(Campaign).where(Campaign.id.in_(ids), Campaign.status.in_(list(statuses)))).all()
-    signoffs = dict(((c, at) for c, at in session.execute(
-        select(ReviewerSignoff.campaign_id, ReviewerSignoff.signed_off_at)
-        .where(ReviewerSignoff.reviewer_id == identity_id, ReviewerSignoff.campaign_id.in_(ids))
-    )))
-    out = [MyCampaign(c, *mine.get(c.id, (0, 0)), escalated.get(c.id, 0), signoffs.get(c.id)) for c in campaigns]
+    rows = session.execute(
+        select(Campaign, ReviewerSignoff.signed_off_at)
+        .outerjoin(ReviewerSignoff, and_(ReviewerSignoff.campaign_id == Campaign.id,
+                                         ReviewerSignoff.reviewer_id == identity_id))
+        .where(Campaign.id.in_(ids), Campaign.status.in_(list(statuses)))
+    ).all()
+    out = []
+    for c, signed_off_at in rows:
+        counts = _counts(mine.get(c.id, (0,) * 6), escalated.get(c.id, 0))
+        out.append(MyCampaign(c, counts.total, counts.decided, counts.escalated_to_me, signed_off_at, counts))
     far = datetime.max.replace(tzinfo=utcnow().tzinfo)
     return sorted(out, key=lambda m: (m.campaign.due_at or far, m.campaign.id))
 

@@ -105,7 +105,7 @@ def inbox():
 def _inbox_context(session, current: queries.MyCampaign, filters: queries.InboxFilters, page) -> dict[str, Any]:
     me = current_user.identity_id
     campaign = current.campaign
-    counts = queries.inbox_counts(session, me, campaign.id)
+    counts = current.counts
     selection = queries.selection_count(session, me, campaign.id, filters) if filters.active else None
     return {
         "current": current, "campaign": campaign, "filters": filters, "page": page, "counts": counts,
