@@ -165,13 +165,13 @@ class ReviewItem(Base):
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
         CheckConstraint("decision IS NULL OR decision IN ('approve', 'revoke', 'abstain')", name="decision"),
-        # the reviewer inbox: keyset pages over (campaign, reviewer) ordered by person, then id
-        Index("ix_review_item_inbox", "reviewer_id", "campaign_id", "person_name", "id"),
+        # the reviewer inbox: keyset pages over (campaign, reviewer) ordered by person, then id; decision and
+        # risk_score after the unique id change no order and let the progress counts read the index alone
+        # (migration 0007)
+        Index("ix_review_item_inbox", "reviewer_id", "campaign_id", "person_name", "id", "decision", "risk_score"),
         # partial: only escalated items have a co-reviewer
         Index("ix_review_item_co_reviewer", "co_reviewer_id", "campaign_id", sqlite_where=text("co_reviewer_id IS NOT NULL"),
               postgresql_where=text("co_reviewer_id IS NOT NULL")),
-        # a reviewer's progress (decided, flagged open) per campaign, read from the index alone (migration 0004)
-        Index("ix_review_item_reviewer_progress", "reviewer_id", "campaign_id", "decision", "risk_score"),
         Index("ix_review_item_campaign_decision", "campaign_id", "decision"),
     )
 

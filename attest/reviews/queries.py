@@ -297,7 +297,7 @@ def _counts(row: Sequence[Any], escalated_to_me: int = 0) -> InboxCounts:
 
 
 def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> InboxCounts:
-    """One pass over the reviewer's items in the campaign (index-only: ix_review_item_reviewer_progress).
+    """One pass over the reviewer's items in the campaign (index-only: ix_review_item_inbox).
     (The inbox page has them already: my_campaigns counts every campaign of the reviewer in one pass.)"""
     counts = _counts(session.execute(select(*_count_columns()).where(*_scope(identity_id, campaign_id, role))).one())
     if role == "reviewer":
