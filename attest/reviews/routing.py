@@ -8,7 +8,7 @@ The rules (issue 6):
 - `identity`: the named identity reviews everything in the stage.
 - Nobody reviews their own access: when the chosen reviewer is the person, another owner is tried first
   (owner stages), then the reviewer's manager, else the fallback (`self_review: reassign`), or straight
-  to the fallback (`self_review: fallback`).
+  to the fallback (`self_review: fallback`). The fallback reviewer's own access goes to their manager.
 - A candidate who cannot review (terminated, gone: `eligible` says no) is skipped like a missing one.
 - Nothing applies (no manager, no owner, no usable fallback): unroutable, `(None, None)`.
 
@@ -75,9 +75,7 @@ def route(
     owners = [o for o in owner_ids if o is not None]
 
     def fallback() -> tuple[int | None, str | None]:
-        if fallback_id is not None and fallback_id != person_id and eligible(fallback_id):
-            return fallback_id, "fallback"
-        return None, None
+        return _fallback(person_id, fallback_id, "fallback", manager_of, eligible)
 
     reviewer: int | None
     routed_by: str
@@ -115,6 +113,19 @@ def _reassign_self_review(person_id: int, fallback_id: int | None, policy: str,
         boss = manager_of(person_id)
         if boss is not None and boss != person_id and eligible(boss):
             return boss, "self_review"
-    if fallback_id is not None and fallback_id != person_id and eligible(fallback_id):
-        return fallback_id, "self_review"
+    return _fallback(person_id, fallback_id, "self_review", manager_of, eligible)
+
+
+def _fallback(person_id: int | None, fallback_id: int | None, routed_by: str,
+              manager_of: Callable[[int], int | None],
+              eligible: Callable[[int], bool]) -> tuple[int | None, str | None]:
+    """The fallback reviewer; for the fallback reviewer's own access (they cannot take it, whatever the
+    policy), their manager, as for anyone's own access."""
+    if fallback_id is None or not eligible(fallback_id):
+        return None, None
+    if fallback_id != person_id:
+        return fallback_id, routed_by
+    boss = manager_of(fallback_id)
+    if boss is not None and boss != fallback_id and eligible(boss):
+        return boss, "self_review"
     return None, None

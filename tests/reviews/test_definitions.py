@@ -3,6 +3,7 @@ checked at create time, changes are audited, the shipped examples load."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -136,9 +137,20 @@ def test_create_and_update_are_audited_and_names_unique(session):
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_examples_load(session, path):
-    make_identity(session, "grace.lovelace1@demo.example")
+    make_identity(session, "grace.lovelace1@acme.example")
     definition = create_definition(session, path.read_text(), "admin@acme.example")
     assert definition.spec["controls"] and definition.schedule
+
+
+def test_the_examples_name_people_of_the_make_run_demo():
+    # `make run` syncs the sandbox Okta; the README's first campaign is created from these files
+    from attest.connectors.sandbox.okta_fake import OktaFake
+
+    people = {u["profile"]["email"] for u in OktaFake(users=20).users.values() if u["status"] == "ACTIVE"}
+    named = set()
+    for path in EXAMPLES.glob("*.yaml"):
+        named |= set(re.findall(r"[\w.+-]+@[\w.-]+", path.read_text()))
+    assert named and named <= people, named - people
 
 
 def test_there_are_three_examples():

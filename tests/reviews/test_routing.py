@@ -50,9 +50,13 @@ def test_nobody_reviews_their_own_access():
     assert r(1, OWNER, owners=[1], fallback=None) == (None, None)
     # straight to the fallback when the definition says so
     assert r(3, OWNER, owners=[3], policy="fallback") == (9, "self_review")
-    # the fallback reviewer's own access is never routed to themselves
-    assert r(9, OWNER, owners=[]) == (None, None)
+    # the fallback reviewer's own access is never routed to themselves: their manager takes it
+    assert r(9, OWNER, owners=[]) == (1, "self_review")
+    assert r(9, OWNER, owners=[9], policy="fallback") == (1, "self_review")
     assert r(9, MANAGER) == (1, "manager")
+    # ... and with no manager above them (the CEO as fallback) nobody can: unroutable
+    assert r(1, OWNER, owners=[], fallback=1) == (None, None)
+    assert r(None, OWNER, owners=[], fallback=1) == (1, "fallback")
 
 
 def test_named_identity_stage_and_its_own_access():
