@@ -25,6 +25,8 @@ from attest.entitlements.sync import run_sync
 from attest.web import AttestState
 
 DEMO_ADMIN = "admin@demo.example"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "campaigns"  # in a checkout (make run)
+DEMO_LAUNCH = "quarterly-manager-review.yaml"  # launched, so that a manager who signs in has items
 
 
 @dataclass
@@ -128,6 +130,7 @@ def load_demo(state: AttestState, *, reset: bool = False, people: int = 300,
             result = run_sync(state.factory, state.settings, spec.name, force=True, triggered_by="demo", actor="demo")
             echo(f"synced {spec.name}: {result.status}"
                  + (f" ({result.error})" if result.error else f", {sum((result.stats.get('read') or {}).values()):,} records"))
+    demo_campaigns(state.factory, echo=echo)
     from attest.auth.login import create_admin
 
     password = _admin_password(Path(state.settings.instance_path))
@@ -138,6 +141,50 @@ def load_demo(state: AttestState, *, reset: bool = False, people: int = 300,
         "(the password is kept in instance/demo_admin_password)",
     ]
     return lines + _demo_sso(state)
+
+
+def demo_campaigns(factory: Any, examples: Path = EXAMPLES, echo: Callable[[str], None] = print) -> None:
+    """Store the shipped example campaign definitions and launch the quarterly manager review, once: a
+    later `attest demo` adds only what is missing and launches again only when no campaign of it is open.
+    Skipped where the examples are not (an installed package); a definition that does not fit the data
+    (a sync failed) is reported and skipped: the demo still serves."""
+    if not examples.is_dir():
+        return
+    import yaml
+
+    from attest.reviews import campaigns
+    from attest.reviews.definitions import DefinitionError, create_definition
+    from attest.reviews.models import Campaign, CampaignDefinition
+
+    with transaction(factory) as session:
+        have = {d.name: d.id for d in session.scalars(select(CampaignDefinition))}
+    launch_id = None
+    for path in sorted(examples.glob("*.yaml")):
+        text_ = path.read_text()
+        name = (yaml.safe_load(text_) or {}).get("name")
+        if name not in have:
+            try:
+                with transaction(factory) as session:
+                    have[name] = create_definition(session, text_, "demo").id
+            except DefinitionError as exc:
+                echo(f"demo campaign {path.name} not loaded: {exc}")
+                continue
+            echo(f"campaign definition {have[name]}: {name}")
+        if path.name == DEMO_LAUNCH:
+            launch_id = have[name]
+    if launch_id is None:
+        return
+    with transaction(factory) as session:
+        running = session.scalar(select(Campaign.id).where(
+            Campaign.definition_id == launch_id, Campaign.status.in_(("draft", "active"))))
+    if running is not None:
+        return
+    try:
+        with transaction(factory) as session:
+            campaign = campaigns.launch_definition(session, launch_id, "demo")
+            echo(f"launched campaign {campaign.id}: {campaign.name} ({campaign.population['items']:,} items)")
+    except campaigns.CampaignError as exc:
+        echo(f"demo campaign not launched: {exc}")
 
 
 def _demo_sso(state: AttestState) -> list[str]:

@@ -389,3 +389,25 @@ def test_cli_create_preview_launch_close(synced, app, tmp_path):
     again = runner.invoke(args=["campaigns", "close", str(cid)])
     assert again.exit_code == 1 and "only an active campaign can be closed" in again.output
     assert runner.invoke(args=["campaigns", "cancel", str(cid), "--reason", "x"]).exit_code == 1
+
+
+def test_the_demo_stores_the_example_definitions_and_launches_the_quarterly_review_once(synced, factory):
+    from attest.demo import demo_campaigns
+    from attest.reviews.models import CampaignDefinition
+    from tests.factories import make_identity
+
+    session = synced
+    make_identity(session, "grace.lovelace1@acme.example", "Grace Lovelace", manager=ident(session, "ceo"))
+    session.commit()
+    said: list[str] = []
+    demo_campaigns(factory, echo=said.append)
+    assert session.scalar(select(func.count()).select_from(CampaignDefinition)) == 3
+    launched = session.scalars(select(Campaign)).all()
+    assert [(c.definition.name, c.status) for c in launched] == [("Quarterly manager review", "active")], said
+    # a manager who signs in has items: alice's access is mgr's to review
+    mgr_items = session.scalar(select(func.count()).select_from(ReviewItem).where(
+        ReviewItem.campaign_id == launched[0].id, ReviewItem.reviewer_id == ident(session, "mgr").id))
+    assert mgr_items > 0
+    demo_campaigns(factory, echo=said.append)  # the next `make run`: nothing twice
+    assert session.scalar(select(func.count()).select_from(CampaignDefinition)) == 3
+    assert session.scalar(select(func.count()).select_from(Campaign)) == 1
