@@ -131,8 +131,9 @@ def _print_preview(result: dict[str, Any], title: str) -> None:
     click.echo(f"  items      {result['items']:>10,}  for {result['reviewers']:,} reviewers")
     for reason, n in result["excluded_by_reason"].items():
         click.echo(f"  excluded   {n:>10,}  {reason}")
-    click.echo(f"  unroutable {result['unroutable']:>10,}"
-               + ("  (launch needs a fallback_reviewer for these)" if result["unroutable"] else ""))
+    why = ("  (the fallback reviewer's own access, with nobody above them: choose another fallback_reviewer)"
+           if result["fallback_reviewer"] else "  (launch needs a fallback_reviewer for these)")
+    click.echo(f"  unroutable {result['unroutable']:>10,}" + (why if result["unroutable"] else ""))
     click.echo(f"  self-review reassigned {result['self_review_reassigned']:,}")
     routed = ", ".join(f"{k} {v:,}" for k, v in result["routed_by"].items())
     if routed:
