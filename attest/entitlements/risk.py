@@ -147,7 +147,8 @@ def sql_params(dialect: str, cutoffs: Cutoffs) -> dict[str, Any]:
 def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", account: str = "acc",
                    identity: str = "idn", grant: str = "g", granted_at: str = "h.granted_at",
                    via_resource: str = "h.via_resource_id") -> dict[str, str]:
-    """One SQL boolean expression per signal over the given table aliases (params from `sql_params`)."""
+    """One SQL boolean expression per signal over the given table aliases (params from `sql_params`);
+    "dormant" in its two parts, the account's and the grant's (see sql_account_bits, sql_item_mask)."""
     pg = dialect == "postgresql"
     collate = ' COLLATE "C"' if pg else ""
     if pg:
@@ -180,9 +181,8 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
     dormant_sso = f"({sso_type} = 'null' OR substr({sso_text}, 1, 19){collate} < :risk_dormant_before_iso)"
     return {
         "privileged": f"({entitlement}.privileged = :true)",
-        "dormant": f"({dormant_login} OR {dormant_sso})",
-        "dormant_login": dormant_login,  # the account's part of "dormant"
-        "dormant_sso": dormant_sso,  # the grant's part (the app's last SSO)
+        "dormant_login": dormant_login,  # dormant, the account's part
+        "dormant_sso": dormant_sso,  # dormant, the grant's part (the app's last SSO)
         "orphaned": f"({account}.identity_id IS NULL)",
         "terminated": f"({identity}.status = 'terminated')",
         "service_account": f"({account}.kind = 'service' OR {identity}.kind = 'service')",

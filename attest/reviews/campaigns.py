@@ -405,24 +405,26 @@ def _exclusion_sql(ctx: _Context, params: dict[str, Any], account_level: bool = 
         conds.append(f"idn.kind IN ({_in_list(params, 'ikind', ident['kind'])})")
     if conds:
         branches.append(f"WHEN acc.identity_id IS NOT NULL AND NOT ({' AND '.join(conds)}) THEN 'identity_filter'")
-    if scope["delta"] and ctx.last_review_at is not None and not account_level:
-        branches.append("WHEN h.granted_at <= :risk_last_review_at THEN 'not_delta'")
-    if not branches:
-        return None
-    return "CASE " + " ".join(branches) + " ELSE NULL END"
+    if not account_level:
+        branches += _grant_exclusion_branches(ctx)
+    return _case(branches)
 
 
-def _grant_exclusion_sql(ctx: _Context) -> str | None:
-    """The reasons of _exclusion_sql that depend on the grant, not on the account (they come last there)."""
+def _grant_exclusion_branches(ctx: _Context) -> list[str]:
+    """The exclusion reasons that depend on the grant, not on the account (they come last)."""
     if ctx.spec["scope"]["delta"] and ctx.last_review_at is not None:
-        return "CASE WHEN h.granted_at <= :risk_last_review_at THEN 'not_delta' ELSE NULL END"
-    return None
+        return ["WHEN h.granted_at <= :risk_last_review_at THEN 'not_delta'"]
+    return []
+
+
+def _case(branches: list[str]) -> str | None:
+    return "CASE " + " ".join(branches) + " ELSE NULL END" if branches else None
 
 
 def _routed_exclusion_sql(ctx: _Context) -> str:
     """Why an in-scope row gets no item (NULL: it gets one) over the per-account table `a`: the same
     answer as _exclusion_sql, whose account reasons come first."""
-    by_grant = _grant_exclusion_sql(ctx)
+    by_grant = _case(_grant_exclusion_branches(ctx))
     return f"COALESCE(a.reason, {by_grant})" if by_grant else "a.reason"
 
 

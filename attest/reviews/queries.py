@@ -332,11 +332,20 @@ def is_my_campaign(session: Session, identity_id: int | None, campaign_id: int) 
 @dataclass
 class MyCampaign(Progress):
     campaign: Campaign
-    total: int
-    decided: int
-    escalated: int
     signed_off_at: datetime | None
-    counts: InboxCounts = field(default_factory=InboxCounts)  # as inbox_counts(..., role="reviewer")
+    counts: InboxCounts  # as inbox_counts(..., role="reviewer")
+
+    @property
+    def total(self) -> int:
+        return self.counts.total
+
+    @property
+    def decided(self) -> int:
+        return self.counts.decided
+
+    @property
+    def escalated(self) -> int:
+        return self.counts.escalated_to_me
 
     @property
     def overdue(self) -> bool:
@@ -371,10 +380,8 @@ def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[s
                                          ReviewerSignoff.reviewer_id == identity_id))
         .where(Campaign.id.in_(ids), Campaign.status.in_(list(statuses)))
     ).all()
-    out = []
-    for c, signed_off_at in rows:
-        counts = _counts(mine.get(c.id, (0,) * 6), escalated.get(c.id, 0))
-        out.append(MyCampaign(c, counts.total, counts.decided, counts.escalated_to_me, signed_off_at, counts))
+    out = [MyCampaign(c, signed_off_at, _counts(mine.get(c.id, (0,) * 6), escalated.get(c.id, 0)))
+           for c, signed_off_at in rows]
     far = datetime.max.replace(tzinfo=utcnow().tzinfo)
     return sorted(out, key=lambda m: (m.campaign.due_at or far, m.campaign.id))
 
