@@ -168,16 +168,8 @@ def decide(item_id: int):
         with write() as session:
             item = decisions.decide(session, current_user, item_id, decision, comment=comment, expected_version=version)
             campaign_id = item.campaign_id
-    except NotFound:
-        abort(404)
-    except Forbidden as exc:
-        abort(403, str(exc))
-    except StaleItem as exc:
-        return _conflict(item_id, str(exc))
-    except DecisionError as exc:
-        if _htmx():
-            return _row_error(item_id, str(exc), 400)
-        abort(400, str(exc))
+    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
+        return _refused(item_id, exc)
     row = db().get(ReviewItem, item_id)
     me = current_user.identity_id
     if row is not None and me not in (row.reviewer_id, row.co_reviewer_id):
@@ -192,6 +184,20 @@ def decide(item_id: int):
         return _row_response(row)
     flash("Decision saved.", "success")
     return _back_to_inbox(campaign_id)
+
+
+def _refused(item_id: int, exc: Exception):
+    """The answer to a decision or reassignment the service refused (nothing was changed): 404 for an item
+    that is not the user's, 403, 409 with the item as it now is, or 400 with the reason on its row."""
+    if isinstance(exc, NotFound):
+        abort(404)
+    if isinstance(exc, Forbidden):
+        abort(403, str(exc))
+    if isinstance(exc, StaleItem):
+        return _conflict(item_id, str(exc))
+    if _htmx():
+        return _row_error(item_id, str(exc), 400)
+    abort(400, str(exc))
 
 
 def _moved_response(item_id: int, campaign_id: int, message: str):
@@ -239,16 +245,8 @@ def reassign(item_id: int):
                 raise DecisionError(f"Nobody in the directory has the e-mail {email.strip() or '(empty)'}.")
             row = decisions.reassign(session, current_user, item_id, target.id, reason, expected_version=version)
             campaign_id, name = row.campaign_id, target.display_name
-    except NotFound:
-        abort(404)
-    except Forbidden as exc:
-        abort(403, str(exc))
-    except StaleItem as exc:
-        return _conflict(item_id, str(exc))
-    except DecisionError as exc:
-        if _htmx():
-            return _row_error(item_id, str(exc), 400)
-        abort(400, str(exc))
+    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
+        return _refused(item_id, exc)
     if _htmx():
         return _moved_response(item_id, campaign_id, f"Reassigned to {name}.")
     flash(f"Reassigned to {name}.", "success")
