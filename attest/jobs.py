@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -279,6 +279,10 @@ class JobContext:
     scheduler: Any = None  # the APScheduler instance, for the reconcile job
     ttl: timedelta = LEASE_TTL
     heartbeat: float = HEARTBEAT
+    # the scheduler's runs in progress and whether it is stopping (no run starts then), under `runs`
+    running: list[str] = field(default_factory=list)
+    stopping: bool = False
+    runs: threading.Condition = field(default_factory=threading.Condition, repr=False, compare=False)
 
 
 @dataclass
@@ -495,7 +499,17 @@ def scheduled_run(job_id: str, kind: str, cron: str, arg: str | None = None) -> 
     if ctx is None:  # pragma: no cover - only a scheduler process registers jobs
         log.error("job %s fired outside a running scheduler; ignored", job_id)
         return
-    run_job(ctx, JobSpec(job_id, kind, cron, arg))
+    with ctx.runs:
+        if ctx.stopping:
+            log.info("job %s: not started, the scheduler is stopping", job_id)
+            return
+        ctx.running.append(job_id)
+    try:
+        run_job(ctx, JobSpec(job_id, kind, cron, arg))
+    finally:
+        with ctx.runs:
+            ctx.running.remove(job_id)
+            ctx.runs.notify_all()
 
 
 def reconcile(scheduler: Any, factory: sessionmaker[Session]) -> dict[str, list[str]]:
@@ -564,7 +578,7 @@ def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *,
     """Start the scheduler (`attest scheduler`): reconcile the job list, then run jobs until stopped.
 
     With `block` (the command) it returns after SIGINT/SIGTERM or `stop` is set, having waited for running
-    jobs; otherwise it returns the running scheduler.
+    jobs (`_stop`); otherwise it returns the running scheduler.
     """
     global _RUNTIME
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -589,10 +603,26 @@ def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *,
                 log.error("scheduler %s: the scheduling loop stopped unexpectedly; exiting so it is restarted", holder)
                 raise SchedulerError("the scheduling loop stopped unexpectedly (see the log above)")
     finally:
-        log.info("scheduler %s stopping (waiting for running jobs)", holder)
-        scheduler.shutdown(wait=True)
+        _stop(scheduler, ctx)
         _RUNTIME = None
     return scheduler
+
+
+def _stop(scheduler: Any, ctx: JobContext) -> None:
+    """Stop the scheduler: no job starts any more; the running ones finish and release their leases.
+
+    The running jobs are waited for here, not by `shutdown(wait=True)` alone: APScheduler waits for them
+    while holding its job store lock, which a running reconcile job needs (`get_jobs`, `add_job`), so a
+    reconcile that fired just before the stop deadlocked it for good.
+    """
+    scheduler.pause()  # the loop hands out no more due jobs
+    with ctx.runs:
+        ctx.stopping = True  # and one handed out a moment ago does not start
+        log.info("scheduler %s stopping%s", ctx.holder,
+                 f" (waiting for {', '.join(sorted(ctx.running))})" if ctx.running else "")
+        ctx.runs.wait_for(lambda: not ctx.running)
+    scheduler.shutdown(wait=True)  # what is left are runs that return at once
+    log.info("scheduler %s stopped", ctx.holder)
 
 
 # --- operators: status and run-now ------------------------------------------------------------------

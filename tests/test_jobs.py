@@ -243,6 +243,52 @@ def test_run_scheduler_starts_reconciles_and_stops(fresh_db):
     assert {"sync:okta-prod", "scheduler:reconcile", "notify:send", "campaigns:close"} <= ids
 
 
+def test_stopping_the_scheduler_while_a_reconcile_runs_lets_it_finish_and_starts_nothing_new(fresh_db, probe,
+                                                                                           monkeypatch):
+    """A reconcile job running when the stop comes (say one fired at a minute boundary) finishes and the stop
+    returns. (APScheduler's shutdown(wait=True) waits for running jobs while holding its job store lock, which
+    the reconcile needs for get_jobs: the stop hung for good.) A job that fires once the stop began is not run."""
+    table, started, calls = jobs.job_table, threading.Event(), []
+    stop = threading.Event()
+
+    def slow_table(session):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:  # a scheduled reconcile (the first is run_scheduler's own, before the loop)
+            started.set()
+            stop.wait(10)
+            time.sleep(0.5)  # the stop is under way when this reconcile reaches the scheduler
+        return table(session)
+
+    monkeypatch.setattr(jobs, "job_table", slow_table)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "s", jobs.run_scheduler(fresh_db.settings, make_engine(fresh_db.url), fresh_db.factory, holder="main",
+                                stop=stop)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while (row := lease(fresh_db.factory, "scheduler:reconcile")) is None or not row.last_status:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ctx = jobs._RUNTIME
+        ctx.scheduler.add_job(jobs.scheduled_run, "date", run_date=datetime.now(UTC), id="probe:reconcile",
+                              args=JobSpec("probe:reconcile", "reconcile", "* * * * *").args)
+        assert started.wait(20)
+        stop.set()
+        while not ctx.stopping:
+            assert time.monotonic() < deadline + 20
+            time.sleep(0.01)
+        jobs.scheduled_run(*EVERY_MINUTE.args)  # what APScheduler calls for a job that fires now
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
+    assert probe.runs == [] and lease(fresh_db.factory, "probe:job") is None
+    with fresh_db.factory() as s:
+        rows = s.scalars(select(JobLease).where(JobLease.name.like("%reconcile"))).all()
+    assert len(rows) >= 2 and all((r.holder, r.last_status) == (None, "succeeded") for r in rows), rows
+
+
 def test_the_scheduler_refuses_to_start_on_an_unmigrated_database(tmp_path):
     from attest.jobs import SchedulerError
 
