@@ -574,11 +574,11 @@ def make_scheduler(engine: Any, factory: sessionmaker[Session], settings: Any, h
 
 
 def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *, holder: str = HOLDER,
-                  stop: threading.Event | None = None, block: bool = True):
+                  stop: threading.Event | None = None):
     """Start the scheduler (`attest scheduler`): reconcile the job list, then run jobs until stopped.
 
-    With `block` (the command) it returns after SIGINT/SIGTERM or `stop` is set, having waited for running
-    jobs (`_stop`); otherwise it returns the running scheduler.
+    Returns after SIGINT/SIGTERM or `stop` is set, having waited for running jobs (`_stop`). (It never
+    hands out the running scheduler: its plain `shutdown(wait=True)` can deadlock on a running reconcile.)
     """
     global _RUNTIME
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -590,8 +590,6 @@ def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *,
     finally:
         scheduler.resume()
     log.info("scheduler %s started: %d jobs", holder, len(scheduler.get_jobs()))
-    if not block:
-        return scheduler
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
