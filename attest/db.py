@@ -98,7 +98,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "connect", _postgresql_session)
+    return engine
+
+
+# A sync stages its records, and a launch routes its items, in temporary tables. PostgreSQL keeps those
+# in the session's own buffers, 8 MB by default: a large source's stage (100k people, a million grants:
+# ~200 MB) would be read back from files at every index lookup. The memory is taken only by the session
+# that fills temporary tables, as it fills them; the setting must be made before its first use of one.
+PG_TEMP_BUFFERS = "256MB"
+
+
+def _postgresql_session(dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cur:
+        cur.execute(f"SET temp_buffers = '{PG_TEMP_BUFFERS}'")
+    dbapi_connection.commit()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -222,7 +237,8 @@ def restore_fk_triggers(session: Session) -> None:
 BULK_LOAD_ROWS = 100_000
 
 
-def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int, keep: Collection[str] = ()) -> list[Any]:
+def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int, keep: Collection[str] = (),
+                               unique: bool = False) -> list[Any]:
     """Before an insert of `rows` that more than doubles a big table (a large source's first sync, the
     first large campaign), drop the table's secondary indexes; the caller recreates them afterwards with
     `rebuild_indexes`. Building an index with one sort is several times faster than growing it row by
@@ -230,7 +246,9 @@ def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int, keep: Co
     transaction: a failure restores the indexes with everything else. On PostgreSQL the table stays
     locked against readers until the transaction commits: for the few seconds such an insert takes,
     pages that read it wait. `keep`: indexes the insert leaves alone (a partial index no inserted row
-    enters costs nothing to keep and a full scan to rebuild).
+    enters costs nothing to keep and a full scan to rebuild). `unique`: drop the unique indexes too, for
+    an insert that cannot conflict with the rows already there and is free of duplicates itself; the
+    rebuild checks that again, and a violation rolls the whole transaction back.
     """
     if rows < BULK_LOAD_ROWS:
         return []
@@ -239,7 +257,8 @@ def drop_indexes_for_bulk_load(session: Session, table: Any, rows: int, keep: Co
     existing = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
     if rows <= existing:
         return []
-    indexes = sorted((ix for ix in table.indexes if not ix.unique and ix.name not in keep), key=lambda ix: ix.name)
+    indexes = sorted((ix for ix in table.indexes if (unique or not ix.unique) and ix.name not in keep),
+                     key=lambda ix: ix.name)
     for index in indexes:
         index.drop(session.connection())
     return indexes

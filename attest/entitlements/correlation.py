@@ -160,16 +160,15 @@ def resolve_managers(session: Session, source_id: int) -> int:
 
     References by external id (nearly all) are resolved set-based in SQL; the rest (a login or an
     e-mail, a cleared reference) in Python."""
-    by_ext = ("SELECT m.id FROM identity m WHERE m.source_id = identity.source_id "
-              "AND m.external_id = identity.manager_ref AND m.id <> identity.id")
     changed = session.execute(text(
         "UPDATE identity AS i SET manager_id = m.id FROM identity m WHERE i.source_id = :sid "
         "AND m.source_id = :sid AND m.external_id = i.manager_ref AND m.id <> i.id "
         "AND (i.manager_id IS NULL OR i.manager_id <> m.id)"
     ), {"sid": source_id}).rowcount
-    rest = session.execute(text(
-        "SELECT id, manager_ref, manager_id FROM identity WHERE source_id = :sid "
-        f"AND ((manager_ref IS NULL AND manager_id IS NOT NULL) OR (manager_ref IS NOT NULL AND NOT EXISTS ({by_ext})))"
+    rest = session.execute(text(  # an anti-join: a NOT EXISTS under OR would be a subquery per person
+        "SELECT i.id, i.manager_ref, i.manager_id FROM identity i LEFT JOIN identity m ON m.source_id = i.source_id "
+        "AND m.external_id = i.manager_ref AND m.id <> i.id WHERE i.source_id = :sid "
+        "AND ((i.manager_ref IS NULL AND i.manager_id IS NOT NULL) OR (i.manager_ref IS NOT NULL AND m.id IS NULL))"
     ), {"sid": source_id}).all()
     if not rest:
         return changed

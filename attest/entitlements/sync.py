@@ -123,6 +123,7 @@ _STAGE_TABLES = (
         Column("login", String), Column("display_name", String), Column("employee_id", String),
         Column("department", String), Column("title", String), Column("manager_ref", String),
         Column("status", String), Column("kind", String), Column("attributes", JSONType), Column("record_hash", String),
+        Column("new_id", Integer),  # set by the apply: the id a new person will get (_preassign_identity_ids)
     ),
     _stage_table(
         "stage_account", Column("external_id", String), Column("part", String), Column("login", String),
@@ -152,7 +153,7 @@ _STAGE_TABLES = (
     _stage_table("stage_gone", Column("kind", String), Column("key", String), with_id=False),
 )
 _STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
-    t.name: tuple(c.name for c in t.columns if c.name != "id") for t in _STAGE_TABLES
+    t.name: tuple(c.name for c in t.columns if c.name not in ("id", "new_id")) for t in _STAGE_TABLES
 }
 # stage_grant has none: the apply reads it once, whole (a million keys would cost seconds to index)
 _STAGE_INDEXES = {
@@ -519,6 +520,15 @@ def _part_filter(alias: str, parts: Sequence[str], params: dict[str, Any]) -> st
     return f" AND ({alias}.part IS NULL OR {alias}.part NOT IN ({', '.join(names)}))"
 
 
+def _new_rows(session: Session, live: str, stage: str) -> str:
+    """FROM and WHERE of the stage rows to insert, as `s`: of each external id staged, the last row staged,
+    when the live table has no row of that id yet."""
+    absent = f"NOT EXISTS (SELECT 1 FROM {live} l WHERE l.source_id = :sid AND l.external_id = s.external_id)"
+    if session.get_bind().dialect.name == "postgresql":  # one sort, not an index probe per row
+        return f"(SELECT DISTINCT ON (external_id) * FROM {stage} ORDER BY external_id, id DESC) s WHERE {absent}"
+    return f"{stage} s WHERE s.id IN (SELECT MAX(id) FROM {stage} GROUP BY external_id) AND {absent}"
+
+
 def _apply_table(
     session: Session,
     live: str,
@@ -539,9 +549,7 @@ def _apply_table(
     added = session.execute(
         text(
             f"INSERT INTO {live} (source_id, external_id, {cols}, first_seen_at) "
-            f"SELECT :sid, s.external_id, {scols}, :now FROM {stage} s "
-            f"WHERE s.id IN (SELECT MAX(id) FROM {stage} GROUP BY external_id) "
-            f"AND NOT EXISTS (SELECT 1 FROM {live} l WHERE l.source_id = :sid AND l.external_id = s.external_id)"
+            f"SELECT :sid, s.external_id, {scols}, :now FROM {_new_rows(session, live, stage)}"
         ),
         params,
     ).rowcount
@@ -600,6 +608,32 @@ def _analyze(session: Session, table: str, *, grown_by: int | None = None) -> No
         session.execute(text(f"ANALYZE {table}"))
 
 
+# The manager of a person the apply inserts, by the manager's external id: another new person (by the
+# id pre-assigned to them) or one already there. Set as the person is inserted, it spares
+# correlation.resolve_managers an UPDATE of every new row (a first sync: every person), which it would
+# otherwise do by the same rule; references by login or e-mail are still resolved there.
+_MANAGER_OF_NEW = (
+    "COALESCE((SELECT m.new_id FROM stage_identity m WHERE m.external_id = s.manager_ref AND m.new_id IS NOT NULL "
+    "AND m.new_id <> s.new_id), (SELECT l.id FROM identity l WHERE l.source_id = :sid AND l.external_id = s.manager_ref))"
+)
+
+
+def _preassign_identity_ids(session: Session, params: dict[str, Any]) -> None:
+    """Give each person the apply will insert (`_new_rows` of stage_identity) the id it will have, so
+    that managers can be set as they are inserted."""
+    new = f"SELECT s.id FROM {_new_rows(session, 'identity', 'stage_identity')}"
+    if session.get_bind().dialect.name == "postgresql":
+        sequence = session.execute(text("SELECT pg_get_serial_sequence('identity', 'id')")).scalar_one()
+        session.execute(text(
+            "UPDATE stage_identity SET new_id = nextval(CAST(:sequence AS regclass)) "
+            f"WHERE id IN ({new})"), {**params, "sequence": sequence})
+    else:  # SQLite gives a new row the highest id plus one: the same ids, counted up front
+        session.execute(text(
+            "UPDATE stage_identity SET new_id = (SELECT COALESCE(MAX(id), 0) FROM identity) + n.rn "
+            f"FROM (SELECT id AS row_id, row_number() OVER (ORDER BY id) AS rn FROM stage_identity WHERE id IN ({new})) n "
+            "WHERE stage_identity.id = n.row_id"), params)
+
+
 def apply_run(
     session: Session,
     settings: Settings,
@@ -635,6 +669,9 @@ def apply_run(
     # every id the apply writes is read from the referenced rows in this transaction, and rows are never
     # deleted: the per-row foreign-key triggers cannot fail, and would dominate a large first sync
     skipping = skip_fk_triggers(session)
+    if session.get_bind().dialect.name == "postgresql":
+        # each statement here runs once over up to a million rows: JIT compiles for longer than it saves
+        session.execute(text("SET LOCAL jit = off"))
 
     # 1. active grants before, for the removal guard (checked after the grant diff; raising rolls back)
     p = dict(params)
@@ -645,11 +682,13 @@ def apply_run(
 
     # 2. identities (authoritative source only)
     if source.authoritative:
+        _preassign_identity_ids(session, params)
         a, u, e = _apply_table(
             session, "identity", "stage_identity",
             ("email", "email_normalized", "login", "display_name", "employee_id", "department", "title",
              "manager_ref", "status", "kind", "attributes", "record_hash"),
             params, failed_parts, has_part=False,
+            insert_also=(("id", "s.new_id"), ("manager_id", _MANAGER_OF_NEW)),
         )
         added["identities"], updated["identities"], ended["identities"] = a, u, e
     lap("identities")
@@ -729,24 +768,43 @@ def apply_run(
             "than a mass exodus: check the source, then run again with --force if the removals are real. "
             "Nothing was changed."
         )
-    rebuild = drop_indexes_for_bulk_load(session, Grant.__table__, staged_new_grants)
+    # PostgreSQL: a source's first large sync (no active grant of the source yet) drops the active-key
+    # unique index too: nothing staged can conflict with a row already there, and the stage is
+    # deduplicated here, so the index is built once after the insert (which checks it again) instead of
+    # grown row by row. (SQLite grows it in key order at its end for less than the deduplication costs.)
+    pg = session.get_bind().dialect.name == "postgresql"
+    first_on_pg = pg and active == 0
+    rebuild = drop_indexes_for_bulk_load(session, Grant.__table__, staged_new_grants, unique=first_on_pg)
+    dedupe = bool(rebuild) and first_on_pg
+    if dedupe:
+        # (by bytes: the database's collation would compare a million keys by the locale's rules, for the
+        # same equality)
+        new_keys = ('SELECT DISTINCT ON (s.key COLLATE "C") s.key, s.part, s.entitlement_ref, s.principal_type, '
+                    's.principal_ref, s.attributes FROM stage_grant s ORDER BY s.key COLLATE "C"')
+        session.execute(text("SET LOCAL work_mem = '256MB'"))  # sort a million keys in memory, not in files
+        order = on_conflict = ""
+    else:
+        # new keys first (MATERIALIZED: a resync with nothing new never joins); in key order, so the
+        # active-key index grows at its end instead of at random pages
+        new_keys = ("SELECT s.key, s.part, s.entitlement_ref, s.principal_type, s.principal_ref, s.attributes "
+                    "FROM stage_grant s WHERE NOT EXISTS (SELECT 1 FROM access_grant g "
+                    "WHERE g.source_id = :sid AND g.key = s.key AND g.ended_at IS NULL)")
+        order, on_conflict = " ORDER BY n.key", " ON CONFLICT DO NOTHING"
     added["grants"] = session.execute(
         text(
-            # new keys first (MATERIALIZED: a resync with nothing new never joins), then resolve their ids
             "INSERT INTO access_grant (source_id, key, part, entitlement_id, principal_type, principal_account_id, "
             "principal_resource_id, attributes, first_seen_at, first_seen_run_id) "
-            "WITH n AS MATERIALIZED (SELECT s.key, s.part, s.entitlement_ref, s.principal_type, s.principal_ref, "
-            "    s.attributes FROM stage_grant s WHERE NOT EXISTS (SELECT 1 FROM access_grant g "
-            "    WHERE g.source_id = :sid AND g.key = s.key AND g.ended_at IS NULL)) "
+            f"WITH n AS MATERIALIZED ({new_keys}) "
             "SELECT :sid, n.key, n.part, e.id, n.principal_type, a.id, r.id, n.attributes, :now, :run "
             "FROM n JOIN entitlement e ON e.source_id = :sid AND e.external_id = n.entitlement_ref "
             "LEFT JOIN account a ON n.principal_type = 'account' AND a.source_id = :sid AND a.external_id = n.principal_ref "
             "LEFT JOIN resource r ON n.principal_type = 'resource' AND r.source_id = :sid AND r.external_id = n.principal_ref "
-            # in key order: the active-key index then grows at its end instead of at random pages
-            "WHERE (a.id IS NOT NULL OR r.id IS NOT NULL) ORDER BY n.key ON CONFLICT DO NOTHING"
+            f"WHERE (a.id IS NOT NULL OR r.id IS NOT NULL){order}{on_conflict}"
         ),
         params,
     ).rowcount
+    if dedupe:
+        session.execute(text("SET LOCAL work_mem TO DEFAULT"))
     if grants_read is not None:
         skipped = grants_read - (active - to_end + added["grants"])
         if skipped > 0:

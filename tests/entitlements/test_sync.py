@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from attest.connectors.base import (
     AccountRecord,
@@ -69,6 +69,41 @@ def test_first_sync_then_unchanged_resync_writes_nothing(factory, session, setti
     assert all(v == 0 for v in r2.stats["updated"].values())
     assert all(v == 0 for v in r2.stats["ended"].values())
     assert session.scalar(select(func.count()).select_from(AccessChange)) == 0  # first run is the baseline
+
+
+def test_a_large_first_sync_loads_in_bulk_and_keeps_every_rule(factory, session, settings, monkeypatch):
+    """A first sync large enough to load in bulk (here: any) drops access_grant's indexes (on PostgreSQL
+    the active-key unique index too) and builds them after the insert. Duplicated grant records still
+    count once; managers are set as people are inserted (by external id, and by e-mail after; never
+    oneself); ids handed out up front do not collide with later ones; the next sync changes nothing."""
+    monkeypatch.setattr("attest.db.BULK_LOAD_ROWS", 1)
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    extra = [
+        IdentityRecord("p10", "Person 10", email="person10@acme.example", manager_ref="PERSON3@acme.example"),
+        IdentityRecord("p11", "Person 11", email="person11@acme.example", manager_ref="p11"),
+        GrantRecord("eng:member", "u1"), GrantRecord("app:admin", "u2"),  # duplicates of the org's
+    ]
+    r = run_sync(factory, settings, "idp", connector=ListConnector(org(extra=extra)))
+    assert r.status == "succeeded", r.error
+    assert r.stats["added"]["grants"] == 22 and active_grants(session) == 22
+    session.expire_all()
+
+    def managers() -> dict:
+        return {i.external_id: i.manager.external_id if i.manager else None for i in session.scalars(select(Identity))}
+
+    assert managers() == {"p0": None, **{f"p{i}": "p0" for i in range(1, 10)}, "p10": "p3", "p11": None}
+    indexes = {ix["name"] for ix in inspect(session.connection()).get_indexes("access_grant")}
+    assert {ix.name for ix in Grant.__table__.indexes} <= indexes
+
+    again = run_sync(factory, settings, "idp", connector=ListConnector(org(extra=extra)))
+    assert not any(again.stats["added"].values()) and not any(again.stats["updated"].values())
+    newcomer = IdentityRecord("p12", "Person 12", email="person12@acme.example", manager_ref="p10")
+    r3 = run_sync(factory, settings, "idp", connector=ListConnector(org(extra=[*extra, newcomer])))
+    assert r3.stats["added"]["identities"] == 1
+    session.expire_all()
+    assert managers()["p12"] == "p10"
+    assert session.scalar(select(func.count(func.distinct(Identity.id)))) == 13
 
 
 def test_resync_ends_and_adds_with_history(factory, session, settings):
