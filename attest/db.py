@@ -187,7 +187,14 @@ def copy_rows(conn: Any, table: str, cols: Sequence[str], rows: Sequence[tuple],
     if datetime_columns is None:
         rows = [tuple(sqlite_datetime(v) for v in row) for row in rows]
     elif datetime_columns:
-        rows = [tuple(sqlite_datetime(v) if i in datetime_columns else v for i, v in enumerate(row)) for row in rows]
+        positions = sorted(datetime_columns)
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i in positions:
+                values[i] = sqlite_datetime(values[i])
+            converted.append(values)
+        rows = converted
     cur = dbapi.cursor()
     try:
         cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in cols)})", rows)
@@ -200,7 +207,7 @@ def sqlite_datetime(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.isoformat(" ", "microseconds")  # "%Y-%m-%d %H:%M:%S.%f", in C
     return value
 
 
