@@ -43,32 +43,46 @@ _GRANT_INDEXES = (
 )
 
 
-def _floor(engine, rows: list[tuple], cols: str = _GRANT_COLS, source: str = "access_grant") -> float:
-    """Raw driver bulk insert of the grant rows into a plain table: the floor (with `cols` and `source`:
-    the same for other columns, e.g. a stage's)."""
+def _bulk_write(cur, pg: bool, table: str, cols: str, rows) -> None:
+    """The driver's bulk path: psycopg COPY, sqlite3 executemany."""
+    if pg:
+        with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        marks = ", ".join("?" for _ in cols.split(","))
+        cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
+
+
+def _timed_load(engine, table: str, create_as: str, load) -> float:
+    """Create `table` (CREATE TABLE ... AS `create_as`), time `load(cursor, pg)` in one transaction on a
+    raw connection, then drop the table. Returns the seconds."""
+    pg = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_floor")
-        conn.exec_driver_sql("CREATE TABLE bench_floor AS SELECT " + cols + " FROM " + source + " WHERE 1 = 0")
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        conn.exec_driver_sql(f"CREATE TABLE {table} AS {create_as}")
     raw = engine.raw_connection()
     try:
-        t0 = time.perf_counter()
         cur = raw.cursor()
-        if engine.dialect.name == "postgresql":
-            with cur.copy(f"COPY bench_floor ({cols}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
+        t0 = time.perf_counter()
+        if not pg:
             cur.execute("BEGIN")  # the engine's connections are in autocommit mode; one transaction
-            marks = ", ".join("?" for _ in cols.split(","))
-            cur.executemany(f"INSERT INTO bench_floor ({cols}) VALUES ({marks})", rows)
+        load(cur, pg)
         raw.commit()
         seconds = time.perf_counter() - t0
         cur.close()
     finally:
         raw.close()
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE bench_floor")
+        conn.exec_driver_sql(f"DROP TABLE {table}")
     return seconds
+
+
+def _floor(engine, rows: list[tuple], cols: str = _GRANT_COLS, source: str = "access_grant") -> float:
+    """Raw driver bulk insert of the grant rows into a plain table: the floor (with `cols` and `source`:
+    the same for other columns, e.g. a stage's)."""
+    return _timed_load(engine, "bench_floor", f"SELECT {cols} FROM {source} WHERE 1 = 0",
+                       lambda cur, pg: _bulk_write(cur, pg, "bench_floor", cols, rows))
 
 
 def _grants_only_bound(engine, cfg: dict, source_id: int, run_id: int) -> float:
@@ -79,16 +93,7 @@ def _grants_only_bound(engine, cfg: dict, source_id: int, run_id: int) -> float:
     from attest.connectors.demo import DemoConnector
     from attest.db import sqlite_datetime, utcnow
 
-    pg = engine.dialect.name == "postgresql"
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_bound")
-        conn.exec_driver_sql("CREATE TABLE bench_bound AS SELECT * FROM access_grant WHERE 1 = 0")
-    raw = engine.raw_connection()
-    try:
-        t0 = time.perf_counter()
-        cur = raw.cursor()
-        if not pg:
-            cur.execute("BEGIN")
+    def load(cur, pg: bool) -> None:
         mark = "%s" if pg else "?"
         maps = {}
         for table in ("account", "resource", "entitlement"):
@@ -105,22 +110,11 @@ def _grants_only_bound(engine, cfg: dict, source_id: int, run_id: int) -> float:
                     yield (source_id, f"{ent}|{'r' if group else 'a'}|{ref}", rec[4], entitlements[ent], kind,
                            None if group else accounts[ref], resources[ref] if group else None, "{}", now, run_id)
 
-        if pg:
-            with cur.copy(f"COPY bench_bound ({_GRANT_COLS}) FROM STDIN") as copy:
-                for row in rows():
-                    copy.write_row(row)
-        else:
-            cur.executemany(f"INSERT INTO bench_bound ({_GRANT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
+        _bulk_write(cur, pg, "bench_bound", _GRANT_COLS, rows())
         for ddl in _GRANT_INDEXES:
             cur.execute(ddl)
-        raw.commit()
-        seconds = time.perf_counter() - t0
-        cur.close()
-    finally:
-        raw.close()
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE bench_bound")
-    return seconds
+
+    return _timed_load(engine, "bench_bound", "SELECT * FROM access_grant WHERE 1 = 0", load)
 
 
 def run_engine(engine_name: str, people: int) -> dict:
