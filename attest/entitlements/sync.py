@@ -627,7 +627,9 @@ def _preassign_identity_ids(session: Session, params: dict[str, Any]) -> None:
         session.execute(text(
             "UPDATE stage_identity SET new_id = nextval(CAST(:sequence AS regclass)) "
             f"WHERE id IN ({new})"), {**params, "sequence": sequence})
-    else:  # SQLite gives a new row the highest id plus one: the same ids, counted up front
+    else:  # SQLite gives a new row the highest id plus one: the same ids, counted up front. (Another
+        # writer inserting people meanwhile could not make them collide: this transaction read the table,
+        # so in WAL mode its first write would fail, rolling the apply back.)
         session.execute(text(
             "UPDATE stage_identity SET new_id = (SELECT COALESCE(MAX(id), 0) FROM identity) + n.rn "
             f"FROM (SELECT id AS row_id, row_number() OVER (ORDER BY id) AS rn FROM stage_identity WHERE id IN ({new})) n "
@@ -649,7 +651,8 @@ def apply_run(
     source = session.get(Source, source_id)
     now = utcnow()
     params: dict[str, Any] = {"sid": source_id, "run": run_id, "now": now}
-    if session.get_bind().dialect.name == "sqlite":
+    pg = session.get_bind().dialect.name == "postgresql"
+    if not pg:
         params["now"] = sqlite_datetime(now)
     added: dict[str, int] = {}
     updated: dict[str, int] = {}
@@ -669,7 +672,7 @@ def apply_run(
     # every id the apply writes is read from the referenced rows in this transaction, and rows are never
     # deleted: the per-row foreign-key triggers cannot fail, and would dominate a large first sync
     skipping = skip_fk_triggers(session)
-    if session.get_bind().dialect.name == "postgresql":
+    if pg:
         # each statement here runs once over up to a million rows: JIT compiles for longer than it saves
         session.execute(text("SET LOCAL jit = off"))
 
@@ -772,7 +775,6 @@ def apply_run(
     # unique index too: nothing staged can conflict with a row already there, and the stage is
     # deduplicated here, so the index is built once after the insert (which checks it again) instead of
     # grown row by row. (SQLite grows it in key order at its end for less than the deduplication costs.)
-    pg = session.get_bind().dialect.name == "postgresql"
     first_on_pg = pg and active == 0
     rebuild = drop_indexes_for_bulk_load(session, Grant.__table__, staged_new_grants, unique=first_on_pg)
     dedupe = bool(rebuild) and first_on_pg
