@@ -62,3 +62,19 @@ def _refuse_update(mapper, connection, target) -> None:
 @event.listens_for(AuditEvent, "before_delete")
 def _refuse_delete(mapper, connection, target) -> None:
     raise AppendOnlyError("audit events are append-only: deletes are refused")
+
+
+class AuditCheckpoint(Base):
+    """Bookkeeping of the signed checkpoints written outside the database (`attest.audit.checkpoints`).
+
+    Only tells the checkpoint job what it last wrote and the evidence export which checkpoints to carry; it
+    proves nothing: `attest audit verify` reads the checkpoints from their store, never from this table.
+    """
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    name: Mapped[str] = mapped_column(String(200))
