@@ -1,7 +1,23 @@
-// The reviewer inbox: keyboard navigation (j/k move, a approve, r revoke, Esc close), progress bars,
-// and htmx conflict handling. Loaded as a file because the CSP forbids inline scripts.
+// The reviewer inbox: keyboard shortcuts (j/k move, a approve, r revoke with a comment, Ctrl+Enter save the
+// comment, Esc close), progress bars, and htmx conflict handling. Loaded as a file: the CSP forbids inline scripts.
+//
+// The keyboard never changes a decision by accident:
+// - keys typed into a field (input, textarea, select, contenteditable) or belonging to an IME composition are
+//   never shortcuts, and a held key (auto-repeat) decides nothing;
+// - `r` opens the comment box and focuses it at once, inside the keydown, so the very next key lands in it;
+// - a decision that would replace another one (shortcut, Ctrl+Enter or button) is sent only after an explicit
+//   confirmation in a dialog whose default answer keeps the decision (Esc cancels);
+// - when a decision is sent, the keyboard moves on to the next undecided row at once, and the row's answer,
+//   when it is swapped in, never takes the focus from where the reviewer has gone since; a comment being typed
+//   in a row that is swapped is kept in the new row.
 (function () {
   "use strict";
+
+  var keys = 0;      // keydowns so far: a refused save takes the focus back only if no key came since
+  var advanced = {}; // row id -> {to: row id, keys: keys} for a save that moved the keyboard on
+  var kept = {};     // row id -> the comment being typed in that row when it was swapped
+  var dialog = null; // the "change this decision?" dialog, made on first use
+  var asking = null; // what the open dialog is asking about
 
   function rows() {
     return Array.prototype.slice.call(document.querySelectorAll("tr.item-row"));
@@ -9,6 +25,39 @@
 
   function current() {
     return document.querySelector("tr.item-row.kb-focus");
+  }
+
+  function rowOf(el) {
+    return el && el.closest ? el.closest("tr.item-row") : null;
+  }
+
+  // the row's saved decision ("" while undecided), from the class the server renders
+  function savedDecision(row) {
+    var m = /(?:^|\s)decided-(\w+)/.exec(row.className);
+    return m ? m[1] : "";
+  }
+
+  // the decision a row's form sends ("" for a form that decides nothing, e.g. reassign)
+  function formDecision(form) {
+    var input = form && form.querySelector ? form.querySelector("input[name=decision]") : null;
+    return input ? input.value : "";
+  }
+
+  function saving(row) {
+    return row.classList.contains("is-saving");
+  }
+
+  function undecided(row) {
+    return !savedDecision(row) && !saving(row) && !!row.querySelector(".js-approve");
+  }
+
+  function nextUndecided(row) {
+    var all = rows(), i = all.indexOf(row);
+    for (var k = 1; k <= all.length; k++) {
+      var r = all[(i + k + all.length) % all.length];
+      if (r !== row && undecided(r)) { return r; }
+    }
+    return null;
   }
 
   function focusRow(row) {
@@ -27,16 +76,35 @@
     focusRow(next);
   }
 
-  function typing(target) {
-    if (!target) { return false; }
-    var tag = (target.tagName || "").toLowerCase();
-    return tag === "input" || tag === "textarea" || tag === "select" || target.isContentEditable;
+  function typing(el) {
+    if (!el || el.nodeType !== 1) { return false; }
+    var tag = el.tagName.toLowerCase();
+    return tag === "input" || tag === "textarea" || tag === "select" || el.isContentEditable;
+  }
+
+  function composing(event) {
+    return event.isComposing || event.keyCode === 229;
+  }
+
+  function focusLost() {
+    return !document.activeElement || document.activeElement === document.body;
   }
 
   function closeBoxes(except) {
     document.querySelectorAll("details.revoke-box[open], details.reassign-box[open]").forEach(function (d) {
       if (d !== except) { d.open = false; }
     });
+  }
+
+  // open the row's comment box and focus it now (not in a later task): the next key must land in it
+  function openComment(row) {
+    var box = row.querySelector("details.revoke-box");
+    if (!box) { return null; }
+    closeBoxes(box);
+    box.open = true;
+    var area = box.querySelector("textarea");
+    if (area) { area.focus(); }
+    return area;
   }
 
   function setBars(root) {
@@ -46,57 +114,158 @@
     });
   }
 
+  // --- "change this decision?" ----------------------------------------------------------------------------
+
+  function dialogOpen() {
+    return !!(dialog && dialog.open);
+  }
+
+  function makeDialog() {
+    if (dialog) { return dialog; }
+    dialog = document.createElement("dialog");
+    dialog.className = "decision-confirm";
+    dialog.setAttribute("aria-labelledby", "decision-confirm-title");
+    dialog.setAttribute("aria-describedby", "decision-confirm-text");
+    dialog.innerHTML =
+      '<h2 class="h6 mb-2" id="decision-confirm-title"></h2>' +
+      '<p class="small mb-3" id="decision-confirm-text"></p>' +
+      '<div class="d-flex justify-content-end gap-2">' +
+      '<button type="button" class="btn btn-sm btn-outline-secondary js-keep"></button>' +
+      '<button type="button" class="btn btn-sm btn-warning js-change"></button>' +
+      "</div>";
+    dialog.querySelector(".js-keep").addEventListener("click", function () { answer(false); });
+    dialog.querySelector(".js-change").addEventListener("click", function () { answer(true); });
+    dialog.addEventListener("cancel", function (event) { event.preventDefault(); answer(false); }); // Esc
+    dialog.addEventListener("close", function () { if (!dialog.open) { answer(false); } }); // closed some other way
+    document.body.appendChild(dialog);
+    return dialog;
+  }
+
+  function answer(change) {
+    var q = asking;
+    asking = null;
+    if (!q) { return; }
+    if (dialog.open) { dialog.close(); }
+    var back = q.back && q.back.isConnected && q.back !== document.body ? q.back : (q.row.isConnected ? q.row : null);
+    if (back) { back.focus({ preventScroll: true }); }
+    if (change) { q.proceed(); }
+  }
+
+  function askToChange(row, from, to, proceed) {
+    var d = makeDialog();
+    var area = row.querySelector(".revoke-form textarea");
+    var comment = area ? area.defaultValue.trim() : "";
+    if (comment.length > 120) { comment = comment.slice(0, 117) + "..."; }
+    d.querySelector("#decision-confirm-title").textContent = "Change " + from + " to " + to + "?";
+    d.querySelector("#decision-confirm-text").textContent = comment && to !== "revoke"
+      ? "This discards the comment \u201c" + comment + "\u201d."
+      : "This replaces the saved decision (" + from + ").";
+    d.querySelector(".js-keep").textContent = "Keep " + from;
+    d.querySelector(".js-change").textContent = "Change to " + to;
+    asking = { row: row, proceed: proceed, back: document.activeElement };
+    d.showModal();
+    d.querySelector(".js-keep").focus(); // Enter or Space right away keeps the decision
+  }
+
+  // every decision that would replace another one asks first, whatever sent it (htmx asks this before each request)
+  document.addEventListener("htmx:confirm", function (event) {
+    var form = event.detail.elt, row = rowOf(form), to = formDecision(form);
+    if (!row || !to) { return; }
+    var from = savedDecision(row);
+    if (!from || from === to) { return; }
+    event.preventDefault();
+    askToChange(row, from, to, function () { event.detail.issueRequest(true); });
+  });
+
+  // --- keys ----------------------------------------------------------------------------------------------
+
+  window.addEventListener("keydown", function () { keys += 1; }, true);
+
   document.addEventListener("keydown", function (event) {
+    if (composing(event) || dialogOpen()) { return; }
     if (event.ctrlKey || event.metaKey || event.altKey) { return; }
     if (event.key === "Escape") {
       closeBoxes(null);
-      var row = current();
-      if (row) { row.focus(); }
+      var focused = current();
+      if (focused) { focused.focus(); }
       return;
     }
-    if (typing(event.target)) { return; }
+    if (typing(event.target) || typing(document.activeElement)) { return; }
     var row = current();
     switch (event.key) {
       case "j": move(1); event.preventDefault(); break;
       case "k": move(-1); event.preventDefault(); break;
       case "a":
         if (row) {
-          var approve = row.querySelector(".js-approve");
-          if (approve) { row.dataset.advance = "1"; approve.click(); }
           event.preventDefault();
+          var approve = row.querySelector(".js-approve");
+          if (approve && !event.repeat && !saving(row)) { approve.click(); }
         }
         break;
       case "r":
         if (row) {
-          var box = row.querySelector("details.revoke-box");
-          if (box) {
-            closeBoxes(box);
-            box.open = true;
-            var area = box.querySelector("textarea");
-            if (area) { area.focus(); }
-          }
           event.preventDefault();
+          if (!event.repeat) { openComment(row); }
         }
         break;
       default: break;
     }
   });
 
+  // Ctrl/Cmd+Enter in a revoke comment submits it
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || composing(event) || dialogOpen()) { return; }
+    var form = event.target.closest && event.target.closest(".revoke-form");
+    if (!form) { return; }
+    event.preventDefault();
+    if (event.repeat) { return; }
+    if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
+  });
+
   // a click in a row makes it the keyboard row too
   document.addEventListener("click", function (event) {
-    var row = event.target.closest && event.target.closest("tr.item-row");
+    var row = rowOf(event.target);
     if (row) {
       rows().forEach(function (r) { r.classList.remove("kb-focus"); });
       row.classList.add("kb-focus");
     }
   });
 
-  // Ctrl/Cmd+Enter in a revoke comment submits it
-  document.addEventListener("keydown", function (event) {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target.closest && event.target.closest(".revoke-form")) {
-      event.preventDefault();
-      var form = event.target.closest("form");
-      if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
+  // --- a decision on its way -----------------------------------------------------------------------------
+
+  // sent: the row is busy, and if the reviewer was on it, the keyboard moves on to the next undecided row now
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail.elt, row = rowOf(form);
+    if (!row || !formDecision(form)) { return; }
+    var area = form.querySelector("textarea[name=comment]");
+    row.dataset.sentComment = area ? area.value : "";
+    row.classList.add("is-saving");
+    row.setAttribute("aria-busy", "true");
+    if (row === current() || row.contains(document.activeElement)) {
+      var next = nextUndecided(row);
+      if (next) {
+        advanced[row.id] = { to: next.id, keys: keys };
+        focusRow(next);
+      }
+    }
+  });
+
+  // no answer to swap in (server error, network): the row is as it was, and says so
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var row = rowOf(event.detail.elt);
+    if (!row || !row.isConnected || !saving(row)) { return; }
+    row.classList.remove("is-saving");
+    row.removeAttribute("aria-busy");
+    delete advanced[row.id];
+    if (event.detail.failed) {
+      var cell = row.querySelector(".decision-cell");
+      if (cell && !cell.querySelector(".js-not-saved")) {
+        var note = document.createElement("div");
+        note.className = "alert alert-danger py-1 px-2 small mb-2 js-not-saved";
+        note.setAttribute("role", "alert");
+        note.textContent = "Not saved: the server did not answer. Try again.";
+        cell.insertBefore(note, cell.firstChild);
+      }
     }
   });
 
@@ -109,27 +278,48 @@
     }
   });
 
-  // keep the keyboard position on the row that was just replaced; after "a", move on to the next one
+  // a comment being typed in a row about to be swapped is kept: the one in focus, or one a refusal did not save
   document.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;
-    if (target && target.classList && target.classList.contains("item-row")) {
-      document.body.dataset.lastRow = target.id;
-      document.body.dataset.lastAdvance = target.dataset.advance || "";
+    if (!event.detail.shouldSwap || !target || !target.classList || !target.classList.contains("item-row")) { return; }
+    var area = target.querySelector(".revoke-form textarea"), box = area && area.closest("details");
+    if (!area || !box || !box.open) { return; }
+    var focused = area === document.activeElement;
+    var refused = event.detail.xhr.status >= 400;
+    var sentAsIs = !refused && target.dataset.sentComment === area.value;
+    if ((focused && !sentAsIs) || (refused && area.value.trim() && area.value !== area.defaultValue)) {
+      kept[target.id] = { value: area.value, start: area.selectionStart, end: area.selectionEnd, focused: focused };
     }
   });
 
-  document.addEventListener("htmx:afterSettle", function (event) {
-    setBars(document);
-    var id = document.body.dataset.lastRow;
-    if (!id) { return; }
-    delete document.body.dataset.lastRow;
-    var row = document.getElementById(id);
-    if (!row) { return; }
-    var advance = document.body.dataset.lastAdvance === "1" && !row.querySelector(".alert");
-    delete document.body.dataset.lastAdvance;
-    focusRow(row);
-    if (advance) { move(1); }
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var row = event.target;
+    if (!row || !row.classList || !row.classList.contains("item-row")) { return; }
+    var keep = kept[row.id], moved = advanced[row.id];
+    delete kept[row.id];
+    delete advanced[row.id];
+    if (keep) {
+      var box = row.querySelector("details.revoke-box"), area = box && box.querySelector("textarea");
+      if (area) {
+        box.open = true;
+        area.value = keep.value;
+        if (keep.focused && (focusLost() || row.contains(document.activeElement))) {
+          area.focus({ preventScroll: true });
+          try { area.setSelectionRange(keep.start, keep.end); } catch (e) { /* not a text field any more */ }
+        }
+      }
+    }
+    // a refused save: back to its row, unless the reviewer has pressed a key since the keyboard moved on
+    var was = moved && current();
+    if (moved && row.querySelector(".alert") && moved.keys === keys && was && was.id === moved.to
+        && !typing(document.activeElement)) {
+      focusRow(row);
+    }
+    // the focus went with the replaced row: put it on the keyboard row (never take it from anywhere else)
+    if (focusLost()) { focusRow(current() || row); }
   });
+
+  document.addEventListener("htmx:afterSettle", function () { setBars(document); });
 
   document.addEventListener("DOMContentLoaded", function () { setBars(document); });
   if (document.readyState !== "loading") { setBars(document); }
