@@ -82,6 +82,26 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+# A transaction that will write says so (`begin_write`, `transaction`): on SQLite it starts with BEGIN
+# IMMEDIATE, taking the write lock first. A deferred transaction that reads and then writes fails at
+# once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out) when another
+# process (the scheduler writing its leases) committed in between; an immediate one waits its turn
+# (busy_timeout) and then reads what is current. PostgreSQL ignores the option.
+WRITE = {"attest_write": True}
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("attest_write") else "BEGIN")
+
+
+@contextmanager
+def begin_write(session: Session) -> Iterator[Session]:
+    """`session.begin()` for a transaction that writes (committed on success, rolled back on error)."""
+    with session.begin():
+        session.connection(execution_options=WRITE)
+        yield session
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
@@ -92,7 +112,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy, not pysqlite, issue BEGIN so SAVEPOINTs and transactional DDL behave.
         event.listen(engine, "connect", lambda conn, rec: setattr(conn, "isolation_level", None))
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     if "poolclass" not in kwargs:
@@ -125,7 +145,7 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""
     session = factory()
     try:
-        with session.begin():
+        with begin_write(session):
             yield session
     finally:
         session.close()

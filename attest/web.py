@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from attest.config import Settings
+from attest.db import begin_write
 
 
 @dataclass
@@ -51,5 +52,5 @@ def write() -> Iterator[Session]:
     session = db()
     if session.in_transaction():
         session.commit()
-    with session.begin():
+    with begin_write(session):
         yield session

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from attest.audit import queries
 from attest.auth.permissions import admin_required, read_all_required
+from attest.entitlements import history as access_history
 from attest.entitlements.models import Identity
 from attest.reviews import remediation
 from attest.reviews.models import REMEDIATION_STATUSES, Campaign
@@ -169,7 +170,10 @@ def undo(remediation_id: int):
 @read_all_required
 def history():
     q = request.args.get("q", "").strip()[:200]
-    at = _date_arg("at")
+    try:
+        as_of = access_history.resolve_as_of(request.args, settings().zone)
+    except access_history.AsOfError as exc:
+        abort(400, str(exc))
     people = []
     if q:
         like = f"%{q.lower()}%"
@@ -177,9 +181,9 @@ def history():
             select(Identity).where((Identity.email_normalized.like(like)) | (Identity.display_name.ilike(like))
                                    | (Identity.employee_id.ilike(like)))
             .order_by(Identity.display_name, Identity.id).limit(50)).all()
-        if len(people) == 1 and at is not None:
-            return redirect(url_for("entitlements.identity_detail", identity_id=people[0].id, at=at.date().isoformat()))
-    return render_template("audit/history.html", q=q, at=at, people=people)
+        if len(people) == 1 and as_of is not None:
+            return redirect(url_for("entitlements.identity_detail", identity_id=people[0].id, **as_of.query))
+    return render_template("audit/history.html", q=q, as_of=as_of, people=people)
 
 
 # --- evidence -----------------------------------------------------------------------------------------------

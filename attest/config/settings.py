@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
 
@@ -51,6 +52,20 @@ def _float(name: str, raw: str, lo: float, hi: float) -> float:
     return value
 
 
+def _zone(name: str, raw: str) -> str:
+    """An IANA time zone name (Europe/Berlin, America/New_York, UTC), checked against the zone database."""
+    value = raw.strip() or "UTC"
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise SettingsError(
+            f"{name} must be an IANA time zone name such as UTC, Europe/Berlin or America/New_York "
+            f"(spelled as in the tz database, case included), not {raw!r}; if the name is right, the system "
+            "lacks the time zone database: install the tzdata package"
+        ) from None
+    return value
+
+
 def _list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -66,6 +81,7 @@ class Settings:
     signing_key: str = ""  # Ed25519 private key, PEM or base64 raw 32 bytes (evidence bundles)
     log_level: str = "INFO"
     proxy_count: int = 0  # reverse proxies in front of Attest whose X-Forwarded-* headers are trusted
+    timezone: str = "UTC"  # the organisation's zone: "access on date X" means the end of day X there
     # sync
     sync_max_removal_ratio: float = 0.2
     alias_domains: tuple[tuple[str, str], ...] = ()  # (alias, canonical)
@@ -105,6 +121,10 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @property
     def oidc_enabled(self) -> bool:
@@ -226,6 +246,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         signing_key=signing_key,
         log_level=env("ATTEST_LOG_LEVEL", "INFO").upper(),
         proxy_count=_int("ATTEST_PROXY_COUNT", env("ATTEST_PROXY_COUNT", "0"), 0),
+        timezone=_zone("ATTEST_TIMEZONE", env("ATTEST_TIMEZONE", "UTC")),
         sync_max_removal_ratio=_float(
             "ATTEST_SYNC_MAX_REMOVAL_RATIO", env("ATTEST_SYNC_MAX_REMOVAL_RATIO", "0.2"), 0.0, 1.0
         ),

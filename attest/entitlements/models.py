@@ -31,6 +31,8 @@ from attest.db import Base, JSONType, UTCDateTime, utcnow
 
 SOURCE_KINDS = ("demo", "okta", "aws", "github")
 RUN_STATUSES = ("running", "succeeded", "partial", "failed", "aborted")
+# a run that was applied: the source was read (a partial run read all but its failed parts)
+SUCCESSFUL_RUN_STATUSES = ("succeeded", "partial")
 ACCOUNT_KINDS = ("human", "service")
 LINK_METHODS = ("manual", "authoritative", "saml_nameid", "email", "username", "tag")
 PURPOSES = ("assignment", "permission", "ownership")

@@ -188,12 +188,18 @@ def resource_types(session: Session) -> list[str]:
     return list(session.scalars(select(Resource.type).where(Resource.ended_at.is_(None)).distinct().order_by(Resource.type)))
 
 
-def resource_grants(session: Session, resource_id: int, after: int | None = None, limit: int = 100) -> Page:
+def resource_grants(session: Session, resource_id: int, after: int | None = None, limit: int = 100,
+                    at: datetime | None = None) -> Page:
+    """Who holds the resource directly: now, or at a past moment `at`."""
     stmt = (
         select(Grant)
         .join(Entitlement, Entitlement.id == Grant.entitlement_id)
-        .where(Entitlement.resource_id == resource_id, Grant.ended_at.is_(None))
+        .where(Entitlement.resource_id == resource_id)
     )
+    if at is None:
+        stmt = stmt.where(Grant.ended_at.is_(None))
+    else:
+        stmt = stmt.where(Grant.first_seen_at <= at, or_(Grant.ended_at.is_(None), Grant.ended_at > at))
     if after:
         stmt = stmt.where(Grant.id > after)
     rows = session.scalars(stmt.order_by(Grant.id).limit(limit + 1)).all()

@@ -58,7 +58,7 @@ from attest.db import (
     utcnow,
 )
 from attest.entitlements import correlation
-from attest.entitlements.models import Grant, Source, SyncRun
+from attest.entitlements.models import SUCCESSFUL_RUN_STATUSES, Grant, Source, SyncRun
 from attest.entitlements.sources import SourceError, build_connector
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class SyncResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("succeeded", "partial")
+        return self.status in SUCCESSFUL_RUN_STATUSES
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -5,7 +5,7 @@ Admins and auditors read these; only admins change anything (manual account link
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -15,12 +15,26 @@ from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, Optional
 
 from attest.auth.permissions import admin_required, read_all_required
-from attest.entitlements import correlation, queries
+from attest.entitlements import correlation, history, queries
 from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
 from attest.entitlements.sources import decrypt_secrets
 from attest.web import db, settings, write
 
 bp = Blueprint("entitlements", __name__)
+
+
+def as_of_arg() -> history.AsOf | None:
+    """The moment a page is asked about (`on=DAY`, `at=DAY|TIMESTAMP`), or None for now; 400 when unreadable."""
+    try:
+        return history.resolve_as_of(request.args, settings().zone)
+    except history.AsOfError as exc:
+        abort(400, str(exc))
+
+
+@bp.app_template_filter("instant")
+def instant_filter(value: datetime | None) -> str | None:
+    """An exact moment as a link's `at=` value: `url_for(..., at=campaign.launched_at|instant)`."""
+    return history.instant_param(value) if value is not None else None
 
 
 def _int_arg(name: str) -> int | None:
@@ -77,16 +91,11 @@ def identities():
 def identity_detail(identity_id: int):
     session = db()
     identity = session.get(Identity, identity_id) or abort(404)
-    at = None
-    if request.args.get("at"):
-        try:
-            at = datetime.fromisoformat(request.args["at"]).replace(tzinfo=UTC)
-        except ValueError:
-            flash("The date must look like 2026-09-30.", "warning")
+    as_of = as_of_arg()
     accounts = queries.identity_accounts(session, identity_id)
-    held = queries.effective_access(session, [a.id for a in accounts], at=at)
+    access = history.access_at(session, accounts, as_of)
     return render_template(
-        "entitlements/identity.html", identity=identity, accounts=accounts, held=held, at=at,
+        "entitlements/identity.html", identity=identity, accounts=accounts, access=access, as_of=as_of,
         chain=queries.manager_chain(session, identity), reports=queries.direct_reports(session, identity_id),
     )
 
@@ -108,8 +117,13 @@ def resources():
 def resource_detail(resource_id: int):
     session = db()
     resource = session.get(Resource, resource_id) or abort(404)
-    page = queries.resource_grants(session, resource_id, after=_int_arg("after"))
-    return render_template("entitlements/resource.html", resource=resource, page=page,
+    as_of = as_of_arg()
+    first = history.first_reads(session, [resource.source_id])[resource.source_id]
+    unknown = as_of is not None and not first.known_at(as_of.instant)
+    page = (queries.Page([], None) if unknown else
+            queries.resource_grants(session, resource_id, after=_int_arg("after"), at=as_of.instant if as_of else None))
+    return render_template("entitlements/resource.html", resource=resource, page=page, as_of=as_of,
+                           unknown=[first] if unknown else [], since=history.since_of(session, page.rows, {first.source_id: first}),
                            entitlements=queries.resource_entitlements(session, resource_id))
 
 

@@ -40,7 +40,7 @@ from attest.db import (
 from attest.entitlements import risk as risk_mod
 from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source, SyncRun
 from attest.entitlements.queries import MAX_DEPTH
-from attest.reviews import routing
+from attest.reviews import eligibility, routing
 from attest.reviews.definitions import DefinitionError, check_references, find_identity
 from attest.reviews.models import (
     Campaign,
@@ -153,7 +153,7 @@ def _directory(session: Session) -> _Directory:
         select(Identity.id, Identity.manager_id, Identity.status, Identity.kind, Identity.ended_at)
     ):
         manager[iid] = mid
-        if ended is None and status == "active" and kind == "human":
+        if eligibility.can_review_at_all(status, kind, ended):
             eligible.add(iid)
     owners: dict[int, set[int]] = defaultdict(set)
     rows = session.execute(
@@ -638,9 +638,12 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
         with _whole_population_plan(session):
             inserted = session.execute(text(snapshot_sql(ctx, params, route=route)), params).rowcount
         rebuild_indexes(session, rebuild)
+        # items the eligibility rule left to nobody wait in the admin queue (routed_by admin_queue); items
+        # with no reviewer at all mean the definition lacks a usable fallback reviewer: refused
         unroutable = session.scalar(
             select(func.count()).select_from(ReviewItem)
-            .where(ReviewItem.reviewer_id.is_(None), ReviewItem.campaign_id == campaign.id))
+            .where(ReviewItem.reviewer_id.is_(None), ReviewItem.routed_by.is_(None),
+                   ReviewItem.campaign_id == campaign.id))
         if unroutable:
             count = f"{unroutable:,} item is" if unroutable == 1 else f"{unroutable:,} items are"
             if ctx.fallback_id is None:
@@ -648,8 +651,8 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
                     f"{count} unroutable (no manager, no resource owner) and the definition has no "
                     "fallback_reviewer; set fallback_reviewer to an identity's e-mail and launch again")
             raise CampaignError(
-                f"{count} unroutable: the fallback reviewer's ({spec['fallback_reviewer']}) own access, and "
-                "nobody else can take it (no manager above them); choose another fallback_reviewer")
+                f"{count} unroutable and the fallback reviewer ({spec['fallback_reviewer']}) cannot review "
+                "(left, terminated or not a person); choose another fallback_reviewer")
         excl = _exclusion_sql(ctx, params)
         if excl:
             # when every reason is about the account or its person, only those accounts' access is read again
@@ -710,7 +713,7 @@ def launch_definition(session: Session, definition_id: int, actor: str, now: dat
 def route_item_to_stage(session: Session, item: ReviewItem, stage: int) -> None:
     """Move an item to `stage` and set its reviewer for that stage with the same rules as launch (self-review,
     fallback). The decision fields are the caller's (decisions.decide); an item nobody can take at that
-    stage keeps reviewer None with routed_by 'unroutable' for an admin to reassign."""
+    stage keeps reviewer None with routed_by 'admin_queue' for an admin to assign."""
     campaign = session.get(Campaign, item.campaign_id)
     if campaign is None:
         raise CampaignError(f"no campaign {item.campaign_id}")
@@ -722,27 +725,25 @@ def route_item_to_stage(session: Session, item: ReviewItem, stage: int) -> None:
     if campaign.id not in cache:
         cache[campaign.id] = _resolve_stages(session, spec)
     fallback_id, stages = cache[campaign.id]
-    d_manager: dict[int, int | None] = {}
-
-    def manager_of(iid: int) -> int | None:
-        if iid not in d_manager:
-            d_manager[iid] = session.scalar(select(Identity.manager_id).where(Identity.id == iid))
-        return d_manager[iid]
-
-    def eligible(iid: int) -> bool:
-        row = session.execute(select(Identity.status, Identity.kind, Identity.ended_at).where(Identity.id == iid)).first()
-        return row is not None and row.ended_at is None and row.status == "active" and row.kind == "human"
+    d = eligibility.Directory(session)
+    manager_of, eligible = d.manager_of, d.eligible
 
     reviewer, routed_by = routing.route(
         person_id=item.identity_id, manager_id=manager_of(item.identity_id) if item.identity_id else None,
         owner_ids=_owners_of(session, item.resource_id), stage=stages[stage], fallback_id=fallback_id,
         self_review=spec.get("self_review", "reassign"), manager_of=manager_of, eligible=eligible,
     )
+    subjects = eligibility.item_subjects(session, item)
+    if reviewer is not None and not eligibility.may_review(reviewer, subjects):
+        # the account was linked to the chosen reviewer after launch: still their own access
+        reviewer, how = eligibility.replacement(reviewer, subjects, fallback_id=fallback_id,
+                                                manager_of=manager_of, eligible=eligible)
+        routed_by = "self_review" if reviewer is not None else how
     before = {"stage": item.stage, "reviewer_id": item.reviewer_id}
     item.stage = stage
     item.reviewer_id = reviewer
     item.co_reviewer_id = None
-    item.routed_by = routed_by or "unroutable"
+    item.routed_by = routed_by or eligibility.ADMIN_QUEUE
     session.flush()
     audit(session, actor="system", action="item.route", object_type="review_item", object_id=str(item.id),
           campaign_id=item.campaign_id, before=before,

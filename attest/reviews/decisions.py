@@ -27,9 +27,10 @@ The rules (every function takes the session first and never commits):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -39,6 +40,7 @@ from attest.audit.log import record_many as audit_many
 from attest.auth.models import User
 from attest.db import utcnow
 from attest.entitlements.models import Identity
+from attest.reviews import eligibility, queries
 from attest.reviews.models import DECISIONS, Campaign, Decision, ReviewerSignoff, ReviewItem
 
 MAX_COMMENT = 4000
@@ -129,9 +131,10 @@ def _is_final_stage(campaign: Campaign, stage: int) -> bool:
 
 
 def _is_stale_write(exc: OperationalError) -> bool:
-    # SQLite: a transaction whose snapshot predates another writer's commit cannot write (SQLITE_BUSY_SNAPSHOT)
+    # PostgreSQL under REPEATABLE READ or SERIALIZABLE: another writer changed the row first. (SQLite's
+    # "database is locked" is not staleness: writes begin IMMEDIATE and wait their turn; see db.begin_write.)
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
-    return "database is locked" in text or "could not serialize" in text
+    return "could not serialize" in text
 
 
 def load_item_for(session: Session, user: User, item_id: int, *, for_update: bool = False) -> ReviewItem:
@@ -154,9 +157,18 @@ def _load_for_decision(session: Session, user: User, item_id: int) -> tuple[Revi
     if not mine:
         raise Forbidden("Only the item's reviewer can decide it; reassign it to change who reviews it.")
     _check_writer(user)
+    _check_eligible(session, user.identity_id, item, "decide")
     campaign = session.get(Campaign, item.campaign_id)
     assert campaign is not None
     return item, campaign
+
+
+def _check_eligible(session: Session, identity_id: int | None, item: ReviewItem, what: str) -> None:
+    """The eligibility rule (one home: `eligibility`): nobody decides or takes an item about their own access."""
+    try:
+        eligibility.check(identity_id, eligibility.item_subjects(session, item), what)
+    except eligibility.SelfReview as exc:
+        raise DecisionError(str(exc)) from exc
 
 
 # --- decide ------------------------------------------------------------------------------------------
@@ -174,6 +186,9 @@ def decide(session: Session, user: User, item_id: int, decision: str, comment: s
     _check_decision(campaign, decision, comment)
     if item.decision == decision and (comment is None or comment == item.comment):
         return item  # a repeat: nothing to do
+    if decision == "approve" and comment is None and set(item.risks or ()) & set(NEEDS_ITEM_COMMENT):
+        who = "a person who has left" if "terminated" in (item.risks or ()) else "an orphaned account (no owner)"
+        raise DecisionError(f"Approving the access of {who} needs a comment on this item: say why it should stay.")
     if item.decision is not None:
         signoff = _signed_off(session, campaign.id, (item.reviewer_id, item.co_reviewer_id))
         if signoff is not None:
@@ -241,14 +256,68 @@ def _stale_message(item: ReviewItem | None) -> str:
 # --- bulk --------------------------------------------------------------------------------------------
 
 
-def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequence[int], decision: str,
-                comment: str | None = None) -> int:
-    """Decide many items of one campaign at once (a filtered selection). Returns how many changed.
+NEEDS_ITEM_COMMENT = ("terminated", "orphaned")  # approving these always needs a comment on the item itself
 
-    One transaction; set-based: one SELECT and one UPDATE per chunk of ids, one multi-row INSERT of
-    Decision rows and one of audit events (`bulk: true`, one per item). Ids that are not the user's to
-    decide, already decided the same way, or locked by a sign-off are skipped. Items on a stage that is
-    not their last are handed on one by one (routing needs each item's person).
+SKIP_REASONS = {
+    "decided": "already decided (bulk decisions never replace a decision)",
+    "changed": "changed by someone else while this ran (decided, reassigned or escalated)",
+    "flagged": "flagged for a closer look (privileged, dormant, no MFA...): decide them one by one",
+    "flagged_needs_comment": "flagged: this campaign allows approving flagged access in bulk only with a comment",
+    "needs_item_comment": "a terminated person's or an orphaned account's access: approve only one by one, with a comment",
+    "own_access": "your own access: someone else must decide it",
+    "not_yours": "not routed to you",
+}
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a bulk decision did: how many items it decided, and how many of the selection it left, by reason
+    (keys of SKIP_REASONS)."""
+
+    changed: int
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def explain(self) -> list[str]:
+        return [f"{n:,} {SKIP_REASONS[k]}" for k, n in sorted(self.skipped.items()) if n]
+
+
+def _bulk_approve_flagged(campaign: Campaign) -> bool:
+    return bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged"))
+
+
+def _needs_item_comment():
+    return or_(*(queries.has_risk(r) for r in NEEDS_ITEM_COMMENT))
+
+
+def bulk_writable(campaign: Campaign, me: int, decision: str, with_comment: bool) -> list[Any]:
+    """The conditions an item must meet, at the moment of the write, to be decided in bulk by `me` (the
+    one home of the bulk rules; the inbox counts what a bulk approval would take with them)."""
+    conds: list[Any] = [ReviewItem.decision.is_(None), ReviewItem.completed.is_(False), eligibility.sql_not_about(me)]
+    if decision == "approve":
+        conds.append(~_needs_item_comment())
+        if not (_bulk_approve_flagged(campaign) and with_comment):
+            conds.append(~queries.flagged_condition())
+    return conds
+
+
+def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequence[int], decision: str,
+                comment: str | None = None) -> BulkResult:
+    """Decide many undecided items of one campaign at once (a filtered selection).
+
+    Bulk decisions never replace a decision and never race one: each chunk is ONE conditional UPDATE
+    that takes only items which, at the moment of the write, are still undecided, still the user's to
+    decide, not about the user's own access and (for approvals) not flagged, and returns the ids it
+    took; the Decision rows and audit events (`bulk: true`, one per item) are written for exactly those.
+    A single decision saved a moment earlier in another tab is never overwritten: its item is skipped.
+
+    Approvals leave out flagged items (risk score at or above the flag threshold) unless the campaign's
+    `rules.bulk_approve_flagged` is true and a comment is given; access of a terminated person or of an
+    orphaned account is never approved in bulk (it needs its own comment). Items on a stage that is not
+    their last are handed on one by one (routing needs each item's person).
     """
     decision = (decision or "").strip().lower()
     comment = _clean_comment(comment)
@@ -267,71 +336,80 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
     _check_decision(campaign, decision, comment)
     ids = sorted({int(i) for i in item_ids})
     if not ids:
-        return 0
-    signed_off = _signed_off(session, campaign_id, [me]) is not None
+        return BulkResult(0)
     last_stage = len(_stages(campaign)) - 1
-    for_update = session.get_bind().dialect.name == "postgresql"
-    rows: list[tuple[int, int, str | None, str | None, int | None, int | None]] = []
-    cols = (ReviewItem.id, ReviewItem.stage, ReviewItem.decision, ReviewItem.comment, ReviewItem.reviewer_id,
-            ReviewItem.co_reviewer_id)
+    mine = and_(ReviewItem.campaign_id == campaign_id, or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me))
+    flagged = queries.flagged_condition()
+    flagged_ok = decision != "approve" or (_bulk_approve_flagged(campaign) and comment is not None)
+    # what the write may take: checked by the UPDATE itself, at the moment of the write
+    writable = [mine, *bulk_writable(campaign, me, decision, comment is not None)]
+
+    # why the rest is left (read first, for the report; the UPDATE decides)
+    skipped: dict[str, int] = {}
+    expected = 0
     for chunk in _chunks(ids):
-        stmt = select(*cols).where(
-            ReviewItem.campaign_id == campaign_id, ReviewItem.id.in_(chunk),
-            or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me),
-        )
-        if comment is None:
-            stmt = stmt.where(or_(ReviewItem.decision.is_(None), ReviewItem.decision != decision))
-        if for_update:
-            stmt = stmt.with_for_update()
-        rows.extend(tuple(r) for r in session.execute(stmt))
-    # a signed-off reviewer may still decide undecided items that reached them later, never change others
-    others = {r[4] for r in rows} | {r[5] for r in rows}
-    others.discard(None)
-    locked_by = {s for s in session.scalars(
-        select(ReviewerSignoff.reviewer_id).where(ReviewerSignoff.campaign_id == campaign_id,
-                                                  ReviewerSignoff.reviewer_id.in_(others))
-    )} if others else set()
-    rows = [r for r in rows if r[2] is None or not (signed_off or r[4] in locked_by or r[5] in locked_by)]
-    rows = [r for r in rows if not (r[2] == decision and r[3] == comment)]
-    if not rows:
-        return 0
+        rows = session.execute(select(
+            ReviewItem.id, ReviewItem.decision, eligibility.sql_not_about(me),
+            _needs_item_comment() if decision == "approve" else literal(False), flagged,
+        ).where(ReviewItem.id.in_(chunk), mine)).all()
+        skipped["not_yours"] = skipped.get("not_yours", 0) + len(chunk) - len(rows)
+        for _id, decided, not_mine, item_comment, is_flagged in rows:
+            reason = ("decided" if decided is not None else "own_access" if not not_mine
+                      else "needs_item_comment" if item_comment
+                      else ("flagged_needs_comment" if _bulk_approve_flagged(campaign) else "flagged")
+                      if is_flagged and not flagged_ok else None)
+            if reason:
+                skipped[reason] = skipped.get(reason, 0) + 1
+            else:
+                expected += 1
+
     now = utcnow()
-    final_ids = [r[0] for r in rows if decision == "revoke" or r[1] >= last_stage]
-    moving = [r for r in rows if not (decision == "revoke" or r[1] >= last_stage)]
     values = dict(decision=decision, comment=comment, decided_by_user_id=user.id, decided_by_identity_id=me,
                   decided_at=now, decided_in_bulk=True, version=ReviewItem.version + 1)
-    for chunk in _chunks(final_ids):
-        session.execute(
-            update(ReviewItem).where(ReviewItem.id.in_(chunk)).values(completed=True, **values)
-            .execution_options(synchronize_session=False)
-        )
+    final = or_(literal(decision == "revoke"), ReviewItem.stage >= last_stage)
+    taken: list[tuple[int, int, int | None, bool]] = []  # id, stage, reviewer, completed
+    for chunk in _chunks(ids):
+        for completes in (True, False):
+            stmt = (update(ReviewItem)
+                    .where(ReviewItem.id.in_(chunk), *writable, final if completes else ~final)
+                    .values(completed=completes, **values)
+                    .returning(ReviewItem.id, ReviewItem.stage, ReviewItem.reviewer_id)
+                    .execution_options(synchronize_session=False))
+            taken.extend((r[0], r[1], r[2], completes) for r in session.execute(stmt))
+    if expected > len(taken):
+        skipped["changed"] = expected - len(taken)
+    skipped = {k: v for k, v in skipped.items() if v}
+    if not taken:
+        return BulkResult(0, skipped)
+    taken.sort()
     session.execute(Decision.__table__.insert(), [
-        {"item_id": r[0], "campaign_id": campaign_id, "stage": r[1], "decision": decision, "comment": comment,
-         "user_id": user.id, "identity_id": me, "bulk": True, "at": now} for r in rows
+        {"item_id": i, "campaign_id": campaign_id, "stage": stage, "decision": decision, "comment": comment,
+         "user_id": user.id, "identity_id": me, "bulk": True, "at": now} for i, stage, _r, _c in taken
     ])
-    events = []
+    # objects loaded before the UPDATE must not keep stale decision/version values
+    taken_ids = {t[0] for t in taken}
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, ReviewItem) and obj.id in taken_ids:
+            session.expire(obj)
     moved: dict[int, tuple[int, int | None]] = {}
-    if moving:
-        for r in moving:
-            item = session.get(ReviewItem, r[0], populate_existing=True)
+    for i, stage, _r, completes in taken:
+        if not completes:
+            item = session.get(ReviewItem, i, populate_existing=True)
             assert item is not None
-            _advance(session, campaign, item, r[1] + 1)
-            moved[r[0]] = (item.stage, item.reviewer_id)
-    for r in rows:
-        after: dict[str, Any] = {"decision": decision, "comment": comment, "stage": r[1], "bulk": True,
-                                 "completed": r[0] not in moved}
-        if r[0] in moved:
-            after["next_stage"], after["next_reviewer_id"] = moved[r[0]]
+            _advance(session, campaign, item, stage + 1)
+            moved[i] = (item.stage, item.reviewer_id)
+    events = []
+    for i, stage, reviewer, _c in taken:
+        after: dict[str, Any] = {"decision": decision, "comment": comment, "stage": stage, "bulk": True,
+                                 "completed": i not in moved}
+        if i in moved:
+            after["next_stage"], after["next_reviewer_id"] = moved[i]
         events.append({"actor": _actor(user), "action": "review.decide", "object_type": "review_item",
-                       "object_id": str(r[0]), "campaign_id": campaign_id,
-                       "before": {"decision": r[2], "comment": r[3], "stage": r[1], "reviewer_id": r[4]},
+                       "object_id": str(i), "campaign_id": campaign_id,
+                       "before": {"decision": None, "comment": None, "stage": stage, "reviewer_id": reviewer},
                        "after": after})
     audit_many(session, events)
-    # objects loaded before the UPDATE must not keep stale decision/version values
-    for obj in list(session.identity_map.values()):
-        if isinstance(obj, ReviewItem) and obj.id in set(final_ids):
-            session.expire(obj)
-    return len(rows)
+    return BulkResult(len(taken), skipped)
 
 
 def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
@@ -373,8 +451,10 @@ def reassign(session: Session, user: User, item_id: int, to_identity_id: int, re
     if item.decision is not None:
         raise DecisionError("This item is already decided; only undecided items can be reassigned.")
     target = _target_identity(session, to_identity_id)
-    if item.identity_id is not None and target.id == item.identity_id:
-        raise DecisionError("Nobody reviews their own access: choose someone other than the person it belongs to.")
+    try:
+        eligibility.check(target.id, eligibility.item_subjects(session, item), "review")
+    except eligibility.SelfReview as exc:
+        raise DecisionError("Nobody reviews their own access: choose someone other than the person it belongs to.") from exc
     if target.id == item.reviewer_id:
         raise DecisionError(f"{target.display_name} already reviews this item.")
     before = {"reviewer_id": item.reviewer_id, "co_reviewer_id": item.co_reviewer_id, "routed_by": item.routed_by}
@@ -416,7 +496,7 @@ def reassign_reviewer(session: Session, user: User, campaign_id: int, from_ident
     who = ReviewItem.reviewer_id.is_(None) if from_identity_id is None else ReviewItem.reviewer_id == from_identity_id
     cond = and_(ReviewItem.campaign_id == campaign_id, who,
                 ReviewItem.decision.is_(None),
-                or_(ReviewItem.identity_id.is_(None), ReviewItem.identity_id != target.id))
+                eligibility.sql_not_about(target.id))
     ids = list(session.scalars(select(ReviewItem.id).where(cond).order_by(ReviewItem.id)))
     if not ids:
         return 0

@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "escalate_after_days_overdue": 2,
         "no_response": "keep",
     },
-    "rules": {"comment_required": "on_revoke", "remediation": "manual"},
+    "rules": {"comment_required": "on_revoke", "remediation": "manual", "bulk_approve_flagged": False},
     "risk": {"dormant_days": 90, "stale_key_days": 90},
     "controls": [],
     "schedule": None,
@@ -291,6 +291,8 @@ def _validate(data: Any, lines: Mapping[str, int]) -> dict[str, Any]:
         spec["rules"]["comment_required"] = v.choice(rules_in["comment_required"], "rules.comment_required", COMMENT_RULES)
     if "remediation" in rules_in:
         spec["rules"]["remediation"] = v.choice(rules_in["remediation"], "rules.remediation", REMEDIATION)
+    if "bulk_approve_flagged" in rules_in:
+        spec["rules"]["bulk_approve_flagged"] = v.boolean(rules_in["bulk_approve_flagged"], "rules.bulk_approve_flagged")
 
     risk_in = v.mapping(top.get("risk"), "risk", DEFAULTS["risk"])
     for key in ("dormant_days", "stale_key_days"):

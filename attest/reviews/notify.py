@@ -50,6 +50,7 @@ from attest.auth.models import User
 from attest.config import Settings
 from attest.db import utcnow
 from attest.entitlements.models import Identity
+from attest.reviews import eligibility
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewerNotice, ReviewerSignoff, ReviewItem
 
 log = logging.getLogger("attest.notify")
@@ -366,10 +367,7 @@ def plan(session: Session, settings: Settings, now: datetime) -> Plan:
         existing = session.scalar(
             select(ReviewItem.co_reviewer_id).where(ReviewItem.campaign_id == c.id, ReviewItem.reviewer_id == rid,
                                                     ReviewItem.co_reviewer_id.is_not(None)).limit(1))
-        reviewer = people.get(rid)
-        co = existing or (reviewer.manager_id if reviewer else None) or _fallback_identity(session, c)
-        if co == rid:
-            co = None
+        co = existing or escalation_target(session, c, rid)
         out.escalations.append(Escalation(c.id, rid, co, n, overdue))
     co_people = _identities(session, {e.co_reviewer_id for e in out.escalations if e.co_reviewer_id} - set(people))
     people.update(co_people)
@@ -525,14 +523,30 @@ def _deliver(session: Session, settings: Settings, notices: list[Notice], mailer
     return delivered
 
 
+def escalation_target(session: Session, campaign: Campaign, reviewer_id: int,
+                      directory: eligibility.Directory | None = None) -> int | None:
+    """Who a late reviewer's items are escalated to: the first eligible person up the reviewer's manager
+    chain, else the campaign's fallback reviewer (never the reviewer themself)."""
+    d = directory or eligibility.Directory(session)
+    fallback = _fallback_identity(session, campaign)
+    return eligibility.first_eligible([*eligibility.manager_chain(reviewer_id, d.manager_of), fallback],
+                                      [reviewer_id], d.eligible)
+
+
 def _apply_escalations(session: Session, escalations: list[Escalation], now: datetime, actor: str) -> None:
+    """Make the co-reviewer a co-reviewer of the late reviewer's undecided items, except the items about
+    the co-reviewer's own access (eligibility): those go to the next eligible person above the co-reviewer,
+    else the fallback, else they stay with their reviewer and are listed for an admin (AuditEvent
+    `campaign.escalation_admin_queue`)."""
+    campaigns: dict[int, Campaign] = {}
+    d = eligibility.Directory(session)
     for e in escalations:
         if e.co_reviewer_id is None:
             continue
+        base = (ReviewItem.campaign_id == e.campaign_id, ReviewItem.reviewer_id == e.reviewer_id, _undecided(),
+                ReviewItem.co_reviewer_id.is_(None))
         changed = session.execute(
-            update(ReviewItem)
-            .where(ReviewItem.campaign_id == e.campaign_id, ReviewItem.reviewer_id == e.reviewer_id, _undecided(),
-                   ReviewItem.co_reviewer_id.is_(None))
+            update(ReviewItem).where(*base, eligibility.sql_not_about(e.co_reviewer_id))
             .values(co_reviewer_id=e.co_reviewer_id)
             .execution_options(synchronize_session=False)
         ).rowcount
@@ -541,6 +555,29 @@ def _apply_escalations(session: Session, escalations: list[Escalation], now: dat
                    object_id=str(e.campaign_id), campaign_id=e.campaign_id,
                    after={"reviewer_id": e.reviewer_id, "co_reviewer_id": e.co_reviewer_id, "items": changed,
                           "overdue_days": e.overdue_days, "at": now.isoformat()})
+        own = list(session.scalars(select(ReviewItem.id).where(*base).order_by(ReviewItem.id)))
+        if not own:
+            continue
+        c = campaigns.setdefault(e.campaign_id, session.get(Campaign, e.campaign_id))
+        alt = eligibility.first_eligible(
+            [*eligibility.manager_chain(e.co_reviewer_id, d.manager_of), _fallback_identity(session, c)],
+            [e.co_reviewer_id, e.reviewer_id], d.eligible)
+        if alt is not None:
+            moved = session.execute(
+                update(ReviewItem).where(ReviewItem.id.in_(own), *base, eligibility.sql_not_about(alt))
+                .values(co_reviewer_id=alt)
+                .execution_options(synchronize_session=False)).rowcount
+            record(session, actor=actor, action="campaign.escalated", object_type="campaign",
+                   object_id=str(e.campaign_id), campaign_id=e.campaign_id,
+                   after={"reviewer_id": e.reviewer_id, "co_reviewer_id": alt, "items": moved,
+                          "instead_of": e.co_reviewer_id, "why": "their own access",
+                          "overdue_days": e.overdue_days, "at": now.isoformat()})
+        else:
+            record(session, actor=actor, action="campaign.escalation_admin_queue", object_type="campaign",
+                   object_id=str(e.campaign_id), campaign_id=e.campaign_id,
+                   after={"reviewer_id": e.reviewer_id, "items": own[:1000], "count": len(own),
+                          "why": f"their access is the escalation target's ({e.co_reviewer_id}) own and "
+                                 "nobody above them can take it", "at": now.isoformat()})
 
 
 def send_pending(session: Session, settings: Settings, now: datetime | None = None, *, limit: int | None = None,

@@ -160,7 +160,7 @@ def _like(value: str) -> str:
     return "%" + value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _has_risk(risk: str) -> ColumnElement[bool]:
+def has_risk(risk: str) -> ColumnElement[bool]:
     # risks is a JSON list of known names: '"name"' appears in its text exactly when the list holds it
     return cast(ReviewItem.risks, String).like(f'%"{risk}"%')
 
@@ -177,7 +177,7 @@ def _filter_conditions(filters: InboxFilters) -> list[ColumnElement[bool]]:
     elif filters.risk == "unflagged":
         conds.append(~flagged_condition())
     elif filters.risk:
-        conds.append(_has_risk(filters.risk))
+        conds.append(has_risk(filters.risk))
     if filters.source:
         conds.append(ReviewItem.source_name == filters.source)
     if filters.resource:
@@ -260,8 +260,8 @@ def selection_ids(session: Session, identity_id: int, campaign_id: int, filters:
 
 
 def selection_count(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters,
-                    undecided_only: bool = True) -> int:
-    conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
+                    undecided_only: bool = True, extra: Sequence[ColumnElement[bool]] = ()) -> int:
+    conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters) + list(extra)
     if undecided_only:
         conds.append(ReviewItem.decision.is_(None))
     return session.scalar(select(func.count()).select_from(ReviewItem).where(*conds)) or 0
@@ -512,7 +512,7 @@ def campaign_dashboard(session: Session, campaign_id: int) -> CampaignDashboard 
         ))
     reviewers.sort(key=lambda r: (-(r.open), r.name.lower()))
     sums = session.execute(
-        select(*(func.sum(case((_has_risk(r), 1), else_=0)) for r in RISKS)).where(ReviewItem.campaign_id == campaign_id)
+        select(*(func.sum(case((has_risk(r), 1), else_=0)) for r in RISKS)).where(ReviewItem.campaign_id == campaign_id)
     ).one()
     risk_counts = {r: int(n) for r, n in zip(RISKS, sums, strict=True) if n}
     return CampaignDashboard(campaign, total, decided, by_decision, unroutable, reviewers, risk_counts)

@@ -6,11 +6,14 @@ The rules (issue 6):
 - `resource_owner`: an owner of the resource the access is on (owners come from the source, mapped from
   their accounts to identities, or are named by an admin). With no owner: the fallback reviewer.
 - `identity`: the named identity reviews everything in the stage.
-- Nobody reviews their own access: when the chosen reviewer is the person, another owner is tried first
-  (owner stages), then the reviewer's manager, else the fallback (`self_review: reassign`), or straight
-  to the fallback (`self_review: fallback`). The fallback reviewer's own access goes to their manager.
+- Nobody reviews their own access (the rule is `eligibility`'s): when the chosen reviewer is the person,
+  another owner is tried first (owner stages), then the person's manager chain, else the fallback
+  (`self_review: reassign`), or straight to the fallback (`self_review: fallback`). The fallback
+  reviewer's own access goes up their manager chain. Nobody left: the admin queue
+  `(None, "admin_queue")`.
 - A candidate who cannot review (terminated, gone: `eligible` says no) is skipped like a missing one.
-- Nothing applies (no manager, no owner, no usable fallback): unroutable, `(None, None)`.
+- Nothing applies (no manager, no owner, no usable fallback): unroutable, `(None, None)` (the definition
+  needs a fallback reviewer).
 
 `routed_by` says why the reviewer got the item: manager | resource_owner | named | orphan_owner |
 fallback | self_review.
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from attest.reviews import eligibility
 
 STAGE_KINDS = ("manager", "resource_owner", "identity")
 SELF_REVIEW_POLICIES = ("reassign", "fallback")
@@ -49,7 +54,7 @@ def _no_manager(_identity_id: int) -> int | None:
 
 def pick_owner(owner_ids: Iterable[int], person_id: int | None, eligible: Callable[[int], bool] = _always) -> int | None:
     """The owner who reviews: the lowest id among eligible owners who are not the person, for stable routing."""
-    candidates = sorted({o for o in owner_ids if o is not None and o != person_id and eligible(o)})
+    candidates = sorted({o for o in owner_ids if eligibility.may_review(o, [person_id], eligible)})
     return candidates[0] if candidates else None
 
 
@@ -101,7 +106,7 @@ def route(
 
     if reviewer is None:
         return fallback()
-    if person_id is not None and reviewer == person_id:
+    if not eligibility.may_review(reviewer, [person_id]):
         return _reassign_self_review(person_id, fallback_id, self_review, manager_of, eligible)
     return reviewer, routed_by
 
@@ -109,23 +114,26 @@ def route(
 def _reassign_self_review(person_id: int, fallback_id: int | None, policy: str,
                           manager_of: Callable[[int], int | None],
                           eligible: Callable[[int], bool]) -> tuple[int | None, str | None]:
+    """The person would review their own access: `reassign` goes up their manager chain first, then to
+    the fallback; `fallback` goes to the fallback first. Nobody left: the admin queue."""
     if policy == "reassign":
-        boss = manager_of(person_id)
-        if boss is not None and boss != person_id and eligible(boss):
-            return boss, "self_review"
+        reviewer, how = eligibility.replacement(person_id, [person_id], fallback_id=fallback_id,
+                                                manager_of=manager_of, eligible=eligible)
+        return (reviewer, "self_review") if reviewer is not None else (None, eligibility.ADMIN_QUEUE)
     return _fallback(person_id, fallback_id, "self_review", manager_of, eligible)
 
 
 def _fallback(person_id: int | None, fallback_id: int | None, routed_by: str,
               manager_of: Callable[[int], int | None],
               eligible: Callable[[int], bool]) -> tuple[int | None, str | None]:
-    """The fallback reviewer; for the fallback reviewer's own access (they cannot take it, whatever the
-    policy), their manager, as for anyone's own access."""
+    """The fallback reviewer. No usable fallback: unroutable `(None, None)` (the definition lacks one).
+    The fallback reviewer's own access (they cannot take it, whatever the policy) goes up their manager
+    chain, as anyone's own access does; nobody there: the admin queue."""
     if fallback_id is None or not eligible(fallback_id):
         return None, None
-    if fallback_id != person_id:
+    if eligibility.may_review(fallback_id, [person_id], eligible):
         return fallback_id, routed_by
-    boss = manager_of(fallback_id)
-    if boss is not None and boss != fallback_id and eligible(boss):
+    boss = eligibility.first_eligible(eligibility.manager_chain(fallback_id, manager_of), [person_id], eligible)
+    if boss is not None:
         return boss, "self_review"
-    return None, None
+    return None, eligibility.ADMIN_QUEUE

@@ -106,10 +106,20 @@ def _inbox_context(session, current: queries.MyCampaign, filters: queries.InboxF
     me = current_user.identity_id
     campaign = current.campaign
     counts = current.counts
-    selection = queries.selection_count(session, me, campaign.id, filters) if filters.active else None
+    # the bulk bar works on the list shown: the reviewer's own items, or those escalated to them
+    bulk_counts = counts if filters.role == "reviewer" else queries.inbox_counts(session, me, campaign.id, filters.role)
+    selection = held_back = None
+    if filters.active:
+        # what "Approve N matching" takes: the bulk rules (never flagged, terminated, orphaned or own access)
+        undecided = queries.selection_count(session, me, campaign.id, filters)
+        selection = queries.selection_count(session, me, campaign.id, filters,
+                                            extra=decisions.bulk_writable(campaign, me, "approve", False))
+        held_back = undecided - selection
+    flagged_in_bulk = bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged"))
     return {
         "current": current, "campaign": campaign, "filters": filters, "page": page, "counts": counts,
-        "selection": selection, "options": queries.filter_options(session, me, campaign.id, filters.role),
+        "bulk_counts": bulk_counts, "selection": selection, "held_back": held_back, "flagged_in_bulk": flagged_in_bulk,
+        "options": queries.filter_options(session, me, campaign.id, filters.role),
         "writable": campaign.status == "active" and not (current_user.is_auditor and not current_user.is_admin),
         "signed_off": current.signed_off_at is not None,
         "comment_rule": ((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
@@ -275,7 +285,7 @@ def bulk(campaign_id: int):
     try:
         with write() as session:
             ids = queries.selection_ids(session, me, campaign_id, filters)
-            n = decisions.bulk_decide(session, current_user, campaign_id, ids, decision, comment=comment)
+            result = decisions.bulk_decide(session, current_user, campaign_id, ids, decision, comment=comment)
     except NotFound:
         abort(404)
     except Forbidden as exc:
@@ -283,8 +293,11 @@ def bulk(campaign_id: int):
     except DecisionError as exc:
         abort(400, str(exc))
     verb = {"approve": "Approved", "revoke": "Revoked", "abstain": "Abstained on"}.get(decision, "Decided")
-    flash(f"{verb} {n:,} item{'s' if n != 1 else ''}." if n else "Nothing to change: every selected item was already decided.",
-          "success" if n else "info")
+    n = result.changed
+    done = f"{verb} {n:,} item{'s' if n != 1 else ''}." if n else "Nothing was decided."
+    left = result.explain()
+    flash(done + (" Left for you to decide one by one: " + "; ".join(left) + "." if left else ""),
+          "success" if n and not left else "warning" if left else "info")
     target = url_for("reviews.inbox", campaign=campaign_id, **{k: v for k, v in request.form.items()
                                                                 if k in ("source", "resource", "q", "role") and v})
     if _htmx():

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from attest.audit.log import verify_chain
 from attest.audit.models import AuditEvent
+from attest.db import begin_write
 from attest.reviews import decisions
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.models import Decision, ReviewerSignoff, ReviewItem
@@ -99,7 +100,7 @@ def test_sign_off_refused_while_items_are_undecided(session, setup):
     with pytest.raises(DecisionError, match="5 items still need a decision"):
         decisions.sign_off(session, setup.manager_user, setup.campaign.id)
     assert session.scalar(select(func.count()).select_from(ReviewerSignoff)) == 0
-    assert decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, [i.id for i in setup.items], "approve") == 5
+    assert decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, [i.id for i in setup.items], "approve").changed == 5
     signoff = decisions.sign_off(session, setup.manager_user, setup.campaign.id)
     assert signoff.reviewer_id == setup.manager.id
     [ev] = _events(session, "review.sign_off")
@@ -110,6 +111,7 @@ def test_sign_off_refused_while_items_are_undecided(session, setup):
 
 
 def test_new_items_after_sign_off_can_still_be_decided(session, setup):
+    decisions.decide(session, setup.manager_user, setup.items[0].id, "approve")  # privileged: one by one
     decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, [i.id for i in setup.items], "approve")
     decisions.sign_off(session, setup.manager_user, setup.campaign.id)
     other_id, other_user = add_reviewer(session, "olga.other@acme.example", "Olga Other")
@@ -187,8 +189,9 @@ def test_bulk_decide_is_one_set_with_a_decision_row_and_audit_event_per_item(ses
     other = review_setup(session, people=1, per_person=2, manager_email="other.mgr@acme.example")
     ids = [i.id for i in setup.items] + [i.id for i in other.items]  # someone else's items are skipped
     decisions.decide(session, setup.manager_user, setup.items[0].id, "approve")
-    n = decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, ids, "approve")
-    assert n == 5  # item 0 was already approved: a repeat
+    result = decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, ids, "approve")
+    assert result.changed == 5  # item 0 was already approved: a bulk decision never touches it
+    assert result.skipped == {"decided": 1, "not_yours": 2}
     rows = session.scalars(select(ReviewItem).where(ReviewItem.id.in_(ids)).order_by(ReviewItem.id)).all()
     assert [r.decision for r in rows] == ["approve"] * 6 + [None, None]
     assert all(r.decided_in_bulk for r in rows[1:6]) and all(r.version == 2 for r in rows[:6])
@@ -201,14 +204,17 @@ def test_bulk_decide_is_one_set_with_a_decision_row_and_audit_event_per_item(ses
     # bulk revoke follows the comment rule too
     with pytest.raises(DecisionError, match="comment"):
         decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, ids, "revoke")
-    assert decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, ids[:2], "revoke", comment="gone") == 2
+    # ... and never replaces a decision: every item is decided now, so nothing changes
+    result = decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, ids[:2], "revoke", comment="gone")
+    assert result.changed == 0 and result.skipped == {"decided": 2}
 
 
 def test_bulk_after_sign_off_changes_only_undecided_items(session, setup):
+    decisions.decide(session, setup.manager_user, setup.items[0].id, "approve")  # privileged: one by one
     decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, [i.id for i in setup.items], "approve")
     decisions.sign_off(session, setup.manager_user, setup.campaign.id)
     assert decisions.bulk_decide(session, setup.manager_user, setup.campaign.id, [i.id for i in setup.items], "revoke",
-                                 comment="all of it") == 0
+                                 comment="all of it").changed == 0
 
 
 def test_reassign_rules_and_audit(session, setup):
@@ -278,11 +284,11 @@ def test_two_reviewers_deciding_at_once_one_wins_the_other_is_told(committed):
         v1 = s1.get(ReviewItem, ids["item"]).version
         v2 = s2.get(ReviewItem, ids["item"]).version
         u1, u2 = _user(s1, ids["user"]), _user(s2, ids["boss"])
-        decisions.decide(s1, u1, ids["item"], "approve", expected_version=v1)
-        s1.commit()
-        with pytest.raises(StaleItem, match="reload"):
+        s1.commit(), s2.commit()  # the pages were rendered; each save is a write transaction of its own
+        with begin_write(s1):
+            decisions.decide(s1, u1, ids["item"], "approve", expected_version=v1)
+        with pytest.raises(StaleItem, match="reload"), begin_write(s2):
             decisions.decide(s2, u2, ids["item"], "revoke", comment="no longer needed", expected_version=v2)
-        s2.rollback()
     finally:
         s1.close()
         s2.close()
@@ -310,12 +316,12 @@ def test_concurrent_decisions_in_threads(committed):
         try:
             version = s.get(ReviewItem, ids["item"]).version
             user = _user(s, user_id)
+            s.commit()  # the page was rendered; the save is a write transaction of its own
             barrier.wait()
-            decisions.decide(s, user, ids["item"], decision, comment=comment, expected_version=version)
-            s.commit()
+            with begin_write(s):
+                decisions.decide(s, user, ids["item"], decision, comment=comment, expected_version=version)
             results[name] = "saved"
         except StaleItem:
-            s.rollback()
             results[name] = "stale"
         finally:
             s.close()
@@ -342,7 +348,8 @@ def test_concurrent_decisions_in_threads(committed):
 def two_stages(session):
     owner, owner_user = add_reviewer(session, "olivia.owner@acme.example", "Olivia Owner")
     s = review_setup(session, spec={"stages": [{"reviewer": "manager"},
-                                               {"reviewer": "identity", "identity": "olivia.owner@acme.example"}]})
+                                               {"reviewer": "identity", "identity": "olivia.owner@acme.example"}]},
+                     risky={})
     return s, owner, owner_user
 
 
@@ -370,7 +377,7 @@ def test_a_revoke_at_any_stage_is_final(session, two_stages):
 
 def test_bulk_approve_on_a_non_final_stage_moves_every_item_on(session, two_stages):
     s, owner, owner_user = two_stages
-    n = decisions.bulk_decide(session, s.manager_user, s.campaign.id, [i.id for i in s.items], "approve")
+    n = decisions.bulk_decide(session, s.manager_user, s.campaign.id, [i.id for i in s.items], "approve").changed
     assert n == 6
     session.expire_all()
     rows = session.scalars(select(ReviewItem).where(ReviewItem.campaign_id == s.campaign.id)).all()
@@ -378,7 +385,7 @@ def test_bulk_approve_on_a_non_final_stage_moves_every_item_on(session, two_stag
     assert len(session.scalars(select(Decision).where(Decision.bulk.is_(True), Decision.stage == 0)).all()) == 6
     events = _events(session, "review.decide")
     assert len(events) == 6 and all(e.after["next_reviewer_id"] == owner.id for e in events)
-    assert decisions.bulk_decide(session, owner_user, s.campaign.id, [i.id for i in s.items], "approve") == 6
+    assert decisions.bulk_decide(session, owner_user, s.campaign.id, [i.id for i in s.items], "approve").changed == 6
     session.expire_all()
     assert all(r.completed for r in session.scalars(select(ReviewItem).where(ReviewItem.campaign_id == s.campaign.id)))
     assert verify_chain(session) is None

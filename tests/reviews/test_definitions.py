@@ -91,7 +91,7 @@ def test_defaults_are_filled_and_values_normalized():
                               {"reviewer": "identity", "identity": "ciso@acme.example"}]
     assert spec["timing"] == {"duration_days": 10, "reminders_days_before_due": [5, 2],
                               "escalate_after_days_overdue": 2, "no_response": "flag"}
-    assert spec["rules"] == {"comment_required": "on_revoke", "remediation": "manual"}
+    assert spec["rules"] == {"comment_required": "on_revoke", "remediation": "manual", "bulk_approve_flagged": False}
     minimal = parse_definition({"name": "Everything"})
     assert minimal["stages"] == [{"reviewer": "manager", "identity": None}] and minimal["schedule"] is None
 

@@ -47,15 +47,15 @@ def test_nobody_reviews_their_own_access():
     # the only owner is the person: the person's manager takes it, else the fallback
     assert r(3, OWNER, owners=[3]) == (2, "self_review")
     assert r(1, OWNER, owners=[1]) == (9, "self_review")
-    assert r(1, OWNER, owners=[1], fallback=None) == (None, None)
+    assert r(1, OWNER, owners=[1], fallback=None) == (None, "admin_queue")
     # straight to the fallback when the definition says so
     assert r(3, OWNER, owners=[3], policy="fallback") == (9, "self_review")
     # the fallback reviewer's own access is never routed to themselves: their manager takes it
     assert r(9, OWNER, owners=[]) == (1, "self_review")
     assert r(9, OWNER, owners=[9], policy="fallback") == (1, "self_review")
     assert r(9, MANAGER) == (1, "manager")
-    # ... and with no manager above them (the CEO as fallback) nobody can: unroutable
-    assert r(1, OWNER, owners=[], fallback=1) == (None, None)
+    # ... and with no manager above them (the CEO as fallback) nobody can: the admin queue
+    assert r(1, OWNER, owners=[], fallback=1) == (None, "admin_queue")
     assert r(None, OWNER, owners=[], fallback=1) == (1, "fallback")
 
 
@@ -92,3 +92,21 @@ def test_bad_stage_and_policy_are_refused():
         Stage("identity")
     with pytest.raises(ValueError, match="self_review"):
         r(3, MANAGER, policy="allow")
+
+
+def test_self_review_goes_up_the_whole_manager_chain_then_the_fallback_then_the_admin_queue():
+    # 3's manager 2 is terminated here: 2's manager (1) takes 3's own access, not the fallback
+    eligible = {1, 3, 4, 9}
+    chain = {3: 2, 2: 1, 1: None, 9: 1}
+    go = dict(stage=OWNER, owner_ids=[3], manager_of=chain.get, eligible=eligible.__contains__)
+    assert route(person_id=3, manager_id=2, fallback_id=9, **go) == (1, "self_review")
+    # nobody eligible above the person: the fallback
+    assert route(person_id=3, manager_id=2, fallback_id=9, stage=OWNER, owner_ids=[3], manager_of=chain.get,
+                 eligible={3, 9}.__contains__) == (9, "self_review")
+    # nobody at all: the admin queue, marked as such (never the person)
+    assert route(person_id=3, manager_id=2, fallback_id=None, stage=OWNER, owner_ids=[3], manager_of=chain.get,
+                 eligible={3}.__contains__) == (None, "admin_queue")
+    # a loop in the directory does not hang routing
+    loop = {3: 5, 5: 3}
+    assert route(person_id=3, manager_id=5, fallback_id=None, stage=OWNER, owner_ids=[3], manager_of=loop.get,
+                 eligible={3}.__contains__) == (None, "admin_queue")

@@ -167,11 +167,16 @@ def test_bulk_over_a_filtered_selection(app, client, session, setup, nocsrf):
     login_as(app, client, setup.manager_user)
     cid = setup.campaign.id
     page = _text(client.get(f"/reviews?campaign={cid}&q=alice"))
-    assert "Approve 2 matching" in page
-    client.post(f"/reviews/campaigns/{cid}/bulk", data={"scope": "filtered", "bulk_decision": "approve", "q": "alice"})
+    # Alice's first item is privileged (flagged): the bulk approval leaves it for a decision of its own
+    assert "Approve 1 matching" in page and "1 flagged item" in page
+    response = client.post(f"/reviews/campaigns/{cid}/bulk",
+                           data={"scope": "filtered", "bulk_decision": "approve", "q": "alice"})
     session.expire_all()
-    rows = session.execute(select(ReviewItem.person_name, ReviewItem.decision).where(ReviewItem.campaign_id == cid)).all()
-    assert sorted((n, d) for n, d in rows if d) == [("Alice Archer", "approve"), ("Alice Archer", "approve")]
+    rows = session.execute(select(ReviewItem.id, ReviewItem.person_name, ReviewItem.decision)
+                           .where(ReviewItem.campaign_id == cid)).all()
+    assert sorted((i, n, d) for i, n, d in rows if d) == [(setup.items[1].id, "Alice Archer", "approve")]
+    flashed = _text(client.get(response.headers["Location"]))
+    assert "Approved 1 item." in flashed and "flagged for a closer look" in flashed
 
 
 def test_someone_elses_item_or_campaign_is_404(app, client, session, setup, nocsrf):
