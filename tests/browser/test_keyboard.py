@@ -186,3 +186,45 @@ def test_held_keys_ime_keys_and_keys_in_other_fields_decide_nothing(live_server,
     assert page.evaluate("document.activeElement.name") == "q"
     assert len(_decides(page)) == 1
     assert [_stored(live_server, i)[0] for i in ids] == ["approve"] + [None] * 5
+
+
+@pytest.mark.browser
+def test_a_revoke_refused_because_another_tab_decided_first_keeps_the_comment_and_asks_before_replacing(
+        live_server, page):
+    from playwright.sync_api import expect
+
+    ids = _open_inbox(live_server, page)
+    page.keyboard.press("j")
+    _wait_focus(page, ids[0])
+    page.keyboard.press("r")
+    page.keyboard.type(COMMENT, delay=45)
+
+    # meanwhile the same reviewer approves that item in another tab
+    other = page.context.new_page()
+    other.goto(live_server.url_for("/reviews"))
+    other.click(f"#{ids[0]} .js-approve")
+    _decided(other, ids[0], "approve")
+    approved = _stored(live_server, ids[0])
+    other.close()
+    page.bring_to_front()
+
+    # the revoke carries the version the page read: refused (409), the approval stands, nothing typed is lost
+    page.keyboard.press("Control+Enter", delay=45)
+    row = page.locator(f"#{ids[0]}")
+    expect(row.locator(".alert")).to_be_visible()
+    _decided(page, ids[0], "approve")
+    assert _stored(live_server, ids[0]) == approved
+    assert row.locator("textarea[name=comment]").input_value() == COMMENT
+    _wait_focus(page, ids[0])  # back on the refused row: no key was pressed since the keyboard moved on
+
+    # revoking it now replaces a saved decision, so it asks first
+    page.keyboard.press("r", delay=45)
+    expect(row.locator("textarea[name=comment]")).to_be_focused()
+    page.keyboard.press("Control+Enter", delay=45)
+    dialog = page.locator("dialog.decision-confirm")
+    expect(dialog).to_contain_text("Change approve to revoke?")
+    page.keyboard.press("Tab", delay=45)
+    page.keyboard.press("Enter", delay=45)
+    _decided(page, ids[0], "revoke")
+    assert _stored(live_server, ids[0])[:2] == ("revoke", COMMENT)
+    assert _decides(page) == [[ids[0], "revoke"], [ids[0], "revoke"]]

@@ -18,6 +18,7 @@
   var kept = {};     // row id -> the comment being typed in that row when it was swapped
   var dialog = null; // the "change this decision?" dialog, made on first use
   var asking = null; // what the open dialog is asking about
+  var kbRow = "";    // id of the keyboard row, to mark it again after htmx settles a swapped row
 
   function rows() {
     return Array.prototype.slice.call(document.querySelectorAll("tr.item-row"));
@@ -62,10 +63,15 @@
 
   function focusRow(row) {
     if (!row) { return; }
-    rows().forEach(function (r) { r.classList.remove("kb-focus"); });
-    row.classList.add("kb-focus");
+    markRow(row);
     if (document.activeElement !== row && !row.contains(document.activeElement)) { row.focus({ preventScroll: true }); }
     row.scrollIntoView({ block: "nearest" });
+  }
+
+  function markRow(row) {
+    rows().forEach(function (r) { if (r !== row) { r.classList.remove("kb-focus"); } });
+    row.classList.add("kb-focus");
+    kbRow = row.id;
   }
 
   function move(step) {
@@ -225,10 +231,7 @@
   // a click in a row makes it the keyboard row too
   document.addEventListener("click", function (event) {
     var row = rowOf(event.target);
-    if (row) {
-      rows().forEach(function (r) { r.classList.remove("kb-focus"); });
-      row.classList.add("kb-focus");
-    }
+    if (row) { markRow(row); }
   });
 
   // --- a decision on its way -----------------------------------------------------------------------------
@@ -319,7 +322,13 @@
     if (focusLost()) { focusRow(current() || row); }
   });
 
-  document.addEventListener("htmx:afterSettle", function () { setBars(document); });
+  // settling puts the server's class back on a swapped row: mark the keyboard row again (the row holding the
+  // focus, else the last one marked)
+  document.addEventListener("htmx:afterSettle", function () {
+    setBars(document);
+    var row = rowOf(document.activeElement) || (kbRow && document.getElementById(kbRow));
+    if (row && row.classList.contains("item-row") && row !== current()) { markRow(row); }
+  });
 
   document.addEventListener("DOMContentLoaded", function () { setBars(document); });
   if (document.readyState !== "loading") { setBars(document); }
