@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from attest.auth.permissions import admin_required, read_all_required
 from attest.db import utcnow
-from attest.entitlements.models import Identity, Source
+from attest.entitlements import history as access_history
+from attest.entitlements.models import Grant, Identity, Source
 from attest.reviews import decisions, queries
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.models import CAMPAIGN_STATUSES, Campaign, CampaignDefinition, ReviewerSignoff, ReviewItem
@@ -163,8 +164,10 @@ def item(item_id: int):
     hist_people = {i.id: i for i in session.scalars(select(Identity).where(
         Identity.id.in_([h.identity_id for h in history if h.identity_id])))} if history else {}
     mine = current_user.identity_id in (row.reviewer_id, row.co_reviewer_id)
+    grant = session.get(Grant, row.grant_id)
+    held_since = access_history.since_of(session, [grant])[grant.id] if grant is not None else None
     return render_template("reviews/item.html", item=row, campaign=campaign, people=people, history=history,
-                           hist_people=hist_people, mine=mine,
+                           hist_people=hist_people, mine=mine, held_since=held_since,
                            risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES)
 
 

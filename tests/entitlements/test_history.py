@@ -312,3 +312,31 @@ def test_remediation_link_shows_a_revoked_persons_access_at_the_launch_moment(ap
     assert parse_qs(urlsplit(href).query) == {"at": ["2026-03-10T15:04:05.123456Z"]}
     person_page = text_of(client.get(href))
     assert "Payroll" in person_page and "No access." not in person_page
+
+
+def test_review_item_says_since_when_and_links_to_the_launch_moment(app, client, session):
+    from tests.reviews.factories import make_campaign, make_item
+
+    okta, run = read_source(session, "okta", utc(2026, 3, 1, 12))
+    manager = make_identity(session, "boss@acme.example", name="Bea Boss")
+    boss = make_user(session, "boss@acme.example", identity=manager)
+    person = make_identity(session, "held@acme.example", name="Hal Held", manager=manager)
+    account = account_of(session, okta, person, utc(2026, 3, 1, 12))
+    campaign = make_campaign(session, "Q1 review")
+    campaign.launched_at = utc(2026, 3, 10, 15, 4, 5, 123456)
+    g = grant(session, okta, account, "Ledger", utc(2026, 3, 1, 11, 58), run=run)
+    ent = session.get(Entitlement, g.entitlement_id)
+    item = make_item(session, campaign, manager, person, account, g, ent.resource, ent, okta, granted_at=g.first_seen_at)
+    session.commit()
+
+    login_as(app, client, boss)
+    page = text_of(client.get(f"/reviews/items/{item.id}"))
+    assert "already held when Attest first read okta on 2026-03-01 12:00 UTC" in page
+    assert "their access when the campaign launched" not in page  # a reviewer cannot open people's pages
+
+    sign_in(app, client, session)
+    html = client.get(f"/reviews/items/{item.id}").get_data(as_text=True)
+    link = re.search(rf'href="(/identities/{person.id}\?[^"]*)"[^>]*>their access when the campaign launched', html)
+    assert link, html
+    assert parse_qs(urlsplit(unescape(link.group(1))).query) == {"at": ["2026-03-10T15:04:05.123456Z"]}
+    assert "Ledger" in text_of(client.get(unescape(link.group(1))))
