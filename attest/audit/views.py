@@ -66,14 +66,15 @@ def _int_arg(name: str) -> int | None:
     return int(value)
 
 
-def _date_arg(name: str) -> datetime | None:
+def _date_arg(name: str, end: bool = False) -> datetime | None:
+    """A day filter: its start (or, with `end`, the next day's start) in the organisation's time zone."""
     value = request.args.get(name, "").strip()
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    except ValueError:
-        abort(400, f"{name} must be a date like 2026-09-30")
+        return access_history.day_bounds(name, value, settings().zone)[1 if end else 0]
+    except access_history.AsOfError as exc:
+        abort(400, str(exc))
 
 
 # --- audit log ------------------------------------------------------------------------------------------
@@ -82,12 +83,11 @@ def _date_arg(name: str) -> datetime | None:
 @bp.get("/audit")
 @read_all_required
 def log():
-    until = _date_arg("until")
     filters = queries.EventFilters(
         actor=request.args.get("actor", "").strip()[:320], action=request.args.get("action", "").strip()[:100],
         object_type=request.args.get("object_type", "").strip()[:50],
         object_id=request.args.get("object_id", "").strip()[:100], campaign_id=_int_arg("campaign"),
-        since=_date_arg("since"), until=until + timedelta(days=1) if until else None,
+        since=_date_arg("since"), until=_date_arg("until", end=True),
     )
     session = db()
     page = queries.search_events(session, filters, after=_int_arg("after"))

@@ -85,6 +85,16 @@ def end_of_day(day: date, zone: ZoneInfo) -> datetime:
         raise AsOfError(f"{day.isoformat()} is outside the dates Attest can look up") from None
 
 
+def day_bounds(name: str, raw: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """A day given as a filter (`since=`, `until=`): its first instant and the next day's, in UTC."""
+    day = _day(name, raw.strip())
+    try:
+        end = end_of_day(day, zone) + timedelta(microseconds=1)
+        return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC), end
+    except (AsOfError, OverflowError, ValueError):
+        raise AsOfError(f"{name}={day.isoformat()} is outside the dates Attest can look up") from None
+
+
 def _day(name: str, raw: str) -> date:
     if not _DAY.fullmatch(raw):
         raise AsOfError(f"{name} must be a date like 2026-03-31, not {raw!r}")
@@ -121,7 +131,10 @@ def resolve_as_of(args: Mapping[str, str], zone: ZoneInfo) -> AsOf | None:
     zone_name = str(zone.key)
     if name == "on" or _DAY.fullmatch(raw):
         day = _day(name, raw)
-        return AsOf(end_of_day(day, zone), zone_name, day, name)
+        try:
+            return AsOf(end_of_day(day, zone), zone_name, day, name)
+        except AsOfError:
+            raise AsOfError(f"{name}={raw} is outside the dates Attest can look up") from None
     return AsOf(_timestamp(name, raw, zone), zone_name, None, name)
 
 
