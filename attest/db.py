@@ -233,9 +233,14 @@ def sqlite_datetime(value: Any) -> Any:
 
 def skip_fk_triggers(session: Session) -> bool:
     """PostgreSQL: let the bulk INSERT ... SELECT statements that follow skip the per-row foreign-key
-    triggers, when the database role may (a superuser, or `GRANT SET ON PARAMETER session_replication_role
-    TO <role>`). Returns whether they are skipped; `restore_fk_triggers` turns them back on, and a
-    rollback does too (the setting is local to the transaction).
+    triggers, when the database role may already set `session_replication_role` (a superuser). Attest
+    does not need it: do not grant that setting to the application role; without it the foreign keys are
+    simply checked row by row. Returns whether they are skipped; `restore_fk_triggers` turns them back
+    on, and a rollback does too (the setting is local to the transaction).
+
+    The replica role skips every ordinary trigger of the session, so it is only taken when the audit
+    trail's own triggers are `ENABLE ALWAYS` (migration 0008) and keep firing whatever the role: the bypass
+    then reaches the foreign-key triggers it is for and never the append-only audit trail.
 
     Only for statements whose every foreign key is read from the referenced rows by the same statement,
     in the same transaction, where those rows are never deleted (they end): then the checks cannot
@@ -247,6 +252,11 @@ def skip_fk_triggers(session: Session) -> bool:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
+    weak = session.execute(text(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('audit_event') AND NOT tgisinternal"
+        " AND tgenabled <> 'A'")).scalar()
+    if weak:
+        return False  # an audit trigger the replica role would skip: never weaken the audit trail
     try:
         with session.begin_nested():
             session.execute(text("SET LOCAL session_replication_role = replica"))

@@ -2,7 +2,8 @@
 
 Jobs (`job_table`): each enabled Source with a `schedule` is synced on its cron; recurring campaign
 launches (`campaigns.due_to_launch`), closes at the due date (`campaigns.due_to_close`), review e-mail
-(`notify.send_pending`) and remediation runs (`remediation.run_pending`) run every few minutes; a
+(`notify.send_pending`) and remediation runs (`remediation.run_pending`) run every few minutes; the audit
+chain's head is checkpointed outside the database every minute with new events (`audit:checkpoint`); a
 `reconcile` job keeps APScheduler's job list in step with the sources and definitions.
 
 APScheduler 3 keeps the jobs in the app database (`apscheduler_jobs`, created by migration 0003; the
@@ -236,6 +237,7 @@ FIXED_JOBS = (
     JobSpec("campaigns:launch", "launch", "* * * * *"),
     JobSpec("campaigns:close", "close", "* * * * *"),
     JobSpec("notify:send", "notify", "*/2 * * * *"),
+    JobSpec("audit:checkpoint", "checkpoint", "* * * * *"),
 )
 REMEDIATION = JobSpec("remediation:run", "remediation", "*/5 * * * *")
 
@@ -472,6 +474,24 @@ def job_remediation(ctx: JobContext, spec: JobSpec, now: datetime) -> Any:
     return run_pending(ctx.factory, ctx.settings, **kwargs)
 
 
+def job_checkpoint(ctx: JobContext, spec: JobSpec, now: datetime) -> str:
+    """Sign the audit chain's head and write it outside the database, when events were written since the
+    last checkpoint (at most one a minute; see attest.audit.checkpoints)."""
+    from attest.audit.checkpoints import CheckpointError, open_store, write_checkpoint
+    from attest.audit.evidence import EvidenceError, load_signing_key
+
+    try:
+        key = load_signing_key(ctx.settings)
+    except EvidenceError as exc:
+        raise JobError(f"audit checkpoints are not written: {exc}") from None
+    try:
+        with _transaction(ctx) as session:
+            written = write_checkpoint(session, key, open_store(ctx.settings), now)
+    except CheckpointError as exc:
+        raise JobError(str(exc)) from None
+    return f"checkpoint {written.name} (seq {written.seq})" if written else "no new audit events"
+
+
 def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, list[str]]:
     if ctx.scheduler is None:
         return {"added": [], "changed": [], "removed": []}
@@ -485,6 +505,7 @@ JOBS: dict[str, Callable[[JobContext, JobSpec, datetime], Any]] = {
     "notify": job_notify,
     "remediation": job_remediation,
     "reconcile": job_reconcile,
+    "checkpoint": job_checkpoint,
 }
 
 

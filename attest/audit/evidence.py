@@ -73,7 +73,7 @@ ITEM_COLUMNS = (
     "resource", "resource_type", "entitlement", "privileged", "via", "risks", "risk_score", "reviewer",
     "reviewer_email", "decision", "comment", "decided_by", "decided_at", "decided_in_bulk", "outcome",
     "outcome_reason", "remediation_mode", "remediation_status", "remediation_executed_at",
-    "verification_sync_run", "reappeared_sync_run",
+    "verification_sync_run", "reappeared_sync_run", "person_identity_id", "decided_by_identity_id",
 )
 EXCLUSION_COLUMNS = ("grant_id", "system", "grant_key", "account", "reason")
 
@@ -115,7 +115,12 @@ def public_key_pem(key: Ed25519PublicKey) -> str:
 
 def key_id(key: Ed25519PublicKey) -> str:
     """A short fingerprint of the public key: the first 16 hex digits of SHA-256 over its raw bytes."""
-    return hashlib.sha256(public_key_raw(key)).hexdigest()[:16]
+    return key_fingerprint(key)[:16]
+
+
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    """The full fingerprint of the public key: SHA-256 over its raw 32 bytes, 64 hex digits."""
+    return hashlib.sha256(public_key_raw(key)).hexdigest()
 
 
 def load_public_key(text_or_bytes: str | bytes) -> Ed25519PublicKey:
@@ -243,6 +248,7 @@ def items_query(campaign_id: int, dialect: str) -> Select:
             rv.c.display_name, rv.c.email, ri.c.decision, ri.c.comment, dv.c.display_name,
             _ts(ri.c.decided_at, dialect), _yes(ri.c.decided_in_bulk), ri.c.outcome, ri.c.outcome_reason,
             rm.c.mode, rm.c.status, _ts(rm.c.executed_at, dialect), rm.c.verified_run_id, rm.c.reappeared_run_id,
+            ri.c.identity_id, ri.c.decided_by_identity_id,
         )
         .select_from(ri)
         .outerjoin(rv, rv.c.id == ri.c.reviewer_id)
@@ -563,6 +569,9 @@ def totals(session: Session, campaign_id: int) -> dict[str, Any]:
         "decided_in_bulk": session.scalar(select(func.count()).select_from(ri)
                                           .where(where, ri.c.decided_in_bulk == true())),
         "unroutable": session.scalar(select(func.count()).select_from(ri).where(where, ri.c.reviewer_id.is_(None))),
+        # decided by the item's own person (must be 0; `evidence verify` recounts it from items.csv)
+        "self_decisions": session.scalar(select(func.count()).select_from(ri).where(
+            where, ri.c.decided_by_identity_id.is_not(None), ri.c.decided_by_identity_id == ri.c.identity_id)),
         "outcomes": outcomes,
         "remediations": remediations,
         "reappeared": remediations.get("reappeared", 0),
@@ -606,6 +615,7 @@ def report_context(session: Session, campaign: Campaign, manifest: dict[str, Any
                        .order_by(ri.c.id))
     return {
         "m": manifest, "campaign": manifest["campaign"], "totals": manifest["totals"],
+        "key": {"id": manifest.get("signing_key_id"), "fingerprint": manifest.get("signing_key_fingerprint")},
         "population": manifest["population"],
         # flagged reviewers first, then the busiest; every reviewer is in manifest.json
         "reviewers": sorted(manifest["decisions_by_reviewer"], key=lambda r: (not r["rubber_stamp"], -r["decided"]))[
@@ -679,6 +689,7 @@ def export_bundle(
     """Write the signed evidence zip of a campaign to `out_path` (atomically: a temp file, then rename)."""
     key = load_signing_key(settings)
     pub = key.public_key()
+    checkpoint_error = _checkpoint_before_export(session_factory, settings, key)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -717,6 +728,8 @@ def export_bundle(
                 members.append(_write_exclusions(session, zf, campaign_id))
                 audit_member, audit_info = _write_audit(session, zf, campaign_id)
                 members.append(audit_member)
+                cp_members, cp_info = _write_checkpoints(session, zf, settings, pub, campaign_id, checkpoint_error)
+                members.extend(cp_members)
                 seconds["exclusions+audit"] = time.perf_counter() - t
 
                 t = time.perf_counter()
@@ -733,6 +746,7 @@ def export_bundle(
                     "attest_version": __version__,
                     "campaign": campaign_doc(campaign),
                     "signing_key_id": key_id(pub),
+                    "signing_key_fingerprint": key_fingerprint(pub),
                     "definition": campaign.spec or {},
                     "controls": list((campaign.spec or {}).get("controls") or []),
                     "reviewers": assigned_reviewers(session, campaign_id),
@@ -748,6 +762,7 @@ def export_bundle(
                         "chain_checked_at_export": check_chain,
                         "chain_intact_at_export": (problem is None) if check_chain else None,
                         "chain_problem_at_export": str(problem) if problem else None,
+                        "checkpoints": cp_info,
                     },
                     "rubber_stamp_rules": {
                         "median_seconds_below": RUBBER_STAMP_MEDIAN_SECONDS,
@@ -790,6 +805,56 @@ def export_bundle(
                         [str(problem)] if check_chain and problem else [])
 
 
+def _checkpoint_before_export(session_factory: sessionmaker[Session], settings: Settings,
+                              key: Ed25519PrivateKey) -> str | None:
+    """Checkpoint the chain now, so that a checkpoint covers every event the bundle carries. The error, if any."""
+    from attest.audit.checkpoints import CheckpointError, open_store, write_checkpoint
+
+    try:
+        with transaction(session_factory) as s:
+            write_checkpoint(s, key, open_store(settings), once_per_minute=False)
+    except CheckpointError as exc:
+        return str(exc)
+    return None
+
+
+def _write_checkpoints(session: Session, zf: zipfile.ZipFile, settings: Settings, pub: Ed25519PublicKey,
+                       campaign_id: int, error: str | None) -> tuple[list[_Member], dict[str, Any]]:
+    """The signed checkpoints that cover the campaign's events, as `checkpoints/NAME`: those taken right after
+    one of its events (the bundle's own event then carries the checkpointed hash) and the first one at or
+    after its last event (which signs the whole chain up to there)."""
+    from attest.audit.checkpoints import open_store, parse_checkpoint
+    from attest.audit.models import AuditCheckpoint
+
+    store = open_store(settings)
+    last = session.scalar(select(func.max(AuditEvent.seq)).where(AuditEvent.campaign_id == campaign_id))
+    rows: dict[str, int] = {}
+    if last is not None:
+        on_events = select(AuditCheckpoint.name, AuditCheckpoint.seq).join(
+            AuditEvent, AuditEvent.seq == AuditCheckpoint.seq).where(AuditEvent.campaign_id == campaign_id)
+        rows.update({n: s for n, s in session.execute(on_events)})
+        covering = session.execute(select(AuditCheckpoint.name, AuditCheckpoint.seq).where(AuditCheckpoint.seq >= last)
+                                   .order_by(AuditCheckpoint.seq, AuditCheckpoint.id).limit(1)).first()
+        if covering is not None:
+            rows[covering[0]] = covering[1]
+    members, listed, problems = [], [], [error] if error else []
+    for name, _seq in sorted(rows.items(), key=lambda r: (r[1], r[0])):
+        try:
+            data = store.get(name)
+        except Exception as exc:
+            problems.append(f"checkpoint {name} cannot be read from {store.describe()} ({type(exc).__name__})")
+            continue
+        doc, why = parse_checkpoint(data, pub)
+        if why:
+            problems.append(f"checkpoint {name} in {store.describe()}: {why}")
+            continue
+        members.append(_add_bytes(zf, CHECKPOINT_PREFIX + name, data))
+        listed.append({"file": CHECKPOINT_PREFIX + name, "seq": doc["seq"], "hash": doc["hash"], "at": doc["at"]})
+    covered = bool(listed) and last is not None and listed[-1]["seq"] >= last
+    return members, {"store": store.describe(), "files": listed, "covers_last_event": covered,
+                     "problems": problems}
+
+
 def _signed_manifest(manifest: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
     body = canonical_json(manifest).encode()
     pub = key.public_key()
@@ -814,14 +879,27 @@ class Verification:
     campaign: str | None = None
     files: int = 0
     events: int = 0
+    checkpoints: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
-def verify_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None = None) -> list[str]:
+NO_TRUSTED_KEY = ("no trusted key to check the signature against: pass --key FILE (the instance's public key, from "
+                  "`attest evidence public-key` or /evidence/public-key) or --fingerprint HEX; the key inside a bundle "
+                  "is never trusted")
+CHECKPOINT_PREFIX = "checkpoints/"
+
+
+def verify_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None = None, *,
+                  fingerprint: str | None = None) -> list[str]:
     """Check a bundle offline: file hashes, the signature, the audit events. [] when everything holds."""
-    return check_bundle(path, trusted_key).problems
+    return check_bundle(path, trusted_key, fingerprint=fingerprint).problems
 
 
-def check_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None = None) -> Verification:
+def check_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None = None, *,
+                 fingerprint: str | None = None) -> Verification:
+    """Check a bundle against a pinned key: `trusted_key`, or the key whose fingerprint is `fingerprint` (its
+    16-hex key id or its 64-hex SHA-256). With neither, the bundle fails: the public key a bundle carries
+    proves nothing, anyone can re-sign a changed bundle with a key of their own."""
     problems: list[str] = []
     try:
         zf = zipfile.ZipFile(path)
@@ -829,33 +907,24 @@ def check_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None =
         return Verification([f"{path}: not a readable zip file ({exc})"])
     with zf:
         names = zf.namelist()
+        problems.extend(_entry_name_problems(names))
         if "manifest.json" not in names:
-            return Verification(["manifest.json is missing"])
+            return Verification(problems + ["manifest.json is missing"])
         try:
             raw = zf.read("manifest.json")
             manifest = json.loads(raw)
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
         except (zipfile.BadZipFile, ValueError, OSError) as exc:
-            return Verification([f"manifest.json cannot be read ({exc}): it was altered"])
+            return Verification(problems + [f"manifest.json cannot be read ({exc}): it was altered"])
         result = Verification(problems, campaign=str((manifest.get("campaign") or {}).get("name")))
         sig = manifest.pop("signature", None)
         body = canonical_json(manifest).encode()
-        if not isinstance(sig, dict) or not sig.get("value") or not sig.get("public_key"):
-            problems.append("manifest.json has no signature")
-        else:
-            try:
-                pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(sig["public_key"]))
-                result.key_id = key_id(pub)
-                pub.verify(base64.b64decode(sig["value"]), body)
-            except InvalidSignature:
-                problems.append("manifest.json: the signature does not match its content (the manifest was changed "
-                                "after signing)")
-            except ValueError as exc:
-                problems.append(f"manifest.json: the signature or public key is malformed ({exc})")
-            else:
-                if trusted_key is not None and public_key_raw(trusted_key) != public_key_raw(pub):
-                    problems.append(f"manifest.json is signed with key {result.key_id}, not with the trusted key "
-                                    f"{key_id(trusted_key)}")
+        pinned = _check_signature(sig, body, trusted_key, fingerprint, result)
         files = manifest.get("files") or {}
+        if not isinstance(files, dict):
+            problems.append("manifest.json: `files` is not an object")
+            files = {}
         for name, entry in sorted(files.items()):
             if name not in names:
                 problems.append(f"{name}: listed in the manifest but missing from the bundle")
@@ -869,22 +938,166 @@ def check_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None =
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
                 problems.append(f"{name}: cannot be read ({exc}): the file was altered")
                 continue
-            if sha.hexdigest() != entry.get("sha256"):
+            if sha.hexdigest() != (entry or {}).get("sha256"):
                 problems.append(f"{name}: SHA-256 {sha.hexdigest()} does not match the manifest's "
-                                f"{entry.get('sha256')}: the file was changed")
+                                f"{(entry or {}).get('sha256')}: the file was changed")
             elif size != entry.get("bytes"):
                 problems.append(f"{name}: {size} bytes, the manifest says {entry.get('bytes')}")
             result.files += 1
-        for name in names:
+        for name in dict.fromkeys(names):
             if name not in files and name != "manifest.json":
                 problems.append(f"{name}: in the bundle but not listed in the manifest (added)")
+        info = manifest.get("audit") or {}
+        checkpoints = _check_bundle_checkpoints(zf, files, names, pinned, result)
         if "audit.jsonl" in files and "audit.jsonl" in names:
-            result.events = _check_audit(zf, manifest.get("audit") or {}, problems)
+            result.events, last_seq = _check_audit(zf, info, problems, checkpoints)
+            if last_seq is not None and (not checkpoints or max(checkpoints) < last_seq):
+                result.notes.append(f"no checkpoint in the bundle covers audit events up to seq {last_seq}: "
+                                    "check them with `attest audit verify` on the instance")
+        if "items.csv" in files and "items.csv" in names:
+            _check_self_decisions(zf, manifest, problems)
     return result
 
 
-def _check_audit(zf: zipfile.ZipFile, info: dict[str, Any], problems: list[str]) -> int:
-    """Each event's own hash; chain order (seq increasing); the link to the previous event where adjacent."""
+def _entry_name_problems(names: list[str]) -> list[str]:
+    """Duplicate entries (`unzip` extracts the first, Python's zipfile reads the last) and names that could
+    write outside the directory they are extracted to."""
+    out, seen = [], set()
+    for name in names:
+        if name in seen:
+            out.append(f"{name}: the zip holds more than one entry of this name (a second copy can hide a "
+                       "changed one: tools disagree about which they extract)")
+            continue
+        seen.add(name)
+        why = _unsafe_name(name)
+        if why:
+            out.append(f"{name!r}: not a safe entry name ({why})")
+    return out
+
+
+def _unsafe_name(name: str) -> str | None:
+    if not name:
+        return "empty"
+    if "\\" in name:
+        return "a backslash"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "a '..' component"
+    if any(p in ("", ".") for p in parts):
+        return "an empty or '.' component"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a control character"
+    return None
+
+
+def _check_signature(sig: Any, body: bytes, trusted_key: Ed25519PublicKey | None, fingerprint: str | None,
+                     result: Verification) -> Ed25519PublicKey | None:
+    """Verify the manifest's signature with the pinned key; return that key (None: not pinned or no match)."""
+    problems = result.problems
+    embedded = None
+    if isinstance(sig, dict):
+        try:
+            embedded = Ed25519PublicKey.from_public_bytes(base64.b64decode(str(sig.get("public_key") or ""),
+                                                                           validate=True))
+            result.key_id = key_id(embedded)
+        except ValueError:
+            embedded = None
+    if trusted_key is None and fingerprint:
+        want = fingerprint.strip().lower().replace(":", "")
+        if len(want) not in (16, 64) or any(c not in "0123456789abcdef" for c in want):
+            problems.append(f"--fingerprint {fingerprint!r} is not a key id (16 hex digits) or a SHA-256 "
+                            "fingerprint (64 hex digits)")
+            return None
+        if embedded is None or not key_fingerprint(embedded).startswith(want):
+            problems.append(f"manifest.json is signed with key {result.key_id or '(none given)'}, not with the trusted "
+                            f"key {want}: the bundle was signed, or re-signed, by someone else")
+            return None
+        trusted_key = embedded
+    if trusted_key is None:
+        problems.append(NO_TRUSTED_KEY)
+        return None
+    if not isinstance(sig, dict) or not sig.get("value"):
+        problems.append("manifest.json has no signature")
+        return trusted_key
+    try:
+        trusted_key.verify(base64.b64decode(str(sig["value"]), validate=True), body)
+    except InvalidSignature:
+        if embedded is None or public_key_raw(embedded) != public_key_raw(trusted_key):
+            problems.append(f"manifest.json is signed with key {result.key_id or '(unknown)'}, not with the trusted "
+                            f"key {key_id(trusted_key)}: the bundle was signed, or re-signed, by someone else")
+        else:
+            problems.append("manifest.json: the signature does not match its content (the manifest was changed "
+                            "after signing)")
+        return trusted_key
+    except ValueError as exc:
+        problems.append(f"manifest.json: the signature is malformed ({exc})")
+        return trusted_key
+    result.key_id = key_id(trusted_key)
+    return trusted_key
+
+
+def _check_bundle_checkpoints(zf: zipfile.ZipFile, files: dict[str, Any], names: list[str],
+                              pinned: Ed25519PublicKey | None, result: Verification) -> dict[int, str]:
+    """The audit-chain checkpoints the bundle carries: each signed by the pinned key. {seq: hash}."""
+    from attest.audit.checkpoints import parse_checkpoint
+
+    out: dict[int, str] = {}
+    for name in sorted(files):
+        if not name.startswith(CHECKPOINT_PREFIX) or name not in names:
+            continue
+        if pinned is None:
+            result.notes.append("the checkpoints were not checked: no trusted key")
+            break
+        doc, problem = parse_checkpoint(zf.read(name), pinned)
+        if problem:
+            result.problems.append(f"{name}: {problem}")
+            continue
+        out[int(doc["seq"])] = doc["hash"]
+        result.checkpoints += 1
+    return out
+
+
+def _check_self_decisions(zf: zipfile.ZipFile, manifest: dict[str, Any], problems: list[str]) -> None:
+    """Recount from items.csv the items decided by their own person (must be none), against the manifest."""
+    import csv as csv_
+
+    found, examples = 0, []
+    try:
+        with zf.open("items.csv") as fh:
+            reader = csv_.reader(io.TextIOWrapper(fh, encoding="utf-8", newline=""))
+            header = next(reader, None) or []
+            if "person_identity_id" not in header or "decided_by_identity_id" not in header:
+                problems.append("items.csv has no person_identity_id and decided_by_identity_id columns: "
+                                "self-decisions cannot be checked")
+                return
+            item, person, decider = (header.index(c) for c in ("item_id", "person_identity_id",
+                                                                 "decided_by_identity_id"))
+            width = max(item, person, decider)
+            for row in reader:
+                if len(row) > width and row[decider] and row[decider] == row[person]:
+                    found += 1
+                    if len(examples) < 5:
+                        examples.append(row[item])
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, csv_.Error) as exc:
+        problems.append(f"items.csv: cannot be read ({exc})")
+        return
+    if found:
+        problems.append(f"items.csv: {found} item(s) decided by the person whose access they are about "
+                        f"(self-decisions, e.g. item {', '.join(examples)}); there must be none")
+    recorded = (manifest.get("totals") or {}).get("self_decisions")
+    if recorded is None:
+        problems.append("manifest.json does not count self-decisions (totals.self_decisions)")
+    elif recorded != found:
+        problems.append(f"manifest.json counts {recorded} self-decisions, items.csv shows {found}")
+
+
+def _check_audit(zf: zipfile.ZipFile, info: dict[str, Any], problems: list[str],
+                 checkpoints: dict[int, str] | None = None) -> tuple[int, int | None]:
+    """Each event's own hash; chain order (seq increasing); the link to the previous event where adjacent;
+    the hash a signed checkpoint holds for an event's seq. Returns (events, last seq)."""
+    checkpoints = checkpoints or {}
     n, prev = 0, None
     try:
         with zf.open("audit.jsonl") as fh:
@@ -895,12 +1108,15 @@ def _check_audit(zf: zipfile.ZipFile, info: dict[str, Any], problems: list[str])
                     ev = json.loads(line)
                 except ValueError:
                     problems.append(f"audit.jsonl line {line_no}: not JSON")
-                    return n
+                    return n, None
                 n += 1
                 seq = ev.get("seq")
                 where = f"audit.jsonl line {line_no} (event seq {seq}, {ev.get('action')})"
                 if event_hash(ev) != ev.get("hash"):
                     problems.append(f"{where}: its content does not match its hash (edited)")
+                if seq in checkpoints and checkpoints[seq] != ev.get("hash"):
+                    problems.append(f"{where}: its hash differs from the signed checkpoint of seq {seq} "
+                                    "(the chain was rewritten and re-hashed)")
                 if prev is not None:
                     if not isinstance(seq, int) or seq <= prev["seq"]:
                         problems.append(f"{where}: out of chain order after seq {prev['seq']} (inserted or reordered)")
@@ -911,10 +1127,10 @@ def _check_audit(zf: zipfile.ZipFile, info: dict[str, Any], problems: list[str])
                 prev = ev
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         problems.append(f"audit.jsonl: cannot be read ({exc})")
-        return n
+        return n, None
     if info.get("events") is not None and n != info["events"]:
         problems.append(f"audit.jsonl holds {n} events, the manifest says {info['events']}")
     head = (info.get("chain_head_at_export") or {}).get("seq")
     if prev is not None and head is not None and prev["seq"] > head:
         problems.append(f"audit.jsonl: event seq {prev['seq']} is newer than the chain head at export ({head})")
-    return n
+    return n, prev["seq"] if prev is not None and isinstance(prev.get("seq"), int) else None

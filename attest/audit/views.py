@@ -204,6 +204,21 @@ def evidence():
     return render_template("audit/evidence.html", campaigns=rows, key=key)
 
 
+@bp.get("/evidence/public-key")
+@read_all_required
+def evidence_public_key():
+    """The public key that verifies this instance's bundles and audit checkpoints (PEM), for auditors to pin."""
+    from attest.audit.evidence import EvidenceError, key_fingerprint, load_signing_key, public_key_pem
+
+    try:
+        pub = load_signing_key(settings()).public_key()
+    except EvidenceError as exc:
+        abort(404, str(exc))
+    return Response(public_key_pem(pub), mimetype="application/x-pem-file",
+                    headers={"Content-Disposition": 'attachment; filename="attest-evidence-key.pub.pem"',
+                             "X-Key-Fingerprint": key_fingerprint(pub)})
+
+
 @bp.get("/campaigns/<int:campaign_id>/evidence.zip")
 @read_all_required
 def evidence_download(campaign_id: int):

@@ -112,6 +112,10 @@ class Settings:
     # remediation
     remediation_max_per_run: int = 100
     remediation_undo_days: int = 7
+    # audit checkpoints: a directory, or s3://bucket/prefix (Object Lock); "" = <instance>/audit-checkpoints
+    audit_checkpoint_store: str = ""
+    audit_checkpoint_retention_days: int = 2557  # S3 Object Lock retention of each checkpoint (7 years)
+    audit_checkpoint_lock_mode: str = "COMPLIANCE"  # or GOVERNANCE
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -236,6 +240,16 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     if smtp_tls not in ("none", "starttls", "ssl"):
         raise SettingsError(f"ATTEST_SMTP_TLS must be none, starttls or ssl, not {smtp_tls!r}")
 
+    checkpoint_store = env("ATTEST_AUDIT_CHECKPOINT_STORE", "").strip() or str(instance / "audit-checkpoints")
+    if checkpoint_store.startswith("s3://") and not checkpoint_store[5:].split("/", 1)[0]:
+        raise SettingsError("ATTEST_AUDIT_CHECKPOINT_STORE must name a bucket: s3://BUCKET/PREFIX")
+    if "://" in checkpoint_store and not checkpoint_store.startswith("s3://"):
+        raise SettingsError("ATTEST_AUDIT_CHECKPOINT_STORE must be a directory or s3://BUCKET/PREFIX, not "
+                            f"{checkpoint_store.split('://', 1)[0]}://...")
+    lock_mode = env("ATTEST_AUDIT_CHECKPOINT_LOCK_MODE", "COMPLIANCE").strip().upper()
+    if lock_mode not in ("COMPLIANCE", "GOVERNANCE"):
+        raise SettingsError(f"ATTEST_AUDIT_CHECKPOINT_LOCK_MODE must be COMPLIANCE or GOVERNANCE, not {lock_mode!r}")
+
     settings = Settings(
         env=app_env,
         secret_key=secret_key,
@@ -276,6 +290,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
             "ATTEST_REMEDIATION_MAX_PER_RUN", env("ATTEST_REMEDIATION_MAX_PER_RUN", "100"), 1
         ),
         remediation_undo_days=_int("ATTEST_REMEDIATION_UNDO_DAYS", env("ATTEST_REMEDIATION_UNDO_DAYS", "7"), 0),
+        audit_checkpoint_store=checkpoint_store,
+        audit_checkpoint_retention_days=_int("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS",
+                                             env("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS", "2557"), 1),
+        audit_checkpoint_lock_mode=lock_mode,
     )
     if settings.oidc_discovery_url and not settings.oidc_client_id:
         raise SettingsError("ATTEST_OIDC_CLIENT_ID is required when ATTEST_OIDC_DISCOVERY_URL is set")

@@ -25,6 +25,12 @@ def bundle(session, factory, settings, tmp_path):
     return setup, path, result
 
 
+@pytest.fixture
+def pinned(settings):
+    """The instance's public key: bundles are verified against it, never against the key they carry."""
+    return evidence.load_signing_key(settings).public_key()
+
+
 def read_manifest(path) -> dict:
     with zipfile.ZipFile(path) as zf:
         return json.loads(zf.read("manifest.json"))
@@ -38,11 +44,14 @@ def rewrite(path, out, name, change):
             dst.writestr(info.filename, change(data) if info.filename == name else data)
 
 
-def test_a_good_bundle_verifies_and_holds_what_an_auditor_needs(bundle, settings):
+def test_a_good_bundle_verifies_and_holds_what_an_auditor_needs(bundle, settings, pinned):
     setup, path, result = bundle
-    assert verify_bundle(path) == []
+    assert verify_bundle(path, pinned) == []
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
+    checkpoints = {n for n in names if n.startswith("checkpoints/")}
+    assert len(checkpoints) == 1  # the one written at export covers every event
+    names -= checkpoints
     assert names == {"manifest.json", "items.csv", "items.xlsx", "exclusions.csv", "report.pdf", "audit.jsonl",
                      "signing_key.pub.pem", "SHA256SUMS"}
     m = read_manifest(path)
@@ -61,7 +70,7 @@ def test_a_good_bundle_verifies_and_holds_what_an_auditor_needs(bundle, settings
     assert stats["decided"] == 12 and stats["median_seconds"] == 2.0 and stats["bulk_approved"] == 6
     assert stats["rubber_stamp"] == ["median 2s per decision"]
     assert m["audit"]["events"] == 5 and m["audit"]["chain_intact_at_export"] is True
-    assert set(m["files"]) == names - {"manifest.json"}
+    assert set(m["files"]) == (names | checkpoints) - {"manifest.json"}
     assert m["files"]["items.csv"]["rows"] == 12
     assert m["signature"]["algorithm"] == "Ed25519" and m["signing_key_id"] == m["signature"]["key_id"]
     assert result.items == 12 and result.problems_at_export == []
@@ -99,7 +108,7 @@ def test_xlsx_opens_with_one_row_per_item(bundle):
     assert "Maria Manager" in sheet and setup.people[0].display_name in sheet
 
 
-def test_xlsx_starts_a_new_sheet_past_the_row_limit(session, factory, settings, tmp_path, monkeypatch):
+def test_xlsx_starts_a_new_sheet_past_the_row_limit(session, factory, settings, tmp_path, monkeypatch, pinned):
     setup = decided_campaign(session)
     monkeypatch.setattr(evidence, "XLSX_MAX_ROWS", 6)  # 5 items a sheet
     path = tmp_path / "e.zip"
@@ -109,7 +118,7 @@ def test_xlsx_starts_a_new_sheet_past_the_row_limit(session, factory, settings, 
         counts = [len(re.findall(r"<row ", xlsx.read(f"xl/worksheets/sheet{i}.xml").decode())) for i in (1, 2, 3)]
     assert re.findall(r'<sheet name="([^"]+)"', workbook) == ["Items", "Items 2", "Items 3"]
     assert counts == [6, 6, 3]  # each with its header
-    assert verify_bundle(path) == []
+    assert verify_bundle(path, pinned) == []
 
 
 def test_report_pdf_is_a_pdf(bundle):
@@ -119,15 +128,15 @@ def test_report_pdf_is_a_pdf(bundle):
     assert pdf.startswith(b"%PDF-") and len(pdf) > 5000
 
 
-def test_one_changed_byte_in_a_file_fails_and_names_it(bundle, tmp_path):
+def test_one_changed_byte_in_a_file_fails_and_names_it(bundle, tmp_path, pinned):
     _, path, _ = bundle
     bad = tmp_path / "bad.zip"
     rewrite(path, bad, "items.csv", lambda b: b.replace(b"revoke", b"approv", 1))
-    problems = verify_bundle(bad)
+    problems = verify_bundle(bad, pinned)
     assert len(problems) == 1 and problems[0].startswith("items.csv: SHA-256") and "changed" in problems[0]
 
 
-def test_one_flipped_byte_anywhere_in_the_zip_fails(bundle, tmp_path):
+def test_one_flipped_byte_anywhere_in_the_zip_fails(bundle, tmp_path, pinned):
     _, path, _ = bundle
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as zf:
@@ -137,29 +146,29 @@ def test_one_flipped_byte_anywhere_in_the_zip_fails(bundle, tmp_path):
     data[start + info.compress_size // 2] ^= 0x01  # inside the member's compressed data
     bad = tmp_path / "flipped.zip"
     bad.write_bytes(bytes(data))
-    problems = verify_bundle(bad)
+    problems = verify_bundle(bad, pinned)
     assert problems and any(p.startswith("audit.jsonl") for p in problems)
 
 
-def test_changed_manifest_breaks_the_signature(bundle, tmp_path):
+def test_changed_manifest_breaks_the_signature(bundle, tmp_path, pinned):
     _, path, _ = bundle
     bad = tmp_path / "bad.zip"
     rewrite(path, bad, "manifest.json", lambda b: b.replace(b'"revoked":2', b'"revoked":0', 1))
-    problems = verify_bundle(bad)
+    problems = verify_bundle(bad, pinned)
     assert any("signature does not match" in p for p in problems)
 
 
-def test_edited_audit_event_is_named_even_when_hashes_are_recomputed(bundle, tmp_path):
+def test_edited_audit_event_is_named_even_when_hashes_are_recomputed(bundle, tmp_path, pinned):
     """An attacker without the signing key can edit an event and fix the file hash, not the signature."""
     _, path, _ = bundle
     bad = tmp_path / "bad.zip"
     rewrite(path, bad, "audit.jsonl", lambda b: b.replace(b'"decision":"revoke"', b'"decision":"approve"', 1))
-    problems = verify_bundle(bad)
+    problems = verify_bundle(bad, pinned)
     assert any(p.startswith("audit.jsonl line 2 (event seq") and "(edited)" in p for p in problems)
     assert any(p.startswith("audit.jsonl: SHA-256") for p in problems)
 
 
-def test_removed_file_and_added_file_are_reported(bundle, tmp_path):
+def test_removed_file_and_added_file_are_reported(bundle, tmp_path, pinned):
     _, path, _ = bundle
     bad = tmp_path / "bad.zip"
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(bad, "w") as dst:
@@ -167,7 +176,7 @@ def test_removed_file_and_added_file_are_reported(bundle, tmp_path):
             if info.filename != "report.pdf":
                 dst.writestr(info.filename, src.read(info.filename))
         dst.writestr("extra.txt", b"hello")
-    problems = verify_bundle(bad)
+    problems = verify_bundle(bad, pinned)
     assert "report.pdf: listed in the manifest but missing from the bundle" in problems
     assert "extra.txt: in the bundle but not listed in the manifest (added)" in problems
 
@@ -178,7 +187,7 @@ def test_a_bundle_signed_by_another_key_fails_against_the_trusted_key(bundle):
     _, path, _ = bundle
     other = Ed25519PrivateKey.generate().public_key()
     problems = verify_bundle(path, trusted_key=other)
-    assert len(problems) == 1 and "not with the trusted key" in problems[0]
+    assert "not with the trusted key" in problems[0]
 
 
 def test_standard_tools_verify_the_signature_and_hashes(bundle, tmp_path, settings):
@@ -223,7 +232,7 @@ def test_pem_signing_key_works(session, factory, settings, tmp_path):
     assert verify_bundle(path, trusted_key=key.public_key()) == []
 
 
-def test_bundle_of_a_real_campaign_reconciles_its_population(session, factory, settings, tmp_path):
+def test_bundle_of_a_real_campaign_reconciles_its_population(session, factory, settings, tmp_path, pinned):
     """Launched and closed through the real services: in scope = items + exclusions, runs snapshotted."""
     from attest.db import transaction
     from attest.entitlements.sync import run_sync
@@ -244,7 +253,7 @@ def test_bundle_of_a_real_campaign_reconciles_its_population(session, factory, s
         cid = c.id
     path = tmp_path / "real.zip"
     export_bundle(factory, settings, cid, path)
-    assert verify_bundle(path) == []
+    assert verify_bundle(path, pinned) == []
     m = read_manifest(path)
     pop = m["population"]
     assert pop["balanced"] is True and pop["in_scope"] == pop["items"] + pop["excluded"] and pop["items"] > 0

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 from sqlalchemy import select
 
-from attest.audit.evidence import verify_bundle
+from attest.audit.evidence import load_signing_key, verify_bundle
 from attest.audit.models import AuditEvent
 from attest.reviews.models import Remediation
 from tests.audit.helpers import decided_campaign
@@ -118,7 +118,7 @@ def test_evidence_download_streams_a_bundle_that_verifies(app, client, session, 
     path = tmp_path / "dl.zip"
     path.write_bytes(response.get_data())
     response.close()
-    assert verify_bundle(path) == []
+    assert verify_bundle(path, load_signing_key(app.extensions["attest"].settings).public_key()) == []
     with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as zf:
         assert "items.xlsx" in zf.namelist()
     ev = session.scalar(select(AuditEvent).where(AuditEvent.action == "evidence.exported"))
