@@ -49,7 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from attest.db import Base, UTCDateTime, utcnow
+from attest.db import Base, UTCDateTime, transaction, utcnow
 
 log = logging.getLogger("attest.jobs")
 
@@ -300,7 +300,7 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
     """Run one job under its lease; `skipped` when another process holds it or already ran this occurrence."""
     now = now or utcnow()
     slot = spec.slot(now) if use_slot else None
-    with ctx.factory() as session, session.begin():
+    with transaction(ctx.factory) as session:
         got = acquire(session, spec.id, ctx.ttl, ctx.holder, now=now, slot=slot)
     if not got:
         log.debug("job %s: lease held or this run already done elsewhere; skipped", spec.id)
@@ -323,7 +323,7 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
         beat.join(timeout=10)
         finished = now + timedelta(seconds=time.monotonic() - t0)
         try:
-            with ctx.factory() as session, session.begin():
+            with transaction(ctx.factory) as session:
                 release(session, spec.id, status, error, ctx.holder, now=finished)
         except Exception:
             log.exception("job %s: could not release its lease (it expires in %s)", spec.id, ctx.ttl)
@@ -334,7 +334,7 @@ def _heartbeat(ctx: JobContext, name: str, now: datetime, t0: float, stop: threa
     while not stop.wait(ctx.heartbeat):
         at = now + timedelta(seconds=time.monotonic() - t0)
         try:
-            with ctx.factory() as session, session.begin():
+            with transaction(ctx.factory) as session:
                 if not renew(session, name, ctx.ttl, ctx.holder, now=at):
                     log.warning("job %s: lease lost (taken over after expiry); another process may run it", name)
                     return
@@ -343,8 +343,6 @@ def _heartbeat(ctx: JobContext, name: str, now: datetime, t0: float, stop: threa
 
 
 def _transaction(ctx: JobContext):
-    from attest.db import transaction
-
     return transaction(ctx.factory)
 
 

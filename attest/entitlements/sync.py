@@ -48,6 +48,7 @@ from attest.connectors.base import (
 from attest.db import (
     JSONType,
     UTCDateTime,
+    begin_write,
     canonical_json,
     copy_rows,
     drop_indexes_for_bulk_load,
@@ -257,7 +258,7 @@ def _run_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
 
 
 def _start_run(factory: sessionmaker[Session], source_name: str, force: bool, triggered_by: str | None) -> tuple[int, int]:
-    with factory() as session, session.begin():
+    with factory() as session, begin_write(session):
         source = session.scalar(select(Source).where(Source.name == source_name))
         if source is None:
             raise SyncError(f"no source named {source_name!r}")
@@ -448,7 +449,7 @@ def run_sync(
                 if progress is not None:
                     progress(prog)
                 failed_part_names = [p["part"] for p in failed_parts]
-                with factory(bind=conn) as session, session.begin():
+                with factory(bind=conn) as session, begin_write(session):
                     if session.get(Source, source_id, populate_existing=True).last_success_run_id != baseline:
                         raise SyncError("another run of this source was applied while this one was reading; "
                                         "nothing was changed: run it again")
@@ -487,7 +488,7 @@ def run_sync(
         if not isinstance(exc, ConnectorError | SyncError | SourceError):
             log.exception("sync of %s failed", source_name)
         api_calls = getattr(connector, "calls", 0) if connector is not None else 0
-        with factory() as session, session.begin():
+        with factory() as session, begin_write(session):
             run = session.get(SyncRun, run_id)
             run.status = status
             run.finished_at = utcnow()
