@@ -112,6 +112,8 @@ class Settings:
     # remediation
     remediation_max_per_run: int = 100
     remediation_undo_days: int = 7
+    # reviews: the campaign page warns before an escalation would hand one person more items than this
+    escalation_warn_items: int = 200
     # audit checkpoints: a directory, or s3://bucket/prefix (Object Lock); "" = <instance>/audit-checkpoints
     audit_checkpoint_store: str = ""
     audit_checkpoint_retention_days: int = 2557  # S3 Object Lock retention of each checkpoint (7 years)
@@ -290,6 +292,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
             "ATTEST_REMEDIATION_MAX_PER_RUN", env("ATTEST_REMEDIATION_MAX_PER_RUN", "100"), 1
         ),
         remediation_undo_days=_int("ATTEST_REMEDIATION_UNDO_DAYS", env("ATTEST_REMEDIATION_UNDO_DAYS", "7"), 0),
+        escalation_warn_items=_int("ATTEST_ESCALATION_WARN_ITEMS", env("ATTEST_ESCALATION_WARN_ITEMS", "200"), 1),
         audit_checkpoint_store=checkpoint_store,
         audit_checkpoint_retention_days=_int("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS",
                                              env("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS", "2557"), 1),

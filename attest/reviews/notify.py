@@ -533,6 +533,38 @@ def escalation_target(session: Session, campaign: Campaign, reviewer_id: int,
                                       [reviewer_id], d.eligible)
 
 
+@dataclass
+class EscalationLoad:
+    """What the escalation of a campaign would hand one person: items of the late reviewers below them."""
+
+    identity_id: int
+    name: str
+    items: int
+    reviewers: int
+    at: datetime | None  # when the escalation is due (the due date plus the escalation delay)
+
+
+def escalation_forecast(session: Session, campaign: Campaign, threshold: int) -> list[EscalationLoad]:
+    """The people an escalation of `campaign` would hand more than `threshold` undecided items (each late
+    reviewer's open items go to their escalation target, as `send_pending` would route them), largest
+    first. Read only; the campaign page warns with it before the escalation happens."""
+    esc = _timing(campaign).get("escalate_after_days_overdue")
+    if campaign.status != "active" or esc is None:
+        return []
+    at = campaign.due_at + timedelta(days=int(esc)) if campaign.due_at else None
+    d = eligibility.Directory(session)
+    load: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for (_cid, reviewer), n in _open_counts(session, [campaign.id]).items():
+        target = escalation_target(session, campaign, reviewer, d)
+        if target is not None:
+            load[target][0] += n
+            load[target][1] += 1
+    heavy = {k: v for k, v in load.items() if v[0] > threshold}
+    people = _identities(session, set(heavy))
+    return sorted((EscalationLoad(k, _name(people[k]) if k in people else str(k), n, r, at)
+                   for k, (n, r) in heavy.items()), key=lambda e: (-e.items, e.name))
+
+
 def _apply_escalations(session: Session, escalations: list[Escalation], now: datetime, actor: str) -> None:
     """Make the co-reviewer a co-reviewer of the late reviewer's undecided items, except the items about
     the co-reviewer's own access (eligibility): those go to the next eligible person above the co-reviewer,

@@ -345,7 +345,12 @@ def campaign(campaign_id: int):
     dash = queries.campaign_dashboard(session, campaign_id)
     if dash is None:
         abort(404)
+    from attest.reviews import notify
+
+    threshold = settings().escalation_warn_items
+    heavy = notify.escalation_forecast(session, dash.campaign, threshold)
     return render_template("reviews/campaign.html", dash=dash, campaign=dash.campaign,
+                           escalation_load=heavy, escalation_threshold=threshold,
                            can_remind=_notify_available() and current_user.is_admin and dash.campaign.status == "active",
                            risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES)
 

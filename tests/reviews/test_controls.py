@@ -321,3 +321,18 @@ def test_begin_write_takes_the_write_lock_first_on_sqlite(fresh_db):
                 cur.execute("BEGIN IMMEDIATE")
         finally:
             other.close()
+
+
+def test_the_campaign_page_warns_before_an_escalation_hands_one_person_too_much(app, client, session):
+    s = review_setup(session, people=3, per_person=2, risky={})
+    ceo = make_identity(session, "carla.ceo@acme.example", name="Carla CEO")
+    s.manager.manager_id = ceo.id
+    admin = make_user(session, "root@acme.example", roles=["admin"])
+    session.commit()
+    state = app.extensions["attest"]
+    login_as(app, client, admin)
+    state.settings = state.settings.replace(escalation_warn_items=5)
+    page = client.get(f"/campaigns/{s.campaign.id}").get_data(as_text=True)
+    assert "js-escalation-load" in page and "Carla CEO" in page and "6 undecided items of 1 late reviewer" in page
+    state.settings = state.settings.replace(escalation_warn_items=6)  # not more than the limit: no warning
+    assert "js-escalation-load" not in client.get(f"/campaigns/{s.campaign.id}").get_data(as_text=True)
