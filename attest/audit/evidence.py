@@ -5,6 +5,8 @@ Contents (see docs/evidence.md):
   Excel's 1,048,576 rows), streamed from the database (server-side cursor on PostgreSQL): memory stays
   flat whatever the campaign's size.
 - `exclusions.csv`: each grant in scope at launch that got no item, with the reason.
+- `remediations.csv`: every remediation with what was done (the note of a manual task marked done, by whom,
+  when) and the sync run that proved it. Every CSV goes through `attest.exports` (formula neutralisation).
 - `report.pdf`: summary, completion over time, decisions by reviewer with rubber-stamp indicators,
   revocations and their verification, exceptions (WeasyPrint, `templates/evidence/report.html`).
 - `audit.jsonl`: the campaign's audit events in chain order, each with its seq, prev_hash and hash.
@@ -22,7 +24,6 @@ with sed + openssl); `verify_bundle` re-canonicalises the parsed manifest instea
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import io
 import json
@@ -45,7 +46,7 @@ from sqlalchemy import Select, and_, case, cast, false, func, select, true
 from sqlalchemy import Text as SAText
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from attest import __version__
+from attest import __version__, exports
 from attest.audit.log import GENESIS, event_dict, event_hash, verify_chain
 from attest.audit.models import AuditEvent, AuditHead
 from attest.config import Settings
@@ -293,8 +294,7 @@ def _stream_items(session: Session, campaign_id: int, dialect: str, batch: int =
 
 def _write_items_csv(session: Session, zf: zipfile.ZipFile, campaign_id: int, dialect: str) -> _Member:
     out = _Text(zf, "items.csv")
-    writer = csv.writer(out.text, lineterminator="\n")
-    writer.writerow(ITEM_COLUMNS)
+    writer = exports.writer(out.text, ITEM_COLUMNS, lineterminator="\n")
     rows = 0
     for part in _stream_items(session, campaign_id, dialect):
         writer.writerows(part)
@@ -363,12 +363,21 @@ def _write_exclusions(session: Session, zf: zipfile.ZipFile, campaign_id: int) -
         .order_by(ce.c.id)
     )
     out = _Text(zf, "exclusions.csv")
-    writer = csv.writer(out.text, lineterminator="\n")
-    writer.writerow(EXCLUSION_COLUMNS)
+    writer = exports.writer(out.text, EXCLUSION_COLUMNS, lineterminator="\n")
     rows = 0
     for part in _stream(session, stmt):
         writer.writerows(part)
         rows += len(part)
+    return out.close(rows)
+
+
+def _write_remediations(session: Session, zf: zipfile.ZipFile, campaign_id: int) -> _Member:
+    """Every remediation of the campaign with what was done: the note given when a manual task was marked
+    done, by whom and when, and the sync run that proved it (the web's remediations.csv, same writer)."""
+    from attest.reviews.remediation import write_remediations_csv
+
+    out = _Text(zf, "remediations.csv")
+    rows = write_remediations_csv(session, out.text, campaign_id, lineterminator="\n")
     return out.close(rows)
 
 
@@ -602,7 +611,8 @@ def report_context(session: Session, campaign: Campaign, manifest: dict[str, Any
     rm = Remediation.__table__
     revocations = _list(session, select(ri.c.id, ri.c.person_name, ri.c.account_login, ri.c.source_name,
                                         ri.c.resource_name, ri.c.entitlement_name, rm.c.mode, rm.c.status,
-                                        rm.c.target, rm.c.last_error, rm.c.verified_run_id, rm.c.reappeared_run_id)
+                                        rm.c.target, rm.c.last_error, rm.c.verified_run_id, rm.c.reappeared_run_id,
+                                        rm.c.note, rm.c.executed_by)
                         .select_from(rm).join(ri, ri.c.id == rm.c.item_id).where(rm.c.campaign_id == campaign.id)
                         .order_by(case((rm.c.status == "reappeared", 0), (rm.c.status.in_(("failed", "refused")), 1),
                                        else_=2), rm.c.id))
@@ -613,14 +623,23 @@ def report_context(session: Session, campaign: Campaign, manifest: dict[str, Any
                               (ri.c.outcome == "flag") | (ri.c.outcome_reason == "no_response")
                               | ri.c.reviewer_id.is_(None) | (ri.c.decision == "abstain"))
                        .order_by(ri.c.id))
+    # what was done for each manual remediation marked done (also in remediations.csv, every one)
+    manual_notes = _list(session, select(rm.c.id, ri.c.id.label("item_id"), ri.c.person_name, ri.c.account_login,
+                                         ri.c.source_name, ri.c.resource_name, ri.c.entitlement_name, rm.c.status,
+                                         rm.c.note, rm.c.executed_by, rm.c.executed_at)
+                         .select_from(rm).join(ri, ri.c.id == rm.c.item_id)
+                         .where(rm.c.campaign_id == campaign.id, rm.c.mode == "manual", rm.c.note.is_not(None))
+                         .order_by(rm.c.id))
+    from attest.reviews import flagged as flagged_service
+
+    flagged, _ = flagged_service.list_flagged(session, campaign.id, limit=LIST_LIMIT)
     return {
         "m": manifest, "campaign": manifest["campaign"], "totals": manifest["totals"],
         "key": {"id": manifest.get("signing_key_id"), "fingerprint": manifest.get("signing_key_fingerprint")},
         "population": manifest["population"],
-        # flagged reviewers first, then the busiest; every reviewer is in manifest.json
-        "reviewers": sorted(manifest["decisions_by_reviewer"], key=lambda r: (not r["rubber_stamp"], -r["decided"]))[
-            :LIST_LIMIT],
-        "reviewer_count": len(manifest["decisions_by_reviewer"]),
+        # every reviewer assigned (zero decisions included) and everyone who decided; flagged first
+        "reviewers": reviewer_table(manifest["reviewers"], manifest["decisions_by_reviewer"]),
+        "manual_notes": manual_notes, "flagged": flagged, "flagged_count": flagged_service.flagged_count(session, campaign.id),
         "completion": manifest["completion"], "revocations": revocations, "exceptions": exceptions,
         "list_limit": LIST_LIMIT, "thresholds": {
             "median": RUBBER_STAMP_MEDIAN_SECONDS, "bulk": RUBBER_STAMP_BULK_SHARE,
@@ -628,9 +647,33 @@ def report_context(session: Session, campaign: Campaign, manifest: dict[str, Any
     }
 
 
+def reviewer_table(assigned: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per reviewer for the report: every identity items were assigned to, with no decision
+    included (counts 0), and anyone else who decided (an escalation's co-reviewer); the unroutable items
+    last. Rubber-stamp flagged first, then by decisions taken, then by name."""
+    by_id = {r["identity_id"]: r for r in stats}
+    zero = {"decided": 0, "approved": 0, "revoked": 0, "abstained": 0, "bulk_approved": 0, "bulk_share": 0.0,
+            "median_seconds": None, "first_decision_at": None, "last_decision_at": None, "rubber_stamp": []}
+    rows = []
+    for a in assigned:
+        s = by_id.pop(a["identity_id"], None) if a["identity_id"] is not None else None
+        rows.append({**zero, **(s or {}), "identity_id": a["identity_id"], "name": a["name"], "email": a["email"],
+                     "items": a["items"], "items_decided": a["decided"], "signed_off_at": a["signed_off_at"]})
+    for s in by_id.values():
+        rows.append({**zero, **s, "items": 0, "items_decided": 0, "signed_off_at": None})
+    rows.sort(key=lambda r: (r["identity_id"] is None, not r["rubber_stamp"], -r["decided"], r["name"] or ""))
+    return rows
+
+
 def render_report_pdf(context: dict[str, Any]) -> bytes:
-    import jinja2
     from weasyprint import HTML
+
+    return HTML(string=render_report_html(context)).write_pdf()
+
+
+def render_report_html(context: dict[str, Any]) -> str:
+    """The report as the HTML WeasyPrint lays out (tests read what the PDF says from it)."""
+    import jinja2
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent.parent / "templates")),
@@ -638,8 +681,7 @@ def render_report_pdf(context: dict[str, Any]) -> bytes:
     )
     env.filters["num"] = lambda v: f"{v:,}" if isinstance(v, int | float) else ("—" if v is None else v)
     env.filters["short"] = lambda v: (v or "")[:16].replace("T", " ")
-    html = env.get_template("evidence/report.html").render(**context)
-    return HTML(string=html).write_pdf()
+    return env.get_template("evidence/report.html").render(**context)
 
 
 # --- export ------------------------------------------------------------------------------------------
@@ -726,6 +768,7 @@ def export_bundle(
 
                 t = time.perf_counter()
                 members.append(_write_exclusions(session, zf, campaign_id))
+                members.append(_write_remediations(session, zf, campaign_id))
                 audit_member, audit_info = _write_audit(session, zf, campaign_id)
                 members.append(audit_member)
                 cp_members, cp_info = _write_checkpoints(session, zf, settings, pub, campaign_id, checkpoint_error)
@@ -764,6 +807,7 @@ def export_bundle(
                         "chain_problem_at_export": str(problem) if problem else None,
                         "checkpoints": cp_info,
                     },
+                    "csv_neutralisation": {"rule": exports.RULE, "guidance": exports.OWASP},
                     "rubber_stamp_rules": {
                         "median_seconds_below": RUBBER_STAMP_MEDIAN_SECONDS,
                         "bulk_approval_share_above": RUBBER_STAMP_BULK_SHARE,

@@ -130,9 +130,44 @@ def remediations():
 @read_all_required
 def remediations_csv():
     campaign_id = _int_arg("campaign")
+    every = request.args.get("all") == "1"  # every remediation with its note; else the open work list
     buf = io.StringIO()
-    remediation.write_manual_csv(db(), buf, campaign_id)
-    name = f"manual-remediation-campaign-{campaign_id}.csv" if campaign_id else "manual-remediation.csv"
+    remediation.write_remediations_csv(db(), buf, campaign_id, needs_human=not every)
+    stem = "remediations" if every else "manual-remediation"
+    name = f"{stem}-campaign-{campaign_id}.csv" if campaign_id else f"{stem}.csv"
+    return Response(buf.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+# --- flagged items (no-response outcome "flag"): who must act -------------------------------------------------
+
+
+@bp.get("/flagged")
+@read_all_required
+def flagged():
+    from attest.reviews import flagged as flagged_service
+
+    campaign_id = _int_arg("campaign")
+    session = db()
+    campaign = None
+    if campaign_id is not None:
+        campaign = session.get(Campaign, campaign_id) or abort(404)
+    rows, next_after = flagged_service.list_flagged(session, campaign_id, after=_int_arg("after"))
+    return render_template("audit/flagged.html", rows=rows, next_after=next_after, campaign=campaign,
+                           campaign_id=campaign_id, total=flagged_service.flagged_count(session, campaign_id))
+
+
+@bp.get("/flagged.csv")
+@read_all_required
+def flagged_csv():
+    from attest.reviews import flagged as flagged_service
+
+    campaign_id = _int_arg("campaign")
+    if campaign_id is not None and db().get(Campaign, campaign_id) is None:
+        abort(404)
+    buf = io.StringIO()
+    flagged_service.write_flagged_csv(db(), buf, campaign_id)
+    name = f"flagged-campaign-{campaign_id}.csv" if campaign_id else "flagged.csv"
     return Response(buf.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

@@ -28,7 +28,6 @@ not hold the database's write lock), and each remediation's outcome commits on i
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any, TextIO
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from attest import exports
 from attest.audit.log import record as audit
 from attest.audit.log import record_many
 from attest.config import Settings
@@ -746,28 +746,30 @@ def status_counts(session: Session, campaign_id: int | None = None) -> dict[str,
 
 MANUAL_COLUMNS = ("remediation_id", "campaign", "status", "person", "email", "account", "system", "resource",
                   "entitlement", "via", "where_to_change_it", "why_manual", "reviewer_comment", "created_at")
+# what was done: the admin's note when a manual task was marked done (or the connector's detail), by whom, when,
+# and the sync run that proved it gone or saw it again
+REMEDIATION_COLUMNS = MANUAL_COLUMNS + ("mode", "executed_at", "executed_by", "note", "verified_sync_run",
+                                        "reappeared_sync_run")
 
 
-def write_manual_csv(session: Session, out: TextIO, campaign_id: int | None = None) -> int:
-    """The manual work list (open manual tasks, refused and failed revokes) as CSV; returns the row count."""
-    writer = csv.writer(out)
-    writer.writerow(MANUAL_COLUMNS)
+def write_remediations_csv(session: Session, out: TextIO, campaign_id: int | None = None, needs_human: bool = False,
+                           lineterminator: str = "\r\n") -> int:
+    """Remediations as CSV (every one, or only the work list), neutralised by `attest.exports`; returns the row count."""
+    writer = exports.writer(out, REMEDIATION_COLUMNS, lineterminator=lineterminator)
     n = 0
-    for r in iter_remediations(session, campaign_id, needs_human=True):
+    for r in iter_remediations(session, campaign_id, needs_human=needs_human):
         why = r.last_error or ("manual remediation" if r.mode == "manual" else "")
-        writer.writerow([r.id, r.campaign_name, r.status, _cell(r.person), _cell(r.person_email), _cell(r.account),
-                         r.source, _cell(r.resource), _cell(r.entitlement), _cell(r.via), _cell(r.target),
-                         _cell(why), _cell(r.comment), r.created_at.isoformat()])
+        writer.writerow([r.id, r.campaign_name, r.status, r.person, r.person_email, r.account, r.source, r.resource,
+                         r.entitlement, r.via, r.target, why, r.comment, r.created_at.isoformat(), r.mode,
+                         r.executed_at.isoformat() if r.executed_at else None, r.executed_by, r.note,
+                         r.verified_run_id, r.reappeared_run_id])
         n += 1
     return n
 
 
-def _cell(value: Any) -> str:
-    """CSV cell safe to open in a spreadsheet: no formula injection."""
-    if value is None:
-        return ""
-    text_ = str(value)
-    return "'" + text_ if text_[:1] in ("=", "+", "-", "@", "\t", "\r") else text_
+def write_manual_csv(session: Session, out: TextIO, campaign_id: int | None = None) -> int:
+    """The manual work list (open manual tasks, refused and failed revokes) as CSV; returns the row count."""
+    return write_remediations_csv(session, out, campaign_id, needs_human=True)
 
 
 def describe(rows: Iterable[Planned]) -> Iterator[str]:

@@ -52,8 +52,8 @@ def test_a_good_bundle_verifies_and_holds_what_an_auditor_needs(bundle, settings
     checkpoints = {n for n in names if n.startswith("checkpoints/")}
     assert len(checkpoints) == 1  # the one written at export covers every event
     names -= checkpoints
-    assert names == {"manifest.json", "items.csv", "items.xlsx", "exclusions.csv", "report.pdf", "audit.jsonl",
-                     "signing_key.pub.pem", "SHA256SUMS"}
+    assert names == {"manifest.json", "items.csv", "items.xlsx", "exclusions.csv", "remediations.csv", "report.pdf",
+                     "audit.jsonl", "signing_key.pub.pem", "SHA256SUMS"}
     m = read_manifest(path)
     assert m["campaign"]["name"] == "Q3 access review" and m["campaign"]["status"] == "closed"
     assert m["controls"] == ["SOC 2 CC6.2", "SOX ITGC"] and m["definition"]["controls"] == m["controls"]
