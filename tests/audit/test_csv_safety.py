@@ -134,6 +134,9 @@ def test_every_evidence_csv_is_neutralised(hostile, factory, settings, tmp_path)
     with zipfile.ZipFile(path) as zf:
         csvs = {n: zf.read(n).decode() for n in zf.namelist() if n.endswith(".csv")}
         manifest = zf.read("manifest.json").decode()
+        with zipfile.ZipFile(io.BytesIO(zf.read("items.xlsx"))) as xlsx:  # already safe: string cells, no formula
+            sheet = xlsx.read("xl/worksheets/sheet1.xml").decode()
+    assert "<f>" not in sheet and "<f " not in sheet and f"<t>{HYPERLINK}</t>" in sheet  # inline string, as typed
     assert set(csvs) == {"items.csv", "exclusions.csv", "remediations.csv"}
     assert_safe("items.csv", csvs["items.csv"], {ARITH, TAB, CR, SUM, HYPERLINK, CMD})
     assert_safe("exclusions.csv", csvs["exclusions.csv"], {SUM, HYPERLINK, ARITH})
