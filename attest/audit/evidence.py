@@ -52,6 +52,7 @@ from attest.audit.models import AuditEvent, AuditHead
 from attest.config import Settings
 from attest.db import canonical_json, transaction, utcnow
 from attest.entitlements.models import Account, Grant, Identity, Source, SyncRun
+from attest.reviews import eligibility
 from attest.reviews.models import (
     Campaign,
     CampaignExclusion,
@@ -580,7 +581,7 @@ def totals(session: Session, campaign_id: int) -> dict[str, Any]:
         "unroutable": session.scalar(select(func.count()).select_from(ri).where(where, ri.c.reviewer_id.is_(None))),
         # decided by the item's own person (must be 0; `evidence verify` recounts it from items.csv)
         "self_decisions": session.scalar(select(func.count()).select_from(ri).where(
-            where, ri.c.decided_by_identity_id.is_not(None), ri.c.decided_by_identity_id == ri.c.identity_id)),
+            where, eligibility.sql_self_decided())),
         "outcomes": outcomes,
         "remediations": remediations,
         "reappeared": remediations.get("reappeared", 0),

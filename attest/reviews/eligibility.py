@@ -136,6 +136,8 @@ def sql_not_about(identity: ColumnElement | int) -> ColumnElement[bool]:
 
 
 def sql_self_decided() -> ColumnElement[bool]:
-    """SQL over review_item: the item was decided by its own person (a self-decision; evidence counts them)."""
+    """SQL over review_item: the item was decided by its own person as the item records them (the person
+    at launch): a self-decision. Decisions refuse them (`check`, with the account's current link too);
+    the evidence counts them from the item's own columns, so `evidence verify` can recount them offline."""
     return and_(ReviewItem.decided_by_identity_id.is_not(None),
-                ~sql_not_about(ReviewItem.decided_by_identity_id))
+                ReviewItem.decided_by_identity_id == ReviewItem.identity_id)
