@@ -42,7 +42,7 @@ from attest.audit.log import record as audit
 from attest.audit.log import record_many
 from attest.config import Settings
 from attest.connectors.base import GrantRef, RevokeRefused, RevokeResult
-from attest.db import utcnow
+from attest.db import begin_write, utcnow
 from attest.entitlements.models import Account, Grant, Resource, Source, SyncRun
 from attest.reviews.models import Campaign, Remediation, ReviewItem
 
@@ -374,7 +374,7 @@ def _error(exc: BaseException) -> str:
 
 def _claim(session_factory: sessionmaker[Session], ctx: _Ctx, now: datetime) -> bool:
     """Mark the remediation in progress (one more attempt); False if another runner took it first."""
-    with session_factory() as session, session.begin():
+    with session_factory() as session, begin_write(session):
         claimed = session.execute(
             update(Remediation)
             .where(Remediation.id == ctx.rem_id, Remediation.status.in_(OPEN),
@@ -420,7 +420,7 @@ def _finish(session_factory: sessionmaker[Session], ctx: _Ctx, outcome: str, act
             attempt: int | None = None, retry_at: datetime | None = None) -> None:
     """Write one remediation's outcome and its audit event in one transaction."""
     ctx.planned.outcome = outcome
-    with session_factory() as session, session.begin():
+    with session_factory() as session, begin_write(session):
         rem = session.get(Remediation, ctx.rem_id)
         before = {"status": rem.status, "mode": rem.mode, "attempts": rem.attempts}
         action = f"remediation.{outcome}"
@@ -529,7 +529,7 @@ def undo(
             raise UndoError(f"re-granting failed, nothing was changed: {_error(exc)}") from None
     finally:
         conn.close()
-    with session_factory() as session, session.begin():
+    with session_factory() as session, begin_write(session):
         rem = session.get(Remediation, remediation_id)
         before = {"status": rem.status}
         rem.status, rem.undone_at, rem.undone_by = "undone", utcnow(), actor
