@@ -84,6 +84,7 @@ class Settings:
     timezone: str = "UTC"  # the organisation's zone: "access on date X" means the end of day X there
     # sync
     sync_max_removal_ratio: float = 0.2
+    sync_removal_guard_min: int = 10  # the guard ignores removals of fewer rows of a kind or part than this
     alias_domains: tuple[tuple[str, str], ...] = ()  # (alias, canonical)
     # sessions and login
     session_idle_minutes: int = 30
@@ -266,6 +267,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         sync_max_removal_ratio=_float(
             "ATTEST_SYNC_MAX_REMOVAL_RATIO", env("ATTEST_SYNC_MAX_REMOVAL_RATIO", "0.2"), 0.0, 1.0
         ),
+        sync_removal_guard_min=_int("ATTEST_SYNC_REMOVAL_GUARD_MIN", env("ATTEST_SYNC_REMOVAL_GUARD_MIN", "10"), 1),
         alias_domains=tuple(aliases),
         session_idle_minutes=_int("ATTEST_SESSION_IDLE_MINUTES", env("ATTEST_SESSION_IDLE_MINUTES", "30"), 1),
         session_max_hours=_int("ATTEST_SESSION_MAX_HOURS", env("ATTEST_SESSION_MAX_HOURS", "12"), 1),

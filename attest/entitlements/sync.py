@@ -10,8 +10,9 @@ The rules (DESIGN, "Sync rules"):
 3. A failed or interrupted run changes nothing but its own SyncRun row.
 4. A part the connector could not read (PartFailed) is left as it was: nothing in it is ended, and the
    run is `partial`.
-5. A run that would end more than ATTEST_SYNC_MAX_REMOVAL_RATIO of the source's active grants is
-   rolled back and stops with a clear message unless forced.
+5. A run that would end more than ATTEST_SYNC_MAX_REMOVAL_RATIO of the active rows of any kind
+   (identities, accounts, resources, entitlements, grants), of the source or of one of its parts, is
+   refused before anything is written (`aborted`, a message naming the kind and the counts) unless forced.
 
 This module orchestrates several transactions (staging batches, then the apply), so unlike the other
 services it takes the session factory rather than a session.
@@ -637,6 +638,63 @@ def _preassign_identity_ids(session: Session, params: dict[str, Any]) -> None:
             "WHERE stage_identity.id = n.row_id"), params)
 
 
+# kind, live table, its stage (stage_gone.kind), the natural key column, whether rows belong to parts
+GUARDED_KINDS = (
+    ("identities", "identity", "stage_identity", "external_id", False),
+    ("accounts", "account", "stage_account", "external_id", True),
+    ("resources", "resource", "stage_resource", "external_id", True),
+    ("entitlements", "entitlement", "stage_entitlement", "external_id", True),
+    ("grants", "access_grant", "stage_grant", "key", True),
+)
+
+
+def _check_removals(session: Session, settings: Settings, params: dict[str, Any], failed_parts: Sequence[str], *,
+                    authoritative: bool, force: bool) -> int:
+    """The removal guard (DESIGN: "guard every kind"): a run that would end more than
+    ATTEST_SYNC_MAX_REMOVAL_RATIO of the active rows of any kind (identities, accounts, resources,
+    entitlements, grants), of the whole source or of one of its parts, and at least
+    ATTEST_SYNC_REMOVAL_GUARD_MIN of them, is refused before anything is written unless forced: an
+    upstream that suddenly returns less (an empty list, a list cut short) is far likelier than a mass
+    exodus. Returns the source's active grants before the run (0: a first sync)."""
+    ratio, floor = settings.sync_max_removal_ratio, settings.sync_removal_guard_min
+    trips: list[str] = []
+    active_grants = 0
+    for kind, live, stage, key, has_part in GUARDED_KINDS:
+        if kind == "identities" and not authoritative:
+            continue
+        p = dict(params)
+        part_sql = _part_filter("l", failed_parts, p) if has_part else ""
+        part_col, group = ("l.part", " GROUP BY l.part") if has_part else ("NULL", "")
+        active = {part: n for part, n in session.execute(text(
+            f"SELECT {part_col}, COUNT(*) FROM {live} l WHERE l.source_id = :sid AND l.ended_at IS NULL{part_sql}"
+            f"{group}"), p) if n}
+        if kind == "grants":
+            active_grants = sum(active.values())
+        if not active or force:
+            continue
+        gone = {part: n for part, n in session.execute(text(
+            f"SELECT {part_col}, COUNT(*) FROM stage_gone g JOIN {live} l ON l.source_id = :sid"
+            f" AND l.{key} = g.key AND l.ended_at IS NULL WHERE g.kind = '{stage}'{part_sql}{group}"), p) if n}
+
+        def over(n_gone: int, n_active: int) -> bool:
+            return n_gone >= floor and n_gone > ratio * n_active
+
+        total_active, total_gone = sum(active.values()), sum(gone.values())
+        if over(total_gone, total_active):
+            trips.append(f"{total_gone:,} of {total_active:,} active {kind} ({total_gone / total_active:.0%})")
+            continue
+        for part, n in sorted(gone.items(), key=lambda kv: str(kv[0])):
+            if part is not None and over(n, active.get(part, 0)):
+                trips.append(f"{n:,} of {active[part]:,} active {kind} of part {part} ({n / active[part]:.0%})")
+    if trips:
+        raise RemovalGuardTripped(
+            f"this run would end {'; '.join(trips)}, more than ATTEST_SYNC_MAX_REMOVAL_RATIO={ratio:g}. An "
+            "upstream that suddenly returns less is far likelier than a mass exodus: check the source, then run "
+            "again with --force if the removals are real. Nothing was changed."
+        )
+    return active_grants
+
+
 def apply_run(
     session: Session,
     settings: Settings,
@@ -677,12 +735,9 @@ def apply_run(
         # each statement here runs once over up to a million rows: JIT compiles for longer than it saves
         session.execute(text("SET LOCAL jit = off"))
 
-    # 1. active grants before, for the removal guard (checked after the grant diff; raising rolls back)
-    p = dict(params)
-    part_sql = _part_filter("g", failed_parts, p)
-    active = session.execute(
-        text(f"SELECT COUNT(*) FROM access_grant g WHERE g.source_id = :sid AND g.ended_at IS NULL{part_sql}"), p
-    ).scalar_one()
+    # 1. the removal guard, for every kind, before anything is written
+    active = _check_removals(session, settings, params, failed_parts, authoritative=source.authoritative,
+                             force=force)
 
     # 2. identities (authoritative source only)
     if source.authoritative:
@@ -764,14 +819,6 @@ def apply_run(
         p,
     ).rowcount
     lap("grants_end")
-    to_end, ratio = ended["grants"], settings.sync_max_removal_ratio
-    if active and to_end > ratio * active and not force:
-        raise RemovalGuardTripped(
-            f"this run would end {to_end:,} of {active:,} active grants ({to_end / active:.0%}), more than "
-            f"ATTEST_SYNC_MAX_REMOVAL_RATIO={ratio:g}. An upstream that suddenly returns less is far likelier "
-            "than a mass exodus: check the source, then run again with --force if the removals are real. "
-            "Nothing was changed."
-        )
     # PostgreSQL: a source's first large sync (no active grant of the source yet) drops the active-key
     # unique index too: nothing staged can conflict with a row already there, and the stage is
     # deduplicated here, so the index is built once after the insert (which checks it again) instead of
@@ -809,7 +856,7 @@ def apply_run(
     if dedupe:
         session.execute(text("SET LOCAL work_mem TO DEFAULT"))
     if grants_read is not None:
-        skipped = grants_read - (active - to_end + added["grants"])
+        skipped = grants_read - (active - ended["grants"] + added["grants"])
         if skipped > 0:
             notes.append(f"{skipped} grant records were duplicates or named an entitlement or principal "
                          "the source did not return; skipped")

@@ -328,3 +328,86 @@ def test_resync_recognizes_known_grants_whatever_their_keys_hold(factory, sessio
     assert not any(r.stats["added"].values()) and not any(r.stats["ended"].values())
     assert not any(r.stats["updated"].values())  # every account recognized as unchanged
     assert active_grants(session) == 23
+
+
+# --- the removal guard covers every kind, per source and per part (issue 16) ------------------------
+
+
+def _counts(session) -> dict[str, int]:
+    from attest.entitlements.models import Entitlement
+
+    active = {}
+    for name, model in (("identities", Identity), ("accounts", Account), ("resources", Resource),
+                        ("entitlements", Entitlement), ("grants", Grant)):
+        active[name] = session.scalar(select(func.count()).select_from(model).where(model.ended_at.is_(None)))
+    return active
+
+
+def test_an_empty_user_list_ends_nothing(factory, session, settings):
+    """The upstream's user list comes back empty (people and accounts gone, groups and apps still there):
+    the run is aborted, naming each kind and its counts, and nothing changes."""
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    run_sync(factory, settings, "idp", connector=ListConnector(org(30)))
+    before = _counts(session)
+    no_users = [r for r in org(30) if not isinstance(r, IdentityRecord | AccountRecord)
+                and not (isinstance(r, GrantRecord) and r.principal_ref.startswith("u"))]
+    r = run_sync(factory, settings, "idp", connector=ListConnector(no_users))
+    assert r.status == "aborted"
+    assert "would end 30 of 30 active identities (100%)" in r.error
+    assert "30 of 30 active accounts (100%)" in r.error and "60 of 62 active grants" in r.error
+    assert "Nothing was changed" in r.error
+    session.expire_all()
+    assert _counts(session) == before
+    assert session.get(SyncRun, r.run_id).status == "aborted"
+
+
+def test_a_user_list_cut_short_ends_nothing_even_when_grants_stay_under_the_ratio(factory, session, settings):
+    """A list cut at page k (its next link missing): a third of the people vanish, but their grants are
+    a small share of a source rich in group grants. The guard trips on the identities and accounts."""
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    many_groups = [rec for i in range(200) for rec in (
+        ResourceRecord(f"g{i}", "group", f"Group {i}", is_group=True),
+        EntitlementRecord(f"g{i}:member", f"g{i}", "member", is_membership=True),
+        GrantRecord(f"g{i}:member", "eng", "resource"))]
+    run_sync(factory, settings, "idp", connector=ListConnector(org(30, extra=many_groups)))
+    before = _counts(session)
+    cut = {f"p{i}" for i in range(20, 30)} | {f"u{i}" for i in range(20, 30)}
+    short = [r for r in org(30, extra=many_groups)
+             if not (isinstance(r, IdentityRecord | AccountRecord) and r.external_id in cut)
+             and not (isinstance(r, GrantRecord) and r.principal_ref in cut)]
+    r = run_sync(factory, settings, "idp", connector=ListConnector(short))
+    assert r.status == "aborted"
+    assert "10 of 30 active identities (33%)" in r.error and "10 of 30 active accounts (33%)" in r.error
+    assert "grants" not in r.error.split("more than")[0]  # 20 of 262 grants: under the ratio
+    session.expire_all()
+    assert _counts(session) == before
+    r2 = run_sync(factory, settings, "idp", connector=ListConnector(short), force=True)
+    assert r2.status == "succeeded" and _counts(session)["identities"] == 20
+
+
+def test_the_guard_holds_per_part(factory, session, settings):
+    """One part (an AWS account, a GitHub org) loses most of its rows while the source as a whole stays
+    under the ratio: aborted, naming the part."""
+    make_source(session, "cloud")
+    session.commit()
+
+    def part(name: str, users: int) -> list:
+        recs = [ResourceRecord(f"acct-{name}", "aws_account", name, part=name),
+                EntitlementRecord(f"acct-{name}:admin", f"acct-{name}", "admin", part=name)]
+        for i in range(users):
+            recs += [AccountRecord(f"{name}-u{i}", login=f"{name}-u{i}", part=name),
+                     GrantRecord(f"acct-{name}:admin", f"{name}-u{i}", part=name)]
+        return recs
+
+    run_sync(factory, settings, "cloud", connector=ListConnector(part("a", 100) + part("b", 20)))
+    before = _counts(session)
+    r = run_sync(factory, settings, "cloud", connector=ListConnector(part("a", 100) + part("b", 4)))
+    assert r.status == "aborted"
+    assert "16 of 20 active accounts of part b (80%)" in r.error and "16 of 20 active grants of part b" in r.error
+    session.expire_all()
+    assert _counts(session) == before
+    # a handful of removals (fewer than ATTEST_SYNC_REMOVAL_GUARD_MIN) is ordinary churn
+    r = run_sync(factory, settings, "cloud", connector=ListConnector(part("a", 100) + part("b", 12)))
+    assert r.status == "succeeded" and r.stats["ended"]["accounts"] == 8
