@@ -5,19 +5,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ATTEST := $(BIN)/attest
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+UV := $(BIN)/uv
 
-.PHONY: run test test-sqlite test-postgres bench lint fmt install install-test system-test-deps clean
+.PHONY: run test test-sqlite test-postgres bench lint fmt install install-test system-test-deps lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Installs come from the lock files under requirements/ (every package pinned; `make lock` writes them
+# from pyproject.toml): demo.lock for `make run` (the app and the sandbox services), test.lock for the
+# tests. The project itself is installed after them with its dependencies, which adds only what
+# pyproject.toml lists and the lock does not pin yet (a dependency added before `make lock` ran).
+$(VENV)/.installed: requirements/demo.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/demo.lock
+	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: requirements/test.lock pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -r requirements/test.lock
+	$(BIN)/pip install --quiet -e '.[demo,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -63,6 +70,19 @@ lint: install-test
 
 fmt: install-test
 	$(BIN)/ruff format .
+
+# Write the lock files from pyproject.toml for Python 3.11 on Linux, keeping every pin that still fits:
+# base.lock (a production install, no sandbox), demo.lock (+ the demo extra), test.lock (+ the test extra).
+# Each is constrained by the one before it, so all three agree on the versions they share.
+# LOCK_ARGS=--upgrade moves everything to the newest versions, LOCK_ARGS='--upgrade-package NAME' one.
+LOCK_COMPILE = $(UV) pip compile --quiet --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command 'make lock' $(LOCK_ARGS) pyproject.toml
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet 'uv>=0.5,<1'
+	@mkdir -p requirements
+	$(LOCK_COMPILE) -o requirements/base.lock
+	$(LOCK_COMPILE) --extra demo -c requirements/base.lock -o requirements/demo.lock
+	$(LOCK_COMPILE) --extra demo --extra test -c requirements/demo.lock -o requirements/test.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
