@@ -7,7 +7,6 @@ Each entry of DEMO_SOURCES adds one source and syncs it. Sources whose upstream 
 
 from __future__ import annotations
 
-import importlib
 import secrets
 import socket
 from collections.abc import Callable, Iterator
@@ -24,7 +23,9 @@ from attest.entitlements.sources import add_source
 from attest.entitlements.sync import run_sync
 from attest.web import AttestState
 
-DEMO_ADMIN = "admin@demo.example"
+# the break-glass local admin: not admin@demo.example, whom the demo IdP signs in (SSO never signs in a
+# local password account: attest/auth/oidc.py)
+DEMO_ADMIN = "breakglass@demo.example"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "campaigns"  # in a checkout (make run)
 DEMO_LAUNCH = "quarterly-manager-review.yaml"  # launched, so that a manager who signs in has items
 
@@ -65,21 +66,19 @@ def demo_sources(people: int) -> list[DemoSource]:
 def sandboxes(specs: list[DemoSource], echo: Callable[[str], None] = print) -> Iterator[None]:
     """Serve, in this process and for the duration of the block, the sandbox services the specs need that
     nothing is listening for yet (`make run` starts `attest sandbox serve` only after `attest demo`)."""
-    from attest.connectors.sandbox import SERVICES
+    from attest.connectors.sandbox import SERVICES, service_app
     from attest.connectors.sandbox.server import serve_in_thread
 
     running = []
     try:
         for name in sorted({s.sandbox for s in specs if s.sandbox}):
-            target, port = SERVICES[name]
+            port = SERVICES[name][1]
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     continue  # already served (attest sandbox serve is running)
             except OSError:
                 pass
-            module, _, factory = target.partition(":")
-            app = getattr(importlib.import_module(module), factory)(demo=True)
-            running.append(serve_in_thread(app, port=port))
+            running.append(serve_in_thread(service_app(name, demo=True), port=port))
             echo(f"started sandbox {name} on http://127.0.0.1:{port} for the demo sync")
         yield
     finally:
@@ -135,7 +134,7 @@ def load_demo(state: AttestState, *, reset: bool = False, people: int = 300,
 
     password = _admin_password(Path(state.settings.instance_path))
     with transaction(state.factory) as session:
-        create_admin(session, DEMO_ADMIN, password, display_name="Demo Admin", actor="demo")
+        create_admin(session, DEMO_ADMIN, password, display_name="Break-glass Admin", actor="demo")
     lines = [
         f"Open {state.settings.base_url} and sign in as {DEMO_ADMIN} with password {password}",
         "(the password is kept in instance/demo_admin_password)",

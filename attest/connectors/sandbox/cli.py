@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 
 import click
 from flask.cli import AppGroup
 
-from attest.connectors.sandbox import SERVICES
+from attest.connectors.sandbox import SERVICES, service_app
 from attest.connectors.sandbox.server import serve_in_thread
 
 
@@ -22,11 +21,10 @@ def sandbox_group() -> None:
 @click.option("--latency", default=0.0, help="Seconds of added latency per request.")
 def sandbox_serve(only: tuple[str, ...], latency: float) -> None:
     running = []
-    for name, (target, port) in sorted(SERVICES.items()):
+    for name, (_, port) in sorted(SERVICES.items()):
         if only and name not in only:
             continue
-        module, _, factory = target.partition(":")
-        app = getattr(importlib.import_module(module), factory)(demo=True)
+        app = service_app(name, demo=True)
         running.append((name, serve_in_thread(app, port=port, latency=latency)))
         click.echo(f"sandbox {name}: {running[-1][1].url}")
     if not running:
