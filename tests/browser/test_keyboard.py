@@ -109,7 +109,8 @@ def test_comment_typed_right_after_r_is_saved_whole_and_a_never_silently_replace
     expect(dialog).to_contain_text("Change revoke to approve?")
     expect(dialog).to_contain_text("This discards the comment")
     expect(dialog.locator(".js-keep")).to_be_focused()  # the default answer keeps the decision
-    page.keyboard.press("a", delay=45)  # another shortcut while it asks: ignored
+    page.keyboard.press("j", delay=45)  # shortcuts while it asks are ignored (no moving on to approve another row)
+    page.keyboard.press("a", delay=45)
     page.keyboard.press("Escape", delay=45)
     expect(dialog).to_be_hidden()
     _wait_focus(page, ids[0])

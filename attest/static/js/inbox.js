@@ -159,6 +159,7 @@
 
   function askToChange(row, from, to, proceed) {
     var d = makeDialog();
+    if (asking || d.open) { return; } // one question at a time; the one asked first stands
     var area = row.querySelector(".revoke-form textarea");
     var comment = area ? area.defaultValue.trim() : "";
     if (comment.length > 120) { comment = comment.slice(0, 117) + "..."; }
