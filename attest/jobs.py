@@ -134,7 +134,6 @@ ACTOR = "scheduler"
 LEASE_TTL = timedelta(minutes=5)  # renewed every HEARTBEAT seconds while a job runs
 HEARTBEAT = 60.0
 MISFIRE_GRACE = 3600  # seconds: a run missed while no scheduler was up still happens (once) within an hour
-NOTIFY_BATCH = 50  # mails per transaction
 
 
 class JobError(RuntimeError):
@@ -441,17 +440,11 @@ def job_close(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
 
 
 def job_notify(ctx: JobContext, spec: JobSpec, now: datetime) -> int:
-    """Send the review e-mail due at `now`, NOTIFY_BATCH mails per transaction."""
+    """Send the review e-mail due at `now`, each mail recorded as soon as it was accepted (notify.send_due)."""
     from attest.reviews import notify
 
-    sent = 0
     with notify.Mailer(ctx.settings) as mailer:
-        while True:
-            with _transaction(ctx) as session:
-                n = notify.send_pending(session, ctx.settings, now, limit=NOTIFY_BATCH, mailer=mailer, actor=ACTOR)
-            sent += n
-            if n < NOTIFY_BATCH or mailer.down:
-                break
+        sent = notify.send_due(ctx.factory, ctx.settings, now, mailer=mailer, actor=ACTOR)
     if mailer.down:
         raise JobError(f"{sent} mails sent; the mail server failed, the rest will be retried on the next run")
     return sent

@@ -30,6 +30,7 @@ snapshot after mails went out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import smtplib
 import ssl
@@ -43,12 +44,13 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import and_, exists, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from attest.audit.log import record
 from attest.auth.models import User
 from attest.config import Settings
-from attest.db import utcnow
+from attest.db import transaction, utcnow
 from attest.entitlements.models import Identity
 from attest.reviews import eligibility
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewerNotice, ReviewerSignoff, ReviewItem
@@ -77,6 +79,7 @@ class Mail:
     subject: str
     text: str
     html: str
+    message_id: str | None = None  # stable per notice: a mail resent after a crash is the same message
 
 
 _env: Environment | None = None
@@ -116,7 +119,7 @@ def build_message(mail: Mail, settings: Settings) -> EmailMessage:
     msg["To"] = formataddr((mail.to_name, mail.to)) if mail.to_name else mail.to
     msg["Date"] = format_datetime(utcnow())
     domain = settings.mail_from.rsplit("@", 1)[-1].strip("> ") or "attest.local"
-    msg["Message-ID"] = make_msgid(domain=domain)
+    msg["Message-ID"] = f"<{mail.message_id}@{domain}>" if mail.message_id else make_msgid(domain=domain)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
     msg.set_content(mail.text)
     msg.add_alternative(mail.html, subtype="html")
@@ -258,6 +261,7 @@ class Escalation:
     co_reviewer_id: int | None
     items: int
     overdue_days: int
+    applied: bool = False  # an earlier run already made the co-reviewer (only the mails are left)
 
 
 @dataclass
@@ -368,7 +372,7 @@ def plan(session: Session, settings: Settings, now: datetime) -> Plan:
             select(ReviewItem.co_reviewer_id).where(ReviewItem.campaign_id == c.id, ReviewItem.reviewer_id == rid,
                                                     ReviewItem.co_reviewer_id.is_not(None)).limit(1))
         co = existing or escalation_target(session, c, rid)
-        out.escalations.append(Escalation(c.id, rid, co, n, overdue))
+        out.escalations.append(Escalation(c.id, rid, co, n, overdue, applied=existing is not None))
     co_people = _identities(session, {e.co_reviewer_id for e in out.escalations if e.co_reviewer_id} - set(people))
     people.update(co_people)
 
@@ -505,7 +509,7 @@ def _deliver(session: Session, settings: Settings, notices: list[Notice], mailer
             if mailer.down:
                 break
             try:
-                mailer.send(render_mail(n.template, n.to, n.to_name, n.subject, **n.context))
+                mailer.send(_mail(n))
             except MailError as exc:
                 log.warning("campaign %s: %s notice to %s not sent, will retry: %s", n.campaign_id, n.kind, n.to, exc)
                 continue
@@ -514,13 +518,23 @@ def _deliver(session: Session, settings: Settings, notices: list[Notice], mailer
         if own:
             mailer.close()
     for n in delivered:
-        session.add(ReviewerNotice(campaign_id=n.campaign_id, identity_id=n.identity_id, user_id=n.user_id,
-                                   kind=n.kind, sent_at=now))
-        record(session, actor=actor, action="notice.sent", object_type="campaign", object_id=str(n.campaign_id),
-               campaign_id=n.campaign_id,
-               after={"kind": n.kind, "to": n.to, "identity_id": n.identity_id, "user_id": n.user_id})
+        _record(session, n, now, actor)
     session.flush()
     return delivered
+
+
+def _mail(n: Notice) -> Mail:
+    who = f"i{n.identity_id}" if n.identity_id is not None else f"u{n.user_id}"
+    mail = render_mail(n.template, n.to, n.to_name, n.subject, **n.context)
+    return dataclasses.replace(mail, message_id=f"attest.notice.{n.campaign_id}.{who}.{n.kind.replace(':', '-')}")
+
+
+def _record(session: Session, n: Notice, now: datetime, actor: str) -> None:
+    session.add(ReviewerNotice(campaign_id=n.campaign_id, identity_id=n.identity_id, user_id=n.user_id,
+                               kind=n.kind, sent_at=now))
+    record(session, actor=actor, action="notice.sent", object_type="campaign", object_id=str(n.campaign_id),
+           campaign_id=n.campaign_id,
+           after={"kind": n.kind, "to": n.to, "identity_id": n.identity_id, "user_id": n.user_id})
 
 
 def escalation_target(session: Session, campaign: Campaign, reviewer_id: int,
@@ -587,7 +601,7 @@ def _apply_escalations(session: Session, escalations: list[Escalation], now: dat
                    object_id=str(e.campaign_id), campaign_id=e.campaign_id,
                    after={"reviewer_id": e.reviewer_id, "co_reviewer_id": e.co_reviewer_id, "items": changed,
                           "overdue_days": e.overdue_days, "at": now.isoformat()})
-        own = list(session.scalars(select(ReviewItem.id).where(*base).order_by(ReviewItem.id)))
+        own = [] if e.applied else list(session.scalars(select(ReviewItem.id).where(*base).order_by(ReviewItem.id)))
         if not own:
             continue
         c = campaigns.setdefault(e.campaign_id, session.get(Campaign, e.campaign_id))
@@ -625,6 +639,49 @@ def send_pending(session: Session, settings: Settings, now: datetime | None = No
     _apply_escalations(session, due.escalations, now, actor)
     session.flush()
     return len(delivered)
+
+
+def send_due(factory: sessionmaker[Session], settings: Settings, now: datetime | None = None, *,
+             mailer: Mailer | None = None, actor: str = "scheduler") -> int:
+    """The scheduler's sender: every notice due at `now`, each recorded the moment the server accepted it.
+
+    What is due is planned once, and the escalations of the run are applied once, in one short
+    transaction. Then each mail is sent and, right after the SMTP server accepted it, recorded in a
+    transaction of its own (ReviewerNotice + audit event): a sender killed between two mails has recorded
+    every mail it sent, and the next run (a standby scheduler's) sends only the rest. The window left is
+    the milliseconds between the server's acceptance and that commit; a mail resent after a crash there
+    carries the same Message-ID (stable per notice), so mail systems can recognise it. Returns how many
+    were sent.
+    """
+    now = now or utcnow()
+    with transaction(factory) as session:
+        due = plan(session, settings, now)
+        _apply_escalations(session, due.escalations, now, actor)
+    for why in due.skipped:
+        log.warning("%s", why)
+    own = mailer is None
+    mailer = mailer or Mailer(settings)
+    sent = 0
+    try:
+        for n in due.notices:
+            if mailer.down:
+                break
+            try:
+                mailer.send(_mail(n))
+            except MailError as exc:
+                log.warning("campaign %s: %s notice to %s not sent, will retry: %s", n.campaign_id, n.kind, n.to, exc)
+                continue
+            try:
+                with transaction(factory) as session:
+                    _record(session, n, now, actor)
+            except IntegrityError:  # recorded meanwhile by another sender: it sent it too
+                log.warning("campaign %s: %s notice to %s was also sent by another process", n.campaign_id,
+                            n.kind, n.to)
+            sent += 1
+    finally:
+        if own:
+            mailer.close()
+    return sent
 
 
 def remind_now(session: Session, settings: Settings, campaign_id: int, actor: str, now: datetime | None = None,
