@@ -12,7 +12,9 @@ the job's **lease** (`acquire`: one conditional UPDATE, or an INSERT for a new j
 and releases it with the run's status and error. A lease is granted only when it is free and this
 occurrence of the job has not started yet, or when its holder crashed (the lease expired), so two
 processes never run the same job twice. A running job renews its lease (a heartbeat thread), so a short
-TTL is enough and a crashed holder's lease lapses within minutes.
+TTL is enough and a crashed holder's lease lapses within minutes; every minute the reconcile job of each
+scheduler runs the jobs whose holder died at once (`take_over`), so a standby takes over at most
+LEASE_TTL plus one minute after the holder's last heartbeat, whatever the job's own interval.
 
 Every job function takes `now`, so tests drive time. Web workers never run jobs.
 """
@@ -27,7 +29,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -485,8 +487,37 @@ def job_checkpoint(ctx: JobContext, spec: JobSpec, now: datetime) -> str:
 
 def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, list[str]]:
     if ctx.scheduler is None:
-        return {"added": [], "changed": [], "removed": []}
-    return reconcile(ctx.scheduler, ctx.factory)
+        return {"added": [], "changed": [], "removed": [], "taken_over": []}
+    with ctx.factory() as session:
+        specs = job_table(session)
+    out: dict[str, list[str]] = reconcile(ctx.scheduler, ctx.factory, specs)
+    out["taken_over"] = take_over(ctx.scheduler, ctx.factory, now, specs)
+    return out
+
+
+def stale_leases(session: Session, now: datetime, names: Iterable[str]) -> list[str]:
+    """Jobs whose lease is still held but expired at `now`: their holder died (or hung) mid-run."""
+    names = list(names)
+    if not names:
+        return []
+    return list(session.scalars(select(JobLease.name).where(
+        JobLease.name.in_(names), JobLease.holder.is_not(None), JobLease.expires_at < now).order_by(JobLease.name)))
+
+
+def take_over(scheduler: Any, factory: sessionmaker[Session], now: datetime, specs: list[JobSpec]) -> list[str]:
+    """Run at once every job whose holder died mid-run, instead of waiting for its next occurrence (a
+    daily sync would otherwise wait a day). The reconcile job calls this every minute, so a standby
+    takes over at most LEASE_TTL plus one minute after the holder's last heartbeat, whatever the job's
+    interval. The lease still decides: of several standbys, one runs it."""
+    by_id = {spec.id: spec for spec in specs if spec.kind != "reconcile"}
+    with factory() as session:
+        stale = stale_leases(session, now, by_id)
+    for job_id in stale:
+        spec = by_id[job_id]
+        log.warning("job %s: its holder stopped renewing the lease; taking over now", job_id)
+        scheduler.add_job(scheduled_run, trigger="date", run_date=now, args=spec.args, id=f"{job_id}:takeover",
+                          name=f"{job_id} (takeover)", replace_existing=True, misfire_grace_time=MISFIRE_GRACE)
+    return stale
 
 
 JOBS: dict[str, Callable[[JobContext, JobSpec, datetime], Any]] = {
@@ -524,12 +555,15 @@ def scheduled_run(job_id: str, kind: str, cron: str, arg: str | None = None) -> 
             ctx.runs.notify_all()
 
 
-def reconcile(scheduler: Any, factory: sessionmaker[Session]) -> dict[str, list[str]]:
-    """Make the scheduler's jobs match `job_table`: add new ones, update changed crons, drop the rest."""
+def reconcile(scheduler: Any, factory: sessionmaker[Session], specs: list[JobSpec] | None = None,
+              ) -> dict[str, list[str]]:
+    """Make the scheduler's jobs match `job_table` (or `specs`, read from it already): add new ones,
+    update changed crons, drop the rest."""
     from apscheduler.jobstores.base import JobLookupError
 
-    with factory() as session:
-        specs = job_table(session)
+    if specs is None:
+        with factory() as session:
+            specs = job_table(session)
     wanted = {spec.id: spec for spec in specs}
     current = {job.id: job for job in scheduler.get_jobs()}
     out: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
@@ -541,6 +575,8 @@ def reconcile(scheduler: Any, factory: sessionmaker[Session]) -> dict[str, list[
                           replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=MISFIRE_GRACE)
         out["changed" if job is not None else "added"].append(spec.id)
     for job_id in sorted(current.keys() - wanted.keys()):
+        if job_id.endswith(":takeover"):
+            continue  # a one-off run of a job whose holder died (take_over): it removes itself once run
         with contextlib.suppress(JobLookupError):  # another scheduler process removed it first
             scheduler.remove_job(job_id)
         out["removed"].append(job_id)

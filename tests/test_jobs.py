@@ -527,3 +527,32 @@ def test_a_recurring_campaign_end_to_end_on_the_scheduler_clock(fresh_db):
         assert c.status == "closed"
         kinds = sorted(s.scalars(select(ReviewerNotice.kind).where(ReviewerNotice.campaign_id == c.id)))
         assert kinds == ["escalation", f"escalation:{setup.manager.id}", "launch", "reminder:3", "summary"]
+
+
+def test_a_standby_takes_over_a_dead_holders_job_within_the_lease_whatever_its_interval(fresh_db):
+    """A daily sync whose scheduler died mid-run is run again by a standby's next reconcile (every minute)
+    once the dead holder's lease has lapsed, not at tomorrow's occurrence (issue 16, part 5)."""
+    with transaction(fresh_db.factory) as s:
+        make_source(s, "okta-prod").schedule = "0 2 * * *"  # daily
+        make_source(s, "github").schedule = "30 2 * * *"
+        make_source(s, "aws").schedule = "0 3 * * *"
+    started = T
+    with transaction(fresh_db.factory) as s:
+        assert acquire(s, "sync:okta-prod", jobs.LEASE_TTL, "scheduler-a", now=started)  # then scheduler-a dies
+        assert acquire(s, "sync:github", jobs.LEASE_TTL, "scheduler-a", now=started)
+        release(s, "sync:github", "succeeded", None, "scheduler-a", now=started + timedelta(minutes=1))
+        assert acquire(s, "sync:aws", jobs.LEASE_TTL, "scheduler-c", now=started + timedelta(minutes=4))  # alive
+    standby, ctx = jobs.make_scheduler(make_engine(fresh_db.url), fresh_db.factory, fresh_db.settings, "scheduler-b")
+    standby.start(paused=True)
+    try:
+        before_expiry = started + jobs.LEASE_TTL - timedelta(seconds=1)
+        assert jobs.job_reconcile(ctx, jobs.RECONCILE, before_expiry)["taken_over"] == []
+        after = started + jobs.LEASE_TTL + timedelta(seconds=30)  # the next minute's reconcile after expiry
+        assert jobs.job_reconcile(ctx, jobs.RECONCILE, after)["taken_over"] == ["sync:okta-prod"]
+        job = standby.get_job("sync:okta-prod:takeover")
+        assert job is not None and job.args[0] == "sync:okta-prod"
+        assert job.next_run_time <= after + timedelta(seconds=1)
+        # the next reconcile keeps the one-off run until it has run
+        assert "sync:okta-prod:takeover" not in jobs.reconcile(standby, fresh_db.factory)["removed"]
+    finally:
+        standby.shutdown(wait=False)
