@@ -75,3 +75,25 @@ def test_bulk_approval_of_flagged_access_needs_a_comment_and_never_takes_a_leave
     assert (stored[ids[0]], stored[ids[1]]) == ("approve", None)
     with live_server.session() as s:
         assert s.get(ReviewItem, ids[0]).comment == "Break-glass admin, confirmed with the CISO"
+
+
+@pytest.mark.browser
+def test_a_leavers_access_is_approved_from_the_inbox_with_a_comment_typed_after_a(live_server, page):
+    with live_server.session() as s:
+        setup = review_setup(s, people=1, per_person=2, password=PASSWORD, risky={0: ["terminated"], 1: []})
+        cid, email, ids = setup.campaign.id, setup.manager_user.email, [i.id for i in setup.items]
+    live_server.sign_in(page, email, PASSWORD)
+    page.goto(live_server.url_for(f"/reviews?campaign={cid}"))
+    page.keyboard.press("j")
+    row = page.locator(f"#item-{ids[0]}")
+    assert "kb-focus" in (row.get_attribute("class") or "")
+    page.keyboard.press("a")  # opens the approve comment box: nothing is decided yet
+    area = row.locator(f"#approve-comment-{ids[0]}")
+    assert area.evaluate("el => el === document.activeElement")
+    page.keyboard.type("Contractor extended to June, HR ticket 4711", delay=45)
+    page.keyboard.press("Control+Enter")
+    page.locator(f"#item-{ids[0]}.decided-approve").wait_for()
+    with live_server.session() as s:
+        item = s.get(ReviewItem, ids[0])
+        assert (item.decision, item.comment) == ("approve", "Contractor extended to June, HR ticket 4711")
+        assert s.get(ReviewItem, ids[1]).decision is None

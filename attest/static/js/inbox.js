@@ -97,14 +97,15 @@
   }
 
   function closeBoxes(except) {
-    document.querySelectorAll("details.revoke-box[open], details.reassign-box[open]").forEach(function (d) {
+    document.querySelectorAll("details.revoke-box[open], details.approve-box[open], details.reassign-box[open]").forEach(function (d) {
       if (d !== except) { d.open = false; }
     });
   }
 
-  // open the row's comment box and focus it now (not in a later task): the next key must land in it
-  function openComment(row) {
-    var box = row.querySelector("details.revoke-box");
+  // open the row's comment box (revoke, or approve where approving needs a comment) and focus it now (not
+  // in a later task): the next key must land in it
+  function openComment(row, kind) {
+    var box = row.querySelector("details." + (kind || "revoke") + "-box");
     if (!box) { return null; }
     closeBoxes(box);
     box.open = true;
@@ -206,7 +207,10 @@
         if (row) {
           event.preventDefault();
           var approve = row.querySelector(".js-approve");
-          if (approve && !event.repeat && !saving(row)) { approve.click(); }
+          if (!event.repeat && !saving(row)) {
+            if (row.querySelector("details.approve-box")) { openComment(row, "approve"); }
+            else if (approve) { approve.click(); }
+          }
         }
         break;
       case "r":
@@ -219,10 +223,10 @@
     }
   });
 
-  // Ctrl/Cmd+Enter in a revoke comment submits it
+  // Ctrl/Cmd+Enter in a comment box (revoke, or approve with a comment) submits it
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || composing(event) || dialogOpen()) { return; }
-    var form = event.target.closest && event.target.closest(".revoke-form");
+    var form = event.target.closest && event.target.closest(".comment-form");
     if (!form) { return; }
     event.preventDefault();
     if (event.repeat) { return; }
