@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from datetime import timedelta
 from typing import Any
 
 from flask import Flask, flash, g, redirect, request, session, url_for
-from flask_login import current_user, logout_user
+from flask_login import current_user
 
 from attest.config import Settings, load_settings
 from attest.db import make_engine, make_session_factory
@@ -124,7 +123,30 @@ def register_extensions(app: Flask) -> None:
             return None
         if user is None or not user.active or str(user.session_generation) != generation:
             return None
+        # the server-side session record (attest/auth/sessions.py): ended at sign-out, idle, too old
+        from attest.auth import sessions
+        from attest.web import settings as current_settings
+
+        verdict = sessions.check(db(), current_settings(), session.get(sessions.COOKIE_KEY), user.id, sessions.clock())
+        if not verdict.ok:
+            g.session_refused = verdict
+            return None
+        g.session_touch = verdict.row.id if verdict.touch else None
         return user
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        """Sign-in needed: htmx gets a 401 that sends the whole page to the sign-in form (not a login
+        page swapped into a table row), JSON callers a 401, browsers the sign-in page."""
+        from flask import jsonify
+        from flask_login.utils import login_url
+
+        if request.headers.get("HX-Request") == "true":
+            return "", 401, {"HX-Redirect": url_for("auth.login")}
+        if request.accept_mimetypes.best == "application/json":
+            return jsonify(error="Sign in needed", message="Please sign in.", status=401), 401
+        flash(login_manager.login_message, login_manager.login_message_category)
+        return redirect(login_url(login_manager.login_view, request.url))
 
 
 def register_sso(app: Flask, settings: Settings) -> None:
@@ -142,24 +164,30 @@ def register_security(app: Flask, settings: Settings) -> None:
 
         n = settings.proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
-    idle = timedelta(minutes=settings.session_idle_minutes).total_seconds()
-    absolute = timedelta(hours=settings.session_max_hours).total_seconds()
 
     @app.before_request
     def request_id_and_session_rules():
         g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
         if request.endpoint == "static":
             return None
-        if current_user.is_authenticated and not getattr(g, "api_token_auth", False):
-            now = time.time()
-            signed_in = session.get("signed_in_at", 0)
-            seen = session.get("seen_at", 0)
-            if now - signed_in > absolute or now - seen > idle:
-                logout_user()
-                session.clear()
+        if getattr(g, "api_token_auth", False):
+            return None
+        # the server-side session rules (attest/auth/sessions.py), checked when the user is loaded
+        from attest.auth import sessions
+        from attest.web import write
+
+        signed_in = current_user.is_authenticated
+        refused = g.pop("session_refused", None)
+        if refused is not None:
+            token = session.get(sessions.COOKIE_KEY)
+            session.clear()  # the view goes on anonymous: a page that needs sign-in sends to the sign-in page
+            if refused.timed_out:
+                with write() as s:
+                    sessions.end(s, token, refused.reason, sessions.clock())
                 flash("Your session timed out. Please sign in again.", "warning")
-                return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
-            session["seen_at"] = now
+        elif signed_in and g.get("session_touch"):
+            with write() as s:  # at most once a minute per session (sessions.TOUCH_EVERY)
+                sessions.touch(s, g.pop("session_touch"), sessions.clock())
         return None
 
     @app.after_request

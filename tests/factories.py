@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -74,14 +73,22 @@ def make_user(session: Session, email: str, roles: Iterable[str] = (), identity:
 
 
 def login_as(app: Flask, client: FlaskClient, user: User) -> None:
-    """Sign a user in on the test client the way a completed sign-in leaves the session."""
+    """Sign a user in on the test client the way a completed sign-in leaves the session (a server-side
+    session record included, committed through the app's own session factory)."""
+    from attest.auth import sessions
+
     with app.test_request_context(environ_base=client.environ_base):
         identifier = _create_identifier()
+        now = sessions.clock()
+    db = app.extensions["attest"].factory()
+    try:
+        token = sessions.start(db, user.id, "test", now, ip=client.environ_base.get("REMOTE_ADDR", "127.0.0.1"))
+        db.commit()
+    finally:
+        db.close()
     with client.session_transaction() as sess:
-        now = time.time()
         sess["_user_id"] = user.get_id()
         sess["_fresh"] = True
         sess["_id"] = identifier
-        sess["signed_in_at"] = now
-        sess["seen_at"] = now
+        sess[sessions.COOKIE_KEY] = token
         sess["login_method"] = "test"

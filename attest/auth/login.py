@@ -1,15 +1,18 @@
-"""Signing in: local break-glass passwords (rate-limited, with lock-out) and the session rules.
+"""Signing in: local break-glass passwords (throttled, never locked for good) and the session rules.
 
-Sessions are Flask's signed cookies, hardened: the session is cleared and re-issued at sign-in (so a
-pre-login session cannot be fixated), it carries its sign-in time and last activity for the absolute and
-idle time-outs, and the user's `session_generation` is part of the login id, so bumping it ends every
-session of that user. OIDC single sign-on lives in `attest.auth.oidc`.
+Sessions are Flask's signed cookies plus a server-side record (`attest.auth.sessions`): the session is
+cleared and re-issued at sign-in (so a pre-login session cannot be fixated), its row is checked on every
+request (sign-out, idle and absolute time-outs end every copy of the cookie), and the user's
+`session_generation` is part of the login id, so bumping it ends every session of that user. Failed
+sign-ins are throttled per (account, address), per address and per account with exponential back-off
+(`attest.auth.throttle`); unknown e-mails, wrong passwords and throttled accounts get the same answers.
+OIDC single sign-on lives in `attest.auth.oidc`.
 """
 
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -17,12 +20,14 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from attest.audit.log import record as audit
+from attest.auth import passwords, sessions, throttle
 from attest.auth.models import ROLES, User
 from attest.config import Settings
 from attest.db import utcnow
 from attest.entitlements.models import Identity
 
-MIN_PASSWORD = 12
+MIN_PASSWORD = passwords.MIN_CHARACTERS
+WRONG = "Wrong e-mail or password."
 # a hash to compare against when the user does not exist, so timing does not reveal which e-mails exist
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
 
@@ -31,13 +36,25 @@ class LoginError(Exception):
     """Shown to the user as is: never says whether the e-mail exists."""
 
 
+class Throttled(LoginError):
+    """Too many failed sign-ins for this account or from this address: try again in `retry_after` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        minutes = max(1, -(-retry_after // 60))
+        super().__init__(f"Too many failed sign-ins for this e-mail or from this address. Try again in "
+                         f"{minutes} minute{'s' if minutes != 1 else ''}.")
+        self.retry_after = retry_after
+
+
 class UserError(ValueError):
     pass
 
 
 def hash_password(password: str) -> str:
-    if len(password) < MIN_PASSWORD:
-        raise UserError(f"a password must be at least {MIN_PASSWORD} characters")
+    """The stored hash of a new password; refuses what the policy refuses (`attest.auth.passwords`)."""
+    message = passwords.problem(password)
+    if message:
+        raise UserError(message)
     return generate_password_hash(password)
 
 
@@ -64,45 +81,55 @@ def create_admin(session: Session, email: str, password: str, display_name: str 
     if identity is not None:
         user.identity_id = identity.id
     user.session_generation = (user.session_generation or 0) + (0 if created else 1)
+    throttle.clear(session, throttle.keys(email, None)["account"])  # an operator's reset lifts the account's block
     session.flush()
     audit(session, actor=actor, action="user.create_admin" if created else "user.reset_password",
           object_type="user", object_id=str(user.id), after={"email": email, "local_roles": user.local_roles})
     return user
 
 
-def authenticate_local(session: Session, settings: Settings, email: str, password: str) -> User:
-    """Check a local password. Raises LoginError; failures and lock-outs are audited."""
+def authenticate_local(session: Session, settings: Settings, email: str, password: str,
+                       address: str | None = None, now: datetime | None = None) -> User:
+    """Check a local password from the client `address`. Raises LoginError (Throttled when a counter of
+    `attest.auth.throttle` blocks). Unknown e-mails, wrong passwords and throttled accounts answer alike;
+    failures and the start of each block are audited. Never commits."""
     if not settings.local_login:
         raise LoginError("Password sign-in is turned off here: use single sign-on.")
+    now = now or utcnow()
     email = (email or "").strip().lower()
-    user = session.scalar(select(User).where(func.lower(User.email) == email))
-    now = utcnow()
-    if user is None or not user.password_hash:
-        check_password_hash(_DUMMY_HASH, password or "")
+    password = password or ""
+    pol = throttle.policy(settings)
+    key_map = throttle.keys(email, address)
+    blocks = throttle.blocked(session, key_map, now)
+    own = {kind: until for kind, until in blocks.items() if kind != "account"}
+    if own:  # this address, or this address on this e-mail: refused before the password is looked at
+        raise Throttled(throttle.retry_after(own, now))
+    user = None if "\x00" in email else session.scalar(select(User).where(func.lower(User.email) == email))
+    if user is not None and not user.password_hash:
+        user = None  # an SSO-only user has no password to guess
+    if "account" in blocks and (user is None or not sessions.known_address(session, user.id, address, now)):
+        # a guess spread over many addresses: only an address the owner signed in from before gets through
+        raise Throttled(throttle.retry_after(blocks, now))
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)  # the same time as a real check
+        ok = False
+    else:
+        ok = check_password_hash(user.password_hash, password)
+    if not ok:
+        started = throttle.record_failure(session, pol, key_map, now)
+        after = {"method": "password", "reason": "wrong password" if user else "unknown user or no password"}
         audit(session, actor=email or "anonymous", action="login.failed", object_type="user",
-              after={"method": "password", "reason": "unknown user or no password"})
-        raise LoginError("Wrong e-mail or password.")
-    if user.locked_until and user.locked_until > now:
-        audit(session, actor=email, action="login.locked", object_type="user", object_id=str(user.id),
-              after={"method": "password", "locked_until": user.locked_until.isoformat()})
-        raise LoginError("Too many failed attempts: this account is locked for a while. Try again later.")
-    if not check_password_hash(user.password_hash, password or ""):
-        user.failed_logins = (user.failed_logins or 0) + 1
-        after = {"method": "password", "reason": "wrong password", "failures": user.failed_logins}
-        if user.failed_logins >= settings.login_max_failures:
-            user.locked_until = now + timedelta(minutes=settings.login_lockout_minutes)
-            user.failed_logins = 0
-            after["locked_until"] = user.locked_until.isoformat()
-            audit(session, actor=email, action="login.lockout", object_type="user", object_id=str(user.id), after=after)
-        else:
-            audit(session, actor=email, action="login.failed", object_type="user", object_id=str(user.id), after=after)
-        raise LoginError("Wrong e-mail or password.")
+              object_id=str(user.id) if user else None, after=after)
+        if started:
+            audit(session, actor=email or "anonymous", action="login.throttle", object_type="user",
+                  object_id=str(user.id) if user else None,
+                  after={"method": "password", "blocked": {k: v.isoformat() for k, v in started.items()}})
+        raise LoginError(WRONG)
     if not user.active:
         audit(session, actor=email, action="login.failed", object_type="user", object_id=str(user.id),
               after={"method": "password", "reason": "deactivated"})
         raise LoginError("This account is deactivated.")
-    user.failed_logins = 0
-    user.locked_until = None
+    throttle.clear(session, key_map["pair"])
     user.last_login_at = now
     audit(session, actor=email, action="login.success", object_type="user", object_id=str(user.id),
           after={"method": "password"})

@@ -82,6 +82,43 @@ class User(Base):
         return self.display_name or self.email
 
 
+class UserSession(Base):
+    """One signed-in browser session, checked on every request (see `attest.auth.sessions`).
+
+    The cookie carries a random token; only its SHA-256 is stored. Sign-out, the idle and the absolute
+    time-outs end the row (`ended_at`, `ended_reason`), so every copy of the cookie stops working at once.
+    Rows are kept as the record of who signed in from where (and `attest.auth.throttle` reads them:
+    an address a user signed in from before is "known" to that user).
+    """
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    method: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(40))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
+class LoginThrottle(Base):
+    """Failed password sign-ins counted per key (see `attest.auth.throttle`), in the database so that
+    every web worker shares them. `key` is a SHA-256 of the kind and what it counts (e-mail, address)."""
+
+    __tablename__ = "login_throttle"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))  # pair | address | account
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class ApiToken(Base):
     __tablename__ = "api_token"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -11,7 +9,8 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from attest.audit.log import record as audit
-from attest.auth.login import LoginError, authenticate_local, safe_next
+from attest.auth import sessions
+from attest.auth.login import LoginError, Throttled, authenticate_local, safe_next
 from attest.web import db, settings, write
 
 bp = Blueprint("auth", __name__)
@@ -23,13 +22,16 @@ class LoginForm(FlaskForm):
 
 
 def start_session(user, method: str) -> None:
-    """Clear whatever session existed (no fixation), then sign in with fresh time-outs."""
+    """Clear whatever session existed (no fixation), then sign in with a new server-side session record
+    (`attest.auth.sessions`: checked on every request, ended at sign-out and by the time-outs)."""
     next_url = session.get("next")
+    now = sessions.clock()
+    with write() as s:
+        token = sessions.start(s, user.id, method, now, ip=request.remote_addr,
+                               user_agent=request.headers.get("User-Agent"))
     session.clear()
     login_user(user)
-    now = time.time()
-    session["signed_in_at"] = now
-    session["seen_at"] = now
+    session[sessions.COOKIE_KEY] = token
     session["login_method"] = method
     session.permanent = True
     if next_url:
@@ -43,14 +45,21 @@ def login():
     form = LoginForm()
     cfg = settings()
     if form.validate_on_submit():
+        retry_after = None
         with write() as s:  # a failure is committed too: its audit event and the failure count must stay
             try:
-                user, error = authenticate_local(s, cfg, form.email.data, form.password.data), None
+                user, error = authenticate_local(s, cfg, form.email.data, form.password.data,
+                                                 address=request.remote_addr, now=sessions.clock()), None
+            except Throttled as exc:
+                user, error, retry_after = None, str(exc), exc.retry_after
             except LoginError as exc:
                 user, error = None, str(exc)
         if user is None:
             flash(error, "danger")
-            return render_template("auth/login.html", form=form, settings=cfg), 401
+            page = render_template("auth/login.html", form=form, settings=cfg)
+            if retry_after is not None:
+                return page, 429, {"Retry-After": str(retry_after)}
+            return page, 401
         start_session(user, "password")
         return redirect(safe_next(request.args.get("next"), url_for("home.index")))
     status = 400 if request.method == "POST" else 200
@@ -113,7 +122,7 @@ def oidc_callback():
         return _sso_refused(exc)
     with write() as s:
         outcome = oidc.complete_sign_in(s, cfg, profile)
-        user_id = outcome.user.id
+        user_id = outcome.user.id if outcome.user is not None else None
     if outcome.refused is not None:
         template = "auth/no_identity.html" if isinstance(outcome.refused, oidc.NoIdentityError) else "auth/sso_failed.html"
         return _sso_refused(outcome.refused, template)
@@ -126,7 +135,10 @@ def oidc_callback():
 @bp.post("/logout")
 @login_required
 def logout():
+    """Ends this session's server-side record: every copy of this cookie stops working; the user's
+    sessions in other browsers go on."""
     with write() as s:
+        sessions.end(s, session.get(sessions.COOKIE_KEY), "signed out", sessions.clock())
         audit(s, actor=current_user.email, action="logout", object_type="user", object_id=str(current_user.id))
     logout_user()
     session.clear()

@@ -91,7 +91,9 @@ class Settings:
     session_max_hours: int = 12
     local_login: bool = True
     login_max_failures: int = 5
-    login_lockout_minutes: int = 15
+    login_lockout_minutes: int = 15  # the longest back-off after failed sign-ins (attest.auth.throttle)
+    login_address_max_failures: int = 20  # failures from one address (any e-mail) before it is throttled
+    login_account_max_failures: int = 50  # failures on one e-mail (any address) before it is throttled
     # OIDC single sign-on
     oidc_discovery_url: str = ""
     oidc_client_id: str = ""
@@ -103,6 +105,8 @@ class Settings:
     oidc_roles_claim: str = "groups"
     oidc_admin_groups: tuple[str, ...] = ()
     oidc_auditor_groups: tuple[str, ...] = ()
+    # e-mail domains whose addresses the IdP vouches for even without `email_verified: true` (Entra ID)
+    oidc_verified_domains: tuple[str, ...] = ()
     # mail
     smtp_host: str = ""
     smtp_port: int = 25
@@ -274,6 +278,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         local_login=_bool("ATTEST_LOCAL_LOGIN", env("ATTEST_LOCAL_LOGIN", "true")),
         login_max_failures=_int("ATTEST_LOGIN_MAX_FAILURES", env("ATTEST_LOGIN_MAX_FAILURES", "5"), 1),
         login_lockout_minutes=_int("ATTEST_LOGIN_LOCKOUT_MINUTES", env("ATTEST_LOGIN_LOCKOUT_MINUTES", "15"), 1),
+        login_address_max_failures=_int("ATTEST_LOGIN_ADDRESS_MAX_FAILURES",
+                                        env("ATTEST_LOGIN_ADDRESS_MAX_FAILURES", "20"), 1),
+        login_account_max_failures=_int("ATTEST_LOGIN_ACCOUNT_MAX_FAILURES",
+                                        env("ATTEST_LOGIN_ACCOUNT_MAX_FAILURES", "50"), 1),
         oidc_discovery_url=env("ATTEST_OIDC_DISCOVERY_URL", ""),
         oidc_client_id=env("ATTEST_OIDC_CLIENT_ID", ""),
         oidc_client_secret=env("ATTEST_OIDC_CLIENT_SECRET", ""),
@@ -284,6 +292,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         oidc_roles_claim=env("ATTEST_OIDC_ROLES_CLAIM", "groups").strip(),
         oidc_admin_groups=_list(env("ATTEST_OIDC_ADMIN_GROUPS", "")),
         oidc_auditor_groups=_list(env("ATTEST_OIDC_AUDITOR_GROUPS", "")),
+        oidc_verified_domains=tuple(d.lower().lstrip("@") for d in _list(env("ATTEST_OIDC_VERIFIED_DOMAINS", ""))),
         smtp_host=env("ATTEST_SMTP_HOST", ""),
         smtp_port=_int("ATTEST_SMTP_PORT", env("ATTEST_SMTP_PORT", "25"), 1),
         smtp_tls=smtp_tls,

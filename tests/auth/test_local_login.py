@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import select
 
 from attest.audit.models import AuditEvent
@@ -34,16 +32,19 @@ def test_sign_in_and_out(client, session):
     assert "login.success" in actions and "logout" in actions
 
 
-def test_lockout_after_repeated_failures_is_audited(client, session):
+def test_repeated_failures_throttle_and_are_audited(client, session):
+    """Five failures: the sixth attempt is refused (429, even with the right password) and the block is
+    audited once; the answers never say whether the account exists (tests/auth/test_login_limits.py)."""
     make_user(session, "admin@acme.example", roles=["admin"], password=PASSWORD)
     session.commit()
     for _ in range(5):
         assert _login(client, "admin@acme.example", "wrong password!").status_code == 401
-    # even the right password is refused while locked
     response = _login(client, "admin@acme.example", PASSWORD)
-    assert response.status_code == 401 and "locked" in response.get_data(as_text=True)
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+    assert "locked" not in response.get_data(as_text=True)
     actions = [e.action for e in session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
-    assert actions.count("login.failed") == 4 and "login.lockout" in actions and "login.locked" in actions
+    assert actions.count("login.failed") == 5 and actions.count("login.throttle") == 1
+    assert "login.success" not in actions
 
 
 def test_unknown_user_gets_the_same_message(client, session):
@@ -62,14 +63,18 @@ def test_next_redirect_is_never_open(client, session):
 
 
 def test_idle_timeout_signs_out(app, client, session):
+    from datetime import timedelta
+
+    from attest.db import utcnow
     from tests.factories import login_as
 
+    now = [utcnow()]
+    app.config["ATTEST_CLOCK"] = lambda: now[0]
     user = make_user(session, "admin@acme.example", roles=["admin"])
     session.commit()
     login_as(app, client, user)
     assert client.get("/sources").status_code == 200
-    with client.session_transaction() as sess:
-        sess["seen_at"] = time.time() - 31 * 60
+    now[0] += timedelta(minutes=31)
     response = client.get("/sources")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
 

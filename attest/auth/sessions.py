@@ -1,0 +1,109 @@
+"""Server-side sessions: a signed-in browser is a `UserSession` row, checked on every request.
+
+Flask's cookie is signed, not secret-bound to the server: on its own, a copy taken before sign-out would
+keep working until it expires. So the cookie also carries a random token (`sid`) and only its SHA-256 is
+stored; every request looks the row up (`check`) and refuses a session that was ended (sign-out), has
+been idle longer than ATTEST_SESSION_IDLE_MINUTES, or is older than ATTEST_SESSION_MAX_HOURS. Ending
+one session leaves the user's other sessions (other browsers) alone; bumping `User.session_generation`
+still ends them all (password reset, deactivation).
+
+`last_seen_at` is written at most once a minute (TOUCH_EVERY) so a busy page does not write a row per
+request; the idle time-out is therefore exact to that minute. Times come from `clock()`, which tests
+replace through `app.config["ATTEST_CLOCK"]` (no sleeps). Services take the session first and never commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from attest.auth.models import UserSession
+from attest.config import Settings
+from attest.db import utcnow
+
+TOUCH_EVERY = timedelta(seconds=60)
+COOKIE_KEY = "sid"
+
+
+def clock() -> datetime:
+    """Now, in UTC: `app.config["ATTEST_CLOCK"]` when set (tests), else the system clock."""
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        return current_app.config.get("ATTEST_CLOCK", utcnow)()
+    return utcnow()
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start(session: Session, user_id: int, method: str, now: datetime, ip: str | None = None,
+          user_agent: str | None = None) -> str:
+    """A new session row; returns the token to put in the cookie (never stored as such)."""
+    token = secrets.token_urlsafe(32)
+    session.add(UserSession(token_hash=_hash(token), user_id=user_id, method=method[:20], created_at=now,
+                            last_seen_at=now, ip=(ip or None) and ip[:64],
+                            user_agent=(user_agent or None) and user_agent[:300]))
+    session.flush()
+    return token
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str = ""  # why refused: missing | unknown | ended | idle | expired | other user
+    row: UserSession | None = None
+    touch: bool = False  # last_seen_at is old enough to be written again
+
+    @property
+    def timed_out(self) -> bool:
+        return self.reason in ("idle", "expired")
+
+
+def check(session: Session, settings: Settings, token: str | None, user_id: int, now: datetime) -> Verdict:
+    """Is the session this cookie names still valid for this user at `now`? Reads only."""
+    if not token or not isinstance(token, str):
+        return Verdict(False, "missing")
+    row = session.scalar(select(UserSession).where(UserSession.token_hash == _hash(token)))
+    if row is None:
+        return Verdict(False, "unknown")
+    if row.user_id != user_id:
+        return Verdict(False, "other user", row)
+    if row.ended_at is not None:
+        return Verdict(False, "ended", row)
+    if now - row.created_at > timedelta(hours=settings.session_max_hours):
+        return Verdict(False, "expired", row)
+    if now - row.last_seen_at > timedelta(minutes=settings.session_idle_minutes):
+        return Verdict(False, "idle", row)
+    return Verdict(True, row=row, touch=now - row.last_seen_at >= TOUCH_EVERY)
+
+
+def touch(session: Session, row_id: int, now: datetime) -> None:
+    session.execute(update(UserSession).where(UserSession.id == row_id, UserSession.ended_at.is_(None))
+                    .values(last_seen_at=now))
+
+
+def end(session: Session, token: str | None, reason: str, now: datetime) -> bool:
+    """End the session this token names (sign-out, time-out). True when a live session was ended."""
+    if not token or not isinstance(token, str):
+        return False
+    result = session.execute(update(UserSession)
+                             .where(UserSession.token_hash == _hash(token), UserSession.ended_at.is_(None))
+                             .values(ended_at=now, ended_reason=reason[:40]))
+    return bool(result.rowcount)
+
+
+def known_address(session: Session, user_id: int, ip: str | None, now: datetime, days: int = 90) -> bool:
+    """Did this user sign in from this address in the last `days` days?"""
+    if not ip:
+        return False
+    return session.scalar(
+        select(UserSession.id).where(UserSession.user_id == user_id, UserSession.ip == ip[:64],
+                                     UserSession.created_at >= now - timedelta(days=days)).limit(1)
+    ) is not None
