@@ -8,6 +8,13 @@ and the failure is audited as `login.failed`.
 
 A verified sign-in then:
 - finds the Attest user by the IdP subject (or adopts the user with the same verified e-mail once);
+  an e-mail counts as verified only when the ID token says `email_verified: true` or its domain is one
+  of ATTEST_OIDC_VERIFIED_DOMAINS (for IdPs such as Entra ID that send no such claim). An unverified
+  e-mail is never matched to anything: it neither adopts a user nor links a person, and it creates no
+  user (it signs in only a user already bound to the same subject, whose e-mail it does not change);
+- never signs in a break-glass local account (a user with a password, `attest users create-admin`),
+  found by subject or by e-mail: those sign in with their password only, so an IdP account that claims
+  the same address cannot take them over;
 - links the user to a person (Identity) by the verified e-mail, or by the claim named in
   ATTEST_OIDC_LINK_CLAIM compared with the Identity field ATTEST_OIDC_LINK_ATTRIBUTE;
 - refreshes `User.idp_roles` from the claim ATTEST_OIDC_ROLES_CLAIM (a list, or a space/comma
@@ -69,11 +76,13 @@ class SsoProfile:
     groups: tuple[str, ...]
     roles: tuple[str, ...]
     claims: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # the IdP vouches for the e-mail: `email_verified: true`, or a domain in ATTEST_OIDC_VERIFIED_DOMAINS
+    email_verified: bool = False
 
 
 @dataclass
 class SignInOutcome:
-    user: User
+    user: User | None  # None: refused before any user was found or made
     refused: SsoError | None = None
 
 
@@ -304,6 +313,15 @@ def _is_false(value: Any) -> bool:
     return value is False or (isinstance(value, str) and value.strip().lower() == "false")
 
 
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def email_verified(settings: Settings, claims: dict[str, Any], email: str) -> bool:
+    """Does the IdP vouch for this address? Only `email_verified: true`, or a configured domain."""
+    return _is_true(claims.get("email_verified")) or email.rsplit("@", 1)[-1] in settings.oidc_verified_domains
+
+
 def profile_from_claims(settings: Settings, claims: dict[str, Any]) -> SsoProfile:
     """Validate the verified claims Attest relies on. Raises SsoError (403) for an unusable identity."""
     provider = settings.oidc_provider_name
@@ -323,10 +341,11 @@ def profile_from_claims(settings: Settings, claims: dict[str, Any]) -> SsoProfil
     if "email_verified" in claims and _is_false(claims.get("email_verified")):
         raise SsoError(f"Your e-mail address {email} is not verified at {provider}. Verify it there, then sign in "
                        "again.", reason="email not verified", status=403, actor=email)
+    verified = email_verified(settings, claims, email)
     link_raw = claim(claims, settings.oidc_link_claim)
     link_value = str(link_raw).strip() if isinstance(link_raw, str | int) and str(link_raw).strip() else None
     if settings.oidc_link_claim == "email":
-        link_value = email
+        link_value = email if verified else None  # an unverified e-mail links no person
     roles_raw = claim(claims, settings.oidc_roles_claim)
     if roles_raw is None and settings.oidc_roles_claim in (claims.get("_claim_names") or {}):
         log.warning("the IdP left the %s claim out of the token (too many groups: Entra ID 'groups overage'); "
@@ -336,7 +355,7 @@ def profile_from_claims(settings: Settings, claims: dict[str, Any]) -> SsoProfil
                                                                         claims.get("family_name")))))
                  if isinstance(v, str) and v.strip()), "")
     return SsoProfile(subject=subject, email=email, name=name.strip()[:255], link_value=link_value,
-                      groups=groups, roles=map_roles(settings, groups), claims=claims)
+                      groups=groups, roles=map_roles(settings, groups), claims=claims, email_verified=verified)
 
 
 # --- the sign-in service ---------------------------------------------------------------------------
@@ -370,16 +389,32 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
     provider = settings.oidc_provider_name
     now = utcnow()
     user = session.scalar(select(User).where(User.oidc_subject == profile.subject))
+    if user is None and not profile.email_verified:
+        error = SsoError(
+            f"{provider} does not say that your e-mail address {profile.email} is verified, so Attest cannot tell "
+            "which account is yours. Verify the address at your identity provider (or ask your Attest "
+            "administrator to list your e-mail domain as verified), then sign in again.",
+            reason="email not verified", status=403, actor=profile.email)
+        _audit_failure(session, error, None)
+        return SignInOutcome(None, error)
     if user is None:
         user = session.scalar(select(User).where(func.lower(User.email) == profile.email))
-        if user is not None and user.oidc_subject and user.oidc_subject != profile.subject:
-            # the IdP gave this e-mail to a different account (a re-used address): never merge silently
-            error = SsoError(
-                f"The e-mail {profile.email} already belongs to another {provider} account in Attest. An Attest "
-                "administrator must resolve this before you can sign in.",
-                reason="e-mail belongs to another subject", status=403, actor=profile.email)
-            _audit_failure(session, error, user)
-            return SignInOutcome(user, error)
+    if user is not None and user.password_hash:
+        # a break-glass local account: its password is its only way in (never linked, never SSO)
+        error = SsoError(
+            f"{profile.email} is a break-glass local account in Attest: it signs in with its password only, "
+            f"never through {provider}. Use your own {provider} account, or ask an Attest administrator.",
+            reason="break-glass account", status=403, actor=profile.email)
+        _audit_failure(session, error, user)
+        return SignInOutcome(user, error)
+    if user is not None and user.oidc_subject and user.oidc_subject != profile.subject:
+        # the IdP gave this e-mail to a different account (a re-used address): never merge silently
+        error = SsoError(
+            f"The e-mail {profile.email} already belongs to another {provider} account in Attest. An Attest "
+            "administrator must resolve this before you can sign in.",
+            reason="e-mail belongs to another subject", status=403, actor=profile.email)
+        _audit_failure(session, error, user)
+        return SignInOutcome(user, error)
     created = user is None
     if user is None:
         user = User(email=profile.email, display_name=profile.name or profile.email.split("@")[0],
@@ -394,7 +429,7 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
             user.oidc_subject = profile.subject
             audit(session, actor=profile.email, action="user.link_sso", object_type="user", object_id=str(user.id),
                   after={"subject": profile.subject})
-        if user.email != profile.email and not session.scalar(
+        if profile.email_verified and user.email != profile.email and not session.scalar(
                 select(User.id).where(func.lower(User.email) == profile.email, User.id != user.id)):
             audit(session, actor=profile.email, action="user.email", object_type="user", object_id=str(user.id),
                   before={"email": user.email}, after={"email": profile.email})
