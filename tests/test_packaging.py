@@ -65,6 +65,17 @@ def test_production_install_is_lean():
     assert not NOT_IN_PRODUCTION & pins("base").keys()
 
 
+def test_package_data_ships_every_data_file():
+    """A non-editable install (`pip install attest`) holds only the .py files and what package-data names:
+    every other file under attest/ (templates, static, the common-password list...) must be named there."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["attest"]
+    shipped = {f for pattern in patterns for f in PACKAGE.glob(pattern)}
+    data = {f for f in PACKAGE.rglob("*")
+            if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts}
+    missing = sorted(str(f.relative_to(ROOT)) for f in data - shipped)
+    assert not missing, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"
+
+
 def _imports(path: Path) -> set[str]:
     """Top-level names of the absolute imports in a module, leaving out the optional ones (inside a
     `try` that handles ImportError)."""
