@@ -117,6 +117,20 @@ def create_app(demo: bool = False, require_nonce: bool = True, **options: Any) -
         app.wsgi_app = app.wsgi_app.app
     app.jinja_loader = ChoiceLoader([DictLoader({"_base.html": _BASE, "authorization_form.html": _FORM}),
                                      app.jinja_loader])
+
+    @app.before_request
+    def typed_addresses_are_verified() -> None:
+        """Like Okta or Google, the demo IdP vouches for the address it signs a person in with
+        (`email_verified: true`); the mock alone issues only `{"email": sub}` for a typed address, which
+        Attest links to nobody (attest/auth/oidc.py). Runs after the mock's hook that sets its storage."""
+        from flask import g, request
+
+        if request.method == "POST" and request.path == "/oauth2/authorize":
+            sub = request.form.get("sub")
+            storage = g.get("oidc_provider_mock_storage")
+            if sub and "@" in sub and storage is not None and storage.get_user(sub) is None:
+                storage.store_user(oidc_provider_mock.User(sub=sub, claims={"email": sub, "email_verified": True}))
+
     labels = {sub: f"{claims.get('name')} ({sub})" for sub, claims in people}
     app.context_processor(lambda: {"demo_labels": labels})
     return app
