@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -20,8 +19,9 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     settings = config if isinstance(config, Settings) else load_settings(**(config or {}))
     app = Flask(__name__, instance_path=settings.instance_path, instance_relative_config=False)
     register_config(app, settings)
-    register_logging(settings)
+    register_logging(app, settings)
     register_database(app, settings)
+    settings = register_keys(app, settings)
     register_extensions(app)
     register_sso(app, settings)
     register_security(app, settings)
@@ -89,19 +89,34 @@ def register_config(app: Flask, settings: Settings) -> None:
     )
 
 
-def register_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level, logging.INFO),
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
-    )
-    # httpx logs full request URLs at INFO; keep query strings (which may carry tokens) out of the log
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def register_logging(app: Flask, settings: Settings) -> None:
+    """JSON lines (or text in development) with request id, user and route on every record (attest/logs.py)."""
+    from attest import logs
+
+    logs.configure(settings.log_format, settings.log_level)
+    logs.init_app(app)
 
 
 def register_database(app: Flask, settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     app.extensions["attest"] = AttestState(settings, engine, make_session_factory(engine))
     app.teardown_appcontext(close_db)
+
+
+def register_keys(app: Flask, settings: Settings) -> Settings:
+    """The encryption keys decrypt what is stored, or the app does not start (attest/entitlements/keys.py).
+
+    The CLI defers the check to the commands that touch secrets (`extra={"defer_key_check": True}`)."""
+    from attest.entitlements import keys
+
+    state = app.extensions["attest"]
+    try:
+        state.settings = keys.start_up(state.factory, settings,
+                                       verify_keys=not settings.extra.get("defer_key_check"))
+    except keys.KeyCheckError as exc:
+        logging.getLogger("attest.keys").critical("%s", exc)
+        raise
+    return state.settings
 
 
 def register_extensions(app: Flask) -> None:
@@ -167,7 +182,6 @@ def register_security(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def request_id_and_session_rules():
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
         if request.endpoint == "static":
             return None
         if getattr(g, "api_token_auth", False):

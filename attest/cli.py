@@ -34,6 +34,24 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def needs_keys(command: Callable) -> Callable:
+    """A command that touches stored secrets first checks ATTEST_ENCRYPTION_KEYS against the key check value:
+    a wrong key is one clear message and exit 2, never a traceback halfway through."""
+    import functools
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        from attest.entitlements.keys import KeyCheckError, check
+
+        try:
+            check(_state().factory, _state().settings)
+        except KeyCheckError as exc:
+            _fail(str(exc), 2)
+        return command(*args, **kwargs)
+
+    return checked
+
+
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values:
@@ -95,6 +113,7 @@ def sources_group() -> None:
 @click.option("--schedule", help="Cron expression for the scheduler, e.g. '0 */4 * * *'.")
 @click.option("--authoritative/--not-authoritative", default=None,
               help="Identities come from this source (default: yes for an IdP when none is yet).")
+@needs_keys
 def sources_add(kind, name, values, secret_refs, schedule, authoritative) -> None:
     """Add a source: attest sources add okta acme --set domain=https://acme.okta.com --secret token=OKTA_TOKEN"""
     from attest.connectors.registry import UnknownKind
@@ -121,6 +140,7 @@ def sources_add(kind, name, values, secret_refs, schedule, authoritative) -> Non
 
 @sources_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
+@needs_keys
 def sources_list(as_json: bool) -> None:
     from attest.entitlements.sources import list_sources
 
@@ -135,12 +155,17 @@ def sources_list(as_json: bool) -> None:
         flags = [f for f, on in (("authoritative", r.authoritative), ("disabled", not r.enabled)) if on]
         last = r.last_run
         last_text = f"last run {last['status']} {last['started_at'][:16]}" if last else "never synced"
+        secrets_text = "(cannot be decrypted)" if r.secrets_error else ",".join(r.secret_names) or "-"
         click.echo(f"{r.name:24} {r.kind:8} {last_text:40} grants={r.counts.get('grants', 0):<9}"
-                   f" secrets={','.join(r.secret_names) or '-'} {' '.join(flags)}")
+                   f" secrets={secrets_text} {' '.join(flags)}")
+    broken = [r for r in rows if r.secrets_error]
+    if broken:
+        _fail(f"{', '.join(r.name for r in broken)}: {broken[0].secrets_error}")
 
 
 @sources_group.command("test")
 @click.argument("name")
+@needs_keys
 def sources_test(name: str) -> None:
     """Check that Attest can reach and read the source with its credentials."""
     from attest.connectors.base import ConnectorError
@@ -179,14 +204,39 @@ def sources_disable(name: str) -> None:
 
 
 @sources_group.command("rotate-keys")
+@needs_keys
 def sources_rotate() -> None:
     """Re-encrypt every stored secret with the first key of ATTEST_ENCRYPTION_KEYS."""
     from attest.db import transaction
-    from attest.entitlements.sources import rotate_secrets
+    from attest.entitlements.keys import fingerprint
+    from attest.entitlements.sources import SourceError, rotate_secrets
 
+    try:
+        with transaction(_state().factory) as session:
+            n = rotate_secrets(session, _state().settings)
+    except SourceError as exc:
+        _fail(str(exc))
+    click.echo(f"re-encrypted the secrets of {n} sources and the key check value with the key "
+               f"{fingerprint(_state().settings.encryption_keys[0])}; older keys may now be removed "
+               "from ATTEST_ENCRYPTION_KEYS")
+
+
+@sources_group.command("forget-secrets")
+@click.option("--yes", is_flag=True, help="Confirm: every stored source credential is dropped.")
+def sources_forget_secrets(yes: bool) -> None:
+    """The encryption key is lost for good: drop every stored secret and the key check value (audited).
+
+    Attest then starts with a new ATTEST_ENCRYPTION_KEYS; enter the credentials again (disable each source
+    and add it again). Only when no backup of the old key exists: see docs/operations.md."""
+    from attest.db import transaction
+    from attest.entitlements.sources import forget_secrets
+
+    if not yes:
+        _fail("this drops every stored source credential; run again with --yes if the old key is lost for good")
     with transaction(_state().factory) as session:
-        n = rotate_secrets(session, _state().settings)
-    click.echo(f"re-encrypted the secrets of {n} sources")
+        names = forget_secrets(session, actor=_cli_actor())
+    click.echo(f"dropped the stored secrets of {len(names)} sources ({', '.join(names) or 'none'}) and the key "
+               "check value; add each source again with its credentials")
 
 
 def _progress_printer() -> Callable | None:
@@ -206,6 +256,7 @@ def _progress_printer() -> Callable | None:
 @click.option("--all", "all_", is_flag=True, help="Every enabled source, the authoritative one first.")
 @click.option("--force", is_flag=True, help="Apply even if the run would end more grants than the removal guard allows.")
 @click.option("--json", "as_json", is_flag=True)
+@needs_keys
 def sync_command(names, all_, force, as_json) -> None:
     """Sync sources and print each run's summary; exits non-zero if any run fails."""
     from attest.entitlements.models import Source
@@ -301,6 +352,7 @@ def users_create_admin(email: str, password_env: str) -> None:
 @with_appcontext
 @click.option("--reset", is_flag=True, help="Drop everything and load the demo again (refused if real sources exist).")
 @click.option("--people", default=300, show_default=True, help="Size of the synthetic organisation.")
+@needs_keys
 def demo_command(reset: bool, people: int) -> None:
     """Load the demo organisation and a demo admin, and print how to sign in."""
     from attest.demo import load_demo
@@ -325,7 +377,7 @@ def serve_command(host: str, port: int, workers: int) -> None:
     os.execvp(  # noqa: S606 - replaces this process with gunicorn, fixed arguments
         sys.executable,
         [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
-         "--access-logfile", "-", "attest.app:create_app()"],
+         "attest.app:create_app()"],  # the app logs each request itself (attest.request, JSON)
     )
 
 
@@ -334,6 +386,7 @@ def serve_command(host: str, port: int, workers: int) -> None:
 @click.option("--status", "show_status", is_flag=True, help="Show each job's schedule, next and last run, then exit.")
 @click.option("--run", "run_id", metavar="JOB", help="Run one job now under its lease and exit (e.g. notify:send).")
 @click.option("--json", "as_json", is_flag=True)
+@needs_keys
 def scheduler_command(show_status: bool, run_id: str | None, as_json: bool) -> None:
     """Run the job scheduler (syncs, campaign launches and closes, review e-mail, remediation).
 
@@ -395,13 +448,33 @@ def register(app: Flask) -> None:
 
 def _create_app() -> Flask:
     from attest.app import create_app
+    from attest.entitlements.keys import KeyCheckError
 
     try:
-        return create_app()
-    except SettingsError as exc:
+        # the key check runs in the commands that touch secrets (needs_keys), so `db upgrade` and the
+        # audit commands work while ATTEST_ENCRYPTION_KEYS is being put right
+        return create_app({"extra": {"defer_key_check": True}})
+    except (SettingsError, KeyCheckError) as exc:
         click.secho(f"configuration error: {exc}", fg="red", err=True)
         sys.exit(2)
 
 
-main = FlaskGroup(create_app=_create_app, add_default_commands=True, load_dotenv=False,
-                  help="Attest: access reviews and entitlement management.")
+class AttestGroup(FlaskGroup):
+    """The `attest` command: an unexpected error is one log record with the traceback inside it (JSON in
+    production), and exit 1, instead of a raw traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception:
+            import logging
+
+            logging.getLogger("attest.cli").exception("attest %s failed unexpectedly",
+                                                      ctx.invoked_subcommand or "")
+            sys.exit(1)
+
+
+main = AttestGroup(create_app=_create_app, add_default_commands=True, load_dotenv=False,
+                   help="Attest: access reviews and entitlement management.")

@@ -160,6 +160,7 @@ def all_models() -> None:
     """Import every model module so Base.metadata is complete (Alembic, tests)."""
     import attest.audit.models  # noqa: F401
     import attest.auth.models  # noqa: F401
+    import attest.entitlements.keys  # noqa: F401
     import attest.entitlements.models  # noqa: F401
     import attest.jobs  # noqa: F401
     import attest.reviews.models  # noqa: F401

@@ -78,8 +78,10 @@ class Settings:
     instance_path: str = "instance"
     base_url: str = "http://127.0.0.1:5000"
     encryption_keys: tuple[str, ...] = ()
+    pending_key_file: str = ""  # development: a key just generated, written here by create_app if nothing needs another
     signing_key: str = ""  # Ed25519 private key, PEM or base64 raw 32 bytes (evidence bundles)
     log_level: str = "INFO"
+    log_format: str = "json"  # json | text (ATTEST_LOG_FORMAT; text is the development default)
     proxy_count: int = 0  # reverse proxies in front of Attest whose X-Forwarded-* headers are trusted
     timezone: str = "UTC"  # the organisation's zone: "access on date X" means the end of day X there
     # sync
@@ -202,17 +204,22 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         )
 
     keys = _list(env("ATTEST_ENCRYPTION_KEYS", ""))
+    pending_key_file = ""
     if not keys:
         if app_env == "production":
             raise SettingsError(
                 "ATTEST_ENCRYPTION_KEYS is required in production: one or more Fernet keys, comma-separated, "
                 "newest first (`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
             )
-        keys = (
-            (Fernet.generate_key().decode(),)
-            if app_env == "test"
-            else (_persisted_dev_value(instance, "encryption_key", lambda: Fernet.generate_key().decode()),)
-        )
+        if app_env == "test":
+            keys = (Fernet.generate_key().decode(),)
+        elif (instance / "encryption_key").exists():
+            keys = ((instance / "encryption_key").read_text().strip(),)
+        else:
+            # development, no key anywhere yet: create_app writes this key to the file only after seeing
+            # that the database holds no secrets that need another one (attest/entitlements/keys.py)
+            keys = (Fernet.generate_key().decode(),)
+            pending_key_file = str(instance / "encryption_key")
     for i, key in enumerate(keys):
         try:
             Fernet(key.encode())
@@ -243,6 +250,13 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         alias, canonical = (p.strip().lower() for p in pair.split("=", 1))
         aliases.append((alias, canonical))
 
+    log_format = env("ATTEST_LOG_FORMAT", "").strip().lower() or ("text" if app_env == "development" else "json")
+    if log_format not in ("json", "text"):
+        raise SettingsError(f"ATTEST_LOG_FORMAT must be json or text, not {log_format!r}")
+    log_level = env("ATTEST_LOG_LEVEL", "INFO").strip().upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"ATTEST_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {log_level!r}")
+
     smtp_tls = env("ATTEST_SMTP_TLS", "none").lower()
     if smtp_tls not in ("none", "starttls", "ssl"):
         raise SettingsError(f"ATTEST_SMTP_TLS must be none, starttls or ssl, not {smtp_tls!r}")
@@ -264,8 +278,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         instance_path=str(instance),
         base_url=env("ATTEST_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
         encryption_keys=keys,
+        pending_key_file=pending_key_file,
         signing_key=signing_key,
-        log_level=env("ATTEST_LOG_LEVEL", "INFO").upper(),
+        log_level=log_level,
+        log_format=log_format,
         proxy_count=_int("ATTEST_PROXY_COUNT", env("ATTEST_PROXY_COUNT", "0"), 0),
         timezone=_zone("ATTEST_TIMEZONE", env("ATTEST_TIMEZONE", "UTC")),
         sync_max_removal_ratio=_float(

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import InvalidToken, MultiFernet
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from attest.config import Settings
 from attest.connectors import registry
 from attest.connectors.base import BaseConnector
 from attest.db import utcnow
+from attest.entitlements import keys
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -30,7 +31,7 @@ class SourceError(ValueError):
 
 
 def fernet(settings: Settings) -> MultiFernet:
-    return MultiFernet([Fernet(k.encode()) for k in settings.encryption_keys])
+    return keys.fernet(settings)
 
 
 def encrypt_secrets(settings: Settings, secrets: Mapping[str, str]) -> str | None:
@@ -44,21 +45,54 @@ def decrypt_secrets(settings: Settings, blob: str | None) -> dict[str, str]:
         return {}
     try:
         return json.loads(fernet(settings).decrypt(blob.encode()))
-    except InvalidToken:
+    except (InvalidToken, ValueError, TypeError):
         raise SourceError(
             "the source's secrets cannot be decrypted with ATTEST_ENCRYPTION_KEYS "
-            "(was the key that encrypted them removed?)"
+            f"({keys.tried(settings)}; was the key that encrypted them removed?)"
         ) from None
 
 
+def secret_names(settings: Settings, blob: str | None) -> tuple[list[str], str | None]:
+    """The names of a source's secrets (never the values), or no names and why they cannot be read."""
+    try:
+        return sorted(decrypt_secrets(settings, blob)), None
+    except SourceError as exc:
+        return [], str(exc)
+
+
 def rotate_secrets(session: Session, settings: Settings) -> int:
-    """Re-encrypt every source's secrets with the first (newest) key."""
+    """Re-encrypt every source's secrets, and the key check value, with the first (newest) key.
+
+    A secret no configured key decrypts stops the rotation (SourceError) with nothing changed."""
     f = fernet(settings)
+    keys.verify(session, settings, write=False)
     n = 0
     for source in session.scalars(select(Source).where(Source.secrets_encrypted.is_not(None))):
-        source.secrets_encrypted = f.rotate(source.secrets_encrypted.encode()).decode()
+        try:
+            source.secrets_encrypted = f.rotate(source.secrets_encrypted.encode()).decode()
+        except InvalidToken:
+            raise SourceError(
+                f"the secrets of source {source.name!r} cannot be decrypted with ATTEST_ENCRYPTION_KEYS "
+                f"({keys.tried(settings)}); nothing was re-encrypted"
+            ) from None
         n += 1
+    if n:
+        keys.write_check(session, settings)
     return n
+
+
+def forget_secrets(session: Session, actor: str = "system") -> list[str]:
+    """The encryption key is lost for good: drop every stored secret and the key check value, so Attest starts
+    with a new key. The sources keep their settings and history; their credentials must be entered again
+    (disable each and add it again). Audited; returns the names of the sources whose secrets were dropped."""
+    names = []
+    for source in session.scalars(select(Source).where(Source.secrets_encrypted.is_not(None)).order_by(Source.name)):
+        source.secrets_encrypted = None
+        names.append(source.name)
+        audit(session, actor=actor, action="source.secrets_forgotten", object_type="source",
+              object_id=str(source.id), after={"reason": "encryption key lost"})
+    keys.forget_check(session)
+    return names
 
 
 def get_source(session: Session, name: str) -> Source:
@@ -100,6 +134,8 @@ def add_source(
         select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
     ):
         raise SourceError("another enabled source is already authoritative for identities")
+    if clean_secrets:
+        keys.ensure_check(session, settings)
     source = Source(
         kind=kind,
         name=name,
@@ -159,6 +195,7 @@ class SourceSummary:
     secret_names: list[str]
     counts: dict[str, int]
     last_run: dict[str, Any] | None
+    secrets_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -194,6 +231,7 @@ def list_sources(session: Session, settings: Settings) -> list[SourceSummary]:
         last = session.scalar(
             select(SyncRun).where(SyncRun.source_id == source.id).order_by(SyncRun.id.desc()).limit(1)
         )
+        names, secrets_error = secret_names(settings, source.secrets_encrypted)
         summaries.append(
             SourceSummary(
                 id=source.id,
@@ -203,9 +241,10 @@ def list_sources(session: Session, settings: Settings) -> list[SourceSummary]:
                 authoritative=source.authoritative,
                 schedule=source.schedule,
                 settings=dict(source.settings or {}),
-                secret_names=sorted(decrypt_secrets(settings, source.secrets_encrypted)),
+                secret_names=names,
                 counts=counts.get(source.id, {}),
                 last_run=run_summary(last) if last else None,
+                secrets_error=secrets_error,
             )
         )
     return summaries

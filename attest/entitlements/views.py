@@ -17,7 +17,7 @@ from wtforms.validators import DataRequired, Optional
 from attest.auth.permissions import admin_required, read_all_required
 from attest.entitlements import correlation, history, queries
 from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
-from attest.entitlements.sources import decrypt_secrets
+from attest.entitlements.sources import secret_names as read_secret_names
 from attest.web import db, settings, write
 
 bp = Blueprint("entitlements", __name__)
@@ -66,9 +66,10 @@ def source_detail(source_id: int):
     runs = session.scalars(
         select(SyncRun).where(SyncRun.source_id == source_id).order_by(SyncRun.id.desc()).limit(25)
     ).all()
-    secret_names = sorted(decrypt_secrets(settings(), source.secrets_encrypted))
+    secret_names, secrets_error = read_secret_names(settings(), source.secrets_encrypted)
     counts = next((c for c in queries.stats(session) if c["source"] == source.name), {})
     return render_template("entitlements/source.html", source=source, runs=runs, secret_names=secret_names,
+                           secrets_error=secrets_error,
                            counts=counts)
 
 
