@@ -28,6 +28,7 @@ BENCHMARKS = [
     ("reviews_launch", "Campaign launch at 1M grants (issue 6)"),
     ("reviews_inbox", "Reviewer inbox and bulk approval (issue 6)"),
     ("evidence_export", "Evidence export at 1M items (issue 7)"),
+    ("notify_escalation", "Review e-mail and escalation of 1,000 reviewers (issue 16)"),
 ]
 
 

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from attest.audit.log import record
 from attest.auth.models import User
 from attest.config import Settings
-from attest.db import transaction, utcnow
+from attest.db import begin_write, transaction, utcnow
 from attest.entitlements.models import Identity
 from attest.reviews import eligibility
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewerNotice, ReviewerSignoff, ReviewItem
@@ -663,21 +663,25 @@ def send_due(factory: sessionmaker[Session], settings: Settings, now: datetime |
     mailer = mailer or Mailer(settings)
     sent = 0
     try:
-        for n in due.notices:
-            if mailer.down:
-                break
-            try:
-                mailer.send(_mail(n))
-            except MailError as exc:
-                log.warning("campaign %s: %s notice to %s not sent, will retry: %s", n.campaign_id, n.kind, n.to, exc)
-                continue
-            try:
-                with transaction(factory) as session:
-                    _record(session, n, now, actor)
-            except IntegrityError:  # recorded meanwhile by another sender: it sent it too
-                log.warning("campaign %s: %s notice to %s was also sent by another process", n.campaign_id,
-                            n.kind, n.to)
-            sent += 1
+        # one connection for the run (NullPool on SQLite would open and close one per mail), a short
+        # transaction per mail
+        with factory.kw["bind"].connect() as conn, factory(bind=conn) as session:
+            for n in due.notices:
+                if mailer.down:
+                    break
+                try:
+                    mailer.send(_mail(n))
+                except MailError as exc:
+                    log.warning("campaign %s: %s notice to %s not sent, will retry: %s", n.campaign_id, n.kind,
+                                n.to, exc)
+                    continue
+                try:
+                    with begin_write(session):
+                        _record(session, n, now, actor)
+                except IntegrityError:  # recorded meanwhile by another sender: it sent it too
+                    log.warning("campaign %s: %s notice to %s was also sent by another process", n.campaign_id,
+                                n.kind, n.to)
+                sent += 1
     finally:
         if own:
             mailer.close()
