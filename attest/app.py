@@ -25,6 +25,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     register_extensions(app)
     register_sso(app, settings)
     register_security(app, settings)
+    register_inputs(app)
     register_blueprints(app)
     register_template_helpers(app)
     register_errors(app)
@@ -83,7 +84,7 @@ def register_config(app: Flask, settings: Settings) -> None:
         REMEMBER_COOKIE_SECURE=secure,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_max_hours),
         WTF_CSRF_TIME_LIMIT=None,  # the session's own time-outs bound the token
-        MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+        MAX_CONTENT_LENGTH=1024 * 1024,  # forms only (definitions are at most 64 KiB of YAML): larger is 413
         TESTING=settings.env == "test",
         PREFERRED_URL_SCHEME="https" if secure else "http",
     )
@@ -222,6 +223,13 @@ def register_security(app: Flask, settings: Settings) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
+
+
+def register_inputs(app: Flask) -> None:
+    """Ids, NUL bytes (attest/inputs.py): before the blueprints, whose rules compile with these converters."""
+    from attest import inputs
+
+    inputs.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

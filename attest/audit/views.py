@@ -30,6 +30,7 @@ from attest.audit import queries
 from attest.auth.permissions import admin_required, read_all_required
 from attest.entitlements import history as access_history
 from attest.entitlements.models import Identity
+from attest.inputs import parse_int
 from attest.reviews import remediation
 from attest.reviews.models import REMEDIATION_STATUSES, Campaign
 from attest.web import db, settings, state, write
@@ -61,9 +62,10 @@ def _int_arg(name: str) -> int | None:
     value = request.args.get(name, "").strip()
     if not value:
         return None
-    if not value.isdigit():
+    number = parse_int(value, low=0)
+    if number is None:
         abort(400, f"{name} must be a whole number")
-    return int(value)
+    return number
 
 
 def _date_arg(name: str, end: bool = False) -> datetime | None:

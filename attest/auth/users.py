@@ -15,6 +15,7 @@ from attest.audit.log import record as audit
 from attest.auth.login import UserError, find_identity_by_email, set_local_roles
 from attest.auth.models import ROLES, User
 from attest.entitlements.models import Identity
+from attest.inputs import parse_int
 
 PAGE_SIZE = 100
 
@@ -58,7 +59,8 @@ def link_identity(session: Session, user_id: int, person: str, actor: str) -> Us
     identity: Identity | None = None
     if person:
         if person.isdigit():
-            identity = session.get(Identity, int(person))
+            number = parse_int(person)  # an id the database can hold, in ASCII digits; else nobody
+            identity = session.get(Identity, number) if number is not None else None
             if identity is not None and identity.ended_at is not None:
                 identity = None
         else:

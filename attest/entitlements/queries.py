@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source
+from attest.inputs import parse_int
 
 MAX_DEPTH = 10
 
@@ -113,6 +114,19 @@ class Page:
     total: int | None = None
 
 
+class BadCursor(ValueError):
+    """An `after=` page link that is not one Attest made (the pages answer 400)."""
+
+
+def name_cursor(after: str) -> tuple[str, int]:
+    """The (name, id) of a `name\\x1fid` page link; BadCursor for anything else."""
+    name, sep, raw_id = after.rpartition("\x1f")
+    last_id = parse_int(raw_id)
+    if not sep or last_id is None or len(name) > 1000:
+        raise BadCursor("That page link is not valid any more: start from the first page.")
+    return name, last_id
+
+
 def search_identities(session: Session, q: str = "", after: str | None = None, limit: int = 50,
                       status: str | None = None, department: str | None = None) -> Page:
     stmt = select(Identity).where(Identity.ended_at.is_(None))
@@ -125,8 +139,8 @@ def search_identities(session: Session, q: str = "", after: str | None = None, l
     if department:
         stmt = stmt.where(Identity.department == department)
     if after:
-        name, _, iid = after.rpartition("\x1f")
-        stmt = stmt.where(or_(Identity.display_name > name, and_(Identity.display_name == name, Identity.id > int(iid))))
+        name, iid = name_cursor(after)
+        stmt = stmt.where(or_(Identity.display_name > name, and_(Identity.display_name == name, Identity.id > iid)))
     rows = session.scalars(stmt.order_by(Identity.display_name, Identity.id).limit(limit + 1)).all()
     next_after = f"{rows[limit - 1].display_name}\x1f{rows[limit - 1].id}" if len(rows) > limit else None
     return Page(list(rows[:limit]), next_after)
@@ -177,8 +191,8 @@ def list_resources(session: Session, q: str = "", source_id: int | None = None, 
     if rtype:
         stmt = stmt.where(Resource.type == rtype)
     if after:
-        name, _, rid = after.rpartition("\x1f")
-        stmt = stmt.where(or_(Resource.name > name, and_(Resource.name == name, Resource.id > int(rid))))
+        name, rid = name_cursor(after)
+        stmt = stmt.where(or_(Resource.name > name, and_(Resource.name == name, Resource.id > rid)))
     rows = session.execute(stmt.order_by(Resource.name, Resource.id).limit(limit + 1)).all()
     next_after = f"{rows[limit - 1][0].name}\x1f{rows[limit - 1][0].id}" if len(rows) > limit else None
     return Page([(r[0], r[1]) for r in rows[:limit]], next_after)

@@ -12,12 +12,13 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from wtforms import IntegerField, StringField
-from wtforms.validators import DataRequired, Optional
+from wtforms.validators import DataRequired, NumberRange, Optional
 
 from attest.auth.permissions import admin_required, read_all_required
 from attest.entitlements import correlation, history, queries
 from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
 from attest.entitlements.sources import secret_names as read_secret_names
+from attest.inputs import MAX_ID, parse_int
 from attest.web import db, settings, write
 
 bp = Blueprint("entitlements", __name__)
@@ -38,8 +39,15 @@ def instant_filter(value: datetime | None) -> str | None:
 
 
 def _int_arg(name: str) -> int | None:
-    value = request.args.get(name, "")
-    return int(value) if value.isdigit() else None
+    return parse_int(request.args.get(name, ""))
+
+
+def _page(query, *args, **kwargs):
+    """A keyset-paged query; 400 for an `after=` link Attest did not make."""
+    try:
+        return query(*args, **kwargs)
+    except queries.BadCursor as exc:
+        abort(400, str(exc))
 
 
 @bp.get("/sources")
@@ -77,8 +85,8 @@ def source_detail(source_id: int):
 @read_all_required
 def identities():
     session = db()
-    page = queries.search_identities(
-        session, q=request.args.get("q", "").strip(), after=request.args.get("after"),
+    page = _page(
+        queries.search_identities, session, q=request.args.get("q", "").strip(), after=request.args.get("after"),
         status=request.args.get("status") or None, department=request.args.get("department") or None,
     )
     departments = session.scalars(
@@ -105,8 +113,8 @@ def identity_detail(identity_id: int):
 @read_all_required
 def resources():
     session = db()
-    page = queries.list_resources(
-        session, q=request.args.get("q", "").strip(), source_id=_int_arg("source"),
+    page = _page(
+        queries.list_resources, session, q=request.args.get("q", "").strip(), source_id=_int_arg("source"),
         rtype=request.args.get("type") or None, after=request.args.get("after"),
     )
     return render_template("entitlements/resources.html", page=page, types=queries.resource_types(session),
@@ -129,7 +137,7 @@ def resource_detail(resource_id: int):
 
 
 class LinkForm(FlaskForm):
-    account_id = IntegerField(validators=[DataRequired()])
+    account_id = IntegerField(validators=[DataRequired(), NumberRange(1, MAX_ID)])
     identity_email = StringField(validators=[Optional()])
 
 

@@ -82,15 +82,61 @@ class DefinitionError(ValueError):
 # --- YAML with line numbers -------------------------------------------------------------------------
 
 
+MAX_YAML_CHARS = 64 * 1024  # a real definition is a few hundred bytes
+MAX_YAML_DEPTH = 12  # definitions nest four levels (scope.identity.department[0]); room to spare
+MAX_YAML_NODES = 5000  # scalars, lists and mappings in one document
+
+
+class _DefinitionLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what no definition needs and an attacker would use to make a small text
+    cost a worker minutes (or its stack): aliases (`*a`, the "billion laughs" bomb), nesting deeper than
+    MAX_YAML_DEPTH and more than MAX_YAML_NODES nodes. Each refusal is a DefinitionError with its line."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise DefinitionError("YAML aliases (*name) are not allowed in a definition: write the value out",
+                                  None, event.start_mark.line + 1)
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise DefinitionError(f"too many values (a definition has at most {MAX_YAML_NODES:,})", None,
+                                  self.peek_event().start_mark.line + 1)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise DefinitionError(f"nested too deeply (at most {MAX_YAML_DEPTH} levels)", None,
+                                      self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def _yaml_lines(text: str) -> tuple[Any, dict[str, int]]:
-    """Load YAML safely and record the line of every mapping key and list item by dotted path."""
+    """Load YAML safely and record the line of every mapping key and list item by dotted path.
+
+    One composition (with `_DefinitionLoader`'s limits) gives both the line numbers and the data."""
+    if len(text) > MAX_YAML_CHARS:
+        raise DefinitionError(f"too long ({len(text):,} characters; a definition has at most {MAX_YAML_CHARS:,})")
+    loader = _DefinitionLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except DefinitionError:
+        raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise DefinitionError(f"not valid YAML: {problem}", None, line) from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML reads as a type it cannot build (2026-13-45)
+        raise DefinitionError(f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     lines: dict[str, int] = {}
 
     def walk(n: yaml.Node, path: str) -> None:
@@ -112,10 +158,6 @@ def _yaml_lines(text: str) -> tuple[Any, dict[str, int]]:
 
     if node is not None:
         walk(node, "")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # pragma: no cover - compose already parsed it
-        raise DefinitionError(f"not valid YAML: {exc}") from None
     return data, lines
 
 

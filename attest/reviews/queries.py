@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from attest.db import utcnow
 from attest.entitlements.models import Identity
 from attest.entitlements.risk import WEIGHTS
+from attest.inputs import parse_int
 from attest.reviews.models import RISKS, Campaign, ReviewerSignoff, ReviewItem
 
 # risk signals that flag an item for a closer look; "via_group" only says how the access is held
@@ -140,16 +141,24 @@ def encode_cursor(name: str | None, item_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps([name, item_id], ensure_ascii=False).encode()).decode().rstrip("=")
 
 
+MAX_CURSOR = 2048  # a person's name (at most a few hundred characters) and an id, JSON in base64
+
+
 def decode_cursor(cursor: str | None) -> tuple[str | None, int] | None:
+    """The (person_name, id) an `after=` link holds; BadCursor for anything else (too long, not base64 or
+    JSON, nested, an id the database cannot hold, a NUL character)."""
     if not cursor:
         return None
+    bad = BadCursor("That page link is not valid any more: start from the first page.")
+    if len(cursor) > MAX_CURSOR:
+        raise bad
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         name, item_id = json.loads(raw)
-    except (ValueError, binascii.Error, TypeError) as exc:
-        raise BadCursor("That page link is not valid any more: start from the first page.") from exc
-    if not isinstance(item_id, int) or not (name is None or isinstance(name, str)):
-        raise BadCursor("That page link is not valid any more: start from the first page.")
+    except (ValueError, binascii.Error, TypeError, RecursionError) as exc:
+        raise bad from exc
+    if parse_int(item_id) is None or not (name is None or (isinstance(name, str) and "\x00" not in name)):
+        raise bad
     return name, item_id
 
 
