@@ -138,7 +138,12 @@ def _is_stale_write(exc: OperationalError) -> bool:
 
 
 def load_item_for(session: Session, user: User, item_id: int, *, for_update: bool = False) -> ReviewItem:
-    """The item if the user may see it (its reviewer or co-reviewer, or an admin/auditor); else NotFound."""
+    """The item if the user may see it (its reviewer or co-reviewer, or an admin/auditor); else NotFound.
+
+    Every service that acts on an item calls this before it looks at its input, so a refusal (too long a
+    comment, an unknown reassignee, a stale version) is only ever about an item the user may see; an item
+    that is someone else's and one that does not exist both answer NotFound.
+    """
     stmt = select(ReviewItem).where(ReviewItem.id == item_id)
     if for_update:
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
@@ -177,9 +182,10 @@ def _check_eligible(session: Session, identity_id: int | None, item: ReviewItem,
 def decide(session: Session, user: User, item_id: int, decision: str, comment: str | None = None,
            expected_version: int | None = None) -> ReviewItem:
     """Record `decision` on one item for its current stage. See the module docstring for the rules."""
+    # who may decide comes first: input checks answer only about an item the user may see
+    item, campaign = _load_for_decision(session, user, item_id)
     decision = (decision or "").strip().lower()
     comment = _clean_comment(comment)
-    item, campaign = _load_for_decision(session, user, item_id)
     _require_active(campaign)
     if expected_version is not None and item.version != expected_version:
         raise StaleItem(_stale_message(item), item.id)
@@ -319,8 +325,6 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
     orphaned account is never approved in bulk (it needs its own comment). Items on a stage that is not
     their last are handed on one by one (routing needs each item's person).
     """
-    decision = (decision or "").strip().lower()
-    comment = _clean_comment(comment)
     _check_writer(user)
     campaign = _active_campaign(session, campaign_id)
     me = user.identity_id
@@ -332,6 +336,9 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
     )
     if owned is None:
         raise NotFound("No such campaign.")
+    # input is checked only once the campaign is known to be the user's (a refusal says nothing about others')
+    decision = (decision or "").strip().lower()
+    comment = _clean_comment(comment)
     _require_active(campaign)
     _check_decision(campaign, decision, comment)
     ids = sorted({int(i) for i in item_ids})

@@ -20,6 +20,7 @@ from attest.auth.permissions import admin_required, read_all_required
 from attest.db import utcnow
 from attest.entitlements import history as access_history
 from attest.entitlements.models import Grant, Identity, Source
+from attest.inputs import parse_int
 from attest.reviews import decisions, queries
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.models import CAMPAIGN_STATUSES, Campaign, CampaignDefinition, ReviewerSignoff, ReviewItem
@@ -46,10 +47,7 @@ def _htmx() -> bool:
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return parse_int(value, low=0)
 
 
 def _notify_available() -> bool:
@@ -226,12 +224,13 @@ def _moved_response(item_id: int, campaign_id: int, message: str):
 
 
 def _fresh_item(item_id: int) -> ReviewItem:
+    """The item as it now is, for its row in an answer: only if the user may see it (else 404)."""
     session = db()
     session.rollback()
-    row = session.get(ReviewItem, item_id, populate_existing=True)
-    if row is None:
+    try:
+        return decisions.load_item_for(session, current_user, item_id)
+    except NotFound:
         abort(404)
-    return row
 
 
 def _conflict(item_id: int, message: str):
@@ -253,6 +252,7 @@ def reassign(item_id: int):
     version = _int(request.form.get("version"))
     try:
         with write() as session:
+            decisions.load_item_for(session, current_user, item_id)  # may see it: before reading the input
             target = _find_person(session, email)
             if target is None:
                 raise DecisionError(f"Nobody in the directory has the e-mail {email.strip() or '(empty)'}.")
@@ -426,6 +426,14 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").replace("\n", ",").split(",") if v.strip()]
 
 
+def _form_number(raw: str) -> Any:
+    """A whole number typed in the form, or the text itself (the validator reports it with its field)."""
+    digits = raw[1:] if raw.startswith("-") else raw
+    if digits.isascii() and digits.isdigit() and len(digits) <= 18:
+        return int(raw)
+    return raw
+
+
 def spec_from_form(form: Any) -> dict[str, Any]:
     """The definition described by the form's fields (validated by definitions.parse_definition)."""
     stages = []
@@ -439,11 +447,9 @@ def spec_from_form(form: Any) -> dict[str, Any]:
         raw = (form.get(name) or "").strip()
         if not raw:
             return default
-        return int(raw) if raw.lstrip("-").isdigit() else raw  # a bad number is reported by the validator
+        return _form_number(raw)
 
-    reminders = []
-    for r in _split(form.get("reminders_days_before_due")):
-        reminders.append(int(r) if r.isdigit() else r)
+    reminders = [_form_number(r) for r in _split(form.get("reminders_days_before_due"))]
     return {
         "name": (form.get("name") or "").strip() or None,
         "description": (form.get("description") or "").strip() or None,
