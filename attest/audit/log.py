@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from attest.audit.models import AuditEvent, AuditHead
 from attest.db import canonical_json, utcnow
+from attest.redact import redact
 
 GENESIS = "0" * 64
 HASHED_FIELDS = (
@@ -29,7 +30,9 @@ def _secret_key(key: str) -> bool:
 
 
 def _scrub(value: Any) -> Any:
-    """Never let a secret into the trail, whatever a caller passes."""
+    """Never let a secret into the trail, whatever a caller passes: a key named like a secret gets
+    [redacted] as its value, and text (an upstream error echoing an Authorization header, a bearer
+    token, a GitHub token...) is redacted by the one redaction rule (attest/redact.py)."""
     if isinstance(value, Mapping):
         return {
             k: ("[redacted]" if _secret_key(str(k)) and not isinstance(v, list) else _scrub(v))
@@ -37,6 +40,8 @@ def _scrub(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
+    if isinstance(value, str) and len(value) >= 8:
+        return redact(value)
     return value
 
 

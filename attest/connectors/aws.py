@@ -61,6 +61,7 @@ from attest.connectors.base import (
     RevokeResult,
     Setting,
 )
+from attest.connectors.http import MAX_PAGES, PageGuard, PagingError
 
 # AWS managed policies that make their holder an administrator (or close enough to become one).
 PRIVILEGED_MANAGED = ("AdministratorAccess", "PowerUserAccess", "IAMFullAccess")
@@ -661,6 +662,7 @@ class AwsConnector(BaseConnector):
         self.extra_privileged = list(self.settings.get("privileged_policies") or [])
         # (event name, handler) pairs registered first on every client: tests inject upstream failures here
         self.hooks: list[tuple[str, Callable[..., Any]]] = []
+        self.max_pages = MAX_PAGES  # pages of one listing before paging is stopped as a loop
         self.counter = _Counter()
         self.stats: dict[str, Any] = {"max_concurrent_accounts": 0}
         self._active_accounts = 0
@@ -735,8 +737,25 @@ class AwsConnector(BaseConnector):
         service = client.meta.service_model.service_name
         size = PAGE.get(service)
         config = {"PageSize": size} if size else {}
-        for page in client.get_paginator(operation).paginate(PaginationConfig=config, **kwargs):
+        for page in self._paginate(client, operation, config, **kwargs):
             yield from page.get(key, [])
+
+    def _paginate(self, client, operation: str, config: Mapping[str, Any], **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """botocore's paginator, guarded: a next token already seen (botocore itself only notices one
+        repeated twice in a row) or more pages than `max_pages` raise PagingError naming the operation."""
+        from botocore.exceptions import PaginationError
+
+        what = f"AWS {client.meta.service_model.service_name}:{client.meta.method_to_api_mapping.get(operation, operation)}"
+        guard = PageGuard(what, self.max_pages)
+        try:
+            for page in client.get_paginator(operation).paginate(PaginationConfig=dict(config), **kwargs):
+                yield page
+                token = next((page[k] for k in ("NextToken", "Marker", "nextToken") if page.get(k)), None)
+                if token is not None:
+                    guard.check(str(token)[:200])
+        except PaginationError as exc:
+            raise PagingError(f"{what}: {exc.kwargs.get('message') or exc}; paging stopped (an upstream paging "
+                              "loop), nothing was changed") from None
 
     def _assume(self, account_id: str, role_name: str) -> dict[str, str]:
         org = self._org
@@ -898,9 +917,8 @@ class AwsConnector(BaseConnector):
     def _read_iam(self, iam) -> dict[str, list[dict[str, Any]]]:
         merged: dict[str, list[dict[str, Any]]] = {"UserDetailList": [], "GroupDetailList": [], "RoleDetailList": [],
                                                    "Policies": []}
-        paginator = iam.get_paginator("get_account_authorization_details")
-        for page in paginator.paginate(Filter=["User", "Group", "Role", "LocalManagedPolicy"],
-                                       PaginationConfig={"PageSize": PAGE["iam"]}):
+        for page in self._paginate(iam, "get_account_authorization_details", {"PageSize": PAGE["iam"]},
+                                   Filter=["User", "Group", "Role", "LocalManagedPolicy"]):
             for key in merged:
                 merged[key].extend(page.get(key, []))
         return merged
@@ -1004,7 +1022,7 @@ class AwsConnector(BaseConnector):
                 if ic is not None:
                     out.extend(self._assignment_records(ic, acct, catalog, local_admin_policies(details)))
                 return out
-            except (ClientError, BotoCoreError) as exc:
+            except (ClientError, BotoCoreError, PagingError) as exc:
                 if isinstance(exc, ClientError):
                     err = exc.response.get("Error", {})
                     why = f"{exc.operation_name}: {err.get('Code')}: {err.get('Message')}"

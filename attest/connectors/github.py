@@ -49,7 +49,7 @@ from attest.connectors.base import (
     RevokeResult,
     Setting,
 )
-from attest.connectors.http import HttpClient, HttpError, require_https
+from attest.connectors.http import HttpClient, HttpError, PageGuard, PagingError, require_https
 
 with warnings.catch_warnings():  # authlib.jose warns that joserfc is its successor; authlib.jose is what we use
     warnings.simplefilter("ignore", AuthlibDeprecationWarning)
@@ -591,7 +591,12 @@ class GitHubConnector(BaseConnector):
 
     def _graphql_pages(self, query: str, variables: Mapping[str, Any], name: str,
                        path: Callable[[dict[str, Any]], dict[str, Any] | None]) -> Iterator[dict[str, Any]]:
+        """Each page of a connection, following `pageInfo.endCursor` while `hasNextPage`. A cursor that
+        repeats (or is missing while more pages are announced: paging would start over), or more pages
+        than the client's cap, raise PagingError naming the connection."""
         after = None
+        guard = PageGuard(f"GitHub GraphQL {name} ({', '.join(f'{k}={v}' for k, v in variables.items())})",
+                          self.client.max_pages)
         while True:
             data = self._graphql(query, {**variables, "after": after}, name)
             conn = path(data)
@@ -601,7 +606,11 @@ class GitHubConnector(BaseConnector):
             info = conn.get("pageInfo") or {}
             if not info.get("hasNextPage"):
                 return
-            after = info.get("endCursor")
+            cursor = info.get("endCursor")
+            if not cursor:
+                raise PagingError(f"{guard.what}: hasNextPage without an endCursor after {guard.pages:,} pages; "
+                                  "paging stopped (it would start over), nothing was changed")
+            after = guard.check(cursor)
 
     def validate(self) -> None:
         for org in self.orgs:
@@ -751,7 +760,7 @@ class GitHubConnector(BaseConnector):
                     raise ConnectorError(_explain(exc, login)) from None
                 yield PartFailed(part, _explain(exc, login))
                 continue
-            except GraphQLError as exc:
+            except (GraphQLError, PagingError) as exc:
                 yield PartFailed(part, str(exc))
                 continue
             for message in snap.notes:

@@ -10,6 +10,13 @@
 - Any other 4xx raises HttpError at once with the status, the vendor's error body and the request.
 - `calls` counts every request sent, retries included; it is thread-safe, and `max_concurrency`
   bounds requests in flight across the threads that share this client.
+- Paging never loops (issue 16): a `next` link (or a cursor, see PageGuard) that points at a page
+  already read, or more than `max_pages` pages (MAX_PAGES, 100,000 by default) in one listing, stops
+  with a PagingError naming the listing; upstreams have answered with the same `next` link hundreds of
+  times in a row.
+- Secrets never leave in an error: an HttpError's body and message are redacted (attest/redact.py) of
+  the credentials this client sent and of anything that looks like one, because error pages echo the
+  request's `Authorization` header.
 """
 
 from __future__ import annotations
@@ -18,31 +25,83 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-log = logging.getLogger(__name__)
+from attest.connectors.base import ConnectorError
+from attest.redact import install_filter, redact_value
+
+log = install_filter(logging.getLogger(__name__))
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+MAX_PAGES = 100_000  # pages of one listing (20 million Okta users at 200 a page): beyond it, a loop
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, method: str, url: str, body: Any, headers: Mapping[str, str] | None = None):
+    """An upstream refused or failed. `body` (the vendor's parsed error body) and the message are
+    redacted: of `secrets` (the credentials sent) and of anything that looks like a secret."""
+
+    def __init__(self, status: int, method: str, url: str, body: Any, headers: Mapping[str, str] | None = None,
+                 secrets: Iterable[str] = ()):
         self.status = status
         self.method = method
-        self.url = url
-        self.body = body
-        self.headers = dict(headers or {})
-        super().__init__(f"{method} {_redact_url(url)} -> HTTP {status}: {_summarize(body)}")
+        self.url = _redact_url(url)
+        self.body = redact_value(body, tuple(secrets))
+        self.headers = {k: v for k, v in dict(headers or {}).items() if k.lower() not in _SECRET_HEADERS}
+        super().__init__(f"{method} {self.url} -> HTTP {status}: {_summarize(self.body)}")
+
+
+_SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
+
+
+class PagingError(ConnectorError):
+    """Paging was stopped: a `next` link or cursor repeated, or the page cap was reached."""
+
+
+class PageGuard:
+    """Follows one listing's pages: `check(token)` before each `next` link or cursor is followed.
+
+    A token already seen (the upstream points back at a page it served) or more than `max_pages` pages
+    raise PagingError naming the listing, instead of paging forever."""
+
+    def __init__(self, what: str, max_pages: int = MAX_PAGES, first: str | None = None) -> None:
+        self.what = what
+        self.max_pages = max_pages
+        self.pages = 1
+        self.seen: set[str] = {first} if first else set()
+
+    def check(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        if token in self.seen:
+            raise PagingError(
+                f"{self.what}: the upstream's next page ({_show(token)}) is one it already served, after "
+                f"{self.pages:,} pages; paging stopped (an upstream paging loop), nothing was changed")
+        if self.pages >= self.max_pages:
+            raise PagingError(
+                f"{self.what}: more than {self.max_pages:,} pages; paging stopped at the page cap (MAX_PAGES, "
+                "docs/connectors), nothing was changed")
+        self.seen.add(token)
+        self.pages += 1
+        return token
+
+    def seen_url(self, url: str) -> None:
+        """Also count the URL a page was served from (its `self`), so a `next` link back at it repeats."""
+        self.seen.add(url)
 
 
 def _redact_url(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _show(token: str) -> str:
+    """A next link without its query (it may carry a token), or a cursor as it is."""
+    return _redact_url(token) if "://" in token else token[:100]
 
 
 def _summarize(body: Any) -> str:
@@ -103,6 +162,7 @@ class HttpClient:
         rate_limit_on_403: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth_header = auth_header
@@ -118,6 +178,7 @@ class HttpClient:
         self.max_wait = max_wait
         self.slowdown_below = slowdown_below
         self.rate_limit_on_403 = rate_limit_on_403
+        self.max_pages = max_pages
         self.sleep = sleep
         self._slots = threading.BoundedSemaphore(max(max_concurrency, 1))
         self._lock = threading.Lock()
@@ -207,6 +268,7 @@ class HttpClient:
             headers = dict(kwargs.pop("headers", {}) or {})
             if self._auth_header is not None:
                 headers.update(self._auth_header())
+            sent = [v for k, v in headers.items() if k.lower() in _SECRET_HEADERS]  # redacted from errors
             try:
                 with self._slots:
                     with self._lock:
@@ -215,7 +277,7 @@ class HttpClient:
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 attempt += 1
                 if attempt > self.max_retries:
-                    raise HttpError(0, method, str(url), f"{type(exc).__name__}: {exc}") from exc
+                    raise HttpError(0, method, str(url), f"{type(exc).__name__}: {exc}", secrets=sent) from exc
                 self.sleep(self._backoff(attempt))
                 kwargs["headers"] = headers
                 continue
@@ -224,7 +286,7 @@ class HttpClient:
             if self._is_rate_limited(response):
                 attempt += 1
                 if attempt > self.max_retries + 4:
-                    raise HttpError(response.status_code, method, str(response.url), _body(response))
+                    raise HttpError(response.status_code, method, str(response.url), _body(response), secrets=sent)
                 wait = self._rate_limit_wait(response)
                 limited += 1
                 if limited > 1 and wait == self.default_wait and response.headers.get("retry-after") is None:
@@ -239,11 +301,12 @@ class HttpClient:
             if response.status_code >= 500:
                 attempt += 1
                 if attempt > self.max_retries:
-                    raise HttpError(response.status_code, method, str(response.url), _body(response))
+                    raise HttpError(response.status_code, method, str(response.url), _body(response), secrets=sent)
                 self.sleep(self._backoff(attempt))
                 continue
             if response.status_code >= 400:
-                raise HttpError(response.status_code, method, str(response.url), _body(response), response.headers)
+                raise HttpError(response.status_code, method, str(response.url), _body(response), response.headers,
+                                secrets=sent)
             return response
 
     @staticmethod
@@ -261,11 +324,14 @@ class HttpClient:
             raise HttpError(response.status_code, "GET", str(response.url), "response is not JSON") from exc
 
     def paginate(self, url: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
-        """Yield each page's JSON list, following rel="next" until there is none."""
+        """Yield each page's JSON list, following rel="next" until there is none; a `next` link back at a
+        page already served, or more than `max_pages` pages, raise PagingError (see PageGuard)."""
         next_url: str | None = url
         first = True
+        guard = PageGuard(f"GET {_redact_url(str(self._client.base_url.join(url)))}", self.max_pages)
         while next_url:
             response = self.get(next_url, params=params if first else None)
+            guard.seen_url(str(response.url))
             first = False
             try:
                 page = response.json()
@@ -274,7 +340,12 @@ class HttpClient:
             if not isinstance(page, list):
                 raise HttpError(response.status_code, "GET", str(response.url), f"expected a JSON list, got {type(page).__name__}")
             yield page
-            next_url = parse_link_header(response.headers.get("link")).get("next")
+            next_url = guard.check(_absolute(response, parse_link_header(response.headers.get("link")).get("next")))
+
+
+def _absolute(response: httpx.Response, link: str | None) -> str | None:
+    """A `next` link as an absolute URL (RFC 8288 resolves a relative target against the request's URL)."""
+    return str(response.url.join(link)) if link else None
 
 
 def _body(response: httpx.Response) -> Any:

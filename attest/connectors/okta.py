@@ -16,7 +16,8 @@ with a `private_key_jwt` client assertion signed through Authlib; the token is c
   account's `app_last_sso` attribute ({app id: ISO time}) so reviews can show dormant app access.
 
 Paging follows only `Link: rel="next"` with each endpoint's largest page size (groups use 200, Okta's
-recommended ceiling for accurate results). Requests run on a bounded thread pool over one HttpClient
+recommended ceiling for accurate results); a `next` link back at a page already read, or more pages than
+the page cap (http.MAX_PAGES), stops the run with a PagingError instead of paging forever. Requests run on a bounded thread pool over one HttpClient
 (rate-limit pacing, 429 waits until X-Rate-Limit-Reset, retries of 5xx and timeouts). 401/403 stop the run
 with a ConnectorError naming the missing scope or admin role. Odd payloads become Notes, never crashes.
 
@@ -54,7 +55,7 @@ from attest.connectors.base import (
     RevokeResult,
     Setting,
 )
-from attest.connectors.http import HttpClient, HttpError, parse_link_header, require_https
+from attest.connectors.http import HttpClient, HttpError, PageGuard, parse_link_header, require_https
 
 log = logging.getLogger(__name__)
 
@@ -498,11 +499,14 @@ class OktaConnector(BaseConnector):
                               "Administrator role (Super Administrator to also revoke access).")
 
     def _pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
-        """Each page's JSON list, following only the `Link: rel="next"` header (absolute URLs)."""
+        """Each page's JSON list, following only the `Link: rel="next"` header (absolute URLs). A `next`
+        link back at a page already served, or more pages than the client's cap, raise PagingError."""
         url: str | None = path
         query: Mapping[str, Any] | None = params
+        guard = PageGuard(f"Okta GET {path}", self.http.max_pages)
         while url:
             response = self._call(lambda u=url, q=query: self.http.get(u, params=q), "GET", path)
+            guard.seen_url(str(response.url))
             query = None
             try:
                 page = response.json()
@@ -512,7 +516,7 @@ class OktaConnector(BaseConnector):
                 raise HttpError(response.status_code, "GET", str(response.url),
                                 f"expected a JSON list, got {type(page).__name__}")
             yield page
-            url = parse_link_header(response.headers.get("link")).get("next")
+            url = guard.check(parse_link_header(response.headers.get("link")).get("next"))
 
     def _get_json(self, path: str) -> Any:
         return self._call(lambda: self.http.get_json(path), "GET", path)
@@ -522,15 +526,17 @@ class OktaConnector(BaseConnector):
         out: list[str] = []
         url: str | None = "/api/v1/iam/assignees/users"
         params: dict[str, Any] | None = {"limit": PAGE["assignees"]}
+        guard = PageGuard("Okta GET /api/v1/iam/assignees/users", self.http.max_pages)
         while url:
             response = self._call(lambda u=url, p=params: self.http.get(u, params=p), "GET", "/api/v1/iam/assignees/users")
+            guard.seen_url(str(response.url))
             params = None
             body = response.json()
             for row in (body.get("value") or []) if isinstance(body, dict) else []:
                 if isinstance(row, dict) and isinstance(row.get("id"), str):
                     out.append(row["id"])
-            url = parse_link_header(response.headers.get("link")).get("next") or (
-                ((body.get("_links") or {}).get("next") or {}).get("href") if isinstance(body, dict) else None)
+            url = guard.check(parse_link_header(response.headers.get("link")).get("next") or (
+                ((body.get("_links") or {}).get("next") or {}).get("href") if isinstance(body, dict) else None))
         return out
 
     def validate(self) -> None:

@@ -13,6 +13,10 @@ The rules (DESIGN, "Sync rules"):
 5. A run that would end more than ATTEST_SYNC_MAX_REMOVAL_RATIO of the active rows of any kind
    (identities, accounts, resources, entitlements, grants), of the source or of one of its parts, is
    refused before anything is written (`aborted`, a message naming the kind and the counts) unless forced.
+6. Upstream text is normalised before it is staged: NUL bytes and invalid Unicode (lone surrogates) are
+   removed from every string of a record, with a note naming the record, so one bad name never fails a
+   run (PostgreSQL refuses both). Upstream error texts (a failed run, a failed part, a note) are redacted
+   of the source's secrets and of anything that looks like one (attest/redact.py) before they are stored.
 
 This module orchestrates several transactions (staging batches, then the apply), so unlike the other
 services it takes the session factory rather than a session.
@@ -20,16 +24,20 @@ services it takes the session factory rather than a session.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import socket
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, func, select, text
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,11 +70,16 @@ from attest.db import (
 from attest.entitlements import correlation
 from attest.entitlements.models import SUCCESSFUL_RUN_STATUSES, Grant, Source, SyncRun
 from attest.entitlements.sources import SourceError, build_connector
+from attest.redact import install_filter, redact
 
-log = logging.getLogger(__name__)
+log = install_filter(logging.getLogger(__name__))
 
 BATCH = 5000
-STALE_RUN = timedelta(hours=6)
+# A running sync beats every SYNC_HEARTBEAT; a run whose last beat is older than STALE_HEARTBEAT lost its
+# process (killed, crashed, the machine gone): the next sync of the source, and the scheduler every minute
+# (`sweep_interrupted`), mark it failed ("interrupted"), so the source can sync again within two minutes.
+SYNC_HEARTBEAT = 20.0  # seconds
+STALE_HEARTBEAT = timedelta(seconds=60)
 
 
 class SyncError(Exception):
@@ -258,6 +271,56 @@ def _run_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
 # --- the run --------------------------------------------------------------------------------------
 
 
+_HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sweep_interrupted(session: Session, now: datetime, source_id: int | None = None) -> list[int]:
+    """Mark failed ("interrupted") the running syncs whose process stopped beating (last beat, or start
+    when it never beat, older than STALE_HEARTBEAT). Returns their run ids."""
+    beat = func.coalesce(SyncRun.heartbeat_at, SyncRun.started_at)
+    stmt = select(SyncRun).where(SyncRun.status == "running", beat < now - STALE_HEARTBEAT)
+    if source_id is not None:
+        stmt = stmt.where(SyncRun.source_id == source_id)
+    ended = []
+    for run in session.scalars(stmt):
+        last = run.heartbeat_at or run.started_at
+        run.status = "failed"
+        run.finished_at = now
+        run.error = (f"interrupted: the process running it ({run.holder or 'unknown'}) stopped before it finished; "
+                     f"its last sign of life was {last:%Y-%m-%d %H:%M:%S} UTC. Nothing it read was applied.")
+        ended.append(run.id)
+        log.warning("sync run %s of source %s: %s", run.id, run.source_id, run.error)
+    session.flush()
+    return ended
+
+
+class _Heartbeat:
+    """Beats a running sync's heartbeat_at every SYNC_HEARTBEAT seconds from a thread, in short transactions
+    of its own, until stopped."""
+
+    def __init__(self, factory: sessionmaker[Session], run_id: int) -> None:
+        self.factory, self.run_id = factory, run_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"sync-heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=SYNC_HEARTBEAT + 5)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(SYNC_HEARTBEAT):
+            try:
+                with self.factory() as session, begin_write(session):
+                    session.execute(update(SyncRun).where(SyncRun.id == self.run_id, SyncRun.status == "running")
+                                    .values(heartbeat_at=utcnow()))
+            except Exception as exc:  # a missed beat is retried; only a long silence marks the run interrupted
+                log.warning("sync run %s: heartbeat not written: %s", self.run_id, exc)
+
+
 def _start_run(factory: sessionmaker[Session], source_name: str, force: bool, triggered_by: str | None) -> tuple[int, int]:
     with factory() as session, begin_write(session):
         source = session.scalar(select(Source).where(Source.name == source_name))
@@ -266,19 +329,15 @@ def _start_run(factory: sessionmaker[Session], source_name: str, force: bool, tr
         if not source.enabled:
             raise SyncError(f"source {source_name!r} is disabled")
         now = utcnow()
-        for stale in session.scalars(
-            select(SyncRun).where(SyncRun.source_id == source.id, SyncRun.status == "running")
-        ):
-            if now - stale.started_at > STALE_RUN:
-                stale.status = "failed"
-                stale.finished_at = now
-                stale.error = "interrupted: the process running it stopped before it finished"
-            else:
-                raise SyncError(
-                    f"source {source_name!r} is already syncing (run {stale.id} started {stale.started_at:%Y-%m-%d %H:%M} UTC)"
-                )
+        sweep_interrupted(session, now, source_id=source.id)
+        running = session.scalar(select(SyncRun).where(SyncRun.source_id == source.id, SyncRun.status == "running"))
+        if running is not None:
+            raise SyncError(
+                f"source {source_name!r} is already syncing (run {running.id} started "
+                f"{running.started_at:%Y-%m-%d %H:%M} UTC{f' by {running.holder}' if running.holder else ''})"
+            )
         run = SyncRun(source_id=source.id, status="running", started_at=now, forced=force, triggered_by=triggered_by,
-                      stats={}, failed_parts=[], notes=[])
+                      stats={}, failed_parts=[], notes=[], heartbeat_at=now, holder=_HOLDER)
         session.add(run)
         session.flush()
         return source.id, run.id
@@ -320,6 +379,61 @@ def _known(conn: Connection, source_id: int) -> dict[str, Any]:
     return known
 
 
+# --- hostile upstream text -------------------------------------------------------------------------
+
+MAX_CLEAN_NOTES = 20  # records named one by one in the run's notes; the rest are counted
+
+
+def _bad_text(value: Any) -> bool:
+    """A string (anywhere in a record) holding a NUL byte or invalid Unicode (a lone surrogate)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return True
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, Mapping):
+        return any(_bad_text(k) or _bad_text(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_bad_text(v) for v in value)
+    return False
+
+
+def _clean_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "ignore").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {_clean_text(k): _clean_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_text(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_clean_text(v) for v in value)
+    return value
+
+
+def _clean_record(rec: Any, cleaned: list[str]) -> Any:
+    """The record with NUL bytes and invalid Unicode removed from its strings; names it in `cleaned`."""
+    fields = [f for f, v in zip(rec._fields, rec, strict=True) if _bad_text(v)]
+    rec = rec._replace(**{f: _clean_text(getattr(rec, f)) for f in fields})
+    if len(cleaned) < MAX_CLEAN_NOTES:
+        ref = rec.key if isinstance(rec, GrantRecord) else rec.external_id
+        cleaned.append(f"{type(rec).__name__.removesuffix('Record').lower()} {ref!r} ({', '.join(fields)})")
+    else:
+        cleaned.append("")
+    return rec
+
+
+def _clean_note(cleaned: list[str]) -> str:
+    named = [c for c in cleaned if c]
+    more = len(cleaned) - len(named)
+    return ("NUL bytes or invalid Unicode removed from upstream text of " + "; ".join(named)
+            + (f"; and {more:,} more records" if more else ""))
+
+
 def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog, progress, t0,
                      known: dict[str, Any]) -> tuple[int, int]:
     """Page the connector to the end, writing records to the stage in batches. Returns the API calls and
@@ -332,6 +446,8 @@ def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog
     connector has finished.
     """
     known_keys: set[str] = known["stage_grant"]
+    secrets = getattr(connector, "secrets", None)
+    cleaned: list[str] = []  # records whose text was normalised
     buffers: dict[str, list[tuple]] = {t: [] for t in _STAGE_COLUMNS}
     grants = buffers["stage_grant"]
     last_report = 0.0
@@ -361,6 +477,10 @@ def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog
                         progress(prog)
                         last_report = time.monotonic()
                 key = f"{rec[0]}|{'r' if rec[2] == 'resource' else 'a'}|{rec[1]}"
+                if ("\x00" in key or not key.isascii() or (rec[3] and _bad_text(rec[3]))
+                        or (rec[4] is not None and _bad_text(rec[4]))) and _bad_text(rec):
+                    rec = _clean_record(rec, cleaned)
+                    key = rec.key
                 if key in known_keys:
                     known_keys.remove(key)
                     continue
@@ -369,14 +489,17 @@ def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog
                     flush("stage_grant")
                 continue
             if kind is PartFailed:
-                failed_parts.append({"part": rec.part, "reason": rec.reason})
+                failed_parts.append({"part": _clean_text(rec.part),
+                                     "reason": _clean_text(redact(rec.reason, secrets))[:2000]})
                 continue
             if kind is Note:
-                notes.append(rec.message)
+                notes.append(_clean_text(redact(rec.message, secrets))[:2000])
                 continue
             table = _TABLE_FOR.get(kind)
             if table is None:
                 raise ConnectorError(f"connector yielded an unknown record type {kind.__name__}")
+            if _bad_text(rec):
+                rec = _clean_record(rec, cleaned)
             before = known[table]
             if kind is IdentityRecord:
                 email_normalized = normalize(rec.email)
@@ -392,6 +515,8 @@ def _read_into_stage(conn, connector, normalize, read, failed_parts, notes, prog
                 flush(table)
         for table in buffers:
             flush(table)
+        if cleaned:
+            notes.append(_clean_note(cleaned))
         prog.records += grants_read % BATCH
         read["grants"] = grants_read
         for table, before in known.items():
@@ -418,6 +543,16 @@ def run_sync(
 ) -> SyncResult:
     """Sync one source. Returns the result; raises SyncError only when the run cannot start."""
     source_id, run_id = _start_run(factory, source_name, force, triggered_by)
+    # (a factory bound to one connection, as in tests, is not for another thread: no heartbeat then)
+    beating = contextlib.nullcontext() if isinstance(factory.kw.get("bind"), Connection) else _Heartbeat(factory, run_id)
+    with beating:
+        return _run(factory, settings, source_name, source_id, run_id, force=force, connector=connector,
+                    progress=progress, actor=actor)
+
+
+def _run(factory: sessionmaker[Session], settings: Settings, source_name: str, source_id: int, run_id: int, *,
+         force: bool, connector: BaseConnector | None, progress: Callable[[Progress], None] | None,
+         actor: str) -> SyncResult:
     t0 = time.monotonic()
     read: dict[str, int] = {}
     failed_parts: list[dict[str, str]] = []
@@ -485,9 +620,9 @@ def run_sync(
                           None, failed_parts, run.notes)
     except Exception as exc:  # the run fails; nothing but its own row changes
         status = "aborted" if isinstance(exc, RemovalGuardTripped) else "failed"
-        message = _error_message(exc)
+        message = _error_message(exc, getattr(connector, "secrets", None))
         if not isinstance(exc, ConnectorError | SyncError | SourceError):
-            log.exception("sync of %s failed", source_name)
+            log.error("sync of %s failed: %s", source_name, message, exc_info=True)  # the filter redacts
         api_calls = getattr(connector, "calls", 0) if connector is not None else 0
         with factory() as session, begin_write(session):
             run = session.get(SyncRun, run_id)
@@ -502,11 +637,13 @@ def run_sync(
                           message, failed_parts, notes)
 
 
-def _error_message(exc: Exception) -> str:
+def _error_message(exc: Exception, secrets: Mapping[str, Any] | None = None) -> str:
+    """The run's error as stored and shown: redacted of the source's secrets and of anything that looks
+    like a secret (an upstream error page may echo the request's Authorization header)."""
     text_ = str(exc) or type(exc).__name__
     if not isinstance(exc, ConnectorError | SyncError | SourceError):
         text_ = f"{type(exc).__name__}: {text_}"
-    return text_[:2000]
+    return _clean_text(redact(text_, secrets))[:2000]
 
 
 # --- apply ----------------------------------------------------------------------------------------

@@ -44,9 +44,10 @@ from attest.config import Settings
 from attest.connectors.base import GrantRef, RevokeRefused, RevokeResult
 from attest.db import begin_write, utcnow
 from attest.entitlements.models import Account, Grant, Resource, Source, SyncRun
+from attest.redact import install_filter, redact
 from attest.reviews.models import Campaign, Remediation, ReviewItem
 
-log = logging.getLogger(__name__)
+log = install_filter(logging.getLogger(__name__))
 
 MAX_ATTEMPTS = 4
 # wait after the 1st, 2nd, 3rd failed attempt; the 4th failure is final
@@ -260,7 +261,7 @@ def _connector(cache: dict[int, Any], ctx: _Ctx, settings: Settings):
             cache[ctx.source_id] = exc
     conn = cache[ctx.source_id]
     if isinstance(conn, Exception):
-        return None, f"cannot build the {ctx.source.kind} connector: {conn}"
+        return None, redact(f"cannot build the {ctx.source.kind} connector: {conn}")
     if not callable(getattr(conn, "revoke", None)):
         return None, f"the {ctx.source.kind} connector cannot revoke; it is on the manual work list"
     return conn, None
@@ -364,12 +365,14 @@ def _dry_run_one(ctx: _Ctx, conn: Any) -> None:
         ctx.planned.detail = str(target or exc)
     except Exception as exc:
         ctx.planned.outcome = "error"
-        ctx.planned.detail = _error(exc)
+        ctx.planned.detail = _error(exc, conn)
 
 
-def _error(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__)[:2000] if isinstance(exc, RevokeRefused) else \
-        f"{type(exc).__name__}: {exc}"[:2000]
+def _error(exc: BaseException, conn: Any = None) -> str:
+    """A failed revoke's error as stored, audited and shown: redacted of the connector's secrets and of
+    anything that looks like a secret (an upstream error page may echo the request's Authorization)."""
+    text_ = (str(exc) or type(exc).__name__) if isinstance(exc, RevokeRefused) else f"{type(exc).__name__}: {exc}"
+    return redact(text_, getattr(conn, "secrets", None))[:2000]
 
 
 def _claim(session_factory: sessionmaker[Session], ctx: _Ctx, now: datetime) -> bool:
@@ -399,10 +402,10 @@ def _revoke_one(session_factory: sessionmaker[Session], ctx: _Ctx, conn: Any, no
             _finish(session_factory, ctx, "manual", actor, target=str(target), error=str(exc))
         else:
             ctx.planned.detail = str(exc)
-            _finish(session_factory, ctx, "refused", actor, error=_error(exc))
+            _finish(session_factory, ctx, "refused", actor, error=_error(exc, conn))
         return
     except Exception as exc:
-        ctx.planned.detail = _error(exc)
+        ctx.planned.detail = _error(exc, conn)
         if attempt >= MAX_ATTEMPTS:
             _finish(session_factory, ctx, "failed", actor, error=ctx.planned.detail, attempt=attempt)
         else:
@@ -526,7 +529,7 @@ def undo(
         except UndoError:
             raise
         except Exception as exc:
-            raise UndoError(f"re-granting failed, nothing was changed: {_error(exc)}") from None
+            raise UndoError(f"re-granting failed, nothing was changed: {_error(exc, conn)}") from None
     finally:
         conn.close()
     with session_factory() as session, begin_write(session):

@@ -19,6 +19,17 @@ moto gaps worth knowing (the connector handles the real behaviour; tests cover t
   `ListAccountsForProvisionedPermissionSet` only ever names the caller's account.
 - STS `AssumeRole` never checks that the role exists or trusts the caller.
 - The credential report has no `<root_account>` row.
+
+`fault_hooks(faults)` injects what an upstream incident does to a list, as botocore event hooks for a
+connector's clients (`AwsConnector.hooks`), keyed "service:Operation" ("identitystore:ListUsers",
+"organizations:ListAccountsForParent", "iam:GetAccountAuthorizationDetails"...): {"empty": True} answers
+every page with empty lists and no next token; {"cut_at_page": k} answers page k with half of each list
+and without its NextToken/Marker (IsTruncated false); {"drop_next_at": k} answers page k whole without
+its token; {"repeat_next": True} answers the second page with the token that asked for it (the same
+page again). AWS documents the tokens these break: a response's NextToken (or Marker with IsTruncated
+true) asks for the next page; a response without one is the last page
+(https://docs.aws.amazon.com/sdkref/latest/guide/feature-pagination.html,
+https://docs.aws.amazon.com/IAM/latest/APIReference/API_GetAccountAuthorizationDetails.html).
 """
 
 from __future__ import annotations
@@ -452,3 +463,68 @@ class _quiet_server:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+_TOKENS = ("NextToken", "Marker", "nextToken")
+
+
+def fault_hooks(faults: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(event, handler) pairs for AwsConnector.hooks that fault the named operations' answers (see the
+    module doc). Pages are numbered per listing: a request without a token is page 1."""
+    hooks: list[tuple[str, Any]] = []
+    for name, fault in faults.items():
+        service, _, operation = name.partition(":")
+        page_of: dict[str, int] = {}  # a next token -> the page it asks for
+        lock = threading.Lock()
+
+        def before(params: dict[str, Any], context: dict[str, Any], _page_of=page_of, _lock=lock, **_: Any) -> None:
+            body = params.get("body") or {}
+            if isinstance(body, bytes):
+                body = body.decode()
+            if isinstance(body, str) and body.lstrip().startswith("{"):  # JSON protocols
+                body = json.loads(body)
+            if isinstance(body, str):  # the query protocol (IAM): the token is a form field
+                from urllib.parse import parse_qs
+
+                form = parse_qs(body)
+                token = next((form[k][0] for k in _TOKENS if k in form), None)
+            else:
+                token = next((body[k] for k in _TOKENS if body.get(k)), None)
+            with _lock:
+                context["fault_page"] = _page_of.get(token, 1) if token else 1
+                context["fault_token"] = token
+
+        def after(parsed: dict[str, Any], context: dict[str, Any], _fault=fault, _page_of=page_of, _lock=lock,
+                  **_: Any) -> None:
+            page = context.get("fault_page", 1)
+            lists = [k for k, v in parsed.items() if isinstance(v, list)]
+            token_key = next((k for k in _TOKENS if parsed.get(k)), None)
+            if _fault.get("empty"):
+                for k in lists:
+                    parsed[k] = []
+                _end(parsed)
+            elif _fault.get("cut_at_page") == page:
+                for k in lists:
+                    parsed[k] = parsed[k][: len(parsed[k]) // 2]
+                _end(parsed)
+            elif _fault.get("drop_next_at") == page:
+                _end(parsed)
+            elif _fault.get("repeat_next") and page >= 2 and context.get("fault_token"):
+                parsed[token_key or "NextToken"] = context["fault_token"]
+                if "IsTruncated" in parsed:
+                    parsed["IsTruncated"] = True
+            token = next((parsed[k] for k in _TOKENS if parsed.get(k)), None)
+            if token:
+                with _lock:
+                    _page_of.setdefault(token, page + 1)
+
+        hooks.append((f"before-call.{service}.{operation}", before))
+        hooks.append((f"after-call.{service}.{operation}", after))
+    return hooks
+
+
+def _end(parsed: dict[str, Any]) -> None:
+    for k in _TOKENS:
+        parsed.pop(k, None)
+    if "IsTruncated" in parsed:
+        parsed["IsTruncated"] = False

@@ -15,6 +15,17 @@ It follows GitHub's API reference where Attest depends on it:
 - GitHub App auth: `POST /app/installations/{id}/access_tokens` with an RS256 app JWT (iat/exp/iss),
   verified with the app's public key; installation tokens expire after `token_ttl` seconds.
 - A failure injected on the Nth request (`fail_at`, `fail_count`, `fail_status`, `fail_path`).
+- What an upstream incident or a buggy proxy does to a list (`state.faults`, or `create_app(faults=...)`),
+  keyed by the GraphQL connection ("membersWithRole", "teams", "repositories", "members" of a team,
+  "collaborators", "externalIdentities") or the REST view ("outside_collaborators", "team_repos", ...):
+  {"empty": True} no items and no next page; {"cut_at_page": k} page k with half its items and no next
+  page; {"drop_next_at": k} page k whole but `hasNextPage: false` / no rel="next"; {"repeat_next": True}
+  a next page that is the same page again (the same `endCursor` as the request's `after`; a rel="next"
+  equal to the request's URL). GitHub documents both forms of paging these break:
+  https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api (the Link header;
+  the last page has no rel="next") and https://docs.github.com/en/graphql/guides/using-pagination-in-the-graphql-api
+  (`pageInfo { hasNextPage endCursor }`). `state.echo_auth` makes error bodies echo the request's
+  Authorization header, as a debugging proxy's error page does.
 - Served both at the root (github.com layout: /orgs/..., /graphql) and under /api/v3 + /api/graphql
   (GitHub Enterprise Server layout).
 
@@ -203,6 +214,8 @@ class FakeGitHub:
         self.secondary_violations = 0
         self.failures: list[Injection] = []
         self.mutations: list[str] = []
+        self.faults: dict[str, dict[str, Any]] = {}  # list faults by connection or REST view (see the module doc)
+        self.echo_auth = False  # error bodies echo the request's Authorization header
 
     # -- setup --------------------------------------------------------------------------------------
     def add_user(self, uid: int, login: str, name: str | None = None, email: str | None = None) -> dict[str, Any]:
@@ -378,13 +391,15 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                token: str | None = None, token_ttl: float = 3600.0, rate_limit: int = 5000,
                rate_window: float = 3600.0, email: Callable[[int], str] | None = None,
                person_offset: int = 0, fail_at: int | None = None, fail_status: int = 500,
-               fail_count: int = 1, fail_path: str | None = None) -> Flask:
+               fail_count: int = 1, fail_path: str | None = None,
+               faults: dict[str, dict[str, Any]] | None = None) -> Flask:
     """The fake GitHub. `orgs` builds several orgs of the same size (people split between them).
 
     `fail_at=N` answers the Nth request (and `fail_count - 1` more, only those whose path contains
     `fail_path` when given) with `fail_status`; `app.github.inject_secondary(...)` injects a secondary limit.
     """
     state = FakeGitHub()
+    state.faults = dict(faults or {})
     if fail_at:
         state.inject_failure(at=fail_at, status=fail_status, count=fail_count, path=fail_path)
     person = _person
@@ -407,6 +422,9 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         body = {"message": message, "documentation_url": DOCS, "status": str(status)}
+        if state.echo_auth:  # the fault: a debugging proxy's error page quotes the request
+            body["message"] = f"{message} (request: Authorization: {request.headers.get('Authorization', '')})"
+            body["errors"] = [{"detail": f"token={request.headers.get('Authorization', '').partition(' ')[2]}"}]
         return Response(json.dumps(body), status, headers=headers or {}, mimetype="application/json")
 
     def ok(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -424,6 +442,15 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         last = max(1, -(-len(items) // per_page))
         chunk = items[(number - 1) * per_page: number * per_page]
         links = []
+        fault = state.faults.get((request.endpoint or "").removesuffix("_ghes")) or {}
+        if fault.get("empty"):
+            chunk, last = [], number
+        elif fault.get("cut_at_page") == number:
+            chunk, last = chunk[: len(chunk) // 2], number
+        elif fault.get("drop_next_at") == number:
+            last = number
+        if fault.get("repeat_next"):
+            return ok(chunk, headers={"Link": f'<{request.url}>; rel="next"'})
 
         def url(n: int) -> str:
             args = request.args.to_dict()
@@ -940,7 +967,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
 
     # -- GraphQL ---------------------------------------------------------------------------------------
     def connection(items: list[Any], first: int | None, after: str | None, make_edge: Callable[[Any], dict],
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                   extra: dict[str, Any] | None = None, name: str = "") -> dict[str, Any]:
         if first is None or first < 1 or first > 100:
             raise ValueError("You must provide a `first` or `last` value between 1 and 100 to properly paginate "
                              "this connection.")
@@ -951,14 +978,25 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             except (ValueError, IndexError) as exc:
                 raise ValueError(f"`{after}` does not appear to be a valid cursor.") from exc
         chunk = items[start:start + first]
+        more = start + first < len(items)
+        fault = state.faults.get(name) or {}
+        number = start // first + 1
+        if fault.get("empty"):
+            chunk, more = [], False
+        elif fault.get("cut_at_page") == number:
+            chunk, more = chunk[: len(chunk) // 2], False
+        elif fault.get("drop_next_at") == number:
+            more = False
         edges = []
         for k, item in enumerate(chunk):
             edge = make_edge(item)
             edge["cursor"] = base64.b64encode(f"cursor:{start + k}".encode()).decode()
             edges.append(edge)
         end = edges[-1]["cursor"] if edges else None
+        if fault.get("repeat_next"):  # the next page is this page again
+            more, end = True, after or base64.b64encode(b"cursor:-1").decode()
         return {"totalCount": len(items), "edges": edges, "nodes": [e["node"] for e in edges],
-                "pageInfo": {"hasNextPage": start + first < len(items), "endCursor": end,
+                "pageInfo": {"hasNextPage": more, "endCursor": end,
                              "hasPreviousPage": start > 0, "startCursor": edges[0]["cursor"] if edges else None},
                 **(extra or {})}
 
@@ -990,7 +1028,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 else:
                     ids = {**child, **ids}
             return connection(sorted(ids.items()), first, after,
-                              lambda item: {"role": item[1].upper(), "node": gql_user(item[0])})
+                              lambda item: {"role": item[1].upper(), "node": gql_user(item[0])}, name="members")
 
         parent = o.teams.get(t["parent"]) if t["parent"] else None
         return {"databaseId": t["id"], "slug": t["slug"], "name": t["name"], "description": t["description"],
@@ -1008,7 +1046,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 "permissionSources": [{"permission": GQL_PERMISSION[base_role(o, item[1])], "roleName": ROLE_NAME.get(item[1], item[1]),
                                        "source": {"__typename": "Repository", "databaseId": repo["id"],
                                                   "name": repo["name"]}}],
-                "node": gql_user(item[0])})
+                "node": gql_user(item[0])}, name="collaborators")
 
         return {"databaseId": repo["id"], "name": repo["name"], "nameWithOwner": f"{o.login}/{repo['name']}",
                 "isArchived": repo["archived"], "isPrivate": repo["private"], "isFork": repo["fork"],
@@ -1018,7 +1056,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         def members_with_role(info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
             return connection(sorted(o.members.items()), first, after, lambda item: {
                 "role": item[1].upper(), "hasTwoFactorEnabled": item[0] not in o.two_factor_disabled,
-                "node": gql_user(item[0])})
+                "node": gql_user(item[0])}, name="membersWithRole")
 
         def identities(info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
             items = sorted(o.saml_identities.items())
@@ -1026,14 +1064,14 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 "guid": f"guid-{o.id}-{item[0]}",
                 "samlIdentity": {"nameId": item[1]["nameId"], "username": item[1]["username"],
                                  "emails": [{"value": item[1]["email"], "primary": True, "type": "work"}]},
-                "user": gql_user(item[0]) if item[0] in o.members else None}})
+                "user": gql_user(item[0]) if item[0] in o.members else None}}, name="externalIdentities")
 
         def teams_(info: Any, first: int | None = None, after: str | None = None,
                    rootTeamsOnly: bool = False) -> dict[str, Any]:  # noqa: N803 - GraphQL argument name
             items = sorted(o.teams.values(), key=lambda t: t["id"])
             if rootTeamsOnly:
                 items = [t for t in items if not t["parent"]]
-            return connection(items, first, after, lambda t: {"node": gql_team(o, t)})
+            return connection(items, first, after, lambda t: {"node": gql_team(o, t)}, name="teams")
 
         def team(info: Any, slug: str) -> dict[str, Any] | None:
             t = o.team_by_slug(slug)
@@ -1041,7 +1079,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
 
         def repositories(info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
             return connection(sorted(o.repos.values(), key=lambda r: r["id"]), first, after,
-                              lambda r: {"node": gql_repo(o, r)})
+                              lambda r: {"node": gql_repo(o, r)}, name="repositories")
 
         return {"login": o.login, "databaseId": o.id, "name": o.login.title(),
                 "membersWithRole": members_with_role,

@@ -19,7 +19,15 @@ What it serves, as Okta documents it:
 
 Faults for tests (`OktaFake.faults`): a 500 on the Nth request or on requests whose path starts with a
 prefix, a 429 storm (every request answered 429 for a few seconds, with a short reset), and OAuth tokens
-issued without some scope. The org is deterministic and sized by parameters (benchmarks build 20,000
+issued without some scope. What an upstream incident or a buggy proxy does to a list (`faults.lists`, or
+`create_app(faults=...)`, keyed by the PAGE_LIMITS name of the listing: "users", "groups", "group_users",
+"apps", "app_users", ...): {"empty": True} answers 200 with [] and no next link; {"cut_at_page": k} answers
+page k with half its items and no rel="next"; {"drop_next_at": k} answers page k whole but without
+rel="next"; {"repeat_next": True} gives every page a rel="next" pointing at that same page again (as seen
+against Okta's own example payloads). `faults.echo_auth` makes error bodies echo the request's
+Authorization header, as a debugging proxy's error page does. Okta itself documents the Link header
+paging these break: https://developer.okta.com/docs/api/#pagination (RFC 8288 links, rel="self" and
+rel="next", the last page has no "next"). The org is deterministic and sized by parameters (benchmarks build 20,000
 users / 2,000 groups / 200 apps / 200,000 memberships).
 """
 
@@ -114,6 +122,8 @@ class Faults:
     storm_seconds: float = 1.0  # ...this long
     storm_until: float = 0.0
     drop_scopes: set[str] = field(default_factory=set)  # OAuth tokens are issued without these scopes
+    lists: dict[str, dict[str, Any]] = field(default_factory=dict)  # listing -> empty/cut_at_page/drop_next_at/repeat_next
+    echo_auth: bool = False  # error bodies echo the request's Authorization header (a proxy's debug page)
 
 
 @dataclass
@@ -378,6 +388,8 @@ class OktaFake:
             self.requests += 1
             n = self.requests
         response = self._dispatch(request, n)
+        if self.faults.echo_auth and response.status_code >= 400:
+            _echo_auth(response, request)
         with self.lock:
             self.log.append((request.method, request.path, response.status_code))
         return response(environ, start_response)
@@ -744,9 +756,21 @@ class OktaFake:
             except ValueError:
                 start = len(ids)  # a cursor past the end (its item was removed meanwhile): nothing after it
         chunk = ids[start:start + limit]
+        more = start + limit < len(ids) and bool(chunk)
+        fault = self.faults.lists.get(kind) or {}
+        number = start // limit + 1  # every page before the last is full
+        if fault.get("empty"):
+            chunk, more = [], False
+        elif fault.get("cut_at_page") == number:
+            chunk, more = chunk[: len(chunk) // 2], False
+        elif fault.get("drop_next_at") == number:
+            more = False
         response = _json([render(i) for i in chunk], rate)
-        links = [f'<{base}{request.full_path.rstrip("?")}>; rel="self"']
-        if start + limit < len(ids) and chunk:
+        self_url = f'{base}{request.full_path.rstrip("?")}'
+        links = [f'<{self_url}>; rel="self"']
+        if fault.get("repeat_next"):
+            links.append(f'<{self_url}>; rel="next"')
+        elif more:
             params = {k: v for k, v in request.args.items() if k not in ("after", "limit")}
             params.update({"after": _b64e(chunk[-1]), "limit": str(limit)})
             links.append(f'<{base}{request.path}?{urlencode(params)}>; rel="next"')
@@ -823,6 +847,18 @@ def _limit(raw: str | None, default: int, cap: int) -> int:
     return max(1, min(value, cap))
 
 
+def _echo_auth(response: Response, request: Request) -> None:
+    """The fault `echo_auth`: the error body quotes the request's headers, Authorization included."""
+    try:
+        body = json.loads(response.get_data(as_text=True) or "{}")
+    except ValueError:
+        body = {}
+    header = request.headers.get("Authorization", "")
+    body["errorSummary"] = f"{body.get('errorSummary', 'Error')} (request headers: Authorization: {header})"
+    body["errorCauses"] = [{"errorSummary": f"debug: token={header.partition(' ')[2]}"}]
+    response.set_data(json.dumps(body))
+
+
 def _rate_headers(response: Response, rate: tuple[int, int, int]) -> None:
     limit, remaining, reset = rate
     response.headers["X-Rate-Limit-Limit"] = str(limit)
@@ -872,11 +908,14 @@ def _coprime_step(n: int, seed: int) -> int:
     return step
 
 
-def create_app(demo: bool = False, **options: Any) -> OktaFake:
-    """A WSGI app serving a fake Okta org. demo=True: a few hundred people with every kind of access."""
+def create_app(demo: bool = False, faults: dict[str, dict[str, Any]] | None = None, **options: Any) -> OktaFake:
+    """A WSGI app serving a fake Okta org. demo=True: a few hundred people with every kind of access.
+    `faults`: list faults by listing (see Faults.lists)."""
     if demo:
         options.setdefault("users", 300)
         options.setdefault("groups", 40)
         options.setdefault("apps", 14)
         options.setdefault("memberships", 2400)
-    return OktaFake(**options)
+    fake = OktaFake(**options)
+    fake.faults.lists = dict(faults or {})
+    return fake
