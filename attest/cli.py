@@ -177,12 +177,14 @@ def sources_test(name: str) -> None:
             connector = build_connector(source, _state().settings)
         except SourceError as exc:
             _fail(str(exc))
+    from attest.redact import redact
+
     try:
         connector.validate()
-    except (ConnectorError, ValueError) as exc:
-        _fail(f"{name}: {exc}")
+    except (ConnectorError, ValueError) as exc:  # the upstream's words, without a secret it may echo
+        _fail(f"{name}: {redact(exc, connector.secrets)}")
     except Exception as exc:  # network errors and the like: say what, not a traceback
-        _fail(f"{name}: {type(exc).__name__}: {exc}")
+        _fail(f"{name}: {type(exc).__name__}: {redact(exc, connector.secrets)}")
     finally:
         connector.close()
     click.echo(f"{name}: ok ({connector.calls} API calls)")
