@@ -113,7 +113,7 @@ class Page(HTMLParser):
             self._link = [a.get("href") or "", ""]
         elif tag == "form":
             self.forms.append({"action": a.get("action") or "", "method": (a.get("method") or "get").lower(),
-                               "id": a.get("id"), "fields": {}})
+                               "fields": {}})
         elif tag in ("input", "button") and self.forms and a.get("name"):
             self.forms[-1]["fields"].setdefault(a["name"], a.get("value") or "")
         if tag == "span" and "navbar-text" in (a.get("class") or ""):
@@ -211,7 +211,7 @@ def check_services(browser: Browser, ports: dict[str, int]) -> list[str]:
 def check_sso(browser: Browser) -> list[str]:
     status, url, body = browser.request(f"{WEB}/login")
     if status != 200:
-        raise CheckFailed(f"web UI: GET /login answered {status}")
+        raise CheckFailed(f"web UI: GET /login answered {status}: {body[:300]}")
     sso = [href for href, text in Page(body).links if text.startswith("Sign in with")]
     if not sso:
         raise CheckFailed("web UI: the sign-in page offers no single sign-on (no 'Sign in with ...' link): "
@@ -236,7 +236,8 @@ def check_sso(browser: Browser) -> list[str]:
         raise CheckFailed(f"SSO: {MANAGER} signed in with roles beyond a manager's: {who}")
     if "campaign-card" not in body:
         raise CheckFailed(f"SSO: {MANAGER} signed in ({who}) but /reviews lists no campaign to review")
-    return [f"SSO: GET /login -> {sso[0]} -> demo IdP form -> callback -> {path}: signed in as {who}, "
+    return [f"web UI: GET /login 200 (port {urllib.parse.urlsplit(WEB).port})",
+            f"SSO: GET /login -> {sso[0]} -> demo IdP form -> callback -> {path}: signed in as {who}, "
             "a campaign to review"]
 
 
@@ -290,13 +291,8 @@ def main() -> int:
     try:
         took = wait_until_up(proc, ports)
         lines.append(f"make run: the web UI and {len(ports) - 1} sandbox services listen after {took:.0f} s")
-        browser = Browser()
-        status, _, body = browser.request(f"{WEB}/login")
-        if status != 200:
-            raise CheckFailed(f"web UI: GET /login answered {status}")
-        lines.append(f"web UI: GET /login 200 (port {ports['web']})")
-        lines += check_services(browser, ports)
         lines += check_sso(Browser())
+        lines += check_services(Browser(), ports)
     except CheckFailed as exc:
         error = str(exc)
     finally:
