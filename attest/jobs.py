@@ -492,6 +492,10 @@ def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, li
         specs = job_table(session)
     out: dict[str, list[str]] = reconcile(ctx.scheduler, ctx.factory, specs)
     out["taken_over"] = take_over(ctx.scheduler, ctx.factory, now, specs)
+    from attest.entitlements.sync import sweep_interrupted
+
+    with transaction(ctx.factory) as session:  # syncs whose process died: their sources may sync again
+        out["interrupted_runs"] = [str(run_id) for run_id in sweep_interrupted(session, utcnow())]
     return out
 
 

@@ -85,6 +85,9 @@ class SyncRun(Base):
     notes: Mapped[list[str]] = mapped_column(JSONType, default=list)
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
     triggered_by: Mapped[str | None] = mapped_column(String(200))
+    # a running sync's last sign of life, and the process running it (host:pid); see sync.sweep_interrupted
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    holder: Mapped[str | None] = mapped_column(String(200))
 
     source: Mapped[Source] = relationship(foreign_keys=[source_id])
 

@@ -44,6 +44,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -665,7 +666,9 @@ def send_due(factory: sessionmaker[Session], settings: Settings, now: datetime |
     try:
         # one connection for the run (NullPool on SQLite would open and close one per mail), a short
         # transaction per mail
-        with factory.kw["bind"].connect() as conn, factory(bind=conn) as session:
+        bind = factory.kw.get("bind")
+        with (bind.connect() if isinstance(bind, Engine) else contextlib.nullcontext(bind)) as conn, \
+                factory(bind=conn) as session:
             for n in due.notices:
                 if mailer.down:
                     break
