@@ -114,8 +114,7 @@ def test_a_long_run_that_keeps_beating_is_never_taken_for_dead(fresh_db, monkeyp
 
     class Slow(ListConnector):
         def sync(self):
-            for rec in super().sync():
-                yield rec
+            yield from super().sync()
             # the run reads on while a minute passes on the sweep's clock: it has beaten meanwhile
             started = _running(fresh_db.factory)
             deadline = time.monotonic() + 10
