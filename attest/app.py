@@ -44,6 +44,9 @@ ERROR_TEXT = {
 }
 
 
+RETRY_AFTER_SECONDS = 30
+
+
 def register_errors(app: Flask) -> None:
     from flask import jsonify, render_template
     from flask_wtf.csrf import CSRFError
@@ -68,8 +71,28 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unhandled(exc):
+        from attest.db import unavailable
+
+        if unavailable(exc):
+            return database_unavailable(exc)
         logging.getLogger("attest").exception("unhandled error on %s %s", request.method, request.path)
         return render(500)
+
+    def database_unavailable(exc: BaseException):
+        """The database is down, unreachable or locked: a 503 in Attest's style that says the last action may
+        not have been saved, with Retry-After; nothing on the way reads the database."""
+        logging.getLogger("attest").error("database unavailable on %s %s: %s", request.method, request.path,
+                                          str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+        # the signed-in user cannot be loaded now: templates (Flask-Login's context processor) must not try again
+        g._login_user = login_manager.anonymous_user()
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        message = ("The database is unavailable. What you were saving may not have been saved: check once "
+                   "Attest answers again.")
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            return jsonify(error="Database unavailable", message=message, status=503), 503, retry
+        if request.headers.get("HX-Request") == "true":
+            return message, 503, {**retry, "Content-Type": "text/plain; charset=utf-8"}
+        return render_template("errors/unavailable.html", retry_after=RETRY_AFTER_SECONDS), 503, retry
 
 
 def register_config(app: Flask, settings: Settings) -> None:

@@ -470,8 +470,24 @@ class AttestGroup(FlaskGroup):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except Exception:
+        except Exception as exc:
             import logging
+
+            from attest.db import describe_url, unavailable, unmigrated
+
+            if unavailable(exc) or unmigrated(exc):  # one line, not a page of chained tracebacks
+                try:
+                    url = describe_url(current_app.extensions["attest"].settings.database_url)
+                except Exception:
+                    url = describe_url(os.environ.get("ATTEST_DATABASE_URL", "")) or "the database"
+                why = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+                if unavailable(exc):
+                    click.secho(f"error: the database ({url}) cannot be reached: {why}. Nothing was changed; "
+                                "run the command again once the database answers.", fg="red", err=True)
+                else:
+                    click.secho(f"error: the database ({url}) is not set up for this version of Attest ({why}): "
+                                "run `attest db upgrade` first. Nothing was changed.", fg="red", err=True)
+                sys.exit(3)
 
             logging.getLogger("attest.cli").exception("attest %s failed unexpectedly",
                                                       ctx.invoked_subcommand or "")

@@ -151,6 +151,56 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+# What each driver says when the database itself cannot be reached (rather than a query being wrong):
+# psycopg 3 and SQLite's own words. `unavailable()` is the one place that decides it.
+_UNAVAILABLE = (
+    "could not connect", "connection refused", "connection failed", "server closed the connection",
+    "terminating connection", "connection timeout", "timeout expired", "no route to host", "name or service not known",
+    "the database system is starting up", "the database system is shutting down", "connection is closed",
+    "consuming input failed", "unable to open database file", "database is locked", "disk i/o error",
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when `exc` (from SQLAlchemy or a driver) means the database cannot be reached or used right
+    now (down, unreachable, restarting, locked past the busy timeout) rather than a wrong query."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, OperationalError | InterfaceError) or type(exc).__name__ in ("OperationalError",
+                                                                                         "InterfaceError"):
+            text = str(getattr(exc, "orig", None) or exc).lower()
+            if any(words in text for words in _UNAVAILABLE):
+                return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def unmigrated(exc: BaseException) -> bool:
+    """True when `exc` says a table Attest needs is missing: a database that was never set up with
+    `attest db upgrade` (SQLite: "no such table"; PostgreSQL: UndefinedTable)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    text = str(exc.orig or exc).lower()
+    return "no such table" in text or type(exc.orig).__name__ == "UndefinedTable"
+
+
+def describe_url(url: str) -> str:
+    """A database URL as it may be shown: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(an unreadable ATTEST_DATABASE_URL)"
+
+
 def dialect_name(session_or_engine: Session | Engine) -> str:
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from attest.entitlements import queries
 from attest.entitlements.models import Source, SyncRun
-from attest.web import db
+from attest.web import db, state
 
 bp = Blueprint("home", __name__)
 
@@ -30,5 +30,17 @@ def index():
 
 @bp.get("/healthz")
 def healthz():
-    db().execute(select(1))
+    """Liveness: this process answers. Reads nothing (a load balancer must not restart every web worker
+    because the database is down: /readyz says that)."""
     return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness, as JSON: 200 when the database answers and its schema is this version's; 503 otherwise.
+    Also says whether a scheduler holds its leases (jobs run), without failing on it: web pages work
+    without one."""
+    from attest import readiness
+
+    report = readiness.check(state().engine)
+    return report, 200 if report["ready"] else 503, ({} if report["ready"] else {"Retry-After": "30"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ def db() -> Session:
 def close_db(_exc: BaseException | None = None) -> None:
     session = g.pop("db", None)
     if session is not None:
-        session.close()
+        try:
+            session.close()
+        except Exception as exc:  # the database went away under the request: the answer was sent already
+            logging.getLogger("attest").warning("closing the request's database session failed: %s", exc)
 
 
 @contextmanager

@@ -147,6 +147,7 @@ def _post(path: str, *datas: dict[str, str]) -> Callable[[View], Iterator[Req]]:
 ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "static": (PUBLIC, _get("/static/js/inbox.js")),
     "home.healthz": (PUBLIC, _get("/healthz")),
+    "home.readyz": (PUBLIC, _get("/readyz")),
     "auth.login": (PUBLIC, lambda v: iter([Req("GET", "/login"), Req("POST", "/login", {"email": "x@acme.example",
                                                                                          "password": "wrong"})])),
     "auth.oidc_login": (PUBLIC, _get("/login/oidc")),
