@@ -42,6 +42,7 @@ from sqlalchemy import (
     Table,
     Unicode,
     and_,
+    func,
     insert,
     inspect,
     or_,
@@ -239,6 +240,7 @@ FIXED_JOBS = (
     JobSpec("campaigns:close", "close", "* * * * *"),
     JobSpec("notify:send", "notify", "*/2 * * * *"),
     JobSpec("audit:checkpoint", "checkpoint", "* * * * *"),
+    JobSpec("evidence:export", "evidence", "* * * * *"),
 )
 REMEDIATION = JobSpec("remediation:run", "remediation", "*/5 * * * *")
 
@@ -485,6 +487,40 @@ def job_checkpoint(ctx: JobContext, spec: JobSpec, now: datetime) -> str:
     return f"checkpoint {written.name} (seq {written.seq})" if written else "no new audit events"
 
 
+EVIDENCE_LINGER = 50.0  # seconds a scheduler's evidence job keeps looking for new exports (every 2 s)
+
+
+def job_evidence(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, Any]:
+    """Build the evidence bundles asked for on the web (attest.audit.export_jobs), one at a time, under this
+    job's lease; in a scheduler process, keep looking for new ones for most of the minute so an export
+    starts within seconds of being asked for. Also requeues exports whose process died and removes
+    expired bundles and partial files."""
+    from attest.audit import export_jobs
+
+    def wait(seconds: float) -> None:
+        with ctx.runs:
+            ctx.runs.wait_for(lambda: ctx.stopping, timeout=seconds)
+
+    out = export_jobs.run_pending(ctx.factory, ctx.settings, ctx.holder, now,
+                                  linger=EVIDENCE_LINGER if ctx.scheduler is not None else 0.0,
+                                  stopping=lambda: ctx.stopping, wait=wait)
+    failed = [str(i) for i, outcome in out["built"] if outcome == "failed"]
+    if failed:
+        raise JobError(f"evidence exports failed: {', '.join(failed)} (the error is on each export)")
+    return out
+
+
+SCHEDULER_SEEN_WITHIN = timedelta(minutes=3)
+
+
+def scheduler_last_seen(session: Session) -> datetime | None:
+    """When a scheduler process last started a job that every scheduler runs each minute (its reconcile, or
+    the evidence job): None when none ever did. Pages that wait for the scheduler tell it apart from a
+    scheduler that is not running."""
+    names = (RECONCILE.id, "evidence:export")
+    return session.scalar(select(func.max(JobLease.last_started_at)).where(JobLease.name.in_(names)))
+
+
 def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, list[str]]:
     if ctx.scheduler is None:
         return {"added": [], "changed": [], "removed": [], "taken_over": []}
@@ -520,7 +556,8 @@ def take_over(scheduler: Any, factory: sessionmaker[Session], now: datetime, spe
         spec = by_id[job_id]
         log.warning("job %s: its holder stopped renewing the lease; taking over now", job_id)
         scheduler.add_job(scheduled_run, trigger="date", run_date=now, args=spec.args, id=f"{job_id}:takeover",
-                          name=f"{job_id} (takeover)", replace_existing=True, misfire_grace_time=MISFIRE_GRACE)
+                          name=f"{job_id} (takeover)", replace_existing=True, misfire_grace_time=MISFIRE_GRACE,
+                          jobstore="local")
     return stale
 
 
@@ -532,6 +569,7 @@ JOBS: dict[str, Callable[[JobContext, JobSpec, datetime], Any]] = {
     "remediation": job_remediation,
     "reconcile": job_reconcile,
     "checkpoint": job_checkpoint,
+    "evidence": job_evidence,
 }
 
 
@@ -612,12 +650,14 @@ def _shared_job_store(engine: Any):
 def make_scheduler(engine: Any, factory: sessionmaker[Session], settings: Any, holder: str = HOLDER):
     """A paused-ready BackgroundScheduler on the app database's job store, and its JobContext."""
     from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
     if not inspect(engine).has_table(APSCHEDULER_TABLE):
         raise SchedulerError("the database has no scheduler tables yet: run `attest db upgrade` first")
     scheduler = BackgroundScheduler(
-        jobstores={"default": _shared_job_store(engine)},
+        # "local": this process's one-off runs (take_over), which no other scheduler may see or remove
+        jobstores={"default": _shared_job_store(engine), "local": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(max_workers=8)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE},
         timezone=UTC,
@@ -636,6 +676,7 @@ def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *,
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler, ctx = make_scheduler(engine, factory, settings, holder)
     _RUNTIME = ctx
+    _start_sweep(factory, settings)
     scheduler.start(paused=True)
     try:
         run_job(ctx, RECONCILE, use_slot=False)
@@ -656,6 +697,19 @@ def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *,
         _stop(scheduler, ctx)
         _RUNTIME = None
     return scheduler
+
+
+def _start_sweep(factory: sessionmaker[Session], settings: Any) -> None:
+    """At start: what a killed evidence export left behind (its partial files; its row, requeued or failed)."""
+    from attest.audit.export_jobs import sweep
+
+    try:
+        swept = sweep(factory, settings, utcnow())
+    except Exception as exc:
+        log.warning("scheduler start: the evidence export sweep failed (it runs again each minute): %s", exc)
+        return
+    if any(swept.values()):
+        log.info("scheduler start: evidence exports %s", {k: v for k, v in swept.items() if v})
 
 
 def _stop(scheduler: Any, ctx: JobContext) -> None:
