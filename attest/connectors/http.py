@@ -6,6 +6,13 @@
   (doubling while the same request keeps being refused), then retries; other threads hold back meanwhile.
   When the remaining budget falls under `slowdown_below` of the limit, requests are spaced so the budget
   lasts until the reset.
+- Rate-limit state is kept per budget (`rates`, keyed by `budget(method, url)`; the response may name its
+  budget itself, `budget_header`, e.g. GitHub's `x-ratelimit-resource`: core, graphql, search...), so one
+  exhausted budget never slows the calls that draw on another. Without `budget` there is one budget, "".
+- Redirects (`follow_redirects`): 301/302/307/308 are re-issued with the same method and body to
+  `Location` (GitHub: "the request should be repeated verbatim"), at most `max_redirects` times and only
+  on the same origin (credentials never go to another host); a redirect not followed is an HttpError,
+  never a success.
 - Transient failures (5xx, timeouts, connection resets) are retried with exponential back-off.
 - Any other 4xx raises HttpError at once with the status, the vendor's error body and the request.
 - `calls` counts every request sent, retries included; it is thread-safe, and `max_concurrency`
@@ -146,6 +153,9 @@ class RateLimitState:
     reset_at: float | None = None
 
 
+REDIRECTS = (301, 302, 307, 308)
+
+
 class HttpClient:
     def __init__(
         self,
@@ -163,6 +173,10 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
         max_pages: int = MAX_PAGES,
+        budget: Callable[[str, str], str] | None = None,
+        budget_header: str | None = None,
+        follow_redirects: bool = False,
+        max_redirects: int = 5,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth_header = auth_header
@@ -185,7 +199,11 @@ class HttpClient:
         self.calls = 0
         self.waits: list[float] = []  # every rate-limit wait, for reports and tests
         self._hold_until = 0.0  # after a rate limit, every thread holds back until then (monotonic)
-        self.rate = RateLimitState()
+        self.budget = budget or (lambda method, url: "")
+        self.budget_header = budget_header
+        self.rates: dict[str, RateLimitState] = {}  # budget -> its last observed state
+        self.follow_redirects = follow_redirects
+        self.max_redirects = max_redirects
 
     def close(self) -> None:
         self._client.close()
@@ -202,20 +220,27 @@ class HttpClient:
                     return None
         return None
 
-    def _observe(self, response: httpx.Response) -> None:
+    @property
+    def rate(self) -> RateLimitState:
+        """The state of the one budget of a client without `budget` (the last observed one otherwise)."""
+        return self.rates.get("") or next(reversed(self.rates.values()), RateLimitState())
+
+    def _observe(self, response: httpx.Response, key: str) -> None:
         h = response.headers
         limit = self._header_int(h, "x-rate-limit-limit", "x-ratelimit-limit")
         remaining = self._header_int(h, "x-rate-limit-remaining", "x-ratelimit-remaining")
         reset = self._header_int(h, "x-rate-limit-reset", "x-ratelimit-reset")
         if remaining is None:
             return
+        if self.budget_header and h.get(self.budget_header):
+            key = h[self.budget_header]
         with self._lock:
-            self.rate = RateLimitState(limit, remaining, float(reset) if reset is not None else None)
+            self.rates[key] = RateLimitState(limit, remaining, float(reset) if reset is not None else None)
 
-    def _pace(self) -> None:
+    def _pace(self, key: str) -> None:
         """Spread the remaining budget over the time left when it runs low."""
-        state = self.rate
-        if not state.limit or state.remaining is None or state.reset_at is None:
+        state = self.rates.get(key)
+        if state is None or not state.limit or state.remaining is None or state.reset_at is None:
             return
         if state.remaining > state.limit * self.slowdown_below:
             return
@@ -260,8 +285,10 @@ class HttpClient:
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         attempt = 0
         limited = 0  # rate-limit refusals of this request
+        redirects = 0
+        key = self.budget(method, str(url))
         while True:
-            self._pace()
+            self._pace(key)
             hold = self._hold_until - time.monotonic()
             if hold > 0:  # another thread was told to wait: do not send into the limit
                 self.sleep(hold)
@@ -282,7 +309,14 @@ class HttpClient:
                 kwargs["headers"] = headers
                 continue
             kwargs["headers"] = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            self._observe(response)
+            self._observe(response, key)
+            if response.status_code in REDIRECTS:
+                if not self.follow_redirects:  # never a success: the request did not reach what it meant
+                    raise HttpError(response.status_code, method, str(response.url), _body(response),
+                                    response.headers, secrets=sent)
+                url = self._redirect_target(method, str(url), response, redirects, sent)
+                redirects += 1
+                continue
             if self._is_rate_limited(response):
                 attempt += 1
                 if attempt > self.max_retries + 4:
@@ -308,6 +342,26 @@ class HttpClient:
                 raise HttpError(response.status_code, method, str(response.url), _body(response), response.headers,
                                 secrets=sent)
             return response
+
+    def _redirect_target(self, method: str, url: str, response: httpx.Response, hops: int,
+                         sent: list[str]) -> str:
+        """Where a 301/302/307/308 sends the same request: same origin only, at most `max_redirects` hops."""
+        location = response.headers.get("location")
+        if not location:
+            raise HttpError(response.status_code, method, str(response.url), "a redirect without a Location",
+                            response.headers, secrets=sent)
+        target = response.url.join(location)
+        origin = self._client.base_url
+        if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
+            raise HttpError(response.status_code, method, str(response.url),
+                            f"redirected to another host ({target.scheme}://{target.host}); not followed, so the "
+                            "credentials are not sent there", response.headers, secrets=sent)
+        if hops >= self.max_redirects:
+            raise HttpError(response.status_code, method, str(response.url),
+                            f"more than {self.max_redirects} redirects", response.headers, secrets=sent)
+        log.info("%s %s redirected (HTTP %s) to %s", method, _redact_url(str(response.url)), response.status_code,
+                 _redact_url(str(target)))
+        return str(target)
 
     @staticmethod
     def _backoff(attempt: int) -> float:
