@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from attest.audit.log import ChainProblem, event_dict, verify_events
+from attest.audit.log import ChainProblem, iter_events, verify_events
 from attest.audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from attest.config import Settings
 from attest.db import canonical_json, utcnow
@@ -258,15 +258,7 @@ def write_checkpoint(session: Session, key: Ed25519PrivateKey, store: Checkpoint
 
 def _events(session: Session, start: int, stop: int, batch: int = 5000) -> Iterator[dict[str, Any]]:
     """Events seq start..stop in order, as dicts, a batch at a time."""
-    last = start - 1
-    while True:
-        rows = session.scalars(select(AuditEvent).where(AuditEvent.seq > last, AuditEvent.seq <= stop)
-                               .order_by(AuditEvent.seq).limit(batch)).all()
-        if not rows:
-            return
-        for ev in rows:
-            yield event_dict(ev)
-        last = rows[-1].seq
+    return iter_events(session, AuditEvent.seq <= stop, after=start - 1, batch=batch)
 
 
 # --- verifying -------------------------------------------------------------------------------------------

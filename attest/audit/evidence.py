@@ -47,7 +47,7 @@ from sqlalchemy import Text as SAText
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from attest import __version__, exports
-from attest.audit.log import GENESIS, event_dict, event_hash, verify_chain
+from attest.audit.log import GENESIS, event_dict, event_hash, iter_events, verify_chain
 from attest.audit.models import AuditEvent, AuditHead
 from attest.config import Settings
 from attest.db import canonical_json, transaction, utcnow
@@ -383,16 +383,7 @@ def _write_remediations(session: Session, zf: zipfile.ZipFile, campaign_id: int)
 
 
 def iter_campaign_events(session: Session, campaign_id: int, batch: int = 5000) -> Iterator[dict[str, Any]]:
-    last = 0
-    while True:
-        rows = session.scalars(select(AuditEvent).where(AuditEvent.campaign_id == campaign_id, AuditEvent.seq > last)
-                               .order_by(AuditEvent.seq).limit(batch)).all()
-        if not rows:
-            return
-        for ev in rows:
-            yield event_dict(ev)
-        last = rows[-1].seq
-        session.expunge_all()
+    return iter_events(session, AuditEvent.campaign_id == campaign_id, batch=batch, expunge=True)
 
 
 def _write_audit(session: Session, zf: zipfile.ZipFile, campaign_id: int) -> tuple[_Member, dict[str, Any]]:

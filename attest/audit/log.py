@@ -243,15 +243,21 @@ def event_dict(ev: AuditEvent) -> dict[str, Any]:
     }
 
 
-def iter_events(session: Session, batch: int = 5000) -> Iterator[dict[str, Any]]:
-    last = 0
+def iter_events(session: Session, *where: Any, after: int = 0, batch: int = 5000,
+                expunge: bool = False) -> Iterator[dict[str, Any]]:
+    """The events after seq `after` matching `where`, in chain order, as dicts, a keyset batch at a time
+    (`expunge`: forget each batch's rows, for exports that read millions)."""
+    last = after
     while True:
-        rows = session.scalars(select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)).all()
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.seq > last, *where)
+                               .order_by(AuditEvent.seq).limit(batch)).all()
         if not rows:
             return
         for ev in rows:
             yield event_dict(ev)
         last = rows[-1].seq
+        if expunge:
+            session.expunge_all()
 
 
 def verify_chain(session: Session) -> ChainProblem | None:
