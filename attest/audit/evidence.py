@@ -47,7 +47,7 @@ from sqlalchemy import Text as SAText
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from attest import __version__, exports
-from attest.audit.log import GENESIS, event_dict, event_hash, iter_events, verify_chain
+from attest.audit.log import GENESIS, event_hash, iter_events, verify_chain
 from attest.audit.models import AuditEvent, AuditHead
 from attest.config import Settings
 from attest.db import canonical_json, transaction, utcnow
