@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from flask import Flask
@@ -38,6 +39,19 @@ class ListConnector(BaseConnector):
             if i % 100 == 0:
                 self.calls += 1
             yield rec
+
+
+class Clock:
+    """A clock a test moves by hand (inject it where the code takes one): no sleeps."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
 
 
 def make_source(session: Session, name: str = "src", kind: str = "demo", authoritative: bool = False,

@@ -11,29 +11,17 @@ The clock is injected through `app.config["ATTEST_CLOCK"]`: no sleeps.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from attest.audit.models import AuditEvent
 from attest.auth.login import UserError, create_admin, hash_password
-from tests.factories import make_user
+from tests.factories import Clock, make_user
 
 PASSWORD = "correct horse battery staple"
 ADMIN = "admin@acme.example"
 ACCOUNT_LIMIT = 12
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture

@@ -6,27 +6,14 @@ The clock is injected through `app.config["ATTEST_CLOCK"]`: no sleeps.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from sqlalchemy import select
 
 from attest.auth.models import UserSession
-from tests.factories import login_as, make_user
+from tests.factories import Clock, login_as, make_user
 
 PASSWORD = "correct horse battery staple"
 COOKIE = "attest_session"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture
