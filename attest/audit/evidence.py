@@ -28,12 +28,15 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
+import socket
 import statistics
 import tempfile
 import time
 import zipfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +85,84 @@ EXCLUSION_COLUMNS = ("grant_id", "system", "grant_key", "account", "reason")
 
 class EvidenceError(ValueError):
     """The bundle cannot be built (unknown campaign, no signing key); nothing was written."""
+
+
+# export_bundle reports its progress as (phase, items written, items in the campaign)
+Progress = Callable[[str, int, int], None]
+PHASES = ("starting", "items.csv", "items.xlsx", "exclusions", "audit", "chain", "report", "signing")
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+# --- partial files of an export that was killed -------------------------------------------------------------
+# export_bundle writes `.evidence-<host>.<pid>.<random>.zip.part` and a folder `.evidence-<host>.<pid>.<random>/`
+# next to its output and renames the zip into place at the end; a killed export leaves both behind.
+# `remove_partials` (at the start of each export, of `attest evidence export` and of the scheduler) removes
+# those of processes of this host that are gone, and legacy ones (no host and pid) older than an hour.
+
+PARTIAL_PREFIX = ".evidence-"
+LEGACY_PARTIAL_AGE = 3600.0  # seconds
+_PARTIAL = re.compile(r"^\.evidence-(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:60] or "host"
+
+
+def _partial_prefix() -> str:
+    return f"{PARTIAL_PREFIX}{_host()}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def remove_partials(directory: str | os.PathLike, now: float | None = None) -> list[str]:
+    """Remove what killed exports left in `directory`: their `.evidence-*.zip.part` files and `.evidence-*/`
+    folders, when the process that wrote them (named in the file name) is no longer running on this host;
+    unnamed (older versions') leftovers once they are an hour old. Returns the names removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    now = time.time() if now is None else now
+    host, removed = _host(), []
+    for entry in directory.iterdir():
+        name = entry.name
+        if not name.startswith(PARTIAL_PREFIX):
+            continue
+        if not (name.endswith(".zip.part") or entry.is_dir()):
+            continue
+        m = _PARTIAL.match(name)
+        if m:
+            if m["host"] != host or _pid_alive(int(m["pid"])):
+                continue
+        else:
+            try:
+                if now - entry.lstat().st_mtime < LEGACY_PARTIAL_AGE:
+                    continue
+            except OSError:
+                continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(name)
+    return sorted(removed)
 
 
 # --- keys -----------------------------------------------------------------------------------------
@@ -293,17 +374,20 @@ def _stream_items(session: Session, campaign_id: int, dialect: str, batch: int =
         cur.close()
 
 
-def _write_items_csv(session: Session, zf: zipfile.ZipFile, campaign_id: int, dialect: str) -> _Member:
+def _write_items_csv(session: Session, zf: zipfile.ZipFile, campaign_id: int, dialect: str,
+                     progress: Progress = _no_progress, total: int = 0) -> _Member:
     out = _Text(zf, "items.csv")
     writer = exports.writer(out.text, ITEM_COLUMNS, lineterminator="\n")
     rows = 0
     for part in _stream_items(session, campaign_id, dialect):
         writer.writerows(part)
         rows += len(part)
+        progress("items.csv", rows, total)
     return out.close(rows)
 
 
-def _write_items_xlsx(session: Session, path: str, campaign_id: int, dialect: str, campaign_name: str) -> int:
+def _write_items_xlsx(session: Session, path: str, campaign_id: int, dialect: str, campaign_name: str,
+                      progress: Progress = _no_progress, total: int = 0) -> int:
     import xlsxwriter
 
     wb = xlsxwriter.Workbook(path, {
@@ -346,6 +430,7 @@ def _write_items_xlsx(session: Session, path: str, campaign_id: int, dialect: st
                 else:
                     write_number(sheet_rows, col, value, None)
         rows += len(part)
+        progress("items.xlsx", rows, total)
     if sheet is None:
         new_sheet()
     wb.close()
@@ -719,8 +804,14 @@ def export_bundle(
     out_path: str | os.PathLike,
     actor: str = "system",
     check_chain: bool = True,
+    progress: Progress | None = None,
 ) -> ExportResult:
-    """Write the signed evidence zip of a campaign to `out_path` (atomically: a temp file, then rename)."""
+    """Write the signed evidence zip of a campaign to `out_path` (atomically: a temp file, then rename).
+
+    The zip (mode 0600) and a scratch folder for items.xlsx are written next to `out_path`, named after this
+    process (`remove_partials` removes them once it is gone). `progress(phase, items written, items)` is
+    called at each phase (PHASES) and after each batch of items, from this thread."""
+    report = progress or _no_progress
     key = load_signing_key(settings)
     pub = key.public_key()
     checkpoint_error = _checkpoint_before_export(session_factory, settings, key)
@@ -737,21 +828,26 @@ def export_bundle(
         dialect = session.get_bind().dialect.name
         if dialect == "sqlite":  # a streaming scan gains nothing from a big page cache; keep memory flat
             session.connection().exec_driver_sql("PRAGMA cache_size=-16384")
-        fd, tmp_zip = tempfile.mkstemp(prefix=".evidence-", suffix=".zip.part", dir=out_path.parent)
+        n_items = session.scalar(select(func.count()).select_from(ReviewItem.__table__)
+                                 .where(ReviewItem.__table__.c.campaign_id == campaign_id)) or 0
+        report("starting", 0, n_items)
+        remove_partials(out_path.parent)
+        fd, tmp_zip = tempfile.mkstemp(prefix=_partial_prefix(), suffix=".zip.part", dir=out_path.parent)
         os.close(fd)
-        tmpdir = tempfile.mkdtemp(prefix=".evidence-", dir=out_path.parent)
+        tmpdir = tempfile.mkdtemp(prefix=_partial_prefix(), dir=out_path.parent)
         try:
             members: list[_Member] = []
             with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1,
                                  allowZip64=True) as zf:
                 t = time.perf_counter()
-                items_member = _write_items_csv(session, zf, campaign_id, dialect)
+                items_member = _write_items_csv(session, zf, campaign_id, dialect, report, n_items)
                 members.append(items_member)
                 seconds["items.csv"] = time.perf_counter() - t
 
                 t = time.perf_counter()
                 xlsx_path = os.path.join(tmpdir, "items.xlsx")
-                _write_items_xlsx(session, xlsx_path, campaign_id, dialect, campaign.name)
+                report("items.xlsx", 0, n_items)
+                _write_items_xlsx(session, xlsx_path, campaign_id, dialect, campaign.name, report, n_items)
                 m = _add_file(zf, "items.xlsx", xlsx_path, compress=False)
                 m.rows = items_member.rows
                 members.append(m)
@@ -759,8 +855,10 @@ def export_bundle(
                 seconds["items.xlsx"] = time.perf_counter() - t
 
                 t = time.perf_counter()
+                report("exclusions", n_items, n_items)
                 members.append(_write_exclusions(session, zf, campaign_id))
                 members.append(_write_remediations(session, zf, campaign_id))
+                report("audit", n_items, n_items)
                 audit_member, audit_info = _write_audit(session, zf, campaign_id)
                 members.append(audit_member)
                 cp_members, cp_info = _write_checkpoints(session, zf, settings, pub, campaign_id, checkpoint_error)
@@ -768,11 +866,13 @@ def export_bundle(
                 seconds["exclusions+audit"] = time.perf_counter() - t
 
                 t = time.perf_counter()
+                report("chain", n_items, n_items)
                 head = session.execute(select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)).first()
                 problem = verify_chain(session) if check_chain else None
                 seconds["chain_check"] = time.perf_counter() - t
 
                 t = time.perf_counter()
+                report("report", n_items, n_items)
                 total = totals(session, campaign_id)
                 manifest: dict[str, Any] = {
                     "format": FORMAT,
@@ -811,6 +911,7 @@ def export_bundle(
                 members.append(_add_bytes(zf, "report.pdf", pdf, compress=False))
                 seconds["report.pdf"] = time.perf_counter() - t
 
+                report("signing", n_items, n_items)
                 pem = public_key_pem(pub).encode()
                 members.append(_add_bytes(zf, "signing_key.pub.pem", pem))
                 sums = "".join(f"{m.sha256}  {m.name}\n" for m in members).encode()
@@ -824,9 +925,7 @@ def export_bundle(
                 os.unlink(tmp_zip)
             raise
         finally:
-            for name in os.listdir(tmpdir):
-                os.unlink(os.path.join(tmpdir, name))
-            os.rmdir(tmpdir)
+            shutil.rmtree(tmpdir, ignore_errors=True)
     manifest_sha = hashlib.sha256(data).hexdigest()
     with transaction(session_factory) as s:
         from attest.audit.log import record

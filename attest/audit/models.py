@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, event
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from attest.db import Base, JSONType, UTCDateTime
@@ -78,3 +78,41 @@ class AuditCheckpoint(Base):
     hash: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     name: Mapped[str] = mapped_column(String(200))
+
+
+EXPORT_STATUSES = ("queued", "running", "done", "failed", "expired")
+
+
+class EvidenceExport(Base):
+    """One evidence bundle asked for on the web, built by the scheduler (`attest.audit.export_jobs`).
+
+    The web only inserts a `queued` row and later streams the finished file; the scheduler claims the row
+    (`running`, `holder`, `heartbeat_at` beaten while it works), writes the bundle under
+    `<instance>/evidence/` (`file_path`, relative to the instance folder) and marks it `done` with its size
+    and SHA-256, or `failed` with the error. A row whose holder stopped beating is requeued once, then
+    failed. A finished bundle is removed at `expires_at` (ATTEST_EVIDENCE_RETENTION_DAYS): `expired`.
+    """
+
+    __tablename__ = "evidence_export"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    phase: Mapped[str | None] = mapped_column(String(40))
+    items_done: Mapped[int] = mapped_column(Integer, default=0)
+    items_total: Mapped[int | None] = mapped_column(Integer)
+    file_path: Mapped[str | None] = mapped_column(String(500))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(String(2000))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_evidence_export_status_id", "status", "id"),)

@@ -7,15 +7,12 @@ Admins and auditors read all of it; only admins change anything (mark a manual t
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from datetime import UTC, datetime, timedelta
 
 from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -229,16 +226,35 @@ def history():
 @bp.get("/evidence")
 @read_all_required
 def evidence():
-    rows = db().execute(select(Campaign).where(Campaign.status != "draft").order_by(Campaign.id.desc()).limit(500)
-                        ).scalars().all()
+    from attest.audit import export_jobs
     from attest.audit.evidence import EvidenceError, key_id, load_signing_key, public_key_pem
 
+    session = db()
+    rows = session.execute(select(Campaign).where(Campaign.status != "draft").order_by(Campaign.id.desc()).limit(500)
+                           ).scalars().all()
+    exports = export_jobs.recent_exports(session)
+    latest: dict[int, object] = {}
+    for row in exports:
+        latest.setdefault(row.campaign_id, row)
     try:
         pub = load_signing_key(settings()).public_key()
         key = {"id": key_id(pub), "pem": public_key_pem(pub)}
     except EvidenceError as exc:
         key = {"error": str(exc)}
-    return render_template("audit/evidence.html", campaigns=rows, key=key)
+    names = dict(session.execute(select(Campaign.id, Campaign.name).where(
+        Campaign.id.in_({r.campaign_id for r in exports}))).all()) if exports else {}
+    return render_template("audit/evidence.html", campaigns=rows, key=key, exports=exports, latest=latest,
+                           names=names, available=export_jobs.is_available, scheduler=_scheduler_state(),
+                           retention_days=settings().evidence_retention_days)
+
+
+def _scheduler_state() -> dict:
+    """Whether a scheduler process has run lately: exports wait for one (`attest scheduler`)."""
+    from attest.jobs import SCHEDULER_SEEN_WITHIN, scheduler_last_seen
+
+    seen = scheduler_last_seen(db())
+    return {"last_seen": seen, "alive": seen is not None and seen >= datetime.now(UTC) - SCHEDULER_SEEN_WITHIN,
+            "within_minutes": int(SCHEDULER_SEEN_WITHIN.total_seconds() // 60)}
 
 
 @bp.get("/evidence/public-key")
@@ -256,34 +272,103 @@ def evidence_public_key():
                              "X-Key-Fingerprint": key_fingerprint(pub)})
 
 
+@bp.post("/campaigns/<int:campaign_id>/evidence")
+@read_all_required
+def evidence_export_start(campaign_id: int):
+    """Ask for a campaign's evidence bundle: queued for the scheduler, never built in the request."""
+    from attest.audit import export_jobs
+
+    try:
+        with write() as session:
+            asked = export_jobs.request_export(session, campaign_id, current_user.email)
+            if asked is None:
+                abort(404)
+            row, created = asked
+            export_id = row.id
+    except export_jobs.ExportRequestError as exc:
+        flash(str(exc), "danger")
+        return redirect(url_for("audit.evidence")), 303
+    if not created:
+        flash("An export of this campaign is already under way; here it is.", "info")
+    return redirect(url_for("audit.evidence_export", export_id=export_id)), 303
+
+
+def _export_or_404(export_id: int):
+    from attest.audit import export_jobs
+
+    return export_jobs.get_export(db(), export_id) or abort(404)
+
+
+def _export_context(row) -> dict:
+    from attest.audit import export_jobs
+
+    session = db()
+    campaign = session.get(Campaign, row.campaign_id)
+    percent = None
+    if row.items_total:
+        percent = min(100, int(100 * (row.items_done or 0) / row.items_total))
+    return {"row": row, "campaign": campaign, "percent": percent, "available": export_jobs.is_available(row),
+            "ahead": export_jobs.queue_position(session, row), "scheduler": _scheduler_state(),
+            "phases": EXPORT_PHASES}
+
+
+EXPORT_PHASES = {
+    "starting": "Starting", "items.csv": "Writing items.csv", "items.xlsx": "Writing items.xlsx",
+    "exclusions": "Writing exclusions and remediations", "audit": "Writing the audit events",
+    "chain": "Checking the audit chain", "report": "Writing the PDF report", "signing": "Signing the manifest",
+    "done": "Done",
+}
+
+
+@bp.get("/evidence/exports/<int:export_id>")
+@read_all_required
+def evidence_export(export_id: int):
+    row = _export_or_404(export_id)
+    return render_template("audit/evidence_export.html", **_export_context(row))
+
+
+@bp.get("/evidence/exports/<int:export_id>/status")
+@read_all_required
+def evidence_export_status(export_id: int):
+    """The progress fragment the export page polls (htmx, every 2 s while queued or running)."""
+    row = _export_or_404(export_id)
+    return render_template("audit/_evidence_export_status.html", **_export_context(row))
+
+
+@bp.get("/evidence/exports/<int:export_id>/download")
+@read_all_required
+def evidence_export_download(export_id: int):
+    """The finished bundle, streamed from the instance folder (never read into memory); each download audited."""
+    from attest.audit import export_jobs
+
+    row = _export_or_404(export_id)
+    path = export_jobs.bundle_path(settings(), row)
+    if path is None:
+        flash("This bundle is not available (not finished yet, failed, or removed after its retention period): "
+              "prepare a new one.", "warning")
+        return redirect(url_for("audit.evidence_export", export_id=row.id)), 303
+    campaign = db().get(Campaign, row.campaign_id)
+    download_name = f"evidence-{row.campaign_id}-{_slug(campaign.name if campaign else '')}.zip"
+    with write() as session:
+        export_jobs.record_download(session, row, current_user.email)
+    return send_file(path, mimetype="application/zip", as_attachment=True, download_name=download_name,
+                     max_age=0, etag=row.sha256 or True)
+
+
 @bp.get("/campaigns/<int:campaign_id>/evidence.zip")
 @read_all_required
 def evidence_download(campaign_id: int):
-    from attest.audit.evidence import EvidenceError, export_bundle
+    """The old download link: the campaign's latest finished bundle, or the evidence page to prepare one."""
+    from attest.audit import export_jobs
 
-    campaign = db().get(Campaign, campaign_id) or abort(404)
-    actor, download_name = current_user.email, f"evidence-{campaign.id}-{_slug(campaign.name)}.zip"
-    db().rollback()  # the export reads (and records its audit event) in sessions of its own
-    directory = tempfile.mkdtemp(prefix="attest-evidence-")
-    path = os.path.join(directory, f"evidence-campaign-{campaign_id}.zip")
-    try:
-        export_bundle(state().factory, settings(), campaign_id, path, actor=actor)
-    except EvidenceError as exc:
-        os.rmdir(directory)
-        flash(str(exc), "danger")
-        return redirect(url_for("audit.evidence"))
-    response = send_file(path, mimetype="application/zip", as_attachment=True,
-                         download_name=download_name, max_age=0)
-
-    def cleanup() -> None:
-        try:
-            os.unlink(path)
-            os.rmdir(directory)
-        except OSError:
-            current_app.logger.warning("could not remove %s", path)
-
-    response.call_on_close(cleanup)
-    return response
+    session = db()
+    session.get(Campaign, campaign_id) or abort(404)
+    for row in export_jobs.recent_exports(session, limit=200):
+        if row.campaign_id == campaign_id and export_jobs.is_available(row):
+            return redirect(url_for("audit.evidence_export_download", export_id=row.id)), 303
+    flash("Evidence bundles are prepared in the background: use Prepare evidence, then download it when ready.",
+          "info")
+    return redirect(url_for("audit.evidence", _anchor=f"campaign-{campaign_id}")), 303
 
 
 def _slug(name: str) -> str:

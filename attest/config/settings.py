@@ -125,6 +125,8 @@ class Settings:
     audit_checkpoint_store: str = ""
     audit_checkpoint_retention_days: int = 2557  # S3 Object Lock retention of each checkpoint (7 years)
     audit_checkpoint_lock_mode: str = "COMPLIANCE"  # or GOVERNANCE
+    # evidence bundles built by the scheduler are kept under <instance>/evidence/ this long, then removed
+    evidence_retention_days: int = 7
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -324,6 +326,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         audit_checkpoint_retention_days=_int("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS",
                                              env("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS", "2557"), 1),
         audit_checkpoint_lock_mode=lock_mode,
+        evidence_retention_days=_int("ATTEST_EVIDENCE_RETENTION_DAYS", env("ATTEST_EVIDENCE_RETENTION_DAYS", "7"), 1),
     )
     if settings.oidc_discovery_url and not settings.oidc_client_id:
         raise SettingsError("ATTEST_OIDC_CLIENT_ID is required when ATTEST_OIDC_DISCOVERY_URL is set")

@@ -20,6 +20,8 @@ from tests.factories import login_as, make_user
 ALLOWED = {
     "auth.login": "signing in (an already signed-in user is redirected; no data changes)",
     "auth.logout": "ends the auditor's own session",
+    "audit.evidence_export_start": "auditors export evidence: it queues a bundle for the scheduler and records who "
+                                   "asked (an evidence_export row and its audit event), no review data changes",
 }
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 FORM = {
