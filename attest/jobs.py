@@ -134,8 +134,8 @@ def release(session: Session, name: str, status: str, error: str | None = None, 
 # --- the job table ---------------------------------------------------------------------------------
 
 ACTOR = "scheduler"
-LEASE_TTL = timedelta(minutes=5)  # renewed every HEARTBEAT seconds while a job runs
-HEARTBEAT = 60.0
+LEASE_TTL = timedelta(minutes=2)  # renewed every HEARTBEAT seconds while a job runs
+HEARTBEAT = 30.0
 MISFIRE_GRACE = 3600  # seconds: a run missed while no scheduler was up still happens (once) within an hour
 
 

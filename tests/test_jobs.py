@@ -127,7 +127,7 @@ def test_a_crashed_holders_lease_expires_and_is_taken_over(fresh_db, probe):
     with transaction(a.factory) as s:  # A takes the lease and dies without releasing it
         assert acquire(s, EVERY_MINUTE.id, a.ttl, holder=a.holder, now=T)
     assert run_job(b, EVERY_MINUTE, now=T + timedelta(minutes=1)).status == "skipped"
-    assert run_job(b, EVERY_MINUTE, now=T + timedelta(minutes=4)).status == "skipped"
+    assert run_job(b, EVERY_MINUTE, now=T + a.ttl - timedelta(seconds=1)).status == "skipped"
     assert probe.runs == []
     run = run_job(b, EVERY_MINUTE, now=T + a.ttl + timedelta(seconds=1))
     assert run.status == "succeeded"
