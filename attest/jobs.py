@@ -3,7 +3,9 @@
 Jobs (`job_table`): each enabled Source with a `schedule` is synced on its cron; recurring campaign
 launches (`campaigns.due_to_launch`), closes at the due date (`campaigns.due_to_close`), review e-mail
 (`notify.send_pending`) and remediation runs (`remediation.run_pending`) run every few minutes; the audit
-chain's head is checkpointed outside the database every minute with new events (`audit:checkpoint`); a
+chain's head is checkpointed outside the database every minute with new events (`audit:checkpoint`); the
+evidence bundles asked for on the web are built one at a time (`evidence:export`, attest.audit.export_jobs:
+each minute's run keeps looking for new ones every 2 s, so web workers never build a bundle); a
 `reconcile` job keeps APScheduler's job list in step with the sources and definitions.
 
 APScheduler 3 keeps the jobs in the app database (`apscheduler_jobs`, created by migration 0003; the
