@@ -161,6 +161,10 @@ class RevokeResult:
     dry_run: bool
     already_gone: bool = False
     detail: str = ""
+    # done: the upstream shows the change made (a follow-up read where the API allows it); unconfirmed: the
+    # call was accepted but the upstream still shows the access; invited: a re-grant that is an invitation
+    # the person still has to accept
+    outcome: str = "done"
 
 
 @runtime_checkable

@@ -47,6 +47,8 @@ REMEDIATION_STATUSES = (
     "failed",  # retries exhausted; last_error says why
     "refused",  # a guard refused it (last owner, rule-managed group...); last_error says why
     "undone",  # re-granted within the undo window
+    "unconfirmed",  # the upstream accepted the revoke but a follow-up read still shows the access
+    "invited",  # undone as an invitation the person still has to accept (GitHub's 201); not re-granted yet
 )
 RISKS = (
     "privileged", "dormant", "orphaned", "terminated", "service_account", "new_since_last_review",

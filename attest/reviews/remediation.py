@@ -16,10 +16,12 @@ Verification: `verify_after_sync` runs inside every successful sync's apply tran
 remediation whose access the run no longer sees becomes `verified` with that SyncRun as proof; one whose
 access is still there (or comes back in a later run: a new active grant with the same key) becomes
 `reappeared`. Only runs that started after the revoke count, so a sync that read the source before the
-call cannot flag it.
+call cannot flag it. A connector says `done` only when a follow-up read showed the access gone; a call the
+upstream accepted while it still shows the access is `unconfirmed` (verified or flagged like a done one).
 
 Undo: within ATTEST_REMEDIATION_UNDO_DAYS an automatic revoke can be reversed through the connector's
-`grant(...)`, re-granting exactly the grant that was revoked.
+`grant(...)`, re-granting exactly the grant that was revoked. An undo the upstream answers with an
+invitation the person still has to accept (GitHub's 201) ends as `invited`, not `undone`.
 
 Every change is an audit event carrying the campaign id. Like `sync.run_sync`, `run_pending` and `undo`
 take the session factory: connector calls happen outside any database transaction (a slow upstream must
@@ -85,7 +87,7 @@ class Planned:
     resource: str
     entitlement: str
     action: str  # revoke | manual | refused | skip
-    outcome: str = ""  # done | refused | retry | failed | manual | would_revoke | would_refuse | error
+    outcome: str = ""  # done | unconfirmed | refused | retry | failed | manual | would_revoke | would_refuse | error
     calls: list[str] = field(default_factory=list)
     detail: str = ""
 
@@ -333,8 +335,11 @@ def run_pending(
             _revoke_one(session_factory, ctx, conn, now, actor)
         done, refused = report.count("done"), report.count("refused")
         retry, failed, manual = report.count("retry"), report.count("failed"), report.count("manual")
+        unconfirmed = report.count("unconfirmed")
         report.message = (f"{done} revoked, {manual} routed to the manual work list, {refused} refused, "
                           f"{retry} to retry, {failed} failed")
+        if unconfirmed:
+            report.message += f", {unconfirmed} accepted upstream but not confirmed gone (unconfirmed)"
         return report
     finally:
         for conn in connectors.values():
@@ -415,7 +420,10 @@ def _revoke_one(session_factory: sessionmaker[Session], ctx: _Ctx, conn: Any, no
         return
     ctx.planned.calls = list(result.calls)
     ctx.planned.detail = ALREADY_GONE if result.already_gone else result.detail
-    _finish(session_factory, ctx, "done", actor, result=result, attempt=attempt)
+    # "done" only when the upstream confirmed the access gone; "unconfirmed" when it accepted the call but a
+    # follow-up read still shows the access (the next sync verifies it or flags it as reappeared)
+    _finish(session_factory, ctx, "unconfirmed" if result.outcome == "unconfirmed" else "done", actor,
+            result=result, attempt=attempt)
 
 
 def _finish(session_factory: sessionmaker[Session], ctx: _Ctx, outcome: str, actor: str, *,
@@ -427,11 +435,11 @@ def _finish(session_factory: sessionmaker[Session], ctx: _Ctx, outcome: str, act
         rem = session.get(Remediation, ctx.rem_id)
         before = {"status": rem.status, "mode": rem.mode, "attempts": rem.attempts}
         action = f"remediation.{outcome}"
-        if outcome == "done":
-            rem.status, rem.executed_at, rem.executed_by = "done", utcnow(), actor
+        if outcome in ("done", "unconfirmed"):
+            rem.status, rem.executed_at, rem.executed_by = outcome, utcnow(), actor
             rem.calls, rem.last_error, rem.next_attempt_at = list(result.calls), None, None
             rem.note = ALREADY_GONE if result.already_gone else (result.detail or None)
-            action = "remediation.revoked"
+            action = "remediation.revoked" if outcome == "done" else "remediation.unconfirmed"
         elif outcome == "refused":
             rem.status, rem.last_error, rem.next_attempt_at = "refused", error, None
         elif outcome == "manual":
@@ -501,7 +509,7 @@ def undo(
         rem = session.get(Remediation, remediation_id)
         if rem is None:
             raise UndoError(f"no remediation with id {remediation_id}")
-        if rem.mode != "automatic" or rem.status not in ("done", "verified"):
+        if rem.mode != "automatic" or rem.status not in ("done", "verified", "unconfirmed"):
             why = ("it was carried out by hand: re-grant it by hand" if rem.mode == "manual"
                    else f"it is {rem.status}")
             raise UndoError(f"remediation {remediation_id} cannot be undone: {why}")
@@ -532,13 +540,19 @@ def undo(
             raise UndoError(f"re-granting failed, nothing was changed: {_error(exc, conn)}") from None
     finally:
         conn.close()
+    # an undo the upstream answered with an invitation (GitHub's 201) is "invited": the access comes back
+    # only when the person accepts it
+    status = "invited" if result.outcome == "invited" else "undone"
     with session_factory() as session, begin_write(session):
         rem = session.get(Remediation, remediation_id)
         before = {"status": rem.status}
-        rem.status, rem.undone_at, rem.undone_by = "undone", utcnow(), actor
+        rem.status, rem.undone_at, rem.undone_by = status, utcnow(), actor
+        if result.detail:
+            rem.note = result.detail[:2000]
         audit(session, actor=actor, action="remediation.undone", object_type="remediation",
               object_id=str(rem.id), before=before,
-              after={"status": "undone", "calls": list(result.calls), "grant_key": ref.key, "source": source.name},
+              after={"status": status, "outcome": result.outcome, "calls": list(result.calls), "grant_key": ref.key,
+                     "source": source.name, **({"detail": result.detail} if result.detail else {})},
               campaign_id=campaign_id)
         return rem
 
@@ -582,12 +596,12 @@ def verify_after_sync(session: Session, source_id: int, run_id: int) -> dict[str
                Grant.id.label("grant_id"), Grant.key, Grant.principal_type, still.label("still"))
         .join(Grant, Grant.id == Remediation.grant_id)
         .join(ReviewItem, ReviewItem.id == Remediation.item_id)
-        .where(Remediation.source_id == source_id, Remediation.status.in_(("done", "verified")),
+        .where(Remediation.source_id == source_id, Remediation.status.in_(("done", "unconfirmed", "verified")),
                Remediation.executed_at <= run.started_at)
     )
     direct = and_(ReviewItem.via_resource_id.is_(None), Grant.principal_type == "account")
     rows = session.execute(
-        base.where(or_(~direct, and_(Remediation.status == "done", ~still), still))
+        base.where(or_(~direct, and_(Remediation.status.in_(("done", "unconfirmed")), ~still), still))
     ).all()
     verified: list[int] = []
     reappeared: list[int] = []
@@ -611,7 +625,7 @@ def verify_after_sync(session: Session, source_id: int, run_id: int) -> dict[str
             present = bool(r.still)
         if present:
             reappeared.append(r.id)
-        elif r.status == "done":
+        elif r.status in ("done", "unconfirmed"):
             verified.append(r.id)
     now = utcnow()
     for ids, values, action in (
