@@ -9,11 +9,24 @@ How it reads an organization (each org is a *part*: one that fails yields PartFa
 - GraphQL `teams` with their immediate members and roles (maintainer/member) and parent team; a team with
   more than 100 members is paged on its own.
 - GraphQL `repositories` with their direct collaborators and role (the repository permission source gives
-  custom repository role names); a repository with more than 100 direct collaborators is paged by REST.
+  custom repository role names); a repository with more than 100 direct collaborators is paged on its own,
+  by GraphQL too: REST's `role_name` (and `permissions`) are "the highest role assigned to the collaborator
+  after considering all sources of grants, including: repo, teams, organization, and enterprise"
+  (https://docs.github.com/en/rest/collaborators/collaborators#list-repository-collaborators), so only
+  GraphQL's `permissionSources` tells the repository's own grant apart.
 - REST `/orgs/{org}/teams/{slug}/repos` once per team: the team's repositories with `role_name`.
 - REST for the rest: the org, members without 2FA (`filter=2fa_disabled`, owners only), outside
   collaborators, pending invitations, organization roles with their users and teams, custom repository roles.
   Optional features (custom roles, SAML, 2FA status) that the plan or the credentials lack degrade to a Note.
+
+Rate limits are kept per budget, as GitHub names it in `x-ratelimit-resource` (core, graphql, search...;
+https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api). Redirects (301 for a
+renamed or transferred repository, 302/307/308) are followed with the same method, DELETE included
+(https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#follow-redirects).
+
+Revokes are honest: a change is `done` only when a follow-up read shows the access gone, `unconfirmed` when
+GitHub accepted the call but still shows it; an undo that GitHub answers with an invitation (201 for a
+repository collaborator, `state: pending` for a membership) is `invited`, not re-granted.
 
 The dumb layer (`_rest_list`, `_graphql`, `fetch_org`) does HTTP only; `org_records()` is a pure transform
 of the fetched payloads into records and is unit-tested on recorded payloads.
@@ -136,6 +149,43 @@ query AttestRepositories($login: String!, $after: String) {
     }
   }
 }"""
+
+
+REPO_COLLABORATORS_QUERY = """
+query AttestRepositoryCollaborators($owner: String!, $name: String!, $after: String) {
+  repository(owner: $owner, name: $name) {
+    collaborators(first: 100, after: $after, affiliation: DIRECT) {
+      totalCount
+      pageInfo { hasNextPage endCursor }
+      edges {
+        permission
+        permissionSources { roleName source { __typename ... on Repository { databaseId } } }
+        node { databaseId login }
+      }
+    }
+  }
+}"""
+
+# GitHub's organization invitation roles (`organization-invitation.role`: direct_member, admin,
+# billing_manager, hiring_manager, reinstate; https://docs.github.com/en/rest/orgs/members#list-pending-organization-invitations).
+# A billing manager is not a member and has no repository access ("Billing managers ... do not have access
+# to the organization's repositories"; https://docs.github.com/en/organizations/managing-peoples-access-to-your-organization-with-roles/adding-a-billing-manager-to-your-organization):
+# their own entitlement. `reinstate` restores a former member's membership. hiring_manager is not a
+# membership and GitHub documents no access for it: skipped with a note.
+INVITATION_ENTITLEMENT = {"admin": "admin", "direct_member": "member", "reinstate": "member",
+                          "billing_manager": "billing_manager"}
+
+
+def github_budget(method: str, url: str) -> str:
+    """The rate-limit budget a request draws on, as GitHub names it in `x-ratelimit-resource`."""
+    path = urlsplit(url).path
+    if path.endswith("/graphql"):
+        return "graphql"
+    if "/search/code" in path:
+        return "code_search"
+    if "/search/" in path:
+        return "search"
+    return "core"
 
 
 class GraphQLError(ConnectorError):
@@ -271,10 +321,22 @@ def org_records(snap: OrgSnapshot, *, skip_archived: bool = False,
         yield GrantRecord(f"{org_ref}:outside_collaborator", str(user["id"]),
                           attributes={"login": user["login"]}, part=part)
     # pending invitations: an account that does not exist yet but will hold the role once accepted
+    billing = False
     for inv in snap.invitations:
         ext = f"invitation:{inv['id']}"
-        role = "admin" if inv.get("role") == "admin" else "member"
         who = inv.get("login") or inv.get("email") or ext
+        role = INVITATION_ENTITLEMENT.get(str(inv.get("role") or "direct_member"))
+        if role is None:
+            yield Note(f"{login}: pending invitation {inv['id']} ({who}) is for the role {inv.get('role')!r}, which "
+                       "is not an organization membership; not stored")
+            continue
+        if role == "billing_manager" and not billing:
+            billing = True
+            yield EntitlementRecord(f"{org_ref}:billing_manager", org_ref, "billing_manager",
+                                    f"Billing manager of {login}",
+                                    "Manages the organization's billing; not a member, no repository access",
+                                    purpose="permission", attributes={**org_attrs, "kind": "org_billing_manager"},
+                                    part=part)
         yield AccountRecord(
             external_id=ext, login=inv.get("login"), email=inv.get("email"), display_name=f"{who} (invited)",
             status="invited", created_at=_parse_time(inv.get("created_at")),
@@ -477,12 +539,13 @@ class GitHubConnector(BaseConnector):
         self._token_lifetime = 3600.0
         self.token_refreshes = 0
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+        budgets = {"budget": github_budget, "budget_header": "x-ratelimit-resource", "follow_redirects": True}
         self._client = HttpClient(self.api_url, headers=headers, auth_header=self._auth_header,
                                   max_concurrency=self.concurrency, rate_limit_on_403=True, default_wait=60.0,
-                                  sleep=sleep)
+                                  sleep=sleep, **budgets)
         if self.secrets.get("private_key"):
             self._app_client = HttpClient(self.api_url, headers=headers, max_concurrency=1,
-                                          rate_limit_on_403=True, default_wait=60.0, sleep=sleep)
+                                          rate_limit_on_403=True, default_wait=60.0, sleep=sleep, **budgets)
 
     # -- counting ------------------------------------------------------------------------------------
     @property
@@ -590,13 +653,13 @@ class GitHubConnector(BaseConnector):
         raise ConnectorError(f"GitHub GraphQL {name}: still rate limited after several waits")
 
     def _graphql_pages(self, query: str, variables: Mapping[str, Any], name: str,
-                       path: Callable[[dict[str, Any]], dict[str, Any] | None]) -> Iterator[dict[str, Any]]:
+                       path: Callable[[dict[str, Any]], dict[str, Any] | None],
+                       after: str | None = None) -> Iterator[dict[str, Any]]:
         """Each page of a connection, following `pageInfo.endCursor` while `hasNextPage`. A cursor that
         repeats (or is missing while more pages are announced: paging would start over), or more pages
         than the client's cap, raise PagingError naming the connection."""
-        after = None
         guard = PageGuard(f"GitHub GraphQL {name} ({', '.join(f'{k}={v}' for k, v in variables.items())})",
-                          self.client.max_pages)
+                          self.client.max_pages, first=after)
         while True:
             data = self._graphql(query, {**variables, "after": after}, name)
             conn = path(data)
@@ -742,12 +805,17 @@ class GitHubConnector(BaseConnector):
         team["members"] = {"edges": edges, "pageInfo": {"hasNextPage": False}}
 
     def _all_direct_collaborators(self, login: str, repo: dict[str, Any]) -> None:
-        """A repository with more than 100 direct collaborators: REST paging with role_name."""
-        users = self._rest_list(f"/repos/{quote(login)}/{quote(repo['name'])}/collaborators", {"affiliation": "direct"})
-        repo["collaborators"] = {"edges": [{"node": {"databaseId": u["id"], "login": u["login"]},
-                                            "role_name": u.get("role_name") or _role_from_permissions(u.get("permissions") or {}),
-                                            "permissionSources": []} for u in users],
-                                 "pageInfo": {"hasNextPage": False}}
+        """A repository with more than 100 direct collaborators: the next pages by GraphQL, from the first
+        page's cursor. Not REST: its `role_name` and `permissions` are the highest role from every source
+        (teams, the organization's base permission), which would overstate the direct grant."""
+        first = repo.get("collaborators") or {}
+        edges = list(first.get("edges") or [])
+        after = (first.get("pageInfo") or {}).get("endCursor")
+        for conn in self._graphql_pages(REPO_COLLABORATORS_QUERY, {"owner": login, "name": repo["name"]},
+                                        "repository collaborators",
+                                        lambda d: (d.get("repository") or {}).get("collaborators"), after=after):
+            edges.extend(conn.get("edges") or [])
+        repo["collaborators"] = {"edges": edges, "pageInfo": {"hasNextPage": False}}
 
     def sync(self) -> Iterator[Record]:
         seen: set[str] = set()
@@ -795,16 +863,20 @@ class GitHubConnector(BaseConnector):
                 path = f"/orgs/{o}/teams/{quote(slug)}/repos/{o}/{quote(attrs['repo'])}"
                 if undo:
                     return self._do(dry_run, "PUT", path, {"permission": attrs.get("role") or g.entitlement_name})
-                return self._do(dry_run, "DELETE", path)
+                # "Check team permissions for a repository": 204 with access, 404 without
+                return self._do(dry_run, "DELETE", path, gone=lambda: self._missing(path))
             if kind == "org_role":
                 path = f"/orgs/{o}/organization-roles/teams/{quote(slug)}/{attrs['role_id']}"
-                return self._do(dry_run, "PUT" if undo else "DELETE", path)
+                listing = f"/orgs/{o}/organization-roles/{attrs['role_id']}/teams"
+                return self._do(dry_run, "PUT" if undo else "DELETE", path,
+                                gone=None if undo else lambda: self._absent(listing, "slug", slug))
             raise RevokeRefused(f"revoking {kind or g.entitlement_ref} from a team is not supported")
 
         if g.principal_ref.startswith("invitation:"):
             inv_id = int(gattrs.get("invitation_id") or g.principal_ref.split(":", 1)[1])
             if undo:
-                body: dict[str, Any] = {"role": "admin" if kind == "org_admin" else "direct_member"}
+                body: dict[str, Any] = {"role": {"org_admin": "admin", "org_billing_manager": "billing_manager"}
+                                        .get(kind or "", "direct_member")}
                 email = gattrs.get("email") or (login if login and "@" in login else None)
                 if email:
                     body["email"] = email
@@ -814,7 +886,8 @@ class GitHubConnector(BaseConnector):
                 else:
                     raise RevokeRefused("the cancelled invitation has neither a login nor an e-mail to invite again")
                 return self._do(dry_run, "POST", f"/orgs/{o}/invitations", body)
-            return self._do(dry_run, "DELETE", f"/orgs/{o}/invitations/{inv_id}")
+            return self._do(dry_run, "DELETE", f"/orgs/{o}/invitations/{inv_id}",
+                            gone=lambda: self._absent(f"/orgs/{o}/invitations", "id", inv_id))
 
         if not login:
             raise RevokeRefused(f"account {g.principal_ref} has no GitHub login")
@@ -827,7 +900,7 @@ class GitHubConnector(BaseConnector):
                 return RevokeResult((), dry_run, already_gone=True, detail=f"{login} is not a member of {org}")
             if role == "admin":
                 self._refuse_last_owner(o, org, login)
-            return self._do(dry_run, "DELETE", f"/orgs/{o}/members/{u}")
+            return self._do(dry_run, "DELETE", f"/orgs/{o}/members/{u}", gone=lambda: self._org_role_of(o, u) is None)
         if kind == "org_admin":
             if undo:
                 return self._do(dry_run, "PUT", f"/orgs/{o}/memberships/{u}", {"role": "admin"})
@@ -836,21 +909,25 @@ class GitHubConnector(BaseConnector):
                 return RevokeResult((), dry_run, already_gone=True, detail=f"{login} is not an owner of {org}")
             self._refuse_last_owner(o, org, login)
             return self._do(dry_run, "PUT", f"/orgs/{o}/memberships/{u}", {"role": "member"},
-                            detail=f"{login} stays a member of {org} without owner rights")
+                            detail=f"{login} stays a member of {org} without owner rights",
+                            gone=lambda: self._org_role_of(o, u) != "admin")
         if kind == "outside_collaborator":
             if undo:
                 raise RevokeRefused(
                     f"GitHub has no single call that restores {login} as an outside collaborator; add them again "
                     "to the repositories they need (each repository grant can be restored on its own)")
-            return self._do(dry_run, "DELETE", f"/orgs/{o}/outside_collaborators/{u}")
+            return self._do(dry_run, "DELETE", f"/orgs/{o}/outside_collaborators/{u}",
+                            gone=lambda: self._absent(f"/orgs/{o}/outside_collaborators", "login", login))
         if kind == "org_role":
             path = f"/orgs/{o}/organization-roles/users/{u}/{attrs['role_id']}"
-            return self._do(dry_run, "PUT" if undo else "DELETE", path)
+            listing = f"/orgs/{o}/organization-roles/{attrs['role_id']}/users"
+            return self._do(dry_run, "PUT" if undo else "DELETE", path,
+                            gone=None if undo else lambda: self._absent(listing, "login", login))
         if kind == "team_member":
             path = f"/orgs/{o}/teams/{quote(attrs['team_slug'])}/memberships/{u}"
             if undo:
                 return self._do(dry_run, "PUT", path, {"role": "member"})
-            return self._do(dry_run, "DELETE", path)
+            return self._do(dry_run, "DELETE", path, gone=lambda: self._missing(path))
         if kind == "team_maintainer":
             path = f"/orgs/{o}/teams/{quote(attrs['team_slug'])}/memberships/{u}"
             if undo:
@@ -863,12 +940,16 @@ class GitHubConnector(BaseConnector):
                 raise
             if current != "maintainer":
                 return RevokeResult((), dry_run, already_gone=True, detail=f"{login} is no longer a maintainer")
-            return self._do(dry_run, "PUT", path, {"role": "member"}, detail=f"{login} stays a team member")
+            return self._do(dry_run, "PUT", path, {"role": "member"}, detail=f"{login} stays a team member",
+                            gone=lambda: self._team_role_of(path) != "maintainer")
         if kind == "repo":
             path = f"/repos/{o}/{quote(attrs['repo'])}/collaborators/{u}"
             if undo:
                 return self._do(dry_run, "PUT", path, {"permission": attrs.get("role") or g.entitlement_name})
-            return self._do(dry_run, "DELETE", path)
+            # the follow-up read lists direct collaborators only: "check if a user is a collaborator" (GET
+            # .../collaborators/{username}) also answers 204 for access through teams or the base permission
+            return self._do(dry_run, "DELETE", path, gone=lambda: self._absent(
+                f"/repos/{o}/{quote(attrs['repo'])}/collaborators", "login", login, {"affiliation": "direct"}))
         raise RevokeRefused(f"revoking {g.entitlement_ref} is not supported by the GitHub connector")
 
     def _org_role_of(self, o: str, u: str) -> str | None:
@@ -886,18 +967,78 @@ class GitHubConnector(BaseConnector):
             return
         raise RevokeRefused(f"{login} is the last owner of the {org} organization; make someone else an owner first")
 
+    def _missing(self, path: str) -> bool:
+        """A follow-up read of one object: True when GitHub answers 404."""
+        try:
+            self._request("GET", path)
+        except HttpError as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    def _team_role_of(self, path: str) -> str | None:
+        try:
+            body = self._request("GET", path).json()
+        except HttpError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return body.get("role")
+
+    def _absent(self, path: str, key: str, value: Any, params: Mapping[str, Any] | None = None) -> bool:
+        """A follow-up read of a listing: True when no item has `key` equal to `value` (logins: any case)."""
+        want = str(value).lower()
+        return not any(str(item.get(key)).lower() == want for item in self._rest_list(path, params))
+
     def _do(self, dry_run: bool, method: str, path: str, body: Mapping[str, Any] | None = None,
-            detail: str = "") -> RevokeResult:
+            detail: str = "", gone: Callable[[], bool] | None = None) -> RevokeResult:
+        """One change. A revoke (`gone` given) is `done` only when the follow-up read shows the access gone;
+        a re-grant that GitHub answers with an invitation is `invited`."""
         call = f"{method} {path}" + (f" {_compact(body)}" if body else "")
         if dry_run:
             return RevokeResult((call,), True, detail=detail)
         try:
-            self._request(method, path, json=dict(body) if body is not None else None)
+            response = self._request(method, path, json=dict(body) if body is not None else None)
         except HttpError as exc:
             if exc.status == 404 and method == "DELETE":
                 return RevokeResult((call,), False, already_gone=True, detail="already gone")
             raise ConnectorError(f"{method} {path} failed: HTTP {exc.status}: {_message(exc)}") from None
-        return RevokeResult((call,), False, detail=detail)
+        moved = f" (GitHub redirected it to {urlsplit(str(response.url)).path})" \
+            if urlsplit(str(response.url)).path.rstrip("/") != urlsplit(self.client.base_url + path).path.rstrip("/") else ""
+        if gone is not None:
+            try:
+                confirmed = gone()
+            except (HttpError, PagingError) as exc:
+                return RevokeResult((call,), False, detail=f"{detail} GitHub accepted {method} {path}{moved}; the "
+                                    f"follow-up read failed ({_short(exc)})".strip(), outcome="unconfirmed")
+            if not confirmed:
+                return RevokeResult((call,), False, outcome="unconfirmed", detail=(
+                    f"{detail} GitHub accepted {method} {path}{moved} (HTTP {response.status_code}) but a follow-up "
+                    "read still shows the access").strip())
+            return RevokeResult((call,), False, detail=(detail + moved).strip())
+        if _invited(method, response):
+            who = path.rsplit("/", 1)[-1] if method == "PUT" else (body or {}).get("email") or "the person"
+            return RevokeResult((call,), False, outcome="invited", detail=(
+                f"GitHub answered {method} {path}{moved} with an invitation (HTTP {response.status_code}); {who} "
+                "has the access only after accepting it").strip())
+        return RevokeResult((call,), False, detail=(detail + moved).strip())
+
+
+def _invited(method: str, response: Any) -> bool:
+    """GitHub answers a grant with an invitation: 201 from PUT .../collaborators/{username} ("Response when a
+    new invitation is created"), a membership in `state: pending` (PUT /orgs/{org}/memberships/{username},
+    PUT /orgs/{org}/teams/{slug}/memberships/{username}), and every POST /orgs/{org}/invitations."""
+    if method == "POST" and "/invitations" in str(response.url):
+        return True
+    if response.status_code == 201 and "/collaborators/" in str(response.url):
+        return True
+    if response.status_code == 200 and "/memberships/" in str(response.url):
+        try:
+            return (response.json() or {}).get("state") == "pending"
+        except ValueError:
+            return False
+    return False
 
 
 def _kind_from_ref(ref: str) -> str | None:
@@ -913,6 +1054,8 @@ def _kind_from_ref(ref: str) -> str | None:
             return "org_member"
         if tail == "outside_collaborator":
             return "outside_collaborator"
+        if tail == "billing_manager":
+            return "org_billing_manager"
         if tail.startswith("role:"):
             return "org_role"
     return None

@@ -25,9 +25,38 @@ It follows GitHub's API reference where Attest depends on it:
   https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api (the Link header;
   the last page has no rel="next") and https://docs.github.com/en/graphql/guides/using-pagination-in-the-graphql-api
   (`pageInfo { hasNextPage endCursor }`). `state.echo_auth` makes error bodies echo the request's
-  Authorization header, as a debugging proxy's error page does.
+  Authorization header, as a debugging proxy's error page does. `state.deferred_deletes` answers a
+  collaborator removal 204 but applies it only at `state.apply_deferred()` (a lagging replica or an
+  incident: the answer alone does not prove the access is gone).
 - Served both at the root (github.com layout: /orgs/..., /graphql) and under /api/v3 + /api/graphql
   (GitHub Enterprise Server layout).
+- Renamed repositories (`state.rename_repo(org, old, new)`): a request under /repos/{owner}/{old-name}/...
+  is redirected to /repositories/{id}/..., 301 for GET and HEAD, 307 for every other method (DELETE, PUT,
+  POST, PATCH), with GitHub's body {"message": "Moved Permanently", "url", "documentation_url"}; the
+  `redirect_status` of a rename can make it 308 (or 302). GitHub: "The API uses HTTP redirection where
+  appropriate. Clients should assume that any request may result in a redirection ... 301 Permanent
+  redirection ... 302, 307 Temporary redirection. The request should be repeated verbatim to the URI
+  specified in the Location header" (https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#follow-redirects,
+  https://docs.github.com/en/rest/overview/resources-in-the-rest-api#http-redirects); repository renames
+  answer 301 for GET and 307 for the other methods (https://github.blog/changelog/2015-05-26-repository-redirects-are-coming/,
+  "Repository redirects are coming" on developer.github.com, 2015).
+- `PUT /repos/{owner}/{repo}/collaborators/{username}`: 201 with a repository invitation for someone who is
+  not yet a collaborator nor an organization member (they must accept it), 204 when they are added at once
+  (an existing collaborator, an organization member)
+  (https://docs.github.com/en/rest/collaborators/collaborators#add-a-repository-collaborator: "201 Response
+  when a new invitation is created", "204 Response when: an existing collaborator is added as a
+  collaborator; an organization member is added as an individual collaborator ...").
+- Collaborators' `role_name` (REST) and `permission` (GraphQL) are the highest role after every source of
+  the grant (the repository, teams including parent teams, the organization's base permission, owners);
+  only GraphQL's `permissionSources` tells the repository's own grant apart: "The `role_name` is the
+  highest role assigned to the collaborator after considering all sources of grants, including: repo,
+  teams, organization, and enterprise. There is presently not a way to differentiate between an
+  organization level grant and a repository level grant from this endpoint response."
+  (https://docs.github.com/en/rest/collaborators/collaborators#list-repository-collaborators;
+  https://docs.github.com/en/graphql/reference/objects#permissionsource).
+- Organization invitations carry GitHub's roles: direct_member, admin, billing_manager, hiring_manager,
+  reinstate (https://docs.github.com/en/rest/orgs/members#list-pending-organization-invitations,
+  `organization-invitation.role` in github/rest-api-description).
 
 GraphQL is executed by graphql-core against a schema that is the subset of GitHub's schema used here.
 """
@@ -75,6 +104,7 @@ AREAS = ("platform", "payments", "identity", "data", "mobile", "web", "infra", "
 SCHEMA = build_schema("""
 type Query {
   organization(login: String!): Organization
+  repository(owner: String!, name: String!): Repository
   rateLimit: RateLimit
 }
 type RateLimit { cost: Int! limit: Int! remaining: Int! used: Int! resetAt: String! }
@@ -157,6 +187,8 @@ class FakeOrg:
     work_emails: dict[int, str] = field(default_factory=dict)  # uid -> e-mail on the org's verified domain
     verified_domains: bool = False  # enterprise orgs without SAML verify their domain
     two_factor_disabled: set[int] = field(default_factory=set)
+    renamed: dict[str, tuple[int, int]] = field(default_factory=dict)  # old name (lower) -> (repo id, status)
+    base_permission: str = "read"  # default_repository_permission: read | write | admin | none
 
     @property
     def has_custom_roles(self) -> bool:
@@ -214,6 +246,10 @@ class FakeGitHub:
         self.secondary_violations = 0
         self.failures: list[Injection] = []
         self.mutations: list[str] = []
+        self.redirects: list[str] = []  # redirects served for renamed repositories
+        self.repo_invitations: dict[int, dict[str, Any]] = {}  # repository invitations not yet accepted
+        self.deferred_deletes = False  # a fault: collaborator removals answered 204 but applied later
+        self.deferred: list[Callable[[], Any]] = []
         self.faults: dict[str, dict[str, Any]] = {}  # list faults by connection or REST view (see the module doc)
         self.echo_auth = False  # error bodies echo the request's Authorization header
 
@@ -237,6 +273,21 @@ class FakeGitHub:
         """Fail `count` requests from the `at`-th one on (only those whose path contains `path`)."""
         with self.lock:
             self.failures.append(Injection(self.requests + at, status, count, None, path))
+
+    def rename_repo(self, org: str, old: str, new: str, redirect_status: int | None = None) -> None:
+        """Rename a repository; requests under the old name are redirected as GitHub does (301 for GET/HEAD,
+        307 for other methods; `redirect_status` forces one status, e.g. 308)."""
+        o = self.orgs[org.lower()]
+        repo = o.repo_by_name(old)
+        assert repo is not None
+        repo["name"] = new
+        o.renamed[old.lower()] = (repo["id"], redirect_status or 0)
+
+    def apply_deferred(self) -> None:
+        with self.lock:
+            for change in self.deferred:
+                change()
+            self.deferred.clear()
 
     def issue_token(self) -> tuple[str, float]:
         token = "ghs_" + secrets.token_hex(18)
@@ -542,7 +593,23 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 return error(403, "API rate limit exceeded for installation. If you reach out to GitHub Support "
                              "for help, please include the request ID.", _rate_headers(limit, window, resource))
             window[0] += 1
-        return None
+        return _renamed_redirect(path)
+
+    def _renamed_redirect(path: str) -> Response | None:
+        """A request under a renamed repository's old name: 301 (GET/HEAD) or 307 to /repositories/{id}/..."""
+        m = re.match(r"^(/api/v3)?/repos/([^/]+)/([^/]+)(/.*)?$", path)
+        o = get_org(m.group(2)) if m else None
+        if o is None or m.group(3).lower() not in o.renamed:
+            return None
+        rid, forced = o.renamed[m.group(3).lower()]
+        status = forced or (301 if request.method in ("GET", "HEAD") else 307)
+        target = f"{request.host_url.rstrip('/')}{m.group(1) or ''}/repositories/{rid}{m.group(4) or ''}"
+        if request.query_string:
+            target += "?" + request.query_string.decode()
+        state.redirects.append(f"{request.method} {path} -> {status}")
+        body = {"message": "Moved Permanently" if status in (301, 308) else "Temporary Redirect", "url": target,
+                "documentation_url": "https://docs.github.com/v3/#http-redirects"}
+        return Response(json.dumps(body), status, headers={"Location": target}, mimetype="application/json")
 
     def _rate_headers(limit: int, window: list[float], resource: str) -> dict[str, str]:
         return {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(max(0, limit - int(window[0]))),
@@ -727,7 +794,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             return error(404, "Not Found")
         body = request.get_json(silent=True) or {}
         role = body.get("role", "direct_member")
-        if role not in ("admin", "direct_member", "billing_manager", "reinstate"):
+        if role not in ("admin", "direct_member", "billing_manager", "reinstate"):  # POST's enum (no hiring_manager)
             return error(422, "Validation Failed")
         login_ = None
         if body.get("invitee_id") is not None:
@@ -893,34 +960,93 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         if affiliation not in ("direct", "outside", "all"):
             return error(422, "Validation Failed")
         out = []
-        for uid, role in sorted(repo["collaborators"].items()):
+        for uid in sorted(repo["collaborators"]):
             if affiliation == "outside" and uid not in o.outside:
                 continue
+            # role_name and permissions: the highest role after all sources of grants (GitHub's docs above)
+            best = effective_role(o, repo, uid)
             item = simple_user(uid)
-            item["permissions"] = dict(ROLE_PERMS[base_role(o, role)])
-            item["role_name"] = ROLE_NAME.get(role, role)
+            item["permissions"] = dict(ROLE_PERMS[base_role(o, best)])
+            item["role_name"] = ROLE_NAME.get(best, best)
             out.append(item)
         return page(out)
 
-    @route("/repos/<owner>/<repo_name>/collaborators/<login>", ("PUT", "DELETE"))
+    @route("/repositories/<int:rid>/collaborators")
+    def collaborators_by_id(rid: int) -> Response:
+        o, repo = repo_by_id(rid)
+        return collaborators(o.login, repo["name"]) if repo else error(404, "Not Found")
+
+    @route("/repositories/<int:rid>/collaborators/<login>", ("GET", "PUT", "DELETE"))
+    def collaborator_by_id(rid: int, login: str) -> Response:
+        o, repo = repo_by_id(rid)
+        return collaborator(o.login, repo["name"], login) if repo else error(404, "Not Found")
+
+    def repo_by_id(rid: int) -> tuple[Any, dict[str, Any] | None]:
+        for o in state.orgs.values():
+            if rid in o.repos:
+                return o, o.repos[rid]
+        return None, None
+
+    @route("/repos/<owner>/<repo_name>/collaborators/<login>", ("GET", "PUT", "DELETE"))
     def collaborator(owner: str, repo_name: str, login: str) -> Response:
         o = get_org(owner)
         repo = o.repo_by_name(repo_name) if o else None
         u = state.user(login)
         if repo is None or u is None:
             return error(404, "Not Found")
+        if request.method == "GET":  # "Check if a user is a repository collaborator": any source of access
+            return no_content() if effective_role(o, repo, u["id"]) else error(404, "Not Found")
         if request.method == "DELETE":
+            if state.deferred_deletes:  # the fault: accepted (204) but applied only later (state.apply_deferred)
+                state.deferred.append(lambda: repo["collaborators"].pop(u["id"], None))
+                return no_content()
             repo["collaborators"].pop(u["id"], None)  # 204 whether or not they were one
             state.mutations.append(f"DELETE collaborator {repo_name} {login}")
             return no_content()
         perm = (request.get_json(silent=True) or {}).get("permission", "push")
         if perm not in ROLES and perm not in {r["name"] for r in o.repo_roles.values()}:
             return error(422, "Validation Failed")
+        if u["id"] not in repo["collaborators"] and u["id"] not in o.members:
+            # not a collaborator yet and not a member: GitHub invites them (201); they must accept
+            inv_id = 90000 + len(state.repo_invitations) + 1
+            inv = {"id": inv_id, "node_id": f"RI_{inv_id}", "repository": repo_json(o, repo),
+                   "invitee": simple_user(u["id"]), "inviter": simple_user(next(iter(o.members))) if o.members else None,
+                   "permissions": "write" if perm == "push" else ("read" if perm == "pull" else perm),
+                   "created_at": _iso(time.time()), "expired": False,
+                   "url": f"https://api.github.com/user/repository_invitations/{inv_id}",
+                   "html_url": f"https://github.com/{o.login}/{repo['name']}/invitations"}
+            state.repo_invitations[inv_id] = {**inv, "repo_id": repo["id"], "uid": u["id"], "role": perm}
+            state.mutations.append(f"PUT collaborator {repo['name']} {login} {perm} (invited)")
+            return ok(inv, 201)
         repo["collaborators"][u["id"]] = perm
         if u["id"] not in o.members:
             o.outside.add(u["id"])
-        state.mutations.append(f"PUT collaborator {repo_name} {login} {perm}")
+        state.mutations.append(f"PUT collaborator {repo['name']} {login} {perm}")
         return no_content()
+
+    def effective_role(o: FakeOrg, repo: dict[str, Any], uid: int) -> str | None:
+        """The highest role a person holds on a repository from every source: the repository's own grant, the
+        teams they are in (and those teams' parents), the organization's base permission, owner."""
+        return max(role_sources(o, repo, uid).values(), key=lambda r: ROLES.index(base_role(o, r)), default=None)
+
+    def role_sources(o: FakeOrg, repo: dict[str, Any], uid: int) -> dict[tuple[str, int], str]:
+        """(source kind, source id) -> role, for every source of a person's access to a repository."""
+        out: dict[tuple[str, int], str] = {}
+        if uid in repo["collaborators"]:
+            out[("Repository", repo["id"])] = repo["collaborators"][uid]
+        for t in o.teams.values():
+            if uid not in t["members"]:
+                continue
+            team = t
+            while team is not None:  # a child team's members get the access of its parent teams
+                if repo["id"] in team["repos"]:
+                    out[("Team", team["id"])] = team["repos"][repo["id"]]
+                team = o.teams.get(team["parent"]) if team["parent"] else None
+        if o.members.get(uid) == "admin":
+            out[("Organization", o.id)] = "admin"
+        elif uid in o.members and o.base_permission != "none":
+            out[("Organization", o.id)] = {"read": "pull", "write": "push"}.get(o.base_permission, o.base_permission)
+        return out
 
     # -- custom roles --------------------------------------------------------------------------------
     @route("/orgs/<name>/organization-roles")
@@ -1041,12 +1167,19 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             items = sorted(repo["collaborators"].items())
             if affiliation == "OUTSIDE":
                 items = [i for i in items if i[0] in o.outside]
-            return connection(items, first, after, lambda item: {
-                "permission": GQL_PERMISSION[base_role(o, item[1])],
-                "permissionSources": [{"permission": GQL_PERMISSION[base_role(o, item[1])], "roleName": ROLE_NAME.get(item[1], item[1]),
-                                       "source": {"__typename": "Repository", "databaseId": repo["id"],
-                                                  "name": repo["name"]}}],
-                "node": gql_user(item[0])}, name="collaborators")
+            def edge(item: tuple[int, str]) -> dict[str, Any]:
+                # `permission` is the effective one; `permissionSources` names each source
+                # (https://docs.github.com/en/graphql/reference/objects#repositorycollaboratoredge)
+                sources = role_sources(o, repo, item[0])
+                best = effective_role(o, repo, item[0]) or item[1]
+                return {"permission": GQL_PERMISSION[base_role(o, best)], "node": gql_user(item[0]),
+                        "permissionSources": [
+                            {"permission": GQL_PERMISSION[base_role(o, role)], "roleName": ROLE_NAME.get(role, role),
+                             "source": {"__typename": kind, "databaseId": sid,
+                                        "name": repo["name"] if kind == "Repository" else str(sid)}}
+                            for (kind, sid), role in sources.items()]}
+
+            return connection(items, first, after, edge, name="collaborators")
 
         return {"databaseId": repo["id"], "name": repo["name"], "nameWithOwner": f"{o.login}/{repo['name']}",
                 "isArchived": repo["archived"], "isPrivate": repo["private"], "isFork": repo["fork"],
@@ -1087,6 +1220,11 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                                          "externalIdentities": identities} if o.saml else None,
                 "teams": teams_, "team": team, "repositories": repositories}
 
+    def gql_repository(owner: str, name: str) -> dict[str, Any] | None:
+        o = get_org(owner)
+        repo = o.repo_by_name(name) if o else None
+        return gql_repo(o, repo) if repo else None
+
     def resolve_type(value: Any, info: Any, type_: Any) -> str:
         return value.get("__typename", "Repository")
 
@@ -1100,6 +1238,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             return error(400, "Problems parsing JSON")
         root = {
             "organization": lambda info, login: gql_org(state.orgs[login.lower()]) if login.lower() in state.orgs else None,
+            "repository": lambda info, owner, name: gql_repository(owner, name),
             "rateLimit": lambda info: {"cost": 1, "limit": state.graphql_limit, "remaining": state.graphql_limit,
                                        "used": 0, "resetAt": _iso(time.time() + 3600)},
         }
