@@ -201,12 +201,16 @@ def run_engine(engine_name: str, items: int) -> dict:
         # --- pages through the app (server time) and the query alone -----------------------------------------
         app = create_app(settings)
         client = app.test_client()
+        from attest.auth import sessions
+
         with app.test_request_context(environ_base=client.environ_base):
             identifier = _create_identifier()
+        with factory() as s:  # a completed sign-in: the server-side session record and the cookie naming it
+            token = sessions.start(s, user_id, "bench", sessions.clock(), ip="127.0.0.1")
+            s.commit()
         with client.session_transaction() as sess:
-            now = time.time()
-            sess.update({"_user_id": f"{user_id}:0", "_fresh": True, "_id": identifier, "signed_in_at": now,
-                         "seen_at": now})
+            sess.update({"_user_id": f"{user_id}:0", "_fresh": True, "_id": identifier,
+                         sessions.COOKIE_KEY: token, "login_method": "bench"})
         pages = {
             "first page": "/reviews?campaign=1",
             "deep page (5,000 in)": f"/reviews?campaign=1&after={deep_cursor}",

@@ -375,8 +375,10 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
                   decided_at=now, decided_in_bulk=True, version=ReviewItem.version + 1)
     final = or_(literal(decision == "revoke"), ReviewItem.stage >= last_stage)
     taken: list[tuple[int, int, int | None, bool]] = []  # id, stage, reviewer, completed
+    # a revoke, or a campaign of one stage, completes every item it takes: one UPDATE per chunk
+    passes = (True,) if decision == "revoke" or last_stage == 0 else (True, False)
     for chunk in _chunks(ids):
-        for completes in (True, False):
+        for completes in passes:
             stmt = (update(ReviewItem)
                     .where(ReviewItem.id.in_(chunk), *writable, final if completes else ~final)
                     .values(completed=completes, **values)
