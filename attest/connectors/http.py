@@ -9,6 +9,15 @@
 - Rate-limit state is kept per budget (`rates`, keyed by `budget(method, url)`; the response may name its
   budget itself, `budget_header`, e.g. GitHub's `x-ratelimit-resource`: core, graphql, search...), so one
   exhausted budget never slows the calls that draw on another. Without `budget` there is one budget, "".
+- Clock skew (`server_date`): the wait on a 429 and the pacing read `X-Rate-Limit-Reset` against the
+  response's own `Date` header (the upstream's clock), plus `reset_margin`, as Okta's SDK does
+  (okta-sdk-python okta/request_executor.py: `calculate_backoff` returns `retry_limit_reset - date_time + 1`),
+  so a local clock ahead of the upstream's never turns a wait into an immediate retry. Holds after a 429
+  are per budget too.
+- Concurrency limits (`concurrency_limited(response, budget_state)`, a connector's rule that says when a
+  429 refused a request for being one too many in flight): the client halves the requests it keeps in
+  flight (never below 1), holds every budget for a short back-off, and later adds one slot back after
+  `increase_after` untroubled requests, but never up to a level that was refused (AIMD).
 - Redirects (`follow_redirects`): 301/302/307/308 are re-issued with the same method and body to
   `Location` (GitHub: "the request should be repeated verbatim"), at most `max_redirects` times and only
   on the same origin (credentials never go to another host); a redirect not followed is an HttpError,
@@ -34,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -177,6 +187,11 @@ class HttpClient:
         budget_header: str | None = None,
         follow_redirects: bool = False,
         max_redirects: int = 5,
+        server_date: bool = False,
+        reset_margin: float = 0.05,
+        concurrency_limited: Callable[[httpx.Response, RateLimitState | None], bool] | None = None,
+        increase_after: int = 100,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth_header = auth_header
@@ -194,11 +209,18 @@ class HttpClient:
         self.rate_limit_on_403 = rate_limit_on_403
         self.max_pages = max_pages
         self.sleep = sleep
-        self._slots = threading.BoundedSemaphore(max(max_concurrency, 1))
+        self._slots = _Slots(max(max_concurrency, 1))
         self._lock = threading.Lock()
         self.calls = 0
         self.waits: list[float] = []  # every rate-limit wait, for reports and tests
-        self._hold_until = 0.0  # after a rate limit, every thread holds back until then (monotonic)
+        self._holds: dict[str, float] = {}  # budget ("*": all) -> after a 429, threads hold back until then
+        self.server_date = server_date
+        self.reset_margin = reset_margin
+        self.concurrency_limited = concurrency_limited
+        self.increase_after = increase_after
+        self.clock = clock
+        self.concurrency_events = 0  # 429s for too many requests in flight (each halved `concurrency`)
+        self._calm = 0  # requests answered since the last concurrency 429
         self.budget = budget or (lambda method, url: "")
         self.budget_header = budget_header
         self.rates: dict[str, RateLimitState] = {}  # budget -> its last observed state
@@ -221,6 +243,20 @@ class HttpClient:
         return None
 
     @property
+    def concurrency(self) -> int:
+        """Requests this client keeps in flight now (lowered after a concurrency 429)."""
+        return self._slots.limit
+
+    def _server_now(self, response: httpx.Response) -> float:
+        """The upstream's clock when it answered (its `Date` header) with `server_date`, else the local clock."""
+        if self.server_date and response.headers.get("date"):
+            try:
+                return parsedate_to_datetime(response.headers["date"]).timestamp()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                pass
+        return self.clock()
+
+    @property
     def rate(self) -> RateLimitState:
         """The state of the one budget of a client without `budget` (the last observed one otherwise)."""
         return self.rates.get("") or next(reversed(self.rates.values()), RateLimitState())
@@ -234,6 +270,8 @@ class HttpClient:
             return
         if self.budget_header and h.get(self.budget_header):
             key = h[self.budget_header]
+        if reset is not None and self.server_date:  # the reset on the local clock: skew taken out
+            reset = self.clock() + (reset - self._server_now(response))
         with self._lock:
             self.rates[key] = RateLimitState(limit, remaining, float(reset) if reset is not None else None)
 
@@ -244,7 +282,7 @@ class HttpClient:
             return
         if state.remaining > state.limit * self.slowdown_below:
             return
-        left = state.reset_at - time.time()
+        left = state.reset_at - self.clock()
         if left <= 0:
             return
         delay = min(left / max(state.remaining, 1), self.max_wait)
@@ -262,7 +300,7 @@ class HttpClient:
         reset = self._header_int(h, "x-rate-limit-reset", "x-ratelimit-reset")
         remaining = self._header_int(h, "x-rate-limit-remaining", "x-ratelimit-remaining")
         if reset is not None and (remaining is None or remaining == 0 or response.status_code == 429):
-            return min(max(reset - time.time(), 0.0) + 0.05, self.max_wait)
+            return min(max(reset - self._server_now(response), 0.0) + self.reset_margin, self.max_wait)
         return self.default_wait
 
     def _is_rate_limited(self, response: httpx.Response) -> bool:
@@ -289,7 +327,7 @@ class HttpClient:
         key = self.budget(method, str(url))
         while True:
             self._pace(key)
-            hold = self._hold_until - time.monotonic()
+            hold = max(self._holds.get(key, 0.0), self._holds.get("*", 0.0)) - self.clock()
             if hold > 0:  # another thread was told to wait: do not send into the limit
                 self.sleep(hold)
             headers = dict(kwargs.pop("headers", {}) or {})
@@ -304,12 +342,17 @@ class HttpClient:
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 attempt += 1
                 if attempt > self.max_retries:
-                    raise HttpError(0, method, str(url), f"{type(exc).__name__}: {exc}", secrets=sent) from exc
+                    raise HttpError(0, method, str(self._client.base_url.join(str(url))), f"{type(exc).__name__}: {exc}",
+                                    secrets=sent) from exc
                 self.sleep(self._backoff(attempt))
                 kwargs["headers"] = headers
                 continue
             kwargs["headers"] = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            self._observe(response, key)
+            concurrent = response.status_code == 429 and self.concurrency_limited is not None and \
+                self.concurrency_limited(response, self.rates.get(key))
+            if not concurrent:  # a concurrency 429 reports the concurrent values, not the budget's (Okta)
+                self._observe(response, key)
+            self._adapt(concurrent)
             if response.status_code in REDIRECTS:
                 if not self.follow_redirects:  # never a success: the request did not reach what it meant
                     raise HttpError(response.status_code, method, str(response.url), _body(response),
@@ -321,14 +364,15 @@ class HttpClient:
                 attempt += 1
                 if attempt > self.max_retries + 4:
                     raise HttpError(response.status_code, method, str(response.url), _body(response), secrets=sent)
-                wait = self._rate_limit_wait(response)
+                wait = self._backoff(attempt) if concurrent else self._rate_limit_wait(response)
                 limited += 1
                 if limited > 1 and wait == self.default_wait and response.headers.get("retry-after") is None:
                     # a limit that keeps refusing without saying how long: wait exponentially longer (GitHub)
                     wait = min(self.default_wait * 2 ** (limited - 1), self.max_wait)
                 with self._lock:
                     self.waits.append(wait)
-                    self._hold_until = max(self._hold_until, time.monotonic() + wait)
+                    hold_key = "*" if concurrent else key
+                    self._holds[hold_key] = max(self._holds.get(hold_key, 0.0), self.clock() + wait)
                 log.info("rate limited on %s %s; waiting %.1fs", method, _redact_url(str(response.url)), wait)
                 self.sleep(wait)
                 continue
@@ -342,6 +386,25 @@ class HttpClient:
                 raise HttpError(response.status_code, method, str(response.url), _body(response), response.headers,
                                 secrets=sent)
             return response
+
+    def _adapt(self, concurrent: bool) -> None:
+        """AIMD on requests in flight: halve after a concurrency 429, add one after `increase_after` calm
+        answers, never back up to a level that was refused."""
+        with self._lock:
+            if concurrent:
+                self.concurrency_events += 1
+                self._calm = 0
+                now = self._slots.limit
+                self._slots.ceiling = max(1, min(self._slots.ceiling, now - 1))
+                if now > 1:
+                    self._slots.set(max(1, now // 2))
+                    log.info("too many requests in flight for the upstream; lowered concurrency to %d",
+                             self._slots.limit)
+                return
+            self._calm += 1
+            if self._calm >= self.increase_after and self._slots.limit < self._slots.ceiling:
+                self._calm = 0
+                self._slots.set(self._slots.limit + 1)
 
     def _redirect_target(self, method: str, url: str, response: httpx.Response, hops: int,
                          sent: list[str]) -> str:
@@ -395,6 +458,33 @@ class HttpClient:
                 raise HttpError(response.status_code, "GET", str(response.url), f"expected a JSON list, got {type(page).__name__}")
             yield page
             next_url = guard.check(_absolute(response, parse_link_header(response.headers.get("link")).get("next")))
+
+
+class _Slots:
+    """At most `limit` requests in flight; the limit can change while requests run (see HttpClient._adapt)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.ceiling = limit
+        self.busy = 0
+        self._cond = threading.Condition()
+
+    def set(self, limit: int) -> None:
+        with self._cond:
+            self.limit = max(1, limit)
+            self._cond.notify_all()
+
+    def __enter__(self) -> _Slots:
+        with self._cond:
+            while self.busy >= self.limit:
+                self._cond.wait()
+            self.busy += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._cond:
+            self.busy -= 1
+            self._cond.notify_all()
 
 
 def _absolute(response: httpx.Response, link: str | None) -> str | None:

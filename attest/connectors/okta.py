@@ -8,18 +8,35 @@ with a `private_key_jwt` client assertion signed through Authlib; the token is c
   `manager_attribute` setting (an Okta user id, login, e-mail or employee number), else `manager`.
 - `/api/v1/groups?expand=stats`: groups with a `member` entitlement; members read only for groups whose
   stats count any; groups filled by an ACTIVE rule (`/api/v1/groups/rules`) are marked rule-managed.
+  The stats flag is read as Okta spells it, `hasAdminPrivlege` (Management OpenAPI and okta-sdk-python's
+  GroupEmbeddedStats alias), and as `hasAdminPrivilege` should Okta ever correct it.
+- `/api/v1/groups/{id}/owners` (Group Owners API, Okta Identity Governance): USER owners become the group
+  resource's owners (owner_refs), GROUP owners its `owner_groups` attribute. An org without the feature
+  (401 E0000015) or a token that may not read them (403) skips owners for the rest of the run with a Note.
+  A group is emitted once its members and owners are read: a group deleted while the sync ran (404) is
+  left out with a Note, as is an app deleted meanwhile, instead of failing the run.
 - `/api/v1/apps` (active only unless `include_inactive_apps`), `/apps/{id}/users` (direct USER-scope
   assignments become grants; GROUP-scope ones are the group's grant) and `/apps/{id}/groups`.
 - Admin roles: `/api/v1/iam/assignees/users` then `/users/{id}/roles` (USER assignments), and
   `/groups/{id}/roles` for groups whose stats say they hold an admin role; all `privileged`.
 - `/api/v1/logs` (`user.authentication.sso`, last `log_days` days): the last SSO per user and app, in the
-  account's `app_last_sso` attribute ({app id: ISO time}) so reviews can show dormant app access.
+  account's `app_last_sso` attribute ({app id: ISO time}) so reviews can show dormant app access. The
+  signal is optional: a System Log that answers 403 (no okta.logs.read) or 404 leaves it out with a Note
+  saying what to do (grant the scope, or log_days=0); the run succeeds.
 
 Paging follows only `Link: rel="next"` with each endpoint's largest page size (groups use 200, Okta's
 recommended ceiling for accurate results); a `next` link back at a page already read, or more pages than
 the page cap (http.MAX_PAGES), stops the run with a PagingError instead of paging forever. Requests run on a bounded thread pool over one HttpClient
-(rate-limit pacing, 429 waits until X-Rate-Limit-Reset, retries of 5xx and timeouts). 401/403 stop the run
-with a ConnectorError naming the missing scope or admin role. Odd payloads become Notes, never crashes.
+(retries of 5xx and timeouts). Rate limits are kept per Okta endpoint family (`rate_family`: Okta limits
+`/api/v1/users`, `/api/v1/users/{id}`, `/api/v1/users*`, the same for groups and apps, and `/api/v1/logs`
+separately, https://developer.okta.com/docs/reference/rl-global-mgmt/); a 429 waits
+`X-Rate-Limit-Reset - Date + 1` on Okta's own clock, as okta-sdk-python does (okta/request_executor.py,
+`calculate_backoff`), so a local clock ahead of Okta's does not burn the retries. A 429 for too many
+requests in flight (limit and remaining 0, https://developer.okta.com/docs/reference/rl-best-practices/)
+halves the requests kept in flight for the rest of the run. 401/403 stop the run with a ConnectorError
+naming the missing scope or admin role; an unreachable org names the host. Odd payloads become Notes,
+never crashes. A revoke is "done" only once a follow-up read shows the access gone ("unconfirmed" when
+Okta accepted the call but still shows the access).
 
 Split per DESIGN: `_get_*`/`_pages` do HTTP only; the module-level `*_records` functions are pure
 transforms from Okta payloads to records (unit-tested on recorded payloads).
@@ -60,8 +77,8 @@ from attest.connectors.http import HttpClient, HttpError, PageGuard, parse_link_
 log = logging.getLogger(__name__)
 
 # largest page size each endpoint allows (groups: Okta's recommended ceiling, see the module docstring)
-PAGE = {"users": 200, "groups": 200, "group_users": 1000, "group_rules": 200, "apps": 200, "app_users": 500,
-        "app_groups": 200, "assignees": 100, "logs": 1000}
+PAGE = {"users": 200, "groups": 200, "group_users": 1000, "group_owners": 1000, "group_rules": 200, "apps": 200,
+        "app_users": 500, "app_groups": 200, "assignees": 100, "logs": 1000, "user_groups": 200}
 READ_SCOPES = ("okta.users.read", "okta.groups.read", "okta.apps.read", "okta.roles.read", "okta.logs.read")
 MANAGE_SCOPES = ("okta.groups.manage", "okta.apps.manage", "okta.roles.manage")
 SCOPE_FOR_PATH = (("/api/v1/logs", "okta.logs.read"), ("/api/v1/iam", "okta.roles.read"),
@@ -76,6 +93,50 @@ ACCOUNT_STATUS = {"ACTIVE": "active", "PASSWORD_EXPIRED": "active", "LOCKED_OUT"
                   "DEPROVISIONED": "deprovisioned"}
 GROUP_TYPES = ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")
 SSO_EVENT = "user.authentication.sso"
+ADMIN_STAT = ("hasAdminPrivlege", "hasAdminPrivilege")  # Okta's spelling first (OpenAPI, okta-sdk-python)
+
+
+def rate_family(url: str) -> str:
+    """Okta's rate-limit bucket of a request (https://developer.okta.com/docs/reference/rl-global-mgmt/):
+    `/api/v1/groups` (list, create), `/api/v1/groups/{id}` (one object), `/api/v1/groups*` (every other call
+    under it: members, owners, roles, rules), likewise users, apps, iam; `/api/v1/logs` alone."""
+    parts = urlsplit(url).path.rstrip("/").split("/")
+    if len(parts) <= 4 or parts[1:3] != ["api", "v1"]:
+        return "/".join(parts[:4]) or "/"
+    if len(parts) == 5 and parts[4] not in ("rules", "assignees"):
+        return "/".join(parts[:4]) + "/{id}"
+    return "/".join(parts[:4]) + "*"
+
+
+def concurrency_429(response: Any, budget: Any) -> bool:
+    """A 429 for too many requests in flight, not for a spent per-minute budget: Okta's headers then report
+    the concurrent values (rl-best-practices); okta-sdk-python (okta/request_executor.py): "both
+    X-Rate-Limit-Limit and X-Rate-Limit-Remaining being 0 indicates concurrent rate limit error". A limit
+    other than the one the family's own answers carried is the concurrent one too."""
+    def num(name: str) -> int | None:
+        try:
+            return int(float(response.headers[name]))
+        except (KeyError, ValueError):
+            return None
+
+    limit, remaining = num("x-rate-limit-limit"), num("x-rate-limit-remaining")
+    if limit == 0 and remaining == 0:
+        return True
+    known = getattr(budget, "limit", None)
+    return bool(known) and limit is not None and limit != known
+
+
+def admin_flag(stats: Any) -> bool | None:
+    """The group stats' admin-role flag (either spelling), or None when Okta did not say."""
+    if isinstance(stats, Mapping):
+        for key in ADMIN_STAT:
+            if isinstance(stats.get(key), bool):
+                return stats[key]
+    return None
+
+
+class GroupGone(Exception):
+    """The group (or app) was deleted while the sync ran: Okta answers 404 for it now."""
 
 
 # --- pure transforms (recorded payload -> records) ------------------------------------------------------
@@ -170,8 +231,9 @@ def user_records(user: Mapping[str, Any], index: UserIndex, manager_attribute: s
     return [*notes, identity, account]
 
 
-def group_records(group: Mapping[str, Any], rules: Mapping[str, list[str]]) -> list[Record]:
-    """One Okta group -> the group Resource and its `member` entitlement."""
+def group_records(group: Mapping[str, Any], rules: Mapping[str, list[str]],
+                  owners: Iterable[Mapping[str, Any]] = ()) -> list[Record]:
+    """One Okta group -> the group Resource (with its owners) and its `member` entitlement."""
     gid = group.get("id")
     if not isinstance(gid, str) or not gid:
         return [Note(f"Okta returned a group without an id; skipped ({str(group)[:120]})")]
@@ -186,8 +248,17 @@ def group_records(group: Mapping[str, Any], rules: Mapping[str, list[str]]) -> l
     if rule_names:
         attrs["rules"] = rule_names
     stats = (group.get("_embedded") or {}).get("stats") if isinstance(group.get("_embedded"), Mapping) else None
-    if isinstance(stats, Mapping) and "hasAdminPrivilege" in stats:
-        attrs["has_admin_privilege"] = bool(stats.get("hasAdminPrivilege"))
+    flag = admin_flag(stats)
+    if flag is not None:
+        attrs["has_admin_privilege"] = flag
+    owner_users: list[str] = []
+    owner_groups: list[str] = []
+    for owner in owners:
+        oid = owner.get("id") if isinstance(owner, Mapping) else None
+        if isinstance(oid, str) and oid:
+            (owner_groups if str(owner.get("type", "USER")).upper() == "GROUP" else owner_users).append(oid)
+    if owner_groups:
+        attrs["owner_groups"] = sorted(owner_groups)
     source = ((group.get("_links") or {}).get("source") or {}).get("href") if isinstance(group.get("_links"), Mapping) else None
     if gtype == "APP_GROUP":
         attrs["mastered_by"] = source.rsplit("/", 1)[-1] if source else "the directory or app it is imported from"
@@ -196,7 +267,7 @@ def group_records(group: Mapping[str, Any], rules: Mapping[str, list[str]]) -> l
     return [
         *notes,
         ResourceRecord(external_id=gid, type="okta_group", name=name, description=_s(profile.get("description")),
-                       is_group=True, attributes=attrs),
+                       is_group=True, owner_refs=tuple(sorted(set(owner_users))), attributes=attrs),
         EntitlementRecord(external_id=f"{gid}:member", resource_ref=gid, name="member",
                           display_name=f"Member of {name}", is_membership=True,
                           attributes={"rules": rule_names} if rule_names else {}),
@@ -374,6 +445,7 @@ class OktaConnector(BaseConnector):
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self._token_lock = threading.RLock()
         self._scopes: tuple[str, ...] = READ_SCOPES
+        self._owners_off: str | None = None  # why group owners are not read (set once, for the run)
 
     # -- calls: every request, token requests included ----------------------------------------------
     @property
@@ -394,7 +466,9 @@ class OktaConnector(BaseConnector):
         with self._token_lock:
             if self._http is None:
                 self._http = HttpClient(self.domain, auth_header=self._auth_header, max_concurrency=self.concurrency,
-                                        headers={"User-Agent": "attest-okta/0.1"}, sleep=self._sleep)
+                                        headers={"User-Agent": "attest-okta/0.1"}, sleep=self._sleep,
+                                        budget=lambda method, url: rate_family(url), server_date=True,
+                                        reset_margin=1.0, concurrency_limited=concurrency_429)
             return self._http
 
     def close(self) -> None:
@@ -427,7 +501,8 @@ class OktaConnector(BaseConnector):
         if isinstance(assertion, bytes):
             assertion = assertion.decode()
         if self._token_http is None:
-            self._token_http = HttpClient(self.domain, max_concurrency=1, sleep=self._sleep)
+            self._token_http = HttpClient(self.domain, max_concurrency=1, sleep=self._sleep, server_date=True,
+                                          reset_margin=1.0)
         try:
             response = self._token_http.request("POST", "/oauth2/v1/token", data={
                 "grant_type": "client_credentials", "scope": " ".join(scopes),
@@ -463,19 +538,26 @@ class OktaConnector(BaseConnector):
         except (ValueError, TypeError):
             return ECKey.import_key(pem), "ES256"
 
-    def _call(self, fn: Callable[[], Any], method: str, path: str) -> Any:
-        """Run one request; an expired OAuth token is refreshed once; 401/403 become a ConnectorError."""
+    def _call(self, fn: Callable[[], Any], method: str, path: str, raw: bool = False) -> Any:
+        """Run one request; an expired OAuth token is refreshed once; 401/403 become a ConnectorError
+        (unless `raw`: the caller handles them); an org that cannot be reached is named with its host."""
         try:
             return fn()
         except HttpError as exc:
-            if exc.status == 401 and self.oauth:
+            if exc.status == 401 and self.oauth and not (isinstance(exc.body, dict)
+                                                         and exc.body.get("errorCode") == "E0000015"):
                 with self._token_lock:
                     self._tokens.pop(self._scopes, None)
                 try:
                     return fn()
                 except HttpError as again:
                     exc = again
-            if exc.status in (401, 403):
+            if exc.status == 0:
+                raise ConnectorError(
+                    f"Could not reach Okta at {self.domain} ({method} {path}: {exc.body}). Check the source's domain "
+                    "setting (your org URL, like https://acme.okta.com), DNS, and any proxy or firewall between "
+                    "Attest and Okta.") from None
+            if exc.status in (401, 403) and not raw:
                 raise self._auth_error(exc, method, path) from None
             raise
 
@@ -491,21 +573,21 @@ class OktaConnector(BaseConnector):
                                      "deactivated: create a new token and update the source's secret."))
         scope = _scope_from_header(exc.headers) or _scope_for(path, method)
         if self.oauth:
-            return ConnectorError(f"Okta refused {method} {path} ({code} {summary}): the service app's token lacks "
-                                  f"the scope {scope}. Grant {scope} to the app (Admin Console > Applications > "
+            return ConnectorError(f"Okta at {self.domain} refused {method} {path} ({code} {summary}): the service "
+                                  f"app's token lacks the scope {scope}. Grant {scope} to the app (Admin Console > Applications > "
                                   "the app > Okta API Scopes) and give the app an admin role that can read it.")
-        return ConnectorError(f"Okta refused {method} {path} ({code} {summary}): the API token's admin lacks "
-                              f"the permission behind {scope}. Create the token as an admin with the Read-Only "
+        return ConnectorError(f"Okta at {self.domain} refused {method} {path} ({code} {summary}): the API token's admin "
+                              f"lacks the permission behind {scope}. Create the token as an admin with the Read-Only "
                               "Administrator role (Super Administrator to also revoke access).")
 
-    def _pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
+    def _pages(self, path: str, params: Mapping[str, Any] | None = None, raw: bool = False) -> Iterator[list[Any]]:
         """Each page's JSON list, following only the `Link: rel="next"` header (absolute URLs). A `next`
         link back at a page already served, or more pages than the client's cap, raise PagingError."""
         url: str | None = path
         query: Mapping[str, Any] | None = params
         guard = PageGuard(f"Okta GET {path}", self.http.max_pages)
         while url:
-            response = self._call(lambda u=url, q=query: self.http.get(u, params=q), "GET", path)
+            response = self._call(lambda u=url, q=query: self.http.get(u, params=q), "GET", path, raw)
             guard.seen_url(str(response.url))
             query = None
             try:
@@ -548,10 +630,40 @@ class OktaConnector(BaseConnector):
         if self.log_days:
             until = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._get_json(f"/api/v1/logs?limit=1&since={since}&until={until}")
+            path = f"/api/v1/logs?limit=1&since={since}&until={until}"
+            try:
+                self._call(lambda: self.http.get_json(path), "GET", "/api/v1/logs", raw=True)
+            except HttpError as exc:
+                if exc.status in (401, 403, 404):
+                    raise ConnectorError(self._logs_unreadable(exc) + " Everything else is readable; a sync "
+                                         "still runs and leaves the last-SSO signal out.") from None
+                raise
 
-    def _get_json_list(self, path: str) -> list[Any]:
-        data = self._get_json(path)
+    def _logs_unreadable(self, exc: HttpError) -> str:
+        """What to do about a System Log that answered 401/403/404."""
+        body = exc.body if isinstance(exc.body, dict) else {}
+        code = f"HTTP {exc.status} {body.get('errorCode') or ''}".strip()
+        if exc.status == 404:
+            why = "the endpoint was not found there"
+            fix = "check the domain is your Okta org URL"
+        elif self.oauth:
+            why = "the service app's token lacks the scope okta.logs.read"
+            fix = ("grant okta.logs.read to the app (Admin Console > Applications > the app > Okta API Scopes) "
+                   "with an admin role that can read the System Log")
+        else:
+            why = "the API token's admin may not read the System Log (okta.logs.read)"
+            fix = "create the token as an admin with the Read-Only Administrator role or higher"
+        return (f"Okta at {self.domain} did not let Attest read the System Log (GET /api/v1/logs: {code}): {why}, so "
+                f"the last SSO per app is not read. To fix it, {fix}; or set log_days=0 to stop reading it.")
+
+    def _get_json_list(self, path: str, gone_ok: bool = False) -> list[Any]:
+        """A JSON list; with `gone_ok`, [] when the object was deleted meanwhile (404)."""
+        try:
+            data = self._get_json(path)
+        except HttpError as exc:
+            if gone_ok and exc.status == 404:
+                return []
+            raise
         return data if isinstance(data, list) else []
 
     # -- sync ------------------------------------------------------------------------------------------
@@ -620,6 +732,9 @@ class OktaConnector(BaseConnector):
         rules: dict[str, list[str]] | None = None
         role_groups_done: set[str] = set()
         seen_roles: set[str] = set()
+        apps_open: dict[str, list[Any]] = {}  # app id -> [app, lists still to read, grants read so far]
+        self._owners_off = None
+        owners_noted = False
         waiting = {"users", "users_deprovisioned", "groups", "rules", "apps", "assignees"}
         if self.log_days:
             waiting.add("logs")
@@ -636,12 +751,12 @@ class OktaConnector(BaseConnector):
         submit("apps", None, lambda: [a for page in self._pages("/api/v1/apps", apps_params) for a in page])
         submit("assignees", None, self._get_assignees)
         if self.log_days:
-            submit("logs", None, self._fetch_sso)
+            submit("logs", None, self._fetch_sso_optional)
 
         def group_roles(gid: str) -> None:
             if gid not in role_groups_done:
                 role_groups_done.add(gid)
-                submit("group_roles", gid, lambda: self._get_json_list(f"/api/v1/groups/{gid}/roles"))
+                submit("group_roles", gid, lambda: self._get_json_list(f"/api/v1/groups/{gid}/roles", gone_ok=True))
 
         def roles_out(recs: list[Record]) -> Iterator[Record]:
             for rec in recs:
@@ -651,6 +766,22 @@ class OktaConnector(BaseConnector):
                         continue
                     seen_roles.add(key)
                 yield rec
+
+        def app_list_done(aid: str, recs: list[Record] | None) -> Iterator[Record]:
+            entry = apps_open.get(aid)
+            if entry is None:
+                return
+            if recs is None:  # the app answered 404: deleted while the sync ran
+                del apps_open[aid]
+                yield Note(f"Okta app {aid} ({entry[0].get('label') or aid}) was deleted while the sync ran "
+                           "(404 on its assignments); treated as deleted")
+                return
+            entry[2].extend(recs)
+            entry[1] -= 1
+            if entry[1] == 0:
+                del apps_open[aid]
+                yield from app_records(entry[0])
+                yield from entry[2]
 
         try:
             pump()
@@ -665,29 +796,27 @@ class OktaConnector(BaseConnector):
                             index.add(user)
                         users.extend(result)
                     elif kind == "logs":
-                        sso = result
+                        sso, note = result
+                        if note:
+                            yield Note(note)
                     elif kind == "groups":
                         groups = result
                     elif kind == "rules":
                         rules = rule_map(result)
                     elif kind == "apps":
                         for app in result:
-                            yield from app_records(app)
-                            aid = app.get("id")
-                            if isinstance(aid, str):
-                                submit("app_users", aid, lambda a=aid: self._fetch_app_users(a))
-                                submit("app_groups", aid, lambda a=aid: [
-                                    g for page in self._pages(f"/api/v1/apps/{a}/groups", {"limit": PAGE["app_groups"]}) for g in page])
-                    elif kind == "app_users":
-                        yield from result
-                    elif kind == "app_groups":
-                        for assignment in result:
-                            rec = app_group_grant(key, assignment)
-                            if rec is not None:
-                                yield rec
+                            aid = app.get("id") if isinstance(app, Mapping) else None
+                            if not isinstance(aid, str) or not aid:
+                                yield from app_records(app if isinstance(app, Mapping) else {})
+                                continue
+                            apps_open[aid] = [app, 2, []]
+                            submit("app_users", aid, lambda a=aid: self._fetch_app_users(a))
+                            submit("app_groups", aid, lambda a=aid: self._fetch_app_groups(a))
+                    elif kind in ("app_users", "app_groups"):
+                        yield from app_list_done(key, result)
                     elif kind == "assignees":
                         for uid in result:
-                            submit("user_roles", uid, lambda u=uid: self._get_json_list(f"/api/v1/users/{u}/roles"))
+                            submit("user_roles", uid, lambda u=uid: self._get_json_list(f"/api/v1/users/{u}/roles", gone_ok=True))
                     elif kind == "user_roles":
                         for role in result:
                             if not isinstance(role, Mapping):
@@ -703,11 +832,21 @@ class OktaConnector(BaseConnector):
                         for role in result:
                             if isinstance(role, Mapping):
                                 yield from roles_out(role_records(role, key, "resource"))
-                    elif kind == "members":
-                        gid, rule_names = key
+                    elif kind == "group":
+                        group, rule_names = key
+                        gid = group["id"]
+                        members, owners = result
+                        if members is None:
+                            yield Note(f"Okta group {gid} ({(group.get('profile') or {}).get('name') or gid}) was "
+                                       "deleted while the sync ran (404 on its members or owners); treated as deleted")
+                            continue
+                        yield from group_records(group, rules or {}, owners)
                         attrs = {"rules": rule_names} if rule_names else {}
-                        for uid in result:
+                        for uid in members:
                             yield GrantRecord(entitlement_ref=f"{gid}:member", principal_ref=uid, attributes=attrs)
+                    if self._owners_off and not owners_noted:
+                        owners_noted = True
+                        yield Note(self._owners_off)
                     if kind in ("groups", "rules") and groups is not None and rules is not None:
                         yield from self._emit_groups(groups, rules, submit, group_roles)
                         groups = []
@@ -723,25 +862,68 @@ class OktaConnector(BaseConnector):
 
     def _emit_groups(self, groups: list[dict[str, Any]], rules: dict[str, list[str]],
                      submit: Callable[..., None], group_roles: Callable[[str], None]) -> Iterator[Record]:
+        """Each group is read (members when its stats count any, owners) in one job and emitted when that
+        job is done, so a group deleted meanwhile is left out whole."""
         no_stats = 0
         for group in groups:
             if not isinstance(group, Mapping):
                 continue
-            yield from group_records(group, rules)
             gid = group.get("id")
-            if not isinstance(gid, str):
+            if not isinstance(gid, str) or not gid:
+                yield from group_records(group, rules)
                 continue
             stats = (group.get("_embedded") or {}).get("stats") if isinstance(group.get("_embedded"), Mapping) else None
             count = stats.get("usersCount") if isinstance(stats, Mapping) else None
             if not isinstance(count, int):
                 no_stats += 1
-            if count is None or count > 0:
-                names = sorted(rules.get(gid, []))
-                submit("members", (gid, names), lambda g=gid: self._fetch_member_ids(g))
-            if not isinstance(stats, Mapping) or stats.get("hasAdminPrivilege") is not False:
+            need_members = count is None or count > 0
+            submit("group", (group, sorted(rules.get(gid, []))),
+                   lambda g=gid, m=need_members: self._fetch_group(g, m))
+            if admin_flag(stats) is not False:  # Okta's `hasAdminPrivlege`: false means no group role to read
                 group_roles(gid)
         if no_stats:
             yield Note(f"{no_stats} Okta groups came without stats; their members and roles were read to be sure")
+
+    def _fetch_group(self, gid: str, need_members: bool) -> tuple[list[str] | None, list[Mapping[str, Any]]]:
+        """(member ids, owners) of one group; (None, []) when it was deleted while the sync ran."""
+        try:
+            members = self._fetch_member_ids(gid) if need_members else []
+            owners = self._fetch_owners(gid)
+        except GroupGone:
+            return None, []
+        except HttpError as exc:
+            if exc.status == 404:
+                return None, []
+            raise
+        return members, owners
+
+    def _fetch_owners(self, gid: str) -> list[Mapping[str, Any]]:
+        """The group's owners (Group Owners API, paged); [] for the rest of the run once Okta says the org or
+        the token may not read them."""
+        if self._owners_off:
+            return []
+        path = f"/api/v1/groups/{gid}/owners"
+        try:
+            return [o for page in self._pages(path, {"limit": PAGE["group_owners"]}, raw=True) for o in page
+                    if isinstance(o, Mapping)]
+        except HttpError as exc:
+            if exc.status == 404:
+                try:  # the group, or the endpoint? ask for the group itself
+                    self._call(lambda: self.http.get_json(f"/api/v1/groups/{gid}"), "GET", f"/api/v1/groups/{gid}", raw=True)
+                except HttpError as again:
+                    if again.status == 404:
+                        raise GroupGone(gid) from None
+                    raise
+            if exc.status not in (401, 403, 404):
+                raise
+            body = exc.body if isinstance(exc.body, dict) else {}
+            code = f"HTTP {exc.status} {body.get('errorCode') or ''}".strip()
+            why = ("the org does not have the Group Owners API (it comes with Okta Identity Governance)"
+                   if exc.status != 403 else "the token may not read them (okta.groups.read and an admin role "
+                   "that can see group owners)")
+            self._owners_off = (f"Okta group owners were not read (GET {path}: {code}): {why}; name the owners of "
+                                "Okta groups in Attest by hand, or route their reviews to a named reviewer")
+            return []
 
     def _fetch_users(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -753,15 +935,46 @@ class OktaConnector(BaseConnector):
         return [u["id"] for page in self._pages(f"/api/v1/groups/{gid}/users", {"limit": PAGE["group_users"]})
                 for u in page if isinstance(u, Mapping) and isinstance(u.get("id"), str)]
 
-    def _fetch_app_users(self, aid: str) -> list[Record]:
+    def _fetch_app_users(self, aid: str) -> list[Record] | None:
+        """Direct assignments as grants; None when the app answered 404 (deleted while the sync ran)."""
         out: list[Record] = []
-        for page in self._pages(f"/api/v1/apps/{aid}/users", {"limit": PAGE["app_users"]}):
-            for row in page:
-                if isinstance(row, Mapping):
-                    rec = app_user_grant(aid, row)
-                    if rec is not None:
-                        out.append(rec)
+        try:
+            for page in self._pages(f"/api/v1/apps/{aid}/users", {"limit": PAGE["app_users"]}):
+                for row in page:
+                    if isinstance(row, Mapping):
+                        rec = app_user_grant(aid, row)
+                        if rec is not None:
+                            out.append(rec)
+        except HttpError as exc:
+            if exc.status == 404:
+                return None
+            raise
         return out
+
+    def _fetch_app_groups(self, aid: str) -> list[Record] | None:
+        out: list[Record] = []
+        try:
+            for page in self._pages(f"/api/v1/apps/{aid}/groups", {"limit": PAGE["app_groups"]}):
+                for assignment in page:
+                    if isinstance(assignment, Mapping):
+                        rec = app_group_grant(aid, assignment)
+                        if rec is not None:
+                            out.append(rec)
+        except HttpError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return out
+
+    def _fetch_sso_optional(self) -> tuple[dict[str, dict[str, str]], str | None]:
+        """The last SSO per user and app, and a Note when the System Log could not be read (the signal is
+        optional: a 401/403/404 there never fails the run)."""
+        try:
+            return self._fetch_sso(), None
+        except HttpError as exc:
+            if exc.status in (401, 403, 404):
+                return {}, self._logs_unreadable(exc)
+            raise
 
     def _fetch_sso(self) -> dict[str, dict[str, str]]:
         until = datetime.now(UTC).replace(microsecond=0)
@@ -769,7 +982,7 @@ class OktaConnector(BaseConnector):
         params = {"since": since.strftime("%Y-%m-%dT%H:%M:%SZ"), "until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "filter": f'eventType eq "{SSO_EVENT}"', "limit": PAGE["logs"], "sortOrder": "ASCENDING"}
         out: dict[str, dict[str, str]] = {}
-        for page in self._pages("/api/v1/logs", params):
+        for page in self._pages("/api/v1/logs", params, raw=True):
             if not page:
                 break  # a bounded request ends with an empty page at the latest
             last_sso(page, out)
@@ -802,7 +1015,8 @@ class OktaConnector(BaseConnector):
                                         f"{ref.resource_attributes.get('mastered_by') or 'its source'}, not in Okta")
                 if ref.resource_attributes.get("has_admin_privilege") is not False:
                     self._guard_super_admin(lambda paths: _drop(paths, uid, ("group", gid)), who)
-            return self._do("PUT" if undo else "DELETE", path, dry_run)
+            return self._do("PUT" if undo else "DELETE", path, dry_run,
+                            confirm=None if undo else lambda: self._still_in_group(gid, uid))
         if ent.endswith(":assignment"):
             aid = ent[: -len(":assignment")]
             if ref.principal_type == "account":
@@ -811,9 +1025,12 @@ class OktaConnector(BaseConnector):
                 if undo:
                     return self._do("POST", f"/api/v1/apps/{aid}/users", dry_run,
                                     json={"id": ref.principal_ref, "scope": "USER"})
-                return self._do("DELETE", f"/api/v1/apps/{aid}/users/{ref.principal_ref}", dry_run)
-            return self._do("PUT" if undo else "DELETE", f"/api/v1/apps/{aid}/groups/{ref.principal_ref}", dry_run,
-                            json={} if undo else None)
+                return self._do("DELETE", f"/api/v1/apps/{aid}/users/{ref.principal_ref}", dry_run,
+                                confirm=lambda: self._still_there(f"/api/v1/apps/{aid}/users/{ref.principal_ref}",
+                                                                  lambda row: str(row.get("scope", "USER")).upper() == "USER"))
+            gpath = f"/api/v1/apps/{aid}/groups/{ref.principal_ref}"
+            return self._do("PUT" if undo else "DELETE", gpath, dry_run, json={} if undo else None,
+                            confirm=None if undo else lambda: self._still_there(gpath))
         if ent.startswith("role:"):
             return self._change_role(ref, dry_run, undo, who)
         raise RevokeRefused(f"Attest cannot change {ref.entitlement_name!r} ({ent}) in Okta automatically")
@@ -849,9 +1066,36 @@ class OktaConnector(BaseConnector):
         if assignment is None:
             return RevokeResult(calls=(), dry_run=dry_run, already_gone=True,
                                 detail=f"{who} no longer holds {ref.entitlement_name}")
-        return self._do("DELETE", f"/api/v1/{base}/{pid}/roles/{assignment}", dry_run)
+        rpath = f"/api/v1/{base}/{pid}/roles/{assignment}"
+        return self._do("DELETE", rpath, dry_run, confirm=lambda: self._still_there(rpath))
 
-    def _do(self, method: str, path: str, dry_run: bool, json: Any = None) -> RevokeResult:
+    # -- confirming reads: (still there?, the call made) ------------------------------------------------
+    def _still_in_group(self, gid: str, uid: str) -> tuple[bool, str]:
+        """Is the user still in the group? Read the user's groups (GET /api/v1/users/{id}/groups)."""
+        path = f"/api/v1/users/{uid}/groups"
+        try:
+            for page in self._pages(path, {"limit": PAGE["user_groups"]}):
+                if any(isinstance(g, Mapping) and g.get("id") == gid for g in page):
+                    return True, f"GET {path}"
+        except HttpError as exc:
+            if exc.status != 404:
+                raise
+        return False, f"GET {path}"
+
+    def _still_there(self, path: str, counts: Callable[[Mapping[str, Any]], bool] | None = None) -> tuple[bool, str]:
+        """Does GET path still find the assignment (404 once it is gone)?"""
+        try:
+            row = self._get_json(path)
+        except HttpError as exc:
+            if exc.status == 404:
+                return False, f"GET {path}"
+            raise
+        return (counts(row) if counts and isinstance(row, Mapping) else True), f"GET {path}"
+
+    def _do(self, method: str, path: str, dry_run: bool, json: Any = None,
+            confirm: Callable[[], tuple[bool, str]] | None = None) -> RevokeResult:
+        """Make one change. A removal with `confirm` is "done" only once a follow-up read shows the access
+        gone; if Okta still shows it, the outcome is "unconfirmed" (remediation records it as such)."""
         call = f"{method} {path}"
         if dry_run:
             return RevokeResult(calls=(call,), dry_run=True, detail="dry run: nothing was changed")
@@ -864,7 +1108,15 @@ class OktaConnector(BaseConnector):
             if method in ("POST", "PUT") and exc.status == 409:
                 return RevokeResult(calls=(call,), dry_run=False, already_gone=False, detail="already present in Okta")
             raise
-        return RevokeResult(calls=(call,), dry_run=False, detail="done")
+        if confirm is None:
+            return RevokeResult(calls=(call,), dry_run=False, detail="done")
+        still, read = confirm()
+        if still:
+            return RevokeResult(calls=(call,), dry_run=False, outcome="unconfirmed",
+                                detail=f"Okta at {self.domain} accepted {call}, but {read} still shows the access "
+                                       "(Okta may apply it late, or something in between did not pass it on); the "
+                                       "next sync verifies it or flags it as reappeared")
+        return RevokeResult(calls=(call,), dry_run=False, detail=f"done: {read} confirms the access is gone")
 
     def _super_admin_paths(self) -> dict[str, set[tuple[str, str]]]:
         """user id -> how they hold SUPER_ADMIN: ("user", id) for a direct assignment, ("group", gid) via a group."""

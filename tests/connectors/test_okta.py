@@ -224,11 +224,11 @@ def test_a_token_without_a_scope_fails_naming_the_scope(factory, session, settin
     oauth_okta.faults.drop_scopes = {"okta.logs.read"}
     with pytest.raises(ConnectorError, match="lacks the scope okta.logs.read"):  # `attest sources test`
         oauth_connector(oauth_okta, keypair).validate()
+    # the System Log is optional (issue 17): the sync succeeds without the last-SSO signal, with a note
     result = sync(factory, settings, session, oauth_okta, conn=oauth_connector(oauth_okta, keypair))
-    assert result.status == "failed"
-    assert "okta.logs.read" in result.error and "E0000006" in result.error
+    assert result.status == "succeeded", result.error
+    assert any("okta.logs.read" in n and "log_days=0" in n for n in result.notes)
     assert any(s == 403 for _, _, s in oauth_okta.log)
-    assert active(session, Identity) == 0  # nothing applied
     # a scope the app was never granted is refused at the token endpoint, also by name
     oauth_okta.faults.drop_scopes = set()
     oauth_okta.oauth_clients["0oaservice"]["scopes"] = [s for s in READ_SCOPES if s != "okta.roles.read"]

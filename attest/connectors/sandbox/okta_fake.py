@@ -2,22 +2,46 @@
 
 What it serves, as Okta documents it:
 - `GET /api/v1/users` (DEPROVISIONED users only with `filter=status eq "DEPROVISIONED"`, as in Okta),
-  `/api/v1/groups` (`expand=stats` embeds usersCount/appsCount/hasAdminPrivilege), `/groups/{id}/users`,
+  `/api/v1/groups` (`expand=stats` embeds usersCount/appsCount/groupPushMappingsCount/hasAdminPrivlege,
+  spelled as Okta spells it: Management OpenAPI `Group._embedded.stats.hasAdminPrivlege`,
+  github.com/okta/okta-management-openapi-spec dist/current/management-minimal.yaml, and
+  okta-sdk-python okta/models/group_embedded_stats.py `alias="hasAdminPrivlege"`), `/groups/{id}/users`,
+  `/groups/{id}/owners` (Group Owners API, `listGroupOwners`: GroupOwner objects {id, type USER|GROUP,
+  displayName, originType, originId, resolved, lastUpdated}, `limit` default 1000, cursor `after`; only
+  with Okta Identity Governance, so `group_owners=False` answers 401 E0000015 "You do not have permission
+  to access the feature you are requesting", https://developer.okta.com/docs/reference/error-codes/#E0000015),
   `/groups/rules`, `/groups/{id}/roles`, `/api/v1/apps` (`filter=status eq "ACTIVE"`), `/apps/{id}/users`
   (scope USER or GROUP), `/apps/{id}/groups`, `/api/v1/iam/assignees/users` (body-paged `value` +
   `_links.next`), `/users/{id}/roles`, `/api/v1/logs` (bounded by since/until, `eventType eq` filter).
 - Paging: `limit` clamped to each endpoint's documented cap, an opaque `after` cursor, and absolute
   `Link: <...>; rel="next"` URLs (plus rel="self").
 - Rate limits: X-Rate-Limit-Limit/Remaining/Reset on every response, per endpoint bucket and window;
-  429 with errorCode E0000047 when a bucket is spent.
+  429 with errorCode E0000047 when a bucket is spent. Buckets follow Okta's management rate limits
+  (https://developer.okta.com/docs/reference/rl-global-mgmt/): `/api/v1/users` (list, create),
+  `/api/v1/users/{id}` (one object), `/api/v1/users*` (every other call under it), the same for groups,
+  apps and the rest, and `/api/v1/logs` on its own; `rate_limits` sets a bucket's own limit. Every response
+  carries a `Date` header from the fake's clock (`clock`, skewable), and the reset is on that clock: Okta's
+  SDK waits `X-Rate-Limit-Reset - Date + 1` (okta-sdk-python okta/request_executor.py, calculate_backoff).
+- Concurrency limit (`concurrency_limit`, `hold_seconds` each request stays in flight): a request over the
+  limit gets 429 E0000047 whose headers report the concurrent values, X-Rate-Limit-Limit 0 and
+  X-Rate-Limit-Remaining 0 with an estimated reset a second away (Okta, "Rate limit best practices":
+  https://developer.okta.com/docs/reference/rl-best-practices/ "when a request exceeds the limit for
+  concurrent requests, X-Rate-Limit-Limit, X-Rate-Limit-Remaining, and X-Rate-Limit-Reset report the
+  concurrent values"; okta-sdk-python okta/request_executor.py: "both X-Rate-Limit-Limit and
+  X-Rate-Limit-Remaining being 0 indicates concurrent rate limit error").
 - Errors with errorCode/errorSummary/errorLink/errorId/errorCauses: 401 E0000011 (invalid token), 403
   E0000006 (an OAuth token without the scope, with a WWW-Authenticate header naming it), 404 E0000007.
 - OAuth 2.0 service apps: `POST /oauth2/v1/token` with client_credentials and a private_key_jwt client
   assertion, verified against the registered public key; tokens carry the granted scopes and expire.
 - Writes used by remediation and undo: PUT/DELETE group membership, POST/DELETE app user assignment,
-  PUT/DELETE app group assignment, POST/DELETE user and group role assignments.
+  PUT/DELETE app group assignment, POST/DELETE user and group role assignments; and the reads that confirm
+  them: `GET /users/{id}/groups`, `/apps/{id}/users/{userId}`, `/apps/{id}/groups/{groupId}`,
+  `/users|groups/{id}/roles/{roleAssignmentId}` (404 E0000007 once gone).
 
-Faults for tests (`OktaFake.faults`): a 500 on the Nth request or on requests whose path starts with a
+Faults for tests (`OktaFake.faults`): `logs_status` (the System Log answers 403 E0000006, a token or admin
+without okta.logs.read, or 404), `delete_groups` (groups deleted right after the groups list was served:
+deleted while the sync ran, so their members, owners and roles answer 404 E0000007), `ignore_deletes`
+(a DELETE answers 204 but changes nothing, as a caching proxy or a lagging replica would), a 500 on the Nth request or on requests whose path starts with a
 prefix, a 429 storm (every request answered 429 for a few seconds, with a short reset), and OAuth tokens
 issued without some scope. What an upstream incident or a buggy proxy does to a list (`faults.lists`, or
 `create_app(faults=...)`, keyed by the PAGE_LIMITS name of the listing: "users", "groups", "group_users",
@@ -44,6 +68,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlencode
 
@@ -54,6 +79,8 @@ PAGE_LIMITS: dict[str, tuple[int, int]] = {
     "users": (200, 200),
     "groups": (10000, 10000),
     "group_users": (1000, 1000),
+    "group_owners": (1000, 1000),
+    "user_groups": (200, 200),
     "group_rules": (50, 200),
     "apps": (20, 200),
     "app_users": (50, 500),
@@ -124,6 +151,9 @@ class Faults:
     drop_scopes: set[str] = field(default_factory=set)  # OAuth tokens are issued without these scopes
     lists: dict[str, dict[str, Any]] = field(default_factory=dict)  # listing -> empty/cut_at_page/drop_next_at/repeat_next
     echo_auth: bool = False  # error bodies echo the request's Authorization header (a proxy's debug page)
+    logs_status: int | None = None  # the System Log answers 403 (no okta.logs.read) or 404
+    delete_groups: set[str] = field(default_factory=set)  # deleted right after the groups list is served
+    ignore_deletes: bool = False  # DELETE answers 204 and changes nothing
 
 
 @dataclass
@@ -144,8 +174,16 @@ class OktaFake:
                  seed: int = 7, ssws_tokens: dict[str, str] | None = None,
                  oauth_clients: dict[str, dict[str, Any]] | None = None, rate_limit: int = 600,
                  rate_window: float = 60.0, sso_events: int | None = None, token_lifetime: int = 3600,
-                 odd_payloads: bool = False) -> None:
+                 odd_payloads: bool = False, rate_limits: dict[str, int] | None = None,
+                 concurrency_limit: int | None = None, hold_seconds: float = 0.0, group_owners: bool = True,
+                 clock: Any = None) -> None:
         self.lock = threading.RLock()
+        self.rate_limits = dict(rate_limits or {})  # bucket -> its own per-window limit
+        self.concurrency_limit = concurrency_limit
+        self.hold_seconds = hold_seconds
+        self.in_flight = 0
+        self.group_owners_enabled = group_owners
+        self.clock = clock or time.time  # Okta's clock: Date, X-Rate-Limit-Reset and the windows follow it
         self.seed = seed
         self.ssws_tokens = dict(ssws_tokens if ssws_tokens is not None else {"sandbox-token": "SUPER_ADMIN"})
         self.oauth_clients = dict(oauth_clients or {})  # client_id -> {"public_key": pem, "scopes": [...]}
@@ -323,6 +361,17 @@ class OktaFake:
         if len(admin_groups) > 1:
             assign("GROUP", admin_groups[1], "READ_ONLY_ADMIN")
 
+        # group owners (Group Owners API): about 1 in 3 OKTA_GROUPs has one or two people as owners; one
+        # group is owned by another group (type GROUP)
+        self.owners: dict[str, list[tuple[str, str]]] = {gid: [] for gid in self.group_ids}
+        for k, gid in enumerate(okta_groups):
+            if k % 3 == 0 and people:
+                self.owners[gid].append(("USER", people[(k * 13 + 5) % len(people)]))
+                if k % 2 == 0:
+                    self.owners[gid].append(("USER", people[(k * 29 + 11) % len(people)]))
+        if len(okta_groups) > 2:
+            self.owners[okta_groups[1]].append(("GROUP", okta_groups[2]))
+
         # System Log: user.authentication.sso events into apps the user can reach, over the last 120 days
         self.events: list[dict[str, Any]] = []
         n_events = sso_events if sso_events is not None else len(live)
@@ -387,7 +436,20 @@ class OktaFake:
         with self.lock:
             self.requests += 1
             n = self.requests
-        response = self._dispatch(request, n)
+            self.in_flight += 1
+            over = self.concurrency_limit is not None and self.in_flight > self.concurrency_limit
+        try:
+            if over:  # the concurrent values: limit 0, remaining 0, an estimated reset (see the docstring)
+                response = self._error(429, "E0000047", "API call exceeded rate limit due to too many requests.",
+                                       rate=(0, 0, math.ceil(self.clock() + 1)))
+            else:
+                if self.hold_seconds:
+                    time.sleep(self.hold_seconds)  # the request's time on Okta's side, in flight
+                response = self._dispatch(request, n)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+        response.headers["Date"] = formatdate(self.clock(), usegmt=True)
         if self.faults.echo_auth and response.status_code >= 400:
             _echo_auth(response, request)
         with self.lock:
@@ -397,7 +459,7 @@ class OktaFake:
     def _dispatch(self, request: Request, n: int) -> Response:
         base = request.host_url.rstrip("/")
         f = self.faults
-        now = time.time()
+        now = self.clock()
         if f.storm_at is not None and n >= f.storm_at and not f.storm_until:
             f.storm_until = now + f.storm_seconds
         bucket = _bucket(request.path)
@@ -432,7 +494,8 @@ class OktaFake:
             if now >= reset:
                 reset, used = now + self.rate_window, 0
                 self.buckets[bucket] = (reset, used)
-            return self.rate_limit, max(self.rate_limit - used, 0), math.ceil(reset)
+            limit = self.rate_limits.get(bucket, self.rate_limit)
+            return limit, max(limit - used, 0), math.ceil(reset)
 
     def _take(self, bucket: str, now: float) -> tuple[int, int, int]:
         with self.lock:
@@ -441,7 +504,8 @@ class OktaFake:
                 reset, used = now + self.rate_window, 0
             used += 1
             self.buckets[bucket] = (reset, used)
-            return self.rate_limit, self.rate_limit - used, math.ceil(reset)
+            limit = self.rate_limits.get(bucket, self.rate_limit)
+            return limit, limit - used, math.ceil(reset)
 
     def _authenticate(self, request: Request) -> set[str] | None | bool:
         """None: an SSWS token (admin permissions); a set: an OAuth token's scopes; False: invalid."""
@@ -554,7 +618,11 @@ class OktaFake:
             if p == ["groups"]:
                 need("groups")
                 expand = args.get("expand", "")
-                return self._page(request, base, "groups", self.group_ids, lambda g: self._group(g, base, expand == "stats"), rate)
+                page = self._page(request, base, "groups", self.group_ids, lambda g: self._group(g, base, expand == "stats"), rate)
+                for gid in sorted(self.faults.delete_groups):
+                    self.delete_group(gid)
+                self.faults.delete_groups = set()
+                return page
             if p == ["groups", "rules"]:
                 need("groups")
                 rules = {r["id"]: r for r in self.rules}
@@ -563,6 +631,38 @@ class OktaFake:
                 need("groups")
                 gid = self._require_group(p[1])
                 return self._page(request, base, "group_users", sorted(self.members[gid]), lambda u: self._user_json(u, base), rate)
+            if len(p) == 3 and p[0] == "groups" and p[2] == "owners":
+                need("groups")
+                if not self.group_owners_enabled:  # Group Owners needs Okta Identity Governance
+                    raise _ApiError(401, "E0000015", "You do not have permission to access the feature you are requesting")
+                gid = self._require_group(p[1])
+                owners = {o[1]: o for o in self.owners.get(gid, [])}
+                return self._page(request, base, "group_owners", list(owners), lambda o: self._owner(owners[o]), rate)
+            if len(p) == 3 and p[0] == "users" and p[2] == "groups":
+                need("users")
+                uid = self._require_user(p[1])
+                mine = [g for g in self.group_ids if uid in self.members.get(g, set())]
+                return self._page(request, base, "user_groups", mine, lambda g: self._group(g, base, False), rate)
+            if len(p) == 4 and p[0] == "apps" and p[2] == "users":
+                need("apps")
+                aid = self._require_app(p[1])
+                rows = dict(self.app_user_rows(aid))
+                if p[3] not in rows:
+                    raise _ApiError(404, "E0000007", f"Not found: Resource not found: {p[3]} (AppUser)")
+                return _json(self._app_user(aid, p[3], rows[p[3]], base), rate)
+            if len(p) == 4 and p[0] == "apps" and p[2] == "groups":
+                need("apps")
+                aid = self._require_app(p[1])
+                if p[3] not in self.app_groups[aid]:
+                    raise _ApiError(404, "E0000007", f"Not found: Resource not found: {p[3]} (ApplicationGroupAssignment)")
+                return _json({"id": p[3], "priority": self.app_groups[aid][p[3]], "profile": {}}, rate)
+            if len(p) == 4 and p[0] in ("users", "groups") and p[2] == "roles":
+                need("roles")
+                who = self._require_user(p[1]) if p[0] == "users" else self._require_group(p[1])
+                role = self.roles.get(p[3])
+                if role is None or role.assignee != who:
+                    raise _ApiError(404, "E0000007", f"Not found: Resource not found: {p[3]} (Role)")
+                return _json(self._role(role, base), rate)
             if len(p) == 3 and p[0] == "groups" and p[2] == "roles":
                 need("roles")
                 gid = self._require_group(p[1])
@@ -602,6 +702,10 @@ class OktaFake:
                 return _json(roles, rate)
             if p == ["logs"]:
                 need("logs")
+                if self.faults.logs_status == 403:
+                    raise _ApiError(403, "E0000006", "You do not have permission to perform the requested action")
+                if self.faults.logs_status == 404:
+                    raise _ApiError(404, "E0000007", f"Not found: Resource not found: {path} (Endpoint)")
                 return self._logs(request, base, rate)
             if len(p) == 2 and p[0] == "users":
                 need("users")
@@ -614,6 +718,8 @@ class OktaFake:
             gid, uid = self._require_group(p[1]), self._require_user(p[3])
             if self.groups[gid]["type"] != "OKTA_GROUP":
                 raise _ApiError(400, "E0000001", f"API validation failed: you can only modify members of OKTA_GROUP groups, not {self.groups[gid]['type']}")
+            if method == "DELETE" and self.faults.ignore_deletes:
+                return _empty(rate)
             with self.lock:
                 (self.members[gid].add if method == "PUT" else self.members[gid].discard)(uid)
             return _empty(rate)
@@ -623,7 +729,8 @@ class OktaFake:
             with self.lock:
                 if uid not in self.app_users[aid]:
                     raise _ApiError(404, "E0000007", f"Not found: Resource not found: {uid} (AppUser)")
-                del self.app_users[aid][uid]
+                if not self.faults.ignore_deletes:
+                    del self.app_users[aid][uid]
             return _empty(rate)
         if len(p) == 3 and p[0] == "apps" and p[2] == "users" and method == "POST":
             need("apps", write=True)
@@ -640,7 +747,8 @@ class OktaFake:
                 if method == "PUT":
                     self.app_groups[aid].setdefault(gid, len(self.app_groups[aid]))
                 elif gid in self.app_groups[aid]:
-                    del self.app_groups[aid][gid]
+                    if not self.faults.ignore_deletes:
+                        del self.app_groups[aid][gid]
                 else:
                     raise _ApiError(404, "E0000007", f"Not found: Resource not found: {gid} (ApplicationGroupAssignment)")
             return _json({"id": gid, "priority": self.app_groups[aid].get(gid, 0)}, rate) if method == "PUT" else _empty(rate)
@@ -651,7 +759,8 @@ class OktaFake:
                 role = self.roles.get(p[3])
                 if role is None or role.assignee != who:
                     raise _ApiError(404, "E0000007", f"Not found: Resource not found: {p[3]} (Role)")
-                del self.roles[p[3]]
+                if not self.faults.ignore_deletes:
+                    del self.roles[p[3]]
             return _empty(rate)
         if len(p) == 3 and p[0] in ("users", "groups") and p[2] == "roles" and method == "POST":
             need("roles", write=True)
@@ -695,9 +804,34 @@ class OktaFake:
             group["_embedded"] = {"stats": {
                 "usersCount": len(self.members[gid]),
                 "appsCount": sum(1 for a in self.app_ids if gid in self.app_groups[a]),
-                "groupPushMappingsCount": 0, "hasAdminPrivilege": self.has_admin_privilege(gid),
+                # Okta's spelling (see the module docstring): hasAdminPrivlege
+                "groupPushMappingsCount": 0, "hasAdminPrivlege": self.has_admin_privilege(gid),
                 "_links": {"self": {"href": f"{base}/api/v1/groups/{gid}/stats"}}}}
         return group
+
+    def _owner(self, owner: tuple[str, str]) -> dict[str, Any]:
+        """A GroupOwner as the Group Owners API returns it (ListsOwnersMultipleResponse in the spec)."""
+        kind, oid = owner
+        if kind == "USER":
+            name = self.users[oid]["profile"]["displayName"]
+        else:
+            name = self.groups[oid]["profile"]["name"] if oid in self.groups else oid
+        return {"id": oid, "type": kind, "resolved": True, "originId": None, "originType": "OKTA_DIRECTORY",
+                "displayName": name, "lastUpdated": iso(EPOCH - timedelta(days=30))}
+
+    def delete_group(self, gid: str) -> None:
+        """Delete a group as Okta does: gone from lists; its members, owners, roles and app assignments too."""
+        with self.lock:
+            if gid not in self.groups:
+                return
+            del self.groups[gid]
+            self.group_ids.remove(gid)
+            self.members.pop(gid, None)
+            self.owners.pop(gid, None)
+            for assigned in self.app_groups.values():
+                assigned.pop(gid, None)
+            for rid in [r for r, role in self.roles.items() if role.assignee_type == "GROUP" and role.assignee == gid]:
+                del self.roles[rid]
 
     def _app(self, aid: str, base: str) -> dict[str, Any]:
         app = dict(self.apps[aid])
@@ -835,8 +969,15 @@ class _ApiError(Exception):
 
 
 def _bucket(path: str) -> str:
-    parts = path.split("/")
-    return "/".join(parts[:4]) if len(parts) > 3 else path
+    """Okta's management rate-limit bucket of a path (https://developer.okta.com/docs/reference/rl-global-mgmt/):
+    `/api/v1/groups` (list, create), `/api/v1/groups/{id}` (one group), `/api/v1/groups*` (every other call
+    under it: members, owners, roles, rules...); `/api/v1/logs` alone. Attest's okta.rate_family mirrors it."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) <= 4 or parts[1:3] != ["api", "v1"]:
+        return "/".join(parts[:4]) or path
+    if len(parts) == 5 and parts[4] not in ("rules", "assignees"):
+        return "/".join(parts[:4]) + "/{id}"
+    return "/".join(parts[:4]) + "*"
 
 
 def _limit(raw: str | None, default: int, cap: int) -> int:
