@@ -53,6 +53,8 @@ run: install
 	  $(ATTEST) serve --host 127.0.0.1 --port 5000
 
 # ATTEST_TEST_DATABASE_URL=postgresql://... runs every test on PostgreSQL instead of SQLite.
+# the suite runs on every core (pytest-xdist); each worker has its own databases (tests/conftest.py)
+PYTEST_ARGS ?= -n auto
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
