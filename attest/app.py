@@ -21,6 +21,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     register_config(app, settings)
     register_logging(app, settings)
     register_database(app, settings)
+    register_metrics(app)
     settings = register_keys(app, settings)
     register_extensions(app)
     register_sso(app, settings)
@@ -125,6 +126,13 @@ def register_database(app: Flask, settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     app.extensions["attest"] = AttestState(settings, engine, make_session_factory(engine))
     app.teardown_appcontext(close_db)
+
+
+def register_metrics(app: Flask) -> None:
+    """Request latency per route, timed before any other hook runs (attest/metrics.py; GET /metrics)."""
+    from attest import metrics
+
+    metrics.init_app(app)
 
 
 def register_keys(app: Flask, settings: Settings) -> Settings:
@@ -260,6 +268,7 @@ def register_blueprints(app: Flask) -> None:
     from attest.auth.admin_views import bp as auth_admin_bp
     from attest.auth.views import bp as auth_bp
     from attest.entitlements.views import bp as entitlements_bp
+    from attest.operations import bp as ops_bp
     from attest.reviews.views import bp as reviews_bp
     from attest.views import bp as home_bp
 
@@ -269,6 +278,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(entitlements_bp)
     app.register_blueprint(reviews_bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(ops_bp)
 
 
 def register_template_helpers(app: Flask) -> None:

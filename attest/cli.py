@@ -375,11 +375,22 @@ def demo_command(reset: bool, people: int) -> None:
 @click.option("--port", default=5000, show_default=True)
 @click.option("--workers", default=2, show_default=True)
 def serve_command(host: str, port: int, workers: int) -> None:
-    """Serve the web UI with gunicorn (web workers never run jobs: see `attest scheduler`)."""
-    os.execvp(  # noqa: S606 - replaces this process with gunicorn, fixed arguments
+    """Serve the web UI with gunicorn (web workers never run jobs: see `attest scheduler`).
+
+    The workers count request latency into one fresh directory of prometheus-client's multiprocess files
+    (PROMETHEUS_MULTIPROC_DIR, unless set already), so GET /metrics covers every worker (attest/metrics.py).
+    """
+    import tempfile
+
+    env = dict(os.environ)
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="attest-metrics-")
+    os.execvpe(  # noqa: S606 - replaces this process with gunicorn, fixed arguments
         sys.executable,
         [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
+         "--config", "python:attest.gunicorn_conf",
          "attest.app:create_app()"],  # the app logs each request itself (attest.request, JSON)
+        env,
     )
 
 

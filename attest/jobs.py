@@ -69,6 +69,7 @@ class JobLease(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # kept when later runs fail
     last_status: Mapped[str | None] = mapped_column(String(20))
     last_error: Mapped[str | None] = mapped_column(String(2000))
 
@@ -125,11 +126,13 @@ def renew(session: Session, name: str, ttl: timedelta, holder: str = HOLDER, now
 
 def release(session: Session, name: str, status: str, error: str | None = None, holder: str = HOLDER,
             now: datetime | None = None) -> None:
+    now = now or utcnow()
+    success = {"last_succeeded_at": now} if status == "succeeded" else {}
     session.execute(
         update(JobLease)
         .where(JobLease.name == name, JobLease.holder == holder)
-        .values(holder=None, expires_at=None, last_finished_at=now or utcnow(), last_status=status,
-                last_error=(error or None) and error[:2000])
+        .values(holder=None, expires_at=None, last_finished_at=now, last_status=status,
+                last_error=(error or None) and error[:2000], **success)
     )
 
 
@@ -735,7 +738,8 @@ def _stop(scheduler: Any, ctx: JobContext) -> None:
 
 
 def status(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Each job's schedule, next run and last run (from its lease row), for `attest scheduler --status`."""
+    """Each job's schedule, next run, last run and last success (from its lease row), for `attest scheduler
+    --status`, the Jobs page (/admin/jobs) and /metrics."""
     now = now or utcnow()
     specs = {spec.id: spec for spec in job_table(session)}
     leases = {row.name: row for row in session.scalars(select(JobLease).order_by(JobLease.name))}
@@ -752,6 +756,7 @@ def status(session: Session, now: datetime | None = None) -> list[dict[str, Any]
             "last_status": row.last_status if row else None,
             "last_started_at": row.last_started_at if row else None,
             "last_finished_at": row.last_finished_at if row else None,
+            "last_succeeded_at": row.last_succeeded_at if row else None,
             "last_error": row.last_error if row else None,
         })
     return out

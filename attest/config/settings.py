@@ -127,6 +127,8 @@ class Settings:
     audit_checkpoint_lock_mode: str = "COMPLIANCE"  # or GOVERNANCE
     # evidence bundles built by the scheduler are kept under <instance>/evidence/ this long, then removed
     evidence_retention_days: int = 7
+    # GET /metrics answers only to `Authorization: Bearer <this>`; "" = /metrics is 404 (attest/operations.py)
+    metrics_token: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -273,6 +275,11 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     if lock_mode not in ("COMPLIANCE", "GOVERNANCE"):
         raise SettingsError(f"ATTEST_AUDIT_CHECKPOINT_LOCK_MODE must be COMPLIANCE or GOVERNANCE, not {lock_mode!r}")
 
+    metrics_token = env("ATTEST_METRICS_TOKEN", "").strip()
+    if metrics_token and len(metrics_token) < 24:
+        raise SettingsError("ATTEST_METRICS_TOKEN must be at least 24 characters (or unset: /metrics is then off), "
+                            "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+
     settings = Settings(
         env=app_env,
         secret_key=secret_key,
@@ -327,6 +334,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
                                              env("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS", "2557"), 1),
         audit_checkpoint_lock_mode=lock_mode,
         evidence_retention_days=_int("ATTEST_EVIDENCE_RETENTION_DAYS", env("ATTEST_EVIDENCE_RETENTION_DAYS", "7"), 1),
+        metrics_token=metrics_token,
     )
     if settings.oidc_discovery_url and not settings.oidc_client_id:
         raise SettingsError("ATTEST_OIDC_CLIENT_ID is required when ATTEST_OIDC_DISCOVERY_URL is set")

@@ -148,6 +148,9 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "static": (PUBLIC, _get("/static/js/inbox.js")),
     "home.healthz": (PUBLIC, _get("/healthz")),
     "home.readyz": (PUBLIC, _get("/readyz")),
+    # a bearer token, not a session (no token configured here: 404 for everyone)
+    "ops.metrics": (PUBLIC, lambda v: iter([Req("GET", "/metrics"),
+                                            Req("GET", "/metrics", headers={"Authorization": "Bearer x"})])),
     "auth.login": (PUBLIC, lambda v: iter([Req("GET", "/login"), Req("POST", "/login", {"email": "x@acme.example",
                                                                                          "password": "wrong"})])),
     "auth.oidc_login": (PUBLIC, _get("/login/oidc")),
@@ -188,6 +191,7 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "entitlements.orphaned": (READ_ALL, _get("/findings/orphaned")),
     "entitlements.terminated": (READ_ALL, _get("/findings/terminated")),
     # admins only
+    "ops.jobs": (ADMIN, _get("/admin/jobs")),
     "auth_admin.set_roles": (ADMIN, _by_id("/admin/users/{}/roles", lambda v: [v.w.auditor.id], "POST",
                                            {"roles": "auditor"})),
     "auth_admin.link": (ADMIN, _by_id("/admin/users/{}/identity", lambda v: [v.w.auditor.id], "POST",
