@@ -8,8 +8,9 @@ The rules (DESIGN, "Sync rules"):
    ended written to AccessChange. Unchanged rows are not touched: an active row was last seen at its
    source's last successful run.
 3. A failed or interrupted run changes nothing but its own SyncRun row.
-4. A part the connector could not read (PartFailed) is left as it was: nothing in it is ended, and the
-   run is `partial`.
+4. A part the connector could not read (PartFailed) is left as it was: nothing in it is ended, nothing
+   staged in it overwrites a row already there (a connector yields a record derived partly from an unread
+   part in that part, so its previous value is kept), and the run is `partial`.
 5. A run that would end more than ATTEST_SYNC_MAX_REMOVAL_RATIO of the active rows of any kind
    (identities, accounts, resources, entitlements, grants), of the source or of one of its parts, is
    refused before anything is written (`aborted`, a message naming the kind and the counts) unless forced.
@@ -694,13 +695,18 @@ def _apply_table(
     ).rowcount
     _analyze(session, live, grown_by=added)  # before the UPDATE and the joins that follow
     sets = ", ".join(f"{c} = s.{c}" for c in columns)
+    # a record staged in a part the run could not read (rule 4) does not overwrite what is there: a
+    # connector yields in a failed part what it derived partly from that part, to keep its previous value
+    p = dict(params)
+    keep_failed = _part_filter("s", failed_parts, p) if has_part else ""
     updated = session.execute(
         text(
             f"UPDATE {live} SET {sets}, ended_at = NULL, ended_reason = NULL FROM {stage} s "
             f"WHERE {live}.source_id = :sid AND {live}.external_id = s.external_id "
             f"AND ({live}.record_hash IS NULL OR {live}.record_hash <> s.record_hash OR {live}.ended_at IS NOT NULL)"
+            f"{keep_failed}"
         ),
-        params,
+        p,
     ).rowcount
     ended = 0
     if end_unseen:
