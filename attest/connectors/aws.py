@@ -13,21 +13,31 @@ One source covers an AWS Organization (or a single account). What it reads:
   the others through STS AssumeRole into `assume_role_name`. One paginated GetAccountAuthorizationDetails
   gives users, groups, memberships, roles with their trust policies, and every attached, customer-managed
   and inline policy; the credential report gives console passwords, MFA, access keys (age, status, last
-  use) and last activity for every user in one call. Only when the credential report cannot be had does
-  the connector fall back to per-user ListAccessKeys/GetAccessKeyLastUsed/ListMFADevices/GetLoginProfile.
+  use) and last activity for every user in one call. When the credential report cannot be had, and for
+  the users it does not hold yet (AWS reuses a report for up to four hours), the connector reads
+  ListAccessKeys/GetAccessKeyLastUsed/ListMFADevices/GetLoginProfile user by user. Each access key is an
+  entitlement of its user, held while Active, so key changes are in the access history. Permissions
+  boundaries of users and roles are stored; the roles Attest itself assumes keep no last use.
+- **Service control policies** (ListPolicies, DescribePolicy, ListTargetsForPolicy): stored as `aws_scp`
+  resources (part "aws:scps"); privileged entitlements of an account whose SCPs keep IAM administration
+  from it, and users/roles whose boundary does, name the limitation (`limited_by`, `privileged_note`).
 
 Accounts are read concurrently (at most `concurrency` at a time). Every record of an account carries
 `part="aws:<account id>"`; an account whose role cannot be assumed (or whose reads fail) yields
-`PartFailed` and its previous rows are left as they were, while the other accounts still sync.
+`PartFailed` and its previous rows are left as they were, while the other accounts still sync. What is
+derived from every account (an Identity Center group's privileged flag, from its assignments) is yielded
+in a failed account's part in such a run, so the engine keeps its stored value.
 
 `calls` counts every HTTP request sent to AWS (retries included), through botocore's `request-created`
 event; `operations` counts API operations (one per call, however many attempts it took).
 
 Revoke (and its undo, `grant`): remove a user from an IAM group, detach a managed policy from a
 user/group/role, delete an Identity Center account assignment (waiting for the deletion status),
-delete an identity-store group membership. Each first reads the live state (already gone -> success,
-nothing changed), then the guard refuses to remove the last administrator path to the management
-account, then the change is made (or, in a dry run, only listed).
+delete an identity-store group membership, deactivate an access key. Each first reads the live state
+(already gone -> success, nothing changed), then the guards refuse to remove Attest's own access (the
+principal of sts:GetCallerIdentity and the roles it assumes) and the last administrator path to the
+management account (a path that can manage IAM), then the change is made (or, in a dry run, only
+listed) and read back: `outcome` "done" only when the follow-up read shows it, else "unconfirmed".
 """
 
 from __future__ import annotations
@@ -63,13 +73,20 @@ from attest.connectors.base import (
 )
 from attest.connectors.http import MAX_PAGES, PageGuard, PagingError
 
-# AWS managed policies that make their holder an administrator (or close enough to become one).
+# AWS managed policies that make their holder an administrator (or close enough to become one): privileged.
 PRIVILEGED_MANAGED = ("AdministratorAccess", "PowerUserAccess", "IAMFullAccess")
+# ...of which these can manage IAM itself, and so can make anyone an administrator: the last-administrator
+# guard counts only these (PowerUserAccess allows everything but iam:*, organizations:* and account:*, so
+# its holder cannot grant itself or anyone else more: https://docs.aws.amazon.com/aws-managed-policy/latest/reference/PowerUserAccess.html).
+IAM_ADMIN_MANAGED = ("AdministratorAccess", "IAMFullAccess")
 ROLE_SESSION_NAME = "attest"
 CREDENTIAL_REPORT_MAX_AGE = timedelta(hours=4)  # AWS regenerates at most every 4 hours anyway
 CREDENTIAL_REPORT_WAIT = 90.0  # seconds to wait for a report being generated before the per-user fallback
+_UNCONFIRMED = "; AWS accepted the call, but a follow-up read still shows the access as it was (unconfirmed)"
+VERIFY_TRIES = 6  # follow-up reads of a change (0.25 s doubling: about 8 s) before it is called unconfirmed
 ASSIGNMENT_WAIT = 120.0  # seconds to wait for an Identity Center assignment change to finish
 ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
+SCP_PART = "aws:scps"  # the part of the service control policies (read from the management account)
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 ROLE_NAME_RE = re.compile(r"^[\w+=,.@/-]{1,64}$")
 SKIPPED_ROLE_PATHS = ("/aws-service-role/", "/aws-reserved/")  # service-linked and Identity Center roles
@@ -131,6 +148,72 @@ def admin_statements(doc: Any) -> list[str]:
         elif "NotAction" in stmt:
             reasons.append("allows everything but NotAction on *")
     return reasons
+
+
+def _actions(stmt: Mapping[str, Any], key: str) -> list[str]:
+    return [str(a).lower() for a in _as_list(stmt.get(key))]
+
+
+def _covers_iam(actions: Iterable[str]) -> bool:
+    """Whether an action list names all of IAM (`*`, `*:*`, `iam:*`)."""
+    return any(a in ("*", "*:*", "iam:*") for a in actions)
+
+
+def iam_admin_statements(doc: Any) -> list[str]:
+    """Why a policy document lets its holder manage IAM on every resource (and so make anyone, itself
+    included, an administrator): reasons, empty when it does not. Stricter than admin_statements: an
+    Allow with NotAction counts only when its NotAction leaves IAM allowed (PowerUserAccess excludes iam:*)."""
+    reasons: list[str] = []
+    for stmt in _as_list(_document(doc).get("Statement")):
+        if not isinstance(stmt, dict) or stmt.get("Effect") != "Allow":
+            continue
+        if "*" not in [str(r) for r in _as_list(stmt.get("Resource"))]:
+            continue
+        if "NotAction" in stmt:
+            excluded = _actions(stmt, "NotAction")
+            if not _covers_iam(excluded) and not any(a.startswith("iam:") for a in excluded):
+                reasons.append("allows everything but NotAction (IAM included) on *")
+            continue
+        actions = _actions(stmt, "Action")
+        if "*" in actions or "*:*" in actions:
+            reasons.append("allows *:* on *")
+        elif "iam:*" in actions:
+            reasons.append("allows iam:* on *")
+    return reasons
+
+
+def denies_iam_admin(doc: Any) -> bool:
+    """Whether a policy document (an SCP) denies IAM administration: a Deny of `*`, `iam:*` or any iam:
+    action, or a Deny with NotAction that leaves IAM in (everything denied but a few services)."""
+    for stmt in _as_list(_document(doc).get("Statement")):
+        if not isinstance(stmt, dict) or stmt.get("Effect") != "Deny":
+            continue
+        if "NotAction" in stmt:
+            excluded = _actions(stmt, "NotAction")
+            if not _covers_iam(excluded) and not any(a.startswith("iam:") for a in excluded):
+                return True
+            continue
+        actions = _actions(stmt, "Action")
+        if _covers_iam(actions) or any(a.startswith("iam:") for a in actions):
+            return True
+    return False
+
+
+def allows_iam(doc: Any) -> bool:
+    """Whether a policy document used as a filter (an SCP allow list, a permissions boundary) allows
+    IAM at all: an Allow of `*`, `iam:*` or an iam: action, or an Allow with NotAction leaving IAM in."""
+    for stmt in _as_list(_document(doc).get("Statement")):
+        if not isinstance(stmt, dict) or stmt.get("Effect") != "Allow":
+            continue
+        if "NotAction" in stmt:
+            excluded = _actions(stmt, "NotAction")
+            if not _covers_iam(excluded) and not any(a.startswith("iam:") for a in excluded):
+                return True
+            continue
+        actions = _actions(stmt, "Action")
+        if _covers_iam(actions) or any(a.startswith("iam:") for a in actions):
+            return True
+    return False
 
 
 def policy_name_from_arn(arn: str) -> str:
@@ -299,7 +382,17 @@ class PermissionSetInfo:
     managed_policies: list[str] = field(default_factory=list)  # ARNs
     customer_managed: list[str] = field(default_factory=list)  # "path+name", e.g. "/Attest"
     inline_reasons: list[str] = field(default_factory=list)
+    inline_iam_admin: list[str] = field(default_factory=list)
     has_inline: bool = False
+
+    def iam_admin_reasons(self, local_iam_admin: Mapping[str, list[str]] | None = None) -> list[str]:
+        """Why this set can manage IAM on an account (the last-administrator guard's definition)."""
+        reasons = [f"managed policy {policy_name_from_arn(a)}" for a in self.managed_policies
+                   if policy_name_from_arn(a) in IAM_ADMIN_MANAGED]
+        reasons += [f"inline policy {r}" for r in self.inline_iam_admin]
+        reasons += [f"customer-managed policy {ref.rsplit('/', 1)[-1]} {local_iam_admin[ref][0]}"
+                    for ref in self.customer_managed if local_iam_admin and local_iam_admin.get(ref)]
+        return reasons
 
     def privileged_reasons(self, extra: Iterable[str], local_admin: Mapping[str, list[str]] | None = None) -> list[str]:
         """Why this set is privileged on an account (its customer-managed references resolve there)."""
@@ -333,11 +426,14 @@ def org_records(org: Mapping[str, Any] | None, ous: Iterable[Mapping[str, Any]])
     return out
 
 
-def account_resource(acct: OrgAccount, management_id: str | None, root: CredentialRow | None = None) -> ResourceRecord:
+def account_resource(acct: OrgAccount, management_id: str | None, root: CredentialRow | None = None,
+                     scps: Iterable[str] | None = None) -> ResourceRecord:
     attrs: dict[str, Any] = {
         "account_id": acct.id, "email": acct.email, "status": acct.status, "management": acct.id == management_id,
         "ou_path": acct.ou_path or None, "joined_method": acct.joined_method, "joined_at": _iso(acct.joined_at),
     }
+    if scps:  # the service control policies in force on the account (root, its OUs, itself)
+        attrs["service_control_policies"] = sorted(scps)
     if root is not None:
         attrs["root_mfa_active"] = root.mfa_active
         attrs["root_access_keys_active"] = sum(1 for k in root.keys if k["status"] == "Active")
@@ -355,14 +451,33 @@ def iam_records(
     report: Mapping[str, CredentialRow] | None,
     extra_privileged: Iterable[str] = (),
     now: datetime | None = None,
+    *,
+    scp_limits: Iterable[str] = (),
+    own_roles: Iterable[str] = (),
 ) -> Iterator[Record]:
     """IAM users, groups, roles and policies of one account, from GetAccountAuthorizationDetails pages
-    (merged: UserDetailList, GroupDetailList, RoleDetailList, Policies) and the credential report."""
+    (merged: UserDetailList, GroupDetailList, RoleDetailList, Policies) and the credential report.
+
+    A user missing from the report (created after it was generated: AWS reuses a report for up to four
+    hours) carries what the per-user calls read (`_access_keys`, `_mfa`, `_login_profile`, see
+    AwsConnector._per_user_credentials). `scp_limits`: the SCPs in force on the account that deny IAM
+    administration (never the management account: SCPs do not apply to it); privileged entitlements
+    name them. `own_roles`: the roles Attest itself assumes here; their last use is Attest's own, so it
+    is not stored (it would rewrite the role on every sync and hide that nobody else uses it)."""
     now = now or datetime.now(UTC)
     extra = list(extra_privileged)
     part = account_part(acct.id)
     aref = account_ref(acct.id)
     label = f"{acct.name} ({acct.id})"
+    scp_names = sorted(set(scp_limits))
+    own = set(own_roles)
+
+    def limited(privileged: bool) -> dict[str, Any]:
+        """The SCPs that keep a privileged entitlement of this account from IAM administration."""
+        if not privileged or not scp_names:
+            return {}
+        return {"limited_by": [f"SCP {n}" for n in scp_names],
+                "privileged_note": f"administrator, limited by {', '.join(f'SCP {n}' for n in scp_names)}"}
 
     local_docs: dict[str, Any] = {}
     local_by_arn: dict[str, dict[str, Any]] = {}
@@ -400,12 +515,34 @@ def iam_records(
             external_id=f"{ref}:attached", resource_ref=ref, name=f"Policy:{name}",
             display_name=f"Policy {name} on account {label}", purpose="permission", privileged=bool(reasons),
             attributes={"kind": "iam_policy", "account_id": acct.id, "policy_arn": arn, "policy_name": name,
-                        "aws_managed": aws_managed, "privileged_reasons": reasons},
+                        "aws_managed": aws_managed, "privileged_reasons": reasons, **limited(bool(reasons))},
             part=part,
         )
 
     for arn, meta in local_by_arn.items():
         yield from policy(arn, meta["name"])
+
+    def access_key_records(user_arn: str, user: str, keys: Iterable[Mapping[str, Any]]) -> Iterator[Record]:
+        """Each access key an entitlement of its user (named by its creation time: the credential report
+        gives no key ids), held while the key is Active: a key created, deactivated, reactivated or
+        deleted is a grant added or ended, so it is in the access history."""
+        seen: set[str] = set()
+        for k in sorted(keys, key=lambda k: (str(k.get("created_at") or ""), k.get("slot") or 0)):
+            created = k.get("created_at") or "unknown"
+            ref = f"{user_arn}:access-key:{created}"
+            n = 2
+            while ref in seen:
+                ref, n = f"{user_arn}:access-key:{created}#{n}", n + 1
+            seen.add(ref)
+            yield EntitlementRecord(
+                external_id=ref, resource_ref=aref, name=f"AccessKey:{created}",
+                display_name=f"Access key of IAM user {user} created {created} on account {label}",
+                purpose="permission", part=part,
+                attributes={"kind": "iam_access_key", "account_id": acct.id, "user_name": user, "user_arn": user_arn,
+                            "created_at": k.get("created_at")},
+            )
+            if k.get("status") == "Active":
+                yield GrantRecord(entitlement_ref=ref, principal_ref=user_arn, part=part)
 
     def inline(principal_arn: str, principal_ref: str, principal_type: str, who: str,
                items: Iterable[Mapping[str, Any]]) -> Iterator[Record]:
@@ -418,7 +555,7 @@ def iam_records(
                 display_name=f"Inline policy {name} of {who} on account {label}", purpose="permission",
                 privileged=bool(reasons),
                 attributes={"kind": "iam_inline_policy", "account_id": acct.id, "policy_name": name,
-                            "principal_arn": principal_arn, "privileged_reasons": reasons},
+                            "principal_arn": principal_arn, "privileged_reasons": reasons, **limited(bool(reasons))},
                 part=part,
             )
             yield GrantRecord(entitlement_ref=ref, principal_ref=principal_ref, principal_type=principal_type, part=part)
@@ -441,7 +578,7 @@ def iam_records(
             external_id=f"{arn}:member", resource_ref=arn, name="member", display_name=f"Member of IAM group {name} on account {label}",
             is_membership=True, privileged=bool(reasons), part=part,
             attributes={"kind": "iam_group_membership", "account_id": acct.id, "group_name": name, "group_arn": arn,
-                        "privileged_reasons": reasons},
+                        "privileged_reasons": reasons, **limited(bool(reasons))},
         )
         for p in g.get("AttachedManagedPolicies", []):
             yield from policy(p["PolicyArn"], p.get("PolicyName"))
@@ -449,15 +586,25 @@ def iam_records(
                               principal_ref=arn, principal_type="resource", part=part)
         yield from inline(arn, arn, "resource", f"group {name}", g.get("GroupPolicyList", []))
 
+    def boundary(principal: Mapping[str, Any], attrs: dict[str, Any]) -> None:
+        arn_ = (principal.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+        if arn_:
+            attrs["permissions_boundary"] = arn_
+            if boundary_limits(arn_, local_policies):
+                attrs["limited_by"] = [f"permissions boundary {policy_name_from_arn(arn_)}"]
+
+    local_policies = {pol["Arn"]: pol for pol in details.get("Policies", [])}
     for u in details.get("UserDetailList", []):
         arn, name = u["Arn"], u["UserName"]
         tags = _tags(u.get("Tags"))
         row = (report or {}).get(arn)
+        per_user = "_access_keys" in u  # read with per-user calls (no report, or not in it yet)
         email = _tag(tags, EMAIL_TAG_KEYS)
-        console = row.password_enabled if row else bool(u.get("_login_profile"))
+        console = row.password_enabled if row else (bool(u["_login_profile"]) if per_user else None)
         kind = (_tag(tags, KIND_TAG_KEYS) or "").lower()
         if kind not in ("human", "service"):
-            kind = "human" if (email or console) else "service"
+            # a service account only on evidence: no e-mail tag and, known, no console password
+            kind = "service" if (not email and console is False) else "human"
         keys = list(row.keys) if row else list(u.get("_access_keys") or [])
         mfa = row.mfa_active if row else u.get("_mfa")
         last = row.last_activity if row else max(
@@ -470,15 +617,15 @@ def iam_records(
             "access_keys": keys,
             "active_access_keys": sum(1 for k in keys if k.get("status") == "Active"),
             "oldest_active_key_days": max((k.get("age_days") or 0 for k in keys if k.get("status") == "Active"), default=None),
-            "credentials_from": "credential_report" if row else "per_user_calls",
+            "credentials_from": "credential_report" if row else ("per_user_calls" if per_user else "unknown"),
         }
-        if u.get("PermissionsBoundary"):
-            attrs["permissions_boundary"] = u["PermissionsBoundary"].get("PermissionsBoundaryArn")
+        boundary(u, attrs)
         yield AccountRecord(
             external_id=arn, login=name, display_name=name, kind=kind, tag_email=email,
             created_at=_parse_dt(u.get("CreateDate")), last_login_at=last, mfa_enabled=bool(mfa) if mfa is not None else None,
             attributes=attrs, part=part,
         )
+        yield from access_key_records(arn, name, keys)
         for group in u.get("GroupList", []):
             garn = group_arn_by_name.get(group)
             if garn:
@@ -496,14 +643,24 @@ def iam_records(
         arn, name = r["Arn"], r["RoleName"]
         last_used = r.get("RoleLastUsed") or {}
         trust = trusted_principals(r.get("AssumeRolePolicyDocument"))
+        role_attrs: dict[str, Any] = {
+            "account_id": acct.id, "type": "role", "path": path, "role_id": r.get("RoleId"),
+            "trusted_principals": trust,
+            "external_trust": [p for p in trust if p.startswith("arn:") and f":{acct.id}:" not in p],
+            "last_used_region": last_used.get("Region")}
+        last_login = _parse_dt(last_used.get("LastUsedDate"))
+        if name in own:
+            # Attest's own AssumeRole is this role's last use: storing it would rewrite the role on every
+            # sync and keep it from ever looking dormant. Not stored (RoleLastUsed cannot tell users apart).
+            last_login = None
+            role_attrs["last_used_region"] = None
+            role_attrs["attest_role"] = True
+            role_attrs["last_used_note"] = "not stored: Attest assumes this role on every sync"
+        boundary(r, role_attrs)
         yield AccountRecord(
             external_id=arn, login=name, display_name=f"role {name}", kind="service",
-            created_at=_parse_dt(r.get("CreateDate")), last_login_at=_parse_dt(last_used.get("LastUsedDate")),
-            attributes={"account_id": acct.id, "type": "role", "path": path, "role_id": r.get("RoleId"),
-                        "trusted_principals": trust,
-                        "external_trust": [p for p in trust if p.startswith("arn:") and f":{acct.id}:" not in p],
-                        "last_used_region": last_used.get("Region")},
-            part=part,
+            created_at=_parse_dt(r.get("CreateDate")), last_login_at=last_login,
+            attributes=role_attrs, part=part,
         )
         for p in r.get("AttachedManagedPolicies", []):
             yield from policy(p["PolicyArn"], p.get("PolicyName"))
@@ -512,17 +669,30 @@ def iam_records(
         yield from inline(arn, arn, "account", f"role {name}", r.get("RolePolicyList", []))
 
 
-def local_admin_policies(details: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
-    """Customer-managed policies of an account that grant admin, keyed "path+name" (as permission sets
-    reference them)."""
+def local_admin_policies(details: Mapping[str, list[dict[str, Any]]], *, iam_admin: bool = False) -> dict[str, list[str]]:
+    """Customer-managed policies of an account that grant admin (with iam_admin: that can manage IAM),
+    keyed "path+name" (as permission sets reference them)."""
+    judge = iam_admin_statements if iam_admin else admin_statements
     out: dict[str, list[str]] = {}
     for pol in details.get("Policies", []):
         default = next((v for v in pol.get("PolicyVersionList", []) if v.get("IsDefaultVersion")), None)
-        reasons = admin_statements(default.get("Document")) if default else []
+        reasons = judge(default.get("Document")) if default else []
         if reasons:
             name = pol.get("PolicyName") or policy_name_from_arn(pol["Arn"])
             out[f"{pol.get('Path', '/')}{name}"] = reasons
     return out
+
+
+def boundary_limits(boundary_arn: str, local: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether a permissions boundary keeps its holder from managing IAM. A boundary caps what the
+    identity policies allow (https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_boundaries.html):
+    a customer-managed boundary is read from its default version (`local`: the account's policies by ARN, as
+    GetAccountAuthorizationDetails returns them); an AWS managed one limits unless it is itself an IAM admin."""
+    pol = local.get(boundary_arn)
+    if pol is not None:
+        default = next((v for v in pol.get("PolicyVersionList", []) if v.get("IsDefaultVersion")), None)
+        return not (default and iam_admin_statements(default.get("Document")))
+    return policy_name_from_arn(boundary_arn) not in IAM_ADMIN_MANAGED
 
 
 def identity_center_user(user: Mapping[str, Any], store_id: str) -> AccountRecord:
@@ -672,6 +842,9 @@ class AwsConnector(BaseConnector):
         self._org: _Org | None = None
         self._org_note: str | None = None
         self._privileged_groups: dict[str, set[str]] = {}
+        self._caller_arn = ""
+        self._root_ids: list[str] = []
+        self._scps: dict[str, dict[str, Any]] = {}  # policy id -> name, denies/allows IAM, target ids
 
     # calls is read by the sync engine; it is every HTTP request sent, retries included
     @property  # type: ignore[override]
@@ -784,6 +957,7 @@ class AwsConnector(BaseConnector):
 
         ident = self._client("sts").get_caller_identity()
         base_account = ident["Account"]
+        self._caller_arn = str(ident.get("Arn") or "")
         partition = ident["Arn"].split(":")[1] if ident.get("Arn", "").startswith("arn:") else "aws"
         orgs = self._client("organizations")
         try:
@@ -802,6 +976,7 @@ class AwsConnector(BaseConnector):
             return self._org
         self._org_note = None
         roots = list(self._pages(orgs, "list_roots", "Roots"))
+        self._root_ids = [r["Id"] for r in roots]
         ous: list[dict[str, Any]] = []
         accounts: list[OrgAccount] = []
         org_ref = f"org:{org['Id']}"
@@ -828,6 +1003,119 @@ class AwsConnector(BaseConnector):
             return active, []
         known = {a.id for a in org.accounts}
         return [a for a in active if a.id in self.allow], [a for a in self.allow if a not in known]
+
+    # --- who Attest is -------------------------------------------------------------------------------
+    def _caller(self) -> tuple[str, str, str] | None:
+        """(account id, 'user'|'role', name) of the base credentials (sts:GetCallerIdentity), None for root."""
+        self._load_org()
+        arn = self._caller_arn
+        parts = arn.split(":", 5)
+        if len(parts) != 6:
+            return None
+        kind, _, rest = parts[5].partition("/")
+        if parts[2] == "sts" and kind == "assumed-role":
+            return parts[4], "role", rest.split("/", 1)[0]
+        if parts[2] == "iam" and kind in ("user", "role"):
+            return parts[4], kind, rest.rsplit("/", 1)[-1]
+        return None
+
+    def _own_roles(self, account_id: str) -> set[str]:
+        """The roles Attest itself assumes in an account: the read and remediation roles of a member
+        account, the role of the base credentials in theirs."""
+        org = self._load_org()
+        out = set() if account_id == org.base_account else {self.role_name, self.remediation_role}
+        caller = self._caller()
+        if caller and caller[0] == account_id and caller[1] == "role":
+            out.add(caller[2])
+        return out
+
+    def _own_principal(self, account_id: str, ptype: str, name: str) -> str | None:
+        """Why the IAM principal is Attest's own (then its access must not be revoked through Attest)."""
+        caller = self._caller()
+        if caller and caller == (account_id, ptype, name):
+            return f"the {ptype} of Attest's own credentials ({self._caller_arn}, sts:GetCallerIdentity)"
+        if ptype == "role" and name in self._own_roles(account_id):
+            return f"the role Attest assumes in account {account_id} to read or revoke"
+        return None
+
+    def _refuse_own(self, account_id: str, ptype: str, name: str, what: str) -> None:
+        why = self._own_principal(account_id, ptype, name)
+        if why:
+            raise RevokeRefused(
+                f"refusing to {what}: {ptype} {name} in account {account_id} is {why}; without this access "
+                "Attest could no longer read or revoke AWS access. Change it in IAM yourself if that is intended.")
+
+    # --- service control policies -------------------------------------------------------------------
+    def _read_scps(self) -> Iterator[Record]:
+        """Service control policies (Organizations ListPolicies, DescribePolicy, ListTargetsForPolicy,
+        filter SERVICE_CONTROL_POLICY), kept for the account tasks (which name the SCPs that deny IAM
+        administration) and yielded as `aws_scp` resources of part "aws:scps"."""
+        from botocore.exceptions import ClientError
+
+        self._scps = {}
+        org = self._load_org()
+        if org.org is None:
+            return
+        orgs = self._client("organizations")
+        try:
+            summaries = list(self._pages(orgs, "list_policies", "Policies", Filter="SERVICE_CONTROL_POLICY"))
+            for p in summaries:
+                pid = p["Id"]
+                doc = orgs.describe_policy(PolicyId=pid)["Policy"].get("Content")
+                targets = list(self._pages(orgs, "list_targets_for_policy", "Targets", PolicyId=pid))
+                self._scps[pid] = {"name": p.get("Name") or pid, "arn": p.get("Arn"), "aws_managed": p.get("AwsManaged"),
+                                   "description": p.get("Description"), "denies_iam_admin": denies_iam_admin(doc),
+                                   "allows_iam": allows_iam(doc), "targets": sorted(t["TargetId"] for t in targets)}
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            self._scps = {}
+            if err.get("Code") in ("PolicyTypeNotEnabledException", "AWSOrganizationsNotInUseException"):
+                yield Note("service control policies are not enabled in this organization")
+                return
+            yield PartFailed(SCP_PART, f"service control policies could not be read ({exc.operation_name}: "
+                                       f"{err.get('Code')}: {err.get('Message')}); the stored ones are kept. "
+                                       "Attest needs organizations:ListPolicies, DescribePolicy and ListTargetsForPolicy")
+            return
+        org_ref = f"org:{org.org['Id']}"
+        for pid, scp in sorted(self._scps.items()):
+            yield ResourceRecord(
+                external_id=f"scp:{pid}", type="aws_scp", name=scp["name"], description=scp["description"],
+                parent_ref=org_ref, part=SCP_PART,
+                attributes={"policy_id": pid, "arn": scp["arn"], "aws_managed": scp["aws_managed"],
+                            "targets": scp["targets"], "denies_iam_admin": scp["denies_iam_admin"]},
+            )
+
+    def _scp_levels(self, acct: OrgAccount) -> list[set[str]]:
+        """The target ids of each level whose SCPs apply to an account: the root, each OU down, the account."""
+        org = self._load_org()
+        parent_of = {f"ou:{o['Id']}": o.get("ParentRef") for o in org.ous}
+        chain: list[str] = []
+        ref = acct.parent_ref
+        while ref and ref.startswith("ou:") and ref not in chain:
+            chain.append(ref)
+            ref = parent_of.get(ref)
+        return [set(self._root_ids), *({r.removeprefix("ou:")} for r in reversed(chain)), {acct.id}]
+
+    def _scps_in_force(self, acct: OrgAccount) -> list[str]:
+        """Names of the SCPs in force on an account; none on the management account (SCPs do not apply to
+        it: https://docs.aws.amazon.com/organizations/latest/userguide/orgs_manage_policies_scps.html)."""
+        if acct.id == self._load_org().management_id or not self._scps:
+            return []
+        targets = set().union(*self._scp_levels(acct))
+        return sorted({p["name"] for p in self._scps.values() if targets & set(p["targets"])})
+
+    def _scp_limits(self, acct: OrgAccount) -> list[str]:
+        """Names of the SCPs that keep IAM administration from an account: one that denies it, or a level
+        (root, OU, the account) none of whose SCPs allows IAM (an allow list without iam)."""
+        if acct.id == self._load_org().management_id or not self._scps:
+            return []
+        out: set[str] = set()
+        for level in self._scp_levels(acct):
+            attached = [p for p in self._scps.values() if level & set(p["targets"])]
+            out |= {p["name"] for p in attached if p["denies_iam_admin"]}
+            if attached and not any(p["allows_iam"] for p in attached):
+                out |= {p["name"] for p in attached}
+        return sorted(out)
 
     # --- validate -----------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -887,6 +1175,7 @@ class AwsConnector(BaseConnector):
         doc = sso.get_inline_policy_for_permission_set(InstanceArn=ic.instance_arn, PermissionSetArn=arn).get("InlinePolicy")
         info.has_inline = bool(doc)
         info.inline_reasons = admin_statements(doc) if doc else []
+        info.inline_iam_admin = iam_admin_statements(doc) if doc else []
         return info
 
     def _read_ic_users(self, ic: _IdentityCenter) -> list[dict[str, Any]]:
@@ -1017,10 +1306,20 @@ class AwsConnector(BaseConnector):
                     self._per_user_credentials(iam, details["UserDetailList"])
                     out.append(Note(f"account {acct.id}: credential report unavailable ({why}); "
                                     "read keys, MFA and passwords user by user"))
-                out.append(account_resource(acct, org.management_id, (report or {}).get("<root_account>")))
-                out.extend(iam_records(acct, details, report, self.extra_privileged))
+                else:
+                    # AWS reuses a report for up to four hours: users created since are not in it
+                    missing = [u for u in details["UserDetailList"] if u["Arn"] not in report]
+                    if missing:
+                        self._per_user_credentials(iam, missing)
+                        out.append(Note(f"account {acct.id}: {len(missing)} IAM user(s) created after the credential "
+                                        "report was generated; read their keys, MFA and passwords user by user"))
+                scps = self._scp_limits(acct)
+                out.append(account_resource(acct, org.management_id, (report or {}).get("<root_account>"),
+                                            scps=self._scps_in_force(acct)))
+                out.extend(iam_records(acct, details, report, self.extra_privileged, scp_limits=scps,
+                                       own_roles=self._own_roles(acct.id)))
                 if ic is not None:
-                    out.extend(self._assignment_records(ic, acct, catalog, local_admin_policies(details)))
+                    out.extend(self._assignment_records(ic, acct, catalog, local_admin_policies(details), scps))
                 return out
             except (ClientError, BotoCoreError, PagingError) as exc:
                 if isinstance(exc, ClientError):
@@ -1036,7 +1335,8 @@ class AwsConnector(BaseConnector):
                 self._active_accounts -= 1
 
     def _assignment_records(self, ic: _IdentityCenter, acct: OrgAccount, catalog: Mapping[str, PermissionSetInfo],
-                            local_admin: Mapping[str, list[str]]) -> Iterator[Record]:
+                            local_admin: Mapping[str, list[str]], scps: Iterable[str] = ()) -> Iterator[Record]:
+        scp_names = sorted(set(scps))
         part = account_part(acct.id)
         label = f"{acct.name} ({acct.id})"
         for ps_arn, assignments in self._read_assignments(ic, acct.id).items():
@@ -1053,7 +1353,11 @@ class AwsConnector(BaseConnector):
                             "permission_set_name": info.name, "instance_arn": ic.instance_arn,
                             "identity_store_id": ic.store_id, "managed_policies": [policy_name_from_arn(a) for a in info.managed_policies],
                             "customer_managed_policies": info.customer_managed, "inline_policy": info.has_inline,
-                            "session_duration": info.session_duration, "privileged_reasons": reasons},
+                            "session_duration": info.session_duration, "privileged_reasons": reasons,
+                            **({"limited_by": [f"SCP {n}" for n in scp_names],
+                                "privileged_note": "administrator, limited by "
+                                                   + ", ".join(f"SCP {n}" for n in scp_names)}
+                               if reasons and scp_names else {})},
             )
             for a in assignments:
                 ptype = a.get("PrincipalType")
@@ -1087,6 +1391,7 @@ class AwsConnector(BaseConnector):
         if unknown:
             yield Note(f"accounts in the allow-list but not in the organization: {', '.join(unknown)}")
         yield from org_records(org.org, org.ous)
+        yield from self._read_scps()
         self._privileged_groups: dict[str, set[str]] = {}
 
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="attest-aws")
@@ -1116,8 +1421,16 @@ class AwsConnector(BaseConnector):
                     yield identity_center_user(user, ic.store_id)
                 groups = self._ic_result(groups_f)
                 member_fs = {g["GroupId"]: pool.submit(self._read_ic_members, ic, g["GroupId"]) for g in groups}
+            failed: list[str] = []
             for f in as_completed(account_fs):
-                yield from f.result()
+                records = f.result()
+                failed += [r.part for r in records if isinstance(r, PartFailed)]
+                yield from records
+            # an Identity Center group is privileged through its assignments, which live in the accounts:
+            # when an account could not be read, the group's membership entitlement is derived partly from
+            # an unread part, so it is yielded in that part and the sync engine keeps its stored value
+            # (privileged flag and privileged_via) instead of recomputing it from the accounts it could read
+            derived_part = min(failed) if failed else None
             for g in groups:
                 gid = g["GroupId"]
                 ref = f"idc-group:{gid}"
@@ -1133,6 +1446,7 @@ class AwsConnector(BaseConnector):
                     display_name=f"Member of Identity Center group {name}", is_membership=True, privileged=bool(held),
                     attributes={"kind": "sso_group_membership", "identity_store_id": ic.store_id, "group_id": gid,
                                 "group_name": name, "privileged_via": held[:20]},
+                    part=derived_part,
                 )
                 for uid in self._ic_result(member_fs[gid]):
                     yield GrantRecord(entitlement_ref=f"{ref}:member", principal_ref=f"idc-user:{uid}")
@@ -1177,6 +1491,8 @@ class AwsConnector(BaseConnector):
                 return self._sso_assignment(ref, attrs, remove, dry_run)
             if kind == "sso_group_membership":
                 return self._sso_membership(ref, attrs, remove, dry_run)
+            if kind == "iam_access_key":
+                return self._iam_access_key(ref, attrs, remove, dry_run)
             if kind == "iam_inline_policy":
                 raise RevokeRefused(
                     f"{ref.entitlement_name} is an inline policy embedded in {attrs.get('principal_arn')}; "
@@ -1208,11 +1524,69 @@ class AwsConnector(BaseConnector):
                                 detail=f"user {user} is {'not ' if remove else 'already '}in group {group}"
                                        if present is not None else f"user {user} no longer exists in {account_id}")
         if remove:
+            self._refuse_own(account_id, "user", user, f"remove it from IAM group {group}")
             self._guard(account_id, {("iam_membership", user, group)}, ref)
+        outcome = "done"
         if not dry_run:
             getattr(iam, "remove_user_from_group" if remove else "add_user_to_group")(GroupName=group, UserName=user)
-        return RevokeResult((call,), dry_run, detail=f"{'removed' if remove else 'added'} user {user} "
-                                                     f"{'from' if remove else 'to'} IAM group {group} in {account_id}")
+            outcome = self._confirm(lambda: bool(self._iam_user_in_group(iam, user, group)) != remove, call)
+        return RevokeResult((call,), dry_run, outcome=outcome,
+                            detail=f"{'removed' if remove else 'added'} user {user} {'from' if remove else 'to'} "
+                                   f"IAM group {group} in {account_id}{_UNCONFIRMED if outcome == 'unconfirmed' else ''}")
+
+    def _confirm(self, done: Callable[[], bool], call: str) -> str:
+        """"done" only when a follow-up read shows the change; else "unconfirmed" (AWS accepted the call but
+        still shows the access as it was: the next sync verifies or flags it). IAM and Identity Center are
+        eventually consistent (https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency),
+        so the read is repeated for a few seconds first."""
+        delay = 0.25
+        for attempt in range(VERIFY_TRIES):
+            if done():
+                return "done"
+            if attempt + 1 < VERIFY_TRIES:
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+        return "unconfirmed"
+
+    # IAM access key (deactivate; the undo activates it again)
+    def _iam_access_key(self, ref: GrantRef, attrs: Mapping[str, Any], remove: bool, dry_run: bool) -> RevokeResult:
+        account_id, ptype, user = parse_iam_arn(ref.principal_ref)
+        if ptype != "user":
+            raise RevokeRefused(f"{ref.principal_ref} is not an IAM user")
+        created = attrs.get("created_at")
+        iam = self._client("iam", self._remediation_creds(account_id))
+
+        def key() -> dict[str, Any] | None:
+            from botocore.exceptions import ClientError
+
+            try:
+                return next((k for k in self._pages(iam, "list_access_keys", "AccessKeyMetadata", UserName=user)
+                             if _iso(_parse_dt(k.get("CreateDate"))) == created), None)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
+                    return None
+                raise
+
+        found = key()
+        if found is None:
+            if not remove:
+                raise ConnectorError(f"the access key of IAM user {user} created {created} no longer exists in "
+                                     f"account {account_id}; it cannot be activated again")
+            return RevokeResult((), dry_run, already_gone=True, detail=f"the access key of {user} created {created} "
+                                                                     "no longer exists")
+        want = "Inactive" if remove else "Active"
+        if found.get("Status") == want:
+            return RevokeResult((), dry_run, already_gone=True, detail=f"the access key of {user} is already {want}")
+        if remove:
+            self._refuse_own(account_id, "user", user, "deactivate its access key")
+        call = f"iam:UpdateAccessKey account={account_id} UserName={user} AccessKeyId={found['AccessKeyId']} Status={want}"
+        outcome = "done"
+        if not dry_run:
+            iam.update_access_key(UserName=user, AccessKeyId=found["AccessKeyId"], Status=want)
+            outcome = self._confirm(lambda: (key() or {}).get("Status", "Inactive") == want, call)
+        return RevokeResult((call,), dry_run, outcome=outcome,
+                            detail=f"{'deactivated' if remove else 'activated'} the access key of IAM user {user} "
+                                   f"created {created} in {account_id}{_UNCONFIRMED if outcome == 'unconfirmed' else ''}")
 
     def _iam_user_in_group(self, iam, user: str, group: str) -> bool | None:
         from botocore.exceptions import ClientError
@@ -1249,13 +1623,24 @@ class AwsConnector(BaseConnector):
             return RevokeResult((), dry_run, already_gone=True,
                                 detail=f"policy {pname} is {'not ' if remove else 'already '}attached to {ptype} {name}")
         if remove:
+            what = f"detach {pname} from it"
+            if ptype == "group":
+                caller = self._caller()
+                if caller and caller[:2] == (account_id, "user") and self._iam_user_in_group(iam, caller[2], name):
+                    self._refuse_own(account_id, "user", caller[2], f"detach {pname} from its IAM group {name}")
+            else:
+                self._refuse_own(account_id, ptype, name, what)
             self._guard(account_id, {("iam_policy", ptype, name, policy_arn)}, ref)
         verb = f"{'Detach' if remove else 'Attach'}{title}Policy"
         call = f"iam:{verb} account={account_id} {title}Name={name} PolicyArn={policy_arn}"
+        outcome = "done"
         if not dry_run:
             getattr(iam, f"{'detach' if remove else 'attach'}_{ptype}_policy")(**{f"{title}Name": name, "PolicyArn": policy_arn})
-        return RevokeResult((call,), dry_run, detail=f"{'detached' if remove else 'attached'} policy {pname} "
-                                                     f"{'from' if remove else 'to'} {ptype} {name} in {account_id}")
+            outcome = self._confirm(lambda: any(p["PolicyArn"] == policy_arn for p in self._pages(
+                iam, f"list_attached_{ptype}_policies", "AttachedPolicies", **{f"{title}Name": name})) != remove, call)
+        return RevokeResult((call,), dry_run, outcome=outcome,
+                            detail=f"{'detached' if remove else 'attached'} policy {pname} {'from' if remove else 'to'} "
+                                   f"{ptype} {name} in {account_id}{_UNCONFIRMED if outcome == 'unconfirmed' else ''}")
 
     # Identity Center account assignment
     def _sso_assignment(self, ref: GrantRef, attrs: Mapping[str, Any], remove: bool, dry_run: bool) -> RevokeResult:
@@ -1284,14 +1669,19 @@ class AwsConnector(BaseConnector):
                 "PermissionSetArn": ps_arn, "PrincipalType": ptype, "PrincipalId": pid}
         calls = (f"sso:{verb} TargetId={account_id} PermissionSetArn={ps_arn} PrincipalType={ptype} PrincipalId={pid}",
                  f"sso:DescribeAccountAssignment{'Deletion' if remove else 'Creation'}Status (until it finishes)")
+        outcome = "done"
         if not dry_run:
             if remove:
                 status = sso.delete_account_assignment(**args)["AccountAssignmentDeletionStatus"]
             else:
                 status = sso.create_account_assignment(**args)["AccountAssignmentCreationStatus"]
             self._wait_assignment(sso, instance, status, remove)
-        return RevokeResult(calls, dry_run, detail=f"{'removed' if remove else 'gave'} permission set {name} on "
-                                                   f"{account_id} {'from' if remove else 'to'} {who}")
+            outcome = self._confirm(lambda: any(a.get("PrincipalType") == ptype and a.get("PrincipalId") == pid for a in self._pages(
+                sso, "list_account_assignments", "AccountAssignments", InstanceArn=instance, AccountId=account_id,
+                PermissionSetArn=ps_arn)) != remove, calls[0])
+        return RevokeResult(calls, dry_run, outcome=outcome,
+                            detail=f"{'removed' if remove else 'gave'} permission set {name} on {account_id} "
+                                   f"{'from' if remove else 'to'} {who}{_UNCONFIRMED if outcome == 'unconfirmed' else ''}")
 
     def _wait_assignment(self, sso, instance: str, status: Mapping[str, Any], remove: bool) -> None:
         deadline = time.monotonic() + ASSIGNMENT_WAIT
@@ -1346,8 +1736,22 @@ class AwsConnector(BaseConnector):
             call = f"identitystore:CreateGroupMembership IdentityStoreId={store_id} GroupId={gid} UserId={uid}"
             if not dry_run:
                 store.create_group_membership(IdentityStoreId=store_id, GroupId=gid, MemberId={"UserId": uid})
-        return RevokeResult((call,), dry_run, detail=f"{'removed' if remove else 'added'} {who} "
-                                                     f"{'from' if remove else 'to'} Identity Center group {group}")
+
+        def member() -> bool:
+            try:
+                store.get_group_membership_id(IdentityStoreId=store_id, GroupId=gid, MemberId={"UserId": uid})
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                    raise
+                return False
+
+        outcome = "done"
+        if not dry_run:
+            outcome = self._confirm(lambda: member() != remove, call)
+        return RevokeResult((call,), dry_run, outcome=outcome,
+                            detail=f"{'removed' if remove else 'added'} {who} {'from' if remove else 'to'} Identity "
+                                   f"Center group {group}{_UNCONFIRMED if outcome == 'unconfirmed' else ''}")
 
     # --- the last-administrator guard -----------------------------------------------------------------
     def _guard(self, account_id: str | None, removed: set[tuple], ref: GrantRef) -> None:
@@ -1379,29 +1783,34 @@ class AwsConnector(BaseConnector):
         local = {p["Arn"]: p for p in details["Policies"]}
 
         def admin_policy(arn: str) -> bool:
-            if is_privileged_policy(arn, self.extra_privileged):
+            """An administrator path is one that can manage IAM (AdministratorAccess, IAMFullAccess, a
+            policy allowing * or iam:* on *): PowerUserAccess and other "privileged" policies cannot."""
+            if policy_name_from_arn(arn) in IAM_ADMIN_MANAGED and ":iam::aws:policy/" in arn:
                 return True
             pol = local.get(arn)
             if not pol:
                 return False
             default = next((v for v in pol.get("PolicyVersionList", []) if v.get("IsDefaultVersion")), None)
-            return bool(default and admin_statements(default.get("Document")))
+            return bool(default and iam_admin_statements(default.get("Document")))
 
         group_edges: dict[str, list[frozenset]] = {}
         for g in details["GroupDetailList"]:
             edges = [frozenset({("iam_policy", "group", g["GroupName"], p["PolicyArn"])})
                      for p in g.get("AttachedManagedPolicies", []) if admin_policy(p["PolicyArn"])]
-            edges += [frozenset() for p in g.get("GroupPolicyList", []) if admin_statements(p.get("PolicyDocument"))]
+            edges += [frozenset() for p in g.get("GroupPolicyList", []) if iam_admin_statements(p.get("PolicyDocument"))]
             group_edges[g["GroupName"]] = edges
         for u in details["UserDetailList"]:
             name = u["UserName"]
             user_paths = [frozenset({("iam_policy", "user", name, p["PolicyArn"])})
                           for p in u.get("AttachedManagedPolicies", []) if admin_policy(p["PolicyArn"])]
-            user_paths += [frozenset() for p in u.get("UserPolicyList", []) if admin_statements(p.get("PolicyDocument"))]
+            user_paths += [frozenset() for p in u.get("UserPolicyList", []) if iam_admin_statements(p.get("PolicyDocument"))]
             for group in u.get("GroupList", []):
                 user_paths += [e | {("iam_membership", name, group)} for e in group_edges.get(group, [])]
             if not user_paths:
                 continue
+            boundary = (u.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+            if boundary and boundary_limits(boundary, local):
+                continue  # a permissions boundary that does not allow IAM: not an administrator
             if not self._has_credentials(iam, name):
                 continue
             paths += [(f"IAM user {name}", e) for e in user_paths]
@@ -1410,10 +1819,10 @@ class AwsConnector(BaseConnector):
         if ic is None:
             return paths
         store = self._client("identitystore", region=self.ic_region)
-        local_admin = local_admin_policies(details)
+        local_admin = local_admin_policies(details, iam_admin=True)
         for ps_arn, assignments in self._read_assignments(ic, mgmt).items():
             info = self._read_permission_set(ic, ps_arn)
-            if not info.privileged_reasons(self.extra_privileged, local_admin):
+            if not info.iam_admin_reasons(local_admin):
                 continue
             for a in assignments:
                 pid = a["PrincipalId"]
@@ -1455,6 +1864,8 @@ def _kind_from_ref(entitlement_ref: str) -> str | None:
         return "iam_policy"
     if ":inline:" in entitlement_ref:
         return "iam_inline_policy"
+    if ":access-key:" in entitlement_ref:
+        return "iam_access_key"
     if ":group/" in entitlement_ref and entitlement_ref.endswith(":member"):
         return "iam_group_membership"
     return None

@@ -494,13 +494,14 @@ def test_revoke_identity_center_assignment_waits_for_the_deletion(org, factory, 
     assert "DeleteAccountAssignment" not in polled
     done = conn.revoke(ref, dry_run=False)
     assert not done.already_gone
-    assert polled[-2:] == ["DeleteAccountAssignment", "DescribeAccountAssignmentDeletionStatus"]
+    # then a follow-up read confirms the assignment is gone before the revoke is reported done
+    assert polled[-3:] == ["DeleteAccountAssignment", "DescribeAccountAssignmentDeletionStatus", "ListAccountAssignments"]
     assert conn.revoke(ref, dry_run=False).already_gone
     _sync(factory, settings)
     session.expire_all()
     assert active(session, source.id, key) is None
     conn.grant(ref, dry_run=False)
-    assert polled[-2:] == ["CreateAccountAssignment", "DescribeAccountAssignmentCreationStatus"]
+    assert polled[-3:] == ["CreateAccountAssignment", "DescribeAccountAssignmentCreationStatus", "ListAccountAssignments"]
     _sync(factory, settings)
     assert active(session, source.id, key) is not None
 

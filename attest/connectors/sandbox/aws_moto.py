@@ -19,6 +19,11 @@ moto gaps worth knowing (the connector handles the real behaviour; tests cover t
   `ListAccountsForProvisionedPermissionSet` only ever names the caller's account.
 - STS `AssumeRole` never checks that the role exists or trusts the caller.
 - The credential report has no `<root_account>` row.
+- moto builds the credential report afresh on every GetCredentialReport (with a fixed GeneratedTime of
+  2015); AWS reuses a report for up to four hours. `credential_reports_as_aws()` makes moto answer as AWS
+  does (a snapshot taken by GenerateCredentialReport, its real GeneratedTime, reused for four hours).
+- moto records a role's RoleLastUsed on every request signed with its assumed-role credentials, as AWS
+  does (the reader's own AssumeRole session marks its role used).
 
 `fault_hooks(faults)` injects what an upstream incident does to a list, as botocore event hooks for a
 connector's clients (`AwsConnector.hooks`), keyed "service:Operation" ("identitystore:ListUsers",
@@ -37,7 +42,10 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 ADMIN_DOC = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -463,6 +471,67 @@ class _quiet_server:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+@contextmanager
+def credential_reports_as_aws(clock: Callable[[], datetime] | None = None) -> Iterator[None]:
+    """Make moto's IAM credential report behave as AWS documents it, while the block runs (in-process moto).
+
+    AWS: GenerateCredentialReport generates a report only when there is none or the last one is more than
+    four hours old; otherwise the existing report is kept and returned by GetCredentialReport, unchanged,
+    with the GeneratedTime of its generation. A user created (or a key added) since is not in it
+    (https://docs.aws.amazon.com/IAM/latest/APIReference/API_GenerateCredentialReport.html,
+    https://docs.aws.amazon.com/IAM/latest/APIReference/API_GetCredentialReport.html,
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_getting-report.html: "If the existing
+    report is less than four hours old, IAM does not generate a new one"). `clock` (default: now) is the
+    service's time, so a test can age a report.
+    """
+    from moto.iam import models, responses
+    from moto.iam.exceptions import ReportNotPresentException
+
+    now = clock or (lambda: datetime.now(UTC))
+    backend_cls, response_cls = models.IAMBackend, responses.IamResponse
+    saved = (backend_cls.generate_report, backend_cls.get_credential_report, backend_cls.report_generated,
+             response_cls.get_credential_report)
+    build = saved[1]
+
+    def generate_report(self: Any) -> None:
+        snap = getattr(self, "_aws_report", None)
+        if snap is not None and now() - snap[1] < timedelta(hours=4):
+            return  # AWS keeps a report less than four hours old
+        self.credential_report = True
+        self._aws_report = (build(self), now())
+
+    def report_generated(self: Any) -> bool:
+        return getattr(self, "_aws_report", None) is not None
+
+    def get_credential_report(self: Any) -> str:
+        snap = getattr(self, "_aws_report", None)
+        if snap is None:
+            raise ReportNotPresentException("Credential report not present")
+        return snap[0]
+
+    def get_credential_report_response(self: Any) -> Any:
+        result = saved[3](self)
+        snap = getattr(self.backend, "_aws_report", None)
+        if snap is not None:
+            result.result["GeneratedTime"] = snap[1].strftime("%Y-%m-%dT%H:%M:%SZ")
+        return result
+
+    backend_cls.generate_report = generate_report
+    backend_cls.get_credential_report = get_credential_report
+    backend_cls.report_generated = report_generated
+    response_cls.get_credential_report = get_credential_report_response
+    try:
+        yield
+    finally:
+        (backend_cls.generate_report, backend_cls.get_credential_report, backend_cls.report_generated,
+         response_cls.get_credential_report) = saved
+        from moto.iam.models import iam_backends
+
+        for account in list(iam_backends.values()):
+            for backend in list(account.values()):
+                backend.__dict__.pop("_aws_report", None)
 
 
 _TOKENS = ("NextToken", "Marker", "nextToken")
