@@ -246,6 +246,7 @@ FIXED_JOBS = (
     JobSpec("notify:send", "notify", "*/2 * * * *"),
     JobSpec("audit:checkpoint", "checkpoint", "* * * * *"),
     JobSpec("evidence:export", "evidence", "* * * * *"),
+    JobSpec("auth:purge", "purge", "17 3 * * *"),
 )
 REMEDIATION = JobSpec("remediation:run", "remediation", "*/5 * * * *")
 
@@ -526,6 +527,14 @@ def scheduler_last_seen(session: Session) -> datetime | None:
     return session.scalar(select(func.max(JobLease.last_started_at)).where(JobLease.name.in_(names)))
 
 
+def job_purge(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, int]:
+    """Daily: old sign-in session rows and quiet sign-in throttle counters go."""
+    from attest.auth import sessions, throttle
+
+    with _transaction(ctx) as session:
+        return {"sessions": sessions.purge(session, now), "throttle": throttle.purge(session, now)}
+
+
 def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, list[str]]:
     if ctx.scheduler is None:
         return {"added": [], "changed": [], "removed": [], "taken_over": []}
@@ -573,6 +582,7 @@ JOBS: dict[str, Callable[[JobContext, JobSpec, datetime], Any]] = {
     "notify": job_notify,
     "remediation": job_remediation,
     "reconcile": job_reconcile,
+    "purge": job_purge,
     "checkpoint": job_checkpoint,
     "evidence": job_evidence,
 }

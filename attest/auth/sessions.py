@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from attest.auth.models import UserSession
@@ -107,3 +107,13 @@ def known_address(session: Session, user_id: int, ip: str | None, now: datetime,
         select(UserSession.id).where(UserSession.user_id == user_id, UserSession.ip == ip[:64],
                                      UserSession.created_at >= now - timedelta(days=days)).limit(1)
     ) is not None
+
+
+KEEP_DAYS = 100  # longer than known_address's 90-day look-back; sign-ins and sign-outs stay in the audit trail
+
+
+def purge(session: Session, now: datetime, keep_days: int = KEEP_DAYS) -> int:
+    """Delete session rows started more than `keep_days` ago (long ended or timed out by then: a session
+    lives at most ATTEST_SESSION_MAX_HOURS). Returns how many went."""
+    return session.execute(delete(UserSession).where(UserSession.created_at < now - timedelta(days=keep_days))
+                           .execution_options(synchronize_session=False)).rowcount

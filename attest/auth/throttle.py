@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -130,3 +130,12 @@ def clear(session: Session, key: str) -> None:
     if row is not None:
         session.delete(row)
         session.flush()
+
+
+def purge(session: Session, now: datetime, quiet_for: timedelta = timedelta(days=1)) -> int:
+    """Delete counters with no failure for `quiet_for` and no block still running: an address or an
+    e-mail that stopped failing starts clean. Returns how many went."""
+    return session.execute(delete(LoginThrottle).where(
+        LoginThrottle.last_failure_at < now - quiet_for,
+        or_(LoginThrottle.blocked_until.is_(None), LoginThrottle.blocked_until < now),
+    ).execution_options(synchronize_session=False)).rowcount
