@@ -45,6 +45,7 @@ def minimum_requests(fake) -> dict[str, int]:
         "groups": pages(len(fake.group_ids), "groups"),
         "group rules": pages(len(fake.rules), "group_rules"),
         "group members": sum(pages(len(m), "group_users", 0) for m in fake.members.values()),
+        "group owners": sum(pages(len(fake.owners.get(g, [])), "group_owners") for g in fake.group_ids),
         "group roles": sum(1 for g in fake.group_ids if fake.has_admin_privilege(g)),
         "apps": pages(len(active_apps), "apps"),
         "app users": sum(pages(len(fake.app_user_rows(a)), "app_users") for a in active_apps),
