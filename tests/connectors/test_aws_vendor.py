@@ -19,7 +19,7 @@ from attest.connectors.base import RevokeRefused
 from attest.entitlements.models import AccessChange, Account, Entitlement, Grant, Resource
 from attest.entitlements.sync import run_sync
 from tests.connectors.test_aws import SETTINGS, active, boto, connector, deny_assume_role, grant_ref
-from tests.factories import make_source
+from tests.factories import login_as, make_identity, make_source, make_user
 
 moto = pytest.importorskip("moto")
 
@@ -332,7 +332,7 @@ def test_access_keys_created_deactivated_and_deleted_are_access_changes(org, fac
 
 
 def test_role_boundaries_and_scps_are_stored_and_named_beside_privileged_access(org, factory, session, settings,
-                                                                                source):
+                                                                                source, app, client):
     """Roles' permission boundaries (RoleDetail.PermissionsBoundary of GetAccountAuthorizationDetails:
     https://docs.aws.amazon.com/IAM/latest/APIReference/API_RoleDetail.html) and service control policies
     (Organizations ListPolicies/DescribePolicy/ListTargetsForPolicy, filter SERVICE_CONTROL_POLICY:
@@ -347,6 +347,10 @@ def test_role_boundaries_and_scps_are_stored_and_named_beside_privileged_access(
     scp = orgs.create_policy(Name="DenyIamAdmin", Description="no IAM changes in member accounts",
                              Type="SERVICE_CONTROL_POLICY", Content=json.dumps(DENY_IAM_SCP))["Policy"]["PolicySummary"]
     orgs.attach_policy(PolicyId=scp["Id"], TargetId=member)
+    admin_user = org.iam_users[member][0]  # in Admins, e-mail tag: linked to this person
+    tag = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=admin_user)["Tags"]}
+    person = make_identity(session, tag["email"], "Admin Person")
+    session.commit()
     try:
         conn = connector()
         _sync(factory, settings, conn)
@@ -372,26 +376,17 @@ def test_role_boundaries_and_scps_are_stored_and_named_beside_privileged_access(
         unlimited = _entitlement(session, source.id, f"ps:{mgmt}:{admin_ps}")
         assert unlimited.privileged and "limited_by" not in unlimited.attributes  # SCPs spare the management account
         assert "limited_by" not in _entitlement(session, source.id, f"ps:{member}:{org.permission_sets['ReadOnly'].rsplit('/', 1)[-1]}").attributes
+        # the person's page shows the limitation where it shows the privileged access
+        admin = make_user(session, "admin@acme.example", roles=["admin"])
+        session.commit()
+        login_as(app, client, admin)
+        page = client.get(f"/identities/{person.id}").get_data(as_text=True)
+        assert "Member of IAM group Admins on account" in page
+        assert "administrator, limited by SCP DenyIamAdmin" in page
     finally:
         orgs.detach_policy(PolicyId=scp["Id"], TargetId=member)
         orgs.delete_policy(PolicyId=scp["Id"])
         iam.delete_role_permissions_boundary(RoleName="app-runtime")
-
-
-def test_the_identity_page_shows_the_limitation_beside_privileged_access(org, factory, session, settings, source):
-    from attest.connectors.aws import iam_records
-
-    # the text the page shows comes from the entitlement's attributes (see the identity template)
-    acct = type("A", (), {"id": "111122223333", "name": "dev"})()
-    details = {"GroupDetailList": [{"Arn": "arn:aws:iam::111122223333:group/Admins", "GroupName": "Admins",
-                                    "AttachedManagedPolicies": [{"PolicyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}]}],
-               "UserDetailList": [], "RoleDetailList": [], "Policies": []}
-    ents = [r for r in iam_records(acct, details, {}, scp_limits=["DenyIamAdmin"]) if type(r).__name__ == "EntitlementRecord"]
-    assert all(e.attributes.get("privileged_note") == "administrator, limited by SCP DenyIamAdmin" for e in ents if e.privileged)
-    from pathlib import Path
-
-    template = Path("attest/templates/entitlements/identity.html").read_text()
-    assert "privileged_note" in template and "limited_by" in template
 
 
 # --- Attest's own role ------------------------------------------------------------------------------------
