@@ -845,6 +845,7 @@ class AwsConnector(BaseConnector):
         self._caller_arn = ""
         self._root_ids: list[str] = []
         self._scps: dict[str, dict[str, Any]] = {}  # policy id -> name, denies/allows IAM, target ids
+        self._scps_failed = False
 
     # calls is read by the sync engine; it is every HTTP request sent, retries included
     @property  # type: ignore[override]
@@ -1052,7 +1053,7 @@ class AwsConnector(BaseConnector):
         administration) and yielded as `aws_scp` resources of part "aws:scps"."""
         from botocore.exceptions import ClientError
 
-        self._scps = {}
+        self._scps, self._scps_failed = {}, False
         org = self._load_org()
         if org.org is None:
             return
@@ -1072,6 +1073,7 @@ class AwsConnector(BaseConnector):
             if err.get("Code") in ("PolicyTypeNotEnabledException", "AWSOrganizationsNotInUseException"):
                 yield Note("service control policies are not enabled in this organization")
                 return
+            self._scps_failed = True
             yield PartFailed(SCP_PART, f"service control policies could not be read ({exc.operation_name}: "
                                        f"{err.get('Code')}: {err.get('Message')}); the stored ones are kept. "
                                        "Attest needs organizations:ListPolicies, DescribePolicy and ListTargetsForPolicy")
@@ -1320,6 +1322,12 @@ class AwsConnector(BaseConnector):
                                        own_roles=self._own_roles(acct.id)))
                 if ic is not None:
                     out.extend(self._assignment_records(ic, acct, catalog, local_admin_policies(details), scps))
+                if self._scps_failed and acct.id != org.management_id:
+                    # what SCPs limit was not read: privileged entitlements (their limitation comes from the
+                    # SCPs) and the account's SCP list are yielded in the SCPs' failed part, so they keep
+                    # their stored values (sync rule 4)
+                    out = [r._replace(part=SCP_PART) if (isinstance(r, EntitlementRecord) and r.privileged)
+                           or (isinstance(r, ResourceRecord) and r.type == "aws_account") else r for r in out]
                 return out
             except (ClientError, BotoCoreError, PagingError) as exc:
                 if isinstance(exc, ClientError):

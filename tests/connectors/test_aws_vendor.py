@@ -18,7 +18,15 @@ from sqlalchemy import select
 from attest.connectors.base import RevokeRefused
 from attest.entitlements.models import AccessChange, Account, Entitlement, Grant, Resource
 from attest.entitlements.sync import run_sync
-from tests.connectors.test_aws import SETTINGS, active, boto, connector, deny_assume_role, grant_ref
+from tests.connectors.test_aws import (
+    SETTINGS,
+    active,
+    aws_error,
+    boto,
+    connector,
+    deny_assume_role,
+    grant_ref,
+)
 from tests.factories import login_as, make_identity, make_source, make_user
 
 moto = pytest.importorskip("moto")
@@ -383,6 +391,19 @@ def test_role_boundaries_and_scps_are_stored_and_named_beside_privileged_access(
         page = client.get(f"/identities/{person.id}").get_data(as_text=True)
         assert "Member of IAM group Admins on account" in page
         assert "administrator, limited by SCP DenyIamAdmin" in page
+        # SCPs that cannot be read (AccessDenied on ListPolicies) fail their own part: the stored SCPs and
+        # the limitations derived from them are kept, while the rest of the run applies
+        denied = connector()
+        denied.hooks.append(("before-send.organizations.ListPolicies", lambda **_: aws_error(
+            400, "AccessDeniedException", "not authorized to perform organizations:ListPolicies", "json")))
+        partial = _sync(factory, settings, denied, status="partial")
+        assert [p["part"] for p in partial.failed_parts] == ["aws:scps"]
+        assert "organizations:ListPolicies" in partial.failed_parts[0]["reason"]
+        kept = _entitlement(session, source.id, f"ps:{member}:{admin_ps}")
+        assert kept.attributes["limited_by"] == ["SCP DenyIamAdmin"] and kept.part == f"aws:{member}"
+        session.expire_all()
+        assert session.get(Resource, stored.id).ended_at is None
+        assert "DenyIamAdmin" in session.get(Resource, account.id).attributes["service_control_policies"]
     finally:
         orgs.detach_policy(PolicyId=scp["Id"], TargetId=member)
         orgs.delete_policy(PolicyId=scp["Id"])
