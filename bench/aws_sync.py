@@ -111,6 +111,12 @@ def minimum_calls(org) -> dict[str, int]:
         m["organizations:ListAccountsForParent"] += pages(len(accts["Accounts"]), "organizations")
         m["organizations:ListOrganizationalUnitsForParent"] += pages(len(ous["OrganizationalUnits"]), "organizations")
         nodes += [o["Id"] for o in ous["OrganizationalUnits"]]
+    # service control policies: one listing, then each policy's document and targets
+    scps = orgs.list_policies(Filter="SERVICE_CONTROL_POLICY", MaxResults=20)["Policies"]
+    m["organizations:ListPolicies"] = pages(len(scps), "organizations")
+    m["organizations:DescribePolicy"] = len(scps)
+    m["organizations:ListTargetsForPolicy"] = sum(pages(len(orgs.list_targets_for_policy(
+        PolicyId=p["Id"], MaxResults=20)["Targets"]), "organizations") for p in scps)
     m["sso:ListInstances"] = 1
     m["sso:ListPermissionSets"] = pages(len(org.permission_sets), "sso-admin")
     n_sets = len(org.permission_sets)
