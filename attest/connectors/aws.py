@@ -1320,6 +1320,8 @@ class AwsConnector(BaseConnector):
                                             scps=self._scps_in_force(acct)))
                 out.extend(iam_records(acct, details, report, self.extra_privileged, scp_limits=scps,
                                        own_roles=self._own_roles(acct.id)))
+                with self._lock:  # for the trust paths, resolved across accounts once all are read
+                    self._trust_inputs[acct.id] = (acct, details, tuple(scps))
                 if ic is not None:
                     out.extend(self._assignment_records(ic, acct, catalog, local_admin_policies(details), scps))
                 if self._scps_failed and acct.id != org.management_id:
@@ -1367,6 +1369,9 @@ class AwsConnector(BaseConnector):
                                                    + ", ".join(f"SCP {n}" for n in scp_names)}
                                if reasons and scp_names else {})},
             )
+            with self._lock:
+                self._sso_by_account.setdefault(acct.id, {})[info.name] = [
+                    (str(a.get("PrincipalType")), str(a.get("PrincipalId"))) for a in assignments]
             for a in assignments:
                 ptype = a.get("PrincipalType")
                 if ptype == "USER":
@@ -1401,6 +1406,8 @@ class AwsConnector(BaseConnector):
         yield from org_records(org.org, org.ous)
         yield from self._read_scps()
         self._privileged_groups: dict[str, set[str]] = {}
+        self._trust_inputs: dict[str, tuple[OrgAccount, Any, tuple[str, ...]]] = {}
+        self._sso_by_account: dict[str, dict[str, list[tuple[str, str]]]] = {}
 
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="attest-aws")
         try:
@@ -1458,8 +1465,23 @@ class AwsConnector(BaseConnector):
                 )
                 for uid in self._ic_result(member_fs[gid]):
                     yield GrantRecord(entitlement_ref=f"{ref}:member", principal_ref=f"idc-user:{uid}")
+            yield from self._trust_paths(org, [p for p in failed if p != SCP_PART])
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _trust_paths(self, org: _Org, failed: list[str]) -> Iterator[Record]:
+        """Who can assume which role (attest.connectors.aws_trust), resolved across every account read. A
+        path depends on the role's account and the caller's, so when an account could not be read the
+        stored paths are all kept as they were (their part fails) instead of ending those it cannot see."""
+        from attest.connectors.aws_trust import TRUST_PART, AccountIam, trust_records
+
+        if failed:
+            yield PartFailed(TRUST_PART, f"role trust paths are resolved across accounts and {', '.join(failed)} "
+                                         "could not be read; the stored trust paths are kept as they were")
+            return
+        accounts = [AccountIam(acct.id, acct.name, details, self._sso_by_account.get(acct.id, {}), scps)
+                    for acct, details, scps in (self._trust_inputs[k] for k in sorted(self._trust_inputs))]
+        yield from trust_records(accounts, [a.id for a in org.accounts], extra_privileged=self.extra_privileged)
 
     @staticmethod
     def _ic_result(future: Future | None) -> Any:
