@@ -935,14 +935,15 @@ class OktaConnector(BaseConnector):
         return [u["id"] for page in self._pages(f"/api/v1/groups/{gid}/users", {"limit": PAGE["group_users"]})
                 for u in page if isinstance(u, Mapping) and isinstance(u.get("id"), str)]
 
-    def _fetch_app_users(self, aid: str) -> list[Record] | None:
-        """Direct assignments as grants; None when the app answered 404 (deleted while the sync ran)."""
+    def _fetch_app_grants(self, aid: str, what: str, to_record) -> list[Record] | None:
+        """An app's assignments (`users` or `groups`) as grants; None when the app answered 404 (deleted
+        while the sync ran)."""
         out: list[Record] = []
         try:
-            for page in self._pages(f"/api/v1/apps/{aid}/users", {"limit": PAGE["app_users"]}):
+            for page in self._pages(f"/api/v1/apps/{aid}/{what}", {"limit": PAGE[f"app_{what}"]}):
                 for row in page:
                     if isinstance(row, Mapping):
-                        rec = app_user_grant(aid, row)
+                        rec = to_record(aid, row)
                         if rec is not None:
                             out.append(rec)
         except HttpError as exc:
@@ -951,20 +952,12 @@ class OktaConnector(BaseConnector):
             raise
         return out
 
+    def _fetch_app_users(self, aid: str) -> list[Record] | None:
+        """Direct assignments as grants; None when the app answered 404 (deleted while the sync ran)."""
+        return self._fetch_app_grants(aid, "users", app_user_grant)
+
     def _fetch_app_groups(self, aid: str) -> list[Record] | None:
-        out: list[Record] = []
-        try:
-            for page in self._pages(f"/api/v1/apps/{aid}/groups", {"limit": PAGE["app_groups"]}):
-                for assignment in page:
-                    if isinstance(assignment, Mapping):
-                        rec = app_group_grant(aid, assignment)
-                        if rec is not None:
-                            out.append(rec)
-        except HttpError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return out
+        return self._fetch_app_grants(aid, "groups", app_group_grant)
 
     def _fetch_sso_optional(self) -> tuple[dict[str, dict[str, str]], str | None]:
         """The last SSO per user and app, and a Note when the System Log could not be read (the signal is
