@@ -129,6 +129,18 @@ query AttestTeamMembers($login: String!, $slug: String!, $after: String) {
   }
 }"""
 
+# one page of a repository's direct collaborators: the fields both documents below read
+COLLABORATOR_PAGE_FRAGMENT = """
+fragment AttestCollaboratorPage on RepositoryCollaboratorConnection {
+  totalCount
+  pageInfo { hasNextPage endCursor }
+  edges {
+    permission
+    permissionSources { roleName source { __typename ... on Repository { databaseId } } }
+    node { databaseId login }
+  }
+}"""
+
 REPOS_QUERY = """
 query AttestRepositories($login: String!, $after: String) {
   organization(login: $login) {
@@ -137,34 +149,22 @@ query AttestRepositories($login: String!, $after: String) {
       nodes {
         databaseId name nameWithOwner isArchived isPrivate isFork visibility
         collaborators(first: 100, affiliation: DIRECT) {
-          totalCount
-          pageInfo { hasNextPage endCursor }
-          edges {
-            permission
-            permissionSources { roleName source { __typename ... on Repository { databaseId } } }
-            node { databaseId login }
-          }
+          ...AttestCollaboratorPage
         }
       }
     }
   }
-}"""
+}""" + COLLABORATOR_PAGE_FRAGMENT
 
 
 REPO_COLLABORATORS_QUERY = """
 query AttestRepositoryCollaborators($owner: String!, $name: String!, $after: String) {
   repository(owner: $owner, name: $name) {
     collaborators(first: 100, after: $after, affiliation: DIRECT) {
-      totalCount
-      pageInfo { hasNextPage endCursor }
-      edges {
-        permission
-        permissionSources { roleName source { __typename ... on Repository { databaseId } } }
-        node { databaseId login }
-      }
+      ...AttestCollaboratorPage
     }
   }
-}"""
+}""" + COLLABORATOR_PAGE_FRAGMENT
 
 # GitHub's organization invitation roles (`organization-invitation.role`: direct_member, admin,
 # billing_manager, hiring_manager, reinstate; https://docs.github.com/en/rest/orgs/members#list-pending-organization-invitations).
