@@ -5,7 +5,8 @@ and the Identity Center account assignments); no API call of its own. `trust_rec
 role an account holds (service-linked and Identity Center roles aside), a resource `iam-role:<arn>`
 (type `aws_iam_role`) with one entitlement `assume` (purpose permission, privileged when the role is),
 granted to each principal its trust policy resolves to, with the path in the grant's attributes
-(`via`: "via role assumption: user X -> role Y in account Z", the trust statement and its conditions).
+(`via_path`: "role assumption: user X -> role Y in account Z", shown as "via ..." on the person page
+and on review items; the trust statement and its conditions).
 
 How a trust statement's principal is resolved (an Allow statement whose Action covers sts:AssumeRole):
 - an IAM user or role by ARN, of an account of the organization -> that user or role. A principal in the
@@ -301,7 +302,7 @@ def _resolve(acct: AccountIam, role_arn: str, target: str, statements: list[Trus
     def grant(principal_ref: str, ptype: str, via: str, st: TrustStatement, how: str,
               **extra_attrs: Any) -> None:
         key = (ptype, principal_ref)
-        attrs = {"kind": KIND, "via": f"via role assumption: {via} -> {target}", "how": how,
+        attrs = {"kind": KIND, "via_path": f"role assumption: {via} -> {target}", "how": how,
                  "role_arn": role_arn, "trust": st.describe(), **extra_attrs}
         if st.conditions:
             attrs["conditions"] = dict(st.conditions)

@@ -46,9 +46,13 @@ class HeldGrant:
 
     @property
     def how(self) -> str:
-        if not self.via:
-            return "direct"
-        return "via " + " → ".join(g.name for g in self.via)
+        # a path the source names in the grant (AWS role assumption: "role assumption: user X -> role Y
+        # in account Z", attest.connectors.aws_trust), then the groups it is held through
+        path = (self.grant.attributes or {}).get("via_path")
+        parts = [f"via {path}"] if isinstance(path, str) and path else []
+        if self.via:
+            parts.append("via " + " → ".join(g.name for g in self.via))
+        return ", ".join(parts) or "direct"
 
 
 def _window(at: datetime | None, params: dict[str, Any]) -> str:

@@ -14,6 +14,10 @@ Signals (ReviewItem.risks) and what they mean:
   {"id", "status": "Active"|"Inactive", "created_at", "last_used_at"}) unused for `stale_key_days`
   (never used: created before that).
 - no_mfa: the source says the account has no MFA.
+- trust_outside_org: an AWS role assumption path whose trust policy names a principal outside the
+  organization (`trust_outside_org` true in the grant's attributes; see attest.connectors.aws_trust).
+- wildcard_trust: an AWS role assumption path through a wildcard principal ("*", `"AWS": "*"`, with or
+  without conditions: `wildcard_trust` true in the grant's attributes).
 
 `risk_score` is the sum of the weights of an item's signals, capped at 100.
 """
@@ -27,10 +31,12 @@ from typing import Any
 
 RISKS = (
     "privileged", "dormant", "orphaned", "terminated", "service_account", "new_since_last_review",
-    "via_group", "stale_access_key", "no_mfa",
+    "via_group", "stale_access_key", "no_mfa", "trust_outside_org", "wildcard_trust",
 )
 WEIGHTS = {
     "terminated": 40,
+    "wildcard_trust": 35,
+    "trust_outside_org": 30,
     "orphaned": 30,
     "privileged": 25,
     "stale_access_key": 20,
@@ -70,6 +76,10 @@ def _parse_iso(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# grant signals read from the grant's attributes (a JSON true under the signal's own name)
+TRUST_SIGNALS = ("trust_outside_org", "wildcard_trust")
 
 
 # --- Python ---------------------------------------------------------------------------------------
@@ -123,6 +133,9 @@ def signals(
             out.add("stale_access_key")
     if account_mfa_enabled is False:
         out.add("no_mfa")
+    for flag in TRUST_SIGNALS:
+        if grant_attributes.get(flag) is True:
+            out.add(flag)
     return [r for r in RISKS if r in out]
 
 
@@ -171,6 +184,11 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
             f" AND substr(COALESCE(json_extract(k.value, '$.last_used_at'), json_extract(k.value, '$.created_at')), 1, 19)"
             f" < :risk_stale_before_iso))"
         )
+    if pg:
+        flags = {r: f"(({grant}.attributes->>'{r}') = 'true')" for r in TRUST_SIGNALS}
+    else:  # the LIKE first: almost no grant has these, and it spares the JSON parse
+        flags = {r: f"({grant}.attributes LIKE '%\"{r}\"%' AND json_extract({grant}.attributes, '$.{r}') = 1)"
+                 for r in TRUST_SIGNALS}
     new = (f"({granted_at} IS NOT NULL AND {granted_at} > :risk_last_review_at)"
            if cutoffs.last_review_at is not None else "(1 = 0)")
     dormant_login = (
@@ -190,7 +208,15 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
         "via_group": f"({via_resource} IS NOT NULL)",
         "stale_access_key": stale,
         "no_mfa": f"({account}.mfa_enabled = :risk_false)",
+        **flags,
     }
+
+
+def sql_grant_via_path(dialect: str, grant: str = "g") -> str:
+    """The grant's own path (`via_path` in its attributes, e.g. an AWS role assumption), as SQL text."""
+    if dialect == "postgresql":
+        return f"({grant}.attributes->>'via_path')"
+    return f"(CASE WHEN {grant}.attributes LIKE '%\"via_path\"%' THEN json_extract({grant}.attributes, '$.via_path') END)"
 
 
 def _bit(risk: str) -> int:
@@ -199,7 +225,7 @@ def _bit(risk: str) -> int:
 
 # the signals that depend only on the account and its person (the account's share of "dormant" aside)
 ACCOUNT_SIGNALS = ("orphaned", "terminated", "service_account", "stale_access_key", "no_mfa")
-GRANT_SIGNALS = ("privileged", "new_since_last_review", "via_group")
+GRANT_SIGNALS = ("privileged", "new_since_last_review", "via_group", *TRUST_SIGNALS)
 
 
 def sql_account_bits(conditions: Mapping[str, str]) -> str:

@@ -321,8 +321,9 @@ def _held_cte(ctx: _Context, accounts: str | None = None) -> str:
     """`held(grant_id, account_id, via_resource_id, via, granted_at)`: direct and (optionally) inherited,
     for every account or only those `accounts` (a subquery) selects."""
     only = f" AND g.principal_account_id IN ({accounts})" if accounts else ""
+    # a direct grant's via is the path the source names in it (an AWS role assumption), else NULL
     direct = ("SELECT g.id AS grant_id, g.principal_account_id AS account_id, CAST(NULL AS INTEGER) AS via_resource_id,"
-              " CAST(NULL AS TEXT) AS via, g.first_seen_at AS granted_at"
+              f" CAST(substr({risk_mod.sql_grant_via_path(ctx.dialect)}, 1, 1000) AS TEXT) AS via, g.first_seen_at AS granted_at"
               f" FROM access_grant g WHERE g.principal_type = 'account' AND g.ended_at IS NULL{only}")
     if not ctx.spec["scope"]["include_inherited"]:
         return f"WITH held AS ({direct})"

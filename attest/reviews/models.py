@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from attest.db import Base, JSONType, UTCDateTime, utcnow
+from attest.entitlements.risk import RISKS as _RISKS
 
 CAMPAIGN_STATUSES = ("draft", "active", "closed", "cancelled")
 DECISIONS = ("approve", "revoke", "abstain")
@@ -50,10 +51,8 @@ REMEDIATION_STATUSES = (
     "unconfirmed",  # the upstream accepted the revoke but a follow-up read still shows the access
     "invited",  # undone as an invitation the person still has to accept (GitHub's 201); not re-granted yet
 )
-RISKS = (
-    "privileged", "dormant", "orphaned", "terminated", "service_account", "new_since_last_review",
-    "via_group", "stale_access_key", "no_mfa",
-)
+# the risk signals have one home: attest.entitlements.risk (re-exported here for the review code)
+RISKS = _RISKS
 
 
 class CampaignDefinition(Base):

@@ -40,11 +40,12 @@ RISK_LABELS = {
     "privileged": "privileged", "dormant": "dormant", "orphaned": "orphaned account", "terminated": "person left",
     "service_account": "service account", "new_since_last_review": "new", "via_group": "via group",
     "stale_access_key": "stale key", "no_mfa": "no MFA",
+    "trust_outside_org": "trusted outside the org", "wildcard_trust": "wildcard trust",
 }
 RISK_CLASSES = {
     "privileged": "danger", "terminated": "danger", "orphaned": "warning", "dormant": "warning",
     "stale_access_key": "warning", "no_mfa": "warning", "service_account": "info", "new_since_last_review": "primary",
-    "via_group": "light border",
+    "via_group": "light border", "trust_outside_org": "danger", "wildcard_trust": "danger",
 }
 
 

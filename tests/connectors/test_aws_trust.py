@@ -151,7 +151,7 @@ def test_a_named_user_in_another_account_is_granted_with_the_path():
     g = grants_of(records, f"arn:aws:iam::{B}:role/admin-by-ada")
     assert list(g) == [f"arn:aws:iam::{A}:user/ada"]
     attrs = g[f"arn:aws:iam::{A}:user/ada"].attributes
-    assert attrs["via"] == "via role assumption: user ada in account dev (111111111111) -> role admin-by-ada in account prod (222222222222)"
+    assert attrs["via_path"] == "role assumption: user ada in account dev (111111111111) -> role admin-by-ada in account prod (222222222222)"
     assert attrs["how"] == "named" and attrs["caller_policy_allows"] is True and attrs["trust"] == {"statement": 0}
     assert not attrs.get("trust_outside_org") and not attrs.get("wildcard_trust")
     ent = next(e for e in by_kind(records)["ent"] if e.external_id == f"iam-role:arn:aws:iam::{B}:role/admin-by-ada:assume")
@@ -169,7 +169,7 @@ def test_a_whole_account_resolves_to_its_principals_whose_policies_allow_it():
     assert set(g) == {f"arn:aws:iam::{A}:user/ada", f"arn:aws:iam::{A}:user/bob", f"arn:aws:iam::{A}:user/root-admin",
                       "idc-user:u-1", "idc-group:g-1"}
     assert g["idc-group:g-1"].principal_type == "resource"
-    assert "permission set DevOps" in g["idc-user:u-1"].attributes["via"]
+    assert "permission set DevOps" in g["idc-user:u-1"].attributes["via_path"]
     assert g[f"arn:aws:iam::{A}:user/bob"].attributes["how"] == "account_root"
     ent = next(e for e in by_kind(_org())["ent"] if e.external_id.endswith("role/deploy:assume"))
     assert not ent.privileged and "privileged_note" not in ent.attributes
@@ -218,3 +218,108 @@ def test_a_cross_account_named_user_says_whether_their_own_policies_allow_it(cal
                                "RoleDetailList": [role(B, "r", trust(allow({"AWS": f"arn:aws:iam::{A}:user/dana"})))]})
     g = grants_of(list(trust_records([a, b], [A, B])), f"arn:aws:iam::{B}:role/r")
     assert g[f"arn:aws:iam::{A}:user/dana"].attributes["caller_policy_allows"] is bool(caller_policy)
+
+
+# --- end to end: the moto sandbox organization ------------------------------------------------------------------
+
+SETTINGS = {"assume_role_name": "AttestAudit", "concurrency": 4}
+
+
+@pytest.fixture(scope="module")
+def moto_org():
+    pytest.importorskip("moto")
+    from moto import mock_aws
+
+    from attest.connectors.sandbox.aws_moto import OrgSpec, seed_org
+
+    with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
+        yield seed_org(OrgSpec(accounts=3))
+
+
+def _tag_email(account_id: str, user_name: str) -> str:
+    from tests.connectors.test_aws import boto
+
+    tags = boto("iam", account_id).list_user_tags(UserName=user_name)["Tags"]
+    return next(t["Value"] for t in tags if t["Key"] == "email")
+
+
+def test_moto_sandbox_trust_path_on_the_person_page_and_in_a_campaign(moto_org, app, client, factory, session,
+                                                                      settings):
+    from sqlalchemy import select
+
+    from attest.connectors.aws import AwsConnector
+    from attest.entitlements.models import Account, Grant, Identity, Resource
+    from attest.entitlements.sync import run_sync
+    from attest.reviews import campaigns
+    from attest.reviews.definitions import create_definition
+    from attest.reviews.models import ReviewItem
+    from tests.factories import login_as, make_identity, make_source, make_user
+
+    cross = moto_org.cross_account
+    dev_arn, role_arn = cross["developer"], cross["role"]
+    dev_account, dev_name = dev_arn.split(":")[4], dev_arn.rsplit("/", 1)[-1]
+    role_account = role_arn.split(":")[4]
+    assert dev_account != role_account and {dev_account, role_account} <= set(moto_org.account_ids[1:])
+    email = _tag_email(dev_account, dev_name)
+    person = make_identity(session, email, "Dana Developer")
+    make_identity(session, "iam@acme.example", "IAM Team")
+    source = make_source(session, "aws", kind="aws", settings=SETTINGS)
+    admin = make_user(session, "admin@acme.example", roles=["admin"])
+    session.commit()
+    result = run_sync(factory, settings, "aws", connector=AwsConnector(SETTINGS, {}))
+    assert result.status == "succeeded", result.error
+
+    # the developer's IAM user (account A) holds `assume` on the role of account B, with the path
+    dev = session.scalar(select(Account).where(Account.source_id == source.id, Account.external_id == dev_arn))
+    assert dev.identity_id == person.id
+    role_res = session.scalar(select(Resource).where(Resource.source_id == source.id,
+                                                     Resource.external_id == f"iam-role:{role_arn}"))
+    assert role_res.type == "aws_iam_role"
+    [grant] = session.scalars(select(Grant).where(Grant.principal_account_id == dev.id, Grant.ended_at.is_(None),
+                                                  Grant.key.like("iam-role:%:assume|%"))).all()
+    assert grant.entitlement.resource_id == role_res.id and grant.entitlement.privileged
+    names = moto_org.account_names
+    path = (f"role assumption: user {dev_name} in account {names[dev_account]} ({dev_account}) -> "
+            f"role cross-account-deploy in account {names[role_account]} ({role_account})")
+    assert grant.attributes["via_path"] == path and grant.attributes["caller_policy_allows"] is True
+
+    # the person page shows it
+    login_as(app, client, admin)
+    page = client.get(f"/identities/{person.id}").get_data(as_text=True)
+    assert f"via {path}" in page.replace("&gt;", ">")
+
+    # a campaign scoped to role assumption holds the item, with its risk signals
+    spec = {"name": "AWS role assumption", "fallback_reviewer": "iam@acme.example",
+            "scope": {"resource_types": ["aws_iam_role"], "include_service_accounts": True}}
+    definition = create_definition(session, spec, "admin@acme.example")
+    campaign = campaigns.launch(session, campaigns.create_campaign(session, definition.id, "admin@acme.example").id,
+                                "admin@acme.example")
+    items = session.scalars(select(ReviewItem).where(ReviewItem.campaign_id == campaign.id)).all()
+    assert items and all(i.resource_type == "aws_iam_role" and i.entitlement_name == "assume" for i in items)
+    [mine] = [i for i in items if i.account_id == dev.id]
+    assert mine.via == path and mine.identity_id == person.id and mine.privileged
+    assert "privileged" in mine.risks and "trust_outside_org" not in mine.risks and "wildcard_trust" not in mine.risks
+    # the wildcard role and the vendor role (an account outside the organization) are flagged
+    star = session.scalar(select(Account).where(Account.source_id == source.id, Account.external_id == "aws-trust:*"))
+    [wild] = [i for i in items if i.account_id == star.id and i.resource_name.startswith("role shared-reader")]
+    assert {"wildcard_trust", "trust_outside_org"} <= set(wild.risks)
+    outside = [i for i in items if i.account_login == "arn:aws:iam::999988887777:root"]
+    assert outside and all("trust_outside_org" in i.risks and "wildcard_trust" not in i.risks for i in outside)
+    from attest.reviews.queries import FLAG_SCORE
+
+    assert wild.risk_score >= FLAG_SCORE and outside[0].risk_score >= FLAG_SCORE
+    assert session.scalar(select(Identity).where(Identity.id == mine.identity_id)).email == email
+    # the signals in SQL (launch) are the Python rules' (risk.signals), item by item
+    from attest.entitlements import risk
+
+    cutoffs = risk.Cutoffs.for_spec(campaign.launched_at, campaign.spec["risk"], None)
+    for item in items:
+        account, g = session.get(Account, item.account_id), session.get(Grant, item.grant_id)
+        who = session.get(Identity, item.identity_id) if item.identity_id else None
+        assert item.risks == risk.signals(
+            cutoffs=cutoffs, privileged=item.privileged, identity_id=item.identity_id,
+            person_status=who.status if who else None, person_kind=who.kind if who else None,
+            account_kind=account.kind, account_last_login_at=account.last_login_at,
+            account_created_at=account.created_upstream_at, account_mfa_enabled=account.mfa_enabled,
+            account_attributes=account.attributes, grant_attributes=g.attributes, granted_at=item.granted_at,
+            via_group=item.via_resource_id is not None), (item.account_login, item.resource_name)

@@ -93,6 +93,7 @@ class OrgSpec:
     role_name: str = "AttestAudit"
     region: str = "us-east-1"
     mfa_every: int = 2  # every n-th IAM person has a virtual MFA device
+    cross_account_trust: bool = True  # a role in one member account assumable by a developer of another
 
 
 @dataclass
@@ -109,6 +110,8 @@ class SeededOrg:
     assignments: list[tuple[str, str, str, str]]  # (account id, permission set ARN, USER|GROUP, principal id)
     iam_users: dict[str, list[str]]  # account id -> user names
     calls: int = 0
+    # the trust paths _seed_cross_account_trust built: "developer", "role", "wildcard_role" (ARNs)
+    cross_account: dict[str, str] = field(default_factory=dict)
 
 
 def default_people(n: int, domain: str = "demo.example") -> list[Person]:
@@ -183,6 +186,7 @@ def seed_org(spec: OrgSpec | None = None, endpoint_url: str | None = None) -> Se
     people = spec.people or default_people(max(spec.ic_users, spec.iam_users))
     iam_users: dict[str, list[str]] = {}
     sts = base("sts")
+    iam_of: dict[str, Any] = {}
     for k, acct in enumerate(account_ids):
         if acct == mgmt:
             c = base
@@ -191,12 +195,14 @@ def seed_org(spec: OrgSpec | None = None, endpoint_url: str | None = None) -> Se
                                     RoleSessionName="attest-seed")["Credentials"]
             c = _Clients(endpoint_url, spec.region, creds)
             clients_made.append(c)
-        iam_users[acct] = _seed_iam(c("iam"), acct, mgmt, k, spec, people)
+        iam_of[acct] = c("iam")
+        iam_users[acct] = _seed_iam(iam_of[acct], acct, mgmt, k, spec, people)
 
     ic = _seed_identity_center(base, spec, people, account_ids)
+    cross = _seed_cross_account_trust(iam_of, account_ids, iam_users) if spec.cross_account_trust else {}
     return SeededOrg(
         management_id=mgmt, account_ids=account_ids, account_names=names, iam_users=iam_users,
-        calls=sum(c.calls for c in clients_made), **ic,
+        calls=sum(c.calls for c in clients_made), cross_account=cross, **ic,
     )
 
 
@@ -310,6 +316,38 @@ def _seed_iam(iam, acct: str, mgmt: str, k: int, spec: OrgSpec, people: list[Per
         iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(doc))
         iam.attach_role_policy(RoleName=name, PolicyArn=policy)
     return users
+
+
+def _seed_cross_account_trust(iam_of: dict[str, Any], account_ids: list[str],
+                              iam_users: dict[str, list[str]]) -> dict[str, str]:
+    """Who can assume which role, across accounts (issue 17): in the second member account (B) a role
+    `cross-account-deploy` whose trust policy names a developer (an IAM user of the Developers group) of
+    the first member account (A), who may call sts:AssumeRole on it (AWS needs both sides for a
+    cross-account assumption: https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_common-scenarios_aws-accounts.html),
+    and a role `shared-reader` trusting any AWS principal ("AWS": "*") with only an sts:ExternalId
+    condition (the confused-deputy pattern: https://docs.aws.amazon.com/IAM/latest/UserGuide/confused-deputy.html).
+    The vendor-auditor roles already trust an account outside the organization."""
+    members = account_ids[1:]
+    if len(members) < 2:
+        return {}
+    a, b = members[0], members[1]
+    developer = next((u for i, u in enumerate(iam_users[a]) if i % 2 == 0 and i > 0 and not u.startswith("svc-")),
+                     iam_users[a][0])
+    dev_arn = f"arn:aws:iam::{a}:user/{developer}"
+    role_arn = f"arn:aws:iam::{b}:role/cross-account-deploy"
+    iam_a, iam_b = iam_of[a], iam_of[b]
+    iam_b.create_role(RoleName="cross-account-deploy", Description="deploys from the development account",
+                      AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                          {"Sid": "DeveloperFromDev", "Effect": "Allow", "Principal": {"AWS": dev_arn},
+                           "Action": "sts:AssumeRole"}]}))
+    iam_b.attach_role_policy(RoleName="cross-account-deploy", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    iam_a.put_user_policy(UserName=developer, PolicyName="assume-deploy", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]}))
+    iam_b.create_role(RoleName="shared-reader", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole",
+         "Condition": {"StringEquals": {"sts:ExternalId": "shared-reader-2026"}}}]}))
+    iam_b.attach_role_policy(RoleName="shared-reader", PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess")
+    return {"developer": dev_arn, "role": role_arn, "wildcard_role": f"arn:aws:iam::{b}:role/shared-reader"}
 
 
 def _seed_identity_center(base: _Clients, spec: OrgSpec, people: list[Person], account_ids: list[str]) -> dict[str, Any]:
