@@ -182,11 +182,11 @@ def iam_admin_statements(doc: Any) -> list[str]:
     return reasons
 
 
-def denies_iam_admin(doc: Any) -> bool:
-    """Whether a policy document (an SCP) denies IAM administration: a Deny of `*`, `iam:*` or any iam:
-    action, or a Deny with NotAction that leaves IAM in (everything denied but a few services)."""
+def _touches_iam(doc: Any, effect: str) -> bool:
+    """Whether a statement of `effect` in the document reaches IAM: `*`, `iam:*` or an iam: action, or a
+    NotAction that leaves IAM in."""
     for stmt in _as_list(_document(doc).get("Statement")):
-        if not isinstance(stmt, dict) or stmt.get("Effect") != "Deny":
+        if not isinstance(stmt, dict) or stmt.get("Effect") != effect:
             continue
         if "NotAction" in stmt:
             excluded = _actions(stmt, "NotAction")
@@ -197,23 +197,18 @@ def denies_iam_admin(doc: Any) -> bool:
         if _covers_iam(actions) or any(a.startswith("iam:") for a in actions):
             return True
     return False
+
+
+def denies_iam_admin(doc: Any) -> bool:
+    """Whether a policy document (an SCP) denies IAM administration: a Deny of `*`, `iam:*` or any iam:
+    action, or a Deny with NotAction that leaves IAM in (everything denied but a few services)."""
+    return _touches_iam(doc, "Deny")
 
 
 def allows_iam(doc: Any) -> bool:
     """Whether a policy document used as a filter (an SCP allow list, a permissions boundary) allows
     IAM at all: an Allow of `*`, `iam:*` or an iam: action, or an Allow with NotAction leaving IAM in."""
-    for stmt in _as_list(_document(doc).get("Statement")):
-        if not isinstance(stmt, dict) or stmt.get("Effect") != "Allow":
-            continue
-        if "NotAction" in stmt:
-            excluded = _actions(stmt, "NotAction")
-            if not _covers_iam(excluded) and not any(a.startswith("iam:") for a in excluded):
-                return True
-            continue
-        actions = _actions(stmt, "Action")
-        if _covers_iam(actions) or any(a.startswith("iam:") for a in actions):
-            return True
-    return False
+    return _touches_iam(doc, "Allow")
 
 
 def policy_name_from_arn(arn: str) -> str:
