@@ -270,11 +270,22 @@ def selection_ids(session: Session, identity_id: int, campaign_id: int, filters:
 
 
 def selection_count(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters,
-                    undecided_only: bool = True, extra: Sequence[ColumnElement[bool]] = ()) -> int:
-    conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters) + list(extra)
+                    undecided_only: bool = True) -> int:
+    conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
     if undecided_only:
         conds.append(ReviewItem.decision.is_(None))
     return session.scalar(select(func.count()).select_from(ReviewItem).where(*conds)) or 0
+
+
+def selection_counts(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters,
+                     takes: Sequence[ColumnElement[bool]]) -> tuple[int, int]:
+    """(undecided items matching the filters, those of them meeting `takes`), in one pass: what a bulk
+    action over the selection would take and what it would leave."""
+    conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
+    conds.append(ReviewItem.decision.is_(None))
+    row = session.execute(select(func.count(), func.coalesce(func.sum(case((and_(*takes), 1), else_=0)), 0))
+                          .select_from(ReviewItem).where(*conds)).one()
+    return int(row[0]), int(row[1])
 
 
 @dataclass

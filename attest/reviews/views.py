@@ -110,9 +110,8 @@ def _inbox_context(session, current: queries.MyCampaign, filters: queries.InboxF
     selection = held_back = None
     if filters.active:
         # what "Approve N matching" takes: the bulk rules (never flagged, terminated, orphaned or own access)
-        undecided = queries.selection_count(session, me, campaign.id, filters)
-        selection = queries.selection_count(session, me, campaign.id, filters,
-                                            extra=decisions.bulk_writable(campaign, me, "approve", False))
+        undecided, selection = queries.selection_counts(session, me, campaign.id, filters,
+                                                        decisions.bulk_writable(campaign, me, "approve", False))
         held_back = undecided - selection
     flagged_in_bulk = bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged"))
     return {
