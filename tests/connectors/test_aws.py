@@ -191,7 +191,10 @@ def assert_org_in_database(session, source_id: int, org) -> None:
             assert "AttestAudit" in roles
         inline = [e for e in ents.values() if e.attributes.get("kind") == "iam_inline_policy"
                   and e.attributes["account_id"] == acct]
-        assert [e.name for e in inline] == ["InlinePolicy:read-logs"] and not inline[0].privileged
+        # plus, in the first member account, the developer's sts:AssumeRole on the cross-account role (aws_trust)
+        developer = org.cross_account.get("developer", "")
+        expected = ["InlinePolicy:read-logs"] + (["InlinePolicy:assume-deploy"] if f":{acct}:" in developer else [])
+        assert sorted(e.name for e in inline) == sorted(expected) and not any(e.privileged for e in inline)
 
 
 # --- fixtures --------------------------------------------------------------------------------------------
