@@ -81,6 +81,8 @@ from authlib.deprecate import AuthlibDeprecationWarning  # before authlib.jose: 
 from flask import Flask, Response, request
 from graphql import build_schema, graphql_sync
 
+from attest.connectors.sandbox.faults import page_under_fault
+
 with warnings.catch_warnings():  # authlib.jose warns that joserfc is its successor; authlib.jose is what we use
     warnings.simplefilter("ignore", AuthlibDeprecationWarning)
     from authlib.jose import JsonWebToken
@@ -494,11 +496,8 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         chunk = items[(number - 1) * per_page: number * per_page]
         links = []
         fault = state.faults.get((request.endpoint or "").removesuffix("_ghes")) or {}
-        if fault.get("empty"):
-            chunk, last = [], number
-        elif fault.get("cut_at_page") == number:
-            chunk, last = chunk[: len(chunk) // 2], number
-        elif fault.get("drop_next_at") == number:
+        chunk, has_next = page_under_fault(fault, number, chunk)
+        if not has_next:
             last = number
         if fault.get("repeat_next"):
             return ok(chunk, headers={"Link": f'<{request.url}>; rel="next"'})
@@ -1106,13 +1105,8 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         chunk = items[start:start + first]
         more = start + first < len(items)
         fault = state.faults.get(name) or {}
-        number = start // first + 1
-        if fault.get("empty"):
-            chunk, more = [], False
-        elif fault.get("cut_at_page") == number:
-            chunk, more = chunk[: len(chunk) // 2], False
-        elif fault.get("drop_next_at") == number:
-            more = False
+        chunk, has_next = page_under_fault(fault, start // first + 1, chunk)
+        more = more and has_next
         edges = []
         for k, item in enumerate(chunk):
             edge = make_edge(item)

@@ -74,6 +74,8 @@ from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
+from attest.connectors.sandbox.faults import page_under_fault
+
 # -- documented page sizes: (default, maximum) ------------------------------------------------------
 PAGE_LIMITS: dict[str, tuple[int, int]] = {
     "users": (200, 200),
@@ -893,12 +895,8 @@ class OktaFake:
         more = start + limit < len(ids) and bool(chunk)
         fault = self.faults.lists.get(kind) or {}
         number = start // limit + 1  # every page before the last is full
-        if fault.get("empty"):
-            chunk, more = [], False
-        elif fault.get("cut_at_page") == number:
-            chunk, more = chunk[: len(chunk) // 2], False
-        elif fault.get("drop_next_at") == number:
-            more = False
+        chunk, has_next = page_under_fault(fault, number, chunk)
+        more = more and has_next
         response = _json([render(i) for i in chunk], rate)
         self_url = f'{base}{request.full_path.rstrip("?")}'
         links = [f'<{self_url}>; rel="self"']
