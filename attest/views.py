@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -26,6 +26,14 @@ def index():
         context["orphaned"] = queries.orphaned_accounts(session, limit=5)
         context["terminated"] = queries.terminated_with_access(session, limit=5)
     return render_template("home.html", **context)
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers and bookmark tools ask for /favicon.ico whatever the page links: the SVG icon, not a 404."""
+    response = current_app.send_static_file("favicon.svg")
+    response.cache_control.max_age = 86400
+    return response
 
 
 @bp.get("/healthz")

@@ -146,6 +146,7 @@ def _post(path: str, *datas: dict[str, str]) -> Callable[[View], Iterator[Req]]:
 # endpoint -> (access, request builder). Every endpoint of the app must be here.
 ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "static": (PUBLIC, _get("/static/js/inbox.js")),
+    "home.favicon": (PUBLIC, _get("/favicon.ico")),
     "home.healthz": (PUBLIC, _get("/healthz")),
     "home.readyz": (PUBLIC, _get("/readyz")),
     # a bearer token, not a session (no token configured here: 404 for everyone)
