@@ -121,12 +121,7 @@ def sources_add(kind, name, values, secret_refs, schedule, authoritative) -> Non
     from attest.entitlements.sources import SourceError, add_source
 
     settings = _state().settings
-    secret_values: dict[str, str] = {}
-    for key, env_name in _pairs(secret_refs, "--secret").items():
-        value = os.environ.get(env_name)
-        if not value:
-            _fail(f"--secret {key}={env_name}: the environment variable {env_name} is not set or empty")
-        secret_values[key] = value
+    secret_values = _secret_values(secret_refs)
     try:
         with transaction(_state().factory) as session:
             source = add_source(session, settings, kind, name, _pairs(values, "--set"), secret_values,
@@ -136,6 +131,50 @@ def sources_add(kind, name, values, secret_refs, schedule, authoritative) -> Non
                        f"run `attest sources test {name}` then `attest sync {name}`")
     except (SourceError, UnknownKind) as exc:
         _fail(str(exc))
+
+
+def _secret_values(secret_refs: tuple[str, ...]) -> dict[str, str]:
+    """`--secret key=ENV_VAR` pairs as values read from the environment (never typed on the command line)."""
+    out: dict[str, str] = {}
+    for key, env_name in _pairs(secret_refs, "--secret").items():
+        value = os.environ.get(env_name)
+        if not value:
+            _fail(f"--secret {key}={env_name}: the environment variable {env_name} is not set or empty")
+        out[key] = value
+    return out
+
+
+@sources_group.command("update")
+@click.argument("name")
+@click.option("--set", "values", multiple=True, metavar="KEY=VALUE", help="A setting to change (repeatable).")
+@click.option("--unset", "unset", multiple=True, metavar="KEY", help="A setting to drop back to its default (repeatable).")
+@click.option("--secret", "secret_refs", multiple=True, metavar="KEY=ENV_VAR",
+              help="A secret to replace, read from the named environment variable (repeatable).")
+@click.option("--schedule", help="New cron expression for the scheduler, e.g. '0 */4 * * *'.")
+@click.option("--no-schedule", is_flag=True, help="Stop syncing this source on a schedule.")
+@needs_keys
+def sources_update(name, values, unset, secret_refs, schedule, no_schedule) -> None:
+    """Change a source: attest sources update acme --set domain=https://acme.okta.com --secret token=OKTA_TOKEN"""
+    from attest.db import transaction
+    from attest.entitlements.sources import UNCHANGED, SourceError, update_source
+
+    if schedule is not None and no_schedule:
+        _fail("--schedule and --no-schedule cannot be used together")
+    new_schedule = None if no_schedule else (schedule if schedule is not None else UNCHANGED)
+    secret_values = _secret_values(secret_refs)
+    try:
+        with transaction(_state().factory) as session:
+            source, changed = update_source(session, _state().settings, name, _pairs(values, "--set"), secret_values,
+                                            unset=unset, schedule=new_schedule, actor=_cli_actor())
+            summary = (f"settings {', '.join(f'{k}={v}' for k, v in sorted(source.settings.items())) or 'none'}; "
+                       f"schedule {source.schedule or 'none'}")
+    except SourceError as exc:
+        _fail(str(exc))
+    if not changed:
+        click.echo(f"{name}: nothing changed ({summary})")
+    else:
+        replaced = f"; secrets replaced: {', '.join(sorted(secret_values))}" if secret_values else ""
+        click.echo(f"{name}: updated ({summary}{replaced}); run `attest sources test {name}`")
 
 
 @sources_group.command("list")

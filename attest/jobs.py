@@ -6,7 +6,8 @@ launches (`campaigns.due_to_launch`), closes at the due date (`campaigns.due_to_
 chain's head is checkpointed outside the database every minute with new events (`audit:checkpoint`); the
 evidence bundles asked for on the web are built one at a time (`evidence:export`, attest.audit.export_jobs:
 each minute's run keeps looking for new ones every 2 s, so web workers never build a bundle); a
-`reconcile` job keeps APScheduler's job list in step with the sources and definitions.
+`reconcile` job keeps APScheduler's job list in step with the sources and definitions; the syncs asked
+for on the web ("Sync now") run each minute (`sources:sync-requests`) under their source's `sync:<name>` lease.
 
 APScheduler 3 keeps the jobs in the app database (`apscheduler_jobs`, created by migration 0003; the
 job store never creates tables here). Several scheduler processes may share it: every run first takes
@@ -247,6 +248,7 @@ FIXED_JOBS = (
     JobSpec("audit:checkpoint", "checkpoint", "* * * * *"),
     JobSpec("evidence:export", "evidence", "* * * * *"),
     JobSpec("auth:purge", "purge", "17 3 * * *"),
+    JobSpec("sources:sync-requests", "sync_requests", "* * * * *"),
 )
 REMEDIATION = JobSpec("remediation:run", "remediation", "*/5 * * * *")
 
@@ -367,6 +369,78 @@ def job_sync(ctx: JobContext, spec: JobSpec, now: datetime) -> str:
     if not result.ok:
         raise JobError(f"sync of {spec.arg} {result.status} (run {result.run_id}): {result.error or 'see the run'}")
     return f"sync of {spec.arg}: {result.status} (run {result.run_id})"
+
+
+PROGRESS_EVERY = 2.0  # seconds between two writes of a requested sync's progress (the page polls every 2 s)
+
+
+def _progress_writer(ctx: JobContext, source_name: str) -> Callable[[Any], None]:
+    """A run_sync progress callback that keeps the running run's `stats["progress"]` (phase, records, API
+    requests, seconds) current for the source page, at most every PROGRESS_EVERY seconds and at each new
+    phase; the finished run's stats replace it."""
+    from attest.entitlements.models import Source, SyncRun
+
+    last: dict[str, Any] = {"at": 0.0, "phase": None}
+
+    def write(prog: Any) -> None:
+        if prog.phase == last["phase"] and time.monotonic() - last["at"] < PROGRESS_EVERY:
+            return
+        last["at"], last["phase"] = time.monotonic(), prog.phase
+        progress = {"phase": prog.phase, "records": prog.records, "requests": prog.requests,
+                    "seconds": round(prog.elapsed, 1)}
+        try:
+            with _transaction(ctx) as session:
+                session.execute(update(SyncRun).where(
+                    SyncRun.status == "running",
+                    SyncRun.source_id == select(Source.id).where(Source.name == source_name).scalar_subquery(),
+                ).values(stats={"progress": progress}))
+        except Exception as exc:  # progress is for the page only; the run goes on
+            log.warning("sync of %s: progress not written: %s", source_name, exc)
+
+    return write
+
+
+def job_sync_requests(ctx: JobContext, spec: JobSpec, now: datetime) -> list[str]:
+    """Run the syncs asked for on the web ("Sync now", `sources.request_sync`), oldest request first, each under
+    its source's `sync:<name>` lease, so it never runs beside the source's scheduled sync (a source whose
+    lease is held keeps its request for the next minute). The request is cleared when the lease is taken."""
+    from attest.entitlements.models import Source
+    from attest.entitlements.sync import SyncError, run_sync
+
+    with ctx.factory() as session:
+        queued = session.execute(select(Source.name, Source.sync_requested_by).where(
+            Source.sync_requested_at.is_not(None)).order_by(Source.sync_requested_at, Source.id)).all()
+    done, errors = [], []
+    for name, requested_by in queued:
+        lease = f"sync:{name}"
+        with _transaction(ctx) as session:
+            if not acquire(session, lease, ctx.ttl, ctx.holder, now=now):
+                continue
+            session.execute(update(Source).where(Source.name == name).values(sync_requested_at=None,
+                                                                               sync_requested_by=None))
+            enabled = session.scalar(select(Source.enabled).where(Source.name == name))
+        status, error = "succeeded", None
+        try:
+            if not enabled:
+                continue
+            result = run_sync(ctx.factory, ctx.settings, name, triggered_by=f"sync now by {requested_by}", actor=ACTOR,
+                              progress=_progress_writer(ctx, name))
+            if not result.ok:
+                status, error = "failed", f"sync of {name} {result.status} (run {result.run_id}): {result.error or 'see the run'}"
+            done.append(f"{name}: {result.status} (run {result.run_id})")
+        except SyncError as exc:
+            status, error = "failed", f"sync of {name}: {exc}"
+        except Exception as exc:
+            status, error = "failed", f"sync of {name}: {type(exc).__name__}: {exc}"
+            log.exception("requested sync of %s failed", name)
+        finally:
+            with _transaction(ctx) as session:
+                release(session, lease, status, error, ctx.holder, now=now)
+        if error:
+            errors.append(error)
+    if errors:
+        raise JobError("; ".join(errors))
+    return done
 
 
 LAUNCH_RETRY = timedelta(hours=1)  # a recurring launch that failed is tried again at most this often
@@ -577,6 +651,7 @@ def take_over(scheduler: Any, factory: sessionmaker[Session], now: datetime, spe
 
 JOBS: dict[str, Callable[[JobContext, JobSpec, datetime], Any]] = {
     "sync": job_sync,
+    "sync_requests": job_sync_requests,
     "launch": job_launch,
     "close": job_close,
     "notify": job_notify,

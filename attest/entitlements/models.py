@@ -54,6 +54,9 @@ class Source(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # "Sync now": a queued request the scheduler's `sources:sync-requests` job runs under the source's lease
+    sync_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sync_requested_by: Mapped[str | None] = mapped_column(String(200))
     last_success_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("sync_run.id", use_alter=True, name="fk_source_last_success_run_id_sync_run")
     )

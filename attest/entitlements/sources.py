@@ -1,4 +1,4 @@
-"""Sources: add, list, test, disable; secrets encrypted at rest with MultiFernet.
+"""Sources: add, update, list, test, disable, sync requests; secrets encrypted at rest with MultiFernet.
 
 Secrets are decrypted only to build a connector; they are never returned to a page, a log or an export.
 """
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import InvalidToken, MultiFernet
@@ -177,6 +178,82 @@ def disable_source(session: Session, name: str, actor: str = "system") -> Source
         audit(session, actor=actor, action="source.disable", object_type="source", object_id=str(source.id),
               before={"enabled": True}, after={"enabled": False})
     return source
+
+
+UNCHANGED: Any = object()  # `update_source(schedule=UNCHANGED)`: leave the schedule as it is
+
+
+def update_source(
+    session: Session,
+    settings: Settings,
+    name: str,
+    values: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    *,
+    unset: Iterable[str] = (),
+    schedule: str | None = UNCHANGED,
+    actor: str = "system",
+) -> tuple[Source, bool]:
+    """Change a source's settings (`values` merged over the current ones, `unset` names dropped back to their
+    default), replace some of its secrets, and/or set (or with None, clear) its schedule.
+
+    Validated as `add_source` is (the connector's settings schema; an unknown or malformed setting or secret
+    raises SourceError naming it) before anything is written, so an error changes nothing. Audited with the
+    settings and schedule before and after; secrets appear only as the names that were replaced.
+    Returns the source and whether anything changed (an identical update writes and audits nothing)."""
+    source = get_source(session, name)
+    values, secrets, unset = dict(values or {}), dict(secrets or {}), set(unset)
+    before_settings = dict(source.settings or {})
+    known = {s.name for s in registry.connector_class(source.kind).SETTINGS}
+    for key in sorted(unset | set(values)):
+        if key not in known:
+            raise SourceError(f"unknown setting {key!r} for a {source.kind} source; "
+                              f"known settings: {', '.join(sorted(known)) or 'none'}")
+    merged = {k: v for k, v in before_settings.items() if k not in unset and k in known}
+    merged.update(values)
+    try:
+        current_secrets = decrypt_secrets(settings, source.secrets_encrypted)
+    except SourceError:
+        if not secrets:
+            raise
+        current_secrets = {}  # unreadable (key lost): the replacement must then be complete on its own
+    try:
+        clean, clean_secrets = registry.validate_settings(source.kind, merged, {**current_secrets, **secrets})
+    except ValueError as exc:
+        raise SourceError(str(exc)) from None
+    new_schedule = source.schedule if schedule is UNCHANGED else ((schedule or "").strip() or None)
+    if new_schedule and new_schedule != source.schedule:
+        validate_cron(new_schedule)
+    replaced = sorted(k for k in secrets if current_secrets.get(k) != clean_secrets[k])
+    if clean == before_settings and not replaced and new_schedule == source.schedule:
+        return source, False
+    before = {"settings": before_settings, "schedule": source.schedule}
+    source.settings = clean
+    source.schedule = new_schedule
+    if replaced:
+        keys.ensure_check(session, settings)
+        source.secrets_encrypted = encrypt_secrets(settings, clean_secrets)
+    session.flush()
+    audit(session, actor=actor, action="source.update", object_type="source", object_id=str(source.id),
+          before=before, after={"settings": clean, "schedule": new_schedule,
+                                "secrets_replaced": replaced})  # names only, never values
+    return source, True
+
+
+def request_sync(session: Session, name: str, actor: str = "system", now: datetime | None = None) -> tuple[Source, bool]:
+    """Queue a sync of an enabled source for the scheduler (`sources:sync-requests`); web workers never sync.
+    A request already queued is kept as it is (returns False). Audited."""
+    source = get_source(session, name)
+    if not source.enabled:
+        raise SourceError(f"source {name!r} is disabled; it cannot be synced")
+    if source.sync_requested_at is not None:
+        return source, False
+    source.sync_requested_at = now or utcnow()
+    source.sync_requested_by = actor[:200]
+    session.flush()
+    audit(session, actor=actor, action="source.sync_requested", object_type="source", object_id=str(source.id),
+          after={"requested_at": source.sync_requested_at.isoformat()})
+    return source, True
 
 
 def build_connector(source: Source, settings: Settings) -> BaseConnector:
