@@ -14,10 +14,12 @@ CSP stays on and its violations are seen exactly as a user's browser would repor
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from attest.entitlements.models import SyncRun
 from attest.reviews.models import Remediation
 from tests.reviews.factories import review_setup
 
@@ -36,7 +38,7 @@ RUN_AXE = """async () => {
 
 def _seed(live_server) -> dict[str, int | str]:
     """A manager (also an admin, so one sign-in reaches every page) with three reports' items, one revoked
-    item with a manual remediation waiting (the remediation page's note box)."""
+    item with a manual remediation waiting (the remediation page's note box), and a failed sync run."""
     with live_server.session() as s:
         setup = review_setup(s, people=3, per_person=2, password=PASSWORD, risky={0: ["privileged"], 3: ["dormant"]})
         setup.manager_user.local_roles = ["admin"]
@@ -44,6 +46,9 @@ def _seed(live_server) -> dict[str, int | str]:
         revoked.decision = "revoke"
         s.add(Remediation(campaign_id=setup.campaign.id, item_id=revoked.id, grant_id=revoked.grant_id,
                           source_id=revoked.source_id, mode="manual", status="pending"))
+        # a failed sync run: the sources page shows its error (cut to a width that once came from an inline style)
+        s.add(SyncRun(source_id=setup.source.id, status="failed", finished_at=datetime.now(UTC),
+                      error="401 Unauthorized: update the source's secret " + "and try again " * 20))
         s.flush()
         return {"email": setup.manager_user.email, "campaign": setup.campaign.id, "person": setup.people[0].id,
                 "source": setup.source.id}
@@ -69,6 +74,8 @@ def test_main_pages_have_no_serious_axe_violation_and_no_csp_error(live_server, 
         "audit log": "/audit",
         "remediations": "/remediations",
         "evidence": "/evidence",
+        "access history": "/history",
+        "flagged items": "/flagged",
     }
     problems = []
     for name, path in pages.items():
@@ -81,6 +88,8 @@ def test_main_pages_have_no_serious_axe_violation_and_no_csp_error(live_server, 
     # the remediation note box keeps its width (it came from an inline style the CSP blocked)
     page.goto(live_server.url_for("/remediations"))
     assert page.locator("input[name=note]").bounding_box()["width"] >= 100
+    page.goto(live_server.url_for("/sources"))
+    assert page.locator(".run-error").count() == 1
     csp = [text for text in console if "Content Security Policy" in text]
     assert csp == [], csp
 
