@@ -15,7 +15,10 @@ from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, NumberRange, Optional
 
 from attest.auth.permissions import admin_required, read_all_required
+from attest.connectors import registry
+from attest.db import utcnow
 from attest.entitlements import correlation, history, queries
+from attest.entitlements import sources as sources_service
 from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
 from attest.entitlements.sources import secret_names as read_secret_names
 from attest.inputs import MAX_ID, parse_int
@@ -76,9 +79,122 @@ def source_detail(source_id: int):
     ).all()
     secret_names, secrets_error = read_secret_names(settings(), source.secrets_encrypted)
     counts = next((c for c in queries.stats(session) if c["source"] == source.name), {})
+    cls = registry.connector_class(source.kind)
     return render_template("entitlements/source.html", source=source, runs=runs, secret_names=secret_names,
-                           secrets_error=secrets_error,
-                           counts=counts)
+                           secrets_error=secrets_error, counts=counts, specs=cls.SETTINGS, secret_specs=cls.SECRETS,
+                           form=CsrfForm(), **_sync_state(source))
+
+
+class CsrfForm(FlaskForm):
+    """The source page's admin forms: their fields come from the connector's SETTINGS; this checks CSRF."""
+
+
+def _sync_state(source: Source) -> dict:
+    """What the source page's sync panel shows: a queued request, the running run (with its progress), the
+    latest run, and whether a scheduler is there to pick the request up."""
+    from attest.jobs import SCHEDULER_SEEN_WITHIN, JobLease, scheduler_last_seen
+
+    session = db()
+    latest = session.scalar(select(SyncRun).where(SyncRun.source_id == source.id).order_by(SyncRun.id.desc()).limit(1))
+    running = latest if latest is not None and latest.status == "running" else None
+    lease_held = session.scalar(select(JobLease.holder).where(JobLease.name == f"sync:{source.name}")) is not None
+    seen = scheduler_last_seen(session)
+    return {"latest": latest, "running": running, "queued": source.sync_requested_at is not None,
+            "busy": running is not None or lease_held or source.sync_requested_at is not None,
+            "scheduler": {"last_seen": seen, "within_minutes": int(SCHEDULER_SEEN_WITHIN.total_seconds() // 60),
+                          "alive": seen is not None and seen >= utcnow() - SCHEDULER_SEEN_WITHIN}}
+
+
+def _source_or_404(source_id: int) -> Source:
+    return db().get(Source, source_id) or abort(404)
+
+
+def _back(source: Source):
+    return redirect(url_for("entitlements.source_detail", source_id=source.id), 303)
+
+
+@bp.get("/sources/<int:source_id>/status")
+@read_all_required
+def source_status(source_id: int):
+    """The sync panel the source page polls (htmx, every 2 s while a sync is queued or running)."""
+    source = _source_or_404(source_id)
+    return render_template("entitlements/_source_status.html", source=source, form=CsrfForm(), **_sync_state(source))
+
+
+@bp.post("/sources/<int:source_id>/settings")
+@admin_required
+def source_update(source_id: int):
+    """Change a source's settings and schedule (fields generated from the connector's SETTINGS); an empty
+    optional field goes back to its default."""
+    source = _source_or_404(source_id)
+    form = CsrfForm()
+    if not form.validate_on_submit():
+        abort(400)
+    values, unset = {}, []
+    for spec in registry.connector_class(source.kind).SETTINGS:
+        key = f"setting-{spec.name}"
+        if key not in request.form:
+            continue
+        raw = request.form.get(key, "").strip()
+        if raw == "":
+            unset.append(spec.name)
+        else:
+            values[spec.name] = raw
+    try:
+        with write() as session:
+            _source, changed = sources_service.update_source(
+                session, settings(), source.name, values, unset=unset,
+                schedule=request.form.get("schedule", "").strip() or None, actor=current_user.email)
+    except sources_service.SourceError as exc:
+        flash(f"Nothing was changed: {exc}", "danger")
+        return _back(source)
+    flash("Settings saved." if changed else "Nothing changed.", "success" if changed else "info")
+    return _back(source)
+
+
+@bp.post("/sources/<int:source_id>/secret")
+@admin_required
+def source_secret(source_id: int):
+    """Replace one of a source's secrets; the value is stored encrypted and never shown back."""
+    source = _source_or_404(source_id)
+    form = CsrfForm()
+    if not form.validate_on_submit():
+        abort(400)
+    name = request.form.get("secret_name", "").strip()
+    value = request.form.get("secret_value", "")
+    if not value.strip():
+        flash("Nothing was changed: enter the new secret.", "danger")
+        return _back(source)
+    try:
+        with write() as session:
+            _source, changed = sources_service.update_source(session, settings(), source.name, secrets={name: value},
+                                                             actor=current_user.email)
+    except sources_service.SourceError as exc:
+        flash(f"Nothing was changed: {exc}", "danger")
+        return _back(source)
+    flash(f"Secret {name} replaced: run a sync to check it." if changed else f"Secret {name} is unchanged.",
+          "success" if changed else "info")
+    return _back(source)
+
+
+@bp.post("/sources/<int:source_id>/sync")
+@admin_required
+def source_sync(source_id: int):
+    """Sync now: queue a sync for the scheduler (never run in the web worker)."""
+    source = _source_or_404(source_id)
+    form = CsrfForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        with write() as session:
+            _source, queued = sources_service.request_sync(session, source.name, actor=current_user.email)
+    except sources_service.SourceError as exc:
+        flash(str(exc), "danger")
+        return _back(source)
+    if request.headers.get("HX-Request"):
+        return source_status(source_id)
+    flash("Sync queued: the scheduler starts it within a minute." if queued else "A sync is already queued.", "success")
+    return _back(source)
 
 
 @bp.get("/identities")

@@ -139,6 +139,10 @@ def _campaign_ids(v: View) -> list[int]:
     return [v.w.shared.id, v.campaign("A"), v.campaign("B")]
 
 
+def _source_ids(v: View) -> list[int]:
+    return [v.w.managers["A"].items[0].source_id]
+
+
 def _post(path: str, *datas: dict[str, str]) -> Callable[[View], Iterator[Req]]:
     return lambda v: iter([Req("POST", path.format(w=v.w), d) for d in datas])
 
@@ -185,6 +189,7 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "auth_admin.users": (READ_ALL, _get("/admin/users?q=manager")),
     "entitlements.sources": (READ_ALL, _get("/sources")),
     "entitlements.source_detail": (READ_ALL, _by_id("/sources/{}", lambda v: [v.w.managers["A"].items[0].source_id])),
+    "entitlements.source_status": (READ_ALL, _by_id("/sources/{}/status", _source_ids)),
     "entitlements.identities": (READ_ALL, _get("/identities?q=person&after=abc")),
     "entitlements.identity_detail": (READ_ALL, _by_id("/identities/{}", lambda v: [v.w.stranger.id])),
     "entitlements.resources": (READ_ALL, _get("/resources?after=abc")),
@@ -197,6 +202,17 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
                                            {"roles": "auditor"})),
     "auth_admin.link": (ADMIN, _by_id("/admin/users/{}/identity", lambda v: [v.w.auditor.id], "POST",
                                       {"person": "nobody@nowhere.example"})),
+    "entitlements.source_update": (ADMIN, lambda v: iter([
+        Req("POST", f"/sources/{_source_ids(v)[0]}/settings", {"setting-people": "5", "schedule": "0 3 * * *"}),
+        Req("POST", f"/sources/{_source_ids(v)[0]}/settings", {"setting-people": "many", "schedule": "never"},
+            label="invalid"),
+        Req("POST", f"/sources/{MISSING}/settings", {"setting-people": "5"}, GONE)])),
+    "entitlements.source_secret": (ADMIN, lambda v: iter([
+        Req("POST", f"/sources/{_source_ids(v)[0]}/secret", {"secret_name": "token", "secret_value": "x" * 20},
+            label="a secret the kind does not have"),
+        Req("POST", f"/sources/{_source_ids(v)[0]}/secret", {"secret_name": "token", "secret_value": ""}, label="empty"),
+        Req("POST", f"/sources/{MISSING}/secret", {"secret_name": "token", "secret_value": "x"}, GONE)])),
+    "entitlements.source_sync": (ADMIN, _by_id("/sources/{}/sync", _source_ids, "POST", {})),
     "entitlements.link_account": (ADMIN, lambda v: iter([
         Req("POST", "/accounts/link", {"account_id": str(v.w.account.id), "identity_email": v.w.stranger.email}),
         Req("POST", "/accounts/link", {"account_id": str(MISSING)}),
