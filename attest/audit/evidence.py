@@ -55,7 +55,7 @@ from attest.audit.models import AuditEvent, AuditHead
 from attest.config import Settings
 from attest.db import canonical_json, transaction, utcnow
 from attest.entitlements.models import Account, Grant, Identity, Source, SyncRun
-from attest.reviews import eligibility
+from attest.reviews import eligibility, queries
 from attest.reviews.models import (
     Campaign,
     CampaignExclusion,
@@ -696,9 +696,7 @@ def report_context(session: Session, campaign: Campaign, manifest: dict[str, Any
     exceptions = _list(session, select(ri.c.id, ri.c.person_name, ri.c.account_login, ri.c.source_name,
                                        ri.c.resource_name, ri.c.entitlement_name, ri.c.outcome, ri.c.outcome_reason,
                                        ri.c.decision, ri.c.comment, ri.c.reviewer_id)
-                       .where(ri.c.campaign_id == campaign.id,
-                              (ri.c.outcome == "flag") | (ri.c.outcome_reason == "no_response")
-                              | ri.c.reviewer_id.is_(None) | (ri.c.decision == "abstain"))
+                       .where(ri.c.campaign_id == campaign.id, queries.exception_condition())
                        .order_by(ri.c.id))
     # what was done for each manual remediation marked done (also in remediations.csv, every one)
     manual_notes = _list(session, select(rm.c.id, ri.c.id.label("item_id"), ri.c.person_name, ri.c.account_login,

@@ -104,6 +104,38 @@ class InboxFilters:
         return bool(self.risk or self.source or self.resource or self.decision or self.q)
 
 
+OUTCOME_FILTERS = ("keep", "revoke", "flag", "exception")
+NO_REVIEWER = "none"  # the reviewer filter's value for unroutable items (the admin queue)
+
+
+@dataclass
+class ItemFilters(InboxFilters):
+    """The inbox's filters plus what only an admin or auditor picks over a whole campaign: the reviewer
+    (an identity id, or "none" for items nobody could be routed to) and the outcome at close."""
+
+    reviewer: str | None = None
+    outcome: str | None = None  # keep | revoke | flag | exception
+
+    @classmethod
+    def from_args(cls, args: Any) -> ItemFilters:
+        base = InboxFilters.from_args(args)
+        reviewer = (args.get("reviewer") or "").strip()
+        if reviewer != NO_REVIEWER and parse_int(reviewer, low=1) is None:
+            reviewer = ""
+        outcome = (args.get("outcome") or "").strip()
+        return cls(risk=base.risk, source=base.source, resource=base.resource, decision=base.decision, q=base.q,
+                   reviewer=reviewer or None, outcome=outcome if outcome in OUTCOME_FILTERS else None)
+
+    def as_args(self) -> dict[str, str]:
+        out = super().as_args()
+        out.pop("role", None)  # a campaign's items are every item, whoever reviews them
+        return out
+
+    @property
+    def active(self) -> bool:
+        return super().active or bool(self.reviewer or self.outcome)
+
+
 @dataclass
 class InboxPage:
     rows: list[ReviewItem]
@@ -204,7 +236,23 @@ def _filter_conditions(filters: InboxFilters) -> list[ColumnElement[bool]]:
             ReviewItem.person_name, ReviewItem.person_email, ReviewItem.account_login, ReviewItem.resource_name,
             ReviewItem.entitlement_name,
         ))))
+    if isinstance(filters, ItemFilters):
+        if filters.reviewer == NO_REVIEWER:
+            conds.append(ReviewItem.reviewer_id.is_(None))
+        elif filters.reviewer:
+            conds.append(ReviewItem.reviewer_id == int(filters.reviewer))
+        if filters.outcome == "exception":
+            conds.append(exception_condition())
+        elif filters.outcome:
+            conds.append(ReviewItem.outcome == filters.outcome)
     return conds
+
+
+def exception_condition() -> ColumnElement[bool]:
+    """An exception of a closed campaign: flagged at close, closed without a response, abstained, or no
+    reviewer could be found for it (the evidence report's list and the summary's count)."""
+    return or_(ReviewItem.outcome == "flag", ReviewItem.outcome_reason == "no_response",
+               ReviewItem.reviewer_id.is_(None), ReviewItem.decision == "abstain")
 
 
 def _scope(identity_id: int, campaign_id: int, role: str) -> list[ColumnElement[bool]]:
@@ -221,29 +269,59 @@ def inbox(session: Session, identity_id: int, campaign_id: int, filters: InboxFi
     """One page of the items `identity_id` reviews in a campaign (or that were escalated to them, with
     `filters.role == "co_reviewer"`), ordered by person then id, keyset-paginated."""
     filters = filters or InboxFilters()
-    limit = max(1, min(int(limit), 500))
     base = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
+    rows, next_after = keyset_page(session, base, after, min(int(limit), 500))
+    return InboxPage(rows, next_after, group_by_person(rows))
+
+
+def keyset_page(session: Session, conds: Sequence[ColumnElement[bool]], after: str | None = None, limit: int = 50,
+                columns: Sequence[Any] | None = None) -> tuple[list[Any], str | None]:
+    """One keyset page of the items meeting `conds`, by person then id (orphaned items last, by id), and
+    the cursor of the next page (None on the last). `columns` selects those columns (rows with at least
+    `id` and `person_name`) instead of ReviewItem objects. BadCursor for a cursor that is not one of ours."""
+    limit = max(1, min(int(limit), 5000))
     cursor = decode_cursor(after)
-    rows: list[ReviewItem] = []
+
+    def fetch(where: ColumnElement[bool], *order: Any, n: int) -> list[Any]:
+        stmt = (select(*columns) if columns else select(ReviewItem)).where(where).order_by(*order).limit(n)
+        return list(session.execute(stmt).all() if columns else session.scalars(stmt))
+
+    rows: list[Any] = []
     if cursor is None or cursor[0] is not None:
-        named = and_(*base, ReviewItem.person_name.is_not(None))
+        named = and_(*conds, ReviewItem.person_name.is_not(None))
         if cursor is not None:
             name, last_id = cursor
             # a row-value comparison: one index range scan on SQLite and PostgreSQL (an OR would filter)
             named = and_(named, tuple_(ReviewItem.person_name, ReviewItem.id) > tuple_(name, last_id))
-        rows = list(session.scalars(
-            select(ReviewItem).where(named).order_by(ReviewItem.person_name, ReviewItem.id).limit(limit + 1)
-        ))
+        rows = fetch(named, ReviewItem.person_name, ReviewItem.id, n=limit + 1)
     if len(rows) <= limit:
-        nameless = and_(*base, ReviewItem.person_name.is_(None))
+        nameless = and_(*conds, ReviewItem.person_name.is_(None))
         if cursor is not None and cursor[0] is None:
             nameless = and_(nameless, ReviewItem.id > cursor[1])
-        rows += list(session.scalars(
-            select(ReviewItem).where(nameless).order_by(ReviewItem.id).limit(limit + 1 - len(rows))
-        ))
+        rows += fetch(nameless, ReviewItem.id, n=limit + 1 - len(rows))
     next_after = encode_cursor(rows[limit - 1].person_name, rows[limit - 1].id) if len(rows) > limit else None
-    rows = rows[:limit]
-    return InboxPage(rows, next_after, group_by_person(rows))
+    return rows[:limit], next_after
+
+
+def campaign_items(session: Session, campaign_id: int, filters: ItemFilters, after: str | None = None,
+                   limit: int = 50, columns: Sequence[Any] | None = None) -> tuple[list[Any], str | None]:
+    """One keyset page of a campaign's items (every reviewer's) meeting the filters: the items page."""
+    return keyset_page(session, [ReviewItem.campaign_id == campaign_id, *_filter_conditions(filters)], after, limit,
+                       columns)
+
+
+def exception_count(session: Session, campaign_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(ReviewItem).where(
+        ReviewItem.campaign_id == campaign_id, exception_condition())) or 0
+
+
+def campaign_reviewers(session: Session, campaign_id: int) -> list[tuple[int, str]]:
+    """(identity id, name) of everyone reviewing items of the campaign, by name: the reviewer filter's choices."""
+    return [(i, n) for i, n in session.execute(
+        select(Identity.id, Identity.display_name).where(Identity.id.in_(
+            select(ReviewItem.reviewer_id).where(ReviewItem.campaign_id == campaign_id,
+                                                 ReviewItem.reviewer_id.is_not(None)).distinct()))
+        .order_by(Identity.display_name, Identity.id))]
 
 
 def group_by_person(rows: Sequence[ReviewItem]) -> list[PersonGroup]:

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_required
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
@@ -24,7 +33,7 @@ from attest.inputs import parse_int
 from attest.reviews import decisions, queries
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.models import CAMPAIGN_STATUSES, Campaign, CampaignDefinition, ReviewerSignoff, ReviewItem
-from attest.web import db, settings, write
+from attest.web import db, settings, state, write
 
 bp = Blueprint("reviews", __name__)
 
@@ -348,10 +357,52 @@ def campaign(campaign_id: int):
 
     threshold = settings().escalation_warn_items
     heavy = notify.escalation_forecast(session, dash.campaign, threshold)
-    return render_template("reviews/campaign.html", dash=dash, campaign=dash.campaign,
+    closed = None
+    if dash.campaign.summary and dash.campaign.status == "closed":
+        from attest.reviews import remediation
+
+        closed = {"remediation": remediation.status_counts(session, campaign_id),
+                  "exceptions": queries.exception_count(session, campaign_id)}
+    return render_template("reviews/campaign.html", dash=dash, campaign=dash.campaign, closed=closed,
                            escalation_load=heavy, escalation_threshold=threshold,
                            can_remind=_notify_available() and current_user.is_admin and dash.campaign.status == "active",
                            risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES)
+
+
+@bp.get("/campaigns/<int:campaign_id>/items")
+@read_all_required
+def campaign_items(campaign_id: int):
+    """Every item of one campaign, whoever reviews it, filtered and keyset-paged (admins and auditors)."""
+    session = db()
+    campaign = session.get(Campaign, campaign_id) or abort(404)
+    filters = queries.ItemFilters.from_args(request.args)
+    try:
+        rows, next_after = queries.campaign_items(session, campaign_id, filters, request.args.get("after"), PAGE_SIZE)
+    except queries.BadCursor as exc:
+        abort(400, str(exc))
+    reviewers = queries.campaign_reviewers(session, campaign_id)
+    names = dict(reviewers)
+    return render_template(
+        "reviews/campaign_items.html", campaign=campaign, filters=filters, rows=rows, next_after=next_after,
+        reviewers=reviewers, reviewer_names=names, first_page=not request.args.get("after"),
+        options=queries.filter_options(session, 0, campaign_id), no_reviewer=queries.NO_REVIEWER,
+        risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES)
+
+
+@bp.get("/campaigns/<int:campaign_id>/items.csv")
+@read_all_required
+def campaign_items_csv(campaign_id: int):
+    """The filtered items as CSV, streamed in keyset batches; each export is audited with its filters."""
+    from attest.reviews import items_export
+
+    filters = queries.ItemFilters.from_args(request.args)
+    with write() as session:
+        if session.get(Campaign, campaign_id) is None:
+            abort(404)
+        items_export.record_export(session, current_user.email, campaign_id, filters)
+    name = f"campaign-{campaign_id}-items{'-filtered' if filters.active else ''}.csv"
+    return Response(items_export.stream_csv(db(), state().factory, campaign_id, filters), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
 
 @bp.post("/campaigns/<int:campaign_id>/close")

@@ -171,6 +171,10 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     # admins and auditors read
     "reviews.campaigns": (READ_ALL, _get("/campaigns?status=active")),
     "reviews.campaign": (READ_ALL, _by_id("/campaigns/{}", _campaign_ids)),
+    "reviews.campaign_items": (READ_ALL, _by_id("/campaigns/{}/items?risk=flagged&decision=undecided&reviewer=none"
+                                                "&q=Person&outcome=exception", _campaign_ids)),
+    "reviews.campaign_items_csv": (READ_ALL, _by_id("/campaigns/{}/items.csv?decision=undecided&q=Person",
+                                                    _campaign_ids)),
     "audit.evidence": (READ_ALL, _get("/evidence")),
     "audit.evidence_download": (READ_ALL, _by_id("/campaigns/{}/evidence.zip", lambda v: [v.w.shared.id])),
     "audit.evidence_public_key": (READ_ALL, _get("/evidence/public-key")),
