@@ -120,8 +120,9 @@ class ItemFilters(InboxFilters):
     def from_args(cls, args: Any) -> ItemFilters:
         base = InboxFilters.from_args(args)
         reviewer = (args.get("reviewer") or "").strip()
-        if reviewer != NO_REVIEWER and parse_int(reviewer, low=1) is None:
-            reviewer = ""
+        if reviewer != NO_REVIEWER:
+            number = parse_int(reviewer, low=1)
+            reviewer = "" if number is None else str(number)  # "007" and "7" are one reviewer
         outcome = (args.get("outcome") or "").strip()
         return cls(risk=base.risk, source=base.source, resource=base.resource, decision=base.decision, q=base.q,
                    reviewer=reviewer or None, outcome=outcome if outcome in OUTCOME_FILTERS else None)
