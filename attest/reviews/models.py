@@ -174,6 +174,9 @@ class ReviewItem(Base):
         Index("ix_review_item_co_reviewer", "co_reviewer_id", "campaign_id", sqlite_where=text("co_reviewer_id IS NOT NULL"),
               postgresql_where=text("co_reviewer_id IS NOT NULL")),
         Index("ix_review_item_campaign_decision", "campaign_id", "decision"),
+        # a campaign's items page and CSV export: keyset pages over the whole campaign by person, then id
+        # (migration 0016)
+        Index("ix_review_item_campaign_person", "campaign_id", "person_name", "id"),
     )
 
 
