@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
+
+from sqlalchemy import text
 
 from attest.audit.log import record
 from attest.db import utcnow
@@ -59,3 +62,21 @@ def decided_campaign(session, people: int = 4, per_person: int = 3):
            campaign_id=campaign.id)
     session.commit()
     return setup
+
+
+@contextmanager
+def append_only_off(conn):
+    """What a database administrator can do on a raw connection: switch the audit table's append-only
+    triggers off (PostgreSQL: DISABLE TRIGGER; SQLite: drop them) and back on afterwards."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only"))
+        yield conn
+        conn.execute(text("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_append_only"))
+        return
+    saved = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                              "AND tbl_name = 'audit_event'")).all()
+    for name, _sql in saved:
+        conn.execute(text(f"DROP TRIGGER {name}"))
+    yield conn
+    for _name, sql in saved:
+        conn.execute(text(sql))

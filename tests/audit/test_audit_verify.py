@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from attest.audit.log import GENESIS, event_hash, record, verify_chain
 from attest.audit.models import AppendOnlyError, AuditEvent
 from attest.db import transaction
+from tests.audit.helpers import append_only_off
 
 
 @pytest.fixture
@@ -37,14 +38,9 @@ def runner(chain):
 
 @contextmanager
 def as_dba(db):
-    """A raw connection that bypasses the ORM guard (and, on PostgreSQL, the trigger)."""
-    with db.engine.begin() as conn:
-        pg = conn.dialect.name == "postgresql"
-        if pg:
-            conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only"))
+    """A raw connection that bypasses the ORM guard and the database's append-only triggers."""
+    with db.engine.begin() as conn, append_only_off(conn):
         yield conn
-        if pg:
-            conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only"))
 
 
 def verify(runner):
@@ -63,9 +59,11 @@ def test_the_orm_and_the_database_refuse_changes(chain):
         ev.actor = "mallory"
         with pytest.raises(AppendOnlyError):
             s.flush()
-    if chain.engine.dialect.name == "postgresql":
-        with pytest.raises(Exception, match="append-only"), chain.engine.begin() as conn:
-            conn.execute(text("UPDATE audit_event SET actor = 'mallory' WHERE seq = 2"))
+    # and the database itself, on both engines (SQLite since migration 0017)
+    with pytest.raises(Exception, match="append-only"), chain.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_event SET actor = 'mallory' WHERE seq = 2"))
+    with pytest.raises(Exception, match="append-only"), chain.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_event WHERE seq = 2"))
 
 
 def test_edited_row_is_named(chain, runner):

@@ -24,6 +24,7 @@ from attest.audit.checkpoints import (
 from attest.audit.evidence import load_signing_key
 from attest.audit.log import event_hash, record, verify_chain
 from attest.audit.models import AuditEvent, AuditHead
+from tests.audit.helpers import append_only_off
 
 T0 = datetime(2026, 11, 30, 12, 0, 10, tzinfo=UTC)
 
@@ -68,25 +69,21 @@ def test_the_job_writes_at_most_one_checkpoint_a_minute_and_none_without_writes(
 def _rewrite_and_rehash(session, seq: int, actor: str) -> None:
     """What a database administrator can do: change an event, recompute every hash after it and the head."""
     conn = session.connection()
-    pg = conn.dialect.name == "postgresql"
-    if pg:  # the owner can switch the trigger off inside its own transaction
-        conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only"))
-    rows = [dict(r._mapping) for r in conn.execute(select(AuditEvent.__table__).order_by(AuditEvent.seq))]
-    prev = None
-    for row in rows:
-        if row["seq"] < seq:
+    with append_only_off(conn):  # the owner can switch the triggers off, and on again afterwards
+        rows = [dict(r._mapping) for r in conn.execute(select(AuditEvent.__table__).order_by(AuditEvent.seq))]
+        prev = None
+        for row in rows:
+            if row["seq"] < seq:
+                prev = row["hash"]
+                continue
+            if row["seq"] == seq:
+                row["actor"] = actor
+            row["prev_hash"] = prev
+            row["hash"] = event_hash(row)
             prev = row["hash"]
-            continue
-        if row["seq"] == seq:
-            row["actor"] = actor
-        row["prev_hash"] = prev
-        row["hash"] = event_hash(row)
-        prev = row["hash"]
-        conn.execute(AuditEvent.__table__.update().where(AuditEvent.id == row["id"])
-                     .values(actor=row["actor"], prev_hash=row["prev_hash"], hash=row["hash"]))
-    conn.execute(AuditHead.__table__.update().where(AuditHead.id == 1).values(last_hash=prev))
-    if pg:
-        conn.execute(text("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_append_only"))
+            conn.execute(AuditEvent.__table__.update().where(AuditEvent.id == row["id"])
+                         .values(actor=row["actor"], prev_hash=row["prev_hash"], hash=row["hash"]))
+        conn.execute(AuditHead.__table__.update().where(AuditHead.id == 1).values(last_hash=prev))
     session.commit()
 
 
@@ -126,9 +123,8 @@ def test_removed_tail_events_are_caught_by_the_checkpoint(session, factory, sett
     with factory() as s, s.begin():
         write_checkpoint(s, key, store, T0)
     conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only"))
-    conn.execute(text("DELETE FROM audit_event WHERE seq = 5"))
+    with append_only_off(conn):  # as a database administrator can
+        conn.execute(text("DELETE FROM audit_event WHERE seq = 5"))
     last = conn.execute(text("SELECT hash FROM audit_event WHERE seq = 4")).scalar()
     conn.execute(text("UPDATE audit_head SET seq = 4, last_hash = :h"), {"h": last})
     session.commit()
