@@ -26,11 +26,12 @@ from attest.connectors.aws import (
 from attest.connectors.base import GrantRef, RevokeRefused
 from attest.entitlements.models import Account, Entitlement, Grant, Resource, SyncRun
 from attest.entitlements.sync import run_sync
-from tests.factories import make_identity, make_source
+from tests.connectors.conftest import AWS_SETTINGS
+from tests.factories import make_identity
 
 moto = pytest.importorskip("moto")
 
-SETTINGS = {"assume_role_name": "AttestAudit", "concurrency": 4}
+SETTINGS = AWS_SETTINGS
 
 
 # --- helpers shared with test_aws_server.py ------------------------------------------------------------
@@ -198,23 +199,6 @@ def assert_org_in_database(session, source_id: int, org) -> None:
 
 
 # --- fixtures --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def org():
-    from moto import mock_aws
-
-    from attest.connectors.sandbox.aws_moto import OrgSpec, seed_org
-
-    with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
-        yield seed_org(OrgSpec(accounts=3))
-
-
-@pytest.fixture
-def source(session):
-    src = make_source(session, "aws", kind="aws", settings=SETTINGS)
-    session.commit()
-    return src
 
 
 def connector(**settings) -> AwsConnector:

@@ -20,6 +20,7 @@ from attest.connectors.aws_trust import (
     trust_statements,
 )
 from attest.connectors.base import AccountRecord, EntitlementRecord, GrantRecord, ResourceRecord
+from tests.connectors.conftest import AWS_SETTINGS
 
 A, B, OUT = "111111111111", "222222222222", "999988887777"
 
@@ -222,7 +223,7 @@ def test_a_cross_account_named_user_says_whether_their_own_policies_allow_it(cal
 
 # --- end to end: the moto sandbox organization ------------------------------------------------------------------
 
-SETTINGS = {"assume_role_name": "AttestAudit", "concurrency": 4}
+SETTINGS = AWS_SETTINGS
 
 
 @pytest.fixture(scope="module")

@@ -27,29 +27,12 @@ from tests.connectors.test_aws import (
     deny_assume_role,
     grant_ref,
 )
-from tests.factories import login_as, make_identity, make_source, make_user
+from tests.factories import login_as, make_identity, make_user
 
 moto = pytest.importorskip("moto")
 
 DENY_IAM_SCP = {"Version": "2012-10-17", "Statement": [
     {"Sid": "NoIamAdmin", "Effect": "Deny", "Action": ["iam:*"], "Resource": "*"}]}
-
-
-@pytest.fixture(scope="module")
-def org():
-    from moto import mock_aws
-
-    from attest.connectors.sandbox.aws_moto import OrgSpec, seed_org
-
-    with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
-        yield seed_org(OrgSpec(accounts=3))
-
-
-@pytest.fixture
-def source(session):
-    src = make_source(session, "aws", kind="aws", settings=SETTINGS)
-    session.commit()
-    return src
 
 
 def _sync(factory, settings, conn=None, status="succeeded"):
