@@ -48,8 +48,8 @@ run: install
 	$(ATTEST) demo
 	@echo "Starting the scheduler and the web UI on http://127.0.0.1:5000 (Ctrl-C stops both)"
 	@trap 'kill 0' EXIT INT TERM; \
-	  if $(ATTEST) --help | grep -q '^  sandbox'; then $(ATTEST) sandbox serve & fi; \
-	  if $(ATTEST) --help | grep -q '^  scheduler'; then $(ATTEST) scheduler & fi; \
+	  $(ATTEST) sandbox serve & \
+	  $(ATTEST) scheduler & \
 	  $(ATTEST) serve --host 127.0.0.1 --port 5000
 
 # ATTEST_TEST_DATABASE_URL=postgresql://... runs every test on PostgreSQL instead of SQLite.
