@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.triggers.base import BaseTrigger
+from croniter import CroniterBadDateError, croniter
 from sqlalchemy import (
     Column,
     Float,
@@ -153,72 +155,66 @@ class SchedulerError(RuntimeError):
     """The scheduler cannot start (the message says what to do)."""
 
 
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+class CrontabTrigger(BaseTrigger):
+    """An APScheduler trigger for a standard 5-field crontab expression in UTC, read by croniter.
 
-
-def _crontab_weekdays(field: str) -> str:
-    """A crontab day-of-week field (0 or 7 = Sunday, 1 = Monday) as APScheduler weekday names.
-
-    APScheduler 3's `CronTrigger.from_crontab` takes the numbers as its own (0 = Monday), so
-    "30 2 * * 1" would run on Tuesdays; names mean the same to both.
+    Standard crontab: 0 and 7 are Sunday, names (mon, jan) allowed. A restricted day of the month and a
+    restricted day of the week must both match (APScheduler's reading, kept from its CronTrigger, which
+    Attest used before; classic cron fires when either matches).
     """
-    if field in ("*", "?"):
-        return "*"
 
-    def index(token: str) -> int:
-        token = token.strip().lower()
-        if token.isdigit() and 0 <= int(token) <= 7:
-            return int(token)
-        if token[:3] in _WEEKDAYS:
-            return _WEEKDAYS.index(token[:3])
-        raise ValueError(f"{token!r} is not a day of the week (0-7 or sun-sat)")
+    __slots__ = ("expr",)
 
-    days: set[int] = set()
-    for part in field.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ValueError(f"step {step_text!r} must be at least 1")
-        if base == "*":
-            first, last = 0, 6
-        elif "-" in base:
-            a, b = base.split("-", 1)
-            first, last = index(a), index(b)
-            if last < first:
-                raise ValueError(f"day-of-week range {base!r} runs backwards")
-        else:
-            first = index(base)
-            last = 6 if step_text else first
-        days.update(d % 7 for d in range(first, last + 1, step))
-    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+    def __init__(self, expr: str) -> None:
+        fields = expr.split()
+        if len(fields) != 5:
+            raise ValueError(f"{expr!r} must have 5 fields (minute hour day month day-of-week), not {len(fields)}")
+        self.expr = " ".join(fields)
+        self._iter(datetime(2000, 1, 1, tzinfo=UTC))  # croniter raises CroniterBadCronError (a ValueError)
+
+    def _iter(self, start: datetime) -> croniter:
+        return croniter(self.expr, start.astimezone(UTC), day_or=False)
+
+    def next_at_or_after(self, start: datetime) -> datetime | None:
+        try:
+            return self._iter(start - timedelta(microseconds=1)).get_next(datetime).replace(fold=0)
+        except CroniterBadDateError:  # never fires (say, 30 February)
+            return None
+
+    def previous_at_or_before(self, now: datetime) -> datetime | None:
+        try:
+            return self._iter(now + timedelta(microseconds=1)).get_prev(datetime).replace(fold=0)
+        except CroniterBadDateError:
+            return None
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        # as APScheduler's CronTrigger: the first occurrence after the previous one (missed ones included)
+        if previous_fire_time is None:
+            return self.next_at_or_after(now)
+        start = min(now, previous_fire_time + timedelta(microseconds=1))
+        return self.next_at_or_after(start + timedelta(microseconds=1) if start == previous_fire_time else start)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"version": 1, "expr": self.expr}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.expr = state["expr"]
+
+    def __str__(self) -> str:
+        return f"crontab[{self.expr}]"
+
+    def __repr__(self) -> str:
+        return f"<CrontabTrigger ({self.expr!r}, timezone='UTC')>"
 
 
-def cron_trigger(expr: str):
-    """An APScheduler CronTrigger (UTC) for a standard 5-field crontab expression. Raises ValueError."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"{expr!r} must have 5 fields (minute hour day month day-of-week), not {len(fields)}")
-    minute, hour, day, month, dow = fields
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_crontab_weekdays(dow),
-                       timezone=UTC)
+def cron_trigger(expr: str) -> CrontabTrigger:
+    """The scheduler's trigger for a standard 5-field crontab expression (UTC). Raises ValueError."""
+    return CrontabTrigger(expr)
 
 
 def previous_fire_time(cron: str, now: datetime) -> datetime | None:
-    """The latest time at or before `now` at which `cron` fires (APScheduler's crontab semantics, UTC)."""
-    trigger = cron_trigger(cron)
-    for window in (timedelta(minutes=2), timedelta(hours=2), timedelta(days=2), timedelta(days=40),
-                   timedelta(days=400), timedelta(days=3000)):
-        t = trigger.get_next_fire_time(None, now - window)
-        if t is None or t > now:
-            continue
-        while True:
-            n = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
-            if n is None or n > now:
-                return t.astimezone(UTC)
-            t = n
-    return None
+    """The latest time at or before `now` at which `cron` fires (UTC)."""
+    return cron_trigger(cron).previous_at_or_before(now)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,24 @@ def test_previous_fire_time_follows_the_cron():
         datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
 
+def test_cron_reads_crontab_as_the_scheduler_always_has():
+    # a restricted day of the month and day of the week must both match: 09:00 on a 1st that is a Monday
+    assert jobs.previous_fire_time("0 9 1 * 1", T) == datetime(2025, 12, 1, 9, 0, tzinfo=UTC)
+    assert jobs.cron_trigger("0 9 1 * 1").get_next_fire_time(None, T) == datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    # the second Monday of the month; a date that never comes never fires (and is not an error)
+    assert jobs.cron_trigger("0 9 * * mon#2").get_next_fire_time(None, T) == datetime(2026, 5, 11, 9, 0, tzinfo=UTC)
+    assert jobs.previous_fire_time("0 9 30 2 *", T) is None
+    assert jobs.cron_trigger("0 9 30 2 *").get_next_fire_time(None, T) is None
+    # after a run at 09:00 the next one is 09:01, also when asked at 09:00 exactly; missed ones come first
+    nine = T.replace(second=0)
+    assert jobs.cron_trigger("* * * * *").get_next_fire_time(nine, nine) == nine + timedelta(minutes=1)
+    assert jobs.cron_trigger("* * * * *").get_next_fire_time(nine, nine + timedelta(minutes=5)) == \
+        nine + timedelta(minutes=1)
+    for bad in ("0 9 * *", "61 * * * *", "0 9 * * 8", "@daily"):
+        with pytest.raises(ValueError):
+            jobs.cron_trigger(bad)
+
+
 def _contexts(fresh_db, n=2):
     """n scheduler instances: each its own engine (connections) and holder name."""
     out = []
