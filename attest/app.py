@@ -55,7 +55,11 @@ def register_errors(app: Flask) -> None:
 
     def render(code: int, message: str | None = None):
         title, default = ERROR_TEXT.get(code, ("Error", ""))
-        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        if request.path.startswith("/api/"):  # the API's one error shape (attest/api/errors.py)
+            from attest.api.core import api_error_response
+
+            return api_error_response(code, message)
+        if request.accept_mimetypes.best == "application/json":
             return jsonify(error=title, message=message or default, status=code), code
         return render_template("errors/error.html", code=code, title=title, message=message or default), code
 
@@ -89,7 +93,11 @@ def register_errors(app: Flask) -> None:
         retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         message = ("The database is unavailable. What you were saving may not have been saved: check once "
                    "Attest answers again.")
-        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        if request.path.startswith("/api/"):
+            from attest.api.core import api_error_response
+
+            return api_error_response(503)
+        if request.accept_mimetypes.best == "application/json":
             return jsonify(error="Database unavailable", message=message, status=503), 503, retry
         if request.headers.get("HX-Request") == "true":
             return message, 503, {**retry, "Content-Type": "text/plain; charset=utf-8"}
@@ -216,8 +224,8 @@ def register_security(app: Flask, settings: Settings) -> None:
     def request_id_and_session_rules():
         if request.endpoint == "static":
             return None
-        if getattr(g, "api_token_auth", False):
-            return None
+        if getattr(g, "api_token_auth", False) or request.path.startswith("/api/"):
+            return None  # the API authenticates by token only, never by the session cookie (attest/api/core.py)
         # the server-side session rules (attest/auth/sessions.py), checked when the user is loaded
         from attest.auth import sessions
         from attest.web import write
@@ -264,8 +272,10 @@ def register_inputs(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from attest import api
     from attest.audit.views import bp as audit_bp
     from attest.auth.admin_views import bp as auth_admin_bp
+    from attest.auth.token_views import bp as tokens_bp
     from attest.auth.views import bp as auth_bp
     from attest.entitlements.views import bp as entitlements_bp
     from attest.operations import bp as ops_bp
@@ -279,6 +289,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reviews_bp)
     app.register_blueprint(audit_bp)
     app.register_blueprint(ops_bp)
+    api.init_app(app)  # /api/v1 (token auth, CSRF-exempt)
+    app.register_blueprint(tokens_bp)
 
 
 def register_template_helpers(app: Flask) -> None:

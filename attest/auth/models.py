@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from attest.db import Base, JSONType, UTCDateTime, utcnow
@@ -120,6 +120,18 @@ class LoginThrottle(Base):
 
 
 class ApiToken(Base):
+    """An API token (`Authorization: Bearer <token>` on /api/v1; attest/api/auth.py).
+
+    - `personal`: acts as its user, within that user's roles at the time of each call (an OIDC user's
+      roles as of their last sign-in); stops working when the user is deactivated.
+    - `service`: owned by an admin, named, acts within its scopes only as an administrator or auditor would
+      (it reviews nothing: it has no identity); stops working when its owner is no longer an active admin.
+
+    Only the SHA-256 of the token is stored; the token itself is shown once, at creation. `prefix` (the
+    first characters) lets a user tell their tokens apart. `rate_tokens`/`rate_at` are the token's rate
+    limit bucket, shared by every web worker.
+    """
+
     __tablename__ = "api_token"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -131,6 +143,11 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(10), default="personal", server_default="personal")  # personal | service
+    scopes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    revoked_by: Mapped[str | None] = mapped_column(String(320))
+    rate_tokens: Mapped[float | None] = mapped_column(Float)
+    rate_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(lazy="joined")
 

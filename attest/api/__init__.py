@@ -1,0 +1,18 @@
+"""/api/v1: Attest's REST API (spectree + pydantic, OpenAPI 3.1 at /api/v1/openapi.json, docs at /api/v1/docs).
+
+Token authentication only (attest/auth/tokens.py), no cookies, no CSRF; every call audited; see
+attest/api/core.py for the machinery and docs/api.md for the user's guide.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from attest.api import audit, docs, entitlements, reviews, sources  # noqa: F401 - they register routes
+    from attest.api.core import bp
+    from attest.extensions import csrf
+
+    csrf.exempt(bp)
+    app.register_blueprint(bp)

@@ -1,0 +1,158 @@
+"""Audit events (keyset-paged, newest first) and evidence bundles (start an export, its status, download),
+through attest/audit/queries.py and attest/audit/export_jobs.py as the audit log and evidence pages do.
+Starting an export is a read of the audit area (auditors do it on the web too): scope `audit:read`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import request, send_file
+from pydantic import BaseModel, ConfigDict, Field
+
+from attest.api.core import ApiError, bp, caller, decode_cursor, encode_cursor, iso, requires, responses, spec
+from attest.audit import export_jobs
+from attest.audit.queries import EventFilters, search_events
+from attest.web import db, settings, write
+
+TAGS = ["audit"]
+
+
+class EventQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    after: str | None = Field(default=None, max_length=2000)
+    limit: int = Field(default=50, ge=1, le=500)
+    actor: str = Field(default="", max_length=320)
+    action: str = Field(default="", max_length=100, description="a prefix: `review.` finds every review event")
+    object_type: str = Field(default="", max_length=50)
+    object_id: str = Field(default="", max_length=100)
+    campaign_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class EventOut(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    object_type: str | None = None
+    object_id: str | None = None
+    campaign_id: int | None = None
+    before: Any = None
+    after: Any = None
+    request_id: str | None = None
+    ip: str | None = None
+    hash: str
+    prev_hash: str
+
+
+class EventList(BaseModel):
+    data: list[EventOut]
+    next: str | None = None
+
+
+class ExportOut(BaseModel):
+    id: int
+    campaign_id: int
+    requested_by: str
+    status: str
+    phase: str | None = None
+    items_done: int
+    items_total: int | None = None
+    size: int | None = None
+    sha256: str | None = None
+    manifest_sha256: str | None = None
+    error: str | None = None
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    expires_at: str | None = None
+    available: bool
+    queued_ahead: int
+    created: bool | None = None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC)
+
+
+@bp.get("/audit/events")
+@requires("audit:read", "read_all")
+@spec.validate(query=EventQuery, resp=responses(EventList), tags=TAGS)
+def list_events():
+    """The audit trail, newest first; `actor` matches a part, `action` a prefix, the rest exactly."""
+    q: EventQuery = request.context.query
+    after = decode_cursor("events", q.after)
+    if after is not None and not isinstance(after, int):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
+    f = EventFilters(actor=q.actor.strip(), action=q.action.strip(), object_type=q.object_type.strip(),
+                     object_id=q.object_id.strip(), campaign_id=q.campaign_id, since=_aware(q.since),
+                     until=_aware(q.until))
+    page = search_events(db(), f, after=after, limit=q.limit)
+    return {"data": [{"seq": e.seq, "at": iso(e.at), "actor": e.actor, "action": e.action,
+                      "object_type": e.object_type, "object_id": e.object_id, "campaign_id": e.campaign_id,
+                      "before": e.before, "after": e.after, "request_id": e.request_id, "ip": e.ip,
+                      "hash": e.hash, "prev_hash": e.prev_hash} for e in page.rows],
+            "next": encode_cursor("events", page.next_after)}
+
+
+def export_out(row, created: bool | None = None) -> dict[str, Any]:
+    return {"id": row.id, "campaign_id": row.campaign_id, "requested_by": row.requested_by, "status": row.status,
+            "phase": row.phase, "items_done": row.items_done or 0, "items_total": row.items_total, "size": row.size,
+            "sha256": row.sha256, "manifest_sha256": row.manifest_sha256, "error": row.error,
+            "created_at": iso(row.created_at), "started_at": iso(row.started_at),
+            "finished_at": iso(row.finished_at), "expires_at": iso(row.expires_at),
+            "available": export_jobs.is_available(row), "queued_ahead": export_jobs.queue_position(db(), row),
+            "created": created}
+
+
+@bp.post("/campaigns/<int:campaign_id>/evidence-exports")
+@requires("audit:read", "read_all")
+@spec.validate(resp=responses(ExportOut, 202), tags=TAGS)
+def start_export(campaign_id: int):
+    """Ask for a campaign's evidence bundle: queued for the scheduler (202); an export of it already under
+    way is returned instead (`created: false`)."""
+    try:
+        with write() as session:
+            asked = export_jobs.request_export(session, campaign_id, caller().actor)
+            if asked is None:
+                raise ApiError(404)
+            row, created = asked
+            export_id = row.id
+    except export_jobs.ExportRequestError as exc:
+        raise ApiError(409, str(exc)) from None
+    return export_out(export_jobs.get_export(db(), export_id), created), 202
+
+
+@bp.get("/evidence-exports/<int:export_id>")
+@requires("audit:read", "read_all")
+@spec.validate(resp=responses(ExportOut), tags=TAGS)
+def get_export(export_id: int):
+    row = export_jobs.get_export(db(), export_id)
+    if row is None:
+        raise ApiError(404)
+    return export_out(row)
+
+
+@bp.get("/evidence-exports/<int:export_id>/download")
+@requires("audit:read", "read_all")
+@spec.validate(resp=responses(None), tags=TAGS)
+def download_export(export_id: int):
+    """The finished bundle (application/zip); 409 while it is not finished or after it expired. Audited."""
+    row = export_jobs.get_export(db(), export_id)
+    if row is None:
+        raise ApiError(404)
+    path = export_jobs.bundle_path(settings(), row)
+    if path is None:
+        raise ApiError(409, "This bundle is not available (not finished yet, failed, or expired).",
+                       details={"status": row.status})
+    with write() as session:
+        export_jobs.record_download(session, row, caller().actor)
+    return send_file(path, mimetype="application/zip", as_attachment=True,
+                     download_name=f"evidence-{row.campaign_id}-{row.id}.zip", max_age=0)

@@ -1,0 +1,353 @@
+"""People (identities), accounts with effective access now or as of a moment, resources, entitlements and
+grants: keyset-paged and filterable, through attest/entitlements/queries.py and history.py (the people and
+resource pages' own queries). Admins and auditors (scope `entitlements:read`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import or_, select
+
+from attest.api.core import ApiError, bp, decode_cursor, encode_cursor, iso, requires, responses, spec
+from attest.entitlements import history, queries
+from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource
+from attest.web import db, settings
+
+TAGS = ["entitlements"]
+TAG_PEOPLE = ["identities"]
+
+
+class Paging(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    after: str | None = Field(default=None, max_length=2000)
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class IdentityQuery(Paging):
+    q: str = Field(default="", max_length=200)
+    status: str | None = Field(default=None, max_length=30)
+    department: str | None = Field(default=None, max_length=200)
+
+
+class AsOfQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: str | None = Field(default=None, max_length=64, description="a day (end of that day) or a timestamp")
+
+
+class ResourceQuery(Paging):
+    q: str = Field(default="", max_length=200)
+    source_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    type: str | None = Field(default=None, max_length=50)
+
+
+class EntitlementQuery(Paging):
+    source_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    resource_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    privileged: bool | None = None
+
+
+class GrantQuery(Paging):
+    source_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    entitlement_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    resource_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    account_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    at: str | None = Field(default=None, max_length=64, description="held at this moment (default: now)")
+
+
+class IdentityOut(BaseModel):
+    id: int
+    display_name: str
+    email: str | None = None
+    employee_id: str | None = None
+    department: str | None = None
+    title: str | None = None
+    manager_id: int | None = None
+    status: str
+    kind: str
+    first_seen_at: str
+    ended_at: str | None = None
+
+
+class AccountOut(BaseModel):
+    id: int
+    source_id: int
+    external_id: str
+    login: str | None = None
+    email: str | None = None
+    display_name: str | None = None
+    status: str
+    kind: str
+    identity_id: int | None = None
+    link_method: str | None = None
+    mfa_enabled: bool | None = None
+    last_login_at: str | None = None
+    first_seen_at: str
+    ended_at: str | None = None
+
+
+class HeldOut(BaseModel):
+    grant_id: int
+    account_id: int
+    entitlement_id: int
+    entitlement: str
+    resource_id: int | None = None
+    resource: str | None = None
+    privileged: bool
+    how: str
+    via: list[int]
+    first_seen_at: str
+    ended_at: str | None = None
+    held_since: str | None = None
+    held_since_basis: str | None = None
+
+
+class Access(BaseModel):
+    as_of: str | None = None
+    held: list[HeldOut]
+    unknown_sources: list[str]
+
+
+class IdentityDetail(IdentityOut):
+    accounts: list[AccountOut]
+    access: Access
+
+
+class AccountDetail(AccountOut):
+    access: Access
+
+
+class IdentityList(BaseModel):
+    data: list[IdentityOut]
+    next: str | None = None
+
+
+class ResourceOut(BaseModel):
+    id: int
+    source_id: int
+    external_id: str
+    type: str
+    name: str
+    description: str | None = None
+    is_group: bool
+    parent_id: int | None = None
+    active_grants: int | None = None
+    first_seen_at: str
+    ended_at: str | None = None
+
+
+class ResourceList(BaseModel):
+    data: list[ResourceOut]
+    next: str | None = None
+
+
+class EntitlementOut(BaseModel):
+    id: int
+    source_id: int
+    resource_id: int | None = None
+    name: str
+    display_name: str | None = None
+    purpose: str
+    privileged: bool
+    first_seen_at: str
+    ended_at: str | None = None
+
+
+class EntitlementList(BaseModel):
+    data: list[EntitlementOut]
+    next: str | None = None
+
+
+class GrantOut(BaseModel):
+    id: int
+    source_id: int
+    entitlement_id: int
+    principal_type: str
+    principal_account_id: int | None = None
+    principal_resource_id: int | None = None
+    first_seen_at: str
+    ended_at: str | None = None
+    ended_reason: str | None = None
+
+
+class GrantList(BaseModel):
+    data: list[GrantOut]
+    next: str | None = None
+
+
+def identity_out(i: Identity) -> dict[str, Any]:
+    return {"id": i.id, "display_name": i.display_name or "", "email": i.email, "employee_id": i.employee_id,
+            "department": i.department, "title": i.title, "manager_id": i.manager_id, "status": i.status,
+            "kind": i.kind, "first_seen_at": iso(i.first_seen_at), "ended_at": iso(i.ended_at)}
+
+
+def account_out(a: Account) -> dict[str, Any]:
+    return {"id": a.id, "source_id": a.source_id, "external_id": a.external_id, "login": a.login, "email": a.email,
+            "display_name": a.display_name, "status": a.status, "kind": a.kind, "identity_id": a.identity_id,
+            "link_method": a.link_method, "mfa_enabled": a.mfa_enabled, "last_login_at": iso(a.last_login_at),
+            "first_seen_at": iso(a.first_seen_at), "ended_at": iso(a.ended_at)}
+
+
+def resource_out(r: Resource, n: int | None = None) -> dict[str, Any]:
+    return {"id": r.id, "source_id": r.source_id, "external_id": r.external_id, "type": r.type, "name": r.name,
+            "description": r.description, "is_group": bool(r.is_group), "parent_id": r.parent_id, "active_grants": n,
+            "first_seen_at": iso(r.first_seen_at), "ended_at": iso(r.ended_at)}
+
+
+def _as_of(raw: str | None) -> history.AsOf | None:
+    try:
+        return history.resolve_as_of({"at": raw or ""}, settings().zone)
+    except history.AsOfError as exc:
+        raise ApiError(400, str(exc), code="bad_timestamp") from None
+
+
+def _access(accounts: list[Account], as_of: history.AsOf | None) -> dict[str, Any]:
+    found = history.access_at(db(), accounts, as_of)
+    held = []
+    for h in found.held:
+        g, e = h.grant, h.grant.entitlement
+        since = found.since.get(g.id)
+        resource = e.resource if e is not None else None
+        held.append({"grant_id": g.id, "account_id": h.account.id, "entitlement_id": g.entitlement_id,
+                     "entitlement": e.name, "resource_id": e.resource_id,
+                     "resource": resource.name if resource is not None else None, "privileged": bool(e.privileged),
+                     "how": h.how, "via": [r.id for r in h.via], "first_seen_at": iso(g.first_seen_at),
+                     "ended_at": iso(g.ended_at), "held_since": iso(since.at) if since else None,
+                     "held_since_basis": since.basis if since else None})
+    return {"as_of": iso(as_of.instant) if as_of else None, "held": held,
+            "unknown_sources": [f.source_name for f in found.unknown]}
+
+
+def _wrap_bad_cursor(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except queries.BadCursor as exc:
+        raise ApiError(400, str(exc), code="bad_cursor") from None
+
+
+@bp.get("/identities")
+@requires("entitlements:read", "read_all")
+@spec.validate(query=IdentityQuery, resp=responses(IdentityList), tags=TAG_PEOPLE)
+def list_identities():
+    """People (active identities) by name; `q` searches name, e-mail and employee id."""
+    q: IdentityQuery = request.context.query
+    after = decode_cursor("identities", q.after)
+    if after is not None and not isinstance(after, str):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
+    page = _wrap_bad_cursor(queries.search_identities, db(), q=q.q.strip(), after=after, limit=q.limit,
+                            status=q.status or None, department=q.department or None)
+    return {"data": [identity_out(i) for i in page.rows], "next": encode_cursor("identities", page.next_after)}
+
+
+@bp.get("/identities/<int:identity_id>")
+@requires("entitlements:read", "read_all")
+@spec.validate(query=AsOfQuery, resp=responses(IdentityDetail), tags=TAG_PEOPLE)
+def get_identity(identity_id: int):
+    """A person with their accounts and effective access now, or as of `at` (a day or a timestamp)."""
+    q: AsOfQuery = request.context.query
+    identity = db().get(Identity, identity_id)
+    if identity is None:
+        raise ApiError(404)
+    as_of = _as_of(q.at)
+    accounts = queries.identity_accounts(db(), identity_id)
+    return {**identity_out(identity), "accounts": [account_out(a) for a in accounts],
+            "access": _access(accounts, as_of)}
+
+
+@bp.get("/accounts/<int:account_id>")
+@requires("entitlements:read", "read_all")
+@spec.validate(query=AsOfQuery, resp=responses(AccountDetail), tags=TAG_PEOPLE)
+def get_account(account_id: int):
+    """An account with its effective access (direct and through groups) now, or as of `at`."""
+    q: AsOfQuery = request.context.query
+    account = db().get(Account, account_id)
+    if account is None:
+        raise ApiError(404)
+    return {**account_out(account), "access": _access([account], _as_of(q.at))}
+
+
+@bp.get("/resources")
+@requires("entitlements:read", "read_all")
+@spec.validate(query=ResourceQuery, resp=responses(ResourceList), tags=TAGS)
+def list_resources():
+    """Active resources by name, with their count of active grants."""
+    q: ResourceQuery = request.context.query
+    after = decode_cursor("resources", q.after)
+    if after is not None and not isinstance(after, str):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
+    page = _wrap_bad_cursor(queries.list_resources, db(), q=q.q.strip(), source_id=q.source_id, rtype=q.type,
+                            after=after, limit=q.limit)
+    return {"data": [resource_out(r, n) for r, n in page.rows], "next": encode_cursor("resources", page.next_after)}
+
+
+@bp.get("/resources/<int:resource_id>")
+@requires("entitlements:read", "read_all")
+@spec.validate(resp=responses(ResourceOut), tags=TAGS)
+def get_resource(resource_id: int):
+    resource = db().get(Resource, resource_id)
+    if resource is None:
+        raise ApiError(404)
+    return resource_out(resource)
+
+
+@bp.get("/entitlements")
+@requires("entitlements:read", "read_all")
+@spec.validate(query=EntitlementQuery, resp=responses(EntitlementList), tags=TAGS)
+def list_entitlements():
+    """Active entitlements by id, filterable by source, resource and privileged."""
+    q: EntitlementQuery = request.context.query
+    after = decode_cursor("entitlements", q.after)
+    if after is not None and not isinstance(after, int):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
+    stmt = select(Entitlement).where(Entitlement.ended_at.is_(None))
+    if q.source_id:
+        stmt = stmt.where(Entitlement.source_id == q.source_id)
+    if q.resource_id:
+        stmt = stmt.where(Entitlement.resource_id == q.resource_id)
+    if q.privileged is not None:
+        stmt = stmt.where(Entitlement.privileged.is_(q.privileged))
+    if after is not None:
+        stmt = stmt.where(Entitlement.id > after)
+    rows = db().scalars(stmt.order_by(Entitlement.id).limit(q.limit + 1)).all()
+    page = rows[:q.limit]
+    return {"data": [{"id": e.id, "source_id": e.source_id, "resource_id": e.resource_id, "name": e.name,
+                      "display_name": e.display_name, "purpose": e.purpose, "privileged": bool(e.privileged),
+                      "first_seen_at": iso(e.first_seen_at), "ended_at": iso(e.ended_at)} for e in page],
+            "next": encode_cursor("entitlements", page[-1].id) if len(rows) > q.limit else None}
+
+
+@bp.get("/grants")
+@requires("entitlements:read", "read_all")
+@spec.validate(query=GrantQuery, resp=responses(GrantList), tags=TAGS)
+def list_grants():
+    """Direct grants held now (or at `at`), by id; filter by source, entitlement, resource or account."""
+    q: GrantQuery = request.context.query
+    after = decode_cursor("grants", q.after)
+    if after is not None and not isinstance(after, int):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
+    as_of = _as_of(q.at)
+    stmt = select(Grant)
+    if as_of is None:
+        stmt = stmt.where(Grant.ended_at.is_(None))
+    else:
+        stmt = stmt.where(Grant.first_seen_at <= as_of.instant,
+                          or_(Grant.ended_at.is_(None), Grant.ended_at > as_of.instant))
+    if q.source_id:
+        stmt = stmt.where(Grant.source_id == q.source_id)
+    if q.entitlement_id:
+        stmt = stmt.where(Grant.entitlement_id == q.entitlement_id)
+    if q.resource_id:
+        stmt = stmt.where(Grant.entitlement_id.in_(select(Entitlement.id).where(Entitlement.resource_id == q.resource_id)))
+    if q.account_id:
+        stmt = stmt.where(Grant.principal_account_id == q.account_id)
+    if after is not None:
+        stmt = stmt.where(Grant.id > after)
+    rows = db().scalars(stmt.order_by(Grant.id).limit(q.limit + 1)).all()
+    page = rows[:q.limit]
+    return {"data": [{"id": g.id, "source_id": g.source_id, "entitlement_id": g.entitlement_id,
+                      "principal_type": g.principal_type, "principal_account_id": g.principal_account_id,
+                      "principal_resource_id": g.principal_resource_id, "first_seen_at": iso(g.first_seen_at),
+                      "ended_at": iso(g.ended_at), "ended_reason": g.ended_reason} for g in page],
+            "next": encode_cursor("grants", page[-1].id) if len(rows) > q.limit else None}
