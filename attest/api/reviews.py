@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -351,7 +352,7 @@ def create_definition():
         with write() as session:
             row = defs.create_definition(session, submitted, c.actor, owner_user_id=c.user.id)
             definition_id = row.id
-    except defs.DefinitionError as exc:
+    except (defs.DefinitionError, yaml.YAMLError) as exc:  # YAMLError: text PyYAML's reader refuses outright
         raise _definition_error(exc) from None
     return definition_out(db().get(CampaignDefinition, definition_id)), 201
 
@@ -377,7 +378,7 @@ def _preview(spec_or_id: Any) -> dict[str, Any]:
             defs.check_references(session, parsed)
             spec_or_id = parsed
         out = campaigns_service.preview(session, spec_or_id)
-    except defs.DefinitionError as exc:
+    except (defs.DefinitionError, yaml.YAMLError) as exc:
         session.rollback()
         raise _definition_error(exc) from None
     except campaigns_service.CampaignError as exc:
