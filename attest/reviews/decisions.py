@@ -41,10 +41,10 @@ from attest.auth.models import User
 from attest.db import utcnow
 from attest.entitlements.models import Identity
 from attest.reviews import eligibility, queries
+from attest.reviews.chunks import chunks as _chunks  # IN (...) lists of at most chunks.IN_LIST_SIZE ids
 from attest.reviews.models import DECISIONS, Campaign, Decision, ReviewerSignoff, ReviewItem
 
 MAX_COMMENT = 4000
-CHUNK = 900  # ids per IN (...) list: well below every engine's bound-parameter limit
 
 
 class DecisionError(ValueError):
@@ -419,11 +419,6 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
                        "after": after})
     audit_many(session, events)
     return BulkResult(len(taken), skipped)
-
-
-def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start:start + size]
 
 
 # --- reassign ----------------------------------------------------------------------------------------

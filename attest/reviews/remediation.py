@@ -47,6 +47,7 @@ from attest.connectors.base import GrantRef, RevokeRefused, RevokeResult
 from attest.db import begin_write, utcnow
 from attest.entitlements.models import Account, Grant, Resource, Source, SyncRun
 from attest.redact import install_filter, redact
+from attest.reviews.chunks import chunks
 from attest.reviews.models import Campaign, Remediation, ReviewItem
 
 log = install_filter(logging.getLogger(__name__))
@@ -633,7 +634,7 @@ def verify_after_sync(session: Session, source_id: int, run_id: int) -> dict[str
         (reappeared, {"status": "reappeared", "reappeared_at": now, "reappeared_run_id": run_id},
          "remediation.reappeared"),
     ):
-        for chunk in _chunks(ids, 500):
+        for chunk in chunks(ids, 500):
             session.execute(update(Remediation).where(Remediation.id.in_(chunk)).values(**values)
                             .execution_options(synchronize_session=False))
         record_many(session, ({"actor": "system", "action": action, "object_type": "remediation",
@@ -648,13 +649,8 @@ def _active_ids_for_key(session: Session, source_id: int, key: str) -> set[int]:
                                                       Grant.ended_at.is_(None))))
 
 
-def _chunks(values: list[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(values), size):
-        yield values[i:i + size]
-
-
 def _load(session: Session, ids: list[int]) -> Iterator[Any]:
-    for chunk in _chunks(ids, 500):
+    for chunk in chunks(ids, 500):
         yield from session.execute(
             select(Remediation.id, Remediation.campaign_id).where(Remediation.id.in_(chunk)).order_by(Remediation.id)
         ).all()
