@@ -1,8 +1,10 @@
-"""The OpenAPI document and the interactive docs page (spectree's Swagger UI page).
+"""The OpenAPI document and the interactive docs page (spectree's own Swagger UI page).
 
-spectree 3.0 renders its pages from a CDN (unpkg) unless the `offapi` package is installed; Attest does not
-ship offapi, so this one page gets a Content-Security-Policy of its own that allows exactly that CDN (and
-its one inline script, by nonce); every other page keeps the app's `'self'`-only policy.
+With spectree's `offline` extra (offapi, a declared dependency) the page carries Swagger UI inline and
+loads nothing from a CDN. Its inline <script> and <style> blocks get a per-response nonce, and this one
+page gets a Content-Security-Policy of its own that allows exactly those blocks; every other page keeps
+the app's `'self'`-only policy. (Without offapi spectree falls back to unpkg.com: the policy then names
+that CDN too, and nothing else.)
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from flask import Response, current_app
 from attest.api.core import bp, spec
 
 CDN = "https://unpkg.com"
+# the one <style> element Swagger UI (offapi 0.1.4) creates at run time, allowed by its hash (Chromium names
+# it in the CSP error when it changes with a new Swagger UI: the page still works, unstyled in one spot)
+SWAGGER_RUNTIME_STYLE = "'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='"
 
 
 @bp.get("/openapi.json")
@@ -22,15 +27,28 @@ def openapi():
     return current_app.json.response(spec.spec)
 
 
+def docs_page(nonce: str) -> str:
+    page = spec.config.page_templates["swagger"].format(
+        spec_url="/api/v1/openapi.json", spec_path="api/v1/docs", **spec.config.swagger_oauth2_config())
+    return _with_nonce(_with_nonce(page, "script", nonce), "style", nonce)
+
+
+def _with_nonce(page: str, tag: str, nonce: str) -> str:
+    """A nonce on each inline <tag> block's opening tag. The inlined Swagger UI bundle itself contains the
+    text "<script>" in its strings, but never "</script>" (a browser would end the block there): so each
+    block's opening tag is the first "<tag>" after the previous block's end."""
+    blocks = page.split(f"</{tag}>")
+    return f"</{tag}>".join([b.replace(f"<{tag}>", f'<{tag} nonce="{nonce}">', 1) for b in blocks[:-1]] + blocks[-1:])
+
+
 @bp.get("/docs")
 def docs():
     nonce = secrets.token_urlsafe(16)
-    page = spec.config.page_templates["swagger"].format(
-        spec_url="/api/v1/openapi.json", spec_path="api/v1/docs", **spec.config.swagger_oauth2_config())
-    page = page.replace("<script>", f'<script nonce="{nonce}">')
+    page = docs_page(nonce)
+    cdn = f" {CDN}" if CDN in page else ""
     response = Response(page, mimetype="text/html")
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src 'nonce-{nonce}' {CDN}; style-src {CDN} 'unsafe-inline'; "
-        f"img-src 'self' data: {CDN}; connect-src 'self'; font-src {CDN}; frame-ancestors 'none'; "
+        f"default-src 'none'; script-src 'nonce-{nonce}'{cdn}; style-src 'self' 'nonce-{nonce}' {SWAGGER_RUNTIME_STYLE}{cdn}; "
+        f"img-src 'self' data:{cdn}; connect-src 'self'; font-src 'self'{cdn}; frame-ancestors 'none'; "
         "base-uri 'none'; form-action 'none'; object-src 'none'")
     return response
