@@ -62,6 +62,9 @@ spec = SpecTree(
     before=rewrite_validation_error,
     security_schemes=[SecurityScheme(name="bearer", data=SecuritySchemeData(type="http", scheme="bearer"))],
     security={"bearer": []},
+    # plain component names (`ErrorBody`, not `ErrorBody.f01dade`); tests/api check that none collide
+    naming_strategy=lambda model: model.__name__,
+    nested_naming_strategy=lambda _parent, child: child,
 )
 
 bp = Blueprint("api", __name__, url_prefix=PREFIX)

@@ -108,7 +108,7 @@ class SyncQueued(BaseModel):
     requested_by: str | None = None
 
 
-class Paging(BaseModel):
+class RunQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     after: str | None = Field(default=None, max_length=2000)
     limit: int = Field(default=50, ge=1, le=500)
@@ -246,10 +246,10 @@ def sync_source(source_id: int):
 
 @bp.get("/sources/<int:source_id>/runs")
 @requires("sources:read", "read_all")
-@spec.validate(query=Paging, resp=responses(RunList), tags=TAGS)
+@spec.validate(query=RunQuery, resp=responses(RunList), tags=TAGS)
 def source_runs(source_id: int):
     """The source's sync runs, newest first, with phases (when recorded), notes and failed parts."""
-    q: Paging = request.context.query
+    q: RunQuery = request.context.query
     _get(source_id)
     after = decode_cursor("runs", q.after)
     stmt = select(SyncRun).where(SyncRun.source_id == source_id)

@@ -40,6 +40,10 @@ def test_openapi_document_is_3_1_and_describes_every_api_route(app, client):
         path = str(rule).replace("<int:", "{").replace(">", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, (path, method)
+    names = list(doc["components"]["schemas"])
+    assert "ErrorBody" in names and all("." not in n for n in names), names
+    for ref in __import__("re").findall(r'"\$ref": "#/components/schemas/([^"]+)"', __import__("json").dumps(doc)):
+        assert ref in names, ref
     item_decide = doc["paths"]["/api/v1/items/{item_id}/decision"]["post"]["responses"]
     assert {"200", "401", "403", "404", "409", "412", "422", "429"} <= set(item_decide)
 
