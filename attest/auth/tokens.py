@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from attest.audit.log import record as audit
@@ -96,8 +96,11 @@ def create_token(session: Session, user: User, name: str, scopes: list[str], *, 
 
 
 def visible_tokens(session: Session, user: User) -> list[ApiToken]:
-    """The tokens a user manages: their own (personal and, for admins, the service tokens they own)."""
-    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
+    """The tokens a user manages: their own; admins also every service token (any admin may revoke one,
+    so that an automation's token can be stopped while its owner is away)."""
+    mine = ApiToken.user_id == user.id
+    where = or_(mine, ApiToken.kind == "service") if user.is_admin else mine
+    return list(session.scalars(select(ApiToken).where(where)
                                 .order_by(ApiToken.revoked_at.is_not(None), ApiToken.created_at.desc(), ApiToken.id)))
 
 

@@ -48,9 +48,20 @@ def test_refused_input_creates_nothing_and_others_tokens_cannot_be_revoked(nocsr
     svc = session.scalar(select(ApiToken).where(ApiToken.name == "ci"))
     assert svc.kind == "service" and svc.scopes == ["reviews:read", "sources:write"]
     login_as(nocsrf_app, client, api_world.a.manager_user)
+    assert 'data-token-name="ci"' not in client.get("/tokens").get_data(as_text=True)
     assert client.post(f"/tokens/{svc.id}/revoke").status_code == 404
     session.refresh(svc)
     assert svc.revoked_at is None
+    # another admin sees the service token (with its owner) and may stop it
+    from tests.factories import make_user
+
+    other_admin = make_user(session, "second.admin@acme.example", roles=("admin",))
+    session.commit()
+    login_as(nocsrf_app, client, other_admin)
+    assert "ada.admin@acme.example" in client.get("/tokens").get_data(as_text=True)
+    assert client.post(f"/tokens/{svc.id}/revoke").status_code == 303
+    session.refresh(svc)
+    assert svc.revoked_by == "second.admin@acme.example"
 
 
 def test_token_forms_need_the_csrf_token(app, client, session, api_world):
