@@ -13,7 +13,7 @@ from sqlalchemy import or_, select
 
 from attest.api.core import ApiError, bp, decode_cursor, encode_cursor, iso, requires, responses, spec
 from attest.entitlements import history, queries
-from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource
+from attest.entitlements.models import AccessChange, Account, Entitlement, Grant, Identity, Resource
 from attest.web import db, settings
 
 TAGS = ["entitlements"]
@@ -170,6 +170,26 @@ class GrantOut(BaseModel):
     first_seen_at: str
     ended_at: str | None = None
     ended_reason: str | None = None
+
+
+class ChangeOut(BaseModel):
+    id: int
+    at: str
+    change: str
+    reason: str | None = None
+    grant_id: int
+    entitlement_id: int
+    sync_run_id: int | None = None
+    source_id: int
+
+
+class ChangeList(BaseModel):
+    data: list[ChangeOut]
+    next: str | None = None
+
+
+class ChangeQuery(Paging):
+    since: str | None = Field(default=None, max_length=64, description="only changes at or after this moment")
 
 
 class GrantList(BaseModel):
@@ -351,3 +371,30 @@ def list_grants():
                       "principal_resource_id": g.principal_resource_id, "first_seen_at": iso(g.first_seen_at),
                       "ended_at": iso(g.ended_at), "ended_reason": g.ended_reason} for g in page],
             "next": encode_cursor("grants", page[-1].id) if len(rows) > q.limit else None}
+
+
+@bp.get("/accounts/<int:account_id>/changes")
+@requires("entitlements:read", "read_all")
+@spec.validate(query=ChangeQuery, resp=responses(ChangeList), tags=TAG_PEOPLE)
+def account_changes(account_id: int):
+    """The account's access history: every grant it was seen to gain or lose, newest first (one row per
+    grant added or ended by a sync, or ended by remediation), with the run that saw it."""
+    q: ChangeQuery = request.context.query
+    if db().get(Account, account_id) is None:
+        raise ApiError(404)
+    after = decode_cursor("changes", q.after)
+    if after is not None and not isinstance(after, int):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
+    since = _as_of(q.since)
+    stmt = (select(AccessChange, Grant.entitlement_id).join(Grant, Grant.id == AccessChange.grant_id)
+            .where(Grant.principal_account_id == account_id))
+    if since is not None:
+        stmt = stmt.where(AccessChange.at >= since.instant)
+    if after is not None:
+        stmt = stmt.where(AccessChange.id < after)
+    rows = db().execute(stmt.order_by(AccessChange.id.desc()).limit(q.limit + 1)).all()
+    page = rows[:q.limit]
+    return {"data": [{"id": c.id, "at": iso(c.at), "change": c.change, "reason": c.reason, "grant_id": c.grant_id,
+                      "entitlement_id": ent, "sync_run_id": c.sync_run_id, "source_id": c.source_id}
+                     for c, ent in page],
+            "next": encode_cursor("changes", page[-1][0].id) if len(rows) > q.limit else None}

@@ -316,3 +316,17 @@ def test_definition_from_yaml_preview_launch_and_close(session, api, api_world, 
     _error(api(token).post(f"/campaigns/{cid}/close", headers={"If-Match": '"stale"'}), 412)
     closed = api(token).post(f"/campaigns/{cid}/close", headers={"If-Match": etag})
     assert closed.status_code == 200 and closed.get_json()["status"] == "closed"
+
+
+def test_an_oidc_users_token_keeps_the_role_limits_the_idp_gives_them(session, api, api_world, make_token):
+    from tests.factories import make_user
+
+    user = make_user(session, "sso.auditor@acme.example")
+    user.oidc_subject, user.idp_roles = "sub-123", ["auditor"]
+    session.commit()
+    token = make_token(user, ["entitlements:read", "reviews:read"])
+    assert api(token).get("/identities").status_code == 200
+    user.idp_roles = []  # the IdP group was removed: refreshed at their next sign-in
+    session.commit()
+    _error(api(token).get("/identities"), 403)
+    _error(api(token).get(f"/campaigns/{api_world.a.campaign.id}/items"), 404)  # a reviewer of nothing here

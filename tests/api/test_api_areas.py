@@ -126,3 +126,23 @@ def test_source_sync_of_a_disabled_source_is_a_conflict(session, api, api_world,
     session.commit()
     r = api(token).post(f"/sources/{source.id}/sync")
     assert r.status_code == 409 and "disabled" in r.get_json()["error"]["message"]
+
+
+def test_an_accounts_access_history(session, api, api_world, make_token):
+    from attest.entitlements.models import AccessChange, Grant
+
+    item = api_world.a.items[0]
+    grant = session.get(Grant, item.grant_id)
+    t0 = utcnow() - timedelta(days=10)
+    session.add_all([AccessChange(source_id=grant.source_id, grant_id=grant.id, change="added", at=t0),
+                     AccessChange(source_id=grant.source_id, grant_id=grant.id, change="ended", reason="revoked",
+                                  at=t0 + timedelta(days=5))])
+    session.commit()
+    token = make_token(api_world.auditor, ["entitlements:read"])
+    first = api(token).get(f"/accounts/{item.account_id}/changes?limit=1").get_json()
+    assert [(c["change"], c["reason"], c["grant_id"]) for c in first["data"]] == [("ended", "revoked", grant.id)]
+    rest = api(token).get(f"/accounts/{item.account_id}/changes?after={first['next']}").get_json()
+    assert [c["change"] for c in rest["data"]] == ["added"] and rest["next"] is None
+    recent = api(token).get(f"/accounts/{item.account_id}/changes?since={(t0 + timedelta(days=1)):%Y-%m-%dT%H:%M:%SZ}")
+    assert [c["change"] for c in recent.get_json()["data"]] == ["ended"]
+    assert api(token).get("/accounts/987654321/changes").status_code == 404
