@@ -33,7 +33,13 @@ from spectree import Response as SpecResponse
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from sqlalchemy import select
 
-from attest.api.errors import ApiError, error_response, from_api_error, rewrite_validation_error
+from attest.api.errors import (
+    ApiError,
+    error_response,
+    from_api_error,
+    rewrite_response_validation_error,
+    rewrite_validation_error,
+)
 from attest.auth import tokens
 from attest.auth.models import ApiToken
 from attest.db import utcnow
@@ -60,6 +66,7 @@ spec = SpecTree(
     path="api/v1/docs",
     validation_error_status=422,
     before=rewrite_validation_error,
+    after=rewrite_response_validation_error,
     security_schemes=[SecurityScheme(name="bearer", data=SecuritySchemeData(type="http", scheme="bearer"))],
     security={"bearer": []},
     # plain component names (`ErrorBody`, not `ErrorBody.f01dade`); tests/api check that none collide

@@ -330,3 +330,13 @@ def test_an_oidc_users_token_keeps_the_role_limits_the_idp_gives_them(session, a
     session.commit()
     _error(api(token).get("/identities"), 403)
     _error(api(token).get(f"/campaigns/{api_world.a.campaign.id}/items"), 404)  # a reviewer of nothing here
+
+
+def test_an_answer_that_breaks_its_own_schema_is_a_500_in_the_error_shape(monkeypatch, api, api_world, make_token):
+    from attest.api import reviews
+
+    token = make_token(api_world.a.manager_user)
+    real = reviews.item_out
+    monkeypatch.setattr(reviews, "item_out", lambda i: {**real(i), "version": "one"})
+    err = _error(api(token).get(f"/items/{api_world.a.items[0].id}"), 500, "internal_error")
+    assert "version" not in err["message"]
