@@ -186,6 +186,8 @@ class ItemQuery(BaseModel):
     q: str | None = Field(default=None, max_length=200)
     reviewer: str | None = Field(default=None, max_length=20, description="admins/auditors: an identity id or none")
     outcome: str | None = Field(default=None, max_length=20)
+    role: str | None = Field(default=None, pattern="^(reviewer|co_reviewer)$",
+                             description="reviewers: co_reviewer lists the items escalated to them")
 
 
 class DecideIn(BaseModel):

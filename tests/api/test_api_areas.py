@@ -146,3 +146,16 @@ def test_an_accounts_access_history(session, api, api_world, make_token):
     recent = api(token).get(f"/accounts/{item.account_id}/changes?since={(t0 + timedelta(days=1)):%Y-%m-%dT%H:%M:%SZ}")
     assert [c["change"] for c in recent.get_json()["data"]] == ["ended"]
     assert api(token).get("/accounts/987654321/changes").status_code == 404
+
+
+def test_a_co_reviewer_lists_the_items_escalated_to_them(session, api, api_world, make_token):
+    escalated = session.get(ReviewItem, api_world.a.items[5].id)
+    escalated.co_reviewer_id = api_world.b_user.identity_id
+    session.commit()
+    bruno = make_token(api_world.b_user)
+    cid = api_world.a.campaign.id
+    own = {i["id"] for i in api(bruno).get(f"/campaigns/{cid}/items").get_json()["data"]}
+    assert own == {i.id for i in api_world.b_items}
+    co = api(bruno).get(f"/campaigns/{cid}/items?role=co_reviewer").get_json()["data"]
+    assert [i["id"] for i in co] == [escalated.id]
+    assert api(bruno).get(f"/items/{escalated.id}").status_code == 200
