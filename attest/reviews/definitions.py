@@ -1,6 +1,8 @@
 """Campaign definitions: parse (YAML or a dict), validate every field, fill defaults, store (audited).
 
-A mistake names the field as a dotted path and, for YAML, its line:
+What a definition may hold is described once, as pydantic models, in `attest.reviews.definition_schema`;
+this module adds what YAML brings and what needs the database. A mistake names the field as a dotted path
+and, for YAML, the line the user wrote (a missing key: its parent's line):
     scope.resource_typs (line 4): unknown key; did you mean resource_types?
 Named reviewers and the fallback reviewer are e-mails of identities that must exist, and scope sources
 must exist, when a definition is created or updated (checked against the database then).
@@ -11,68 +13,44 @@ every key of DEFAULTS, in this shape.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from attest.audit.log import record as audit
 from attest.db import utcnow
 from attest.entitlements.models import Identity, Source
+from attest.reviews.definition_schema import (  # noqa: F401 (the choices, importable from here as before)
+    COMMENT_RULES,
+    IDENTITY_KINDS,
+    IDENTITY_STATUSES,
+    NO_RESPONSE,
+    REMEDIATION,
+    CampaignDefinitionSpec,
+    problems,
+)
 from attest.reviews.models import CampaignDefinition
-from attest.reviews.routing import SELF_REVIEW_POLICIES, STAGE_KINDS
 
-NO_RESPONSE = ("keep", "revoke", "flag")
-COMMENT_RULES = ("on_revoke", "always", "never")
-REMEDIATION = ("automatic", "manual")
-IDENTITY_STATUSES = ("active", "suspended", "terminated")
-IDENTITY_KINDS = ("human", "service")
-
-DEFAULTS: dict[str, Any] = {
-    "name": None,
-    "description": None,
-    "scope": {
-        "sources": [],
-        "resource_types": [],
-        "resource_names": [],
-        "entitlements": [],
-        "privileged_only": False,
-        "identity": {"department": [], "status": [], "kind": []},
-        "include_orphaned": True,
-        "include_service_accounts": False,
-        "include_inherited": True,
-        "delta": False,
-    },
-    "stages": [{"reviewer": "manager", "identity": None}],
-    "fallback_reviewer": None,
-    "self_review": "reassign",
-    "timing": {
-        "duration_days": 14,
-        "reminders_days_before_due": [7, 2],
-        "escalate_after_days_overdue": 2,
-        "no_response": "keep",
-    },
-    "rules": {"comment_required": "on_revoke", "remediation": "manual", "bulk_approve_flagged": False},
-    "risk": {"dormant_days": 90, "stale_key_days": 90},
-    "controls": [],
-    "schedule": None,
-}
-
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+DEFAULTS: dict[str, Any] = {**CampaignDefinitionSpec(name="-").model_dump(), "name": None}
+"""The normalized spec of a definition that sets nothing but its name."""
 
 
 class DefinitionError(ValueError):
     """A definition is invalid; `field` is the dotted path of the offending field, `line` its YAML line."""
 
-    def __init__(self, message: str, field: str | None = None, line: int | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, line: int | None = None,
+                 problems: list[tuple[str | None, int | None, str]] | None = None) -> None:
         self.field = field
         self.line = line
         self.reason = message
+        # every mistake found, (field, line, message), first the one this error is about
+        self.problems = problems or [(field, line, message)]
         where = field or "definition"
         if line is not None:
             where += f" (line {line})"
@@ -122,7 +100,11 @@ def _yaml_lines(text: str) -> tuple[Any, dict[str, int]]:
     One composition (with `_DefinitionLoader`'s limits) gives both the line numbers and the data."""
     if len(text) > MAX_YAML_CHARS:
         raise DefinitionError(f"too long ({len(text):,} characters; a definition has at most {MAX_YAML_CHARS:,})")
-    loader = _DefinitionLoader(text)
+    try:
+        loader = _DefinitionLoader(text)  # PyYAML's reader refuses control characters here
+    except yaml.reader.ReaderError as exc:
+        raise DefinitionError(f"not valid YAML: character #x{exc.character:04x} is not allowed", None,
+                              text.count("\n", 0, exc.position) + 1) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -164,194 +146,36 @@ def _yaml_lines(text: str) -> tuple[Any, dict[str, int]]:
 # --- validation ---------------------------------------------------------------------------------------
 
 
-class _Validator:
-    def __init__(self, lines: Mapping[str, int]) -> None:
-        self.lines = lines
-
-    def fail(self, path: str, message: str) -> DefinitionError:
-        line = self.lines.get(path)
-        if line is None and "." in path:  # a missing key: point at its parent
-            parent = path.rsplit(".", 1)[0]
-            line = self.lines.get(parent)
-        return DefinitionError(message, path, line)
-
-    def mapping(self, value: Any, path: str, allowed: Mapping[str, Any]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"must be a mapping of {', '.join(allowed)}")
-        for key in value:
-            if not isinstance(key, str) or key not in allowed:
-                child = f"{path}.{key}" if path else str(key)
-                hint = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-                message = "unknown key" + (f"; did you mean {hint[0]}?" if hint else f"; expected one of {', '.join(allowed)}")
-                raise self.fail(child, message)
-        return dict(value)
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(path, f"must be true or false, not {value!r}")
-        return value
-
-    def integer(self, value: Any, path: str, low: int, high: int, nullable: bool = False) -> int | None:
-        if value is None and nullable:
+def _line(lines: Mapping[str, int], path: str) -> int | None:
+    """The YAML line of the field at `path`; for a value the user did not write (a key left out, a bare
+    value read as a list of one), the line of the nearest enclosing field the user wrote."""
+    if not path:
+        return 1 if lines else None
+    while path:
+        if path in lines:
+            return lines[path]
+        index = re.search(r"\[\d+\]$", path)
+        if index:  # drop the last index, else the last key
+            path = path[:index.start()]
+        elif "." in path:
+            path = path.rsplit(".", 1)[0]
+        else:
             return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"must be a whole number{' or null' if nullable else ''}, not {value!r}")
-        if not low <= value <= high:
-            raise self.fail(path, f"must be between {low} and {high}, not {value}")
-        return value
-
-    def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str:
-        if not isinstance(value, str) or value not in choices:
-            hint = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6) if isinstance(value, str) else []
-            message = f"must be one of {', '.join(choices)}, not {value!r}"
-            if hint:
-                message += f"; did you mean {hint[0]}?"
-            raise self.fail(path, message)
-        return value
-
-    def text(self, value: Any, path: str, max_len: int, nullable: bool = True) -> str | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            if nullable:
-                return None
-            raise self.fail(path, "is required")
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise self.fail(path, f"must be text, not {value!r}")
-        value = str(value).strip()
-        if len(value) > max_len:
-            raise self.fail(path, f"is longer than {max_len} characters")
-        return value
-
-    def strings(self, value: Any, path: str, choices: tuple[str, ...] | None = None) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            raise self.fail(path, "must be a list")
-        out: list[str] = []
-        for i, item in enumerate(value):
-            item_path = f"{path}[{i}]"
-            if isinstance(item, bool) or not isinstance(item, str | int) or not str(item).strip():
-                raise self.fail(item_path, f"must be non-empty text, not {item!r}")
-            item = str(item).strip()
-            if choices is not None:
-                self.choice(item, item_path, choices)
-            if item not in out:
-                out.append(item)
-        return out
-
-    def email(self, value: Any, path: str) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not _EMAIL.match(value.strip()):
-            raise self.fail(path, f"must be the e-mail address of an identity, not {value!r}")
-        return value.strip().lower()
+    return None
 
 
 def _validate(data: Any, lines: Mapping[str, int]) -> dict[str, Any]:
-    v = _Validator(lines)
-    if not isinstance(data, Mapping):
-        raise DefinitionError("a definition must be a mapping with at least `name`", None, 1 if lines else None)
-    top = v.mapping(data, "", DEFAULTS)
-    spec = copy.deepcopy(DEFAULTS)
-
-    spec["name"] = v.text(top.get("name"), "name", 200, nullable=False)
-    spec["description"] = v.text(top.get("description"), "description", 4000)
-
-    scope_in = v.mapping(top.get("scope"), "scope", DEFAULTS["scope"])
-    scope = spec["scope"]
-    for key in ("sources", "resource_types", "entitlements"):
-        if key in scope_in:
-            scope[key] = v.strings(scope_in[key], f"scope.{key}")
-    if "resource_names" in scope_in:
-        names = v.strings(scope_in["resource_names"], "scope.resource_names")
-        for i, pattern in enumerate(names):
-            if "[" in pattern or "]" in pattern:
-                raise v.fail(f"scope.resource_names[{i}]", "use * and ? in patterns; [ ] ranges are not supported")
-        scope["resource_names"] = names
-    for key in ("privileged_only", "include_orphaned", "include_service_accounts", "include_inherited", "delta"):
-        if key in scope_in:
-            scope[key] = v.boolean(scope_in[key], f"scope.{key}")
-    ident_in = v.mapping(scope_in.get("identity"), "scope.identity", DEFAULTS["scope"]["identity"])
-    scope["identity"] = {
-        "department": v.strings(ident_in.get("department"), "scope.identity.department"),
-        "status": v.strings(ident_in.get("status"), "scope.identity.status", IDENTITY_STATUSES),
-        "kind": v.strings(ident_in.get("kind"), "scope.identity.kind", IDENTITY_KINDS),
-    }
-
-    if "stages" in top:
-        raw = top["stages"]
-        if not isinstance(raw, list) or not raw:
-            raise v.fail("stages", "must be a list of one or more stages, e.g. [{reviewer: manager}]")
-        if len(raw) > 5:
-            raise v.fail("stages", "at most 5 stages")
-        stages = []
-        for i, item in enumerate(raw):
-            path = f"stages[{i}]"
-            if isinstance(item, str):
-                item = {"reviewer": item}
-            st = v.mapping(item, path, {"reviewer": None, "identity": None})
-            kind = v.choice(st.get("reviewer"), f"{path}.reviewer", STAGE_KINDS)
-            who = v.email(st.get("identity"), f"{path}.identity")
-            if kind == "identity" and who is None:
-                raise v.fail(f"{path}.identity", "reviewer: identity needs the e-mail of the reviewer in `identity`")
-            if kind != "identity" and who is not None:
-                raise v.fail(f"{path}.identity", f"only used with reviewer: identity (this stage is {kind})")
-            stages.append({"reviewer": kind, "identity": who})
-        spec["stages"] = stages
-
-    spec["fallback_reviewer"] = v.email(top.get("fallback_reviewer"), "fallback_reviewer")
-    if "self_review" in top:
-        spec["self_review"] = v.choice(top["self_review"], "self_review", SELF_REVIEW_POLICIES)
-
-    timing_in = v.mapping(top.get("timing"), "timing", DEFAULTS["timing"])
-    timing = spec["timing"]
-    if "duration_days" in timing_in:
-        timing["duration_days"] = v.integer(timing_in["duration_days"], "timing.duration_days", 1, 365)
-    if "reminders_days_before_due" in timing_in:
-        raw = timing_in["reminders_days_before_due"]
-        if raw is None:
-            raw = []
-        if not isinstance(raw, list):
-            raise v.fail("timing.reminders_days_before_due", "must be a list of days, e.g. [7, 2]")
-        days = [v.integer(d, f"timing.reminders_days_before_due[{i}]", 0, 365) for i, d in enumerate(raw)]
-        timing["reminders_days_before_due"] = sorted(set(days), reverse=True)
-    if "escalate_after_days_overdue" in timing_in:
-        timing["escalate_after_days_overdue"] = v.integer(
-            timing_in["escalate_after_days_overdue"], "timing.escalate_after_days_overdue", 0, 365, nullable=True)
-    if "no_response" in timing_in:
-        timing["no_response"] = v.choice(timing_in["no_response"], "timing.no_response", NO_RESPONSE)
-    for i, d in enumerate(timing["reminders_days_before_due"]):
-        if d >= timing["duration_days"]:
-            raise v.fail(f"timing.reminders_days_before_due[{i}]",
-                         f"a reminder {d} days before due is not inside a {timing['duration_days']}-day campaign")
-
-    rules_in = v.mapping(top.get("rules"), "rules", DEFAULTS["rules"])
-    if "comment_required" in rules_in:
-        spec["rules"]["comment_required"] = v.choice(rules_in["comment_required"], "rules.comment_required", COMMENT_RULES)
-    if "remediation" in rules_in:
-        spec["rules"]["remediation"] = v.choice(rules_in["remediation"], "rules.remediation", REMEDIATION)
-    if "bulk_approve_flagged" in rules_in:
-        spec["rules"]["bulk_approve_flagged"] = v.boolean(rules_in["bulk_approve_flagged"], "rules.bulk_approve_flagged")
-
-    risk_in = v.mapping(top.get("risk"), "risk", DEFAULTS["risk"])
-    for key in ("dormant_days", "stale_key_days"):
-        if key in risk_in:
-            spec["risk"][key] = v.integer(risk_in[key], f"risk.{key}", 1, 3650)
-
-    spec["controls"] = v.strings(top.get("controls"), "controls")
-    schedule = v.text(top.get("schedule"), "schedule", 100)
-    if schedule is not None:
-        try:
-            from attest.jobs import cron_trigger  # standard crontab, as the scheduler reads it
-
-            cron_trigger(schedule)
-        except ValueError as exc:
-            raise v.fail("schedule", f"not a valid cron expression ({exc}); e.g. \"0 9 1 1,4,7,10 *\"") from None
-    spec["schedule"] = schedule
-    return spec
+    """The normalized spec, or a DefinitionError about the mistake on the first line (a missing `name`,
+    which has no line, comes first; on one line an unknown key before a wrong value)."""
+    if isinstance(data, Mapping) and not isinstance(data, dict):
+        data = dict(data)
+    try:
+        return CampaignDefinitionSpec.model_validate(data).model_dump()
+    except ValidationError as exc:
+        found = sorted(((path or None, _line(lines, path), message) for path, message in problems(exc)),
+                       key=lambda p: (-1 if p[1] is None else p[1], not p[2].startswith("unknown key")))
+    field, line, message = found[0]
+    raise DefinitionError(message, field, line, found) from None
 
 
 def parse_definition(text_or_dict: str | Mapping[str, Any]) -> dict[str, Any]:

@@ -171,3 +171,47 @@ def test_schedule_is_standard_crontab_with_sunday_as_0_or_7():
     assert monday.weekday() == 0  # 2026-11-30 is a Monday
     sunday = cron_trigger("0 9 * * 7").get_next_fire_time(None, datetime(2026, 11, 28, tzinfo=UTC))
     assert sunday.weekday() == 6
+
+
+def test_a_short_campaign_fits_the_default_reminders_instead_of_failing_on_a_line_nobody_wrote():
+    # issue 20: a 5-day campaign in YAML failed on the default reminders (7 days) at a line the user never wrote
+    five = parse_definition("name: Short\ntiming:\n  duration_days: 5\n")
+    assert five["timing"]["reminders_days_before_due"] == [2]
+    assert parse_definition("name: Tiny\ntiming:\n  duration_days: 2\n")["timing"]["reminders_days_before_due"] == []
+    assert parse_definition({"name": "Short", "timing": {"duration_days": 5}})["timing"]["reminders_days_before_due"] == [2]
+    assert parse_definition("name: Long\n")["timing"]["reminders_days_before_due"] == [7, 2]
+    # reminders the user wrote are still checked, and the error points at the one outside the campaign
+    err = error("name: x\ntiming:\n  duration_days: 5\n  reminders_days_before_due:\n    - 2\n    - 6\n")
+    assert (err.field, err.line) == ("timing.reminders_days_before_due[1]", 6)
+    assert "a reminder 6 days before due is not inside a 5-day campaign" in str(err)
+    # a reminder written without a duration is measured against the default duration, on the user's line
+    err = error("name: x\ntiming:\n  reminders_days_before_due: [20]\n")
+    assert err.line == 3 and "not inside a 14-day campaign" in str(err)
+
+
+def test_every_error_points_at_a_line_the_user_wrote():
+    text = "name: x\nstages:\n  - identity: ciso@acme.example\ncontrols: SOC 2\nrisk:\n  dormant_days: 0\n"
+    err = error(text)
+    written = {i + 1 for i, line in enumerate(text.splitlines()) if line.strip()}
+    assert err.problems[0] == (err.field, err.line, err.reason)
+    assert {(f, line) for f, line, _ in err.problems} == {("stages[0].reviewer", 3), ("risk.dormant_days", 6)}
+    assert {line for _, line, _ in err.problems} <= written
+    assert str(err) == "stages[0].reviewer (line 3): is required (one of manager, resource_owner, identity)"
+
+
+@pytest.mark.parametrize("address", ["a..b@acme.example", "iam@acme", "iam@-acme.example", "iam@acme.local", "@acme.example"])
+def test_reviewer_emails_are_checked_by_email_validator(address):
+    err = error(f"name: x\nfallback_reviewer: '{address}'\n")
+    assert (err.field, err.line) == ("fallback_reviewer", 2)
+    assert "must be the e-mail address of an identity" in str(err)
+
+
+def test_reviewer_emails_are_stored_lower_case():
+    spec = parse_definition("name: x\nfallback_reviewer: ' IAM@Acme.Example '\nstages: [{reviewer: identity, identity: CISO@acme.example}]\n")
+    assert spec["fallback_reviewer"] == "iam@acme.example" and spec["stages"][0]["identity"] == "ciso@acme.example"
+
+
+def test_a_control_character_is_a_definition_error_with_its_line():
+    # PyYAML's reader refused it before the parser's own error handling (the API answered it by hand)
+    err = error("name: x\ndescription: bell\x07\n")
+    assert err.line == 2 and "not valid YAML: character #x0007 is not allowed" in str(err)
