@@ -26,7 +26,7 @@ from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 from flask_login import AnonymousUserMixin
 from pydantic import BaseModel
 from spectree import Response as SpecResponse
@@ -43,11 +43,9 @@ from attest.api.errors import (
 from attest.auth import tokens
 from attest.auth.models import ApiToken
 from attest.db import utcnow
-from attest.web import db, write
+from attest.web import db, settings, write
 
 PREFIX = "/api/v1"
-RATE_CAPACITY = 120  # burst
-RATE_PER_SECOND = 10.0  # sustained
 F = TypeVar("F", bound=Callable[..., Any])
 
 clock: Callable[[], datetime] = utcnow  # tests inject tests.factories.Clock here
@@ -185,8 +183,9 @@ def authenticate():
 
 
 def rate_settings() -> tuple[int, float]:
-    return (int(current_app.config.get("ATTEST_API_RATE_CAPACITY", RATE_CAPACITY)),
-            float(current_app.config.get("ATTEST_API_RATE_PER_SECOND", RATE_PER_SECOND)))
+    """(burst, calls per second): ATTEST_API_RATE_BURST and ATTEST_API_RATE_PER_SECOND."""
+    s = settings()
+    return int(s.api_rate_burst), float(s.api_rate_per_second)
 
 
 def take_from_bucket(row: ApiToken, now: datetime) -> tuple[bool, int, int, int]:

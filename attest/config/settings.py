@@ -129,6 +129,9 @@ class Settings:
     evidence_retention_days: int = 7
     # GET /metrics answers only to `Authorization: Bearer <this>`; "" = /metrics is 404 (attest/operations.py)
     metrics_token: str = ""
+    # the REST API's rate limit per token: a bucket of this many calls, refilled at this rate (attest/api/core.py)
+    api_rate_burst: int = 120
+    api_rate_per_second: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -335,6 +338,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         audit_checkpoint_lock_mode=lock_mode,
         evidence_retention_days=_int("ATTEST_EVIDENCE_RETENTION_DAYS", env("ATTEST_EVIDENCE_RETENTION_DAYS", "7"), 1),
         metrics_token=metrics_token,
+        api_rate_burst=_int("ATTEST_API_RATE_BURST", env("ATTEST_API_RATE_BURST", "120"), 1),
+        api_rate_per_second=_float("ATTEST_API_RATE_PER_SECOND", env("ATTEST_API_RATE_PER_SECOND", "10"), 0.01, 100000.0),
     )
     if settings.oidc_discovery_url and not settings.oidc_client_id:
         raise SettingsError("ATTEST_OIDC_CLIENT_ID is required when ATTEST_OIDC_DISCOVERY_URL is set")

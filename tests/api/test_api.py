@@ -229,7 +229,8 @@ def test_if_match_on_a_changed_source_is_412(session, api, api_world, make_token
 def test_rate_limit_per_token_answers_429_with_retry_after(app, monkeypatch, api, api_world, make_token):
     clock = Clock()
     monkeypatch.setattr(core, "clock", clock)
-    app.config.update(ATTEST_API_RATE_CAPACITY=3, ATTEST_API_RATE_PER_SECOND=0.5)
+    state = app.extensions["attest"]
+    state.settings = state.settings.replace(api_rate_burst=3, api_rate_per_second=0.5)
     token = make_token(api_world.admin, ["sources:read"])
     other = make_token(api_world.admin, ["sources:read"])
     remaining = [api(token).get("/sources").headers["RateLimit-Remaining"] for _ in range(3)]
@@ -340,3 +341,14 @@ def test_an_answer_that_breaks_its_own_schema_is_a_500_in_the_error_shape(monkey
     monkeypatch.setattr(reviews, "item_out", lambda i: {**real(i), "version": "one"})
     err = _error(api(token).get(f"/items/{api_world.a.items[0].id}"), 500, "internal_error")
     assert "version" not in err["message"]
+
+
+def test_rate_limit_settings_come_from_the_environment(tmp_path):
+    from attest.config import load_settings
+    from attest.config.settings import SettingsError
+
+    base = {"ATTEST_ENV": "test", "ATTEST_INSTANCE_PATH": str(tmp_path)}
+    s = load_settings(environ={**base, "ATTEST_API_RATE_BURST": "30", "ATTEST_API_RATE_PER_SECOND": "2.5"})
+    assert (s.api_rate_burst, s.api_rate_per_second) == (30, 2.5)
+    with pytest.raises(SettingsError, match="ATTEST_API_RATE_BURST"):
+        load_settings(environ={**base, "ATTEST_API_RATE_BURST": "0"})
