@@ -279,6 +279,7 @@ def register_blueprints(app: Flask) -> None:
     from attest.auth.views import bp as auth_bp
     from attest.entitlements.views import bp as entitlements_bp
     from attest.operations import bp as ops_bp
+    from attest.reviews.team_views import bp as team_bp
     from attest.reviews.views import bp as reviews_bp
     from attest.views import bp as home_bp
 
@@ -287,6 +288,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_admin_bp)
     app.register_blueprint(entitlements_bp)
     app.register_blueprint(reviews_bp)
+    app.register_blueprint(team_bp)
     app.register_blueprint(audit_bp)
     app.register_blueprint(ops_bp)
     api.init_app(app)  # /api/v1 (token auth, CSRF-exempt)

@@ -151,21 +151,24 @@ def load_item_for(session: Session, user: User, item_id: int, *, for_update: boo
     if item is None:
         raise NotFound("No such item.")
     mine = user.identity_id is not None and user.identity_id in (item.reviewer_id, item.co_reviewer_id)
-    if not mine and not user.can_read_all:
+    if not mine and not user.can_read_all and eligibility.acting_for(session, user.identity_id, item, utcnow()) is None:
         raise NotFound("No such item.")
     return item
 
 
-def _load_for_decision(session: Session, user: User, item_id: int) -> tuple[ReviewItem, Campaign]:
+def _load_for_decision(session: Session, user: User, item_id: int) -> tuple[ReviewItem, Campaign, int | None]:
+    """The item, its campaign, and the reviewer the user decides for (None: their own item; else the
+    delegator, while the user is their active delegate)."""
     item = load_item_for(session, user, item_id, for_update=True)
     mine = user.identity_id is not None and user.identity_id in (item.reviewer_id, item.co_reviewer_id)
-    if not mine:
+    on_behalf_of = None if mine else eligibility.acting_for(session, user.identity_id, item, utcnow())
+    if not mine and on_behalf_of is None:
         raise Forbidden("Only the item's reviewer can decide it; reassign it to change who reviews it.")
     _check_writer(user)
     _check_eligible(session, user.identity_id, item, "decide")
     campaign = session.get(Campaign, item.campaign_id)
     assert campaign is not None
-    return item, campaign
+    return item, campaign, on_behalf_of
 
 
 def _check_eligible(session: Session, identity_id: int | None, item: ReviewItem, what: str) -> None:
@@ -183,7 +186,7 @@ def decide(session: Session, user: User, item_id: int, decision: str, comment: s
            expected_version: int | None = None) -> ReviewItem:
     """Record `decision` on one item for its current stage. See the module docstring for the rules."""
     # who may decide comes first: input checks answer only about an item the user may see
-    item, campaign = _load_for_decision(session, user, item_id)
+    item, campaign, on_behalf_of = _load_for_decision(session, user, item_id)
     decision = (decision or "").strip().lower()
     comment = _clean_comment(comment)
     _require_active(campaign)
@@ -210,6 +213,7 @@ def decide(session: Session, user: User, item_id: int, decision: str, comment: s
     item.decided_by_user_id = user.id
     item.decided_by_identity_id = user.identity_id
     item.decided_at = now
+    item.decided_for_identity_id = on_behalf_of
     item.decided_in_bulk = False
     item.completed = final
     try:
@@ -221,9 +225,12 @@ def decide(session: Session, user: User, item_id: int, decision: str, comment: s
             raise StaleItem(_stale_message(None), item_id) from exc
         raise
     session.add(Decision(item_id=item.id, campaign_id=campaign.id, stage=stage, decision=decision, comment=comment,
-                         user_id=user.id, identity_id=user.identity_id, bulk=False, at=now))
+                         user_id=user.id, identity_id=user.identity_id, bulk=False, at=now,
+                         on_behalf_of_id=on_behalf_of))
     after: dict[str, Any] = {"decision": decision, "comment": comment, "stage": stage, "bulk": False,
                              "completed": final}
+    if on_behalf_of is not None:
+        after["on_behalf_of_id"] = on_behalf_of  # decided by a delegate (the actor) for this reviewer
     if not final:
         _advance(session, campaign, item, stage + 1)
         after["next_stage"] = item.stage
@@ -245,6 +252,7 @@ def _advance(session: Session, campaign: Campaign, item: ReviewItem, next_stage:
     item.comment = None
     item.decided_by_user_id = None
     item.decided_by_identity_id = None
+    item.decided_for_identity_id = None
     item.decided_at = None
     item.decided_in_bulk = False
     item.completed = False
@@ -257,6 +265,62 @@ def _stale_message(item: ReviewItem | None) -> str:
         return (f"Someone else changed this item at the same time (it is now '{item.decision}'). "
                 "Your decision was not saved: reload and decide again.")
     return "Someone else changed this item at the same time. Your decision was not saved: reload and decide again."
+
+
+# --- undo --------------------------------------------------------------------------------------------
+
+
+def undo(session: Session, user: User, item_id: int, expected_version: int | None = None) -> ReviewItem:
+    """Take back the item's current decision: the item is undecided again, the Decision row is marked
+    undone (kept, as every decision is), and the undo is audited (`review.undo`).
+
+    Only the person who took the decision may undo it (anyone else who may see the item: Forbidden), and
+    only while it could still be changed: the campaign active, the reviewer not signed off, no remediation
+    for the item. A decision that handed the item to the next stage cannot be undone (that stage is the
+    next reviewer's now: the item has no decision of this user's any more)."""
+    item = load_item_for(session, user, item_id, for_update=True)
+    _check_writer(user)
+    campaign = session.get(Campaign, item.campaign_id)
+    assert campaign is not None
+    if item.decision is None:
+        raise DecisionError("This item has no decision to undo.")
+    if item.decided_by_user_id != user.id:
+        raise Forbidden("Only the person who took a decision can undo it.")
+    _require_active(campaign)
+    if expected_version is not None and item.version != expected_version:
+        raise StaleItem(_stale_message(item), item.id)
+    signoff = _signed_off(session, campaign.id, (item.reviewer_id, item.co_reviewer_id))
+    if signoff is not None:
+        raise DecisionError(
+            f"This decision was signed off on {signoff.signed_off_at:%Y-%m-%d %H:%M} UTC and can no longer be undone.")
+    from attest.reviews.models import Remediation
+
+    if session.scalar(select(Remediation.id).where(Remediation.item_id == item.id)) is not None:
+        raise DecisionError("Remediation of this item has started: the decision can no longer be undone.")
+    before = {"decision": item.decision, "comment": item.comment, "stage": item.stage,
+              "decided_at": item.decided_at.isoformat() if item.decided_at else None,
+              "bulk": item.decided_in_bulk, "on_behalf_of_id": item.decided_for_identity_id}
+    now = utcnow()
+    item.decision = None
+    item.comment = None
+    item.decided_by_user_id = None
+    item.decided_by_identity_id = None
+    item.decided_for_identity_id = None
+    item.decided_at = None
+    item.decided_in_bulk = False
+    item.completed = False
+    try:
+        session.flush()
+    except StaleDataError as exc:
+        raise StaleItem(_stale_message(None), item_id) from exc
+    last = session.scalar(select(Decision).where(Decision.item_id == item.id, Decision.stage == item.stage,
+                                                 Decision.undone_at.is_(None)).order_by(Decision.id.desc()).limit(1))
+    if last is not None:
+        last.undone_at = now
+    audit(session, actor=_actor(user), action="review.undo", object_type="review_item", object_id=str(item.id),
+          before=before, after={"decision": None, "stage": item.stage}, campaign_id=campaign.id)
+    session.flush()
+    return item
 
 
 # --- bulk --------------------------------------------------------------------------------------------
@@ -372,7 +436,7 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
 
     now = utcnow()
     values = dict(decision=decision, comment=comment, decided_by_user_id=user.id, decided_by_identity_id=me,
-                  decided_at=now, decided_in_bulk=True, version=ReviewItem.version + 1)
+                  decided_for_identity_id=None, decided_at=now, decided_in_bulk=True, version=ReviewItem.version + 1)
     final = or_(literal(decision == "revoke"), ReviewItem.stage >= last_stage)
     taken: list[tuple[int, int, int | None, bool]] = []  # id, stage, reviewer, completed
     # a revoke, or a campaign of one stage, completes every item it takes: one UPDATE per chunk

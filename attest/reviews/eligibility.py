@@ -10,18 +10,25 @@ definition's fallback reviewer, then to the admin queue (`reviewer_id` None, `ro
 
 Every place that picks or checks a reviewer calls this module: launch and stage advance (through
 `routing`), escalation (`notify`), reassignment by admins and by reviewers, decisions single and bulk
-(`decisions`), and the evidence export that counts self-decisions (must be 0).
+(`decisions`), delegation while away (`delegation`), and the evidence export that counts self-decisions
+(must be 0).
+
+**Delegation**: while a delegation is active (`starts_at` <= now < `ends_at`, not ended early), the
+delegate may see and decide the delegator's items, except items about the delegate themself: those stay
+with the delegator (who is eligible for them, or the rule already moved them up the chain at routing).
+A delegate must be a person who can review at all, and never the delegator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from attest.entitlements.models import Account, Identity
-from attest.reviews.models import ReviewItem
+from attest.reviews.models import Delegation, ReviewItem
 
 ADMIN_QUEUE = "admin_queue"  # routed_by of an item nobody eligible could take: an admin must assign it
 MAX_CHAIN = 64  # a manager chain longer than this is a loop in the directory
@@ -47,9 +54,28 @@ class Directory:
     def __init__(self, session) -> None:
         self.session = session
         self._rows: dict[int, tuple[int | None, bool]] = {}
+        self._whole = False
+
+    @classmethod
+    def whole(cls, session) -> Directory:
+        """Every person read at once (one query), for a launch that routes the whole directory; a person
+        it did not read is not in the directory (no manager, not eligible) without asking again."""
+        directory = cls(session)
+        for iid, mid, status, kind, ended in session.execute(
+            select(Identity.id, Identity.manager_id, Identity.status, Identity.kind, Identity.ended_at)
+        ):
+            directory._rows[iid] = (mid, can_review_at_all(status, kind, ended))
+        directory._whole = True
+        return directory
+
+    def people(self) -> list[int]:
+        """The ids of the people read so far (everyone, for `whole`), in the order they were read."""
+        return list(self._rows)
 
     def _row(self, identity_id: int) -> tuple[int | None, bool]:
         if identity_id not in self._rows:
+            if self._whole:
+                return None, False
             row = self.session.execute(
                 select(Identity.manager_id, Identity.status, Identity.kind, Identity.ended_at)
                 .where(Identity.id == identity_id)).first()
@@ -141,3 +167,48 @@ def sql_self_decided() -> ColumnElement[bool]:
     the evidence counts them from the item's own columns, so `evidence verify` can recount them offline."""
     return and_(ReviewItem.decided_by_identity_id.is_not(None),
                 ReviewItem.decided_by_identity_id == ReviewItem.identity_id)
+
+
+# --- delegation while away ------------------------------------------------------------------------------
+
+
+def delegation_problem(delegator_id: int | None, delegate_id: int | None,
+                       eligible: Callable[[int], bool] = _always) -> str | None:
+    """Why `delegate_id` may not stand in for `delegator_id` (None: they may)."""
+    if delegator_id is None:
+        return "Your sign-in is not linked to a person in the directory, so you have no reviews to delegate."
+    if delegate_id is None:
+        return "Choose the person who reviews for you while you are away."
+    if delegate_id == delegator_id:
+        return "You cannot delegate to yourself: choose a colleague."
+    if not eligible(delegate_id):
+        return "That person cannot review (they have left, are inactive, or are not a person)."
+    return None
+
+
+def sql_delegation_active(now: datetime) -> ColumnElement[bool]:
+    """SQL over review_delegation: the delegation is in force at `now`."""
+    return and_(Delegation.starts_at <= now, Delegation.ends_at > now, Delegation.ended_at.is_(None))
+
+
+def delegators_of(session, delegate_id: int | None, now: datetime) -> list[int]:
+    """The reviewers `delegate_id` currently stands in for (ordered by id)."""
+    if delegate_id is None:
+        return []
+    return sorted(set(session.scalars(select(Delegation.delegator_id).where(
+        Delegation.delegate_id == delegate_id, sql_delegation_active(now)))))
+
+
+def acting_for(session, identity_id: int | None, item: ReviewItem, now: datetime) -> int | None:
+    """The reviewer of `item` on whose behalf `identity_id` may act now (their active delegate), or None.
+    Never for an item about `identity_id` itself: that stays with the delegator."""
+    if identity_id is None:
+        return None
+    for reviewer in (item.reviewer_id, item.co_reviewer_id):
+        if reviewer is None or reviewer == identity_id:
+            continue
+        if reviewer in delegators_of(session, identity_id, now):
+            if not may_review(identity_id, item_subjects(session, item)):
+                return None
+            return reviewer
+    return None

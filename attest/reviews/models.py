@@ -155,6 +155,8 @@ class ReviewItem(Base):
     decided_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     decided_by_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # a delegate decided: the reviewer they decided for (migration 0019)
+    decided_for_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))
     decided_in_bulk: Mapped[bool] = mapped_column(Boolean, default=False)
     completed: Mapped[bool] = mapped_column(Boolean, default=False)  # final stage decided, or a revoke
     outcome: Mapped[str | None] = mapped_column(String(10))  # set at close: keep | revoke | flag
@@ -195,6 +197,34 @@ class Decision(Base):
     identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))
     bulk: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    on_behalf_of_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))  # decided by a delegate for them
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # undone by the person who took it
+
+
+class Delegation(Base):
+    """A reviewer (delegator) away: their delegate sees and decides their items from `starts_at` until
+    `ends_at` (or until ended early). Items about the delegate stay with the delegator (reviews/eligibility).
+    Migration 0019."""
+
+    __tablename__ = "review_delegation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delegator_id: Mapped[int] = mapped_column(ForeignKey("identity.id"))
+    delegate_id: Mapped[int] = mapped_column(ForeignKey("identity.id"))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_by: Mapped[str | None] = mapped_column(String(320))
+
+    __table_args__ = (
+        CheckConstraint("delegator_id <> delegate_id", name="not_self"),
+        CheckConstraint("ends_at > starts_at", name="period"),
+        Index("ix_review_delegation_delegate", "delegate_id", "ends_at"),
+        Index("ix_review_delegation_delegator", "delegator_id", "ends_at"),
+    )
 
 
 class ReviewerSignoff(Base):

@@ -30,7 +30,7 @@ from attest.db import utcnow
 from attest.entitlements import history as access_history
 from attest.entitlements.models import Grant, Identity, Source
 from attest.inputs import parse_int
-from attest.reviews import decisions, queries
+from attest.reviews import decisions, eligibility, item_notes, queries
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.models import CAMPAIGN_STATUSES, Campaign, CampaignDefinition, ReviewerSignoff, ReviewItem
 from attest.web import db, settings, state, write
@@ -130,7 +130,7 @@ def _inbox_context(session, current: queries.MyCampaign, filters: queries.InboxF
         "writable": campaign.status == "active" and not (current_user.is_auditor and not current_user.is_admin),
         "signed_off": current.signed_off_at is not None,
         "comment_rule": ((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
-        **_row_context(),
+        **_row_context(), **item_notes.row_notes(session, page.rows),
     }
 
 
@@ -143,15 +143,19 @@ def _row_response(item: ReviewItem, status: int = 200, error: str | None = None)
     session = db()
     me = current_user.identity_id
     campaign = session.get(Campaign, item.campaign_id)
-    counts = queries.inbox_counts(session, me, campaign.id) if me else None
     mine = me is not None and me in (item.reviewer_id, item.co_reviewer_id)
-    signed_off = bool(me) and session.scalar(select(ReviewerSignoff.id).where(
-        ReviewerSignoff.campaign_id == campaign.id, ReviewerSignoff.reviewer_id == me)) is not None
+    # a delegate's row: the counts and sign-off are those of the reviewer they decide for
+    acting = None if mine else eligibility.acting_for(session, me, item, utcnow())
+    reviewer = acting or me
+    counts = queries.inbox_counts(session, reviewer, campaign.id) if reviewer else None
+    signed_off = bool(reviewer) and session.scalar(select(ReviewerSignoff.id).where(
+        ReviewerSignoff.campaign_id == campaign.id, ReviewerSignoff.reviewer_id == reviewer)) is not None
     return render_template(
-        "reviews/_decide_response.html", item=item, campaign=campaign, counts=counts, error=error, mine=mine,
-        writable=campaign.status == "active", signed_off=signed_off,
+        "reviews/_decide_response.html", item=item, campaign=campaign, counts=counts, error=error,
+        mine=mine or acting is not None, writable=campaign.status == "active", signed_off=signed_off,
+        delegator=acting,
         comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
-        **_row_context(),
+        **_row_context(), **item_notes.row_notes(session, [item]),
     ), status
 
 
@@ -191,7 +195,8 @@ def decide(item_id: int):
         return _refused(item_id, exc)
     row = db().get(ReviewItem, item_id)
     me = current_user.identity_id
-    if row is not None and me not in (row.reviewer_id, row.co_reviewer_id):
+    if row is not None and me not in (row.reviewer_id, row.co_reviewer_id) and \
+            eligibility.acting_for(db(), me, row, utcnow()) is None:
         # approved on a stage that is not the last: the item went on to the next stage's reviewer
         nxt = db().get(Identity, row.reviewer_id) if row.reviewer_id else None
         message = f"Decided; passed on to {nxt.display_name if nxt else 'an administrator'} for stage {row.stage + 1}."

@@ -122,6 +122,54 @@ def _signoff(v: View) -> Iterator[Req]:
         yield Req("POST", f"/reviews/campaigns/{cid}/signoff", {}, target)
 
 
+def _team_person(v: View) -> Iterator[Req]:
+    """A report of the viewer's (the persons of their items report to them), the other manager's, nobody."""
+    yield Req("GET", f"/team/{v.w.managers[v.me].items[0].identity_id}?on=2026-01-31", target=OWN)
+    yield Req("GET", f"/team/{v.w.managers[v.other].items[0].identity_id}", target=FOREIGN)
+    yield Req("GET", f"/team/{v.w.managers[v.other].identity.id}", target=FOREIGN)
+    yield Req("GET", f"/team/{MISSING}", target=GONE)
+
+
+def _delegate(v: View) -> Iterator[Req]:
+    for label, data in (("valid", {"to": v.w.stranger.email, "starts": "2026-01-01", "ends": "2099-01-01",
+                                   "reason": "leave"}),
+                        ("to myself", {"to": v.w.managers[v.me].identity.email, "starts": "2026-01-01",
+                                       "ends": "2099-01-01"}),
+                        ("bad dates", {"to": v.w.stranger.email, "starts": "soon", "ends": "later"}),
+                        ("unknown delegate", {"to": "nobody@nowhere.example", "starts": "2026-01-01",
+                                              "ends": "2099-01-01"})):
+        yield Req("POST", "/reviews/delegation", data, label=label)
+
+
+def _end_delegation(v: View) -> Iterator[Req]:
+    yield Req("POST", f"/reviews/delegation/{v.w.delegations[v.me].id}/end", {}, OWN)
+    yield Req("POST", f"/reviews/delegation/{v.w.delegations[v.other].id}/end", {}, FOREIGN)
+    yield Req("POST", f"/reviews/delegation/{MISSING}/end", {}, GONE)
+
+
+def _delegated_inbox(v: View) -> Iterator[Req]:
+    """The viewer stands in for nobody: every delegated inbox is someone else's (404 to managers)."""
+    for who in ("A", "B"):
+        for query in ("", f"?campaign={v.w.shared.id}&q=Person", "?after=abc"):
+            yield Req("GET", f"/reviews/for/{v.w.managers[who].identity.id}{query}", target=FOREIGN)
+    yield Req("GET", f"/reviews/for/{MISSING}", target=GONE)
+
+
+def _undo(v: View) -> Iterator[Req]:
+    for target, iid in _targets(v):
+        yield Req("POST", f"/reviews/items/{iid}/undo", {"version": "1"}, target)
+    yield Req("POST", f"/reviews/items/{v.w.managers[v.me].items[2].id}/undo", {}, OWN, label="decided")
+
+
+def _reassign_mine(v: View) -> Iterator[Req]:
+    stranger = v.w.stranger.email
+    for target, cid in [*_targets(v, item=False), (OWN, v.w.shared.id)]:
+        for label, data in (("valid", {"to": stranger, "reason": "leave", "q": "Person"}),
+                            ("no reason", {"to": stranger, "reason": ""}),
+                            ("unknown reassignee", {"to": "nobody@nowhere.example", "reason": "leave"})):
+            yield Req("POST", f"/reviews/campaigns/{cid}/reassign-mine", data, target, label=label)
+
+
 def _get(path: str) -> Callable[[View], Iterator[Req]]:
     return lambda v: iter([Req("GET", path)])
 
@@ -168,6 +216,14 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "reviews.reassign": (USER, _reassign),
     "reviews.bulk": (USER, _bulk),
     "reviews.sign_off": (USER, _signoff),
+    "team.index": (USER, _get("/team")),
+    "team.person": (USER, _team_person),
+    "team.delegation_page": (USER, _get("/reviews/delegation")),
+    "team.delegate": (USER, _delegate),
+    "team.end_delegation": (USER, _end_delegation),
+    "team.delegated_inbox": (USER, _delegated_inbox),
+    "team.undo": (USER, _undo),
+    "team.reassign_mine": (USER, _reassign_mine),
     # API tokens: everyone manages their own (a missing or someone else's token: 404)
     "tokens.index": (USER, _get("/tokens")),
     "tokens.create": (USER, _post("/tokens", {"name": "ci", "scopes": "reviews:read", "days": "30"},

@@ -9,6 +9,7 @@ manager's answers never contain the other's data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,7 @@ from attest.auth.models import User
 from attest.db import utcnow
 from attest.entitlements.models import Account, Identity
 from attest.reviews.definitions import create_definition
-from attest.reviews.models import Campaign, CampaignDefinition, Remediation, ReviewItem
+from attest.reviews.models import Campaign, CampaignDefinition, Delegation, Remediation, ReviewItem
 from tests.factories import make_identity, make_source, make_user
 from tests.reviews.factories import make_campaign, make_grant, make_item
 
@@ -48,6 +49,7 @@ class World:
     remediation: Remediation
     stranger: Identity  # a person anyone may reassign to (not the subject of any item)
     account: Account
+    delegations: dict[str, Delegation] = field(default_factory=dict)  # each manager's, to the stranger, planned
 
     def user(self, role: str) -> User | None:
         return {"admin": self.admin, "auditor": self.auditor, "manager_a": self.managers["A"].user,
@@ -81,6 +83,7 @@ def _items_for(session: Session, manager: Manager, campaign: Campaign, source, n
         if i == n - 1:  # one decided item with a comment
             item.decision, item.comment = "approve", f"{mark} comment: still needed"
             item.decided_at, item.decided_by_identity_id = utcnow(), manager.identity.id
+            item.decided_by_user_id = manager.user.id
         manager.items.append(item)
     session.flush()
 
@@ -109,4 +112,12 @@ def build_world(session: Session) -> World:
     session.flush()
     account = session.get(Account, managers["B"].items[0].account_id)
     assert account is not None
-    return World(admin, auditor, managers, shared, definition, remediation, stranger, account)
+    # each manager's delegation to the stranger, planned for later (nobody stands in for anyone now)
+    later = utcnow() + timedelta(days=30)
+    delegations = {}
+    for key, m in managers.items():
+        delegations[key] = Delegation(delegator_id=m.identity.id, delegate_id=stranger.id, starts_at=later,
+                                      ends_at=later + timedelta(days=7), created_by=m.user.email)
+        session.add(delegations[key])
+    session.flush()
+    return World(admin, auditor, managers, shared, definition, remediation, stranger, account, delegations)

@@ -1,0 +1,285 @@
+"""A manager's daily pages beside the inbox: My team (reports' access, risk first, with its history),
+delegation while away (and the delegate's view of the items they stand in for), undo of a decision, and
+reassigning all or a filtered set of one's items.
+
+Views parse, check permission, call one service (`team`, `delegation`, `decisions`), render. A manager
+asking about a person who is not below them, a delegation that is not theirs, or a reviewer they do not
+stand in for gets 404, never 403 (nobody learns what exists).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from attest.db import utcnow
+from attest.entitlements import history as access_history
+from attest.entitlements import team as team_service
+from attest.entitlements.models import Identity
+from attest.entitlements.queries import identity_accounts
+from attest.inputs import parse_int
+from attest.reviews import decisions, delegation, eligibility, queries
+from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
+from attest.reviews.models import Delegation
+from attest.web import db, settings, write
+
+bp = Blueprint("team", __name__)
+
+PAGE_SIZE = 50
+
+
+@bp.context_processor
+def _clock() -> dict[str, Any]:
+    return {"now": utcnow}
+
+
+@bp.app_context_processor
+def _menu() -> dict[str, Any]:
+    """`has_reports()` for the menu (asked only when the menu is drawn)."""
+
+    def has_reports() -> bool:
+        me = getattr(current_user, "identity_id", None) if current_user.is_authenticated else None
+        if me is None:
+            return False
+        return db().scalar(select(Identity.id).where(Identity.manager_id == me, Identity.ended_at.is_(None))
+                           .limit(1)) is not None
+
+    def standing_in_for() -> list[tuple[Delegation, Identity | None]]:
+        me = getattr(current_user, "identity_id", None) if current_user.is_authenticated else None
+        rows = delegation.received(db(), me)
+        return [(d, db().get(Identity, d.delegator_id)) for d in rows]
+
+    return {"has_reports": has_reports, "standing_in_for": standing_in_for, "risk_help": RISK_HELP}
+
+
+# --- My team ----------------------------------------------------------------------------------------------
+
+
+@bp.get("/team")
+@login_required
+def index():
+    session = db()
+    me = current_user.identity_id
+    reports = team_service.team(session, me) if me is not None else []
+    return render_template("reviews/team.html", reports=reports, summary=team_service.summary(reports),
+                           risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES,
+                           risk_help=RISK_HELP)
+
+
+@bp.get("/team/<int:identity_id>")
+@login_required
+def person(identity_id: int):
+    """One report's access now, or on a past day (?on=YYYY-MM-DD): only for people below the manager."""
+    session = db()
+    if not team_service.is_report(session, current_user.identity_id, identity_id):
+        abort(404)
+    identity = session.get(Identity, identity_id) or abort(404)
+    try:
+        as_of = access_history.resolve_as_of(request.args, settings().zone)
+    except access_history.AsOfError as exc:
+        abort(400, str(exc))
+    accounts = identity_accounts(session, identity_id)
+    access = access_history.access_at(session, accounts, as_of)
+    rows = team_service.access_of(accounts, access.held, {identity.id: identity})
+    return render_template("reviews/team_person.html", identity=identity, accounts=accounts, access=access,
+                           rows=rows, as_of=as_of, risk_labels=queries.RISK_LABELS,
+                           risk_classes=queries.RISK_CLASSES, risk_help=RISK_HELP)
+
+
+# --- delegation -------------------------------------------------------------------------------------------
+
+
+@bp.get("/reviews/delegation")
+@login_required
+def delegation_page():
+    session = db()
+    me = current_user.identity_id
+    return render_template("reviews/delegation.html", given=delegation.given(session, me),
+                           received=delegation.received(session, me), people=_people(session),
+                           today=utcnow().date(), error=None)
+
+
+def _people(session) -> dict[int, Identity]:
+    me = current_user.identity_id
+    rows = delegation.given(session, me) + delegation.received(session, me)
+    ids = {d.delegator_id for d in rows} | {d.delegate_id for d in rows}
+    return {i.id: i for i in session.scalars(select(Identity).where(Identity.id.in_(ids)))} if ids else {}
+
+
+def _day(raw: str | None, field: str) -> datetime:
+    try:
+        day = datetime.strptime((raw or "").strip(), "%Y-%m-%d").date()
+    except ValueError as exc:
+        raise delegation.DelegationError(f"Give the {field} date as YYYY-MM-DD.") from exc
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@bp.post("/reviews/delegation")
+@login_required
+def delegate():
+    from attest.reviews.views import _find_person
+
+    try:
+        with write() as session:
+            target = _find_person(session, request.form.get("to", ""))
+            if target is None:
+                raise delegation.DelegationError(
+                    f"Nobody in the directory has the e-mail {request.form.get('to', '').strip() or '(empty)'}.")
+            starts = _day(request.form.get("starts"), "from")
+            # "until" is the last day away, inclusive: the delegation ends at the end of that day
+            ends = _day(request.form.get("ends"), "until") + timedelta(days=1)
+            row = delegation.create(session, current_user, target.id, starts, ends, request.form.get("reason"))
+            name, until = target.display_name, row.ends_at
+    except Forbidden as exc:
+        abort(403, str(exc))
+    except delegation.DelegationError as exc:
+        db().rollback()
+        flash(str(exc), "danger")
+        return redirect(url_for("team.delegation_page")), 303
+    flash(f"{name} reviews for you until {until:%Y-%m-%d %H:%M} UTC. You can end it at any time.", "success")
+    return redirect(url_for("team.delegation_page")), 303
+
+
+@bp.post("/reviews/delegation/<int:delegation_id>/end")
+@login_required
+def end_delegation(delegation_id: int):
+    try:
+        with write() as session:
+            delegation.end(session, current_user, delegation_id)
+    except NotFound:
+        abort(404)
+    except Forbidden as exc:
+        abort(403, str(exc))
+    flash("Delegation ended: your items are yours alone again.", "success")
+    return redirect(url_for("team.delegation_page")), 303
+
+
+@bp.get("/reviews/for/<int:delegator_id>")
+@login_required
+def delegated_inbox(delegator_id: int):
+    """The items of a reviewer the signed-in user stands in for (an active delegation), except items
+    about the delegate themself, which stay with the reviewer."""
+    session = db()
+    me = current_user.identity_id
+    if delegator_id not in eligibility.delegators_of(session, me, utcnow()):
+        abort(404)
+    delegator = session.get(Identity, delegator_id) or abort(404)
+    theirs = queries.my_campaigns(session, delegator_id)
+    campaign_id = parse_int(request.args.get("campaign"), low=0)
+    if campaign_id is None and theirs:
+        campaign_id = theirs[0].campaign.id
+    current = next((m for m in theirs if m.campaign.id == campaign_id), None)
+    if campaign_id is not None and current is None:
+        abort(404)
+    context: dict[str, Any] = {"campaigns": theirs, "current": current, "delegator": delegator}
+    if current is not None:
+        filters = queries.InboxFilters.from_args(request.args)
+        filters.role = "reviewer"
+        try:
+            page = queries.inbox(session, delegator_id, current.campaign.id, filters,
+                                 after=request.args.get("after"), limit=PAGE_SIZE)
+        except queries.BadCursor as exc:
+            abort(400, str(exc))
+        # the items about the delegate stay with the reviewer: not shown, counted
+        about_me = [i for i in page.rows if not eligibility.may_review(me, eligibility.item_subjects(session, i))]
+        if about_me:
+            keep = [i for i in page.rows if i not in about_me]
+            page = queries.InboxPage(keep, page.next_after, queries.group_by_person(keep))
+        campaign = current.campaign
+        context.update(
+            campaign=campaign, filters=filters, page=page, counts=current.counts, bulk_counts=None, selection=None,
+            held_back=None, flagged_in_bulk=False, options=queries.filter_options(session, delegator_id, campaign.id),
+            writable=campaign.status == "active" and not (current_user.is_auditor and not current_user.is_admin),
+            signed_off=current.signed_off_at is not None, hidden_about_me=len(about_me),
+            comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
+            **_row_context())
+        if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == "inbox-items":
+            return render_template("reviews/_items.html", **context)
+    return render_template("reviews/inbox.html", **context)
+
+
+def _row_context() -> dict[str, Any]:
+    from attest.reviews.views import _row_context as rows
+
+    return rows()
+
+
+# --- undo ---------------------------------------------------------------------------------------------------
+
+
+@bp.post("/reviews/items/<int:item_id>/undo")
+@login_required
+def undo(item_id: int):
+    from attest.reviews import views as review_views
+
+    version = parse_int(request.form.get("version"), low=0)
+    try:
+        with write() as session:
+            item = decisions.undo(session, current_user, item_id, expected_version=version)
+            campaign_id = item.campaign_id
+    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
+        return review_views._refused(item_id, exc)
+    row = decisions.load_item_for(db(), current_user, item_id)
+    if request.headers.get("HX-Request") == "true":
+        return review_views._row_response(row)
+    flash("Decision undone: the item is undecided again.", "success")
+    return redirect(url_for("reviews.inbox", campaign=campaign_id)), 303
+
+
+# --- reassign all or a filtered set of my items ----------------------------------------------------------------
+
+
+@bp.post("/reviews/campaigns/<int:campaign_id>/reassign-mine")
+@login_required
+def reassign_mine(campaign_id: int):
+    from attest.reviews.views import _find_person
+
+    session = db()
+    me = current_user.identity_id
+    if not queries.is_my_campaign(session, me, campaign_id):
+        abort(404)
+    filters = queries.InboxFilters.from_args(request.form)
+    back = url_for("reviews.inbox", campaign=campaign_id, **filters.as_args())
+    try:
+        with write() as session:
+            target = _find_person(session, request.form.get("to", ""))
+            if target is None:
+                raise DecisionError(f"Nobody in the directory has the e-mail {request.form.get('to', '').strip() or '(empty)'}.")
+            ids = queries.selection_ids(session, me, campaign_id, filters)
+            result = delegation.reassign_mine(session, current_user, campaign_id, ids, target.id,
+                                              request.form.get("reason", ""))
+            name = target.display_name
+    except NotFound:
+        abort(404)
+    except Forbidden as exc:
+        abort(403, str(exc))
+    except DecisionError as exc:
+        db().rollback()
+        flash(str(exc), "danger")
+        return redirect(back), 303
+    n = result.moved
+    left = result.explain()
+    flash(f"Reassigned {n:,} item{'s' if n != 1 else ''} to {name}." + (" Left with you: " + "; ".join(left) + "." if left else ""),
+          "success" if not left else "warning")
+    return redirect(url_for("reviews.inbox", campaign=campaign_id)), 303
+
+
+# what makes each risk badge: the legend on the inbox and on My team (attest/entitlements/risk.py's rules)
+RISK_HELP = {
+    "privileged": "the permission is an administrator, owner or other privileged one",
+    "dormant": "the account (or the app, where the source records its use) has not been used for 90 days or more",
+    "orphaned": "the account belongs to no person in the directory",
+    "terminated": "the person has left (terminated in the identity provider) but still holds the access",
+    "service_account": "a non-human account",
+    "new_since_last_review": "granted after the previous review of this kind",
+    "via_group": "held through a group rather than directly (revoking it means a group change)",
+    "stale_access_key": "an active access key unused for 90 days or more",
+    "no_mfa": "the source says the account has no multi-factor authentication",
+    "trust_outside_org": "a role that a principal outside the organisation may assume",
+    "wildcard_trust": "a role whose trust policy allows any principal (*)",
+}
+HIGH_RISKS = ("privileged", "terminated", "trust_outside_org", "wildcard_trust")  # the red badges
