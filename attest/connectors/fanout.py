@@ -13,12 +13,13 @@ open, what was already emitted) in plain local variables, without locks.
   pool; the rest wait in a queue, so a million small tasks cost a million small tuples, not futures.
 - Errors: a task's `on_error` turns its failure into records (a `PartFailed` for that part: the rest of
   the source still syncs) or re-raises it. Any other error (a fetch without `on_error`, or a `then` that
-  raises) stops the fan-out: tasks not started are dropped, `stop` is set so fetches that watch it give up
-  early, the running ones are waited for (no thread outlives the call) and the error propagates, the first
-  one to happen (`ordered=False`) or the first in submission order (`ordered=True`).
+  raises) stops the fan-out: tasks not started are dropped, `halted` is set so fetches that watch it give
+  up early, the running ones are waited for (no thread outlives the call) and the error propagates, the
+  first one to happen (`ordered=False`) or the first in submission order (`ordered=True`).
 - Cancellation: closing the generator (the consumer stopped reading) or setting `stop` from outside ends
   the fan-out the same way; an outside `stop` raises `Cancelled`, so a partial read is never mistaken for
-  a whole one.
+  a whole one. The fan-out only reads `stop` (the caller may use the same event for its own hand-over);
+  it signals its own end through `halted`.
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ class FanOutStats:
 
 
 def fan_out(tasks: Iterable[Task], *, workers: int, ordered: bool = False, stop: threading.Event | None = None,
-            window: int | None = None, name: str = "fanout", stats: FanOutStats | None = None) -> Iterator[Any]:
+            halted: threading.Event | None = None, window: int | None = None, name: str = "fanout",
+            stats: FanOutStats | None = None) -> Iterator[Any]:
     """Run `tasks` (and every task their `then` yields) on at most `workers` threads; yield the records.
 
     See the module docstring for order, errors and cancellation."""
     workers = max(1, int(workers))
     window = max(workers, window or workers * 2)
     stop = stop if stop is not None else threading.Event()
+    halted = halted if halted is not None else threading.Event()
     stats = stats if stats is not None else FanOutStats()
     lock = threading.Lock()
     backlog: deque[Task] = deque(tasks)
@@ -76,7 +79,7 @@ def fan_out(tasks: Iterable[Task], *, workers: int, ordered: bool = False, stop:
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
     def run(task: Task) -> Any:
-        if stop.is_set():
+        if stop.is_set() or halted.is_set():
             raise Cancelled(f"{name}: stopped before {task.key!r} was read")
         with lock:
             stats.tasks += 1
@@ -140,7 +143,7 @@ def fan_out(tasks: Iterable[Task], *, workers: int, ordered: bool = False, stop:
         completed = True
     finally:
         if not completed:
-            stop.set()  # fetches that watch it stop early; tasks not started yet never start
+            halted.set()  # fetches that watch it stop early; tasks not started yet never start
         backlog.clear()
         for _, future in pending:
             future.cancel()

@@ -115,7 +115,7 @@ def test_first_error_propagates_and_nothing_more_starts():
             yield Task(i, lambda i=i: fetch(i))
 
     with pytest.raises(RuntimeError, match="HTTP 500 on task 0"):
-        list(fan_out(tasks(), workers=2, stop=stop, name="t-error"))
+        list(fan_out(tasks(), workers=2, halted=stop, name="t-error"))
     assert len(started) <= 4  # the running ones and the window's queued ones, never the backlog
     assert threads("t-error") == []
 
@@ -187,7 +187,7 @@ def test_closing_the_generator_stops_running_fetches_and_starts_no_more():
             assert stop.wait(TIMEOUT), "the fan-out did not tell running fetches to stop"
         return [i]
 
-    gen = fan_out([Task(i, lambda i=i: fetch(i)) for i in range(50)], workers=2, ordered=True, stop=stop,
+    gen = fan_out([Task(i, lambda i=i: fetch(i)) for i in range(50)], workers=2, ordered=True, halted=stop,
                   name="t-close")
     assert next(gen) == 0
     gen.close()
@@ -217,3 +217,16 @@ def test_an_outside_stop_raises_cancelled_instead_of_a_partial_result():
             release.set()
     assert "late" not in out
     assert threads("t-stop") == []
+
+
+def test_an_error_does_not_set_the_callers_stop():
+    """The caller may use `stop` for its own hand-over (Okta's reader thread puts the error in a queue
+    while `stop` is clear): the fan-out reads it and never sets it."""
+    stop, halted = threading.Event(), threading.Event()
+
+    def boom():
+        raise RuntimeError("HTTP 500")
+
+    with pytest.raises(RuntimeError):
+        list(fan_out([Task("x", boom)], workers=2, stop=stop, halted=halted))
+    assert halted.is_set() and not stop.is_set()
