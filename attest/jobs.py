@@ -1,7 +1,7 @@
 """The scheduler (`attest scheduler`) and its job lease.
 
 Jobs (`job_table`): each enabled Source with a `schedule` is synced on its cron; recurring campaign
-launches (`campaigns.due_to_launch`), closes at the due date (`campaigns.due_to_close`), review e-mail
+launches (`schedule.due_to_launch`), closes at the due date (`schedule.due_to_close`), review e-mail
 (`notify.send_pending`) and remediation runs (`remediation.run_pending`) run every few minutes; the audit
 chain's head is checkpointed outside the database every minute with new events (`audit:checkpoint`); the
 evidence bundles asked for on the web are built one at a time (`evidence:export`, attest.audit.export_jobs:
@@ -449,10 +449,10 @@ def job_launch(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
     nobody can review and no fallback reviewer) changes nothing, is logged with its reason on the lease
     row `campaigns:launch:<definition id>`, and is retried at most once per LAUNCH_RETRY.
     """
-    from attest.reviews import campaigns
+    from attest.reviews import campaigns, schedule
 
     with _transaction(ctx) as session:
-        due = campaigns.due_to_launch(session, now)
+        due = schedule.due_to_launch(session, now)
     launched, errors = [], []
     for definition_id in due:
         lease = f"campaigns:launch:{definition_id}"
@@ -498,11 +498,11 @@ def auto_close_at(campaign: Any) -> datetime | None:
 
 def job_close(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
     """Close every active campaign that is due (see `auto_close_at` for campaigns that escalate)."""
-    from attest.reviews import campaigns
+    from attest.reviews import campaigns, schedule
     from attest.reviews.models import Campaign
 
     with _transaction(ctx) as session:
-        due = [cid for cid in campaigns.due_to_close(session, now)
+        due = [cid for cid in schedule.due_to_close(session, now)
                if (at := auto_close_at(session.get(Campaign, cid))) is not None and at <= now]
     closed, errors = [], []
     for campaign_id in due:

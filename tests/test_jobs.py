@@ -420,7 +420,7 @@ def test_the_launch_job_launches_recurring_definitions_once_per_schedule(fresh_d
 
 
 def test_a_failing_recurring_launch_is_retried_hourly_not_every_minute(fresh_db, monkeypatch):
-    from attest.reviews import campaigns
+    from attest.reviews import campaigns, schedule
 
     calls = []
 
@@ -431,7 +431,7 @@ def test_a_failing_recurring_launch_is_retried_hourly_not_every_minute(fresh_db,
         calls.append(definition_id)
         raise campaigns.CampaignError("3 items are unroutable and the definition has no fallback_reviewer")
 
-    monkeypatch.setattr(campaigns, "due_to_launch", refuse)
+    monkeypatch.setattr(schedule, "due_to_launch", refuse)
     monkeypatch.setattr(campaigns, "create_campaign", create)
     (ctx,) = _contexts(fresh_db, 1)
     spec = next(s for s in jobs.FIXED_JOBS if s.kind == "launch")

@@ -23,7 +23,7 @@ from attest.entitlements import risk
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Source
 from attest.entitlements.queries import effective_access
 from attest.entitlements.sync import run_sync
-from attest.reviews import campaigns
+from attest.reviews import campaigns, schedule
 from attest.reviews.campaigns import CampaignError
 from attest.reviews.definitions import create_definition
 from attest.reviews.models import Campaign, CampaignExclusion, Remediation, ReviewItem
@@ -349,15 +349,15 @@ def test_due_to_close_and_due_to_launch(synced):
     session = synced
     definition = define(session, schedule="0 9 1 * *")  # the first of each month, 09:00 UTC
     definition.created_at = datetime(2026, 3, 15, tzinfo=UTC)
-    assert campaigns.due_to_launch(session, datetime(2026, 3, 31, 23, 0, tzinfo=UTC)) == []
-    assert campaigns.due_to_launch(session, datetime(2026, 4, 1, 9, 0, tzinfo=UTC)) == [definition.id]
+    assert schedule.due_to_launch(session, datetime(2026, 3, 31, 23, 0, tzinfo=UTC)) == []
+    assert schedule.due_to_launch(session, datetime(2026, 4, 1, 9, 0, tzinfo=UTC)) == [definition.id]
     campaign = launch(session, definition, now=datetime(2026, 4, 1, 9, 0, 5, tzinfo=UTC))
-    assert campaigns.due_to_launch(session, datetime(2026, 4, 20, tzinfo=UTC)) == []
-    assert campaigns.due_to_launch(session, datetime(2026, 5, 1, 9, 1, tzinfo=UTC)) == [definition.id]
-    assert campaigns.due_to_close(session, datetime(2026, 4, 14, tzinfo=UTC)) == []
-    assert campaigns.due_to_close(session, datetime(2026, 4, 15, 9, 1, tzinfo=UTC)) == [campaign.id]
+    assert schedule.due_to_launch(session, datetime(2026, 4, 20, tzinfo=UTC)) == []
+    assert schedule.due_to_launch(session, datetime(2026, 5, 1, 9, 1, tzinfo=UTC)) == [definition.id]
+    assert schedule.due_to_close(session, datetime(2026, 4, 14, tzinfo=UTC)) == []
+    assert schedule.due_to_close(session, datetime(2026, 4, 15, 9, 1, tzinfo=UTC)) == [campaign.id]
     definition.enabled = False
-    assert campaigns.due_to_launch(session, datetime(2026, 5, 1, 9, 1, tzinfo=UTC)) == []
+    assert schedule.due_to_launch(session, datetime(2026, 5, 1, 9, 1, tzinfo=UTC)) == []
 
 
 def test_cli_create_preview_launch_close(synced, app, tmp_path):
