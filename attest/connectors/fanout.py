@@ -9,8 +9,9 @@ open, what was already emitted) in plain local variables, without locks.
 - Order: `ordered=False` hands results over as tasks finish (the fastest order); `ordered=True` in the
   order the tasks were submitted (a task yielded by `then` joins the queue at that point), so the output
   is the same run after run whatever the upstream's latency.
-- Bounded: at most `workers` fetches run at once and at most `window` (2 x workers) are handed to the
-  pool; the rest wait in a queue, so a million small tasks cost a million small tuples, not futures.
+- Bounded: at most `workers` fetches run at once and at most `window` (2 x workers) unfinished ones are
+  handed to the pool; the rest wait in a queue, so a million small tasks cost a million small tuples, not
+  futures. (`ordered`: finished results wait for the slower ones before them, while the pool goes on.)
 - Errors: a task's `on_error` turns its failure into records (a `PartFailed` for that part: the rest of
   the source still syncs) or re-raises it. Any other error (a fetch without `on_error`, or a `then` that
   raises) stops the fan-out: tasks not started are dropped, `halted` is set so fetches that watch it give
@@ -76,6 +77,7 @@ def fan_out(tasks: Iterable[Task], *, workers: int, ordered: bool = False, stop:
     lock = threading.Lock()
     backlog: deque[Task] = deque(tasks)
     pending: deque[tuple[Task, Future]] = deque()  # submitted, not yet handed over (submission order)
+    inflight: set[Future] = set()  # submitted, not finished: at most `window`
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
     def run(task: Task) -> Any:
@@ -92,9 +94,14 @@ def fan_out(tasks: Iterable[Task], *, workers: int, ordered: bool = False, stop:
                 stats.running -= 1
 
     def pump() -> None:
-        while backlog and len(pending) < window:
+        """Hand queued tasks to the pool while fewer than `window` of its futures are unfinished."""
+        nonlocal inflight
+        inflight = {f for f in inflight if not f.done()}
+        while backlog and len(inflight) < window:
             task = backlog.popleft()
-            pending.append((task, pool.submit(run, task)))
+            future = pool.submit(run, task)
+            pending.append((task, future))
+            inflight.add(future)
 
     def outcome(task: Task, future: Future) -> Iterable[Any]:
         exc = future.exception()
@@ -106,26 +113,24 @@ def fan_out(tasks: Iterable[Task], *, workers: int, ordered: bool = False, stop:
         return task.then(result) if task.then is not None else (result if result is not None else ())
 
     def finished() -> list[tuple[Task, Future]]:
-        """The tasks to hand over now (waits for at least one)."""
-        if ordered:
-            head = pending[0][1]
-            while not head.done():
-                wait([head], timeout=0.5)
-                if stop.is_set():
-                    raise Cancelled(f"{name}: stopped")
-            out = []
-            while pending and pending[0][1].done():
-                out.append(pending.popleft())
-            return out
+        """The tasks to hand over now: every finished one (`ordered`: the finished ones at the head of the
+        submission order). Waits for one, refilling the pool meanwhile, so a slow task at the head of an
+        ordered fan-out never leaves workers idle."""
         while True:
-            done, _ = wait([f for _, f in pending], timeout=0.5, return_when=FIRST_COMPLETED)
             if stop.is_set():
                 raise Cancelled(f"{name}: stopped")
-            if done:
-                out = [(t, f) for t, f in pending if f in done]
+            if ordered:
+                out = []
+                while pending and pending[0][1].done():
+                    out.append(pending.popleft())
+            else:
+                out = [(t, f) for t, f in pending if f.done()]
                 for item in out:
                     pending.remove(item)
+            if out:
                 return out
+            wait(inflight, timeout=0.5, return_when=FIRST_COMPLETED)
+            pump()
 
     completed = False
     try:

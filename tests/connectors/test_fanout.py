@@ -230,3 +230,23 @@ def test_an_error_does_not_set_the_callers_stop():
     with pytest.raises(RuntimeError):
         list(fan_out([Task("x", boom)], workers=2, stop=stop, halted=halted))
     assert halted.is_set() and not stop.is_set()
+
+
+def test_a_slow_task_at_the_head_of_an_ordered_fan_out_does_not_hold_the_others_back():
+    """Ordered output waits for the head, but the pool goes on reading what follows it meanwhile."""
+    others, lock, all_others_read = 0, threading.Lock(), threading.Event()
+
+    def head():
+        assert all_others_read.wait(TIMEOUT), "the tasks after a slow head were not read while it ran"
+        return ["head"]
+
+    def other(i):
+        nonlocal others
+        with lock:
+            others += 1
+            if others == 20:
+                all_others_read.set()
+        return [i]
+
+    tasks = [Task("head", head)] + [Task(i, lambda i=i: other(i)) for i in range(20)]
+    assert list(fan_out(tasks, workers=2, ordered=True)) == ["head", *range(20)]
