@@ -76,7 +76,7 @@ SITTING_GAP_SECONDS = 1800  # a longer pause between two decisions starts a new 
 ITEM_COLUMNS = (
     "item_id", "person", "email", "department", "person_status", "account", "account_kind", "system",
     "resource", "resource_type", "entitlement", "privileged", "via", "risks", "risk_score", "reviewer",
-    "reviewer_email", "decision", "comment", "decided_by", "decided_at", "decided_in_bulk", "outcome",
+    "reviewer_email", "decision", "comment", "decided_by", "decided_on_behalf_of", "decided_at", "decided_in_bulk", "outcome",
     "outcome_reason", "remediation_mode", "remediation_status", "remediation_executed_at",
     "verification_sync_run", "reappeared_sync_run", "person_identity_id", "decided_by_identity_id",
 )
@@ -323,12 +323,13 @@ def items_query(campaign_id: int, dialect: str) -> Select:
     rm = Remediation.__table__
     rv = aliased(Identity.__table__, name="rv")
     dv = aliased(Identity.__table__, name="dv")
+    fv = aliased(Identity.__table__, name="fv")  # the reviewer a delegate decided for (issue 20)
     return (
         select(
             ri.c.id, ri.c.person_name, ri.c.person_email, ri.c.person_department, ri.c.person_status,
             ri.c.account_login, ri.c.account_kind, ri.c.source_name, ri.c.resource_name, ri.c.resource_type,
             ri.c.entitlement_name, _yes(ri.c.privileged), ri.c.via, _risks(ri.c.risks, dialect), ri.c.risk_score,
-            rv.c.display_name, rv.c.email, ri.c.decision, ri.c.comment, dv.c.display_name,
+            rv.c.display_name, rv.c.email, ri.c.decision, ri.c.comment, dv.c.display_name, fv.c.display_name,
             _ts(ri.c.decided_at, dialect), _yes(ri.c.decided_in_bulk), ri.c.outcome, ri.c.outcome_reason,
             rm.c.mode, rm.c.status, _ts(rm.c.executed_at, dialect), rm.c.verified_run_id, rm.c.reappeared_run_id,
             ri.c.identity_id, ri.c.decided_by_identity_id,
@@ -336,6 +337,7 @@ def items_query(campaign_id: int, dialect: str) -> Select:
         .select_from(ri)
         .outerjoin(rv, rv.c.id == ri.c.reviewer_id)
         .outerjoin(dv, dv.c.id == ri.c.decided_by_identity_id)
+        .outerjoin(fv, fv.c.id == ri.c.decided_for_identity_id)
         .outerjoin(rm, rm.c.item_id == ri.c.id)
         .where(ri.c.campaign_id == campaign_id)
         .order_by(ri.c.id)
@@ -398,7 +400,7 @@ def _write_items_xlsx(session: Session, path: str, campaign_id: int, dialect: st
                        "comments": "Evidence bundle; the SHA-256 of this file is in manifest.json"})
     head = wb.add_format({"bold": True, "bg_color": "#E9ECEF", "border": 1})
     widths = {"person": 22, "email": 28, "account": 26, "resource": 28, "entitlement": 22, "via": 24, "risks": 24,
-              "reviewer": 20, "reviewer_email": 26, "comment": 30, "decided_by": 20, "decided_at": 20,
+              "reviewer": 20, "reviewer_email": 26, "comment": 30, "decided_by": 20, "decided_on_behalf_of": 20, "decided_at": 20,
               "remediation_executed_at": 20}
     per_sheet = XLSX_MAX_ROWS - 1
     sheet, sheet_rows, sheets, rows = None, per_sheet, 0, 0

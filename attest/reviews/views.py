@@ -172,7 +172,7 @@ def item(item_id: int):
         Identity.id.in_([x for x in (row.reviewer_id, row.co_reviewer_id, row.decided_by_identity_id) if x])))}
     history = queries.item_history(session, item_id)
     hist_people = {i.id: i for i in session.scalars(select(Identity).where(
-        Identity.id.in_([h.identity_id for h in history if h.identity_id])))} if history else {}
+        Identity.id.in_([i for h in history for i in (h.identity_id, h.on_behalf_of_id) if i])))} if history else {}
     mine = current_user.identity_id in (row.reviewer_id, row.co_reviewer_id)
     grant = session.get(Grant, row.grant_id)
     held_since = access_history.since_of(session, [grant])[grant.id] if grant is not None else None

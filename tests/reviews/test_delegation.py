@@ -220,3 +220,33 @@ def test_reassign_mine_needs_a_reason_and_touches_only_my_items(session, setup, 
                                       colleague[0].id, "leave")
     assert result.moved == 0
     assert {i.reviewer_id for i in other.items} == {other.manager.id}
+
+
+def test_the_evidence_names_the_delegate_and_the_reviewer_they_decided_for(session, factory, settings, tmp_path,
+                                                                             setup, colleague):
+    import csv
+    import io
+    import json
+    import zipfile
+
+    from attest.audit import evidence
+    from attest.reviews import campaigns
+
+    delegate_identity, delegate_user = colleague
+    _delegate(session, setup, colleague)
+    decisions.decide(session, delegate_user, setup.items[1].id, "revoke", comment="not needed")
+    decisions.decide(session, setup.manager_user, setup.items[2].id, "approve")
+    campaigns.close(session, setup.campaign.id, "admin@acme.example")
+    session.commit()
+    path = tmp_path / "evidence.zip"
+    evidence.export_bundle(factory, settings, setup.campaign.id, path, actor="auditor@acme.example")
+    assert evidence.verify_bundle(path, evidence.load_signing_key(settings).public_key()) == []
+    with zipfile.ZipFile(path) as zf:
+        rows = {r["item_id"]: r for r in csv.DictReader(io.TextIOWrapper(zf.open("items.csv"), encoding="utf-8"))}
+        events = [json.loads(line) for line in zf.read("audit.jsonl").decode().splitlines() if line.strip()]
+    by_delegate, own = rows[str(setup.items[1].id)], rows[str(setup.items[2].id)]
+    assert (by_delegate["decided_by"], by_delegate["decided_on_behalf_of"]) == ("Colin Colleague", "Maria Manager")
+    assert by_delegate["decided_by_identity_id"] == str(delegate_identity.id)
+    assert (own["decided_by"], own["decided_on_behalf_of"]) == ("Maria Manager", "")
+    decided = [e for e in events if e.get("action") == "review.decide" and e.get("object_id") == str(setup.items[1].id)]
+    assert decided and decided[0]["after"]["on_behalf_of_id"] == setup.manager.id

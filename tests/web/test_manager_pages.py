@@ -272,3 +272,16 @@ def test_rows_name_the_manual_task_the_apps_last_use_readable_names_and_every_pa
     assert "also held via Ops" in row
     assert "What the risk badges mean" in page
     assert session.get(Grant, grant.id) is not None and session.get(Entitlement, ent.id) is not None
+
+
+def test_the_item_page_says_who_decided_for_whom_and_what_was_undone(nocsrf, client, session, setup):
+    colleague_user = setup.extra["colleague"][1]
+    _delegate(session, setup)
+    decisions.decide(session, setup.manager_user, setup.items[1].id, "approve")
+    decisions.undo(session, setup.manager_user, setup.items[1].id)
+    decisions.decide(session, colleague_user, setup.items[1].id, "approve")
+    session.commit()
+    login_as(nocsrf, client, setup.manager_user)
+    page = _text(client.get(f"/reviews/items/{setup.items[1].id}"))
+    assert "Colin Colleague <span class=\"on-behalf\">on behalf of Maria Manager</span>" in page
+    assert page.count('class="text-muted undone"') == 1
