@@ -124,7 +124,8 @@ def test_delegation_from_the_page_lets_the_colleague_decide_on_my_behalf(nocsrf,
     assert "Reviews for Maria Manager" in theirs
     assert "Alice Archer" in theirs and "Colin-Payroll" not in theirs
     assert "1 item is about your own access: it stays with Maria Manager" in theirs
-    assert "js-signoff" not in theirs and "js-bulk-unflagged" not in theirs  # sign-off and bulk stay the manager's
+    # sign-off, bulk and reassigning stay the manager's
+    assert "js-signoff" not in theirs and "js-bulk-unflagged" not in theirs and "reassign-box" not in theirs
 
     item = setup.items[1]
     r = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}, headers=HX)
