@@ -47,7 +47,7 @@ class HeldGrant:
     @property
     def how(self) -> str:
         # a path the source names in the grant (AWS role assumption: "role assumption: user X -> role Y
-        # in account Z", attest.connectors.aws_trust), then the groups it is held through
+        # in account Z", attest.connectors.aws.trust), then the groups it is held through
         path = (self.grant.attributes or {}).get("via_path")
         parts = [f"via {path}"] if isinstance(path, str) and path else []
         if self.via:

@@ -15,7 +15,7 @@ Signals (ReviewItem.risks) and what they mean:
   (never used: created before that).
 - no_mfa: the source says the account has no MFA.
 - trust_outside_org: an AWS role assumption path whose trust policy names a principal outside the
-  organization (`trust_outside_org` true in the grant's attributes; see attest.connectors.aws_trust).
+  organization (`trust_outside_org` true in the grant's attributes; see attest.connectors.aws.trust).
 - wildcard_trust: an AWS role assumption path through a wildcard principal ("*", `"AWS": "*"`, with or
   without conditions: `wildcard_trust` true in the grant's attributes).
 

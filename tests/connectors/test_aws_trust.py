@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from attest.connectors.aws_trust import (
+from attest.connectors.aws.trust import (
     AccountIam,
     parse_principal,
     policy_allows_assume,

@@ -421,7 +421,7 @@ def test_a_revoke_is_done_only_when_a_follow_up_read_confirms_it(org, factory, s
     a 200 to RemoveUserFromGroup is not proof the access is gone. Here the membership is still there when
     the connector reads it back (re-added behind its back): the revoke is `unconfirmed`, not done; without
     the interference the same revoke is `done`."""
-    import attest.connectors.aws as aws
+    import attest.connectors.aws.provisioning as aws  # the module whose VERIFY_TRIES the revoke reads
 
     monkeypatch.setattr(aws, "VERIFY_TRIES", 2)
     _sync(factory, settings)

@@ -47,6 +47,14 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from attest.connectors.aws.policies import (
+    _as_list,
+    _document,
+    admin_statements,
+    is_privileged_policy,
+    policy_name_from_arn,
+)
+from attest.connectors.aws.transforms import account_ref
 from attest.connectors.base import AccountRecord, EntitlementRecord, GrantRecord, Record, ResourceRecord
 
 TRUST_PART = "aws:trust"  # role trust paths are resolved across accounts: one part for all of them
@@ -61,18 +69,6 @@ ORG_CONDITION_KEYS = ("aws:principalorgid", "aws:principalorgpaths", "aws:princi
 SSO_ROLE_RE = re.compile(r"^AWSReservedSSO_(?P<ps>.+)_(?P<hash>[0-9a-f]{8,32})$")
 SKIPPED_TARGET_PATHS = ("/aws-service-role/", "/aws-reserved/")
 ARN_RE = re.compile(r"^arn:(?P<partition>aws[\w-]*):(?P<service>iam|sts)::(?P<account>\d{12}):(?P<rest>.+)$")
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _document(doc: Any) -> dict[str, Any]:
-    from attest.connectors.aws import _document as parse
-
-    return parse(doc)
 
 
 # --- trust policy statements ----------------------------------------------------------------------
@@ -277,8 +273,6 @@ def external_principal_ref(principal: str) -> str:
 
 def _role_privilege(acct: AccountIam, role: Mapping[str, Any], docs: Mapping[str, Any],
                     extra: Iterable[str]) -> list[str]:
-    from attest.connectors.aws import admin_statements, is_privileged_policy, policy_name_from_arn
-
     reasons: list[str] = []
     for p in role.get("AttachedManagedPolicies") or ():
         arn = p.get("PolicyArn", "")
@@ -403,8 +397,6 @@ def trust_records(accounts: Iterable[AccountIam], org_account_ids: Iterable[str]
     """The role-assumption records of every role of `accounts` (see the module doc). `org_account_ids`:
     every account of the organization (also those not read: a principal of an account of the organization
     that was not selected is still inside it). Every record is in part TRUST_PART."""
-    from attest.connectors.aws import account_ref
-
     accts = list(accounts)
     org_ids = set(org_account_ids) | {a.id for a in accts}
     callers = {a.id: _Caller(a) for a in accts}
