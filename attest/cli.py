@@ -207,26 +207,16 @@ def sources_list(as_json: bool) -> None:
 @needs_keys
 def sources_test(name: str) -> None:
     """Check that Attest can reach and read the source with its credentials."""
-    from attest.connectors.base import ConnectorError
-    from attest.entitlements.sources import SourceError, build_connector, get_source
+    from attest.entitlements.sources import SourceError, test_connection
 
     with _state().factory() as session:
         try:
-            source = get_source(session, name)
-            connector = build_connector(source, _state().settings)
+            result = test_connection(session, _state().settings, name)
         except SourceError as exc:
             _fail(str(exc))
-    from attest.redact import redact
-
-    try:
-        connector.validate()
-    except (ConnectorError, ValueError) as exc:  # the upstream's words, without a secret it may echo
-        _fail(f"{name}: {redact(exc, connector.secrets)}")
-    except Exception as exc:  # network errors and the like: say what, not a traceback
-        _fail(f"{name}: {type(exc).__name__}: {redact(exc, connector.secrets)}")
-    finally:
-        connector.close()
-    click.echo(f"{name}: ok ({connector.calls} API calls)")
+    if not result.ok:
+        _fail(f"{name}: {result.message}")
+    click.echo(f"{name}: {result.message}")
 
 
 @sources_group.command("disable")

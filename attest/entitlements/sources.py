@@ -1,6 +1,14 @@
-"""Sources: add, update, list, test, disable, sync requests; secrets encrypted at rest with MultiFernet.
+"""Sources: add, update, list, test, disable/enable, sync requests, runs; secrets encrypted at rest with MultiFernet.
 
 Secrets are decrypted only to build a connector; they are never returned to a page, a log or an export.
+
+The CLI (`attest sources ...`), the source pages and the REST API all call these functions, so each rule
+lives here once. Public functions:
+
+- `add_source` (refuses with SourceError; its `errors` maps each refused field to why: `new_source_errors`),
+  `update_source`, `disable_source`, `enable_source`, `request_sync`: the changes, each audited;
+- `test_connection`: the connector's own check (`validate()`), its words redacted, as a ConnectionTest;
+- `list_sources`, `runs_page`, `run_phases`, `run_summary`, `secret_names`, `source_kinds`: what pages and exports read.
 """
 
 from __future__ import annotations
@@ -28,7 +36,16 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class SourceError(ValueError):
-    """A user-caused problem with a source; the message says what."""
+    """A user-caused problem with a source; the message says what.
+
+    `field` names the setting, secret or form field the (first) problem is about when it is about one
+    (`name`, `kind`, `schedule`, `authoritative`, a setting's or secret's name), else None; `errors` maps
+    every field found wrong to its message ("" for a problem of the whole form), first problem first."""
+
+    def __init__(self, message: str, field: str | None = None, errors: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.errors: dict[str, str] = dict(errors) if errors else ({field or "": message})
 
 
 def fernet(settings: Settings) -> MultiFernet:
@@ -103,6 +120,85 @@ def get_source(session: Session, name: str) -> Source:
     return source
 
 
+_FIELD_RE = re.compile(r"^(?:unknown )?(?:setting|secret) '?([A-Za-z0-9_]+)'?")
+
+
+def _field_of(kind: str, message: str) -> str | None:
+    """The setting or secret a connector's validation message is about ("setting 'orgs' is required...",
+    "setting concurrency must be a whole number...", "api_url must use https..."), or None."""
+    m = _FIELD_RE.match(message)
+    if m:
+        return m.group(1)
+    try:
+        cls = registry.connector_class(kind)
+    except ValueError:
+        return None
+    first = message.split(" ", 1)[0]
+    return first if first in {s.name for s in (*cls.SETTINGS, *cls.SECRETS)} else None
+
+
+def source_kinds() -> list[str]:
+    """The kinds a source can be added as (every connector the registry knows)."""
+    return sorted(registry.KINDS)
+
+
+def new_source_errors(
+    session: Session,
+    settings: Settings,
+    kind: str,
+    name: str,
+    values: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    schedule: str | None = None,
+    authoritative: bool | None = None,
+) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
+    """Everything wrong with a new source, by field ("" for the whole form), in the order `add_source`
+    reports them, plus the connector's coerced settings and secrets when they are valid.
+
+    The connector's schema is asked again without each setting or secret it refused, so one submission
+    names every malformed field (a missing required one stops the search: its message comes last)."""
+    errors: dict[str, str] = {}
+    if not NAME_RE.match(name or ""):
+        errors["name"] = "a source name is 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    elif session.scalar(select(Source.id).where(Source.name == name)) is not None:
+        errors["name"] = f"a source named {name!r} already exists"
+    clean: dict[str, Any] = {}
+    clean_secrets: dict[str, str] = {}
+    if kind not in registry.KINDS:
+        errors["kind"] = f"unknown source kind {kind!r}; known kinds: {', '.join(sorted(registry.KINDS))}"
+    else:
+        vals, secs = dict(values), dict(secrets)
+        for _ in range(len(vals) + len(secs) + 1):
+            try:
+                clean, clean_secrets = registry.validate_settings(kind, vals, secs)
+                break
+            except ValueError as exc:
+                message = str(exc)
+                field = _field_of(kind, message)
+                if field in errors or (field is None and "" in errors):
+                    break
+                errors[field or ""] = message
+                if field in vals:
+                    vals.pop(field)
+                elif field in secs:
+                    secs.pop(field)
+                else:
+                    break
+        if errors.keys() - {"name"}:
+            clean, clean_secrets = {}, {}
+    if schedule:
+        try:
+            validate_cron(schedule)
+        except SourceError as exc:
+            errors["schedule"] = str(exc)
+    if authoritative and session.scalar(
+        select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
+    ):
+        errors["authoritative"] = "another enabled source is already authoritative for identities"
+    return errors, clean, clean_secrets
+
+
 def add_source(
     session: Session,
     settings: Settings,
@@ -115,26 +211,21 @@ def add_source(
     authoritative: bool | None = None,
     actor: str = "system",
 ) -> Source:
-    if not NAME_RE.match(name):
-        raise SourceError("a source name is 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    if session.scalar(select(Source.id).where(Source.name == name)) is not None:
-        raise SourceError(f"a source named {name!r} already exists")
-    try:
-        clean, clean_secrets = registry.validate_settings(kind, values, secrets)
-    except ValueError as exc:
-        raise SourceError(str(exc)) from None
-    if schedule:
-        validate_cron(schedule)
+    """Add a source: the name, the connector's settings schema and secrets, the schedule and the
+    authoritative flag checked (`new_source_errors`) before anything is written; SourceError names the
+    first problem (and `errors` all of them). Secrets are stored encrypted; audited as `source.add` with
+    the settings and only the names of the secrets."""
+    errors, clean, clean_secrets = new_source_errors(session, settings, kind, name, values, secrets,
+                                                     schedule=schedule, authoritative=authoritative)
+    if errors:
+        field, message = next(iter(errors.items()))
+        raise SourceError(message, field or None, errors)
     cls = registry.connector_class(kind)
     if authoritative is None:
         # the IdP is authoritative for people unless another source already is
         authoritative = bool(getattr(cls, "AUTHORITATIVE_DEFAULT", False)) and not session.scalar(
             select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
         )
-    elif authoritative and session.scalar(
-        select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
-    ):
-        raise SourceError("another enabled source is already authoritative for identities")
     if clean_secrets:
         keys.ensure_check(session, settings)
     source = Source(
@@ -171,12 +262,35 @@ def validate_cron(expr: str) -> None:
 
 
 def disable_source(session: Session, name: str, actor: str = "system") -> Source:
+    """Stop syncing a source (scheduled or requested); its data and history are kept. Audited; disabling a
+    disabled source changes nothing."""
     source = get_source(session, name)
     if source.enabled:
         source.enabled = False
         source.disabled_at = utcnow()
         audit(session, actor=actor, action="source.disable", object_type="source", object_id=str(source.id),
               before={"enabled": True}, after={"enabled": False})
+    return source
+
+
+def enable_source(session: Session, name: str, actor: str = "system") -> Source:
+    """Sync a disabled source again (its schedule and requests apply again). Refused while another enabled
+    source is authoritative for identities and this one is too. Audited; enabling an enabled source
+    changes nothing."""
+    source = get_source(session, name)
+    if source.enabled:
+        return source
+    if source.authoritative and session.scalar(
+        select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
+    ):
+        raise SourceError(f"source {name!r} is authoritative for identities and another enabled source already is; "
+                          "disable that one first")
+    disabled_at = source.disabled_at
+    source.enabled = True
+    source.disabled_at = None
+    audit(session, actor=actor, action="source.enable", object_type="source", object_id=str(source.id),
+          before={"enabled": False, "disabled_at": disabled_at.isoformat() if disabled_at else None},
+          after={"enabled": True})
     return source
 
 
@@ -258,6 +372,83 @@ def request_sync(session: Session, name: str, actor: str = "system", now: dateti
 
 def build_connector(source: Source, settings: Settings) -> BaseConnector:
     return registry.build(source.kind, source.settings or {}, decrypt_secrets(settings, source.secrets_encrypted))
+
+
+@dataclass(frozen=True)
+class ConnectionTest:
+    """The outcome of `test_connection`: ok, the connector's words (secrets redacted), its API requests."""
+
+    ok: bool
+    message: str
+    calls: int = 0
+
+
+def test_connection(session: Session, settings: Settings, name: str) -> ConnectionTest:
+    """Check that Attest can reach and read a source with its stored credentials: the connector's own
+    `validate()` (one cheap read per permission the sync needs; a missing scope, role or permission is named
+    in the connector's message). Changes nothing. SourceError when there is no such source or its secrets
+    cannot be decrypted; a refused or unreachable upstream is a ConnectionTest with ok=False."""
+    from attest.connectors.base import ConnectorError
+    from attest.redact import redact
+
+    source = get_source(session, name)
+    secrets = decrypt_secrets(settings, source.secrets_encrypted)  # SourceError when the key cannot
+    try:
+        connector = registry.build(source.kind, source.settings or {}, secrets)
+    except ValueError as exc:  # stored settings the connector now refuses
+        return ConnectionTest(False, redact(str(exc), secrets))
+    try:
+        connector.validate()
+    except (ConnectorError, ValueError) as exc:  # the upstream's words, without a secret it may echo
+        return ConnectionTest(False, redact(str(exc), connector.secrets), connector.calls)
+    except Exception as exc:  # network errors and the like: say what, not a traceback
+        return ConnectionTest(False, f"{type(exc).__name__}: {redact(str(exc), connector.secrets)}",
+                              connector.calls)
+    finally:
+        connector.close()
+    return ConnectionTest(True, f"ok ({connector.calls} API calls)", connector.calls)
+
+
+test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported into one
+
+
+PHASE_ORDER = ("read", "stage", "apply", "verify")  # the sync's phases in the order they run
+
+
+def run_phases(run: Any) -> list[tuple[str, float]]:
+    """A run's per-phase seconds (`stats["phases"]`) in the order the phases run: the known phases first in
+    PHASE_ORDER (PostgreSQL's JSONB does not keep a mapping's key order), any other after them as stored.
+    [] for a run without phases (older runs, a run still going)."""
+    phases = (getattr(run, "stats", None) or {}).get("phases")
+    if isinstance(phases, Mapping):
+        pairs = list(phases.items())
+    elif isinstance(phases, list):
+        pairs = [tuple(p) for p in phases if isinstance(p, list | tuple) and len(p) == 2]
+    else:
+        return []
+    rank = {name: i for i, name in enumerate(PHASE_ORDER)}
+    ordered = sorted(enumerate(pairs), key=lambda ip: (rank.get(ip[1][0], len(PHASE_ORDER)), ip[0]))
+    return [(str(name), seconds) for _, (name, seconds) in ordered]
+
+
+@dataclass
+class RunsPage:
+    """One page of a source's runs, newest first; `older` is the `before=` value of the next page."""
+
+    runs: list[Any]
+    older: int | None
+
+
+def runs_page(session: Session, source_id: int, before: int | None = None, limit: int = 20) -> RunsPage:
+    """A source's sync runs newest first, `limit` per page, keyset-paged by run id (`before`: runs older
+    than that id)."""
+    from attest.entitlements.models import SyncRun
+
+    stmt = select(SyncRun).where(SyncRun.source_id == source_id)
+    if before is not None:
+        stmt = stmt.where(SyncRun.id < before)
+    rows = list(session.scalars(stmt.order_by(SyncRun.id.desc()).limit(limit + 1)))
+    return RunsPage(rows[:limit], rows[limit - 1].id if len(rows) > limit else None)
 
 
 @dataclass

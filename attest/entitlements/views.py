@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, NumberRange, Optional
 
+from attest.audit.log import record as audit_record
 from attest.auth.permissions import admin_required, read_all_required
 from attest.connectors import registry
 from attest.db import utcnow
@@ -39,6 +40,12 @@ def as_of_arg() -> history.AsOf | None:
 def instant_filter(value: datetime | None) -> str | None:
     """An exact moment as a link's `at=` value: `url_for(..., at=campaign.launched_at|instant)`."""
     return history.instant_param(value) if value is not None else None
+
+
+@bp.app_template_filter("run_phases")
+def run_phases_filter(run) -> list[tuple[str, float]]:
+    """A sync run's per-phase seconds in the order the phases run (`sources.run_phases`)."""
+    return sources_service.run_phases(run)
 
 
 def _int_arg(name: str) -> int | None:
@@ -74,15 +81,178 @@ def sources():
 def source_detail(source_id: int):
     session = db()
     source = session.get(Source, source_id) or abort(404)
-    runs = session.scalars(
-        select(SyncRun).where(SyncRun.source_id == source_id).order_by(SyncRun.id.desc()).limit(25)
-    ).all()
     secret_names, secrets_error = read_secret_names(settings(), source.secrets_encrypted)
     counts = next((c for c in queries.stats(session) if c["source"] == source.name), {})
     cls = registry.connector_class(source.kind)
-    return render_template("entitlements/source.html", source=source, runs=runs, secret_names=secret_names,
+    return render_template("entitlements/source.html", source=source, runs=_runs(source), secret_names=secret_names,
                            secrets_error=secrets_error, counts=counts, specs=cls.SETTINGS, secret_specs=cls.SECRETS,
-                           form=CsrfForm(), **_sync_state(source))
+                           form=CsrfForm(), next_sync=_next_sync(source), **_sync_state(source))
+
+
+RUNS_PER_PAGE = 20
+
+
+def _runs(source: Source) -> sources_service.RunsPage:
+    """The page of the source's runs asked for (`runs_before=RUN_ID`: older than that run), newest first."""
+    return sources_service.runs_page(db(), source.id, before=parse_int(request.args.get("runs_before", "")),
+                                     limit=RUNS_PER_PAGE)
+
+
+def _next_sync(source: Source) -> datetime | None:
+    """When the scheduler next syncs the source on its schedule (None: no schedule, or disabled)."""
+    if not source.schedule or not source.enabled:
+        return None
+    from attest.jobs import cron_trigger
+
+    try:
+        return cron_trigger(source.schedule).get_next_fire_time(None, utcnow())
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+@bp.get("/sources/<int:source_id>/runs")
+@read_all_required
+def source_runs(source_id: int):
+    """The runs table of a source page (newest first, paged with `runs_before=`); htmx swaps it in when a
+    sync ends and for older pages."""
+    source = _source_or_404(source_id)
+    return render_template("entitlements/_source_runs.html", source=source, runs=_runs(source))
+
+
+ADD_TEMPLATE = "entitlements/source_new.html"
+
+
+def _add_form_values(kind: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """What the add form sent for a kind: non-empty settings, non-empty secrets, and everything typed (settings
+    only, to fill the form again; secrets are never sent back to the browser)."""
+    cls = registry.connector_class(kind)
+    values, secrets, typed = {}, {}, {}
+    for spec in cls.SETTINGS:
+        raw = request.form.get(f"setting-{spec.name}", "").strip()
+        typed[spec.name] = raw
+        if raw:
+            values[spec.name] = raw
+    for spec in cls.SECRETS:
+        raw = request.form.get(f"secret-{spec.name}", "")
+        if raw.strip():
+            secrets[spec.name] = raw.strip()
+    return values, secrets, typed
+
+
+def _render_add(kind: str | None, errors: dict[str, str] | None = None, typed: dict[str, str] | None = None,
+                status: int = 200):
+    cls = registry.connector_class(kind) if kind else None
+    return render_template(ADD_TEMPLATE, kinds=sources_service.source_kinds(), kind=kind,
+                           specs=cls.SETTINGS if cls else (), secret_specs=cls.SECRETS if cls else (),
+                           errors=errors or {}, typed=typed or {}, form=CsrfForm()), status
+
+
+@bp.get("/sources/new")
+@admin_required
+def source_new():
+    """Add a source: pick a kind, then a form generated from its connector's settings and secrets. No error is
+    shown before anything was sent."""
+    kind = request.args.get("kind") or None
+    if kind is not None and kind not in sources_service.source_kinds():
+        kind = None
+    return _render_add(kind)
+
+
+@bp.post("/sources/new")
+@admin_required
+def source_create():
+    """Add the source through `sources.add_source` (the CLI's rule); a refused form shows each error next to
+    its field (422) and changes nothing; secrets are stored encrypted and must be typed again after an error."""
+    form = CsrfForm()
+    if not form.validate_on_submit():
+        abort(400)
+    kind = request.form.get("kind", "")
+    if kind not in sources_service.source_kinds():
+        return _render_add(None, {"kind": "choose one of the kinds listed"}, status=422)
+    values, secrets, typed = _add_form_values(kind)
+    name = request.form.get("name", "").strip()
+    schedule = request.form.get("schedule", "").strip() or None
+    authoritative = {"yes": True, "no": False}.get(request.form.get("authoritative", ""))
+    typed.update({"name": name, "schedule": schedule or "", "authoritative": request.form.get("authoritative", "")})
+    try:
+        with write() as session:
+            source = sources_service.add_source(session, settings(), kind, name, values, secrets, schedule=schedule,
+                                                authoritative=authoritative, actor=current_user.email)
+            source_id = source.id
+    except sources_service.SourceError as exc:
+        return _render_add(kind, exc.errors, typed, 422)
+    flash(f"Source {name} added. Test the connection, then sync it.", "success")
+    return redirect(url_for("entitlements.source_detail", source_id=source_id), 303)
+
+
+@bp.post("/sources/<int:source_id>/test")
+@admin_required
+def source_test(source_id: int):
+    """Test the connection with the stored credentials (the connector's own check, as `attest sources test`);
+    the result names what is missing. Audited as `source.tested` (outcome only, never a secret)."""
+    source = _source_or_404(source_id)
+    form = CsrfForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        result = sources_service.test_connection(db(), settings(), source.name)
+    except sources_service.SourceError as exc:
+        result = sources_service.ConnectionTest(False, str(exc))
+    with write() as session:
+        audit_record(session, actor=current_user.email, action="source.tested", object_type="source",
+                     object_id=str(source_id), after={"ok": result.ok, "message": result.message[:500]})
+    if request.headers.get("HX-Request"):
+        return render_template("entitlements/_source_test.html", result=result)
+    flash(("Connection ok: " if result.ok else "Connection failed: ") + result.message,
+          "success" if result.ok else "danger")
+    return _back(source)
+
+
+@bp.post("/sources/<int:source_id>/schedule")
+@admin_required
+def source_schedule(source_id: int):
+    """Set (cron, UTC) or clear (`clear=1` or an empty field) the source's sync schedule."""
+    source = _source_or_404(source_id)
+    form = CsrfForm()
+    if not form.validate_on_submit():
+        abort(400)
+    schedule = None if request.form.get("clear") else (request.form.get("schedule", "").strip() or None)
+    try:
+        with write() as session:
+            _source, changed = sources_service.update_source(session, settings(), source.name, schedule=schedule,
+                                                             actor=current_user.email)
+    except sources_service.SourceError as exc:
+        flash(f"Nothing was changed: {exc}", "danger")
+        return _back(source)
+    if not changed:
+        flash("Schedule unchanged.", "info")
+    else:
+        flash(f"Schedule set: {schedule} (UTC)." if schedule else "Schedule cleared: the source syncs only when asked.",
+              "success")
+    return _back(source)
+
+
+@bp.post("/sources/<int:source_id>/enabled")
+@admin_required
+def source_enabled(source_id: int):
+    """Disable (`enabled=no`: no scheduled or requested sync; data and history kept) or enable (`enabled=yes`)."""
+    source = _source_or_404(source_id)
+    form = CsrfForm()
+    wanted = request.form.get("enabled")
+    if not form.validate_on_submit() or wanted not in ("yes", "no"):
+        abort(400)
+    try:
+        with write() as session:
+            if wanted == "yes":
+                sources_service.enable_source(session, source.name, actor=current_user.email)
+            else:
+                sources_service.disable_source(session, source.name, actor=current_user.email)
+    except sources_service.SourceError as exc:
+        flash(f"Nothing was changed: {exc}", "danger")
+        return _back(source)
+    flash(f"{source.name} enabled: it syncs on its schedule and when asked." if wanted == "yes"
+          else f"{source.name} disabled: it is no longer synced; its data and history are kept.", "success")
+    return _back(source)
 
 
 class CsrfForm(FlaskForm):
@@ -118,7 +288,12 @@ def _back(source: Source):
 def source_status(source_id: int):
     """The sync panel the source page polls (htmx, every 2 s while a sync is queued or running)."""
     source = _source_or_404(source_id)
-    return render_template("entitlements/_source_status.html", source=source, form=CsrfForm(), **_sync_state(source))
+    state = _sync_state(source)
+    response = make_response(render_template("entitlements/_source_status.html", source=source, form=CsrfForm(),
+                                             **state))
+    if request.headers.get("HX-Trigger") == "source-sync" and not state["busy"]:
+        response.headers["HX-Trigger"] = "sync-finished"  # the polled sync ended: the runs table reloads
+    return response
 
 
 @bp.post("/sources/<int:source_id>/settings")
@@ -131,6 +306,8 @@ def source_update(source_id: int):
     if not form.validate_on_submit():
         abort(400)
     values, unset = {}, []
+    schedule = (request.form.get("schedule", "").strip() or None) if "schedule" in request.form \
+        else sources_service.UNCHANGED  # the schedule has its own form; a settings form without it keeps it
     for spec in registry.connector_class(source.kind).SETTINGS:
         key = f"setting-{spec.name}"
         if key not in request.form:
@@ -143,8 +320,7 @@ def source_update(source_id: int):
     try:
         with write() as session:
             _source, changed = sources_service.update_source(
-                session, settings(), source.name, values, unset=unset,
-                schedule=request.form.get("schedule", "").strip() or None, actor=current_user.email)
+                session, settings(), source.name, values, unset=unset, schedule=schedule, actor=current_user.email)
     except sources_service.SourceError as exc:
         flash(f"Nothing was changed: {exc}", "danger")
         return _back(source)
