@@ -1,6 +1,7 @@
 """One small HTTP helper for REST connectors (Okta, GitHub): Link paging, rate limits, retries, counting.
 
-- `paginate()` follows only the `Link: <...>; rel="next"` header, as both vendors document.
+- `paginate()` follows only the `Link: <...>; rel="next"` header, as both vendors document (parsed by
+  httpx, `response.links`; see `next_link`).
 - Rate limits: on 429 (or a 403 that carries rate-limit headers, GitHub's secondary limit) it waits for
   `Retry-After`, else until `X-RateLimit-Reset`/`X-Rate-Limit-Reset` (epoch seconds), else `default_wait`
   (doubling while the same request keeps being refused), then retries; other threads hold back meanwhile.
@@ -139,21 +140,15 @@ def require_https(url: str, setting: str = "domain") -> str:
     return url.rstrip("/")
 
 
-def parse_link_header(value: str | None) -> dict[str, str]:
-    links: dict[str, str] = {}
-    if not value:
-        return links
-    for part in value.split(","):
-        segs = part.strip().split(";")
-        if not segs or not segs[0].strip().startswith("<"):
-            continue
-        url = segs[0].strip()[1:-1]
-        for seg in segs[1:]:
-            seg = seg.strip()
-            if seg.startswith("rel="):
-                for rel in seg[4:].strip('"').split():
-                    links[rel] = url
-    return links
+def next_link(response: httpx.Response) -> str | None:
+    """The response's `Link: <...>; rel="next"` target as an absolute URL, or None. httpx parses the header
+    (`response.links`); a relation may list several names (rel="next last"); a relative target resolves
+    against the request's URL (RFC 8288)."""
+    target = None
+    for link in response.links.values():
+        if "next" in link.get("rel", "").split() and link.get("url"):
+            target = link["url"]  # the last one named next, as a dict of relations would keep
+    return str(response.url.join(target)) if target else None
 
 
 @dataclass
@@ -457,7 +452,7 @@ class HttpClient:
             if not isinstance(page, list):
                 raise HttpError(response.status_code, "GET", str(response.url), f"expected a JSON list, got {type(page).__name__}")
             yield page
-            next_url = guard.check(_absolute(response, parse_link_header(response.headers.get("link")).get("next")))
+            next_url = guard.check(next_link(response))
 
 
 class _Slots:
@@ -485,11 +480,6 @@ class _Slots:
         with self._cond:
             self.busy -= 1
             self._cond.notify_all()
-
-
-def _absolute(response: httpx.Response, link: str | None) -> str | None:
-    """A `next` link as an absolute URL (RFC 8288 resolves a relative target against the request's URL)."""
-    return str(response.url.join(link)) if link else None
 
 
 def _body(response: httpx.Response) -> Any:

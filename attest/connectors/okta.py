@@ -49,9 +49,7 @@ import queue
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -72,7 +70,8 @@ from attest.connectors.base import (
     RevokeResult,
     Setting,
 )
-from attest.connectors.http import HttpClient, HttpError, PageGuard, parse_link_header, require_https
+from attest.connectors.fanout import Task, fan_out
+from attest.connectors.http import HttpClient, HttpError, PageGuard, next_link, require_https
 
 log = logging.getLogger(__name__)
 
@@ -598,7 +597,7 @@ class OktaConnector(BaseConnector):
                 raise HttpError(response.status_code, "GET", str(response.url),
                                 f"expected a JSON list, got {type(page).__name__}")
             yield page
-            url = guard.check(parse_link_header(response.headers.get("link")).get("next"))
+            url = guard.check(next_link(response))
 
     def _get_json(self, path: str) -> Any:
         return self._call(lambda: self.http.get_json(path), "GET", path)
@@ -617,7 +616,7 @@ class OktaConnector(BaseConnector):
             for row in (body.get("value") or []) if isinstance(body, dict) else []:
                 if isinstance(row, dict) and isinstance(row.get("id"), str):
                     out.append(row["id"])
-            url = guard.check(parse_link_header(response.headers.get("link")).get("next") or (
+            url = guard.check(next_link(response) or (
                 ((body.get("_links") or {}).get("next") or {}).get("href") if isinstance(body, dict) else None))
         return out
 
@@ -712,177 +711,16 @@ class OktaConnector(BaseConnector):
             producer.join(timeout=60)
 
     def _records(self, stop: threading.Event) -> Iterator[Record]:
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="okta")
-        pending: dict[Future, tuple[str, Any]] = {}
-        backlog: deque[tuple[str, Any, Callable[[], Any]]] = deque()
-        window = self.concurrency * 2
-
-        def submit(kind: str, key: Any, fn: Callable[[], Any]) -> None:
-            backlog.append((kind, key, fn))
-
-        def pump() -> None:
-            while backlog and len(pending) < window:
-                kind, key, fn = backlog.popleft()
-                pending[pool.submit(fn)] = (kind, key)
-
-        index = UserIndex()
-        users: list[dict[str, Any]] = []
-        sso: dict[str, dict[str, str]] = {}
-        groups: list[dict[str, Any]] | None = None
-        rules: dict[str, list[str]] | None = None
-        role_groups_done: set[str] = set()
-        seen_roles: set[str] = set()
-        apps_open: dict[str, list[Any]] = {}  # app id -> [app, lists still to read, grants read so far]
+        """Every read is a fan-out task (attest/connectors/fanout.py: `concurrency` workers, records handed
+        over as reads finish); _SyncRun says what each result means and which reads it opens."""
         self._owners_off = None
-        owners_noted = False
-        waiting = {"users", "users_deprovisioned", "groups", "rules", "apps", "assignees"}
-        if self.log_days:
-            waiting.add("logs")
-        else:
+        if not self.log_days:
             yield Note("log_days is 0: the last SSO per app is not read")
+        yield from fan_out(_SyncRun(self).first_tasks(), workers=self.concurrency, stop=stop, name="okta")
 
-        submit("users", None, lambda: self._fetch_users({}))
-        submit("users_deprovisioned", None, lambda: self._fetch_users({"filter": 'status eq "DEPROVISIONED"'}))
-        submit("groups", None, lambda: [g for page in self._pages("/api/v1/groups", {"limit": PAGE["groups"], "expand": "stats"}) for g in page])
-        submit("rules", None, lambda: [r for page in self._pages("/api/v1/groups/rules", {"limit": PAGE["group_rules"]}) for r in page])
-        apps_params: dict[str, Any] = {"limit": PAGE["apps"]}
-        if not self.include_inactive_apps:
-            apps_params["filter"] = 'status eq "ACTIVE"'
-        submit("apps", None, lambda: [a for page in self._pages("/api/v1/apps", apps_params) for a in page])
-        submit("assignees", None, self._get_assignees)
-        if self.log_days:
-            submit("logs", None, self._fetch_sso_optional)
-
-        def group_roles(gid: str) -> None:
-            if gid not in role_groups_done:
-                role_groups_done.add(gid)
-                submit("group_roles", gid, lambda: self._get_json_list(f"/api/v1/groups/{gid}/roles", gone_ok=True))
-
-        def roles_out(recs: list[Record]) -> Iterator[Record]:
-            for rec in recs:
-                if isinstance(rec, ResourceRecord | EntitlementRecord):
-                    key = f"{type(rec).__name__}:{rec.external_id}"
-                    if key in seen_roles:
-                        continue
-                    seen_roles.add(key)
-                yield rec
-
-        def app_list_done(aid: str, recs: list[Record] | None) -> Iterator[Record]:
-            entry = apps_open.get(aid)
-            if entry is None:
-                return
-            if recs is None:  # the app answered 404: deleted while the sync ran
-                del apps_open[aid]
-                yield Note(f"Okta app {aid} ({entry[0].get('label') or aid}) was deleted while the sync ran "
-                           "(404 on its assignments); treated as deleted")
-                return
-            entry[2].extend(recs)
-            entry[1] -= 1
-            if entry[1] == 0:
-                del apps_open[aid]
-                yield from app_records(entry[0])
-                yield from entry[2]
-
-        try:
-            pump()
-            while pending and not stop.is_set():
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    kind, key = pending.pop(fut)
-                    result = fut.result()  # re-raises a worker's ConnectorError / HttpError
-                    waiting.discard(kind)
-                    if kind in ("users", "users_deprovisioned"):
-                        for user in result:
-                            index.add(user)
-                        users.extend(result)
-                    elif kind == "logs":
-                        sso, note = result
-                        if note:
-                            yield Note(note)
-                    elif kind == "groups":
-                        groups = result
-                    elif kind == "rules":
-                        rules = rule_map(result)
-                    elif kind == "apps":
-                        for app in result:
-                            aid = app.get("id") if isinstance(app, Mapping) else None
-                            if not isinstance(aid, str) or not aid:
-                                yield from app_records(app if isinstance(app, Mapping) else {})
-                                continue
-                            apps_open[aid] = [app, 2, []]
-                            submit("app_users", aid, lambda a=aid: self._fetch_app_users(a))
-                            submit("app_groups", aid, lambda a=aid: self._fetch_app_groups(a))
-                    elif kind in ("app_users", "app_groups"):
-                        yield from app_list_done(key, result)
-                    elif kind == "assignees":
-                        for uid in result:
-                            submit("user_roles", uid, lambda u=uid: self._get_json_list(f"/api/v1/users/{u}/roles", gone_ok=True))
-                    elif kind == "user_roles":
-                        for role in result:
-                            if not isinstance(role, Mapping):
-                                continue
-                            if str(role.get("assignmentType", "USER")).upper() == "GROUP":
-                                href = ((role.get("_links") or {}).get("assignee") or {}).get("href", "")
-                                m = re.search(r"/groups/([^/?]+)", href or "")
-                                if m:
-                                    group_roles(m.group(1))
-                                continue
-                            yield from roles_out(role_records(role, key, "account"))
-                    elif kind == "group_roles":
-                        for role in result:
-                            if isinstance(role, Mapping):
-                                yield from roles_out(role_records(role, key, "resource"))
-                    elif kind == "group":
-                        group, rule_names = key
-                        gid = group["id"]
-                        members, owners = result
-                        if members is None:
-                            yield Note(f"Okta group {gid} ({(group.get('profile') or {}).get('name') or gid}) was "
-                                       "deleted while the sync ran (404 on its members or owners); treated as deleted")
-                            continue
-                        yield from group_records(group, rules or {}, owners)
-                        attrs = {"rules": rule_names} if rule_names else {}
-                        for uid in members:
-                            yield GrantRecord(entitlement_ref=f"{gid}:member", principal_ref=uid, attributes=attrs)
-                    if self._owners_off and not owners_noted:
-                        owners_noted = True
-                        yield Note(self._owners_off)
-                    if kind in ("groups", "rules") and groups is not None and rules is not None:
-                        yield from self._emit_groups(groups, rules, submit, group_roles)
-                        groups = []
-                    if kind in ("users", "users_deprovisioned", "logs") and not waiting & {"users", "users_deprovisioned", "logs"} and users:
-                        for user in users:
-                            uid = user.get("id")
-                            yield from user_records(user, index, self.manager_attribute,
-                                                    sso.get(uid) if isinstance(uid, str) else None)
-                        users = []
-                pump()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _emit_groups(self, groups: list[dict[str, Any]], rules: dict[str, list[str]],
-                     submit: Callable[..., None], group_roles: Callable[[str], None]) -> Iterator[Record]:
-        """Each group is read (members when its stats count any, owners) in one job and emitted when that
-        job is done, so a group deleted meanwhile is left out whole."""
-        no_stats = 0
-        for group in groups:
-            if not isinstance(group, Mapping):
-                continue
-            gid = group.get("id")
-            if not isinstance(gid, str) or not gid:
-                yield from group_records(group, rules)
-                continue
-            stats = (group.get("_embedded") or {}).get("stats") if isinstance(group.get("_embedded"), Mapping) else None
-            count = stats.get("usersCount") if isinstance(stats, Mapping) else None
-            if not isinstance(count, int):
-                no_stats += 1
-            need_members = count is None or count > 0
-            submit("group", (group, sorted(rules.get(gid, []))),
-                   lambda g=gid, m=need_members: self._fetch_group(g, m))
-            if admin_flag(stats) is not False:  # Okta's `hasAdminPrivlege`: false means no group role to read
-                group_roles(gid)
-        if no_stats:
-            yield Note(f"{no_stats} Okta groups came without stats; their members and roles were read to be sure")
+    def _list(self, path: str, params: Mapping[str, Any]) -> list[Any]:
+        """Every row of a paged listing."""
+        return [row for page in self._pages(path, params) for row in page]
 
     def _fetch_group(self, gid: str, need_members: bool) -> tuple[list[str] | None, list[Mapping[str, Any]]]:
         """(member ids, owners) of one group; (None, []) when it was deleted while the sync ran."""
@@ -1139,6 +977,205 @@ class OktaConnector(BaseConnector):
         if not remaining:
             raise RevokeRefused(f"{who} holds the last Super Administrator role in this Okta org; removing it "
                                 "would leave nobody able to administer Okta. Assign another Super Administrator first.")
+
+
+# --- one sync's reads ----------------------------------------------------------------------------------
+
+USER_KINDS = frozenset({"users", "users_deprovisioned", "logs"})
+
+
+class _SyncRun:
+    """One Okta sync's reads as fan-out tasks, and what each result means (`KINDS`: a handler per kind of
+    read). The fetches run on the fan-out's workers and do HTTP only; the handlers run one at a time on the
+    caller's thread, so this bookkeeping needs no lock. Joins: users are emitted once both user listings
+    and the System Log are read (the last SSO goes into the account), groups once groups and rules are
+    (rule-managed marks), a group once its own members and owners are, an app once both its assignment
+    lists are; a role resource or entitlement is emitted once."""
+
+    def __init__(self, conn: OktaConnector) -> None:
+        self.conn = conn
+        self.index = UserIndex()
+        self.users: list[dict[str, Any]] = []
+        self.sso: dict[str, dict[str, str]] = {}
+        self.groups: list[dict[str, Any]] | None = None
+        self.rules: dict[str, list[str]] | None = None
+        self.role_groups_done: set[str] = set()
+        self.seen_roles: set[str] = set()
+        self.apps_open: dict[str, list[Any]] = {}  # app id -> [app, lists still to read, grants read so far]
+        self.owners_noted = False
+        self.waiting = {"users", "users_deprovisioned", "groups", "rules", "apps", "assignees"}
+        if conn.log_days:
+            self.waiting.add("logs")
+
+    def task(self, kind: str, key: Any, fetch: Callable[[], Any]) -> Task:
+        return Task((kind, key), fetch, then=lambda result: self.done(kind, key, result))
+
+    def first_tasks(self) -> list[Task]:
+        c = self.conn
+        apps_params: dict[str, Any] = {"limit": PAGE["apps"]}
+        if not c.include_inactive_apps:
+            apps_params["filter"] = 'status eq "ACTIVE"'
+        tasks = [
+            self.task("users", None, lambda: c._fetch_users({})),
+            self.task("users_deprovisioned", None, lambda: c._fetch_users({"filter": 'status eq "DEPROVISIONED"'})),
+            self.task("groups", None, lambda: c._list("/api/v1/groups", {"limit": PAGE["groups"], "expand": "stats"})),
+            self.task("rules", None, lambda: c._list("/api/v1/groups/rules", {"limit": PAGE["group_rules"]})),
+            self.task("apps", None, lambda: c._list("/api/v1/apps", apps_params)),
+            self.task("assignees", None, c._get_assignees),
+        ]
+        if c.log_days:
+            tasks.append(self.task("logs", None, c._fetch_sso_optional))
+        return tasks
+
+    def done(self, kind: str, key: Any, result: Any) -> Iterator[Record | Task]:
+        self.waiting.discard(kind)
+        yield from self.KINDS[kind](self, key, result)
+        if self.conn._owners_off and not self.owners_noted:  # set by a group read on a worker
+            self.owners_noted = True
+            yield Note(self.conn._owners_off)
+
+    # -- users and their last SSO --------------------------------------------------------------------
+    def users_read(self, _key: None, users: list[dict[str, Any]]) -> Iterator[Record]:
+        for user in users:
+            self.index.add(user)
+        self.users.extend(users)
+        yield from self.users_ready()
+
+    def logs_read(self, _key: None, result: tuple[dict[str, dict[str, str]], str | None]) -> Iterator[Record]:
+        self.sso, note = result
+        if note:
+            yield Note(note)
+        yield from self.users_ready()
+
+    def users_ready(self) -> Iterator[Record]:
+        if self.waiting & USER_KINDS or not self.users:
+            return
+        for user in self.users:
+            uid = user.get("id")
+            yield from user_records(user, self.index, self.conn.manager_attribute,
+                                    self.sso.get(uid) if isinstance(uid, str) else None)
+        self.users = []
+
+    # -- groups, their members, owners and roles -----------------------------------------------------
+    def groups_read(self, _key: None, groups: list[dict[str, Any]]) -> Iterator[Record | Task]:
+        self.groups = groups
+        yield from self.groups_ready()
+
+    def rules_read(self, _key: None, rules: list[Any]) -> Iterator[Record | Task]:
+        self.rules = rule_map(rules)
+        yield from self.groups_ready()
+
+    def groups_ready(self) -> Iterator[Record | Task]:
+        """Each group is read (members when its stats count any, owners) in one task and emitted when that
+        task is done, so a group deleted meanwhile is left out whole."""
+        if self.groups is None or self.rules is None:
+            return
+        groups, rules, self.groups = self.groups, self.rules, []
+        no_stats = 0
+        for group in groups:
+            if not isinstance(group, Mapping):
+                continue
+            gid = group.get("id")
+            if not isinstance(gid, str) or not gid:
+                yield from group_records(group, rules)
+                continue
+            stats = (group.get("_embedded") or {}).get("stats") if isinstance(group.get("_embedded"), Mapping) else None
+            count = stats.get("usersCount") if isinstance(stats, Mapping) else None
+            if not isinstance(count, int):
+                no_stats += 1
+            need_members = count is None or count > 0
+            yield self.task("group", (group, sorted(rules.get(gid, []))),
+                            lambda g=gid, m=need_members: self.conn._fetch_group(g, m))
+            if admin_flag(stats) is not False:  # Okta's `hasAdminPrivlege`: false means no group role to read
+                yield from self.group_roles(gid)
+        if no_stats:
+            yield Note(f"{no_stats} Okta groups came without stats; their members and roles were read to be sure")
+
+    def group_read(self, key: tuple[Mapping[str, Any], list[str]],
+                   result: tuple[list[str] | None, list[Mapping[str, Any]]]) -> Iterator[Record]:
+        group, rule_names = key
+        gid = group["id"]
+        members, owners = result
+        if members is None:
+            yield Note(f"Okta group {gid} ({(group.get('profile') or {}).get('name') or gid}) was "
+                       "deleted while the sync ran (404 on its members or owners); treated as deleted")
+            return
+        yield from group_records(group, self.rules or {}, owners)
+        attrs = {"rules": rule_names} if rule_names else {}
+        for uid in members:
+            yield GrantRecord(entitlement_ref=f"{gid}:member", principal_ref=uid, attributes=attrs)
+
+    # -- admin roles ---------------------------------------------------------------------------------
+    def assignees_read(self, _key: None, user_ids: list[str]) -> Iterator[Task]:
+        for uid in user_ids:
+            yield self.task("user_roles", uid,
+                            lambda u=uid: self.conn._get_json_list(f"/api/v1/users/{u}/roles", gone_ok=True))
+
+    def group_roles(self, gid: str) -> Iterator[Task]:
+        if gid not in self.role_groups_done:
+            self.role_groups_done.add(gid)
+            yield self.task("group_roles", gid,
+                            lambda: self.conn._get_json_list(f"/api/v1/groups/{gid}/roles", gone_ok=True))
+
+    def user_roles_read(self, uid: str, roles: list[Any]) -> Iterator[Record | Task]:
+        for role in roles:
+            if not isinstance(role, Mapping):
+                continue
+            if str(role.get("assignmentType", "USER")).upper() == "GROUP":  # read with the group's roles
+                href = ((role.get("_links") or {}).get("assignee") or {}).get("href", "")
+                m = re.search(r"/groups/([^/?]+)", href or "")
+                if m:
+                    yield from self.group_roles(m.group(1))
+                continue
+            yield from self.roles_out(role_records(role, uid, "account"))
+
+    def group_roles_read(self, gid: str, roles: list[Any]) -> Iterator[Record]:
+        for role in roles:
+            if isinstance(role, Mapping):
+                yield from self.roles_out(role_records(role, gid, "resource"))
+
+    def roles_out(self, recs: list[Record]) -> Iterator[Record]:
+        for rec in recs:
+            if isinstance(rec, ResourceRecord | EntitlementRecord):
+                key = f"{type(rec).__name__}:{rec.external_id}"
+                if key in self.seen_roles:
+                    continue
+                self.seen_roles.add(key)
+            yield rec
+
+    # -- apps and their assignments ------------------------------------------------------------------
+    def apps_read(self, _key: None, apps: list[Any]) -> Iterator[Record | Task]:
+        for app in apps:
+            aid = app.get("id") if isinstance(app, Mapping) else None
+            if not isinstance(aid, str) or not aid:
+                yield from app_records(app if isinstance(app, Mapping) else {})
+                continue
+            self.apps_open[aid] = [app, 2, []]
+            yield self.task("app_users", aid, lambda a=aid: self.conn._fetch_app_users(a))
+            yield self.task("app_groups", aid, lambda a=aid: self.conn._fetch_app_groups(a))
+
+    def app_list_read(self, aid: str, recs: list[Record] | None) -> Iterator[Record]:
+        entry = self.apps_open.get(aid)
+        if entry is None:
+            return
+        if recs is None:  # the app answered 404: deleted while the sync ran
+            del self.apps_open[aid]
+            yield Note(f"Okta app {aid} ({entry[0].get('label') or aid}) was deleted while the sync ran "
+                       "(404 on its assignments); treated as deleted")
+            return
+        entry[2].extend(recs)
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self.apps_open[aid]
+            yield from app_records(entry[0])
+            yield from entry[2]
+
+    KINDS: ClassVar[dict[str, Callable[..., Iterator[Any]]]] = {
+        "users": users_read, "users_deprovisioned": users_read, "logs": logs_read,
+        "groups": groups_read, "rules": rules_read, "group": group_read,
+        "assignees": assignees_read, "user_roles": user_roles_read, "group_roles": group_roles_read,
+        "apps": apps_read, "app_users": app_list_read, "app_groups": app_list_read,
+    }
 
 
 def _drop(paths: dict[str, set[tuple[str, str]]], uid: str, path: tuple[str, str]) -> dict[str, set[tuple[str, str]]]:
