@@ -39,7 +39,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -62,6 +61,7 @@ from attest.connectors.base import (
     RevokeResult,
     Setting,
 )
+from attest.connectors.fanout import Task, fan_out
 from attest.connectors.http import HttpClient, HttpError, PageGuard, PagingError, require_https
 
 with warnings.catch_warnings():  # authlib.jose warns that joserfc is its successor; authlib.jose is what we use
@@ -772,28 +772,30 @@ class GitHubConnector(BaseConnector):
                                             lambda d: (d.get("organization") or {}).get("repositories")):
                 snap.repos.extend(conn.get("nodes") or [])
 
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="github") as pool:
-            futures = [pool.submit(fn) for fn in (members, teams, repos, saml, two_factor, outside, invitations,
-                                                  org_roles, repo_roles)]
-            for f in futures:
-                f.result()
-            # follow-ups: big teams, big repos, and every team's repositories
-            follow = []
+        # follow-ups, once what they follow is read: big teams and big repositories are paged on their own,
+        # and every team's repositories are read by REST
+        def teams_read(_: None) -> Iterator[Task]:
             for team in snap.teams:
-                conn = team.get("members") or {}
-                if (conn.get("pageInfo") or {}).get("hasNextPage"):
-                    follow.append(pool.submit(self._all_team_members, login, team))
+                if (((team.get("members") or {}).get("pageInfo")) or {}).get("hasNextPage"):
+                    yield Task(("team members", team.get("slug")), lambda t=team: self._all_team_members(login, t))
+
+        def repos_read(_: None) -> Iterator[Task]:
             for repo in snap.repos:
-                conn = repo.get("collaborators") or {}
-                if (conn.get("pageInfo") or {}).get("hasNextPage"):
-                    follow.append(pool.submit(self._all_direct_collaborators, login, repo))
-            team_futures = {
-                int(t["databaseId"]): pool.submit(self._rest_list, f"/orgs/{o}/teams/{quote(t['slug'])}/repos")
-                for t in snap.teams
-            }
-            for f in follow:
-                f.result()
-            snap.team_repos = {tid: f.result() for tid, f in team_futures.items()}
+                if (((repo.get("collaborators") or {}).get("pageInfo")) or {}).get("hasNextPage"):
+                    yield Task(("repository collaborators", repo.get("name")),
+                               lambda r=repo: self._all_direct_collaborators(login, r))
+            for team in snap.teams:  # complete: the fan-out is ordered and `teams` comes before `repos`
+                tid = int(team["databaseId"])
+                yield Task(("team repositories", tid),
+                           lambda t=team: self._rest_list(f"/orgs/{o}/teams/{quote(t['slug'])}/repos"),
+                           then=lambda repos, tid=tid: _store(snap.team_repos, tid, repos))
+
+        tasks = [Task("members", members), Task("teams", teams, then=teams_read),
+                 Task("repos", repos, then=repos_read)] + [Task(fn.__name__, fn) for fn in (
+                     saml, two_factor, outside, invitations, org_roles, repo_roles)]
+        # ordered: the first error in this order is the one reported, run after run
+        for _ in fan_out(tasks, workers=self.concurrency, ordered=True, name="github"):
+            pass
         return snap
 
     def _all_team_members(self, login: str, team: dict[str, Any]) -> None:
@@ -1023,6 +1025,12 @@ class GitHubConnector(BaseConnector):
                 f"GitHub answered {method} {path}{moved} with an invitation (HTTP {response.status_code}); {who} "
                 "has the access only after accepting it").strip())
         return RevokeResult((call,), False, detail=(detail + moved).strip())
+
+
+def _store(into: dict[int, Any], key: int, value: Any) -> tuple[()]:
+    """Keep a follow-up's result (a fan-out `then` that emits no records)."""
+    into[key] = value
+    return ()
 
 
 def _invited(method: str, response: Any) -> bool:
