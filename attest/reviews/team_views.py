@@ -22,7 +22,7 @@ from attest.entitlements import team as team_service
 from attest.entitlements.models import Identity
 from attest.entitlements.queries import identity_accounts
 from attest.inputs import parse_int
-from attest.reviews import decisions, delegation, eligibility, queries
+from attest.reviews import decisions, delegation, eligibility, item_notes, queries
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.models import Delegation
 from attest.web import db, settings, write
@@ -208,6 +208,39 @@ def _row_context() -> dict[str, Any]:
     return rows()
 
 
+# --- one row per distinct access ------------------------------------------------------------------------------
+
+
+@bp.post("/reviews/items/<int:item_id>/decide-access")
+@login_required
+def decide_access(item_id: int):
+    """Decide one access held by several paths: the row's item and the alike items of the same access, in
+    one transaction (each decided, recorded and audited as if one by one; all or nothing)."""
+    from attest.reviews import views as review_views
+
+    decision = request.form.get("decision", "")
+    comment = request.form.get("comment")
+    version = parse_int(request.form.get("version"), low=0)
+    try:
+        with write() as session:
+            first = decisions.load_item_for(session, current_user, item_id, for_update=True)
+            others = item_notes.alike(session, first)
+            item = decisions.decide(session, current_user, item_id, decision, comment=comment, expected_version=version)
+            for other in others:
+                decisions.decide(session, current_user, other.id, decision, comment=comment)
+            campaign_id = item.campaign_id
+    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
+        return review_views._refused(item_id, exc)
+    row = decisions.load_item_for(db(), current_user, item_id)
+    me = current_user.identity_id
+    if me not in (row.reviewer_id, row.co_reviewer_id) and eligibility.acting_for(db(), me, row, utcnow()) is None:
+        return review_views._moved_response(item_id, campaign_id, "Decided; passed on to the next stage.")
+    if request.headers.get("HX-Request") == "true":
+        return review_views._row_response(row)
+    flash("Decision saved.", "success")
+    return redirect(url_for("reviews.inbox", campaign=campaign_id)), 303
+
+
 # --- undo ---------------------------------------------------------------------------------------------------
 
 
@@ -219,7 +252,11 @@ def undo(item_id: int):
     version = parse_int(request.form.get("version"), low=0)
     try:
         with write() as session:
+            first = decisions.load_item_for(session, current_user, item_id, for_update=True)
+            others = [o for o in item_notes.alike(session, first) if o.decided_by_user_id == current_user.id]
             item = decisions.undo(session, current_user, item_id, expected_version=version)
+            for other in others:  # the same access on its other paths, decided with it
+                decisions.undo(session, current_user, other.id)
             campaign_id = item.campaign_id
     except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
         return review_views._refused(item_id, exc)

@@ -265,7 +265,10 @@ def test_rows_name_the_manual_task_the_apps_last_use_readable_names_and_every_pa
     session.commit()
     login_as(app, client, s.manager_user)
     page = _text(client.get(f"/reviews?campaign={s.campaign.id}&q=Wiki"))
-    row = page[page.index(f'id="item-{via1.id}"'):page.index(f'id="item-{via2.id}"')]
+    start = page.index(f'id="item-{via1.id}"')
+    row = page[start:page.index("</tr>", start)]
+    assert f'id="item-{via2.id}"' not in page  # one row per distinct access, every path listed
+    assert "2 paths" in row and f"/reviews/items/{via1.id}/decide-access" in row
     assert "What will happen:</b> a manual task: group &#34;Engineering&#34;" in row or \
         'What will happen:</b> a manual task: group "Engineering"' in row
     assert "Wiki editor (resource set Docs)" in row  # not the raw id
@@ -286,3 +289,30 @@ def test_the_item_page_says_who_decided_for_whom_and_what_was_undone(nocsrf, cli
     page = _text(client.get(f"/reviews/items/{setup.items[1].id}"))
     assert "Colin Colleague <span class=\"on-behalf\">on behalf of Maria Manager</span>" in page
     assert page.count('class="text-muted undone"') == 1
+
+
+def test_one_row_per_access_decides_and_undoes_every_path(nocsrf, client, session, setup):
+    s = setup
+    person, account = s.people[1], session.get(Account, s.items[2].account_id)
+    groups = [Resource(source_id=s.source.id, external_id=f"g-{n}", type="group", name=n, is_group=True)
+              for n in ("Engineering", "Ops")]
+    session.add_all(groups)
+    session.flush()
+    grant, resource, ent = make_grant(session, s.source, account, "Wiki")
+    items = [make_item(session, s.campaign, s.manager, person, account, grant, resource, ent, s.source,
+                       via=g.name, via_resource_id=g.id) for g in groups]
+    session.commit()
+    login_as(nocsrf, client, s.manager_user)
+    r = client.post(f"/reviews/items/{items[0].id}/decide-access", data={"decision": "approve"}, headers=HX)
+    assert r.status_code == 200 and "2 paths" in _text(r)
+    session.expire_all()
+    assert [session.get(ReviewItem, i.id).decision for i in items] == ["approve", "approve"]
+    assert len([e for e in _events(session, "review.decide") if e.object_id in {str(i.id) for i in items}]) == 2
+    client.post(f"/reviews/items/{items[0].id}/undo", headers=HX)
+    session.expire_all()
+    assert [session.get(ReviewItem, i.id).decision for i in items] == [None, None]
+    # a refusal decides none of them
+    r = client.post(f"/reviews/items/{items[0].id}/decide-access", data={"decision": "revoke"}, headers=HX)
+    assert r.status_code == 400
+    session.expire_all()
+    assert [session.get(ReviewItem, i.id).decision for i in items] == [None, None]

@@ -161,6 +161,12 @@ def _undo(v: View) -> Iterator[Req]:
     yield Req("POST", f"/reviews/items/{v.w.managers[v.me].items[2].id}/undo", {}, OWN, label="decided")
 
 
+def _decide_access(v: View) -> Iterator[Req]:
+    for target, iid in _targets(v):
+        for label, data in (("unknown decision", {"decision": "frobnicate"}), ("valid", {"decision": "approve"})):
+            yield Req("POST", f"/reviews/items/{iid}/decide-access", data, target, label=label)
+
+
 def _reassign_mine(v: View) -> Iterator[Req]:
     stranger = v.w.stranger.email
     for target, cid in [*_targets(v, item=False), (OWN, v.w.shared.id)]:
@@ -223,6 +229,7 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "team.end_delegation": (USER, _end_delegation),
     "team.delegated_inbox": (USER, _delegated_inbox),
     "team.undo": (USER, _undo),
+    "team.decide_access": (USER, _decide_access),
     "team.reassign_mine": (USER, _reassign_mine),
     # API tokens: everyone manages their own (a missing or someone else's token: 404)
     "tokens.index": (USER, _get("/tokens")),
@@ -255,9 +262,6 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "entitlements.sources": (READ_ALL, _get("/sources")),
     "entitlements.source_detail": (READ_ALL, _by_id("/sources/{}", lambda v: [v.w.managers["A"].items[0].source_id])),
     "entitlements.source_status": (READ_ALL, _by_id("/sources/{}/status", _source_ids)),
-    "entitlements.source_runs": (READ_ALL, lambda v: iter([
-        Req("GET", f"/sources/{_source_ids(v)[0]}/runs"), Req("GET", f"/sources/{_source_ids(v)[0]}/runs?runs_before=abc"),
-        Req("GET", f"/sources/{MISSING}/runs", target=GONE)])),
     "entitlements.identities": (READ_ALL, _get("/identities?q=person&after=abc")),
     "entitlements.identity_detail": (READ_ALL, _by_id("/identities/{}", lambda v: [v.w.stranger.id])),
     "entitlements.resources": (READ_ALL, _get("/resources?after=abc")),
@@ -281,23 +285,6 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
         Req("POST", f"/sources/{_source_ids(v)[0]}/secret", {"secret_name": "token", "secret_value": ""}, label="empty"),
         Req("POST", f"/sources/{MISSING}/secret", {"secret_name": "token", "secret_value": "x"}, GONE)])),
     "entitlements.source_sync": (ADMIN, _by_id("/sources/{}/sync", _source_ids, "POST", {})),
-    "entitlements.source_new": (ADMIN, lambda v: iter([Req("GET", "/sources/new"), Req("GET", "/sources/new?kind=github"),
-                                                       Req("GET", "/sources/new?kind=nonsense")])),
-    "entitlements.source_create": (ADMIN, _post("/sources/new", {"kind": "demo", "name": "matrix-demo", "setting-people": "3"},
-                                                {"kind": "demo", "name": "bad name!", "setting-people": "many"},
-                                                {"kind": "github", "name": "gh", "secret-token": "x" * 20},
-                                                {"kind": "nonsense", "name": "x"})),
-    "entitlements.source_test": (ADMIN, _by_id("/sources/{}/test", _source_ids, "POST", {})),
-    "entitlements.source_schedule": (ADMIN, lambda v: iter([
-        Req("POST", f"/sources/{_source_ids(v)[0]}/schedule", {"schedule": "0 3 * * *"}),
-        Req("POST", f"/sources/{_source_ids(v)[0]}/schedule", {"schedule": "never"}, label="invalid"),
-        Req("POST", f"/sources/{_source_ids(v)[0]}/schedule", {"clear": "1"}, label="clear"),
-        Req("POST", f"/sources/{MISSING}/schedule", {"schedule": "0 3 * * *"}, GONE)])),
-    "entitlements.source_enabled": (ADMIN, lambda v: iter([
-        Req("POST", f"/sources/{_source_ids(v)[0]}/enabled", {"enabled": "no"}),
-        Req("POST", f"/sources/{_source_ids(v)[0]}/enabled", {"enabled": "yes"}),
-        Req("POST", f"/sources/{_source_ids(v)[0]}/enabled", {"enabled": "maybe"}, label="invalid"),
-        Req("POST", f"/sources/{MISSING}/enabled", {"enabled": "no"}, GONE)])),
     "entitlements.link_account": (ADMIN, lambda v: iter([
         Req("POST", "/accounts/link", {"account_id": str(v.w.account.id), "identity_email": v.w.stranger.email}),
         Req("POST", "/accounts/link", {"account_id": str(MISSING)}),
