@@ -63,7 +63,7 @@ def run_engine(engine_name: str, people: int) -> dict:
     from attest.db import all_models, make_engine, transaction
     from attest.entitlements.sources import add_source
     from attest.entitlements.sync import run_sync
-    from attest.reviews import campaigns
+    from attest.reviews import campaigns, scope
     from attest.reviews.definitions import create_definition
     from attest.reviews.models import Campaign, ReviewItem
     from bench.machine import peak_rss_mb
@@ -121,10 +121,10 @@ def run_engine(engine_name: str, people: int) -> dict:
                 else:
                     s.execute(text("CREATE TABLE bench_raw AS SELECT * FROM review_item WHERE 1 = 0"))
             with transaction(factory) as s:
-                ctx = campaigns._context(s, spec_of(s, def_id), def_id, None)
+                ctx = campaigns.scope_context(s, spec_of(s, def_id), def_id, None)
                 params = dict(ctx.params)
                 params["campaign_id"] = draft_id
-                sql = campaigns.snapshot_sql(ctx, params, table="bench_raw", raw=True)
+                sql = scope.snapshot_sql(ctx, params, table="bench_raw", raw=True)
                 t0, c0 = time.perf_counter(), time.process_time()
                 s.execute(text(sql), params)
             out[f"{label}_s"] = time.perf_counter() - t0

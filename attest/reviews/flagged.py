@@ -72,7 +72,7 @@ def flagged_count(session: Session, campaign_id: int | None = None) -> int:
 
 def _owners(session: Session, resource_ids: set[int]) -> dict[int, list[str]]:
     """The owners of each resource as people: a named identity, or the person behind an owner account that
-    has not ended (the same reading as routing's resource_owner stage, `campaigns._owners_of`)."""
+    has not ended (the same reading as routing's resource_owner stage, `owners.owners_of`)."""
     if not resource_ids:
         return {}
     who = func.coalesce(ResourceOwner.identity_id, Account.identity_id)
