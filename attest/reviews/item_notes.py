@@ -9,6 +9,8 @@
   admin role: "Help desk admin (resource set ...)" instead of "CUSTOM on iamEDNIaDbgHJQ0Db2d1").
 - `other_paths`: the other ways the same person's account holds the same access in the same list (the same
   app through two groups): every path is named on each row.
+- `merged` / `folded` (`same_access`): one row per distinct access: items of one reviewer that are the same
+  access of the same account and stand alike show as one row listing every path; deciding it decides each.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from attest.entitlements.models import Entitlement, Grant, Resource, Source
@@ -84,6 +86,42 @@ def labels(session: Session, items: Sequence[ReviewItem]) -> dict[int, str]:
             if names.get(i.entitlement_id) and names[i.entitlement_id] != i.entitlement_name}
 
 
+def same_access(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, list[ReviewItem]], set[int]]:
+    """One row per distinct access: the items of one reviewer that are the same access of the same account
+    (the same entitlement reached through two groups, or directly and through a group) and stand alike
+    (the same decision, or all undecided). Returns ({first item's id: the other items}, the ids folded
+    into a first item, which the inbox does not show on their own). A decision on the row decides them all."""
+    keys = {(i.campaign_id, i.reviewer_id, i.account_id, i.entitlement_id) for i in items if i.reviewer_id is not None}
+    if not keys:
+        return {}, set()
+    found: list[ReviewItem] = []
+    for campaign_id, reviewer_id in {(k[0], k[1]) for k in keys}:
+        pairs = sorted({(k[2], k[3]) for k in keys if k[:2] == (campaign_id, reviewer_id)})
+        found += session.scalars(select(ReviewItem).where(
+            ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == reviewer_id,
+            tuple_(ReviewItem.account_id, ReviewItem.entitlement_id).in_(pairs)).order_by(ReviewItem.id)).all()
+    groups: dict[tuple[int, int, int, int], list[ReviewItem]] = {}
+    for item in found:
+        groups.setdefault((item.campaign_id, item.reviewer_id or 0, item.account_id, item.entitlement_id), []).append(item)
+    merged: dict[int, list[ReviewItem]] = {}
+    folded: set[int] = set()
+    for same in groups.values():
+        if len(same) > 1 and len({i.decision for i in same}) == 1:
+            merged[same[0].id] = same[1:]
+            folded |= {i.id for i in same[1:]}
+    return merged, folded
+
+
+def alike(session: Session, item: ReviewItem) -> list[ReviewItem]:
+    """The other items of `item`'s row (same_access): what a decision on the row decides with it."""
+    merged, _folded = same_access(session, [item])
+    for first_id, rest in merged.items():
+        ids = {first_id} | {r.id for r in rest}
+        if item.id in ids:
+            return [row for row in (session.get(ReviewItem, i) for i in sorted(ids - {item.id})) if row is not None]
+    return []
+
+
 def other_paths(items: Sequence[ReviewItem]) -> dict[int, list[str]]:
     """{item id: the other paths (via ... or "direct") by which the same account holds the same access}."""
     by_access: dict[tuple[int, int], list[ReviewItem]] = {}
@@ -101,5 +139,9 @@ def other_paths(items: Sequence[ReviewItem]) -> dict[int, list[str]]:
 def row_notes(session: Session, items: Sequence[ReviewItem]) -> dict[str, Any]:
     """Everything above for one page (or one row) of items: template context."""
     items = list(items)
+    merged, folded = same_access(session, items)
+    paths = other_paths(items)
+    for first, rest in merged.items():
+        paths[first] = [o.via or "direct" for o in rest]
     return {"revoke_notes": revoke_notes(session, items), "last_used": last_used(session, items),
-            "labels": labels(session, items), "other_paths": other_paths(items)}
+            "labels": labels(session, items), "other_paths": paths, "merged": merged, "folded": folded}
