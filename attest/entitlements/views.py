@@ -269,7 +269,7 @@ def _sync_state(source: Source) -> dict:
     running = latest if latest is not None and latest.status == "running" else None
     lease_held = session.scalar(select(JobLease.holder).where(JobLease.name == f"sync:{source.name}")) is not None
     seen = scheduler_last_seen(session)
-    return {"latest": latest, "running": running, "queued": source.sync_requested_at is not None,
+    return {"latest": latest, "running": running, "queued": source.sync_requested_at is not None, "now": utcnow(),
             "busy": running is not None or lease_held or source.sync_requested_at is not None,
             "scheduler": {"last_seen": seen, "within_minutes": int(SCHEDULER_SEEN_WITHIN.total_seconds() // 60),
                           "alive": seen is not None and seen >= utcnow() - SCHEDULER_SEEN_WITHIN}}
