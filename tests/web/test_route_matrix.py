@@ -262,6 +262,9 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "entitlements.sources": (READ_ALL, _get("/sources")),
     "entitlements.source_detail": (READ_ALL, _by_id("/sources/{}", lambda v: [v.w.managers["A"].items[0].source_id])),
     "entitlements.source_status": (READ_ALL, _by_id("/sources/{}/status", _source_ids)),
+    "entitlements.source_runs": (READ_ALL, lambda v: iter([
+        Req("GET", f"/sources/{_source_ids(v)[0]}/runs"), Req("GET", f"/sources/{_source_ids(v)[0]}/runs?runs_before=abc"),
+        Req("GET", f"/sources/{MISSING}/runs", target=GONE)])),
     "entitlements.identities": (READ_ALL, _get("/identities?q=person&after=abc")),
     "entitlements.identity_detail": (READ_ALL, _by_id("/identities/{}", lambda v: [v.w.stranger.id])),
     "entitlements.resources": (READ_ALL, _get("/resources?after=abc")),
@@ -285,6 +288,23 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
         Req("POST", f"/sources/{_source_ids(v)[0]}/secret", {"secret_name": "token", "secret_value": ""}, label="empty"),
         Req("POST", f"/sources/{MISSING}/secret", {"secret_name": "token", "secret_value": "x"}, GONE)])),
     "entitlements.source_sync": (ADMIN, _by_id("/sources/{}/sync", _source_ids, "POST", {})),
+    "entitlements.source_new": (ADMIN, lambda v: iter([Req("GET", "/sources/new"), Req("GET", "/sources/new?kind=github"),
+                                                       Req("GET", "/sources/new?kind=nonsense")])),
+    "entitlements.source_create": (ADMIN, _post("/sources/new", {"kind": "demo", "name": "matrix-demo", "setting-people": "3"},
+                                                {"kind": "demo", "name": "bad name!", "setting-people": "many"},
+                                                {"kind": "github", "name": "gh", "secret-token": "x" * 20},
+                                                {"kind": "nonsense", "name": "x"})),
+    "entitlements.source_test": (ADMIN, _by_id("/sources/{}/test", _source_ids, "POST", {})),
+    "entitlements.source_schedule": (ADMIN, lambda v: iter([
+        Req("POST", f"/sources/{_source_ids(v)[0]}/schedule", {"schedule": "0 3 * * *"}),
+        Req("POST", f"/sources/{_source_ids(v)[0]}/schedule", {"schedule": "never"}, label="invalid"),
+        Req("POST", f"/sources/{_source_ids(v)[0]}/schedule", {"clear": "1"}, label="clear"),
+        Req("POST", f"/sources/{MISSING}/schedule", {"schedule": "0 3 * * *"}, GONE)])),
+    "entitlements.source_enabled": (ADMIN, lambda v: iter([
+        Req("POST", f"/sources/{_source_ids(v)[0]}/enabled", {"enabled": "no"}),
+        Req("POST", f"/sources/{_source_ids(v)[0]}/enabled", {"enabled": "yes"}),
+        Req("POST", f"/sources/{_source_ids(v)[0]}/enabled", {"enabled": "maybe"}, label="invalid"),
+        Req("POST", f"/sources/{MISSING}/enabled", {"enabled": "no"}, GONE)])),
     "entitlements.link_account": (ADMIN, lambda v: iter([
         Req("POST", "/accounts/link", {"account_id": str(v.w.account.id), "identity_email": v.w.stranger.email}),
         Req("POST", "/accounts/link", {"account_id": str(MISSING)}),
