@@ -11,10 +11,23 @@ from flask import request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select
 
-from attest.api.core import ApiError, bp, decode_cursor, encode_cursor, iso, requires, responses, spec
+from attest.api.core import (
+    ApiError,
+    bp,
+    caller,
+    check_if_match,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    make_etag,
+    requires,
+    responses,
+    set_etag,
+    spec,
+)
 from attest.entitlements import history, queries
 from attest.entitlements.models import AccessChange, Account, Entitlement, Grant, Identity, Resource
-from attest.web import db, settings
+from attest.web import db, settings, write
 
 TAGS = ["entitlements"]
 TAG_PEOPLE = ["identities"]
@@ -192,6 +205,13 @@ class ChangeQuery(Paging):
     since: str | None = Field(default=None, max_length=64, description="only changes at or after this moment")
 
 
+class LinkIn(BaseModel):
+    """The person the account belongs to (an identity id), or null to unlink it; later syncs keep it."""
+
+    model_config = ConfigDict(extra="forbid")
+    identity_id: int | None = Field(ge=1, le=2**31 - 1)
+
+
 class GrantList(BaseModel):
     data: list[GrantOut]
     next: str | None = None
@@ -285,7 +305,38 @@ def get_account(account_id: int):
     account = db().get(Account, account_id)
     if account is None:
         raise ApiError(404)
+    set_etag(_account_etag(account))
     return {**account_out(account), "access": _access([account], _as_of(q.at))}
+
+
+def _account_etag(account: Account) -> str:
+    return make_etag("account", account.id, account.identity_id, account.link_method)
+
+
+@bp.put("/accounts/<int:account_id>/link")
+@requires("entitlements:write", "admin")
+@spec.validate(json=LinkIn, resp=responses(AccountOut), tags=TAG_PEOPLE)
+def link_account(account_id: int):
+    """Link an account to a person by hand (an orphaned account, a wrong automatic link), or unlink it with
+    null: as the orphaned-accounts page does (attest/entitlements/correlation.py); audited. If-Match: 412 when
+    its link changed since it was read."""
+    from attest.entitlements import correlation
+
+    body: LinkIn = request.context.json
+    with write() as session:
+        account = session.scalar(select(Account).where(Account.id == account_id).with_for_update(of=Account)
+                                 .execution_options(populate_existing=True))
+        if account is None:
+            raise ApiError(404)
+        check_if_match(_account_etag(account))
+        if body.identity_id is not None:
+            person = session.get(Identity, body.identity_id)
+            if person is None or person.ended_at is not None:
+                raise ApiError(400, f"No current person has the id {body.identity_id}.")
+        correlation.link_manually(session, account_id, body.identity_id, caller().actor)
+    account = db().get(Account, account_id)
+    set_etag(_account_etag(account))
+    return account_out(account)
 
 
 @bp.get("/resources")

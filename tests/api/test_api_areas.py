@@ -159,3 +159,30 @@ def test_a_co_reviewer_lists_the_items_escalated_to_them(session, api, api_world
     co = api(bruno).get(f"/campaigns/{cid}/items?role=co_reviewer").get_json()["data"]
     assert [i["id"] for i in co] == [escalated.id]
     assert api(bruno).get(f"/items/{escalated.id}").status_code == 200
+
+
+def test_link_an_orphaned_account_to_a_person_with_if_match(session, api, api_world, make_token):
+    from attest.entitlements.models import Account
+
+    account = Account(source_id=api_world.a.source.id, external_id="orphan-1", login="svc-backup", kind="human")
+    session.add(account)
+    session.commit()
+    person = api_world.a.people[2]
+    reader = make_token(api_world.auditor, ["entitlements:read"])
+    etag = api(reader).get(f"/accounts/{account.id}").headers["ETag"]
+    assert api(reader).client.put(f"/api/v1/accounts/{account.id}/link", json={"identity_id": person.id},
+                                  headers={"Authorization": f"Bearer {reader}"}).status_code == 403
+    admin = make_token(api_world.admin, ["entitlements:read", "entitlements:write"])
+    put = api(admin).client.put
+    auth = {"Authorization": f"Bearer {admin}"}
+    assert put(f"/api/v1/accounts/{account.id}/link", json={"identity_id": 987654}, headers=auth).status_code == 400
+    linked = put(f"/api/v1/accounts/{account.id}/link", json={"identity_id": person.id},
+                 headers={**auth, "If-Match": etag})
+    assert linked.status_code == 200 and linked.get_json()["identity_id"] == person.id
+    assert linked.get_json()["link_method"] == "manual"
+    stale = put(f"/api/v1/accounts/{account.id}/link", json={"identity_id": None}, headers={**auth, "If-Match": etag})
+    assert stale.status_code == 412
+    session.expire_all()
+    assert session.get(Account, account.id).identity_id == person.id
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "account.link")).one()
+    assert event.actor == api_world.admin.email and event.after["identity_id"] == person.id
