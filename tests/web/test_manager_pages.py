@@ -316,3 +316,21 @@ def test_one_row_per_access_decides_and_undoes_every_path(nocsrf, client, sessio
     assert r.status_code == 400
     session.expire_all()
     assert [session.get(ReviewItem, i.id).decision for i in items] == [None, None]
+
+
+def test_a_revoke_of_rule_managed_membership_names_the_rule_before_the_revoke(client, app, session, setup):
+    s = setup
+    person, account = s.people[2], session.get(Account, s.items[4].account_id)
+    grant, resource, ent = make_grant(session, s.source, account, "Sales-All")  # a group filled by a rule
+    resource.attributes = {"rules": [{"name": "Everyone in Sales"}]}
+    item = make_item(session, s.campaign, s.manager, person, account, grant, resource, ent, s.source)
+    plain = s.items[4]
+    session.commit()
+    login_as(app, client, s.manager_user)
+    page = _text(client.get(f"/reviews?campaign={s.campaign.id}&q=Carol"))
+    start = page.index(f'id="item-{item.id}"')
+    row = page[start:page.index("</tr>", start)]
+    assert "What will happen:</b> a manual task: group rule Everyone in Sales assigns membership" in row
+    assert "Revoke (r): becomes a manual task" in row
+    start = page.index(f'id="item-{plain.id}"')
+    assert "What will happen" not in page[start:page.index("</tr>", start)]  # a plain revoke says nothing more
