@@ -21,10 +21,14 @@ open, what was already emitted) in plain local variables, without locks.
   the fan-out the same way; an outside `stop` raises `Cancelled`, so a partial read is never mistaken for
   a whole one. The fan-out only reads `stop` (the caller may use the same event for its own hand-over);
   it signals its own end through `halted`.
+
+`read_ahead` runs a whole reading (a fan-out, say) on one producer thread ahead of its consumer: the
+connector's `sync()` keeps requesting while the sync engine stages what was already read.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -32,7 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Cancelled", "FanOutStats", "Task", "fan_out"]
+__all__ = ["Cancelled", "FanOutStats", "Task", "fan_out", "read_ahead"]
 
 
 class Cancelled(Exception):
@@ -153,3 +157,50 @@ def fan_out(tasks: Iterable[Task], *, workers: int, ordered: bool = False, stop:
         for _, future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_ahead(produce: Callable[[threading.Event], Iterable[Any]], *, batch: int = 2000, depth: int = 32,
+               name: str = "read-ahead", join_timeout: float = 60.0) -> Iterator[Any]:
+    """Run `produce(stop)` on its own thread and yield its items, handed over in batches through a bounded
+    queue (`depth` batches of `batch` items), so requests keep flowing while the caller stages records
+    into the database. The producer's error is raised here, after the items before it; when the caller
+    stops reading (closes this generator), `stop` is set and the producer is joined."""
+    batches: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: list[Any] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def producer() -> None:
+        chunk: list[Any] = []
+        try:
+            for item in produce(stop):
+                chunk.append(item)
+                if len(chunk) >= batch:
+                    if not put(chunk):
+                        return
+                    chunk = []
+            put(chunk)
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=producer, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = batches.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield from item
+    finally:
+        stop.set()
+        thread.join(timeout=join_timeout)

@@ -45,7 +45,6 @@ transforms from Okta payloads to records (unit-tested on recorded payloads).
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
 import time
@@ -70,7 +69,7 @@ from attest.connectors.base import (
     RevokeResult,
     Setting,
 )
-from attest.connectors.fanout import Task, fan_out
+from attest.connectors.fanout import Task, fan_out, read_ahead
 from attest.connectors.http import HttpClient, HttpError, PageGuard, next_link, require_https
 
 log = logging.getLogger(__name__)
@@ -667,48 +666,10 @@ class OktaConnector(BaseConnector):
 
     # -- sync ------------------------------------------------------------------------------------------
     def sync(self) -> Iterator[Record]:
-        """Records as they are read. Reading runs in a producer thread that hands over batches through a
-        bounded queue, so requests keep flowing while the caller stages records into the database."""
+        """Records as they are read. Reading runs ahead on its own thread (fanout.read_ahead), handing over
+        batches through a bounded queue, so requests keep flowing while the caller stages records."""
         self._scopes = READ_SCOPES if self.log_days else READ_SCOPES[:-1]
-        batches: queue.Queue[list[Record] | BaseException | None] = queue.Queue(maxsize=32)
-        stop = threading.Event()
-
-        def put(item: list[Record] | BaseException | None) -> bool:
-            while not stop.is_set():
-                try:
-                    batches.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            batch: list[Record] = []
-            try:
-                for rec in self._records(stop):
-                    batch.append(rec)
-                    if len(batch) >= 2000:
-                        if not put(batch):
-                            return
-                        batch = []
-                put(batch)
-                put(None)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                put(exc)
-
-        producer = threading.Thread(target=produce, name="okta-sync", daemon=True)
-        producer.start()
-        try:
-            while True:
-                item = batches.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield from item
-        finally:
-            stop.set()
-            producer.join(timeout=60)
+        yield from read_ahead(self._records, name="okta-sync")
 
     def _records(self, stop: threading.Event) -> Iterator[Record]:
         """Every read is a fan-out task (attest/connectors/fanout.py: `concurrency` workers, records handed

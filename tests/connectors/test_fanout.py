@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from attest.connectors.base import Note, PartFailed
-from attest.connectors.fanout import Cancelled, FanOutStats, Task, fan_out
+from attest.connectors.fanout import Cancelled, FanOutStats, Task, fan_out, read_ahead
 
 TIMEOUT = 10
 
@@ -250,3 +250,45 @@ def test_a_slow_task_at_the_head_of_an_ordered_fan_out_does_not_hold_the_others_
 
     tasks = [Task("head", head)] + [Task(i, lambda i=i: other(i)) for i in range(20)]
     assert list(fan_out(tasks, workers=2, ordered=True)) == ["head", *range(20)]
+
+
+def test_read_ahead_reads_before_the_consumer_asks_and_keeps_the_order():
+    produced, ahead = [], threading.Event()
+
+    def produce(stop):
+        for i in range(10):
+            produced.append(i)
+            if i == 7:
+                ahead.set()
+            yield i
+
+    gen = read_ahead(produce, batch=2, depth=4, name="t-ahead")
+    assert next(gen) == 0
+    assert ahead.wait(TIMEOUT), "the producer did not read ahead of the consumer"
+    assert list(gen) == list(range(1, 10))
+    assert threads("t-ahead") == []
+
+
+def test_read_ahead_raises_the_producers_error_after_what_came_before():
+    def produce(stop):
+        yield from range(5)
+        raise RuntimeError("HTTP 500 on the last page")
+
+    out = []
+    with pytest.raises(RuntimeError, match="HTTP 500"):
+        for item in read_ahead(produce, batch=2):
+            out.append(item)
+    assert out == [0, 1, 2, 3]  # the half-filled batch before the error is not handed over, as before
+
+
+def test_closing_read_ahead_stops_the_producer():
+    def produce(stop):
+        i = 0
+        while not stop.is_set():
+            yield i
+            i += 1
+
+    gen = read_ahead(produce, batch=3, depth=2, name="t-ahead-close")
+    assert [next(gen) for _ in range(5)] == [0, 1, 2, 3, 4]
+    gen.close()
+    assert threads("t-ahead-close") == []
