@@ -234,6 +234,21 @@ def sources_disable(name: str) -> None:
     click.echo(f"{name}: disabled (history kept)")
 
 
+@sources_group.command("enable")
+@click.argument("name")
+def sources_enable(name: str) -> None:
+    """Sync a disabled source again (on its schedule and when asked)."""
+    from attest.db import transaction
+    from attest.entitlements.sources import SourceError, enable_source
+
+    try:
+        with transaction(_state().factory) as session:
+            enable_source(session, name, actor=_cli_actor())
+    except SourceError as exc:
+        _fail(str(exc))
+    click.echo(f"{name}: enabled")
+
+
 @sources_group.command("rotate-keys")
 @needs_keys
 def sources_rotate() -> None:

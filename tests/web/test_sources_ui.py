@@ -365,3 +365,17 @@ def test_the_polled_sync_panel_stops_and_reloads_the_runs_when_the_run_ends(admi
     assert done.headers["HX-Trigger"] == "sync-finished"  # and the runs table reloads itself
     runs = admin.get(f"/sources/{source.id}/runs").get_data(as_text=True)
     assert 'hx-trigger="sync-finished from:body"' in runs and ">apply <" in runs
+
+
+def test_cli_disable_and_enable_are_the_pages_rule(app, session):
+    make_source(session, "hr", kind="demo", settings={"people": 5})
+    session.commit()
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["sources", "disable", "hr"]).exit_code == 0
+    assert not _source(session, "hr").enabled
+    result = runner.invoke(args=["sources", "enable", "hr"])
+    assert result.exit_code == 0 and "hr: enabled" in result.output
+    assert _source(session, "hr").enabled
+    assert [e.action for e in _events(session) if e.action in ("source.disable", "source.enable")] == \
+        ["source.disable", "source.enable"]
+    assert runner.invoke(args=["sources", "enable", "nope"]).exit_code != 0
