@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from attest.connectors.aws.errors import AWS_ERRORS, connector_error, describe
 from attest.connectors.aws.guard import GuardMixin
 from attest.connectors.aws.iam import IamMixin
-from attest.connectors.aws.identity_center import IdentityCenter, IdentityCenterMixin
+from attest.connectors.aws.identity_center import IdentityCenter, IdentityCenterMixin, identity_center_failed
 from attest.connectors.aws.organizations import SCP_PART, Org, OrganizationsMixin
 from attest.connectors.aws.policies import local_admin_policies
 from attest.connectors.aws.provisioning import ProvisioningMixin
@@ -46,6 +46,7 @@ from attest.connectors.base import (
     ResourceRecord,
     Setting,
 )
+from attest.connectors.fanout import Task, fan_out
 from attest.connectors.http import MAX_PAGES, PagingError
 
 ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
@@ -232,65 +233,19 @@ class AwsConnector(SessionsMixin, OrganizationsMixin, IdentityCenterMixin, IamMi
         self._trust_inputs: dict[str, tuple[OrgAccount, Any, tuple[str, ...]]] = {}
         self._sso_by_account: dict[str, dict[str, list[tuple[str, str]]]] = {}
 
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="attest-aws")
         try:
-            try:
-                ic = self._identity_center()
-            except AWS_ERRORS as exc:
-                raise ConnectorError(f"IAM Identity Center could not be read: {exc}") from None
-            if self._ic_note:
-                yield Note(self._ic_note)
-            catalog: dict[str, PermissionSetInfo] = {}
-            users_f: Future | None = None
-            groups_f: Future | None = None
-            if ic is not None:
-                sso = self._client("sso-admin", region=self.ic_region)
-                users_f = pool.submit(self._read_ic_users, ic)
-                groups_f = pool.submit(self._read_ic_groups, ic)
-                arns = list(self._pages(sso, "list_permission_sets", "PermissionSets", InstanceArn=ic.instance_arn))
-                for f in [pool.submit(self._read_permission_set, ic, arn) for arn in arns]:
-                    info = self._ic_result(f)
-                    catalog[info.arn] = info
-            account_fs = [pool.submit(self._account_task, acct, ic, catalog) for acct in accounts]
-            member_fs: dict[str, Future] = {}
-            groups: list[dict[str, Any]] = []
-            if ic is not None:
-                for user in self._ic_result(users_f):
-                    yield identity_center_user(user, ic.store_id)
-                groups = self._ic_result(groups_f)
-                member_fs = {g["GroupId"]: pool.submit(self._read_ic_members, ic, g["GroupId"]) for g in groups}
-            failed: list[str] = []
-            for f in as_completed(account_fs):
-                records = f.result()
-                failed += [r.part for r in records if isinstance(r, PartFailed)]
-                yield from records
-            # an Identity Center group is privileged through its assignments, which live in the accounts:
-            # when an account could not be read, the group's membership entitlement is derived partly from
-            # an unread part, so it is yielded in that part and the sync engine keeps its stored value
-            # (privileged flag and privileged_via) instead of recomputing it from the accounts it could read
-            derived_part = min(failed) if failed else None
-            for g in groups:
-                gid = g["GroupId"]
-                ref = f"idc-group:{gid}"
-                name = g.get("DisplayName") or gid
-                held = sorted(self._privileged_groups.get(gid, ()))
-                yield ResourceRecord(
-                    external_id=ref, type="aws_sso_group", name=name, description=g.get("Description"), is_group=True,
-                    attributes={"identity_store_id": ic.store_id, "group_id": gid,
-                                "external_ids": [f"{x.get('Issuer')}:{x.get('Id')}" for x in g.get("ExternalIds") or []]},
-                )
-                yield EntitlementRecord(
-                    external_id=f"{ref}:member", resource_ref=ref, name="member",
-                    display_name=f"Member of Identity Center group {name}", is_membership=True, privileged=bool(held),
-                    attributes={"kind": "sso_group_membership", "identity_store_id": ic.store_id, "group_id": gid,
-                                "group_name": name, "privileged_via": held[:20]},
-                    part=derived_part,
-                )
-                for uid in self._ic_result(member_fs[gid]):
-                    yield GrantRecord(entitlement_ref=f"{ref}:member", principal_ref=f"idc-user:{uid}")
-            yield from self._trust_paths(org, [p for p in failed if p != SCP_PART])
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            ic = self._identity_center()
+        except AWS_ERRORS as exc:
+            raise ConnectorError(f"IAM Identity Center could not be read: {exc}") from None
+        if self._ic_note:
+            yield Note(self._ic_note)
+        run = _SyncRun(self, ic, accounts)
+        # every read is a fan-out task (attest/connectors/fanout.py: at most `concurrency` at a time, records
+        # handed over as reads finish); _SyncRun says what each result means and which reads it opens
+        yield from fan_out(run.first_tasks(), workers=self.concurrency, name="attest-aws")
+        if ic is not None:
+            yield from run.group_records(ic)
+        yield from self._trust_paths(org, [p for p in run.failed if p != SCP_PART])
 
     def _trust_paths(self, org: Org, failed: list[str]) -> Iterator[Record]:
         """Who can assume which role (attest.connectors.aws.trust), resolved across every account read. A
@@ -308,3 +263,92 @@ class AwsConnector(SessionsMixin, OrganizationsMixin, IdentityCenterMixin, IamMi
     def close(self) -> None:
         self._clients.clear()
 
+
+class _SyncRun:
+    """What the sync reads once the organization and the SCPs are in, as fan-out tasks, and what each
+    result means. Identity Center users, groups and the permission set catalog are read side by side;
+    the accounts once the whole catalog is in (their assignments are judged by it); each group's members
+    once the groups are listed. `then` runs on the sync's own thread, so the state here needs no lock.
+    An Identity Center read is source-wide: its failure fails the run (partial IC data ends nothing)."""
+
+    def __init__(self, conn: AwsConnector, ic: IdentityCenter | None, accounts: list[OrgAccount]) -> None:
+        self.conn, self.ic, self.accounts = conn, ic, accounts
+        self.catalog: dict[str, PermissionSetInfo] = {}
+        self.unread_sets = 0
+        self.groups: list[dict[str, Any]] = []
+        self.members: dict[str, list[str]] = {}
+        self.failed: list[str] = []
+
+    def first_tasks(self) -> list[Task]:
+        conn, ic = self.conn, self.ic
+        if ic is None:
+            return self.account_tasks()
+        sso = conn._client("sso-admin", region=conn.ic_region)
+        return [
+            Task("ic-users", partial(conn._read_ic_users, ic), then=self.users, on_error=identity_center_failed),
+            Task("ic-groups", partial(conn._read_ic_groups, ic), then=self.listed_groups,
+                 on_error=identity_center_failed),
+            Task("permission-sets", lambda: list(conn._pages(sso, "list_permission_sets", "PermissionSets",
+                                                             InstanceArn=ic.instance_arn)), then=self.listed_sets),
+        ]
+
+    def account_tasks(self) -> list[Task]:
+        return [Task(("account", acct.id), partial(self.conn._account_task, acct, self.ic, self.catalog),
+                     then=self.account) for acct in self.accounts]
+
+    def users(self, users: list[dict[str, Any]]) -> Iterator[Record]:
+        store_id = self.ic.store_id if self.ic else ""
+        return (identity_center_user(user, store_id) for user in users)
+
+    def listed_sets(self, arns: list[str]) -> list[Task]:
+        if not arns:
+            return self.account_tasks()
+        self.unread_sets = len(arns)
+        return [Task(("permission-set", arn), partial(self.conn._read_permission_set, self.ic, arn),
+                     then=self.permission_set, on_error=identity_center_failed) for arn in arns]
+
+    def permission_set(self, info: PermissionSetInfo) -> list[Task]:
+        self.catalog[info.arn] = info
+        self.unread_sets -= 1
+        return self.account_tasks() if self.unread_sets == 0 else []
+
+    def listed_groups(self, groups: list[dict[str, Any]]) -> list[Task]:
+        self.groups = groups
+        return [Task(("members", g["GroupId"]), partial(self.conn._read_ic_members, self.ic, g["GroupId"]),
+                     then=partial(self.group_members, g["GroupId"]), on_error=identity_center_failed)
+                for g in groups]
+
+    def group_members(self, group_id: str, user_ids: list[str]) -> list[Record]:
+        self.members[group_id] = user_ids
+        return []
+
+    def account(self, records: list[Record]) -> list[Record]:
+        self.failed += [r.part for r in records if isinstance(r, PartFailed)]
+        return records
+
+    def group_records(self, ic: IdentityCenter) -> Iterator[Record]:
+        """Each Identity Center group, its membership entitlement and its members' grants. A group is
+        privileged through its assignments, which live in the accounts: when an account could not be read,
+        the group's membership entitlement is derived partly from an unread part, so it is yielded in that
+        part and the sync engine keeps its stored value (privileged flag and privileged_via) instead of
+        recomputing it from the accounts it could read."""
+        derived_part = min(self.failed) if self.failed else None
+        for g in self.groups:
+            gid = g["GroupId"]
+            ref = f"idc-group:{gid}"
+            name = g.get("DisplayName") or gid
+            held = sorted(self.conn._privileged_groups.get(gid, ()))
+            yield ResourceRecord(
+                external_id=ref, type="aws_sso_group", name=name, description=g.get("Description"), is_group=True,
+                attributes={"identity_store_id": ic.store_id, "group_id": gid,
+                            "external_ids": [f"{x.get('Issuer')}:{x.get('Id')}" for x in g.get("ExternalIds") or []]},
+            )
+            yield EntitlementRecord(
+                external_id=f"{ref}:member", resource_ref=ref, name="member",
+                display_name=f"Member of Identity Center group {name}", is_membership=True, privileged=bool(held),
+                attributes={"kind": "sso_group_membership", "identity_store_id": ic.store_id, "group_id": gid,
+                            "group_name": name, "privileged_via": held[:20]},
+                part=derived_part,
+            )
+            for uid in self.members.get(gid, []):
+                yield GrantRecord(entitlement_ref=f"{ref}:member", principal_ref=f"idc-user:{uid}")

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -149,13 +148,13 @@ class IdentityCenterMixin:
                     yield GrantRecord(entitlement_ref=ref, principal_ref=f"idc-group:{a['PrincipalId']}",
                                       principal_type="resource", part=part)
 
-    @staticmethod
-    def _ic_result(future: Future | None) -> Any:
-        """An Identity Center read is source-wide: its failure fails the run (partial IC data ends nothing)."""
-        try:
-            return future.result() if future is not None else []
-        except ClientError as exc:
-            raise ConnectorError(f"IAM Identity Center: {exc.operation_name} failed: "
-                                 f"{describe(exc, operation=False)}") from None
-        except BotoCoreError as exc:
-            raise ConnectorError(f"IAM Identity Center could not be read: {exc}") from None
+
+def identity_center_failed(exc: BaseException) -> NoReturn:
+    """What a failed Identity Center read means: the run fails (an Identity Center read is source-wide,
+    and partial Identity Center data must end nothing), with AWS's refusal in words."""
+    if isinstance(exc, ClientError):
+        raise ConnectorError(f"IAM Identity Center: {exc.operation_name} failed: "
+                             f"{describe(exc, operation=False)}") from None
+    if isinstance(exc, BotoCoreError):
+        raise ConnectorError(f"IAM Identity Center could not be read: {exc}") from None
+    raise exc
