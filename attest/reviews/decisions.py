@@ -375,7 +375,7 @@ def bulk_writable(campaign: Campaign, me: int, decision: str, with_comment: bool
 
 
 def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequence[int], decision: str,
-                comment: str | None = None) -> BulkResult:
+                comment: str | None = None, on_behalf_of: int | None = None) -> BulkResult:
     """Decide many undecided items of one campaign at once (a filtered selection).
 
     Bulk decisions never replace a decision and never race one: each chunk is ONE conditional UPDATE
@@ -388,15 +388,21 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
     `rules.bulk_approve_flagged` is true and a comment is given; access of a terminated person or of an
     orphaned account is never approved in bulk (it needs its own comment). Items on a stage that is not
     their last are handed on one by one (routing needs each item's person).
+
+    `on_behalf_of`: the user decides as the active delegate of that reviewer (eligibility.delegators_of):
+    the reviewer's items are taken, never one about the user, and each records both.
     """
     _check_writer(user)
     campaign = _active_campaign(session, campaign_id)
     me = user.identity_id
     if me is None:
         raise NotFound("No such campaign.")
+    if on_behalf_of is not None and on_behalf_of not in eligibility.delegators_of(session, me, utcnow()):
+        raise NotFound("No such campaign.")
+    whose = me if on_behalf_of is None else on_behalf_of  # the reviewer whose items are decided
     owned = session.scalar(
         select(ReviewItem.id).where(ReviewItem.campaign_id == campaign_id,
-                                    or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me)).limit(1)
+                                    or_(ReviewItem.reviewer_id == whose, ReviewItem.co_reviewer_id == whose)).limit(1)
     )
     if owned is None:
         raise NotFound("No such campaign.")
@@ -409,7 +415,8 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
     if not ids:
         return BulkResult(0)
     last_stage = len(_stages(campaign)) - 1
-    mine = and_(ReviewItem.campaign_id == campaign_id, or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me))
+    mine = and_(ReviewItem.campaign_id == campaign_id,
+                or_(ReviewItem.reviewer_id == whose, ReviewItem.co_reviewer_id == whose))
     flagged = queries.flagged_condition()
     flagged_ok = decision != "approve" or (_bulk_approve_flagged(campaign) and comment is not None)
     # what the write may take: checked by the UPDATE itself, at the moment of the write
@@ -436,7 +443,7 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
 
     now = utcnow()
     values = dict(decision=decision, comment=comment, decided_by_user_id=user.id, decided_by_identity_id=me,
-                  decided_for_identity_id=None, decided_at=now, decided_in_bulk=True, version=ReviewItem.version + 1)
+                  decided_for_identity_id=on_behalf_of, decided_at=now, decided_in_bulk=True, version=ReviewItem.version + 1)
     final = or_(literal(decision == "revoke"), ReviewItem.stage >= last_stage)
     taken: list[tuple[int, int, int | None, bool]] = []  # id, stage, reviewer, completed
     # a revoke, or a campaign of one stage, completes every item it takes: one UPDATE per chunk
@@ -457,7 +464,8 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
     taken.sort()
     session.execute(Decision.__table__.insert(), [
         {"item_id": i, "campaign_id": campaign_id, "stage": stage, "decision": decision, "comment": comment,
-         "user_id": user.id, "identity_id": me, "bulk": True, "at": now} for i, stage, _r, _c in taken
+         "user_id": user.id, "identity_id": me, "bulk": True, "at": now, "on_behalf_of_id": on_behalf_of}
+        for i, stage, _r, _c in taken
     ])
     # objects loaded before the UPDATE must not keep stale decision/version values
     taken_ids = {t[0] for t in taken}
@@ -477,6 +485,8 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
                                  "completed": i not in moved}
         if i in moved:
             after["next_stage"], after["next_reviewer_id"] = moved[i]
+        if on_behalf_of is not None:
+            after["on_behalf_of_id"] = on_behalf_of
         events.append({"actor": _actor(user), "action": "review.decide", "object_type": "review_item",
                        "object_id": str(i), "campaign_id": campaign_id,
                        "before": {"decision": None, "comment": None, "stage": stage, "reviewer_id": reviewer},

@@ -10,6 +10,7 @@ stand in for gets 404, never 403 (nobody learns what exists).
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -190,9 +191,19 @@ def delegated_inbox(delegator_id: int):
             keep = [i for i in page.rows if i not in about_me]
             page = queries.InboxPage(keep, page.next_after, queries.group_by_person(keep))
         campaign = current.campaign
+        # what the bulk bar would take for the delegate: the bulk rules, never an item about the delegate
+        takes = decisions.bulk_writable(campaign, me, "approve", False)
+        _open, unflagged = queries.selection_counts(session, delegator_id, campaign.id,
+                                                    queries.InboxFilters(risk="unflagged"), takes)
+        selection = held_back = None
+        if filters.active:
+            undecided, selection = queries.selection_counts(session, delegator_id, campaign.id, filters, takes)
+            held_back = undecided - selection
         context.update(
-            campaign=campaign, filters=filters, page=page, counts=current.counts, bulk_counts=None, selection=None,
-            held_back=None, flagged_in_bulk=False, options=queries.filter_options(session, delegator_id, campaign.id),
+            campaign=campaign, filters=filters, page=page, counts=current.counts,
+            bulk_counts=SimpleNamespace(open_unflagged=unflagged), selection=selection, held_back=held_back,
+            flagged_in_bulk=bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged")),
+            options=queries.filter_options(session, delegator_id, campaign.id),
             writable=campaign.status == "active" and not (current_user.is_auditor and not current_user.is_admin),
             signed_off=current.signed_off_at is not None, hidden_about_me=len(about_me),
             comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
@@ -206,6 +217,46 @@ def _row_context() -> dict[str, Any]:
     from attest.reviews.views import _row_context as rows
 
     return rows()
+
+
+@bp.post("/reviews/for/<int:delegator_id>/campaigns/<int:campaign_id>/bulk")
+@login_required
+def delegated_bulk(delegator_id: int, campaign_id: int):
+    """The bulk bar of a delegated inbox: the reviewer's undecided items of the selection, decided by the
+    delegate on their behalf (decisions.bulk_decide's rules; never an item about the delegate)."""
+    session = db()
+    me = current_user.identity_id
+    if delegator_id not in eligibility.delegators_of(session, me, utcnow()) or \
+            not queries.is_my_campaign(session, delegator_id, campaign_id):
+        abort(404)
+    filters = queries.InboxFilters.from_args(request.form)
+    filters.role = "reviewer"
+    scope = request.form.get("scope", "unflagged")
+    if scope == "unflagged":
+        if filters.risk not in (None, "unflagged"):
+            abort(400, "Approve all not flagged cannot be combined with a risk filter.")
+        filters.risk = "unflagged"
+    elif scope != "filtered":
+        abort(400, "Unknown selection.")
+    decision = request.form.get("bulk_decision", "approve")
+    try:
+        with write() as session:
+            ids = queries.selection_ids(session, delegator_id, campaign_id, filters)
+            result = decisions.bulk_decide(session, current_user, campaign_id, ids, decision,
+                                           comment=request.form.get("comment"), on_behalf_of=delegator_id)
+    except NotFound:
+        abort(404)
+    except Forbidden as exc:
+        abort(403, str(exc))
+    except DecisionError as exc:
+        abort(400, str(exc))
+    n = result.changed
+    verb = {"approve": "Approved", "revoke": "Revoked", "abstain": "Abstained on"}.get(decision, "Decided")
+    left = result.explain()
+    flash((f"{verb} {n:,} item{'s' if n != 1 else ''} on behalf of the reviewer." if n else "Nothing was decided.")
+          + (" Left to decide one by one: " + "; ".join(left) + "." if left else ""),
+          "success" if n and not left else "warning" if left else "info")
+    return redirect(url_for("team.delegated_inbox", delegator_id=delegator_id, campaign=campaign_id)), 303
 
 
 # --- one row per distinct access ------------------------------------------------------------------------------

@@ -130,6 +130,22 @@ def test_one_delegation_at_a_time_and_ending_it_is_audited(session, setup, colle
     assert delegation.given(session, setup.manager.id, clock.now) == []
 
 
+def test_bulk_on_behalf_takes_the_delegators_items_never_the_delegates_own(session, setup, colleague):
+    delegate_identity, delegate_user = colleague
+    about = _item_about(session, setup, delegate_identity)
+    ids = [i.id for i in setup.items] + [about.id]
+    with pytest.raises(NotFound):  # no delegation yet
+        decisions.bulk_decide(session, delegate_user, setup.campaign.id, ids, "approve", on_behalf_of=setup.manager.id)
+    _delegate(session, setup, colleague)
+    result = decisions.bulk_decide(session, delegate_user, setup.campaign.id, ids, "approve",
+                                   on_behalf_of=setup.manager.id)
+    assert result.changed == len(setup.items) - 1  # item 0 is flagged
+    assert result.skipped == {"flagged": 1, "own_access": 1}
+    rows = session.scalars(select(Decision).where(Decision.bulk.is_(True))).all()
+    assert {(d.identity_id, d.on_behalf_of_id) for d in rows} == {(delegate_identity.id, setup.manager.id)}
+    assert session.get(ReviewItem, about.id).decision is None
+
+
 # --- undo ---------------------------------------------------------------------------------------------------
 
 

@@ -124,8 +124,9 @@ def test_delegation_from_the_page_lets_the_colleague_decide_on_my_behalf(nocsrf,
     assert "Reviews for Maria Manager" in theirs
     assert "Alice Archer" in theirs and "Colin-Payroll" not in theirs
     assert "1 item is about your own access: it stays with Maria Manager" in theirs
-    # sign-off, bulk and reassigning stay the manager's
-    assert "js-signoff" not in theirs and "js-bulk-unflagged" not in theirs and "reassign-box" not in theirs
+    # sign-off and reassigning stay the manager's; the bulk bar decides on the manager's behalf
+    assert "js-signoff" not in theirs and "reassign-box" not in theirs
+    assert f'action="/reviews/for/{setup.manager.id}/campaigns/{setup.campaign.id}/bulk"' in theirs
 
     item = setup.items[1]
     r = client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}, headers=HX)
@@ -334,3 +335,29 @@ def test_a_revoke_of_rule_managed_membership_names_the_rule_before_the_revoke(cl
     assert "Revoke (r): becomes a manual task" in row
     start = page.index(f'id="item-{plain.id}"')
     assert "What will happen" not in page[start:page.index("</tr>", start)]  # a plain revoke says nothing more
+
+
+def test_a_delegate_approves_in_bulk_on_behalf_never_their_own_access(nocsrf, client, session, setup):
+    colleague, colleague_user = setup.extra["colleague"]
+    _delegate(session, setup)
+    login_as(nocsrf, client, colleague_user)
+    theirs = _text(client.get(f"/reviews/for/{setup.manager.id}"))
+    assert "Approve all 5 not flagged" in theirs  # 5 of the manager's 6 unflagged: not the one about Colin
+    r = client.post(f"/reviews/for/{setup.manager.id}/campaigns/{setup.campaign.id}/bulk",
+                    data={"scope": "unflagged", "bulk_decision": "approve"}, follow_redirects=True)
+    assert "Approved 5 items on behalf of the reviewer." in _text(r)
+    session.expire_all()
+    items = session.scalars(select(ReviewItem).where(ReviewItem.campaign_id == setup.campaign.id)).all()
+    approved = [i for i in items if i.decision == "approve"]
+    assert len(approved) == 5 and all(i.decided_by_identity_id == colleague.id and
+                                      i.decided_for_identity_id == setup.manager.id for i in approved)
+    assert session.get(ReviewItem, setup.extra["about_colleague"].id).decision is None
+    events = [e for e in _events(session, "review.decide") if e.after.get("bulk")]
+    assert len(events) == 5 and all(e.after["on_behalf_of_id"] == setup.manager.id for e in events)
+    # without the delegation (or for someone else's reviewer) there is nothing to post to
+    other = setup.extra["other"]
+    assert client.post(f"/reviews/for/{other.manager.id}/campaigns/{other.campaign.id}/bulk",
+                       data={"scope": "unflagged"}).status_code == 404
+    login_as(nocsrf, client, other.manager_user)
+    assert client.post(f"/reviews/for/{setup.manager.id}/campaigns/{setup.campaign.id}/bulk",
+                       data={"scope": "unflagged"}).status_code == 404

@@ -161,6 +161,15 @@ def _undo(v: View) -> Iterator[Req]:
     yield Req("POST", f"/reviews/items/{v.w.managers[v.me].items[2].id}/undo", {}, OWN, label="decided")
 
 
+def _delegated_bulk(v: View) -> Iterator[Req]:
+    """The viewer stands in for nobody: every delegated bulk is someone else's (404 to managers)."""
+    for who in ("A", "B"):
+        for cid in (v.w.shared.id, v.w.managers[who].own_campaign.id):
+            yield Req("POST", f"/reviews/for/{v.w.managers[who].identity.id}/campaigns/{cid}/bulk",
+                      {"scope": "unflagged", "bulk_decision": "approve"}, FOREIGN)
+    yield Req("POST", f"/reviews/for/{MISSING}/campaigns/{v.w.shared.id}/bulk", {"scope": "unflagged"}, GONE)
+
+
 def _decide_access(v: View) -> Iterator[Req]:
     for target, iid in _targets(v):
         for label, data in (("unknown decision", {"decision": "frobnicate"}), ("valid", {"decision": "approve"})):
@@ -230,6 +239,7 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "team.delegated_inbox": (USER, _delegated_inbox),
     "team.undo": (USER, _undo),
     "team.decide_access": (USER, _decide_access),
+    "team.delegated_bulk": (USER, _delegated_bulk),
     "team.reassign_mine": (USER, _reassign_mine),
     # API tokens: everyone manages their own (a missing or someone else's token: 404)
     "tokens.index": (USER, _get("/tokens")),
