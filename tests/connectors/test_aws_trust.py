@@ -1,6 +1,6 @@
 """Who can assume which AWS role (issue 17, What to build 4).
 
-Pure: `attest.connectors.aws_trust` on policy documents shaped as GetAccountAuthorizationDetails returns
+Pure: `attest.connectors.aws.trust` on policy documents shaped as GetAccountAuthorizationDetails returns
 them (RoleDetailList[].AssumeRolePolicyDocument, UserDetailList[].GroupList, AttachedManagedPolicies,
 UserPolicyList/RolePolicyList/GroupPolicyList, Policies[].PolicyVersionList; the shapes of
 https://docs.aws.amazon.com/IAM/latest/APIReference/API_GetAccountAuthorizationDetails.html).
