@@ -290,6 +290,9 @@ def test_the_item_page_says_who_decided_for_whom_and_what_was_undone(nocsrf, cli
     page = _text(client.get(f"/reviews/items/{setup.items[1].id}"))
     assert "Colin Colleague <span class=\"on-behalf\">on behalf of Maria Manager</span>" in page
     assert page.count('class="text-muted undone"') == 1
+    login_as(nocsrf, client, colleague_user)  # the delegate is led back to the items they decide for
+    page = _text(client.get(f"/reviews/items/{setup.items[1].id}"))
+    assert f'href="/reviews/for/{setup.manager.id}?campaign={setup.campaign.id}"' in page
 
 
 def test_one_row_per_access_decides_and_undoes_every_path(nocsrf, client, session, setup):
