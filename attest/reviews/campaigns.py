@@ -159,7 +159,7 @@ def preview(session: Session, definition_or_campaign: CampaignDefinition | Campa
         routed = route.routed()
         sql = (f"{held_cte(ctx)} SELECT x_reason, x_reviewer, x_routed_by, x_mask, COUNT(*) AS n"
                f" FROM (SELECT {routed_exclusion_sql(ctx)} AS x_reason, {routed.reviewer} AS x_reviewer,"
-               f" {routed.routed_by} AS x_routed_by, rm.mask AS x_mask"
+               f" {routed.routed_by} AS x_routed_by, risk.mask AS x_mask"
                + scope_from(ctx, params, routed) + ") q GROUP BY x_reason, x_reviewer, x_routed_by, x_mask")
         with whole_population_plan(session):
             rows = session.execute(text(sql), params).all()

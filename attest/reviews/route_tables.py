@@ -5,13 +5,13 @@ resource and once per (owner, resource) pair; its answers, the risk signals of e
 per-account snapshot are written to temporary tables the launch's INSERT ... SELECT (and a preview's
 count) join:
 
-| attribute            | table                          | one row per                      | read in SQL as |
-|----------------------|--------------------------------|----------------------------------|----------------|
-| `by_person`          | tmp_reviewer_by_person_*       | person: reviewer, routed_by      | `ri`           |
-| `by_resource`        | tmp_reviewer_by_resource_*     | resource (0: none): reviewer     | `rr`           |
-| `by_owner_resource`  | tmp_reviewer_by_owner_res_*    | (owner, resource): reviewer      | `rp`           |
-| `risk_by_mask`       | tmp_risk_by_mask_*             | risk-bit mask: risks, score      | `rm`           |
-| `account_snapshot`   | tmp_account_snapshot_*         | active account: snapshot columns, own risk bits, exclusion reason, reviewer by person | `a` |
+| attribute            | table                          | one row per                      | read in SQL as   |
+|----------------------|--------------------------------|----------------------------------|------------------|
+| `by_person`          | tmp_reviewer_by_person_*       | person: reviewer, routed_by      | `person_route`   |
+| `by_resource`        | tmp_reviewer_by_resource_*     | resource (0: none): reviewer     | `resource_route` |
+| `by_owner_resource`  | tmp_reviewer_by_owner_res_*    | (owner, resource): reviewer      | `owner_route`    |
+| `risk_by_mask`       | tmp_risk_by_mask_*             | risk-bit mask: risks, score      | `risk`           |
+| `account_snapshot`   | tmp_account_snapshot_*         | active account: snapshot columns, own risk bits, exclusion reason, reviewer by person | `snap` |
 
 On PostgreSQL the tables drop at commit; `drop()` drops them earlier (and on SQLite at all).
 """
@@ -91,9 +91,10 @@ class RouteTables:
         bits = risk_mod.sql_account_bits(risk_mod.sql_conditions(ctx.dialect, ctx.cutoffs))
         reason = exclusion_sql(ctx, params, account_level=True) or "CAST(NULL AS VARCHAR(40))"
         by_person = self.stage.kind in ("manager", "identity")
-        reviewer, routed_by = ("ri.reviewer_id", "ri.routed_by") if by_person else (
+        reviewer, routed_by = ("person_route.reviewer_id", "person_route.routed_by") if by_person else (
             "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR(40))")
-        join = f" LEFT JOIN {self.by_person} ri ON ri.identity_id = acc.identity_id" if by_person else ""
+        join = (f" LEFT JOIN {self.by_person} person_route ON person_route.identity_id = acc.identity_id"
+                if by_person else "")
         on_commit = " ON COMMIT DROP" if ctx.dialect == "postgresql" else ""
         self.session.execute(text(
             f"CREATE TEMPORARY TABLE {self.account_snapshot}{on_commit} AS SELECT acc.id AS account_id, acc.identity_id,"
@@ -135,16 +136,16 @@ class RouteTables:
             self.drop()
 
     def routed(self) -> Routed:
-        """How the scope query reads these tables: the per-account table `a`, the joins that bring the
-        item's risk signals (`rm.risks`, `rm.score`, `rm.mask`) and the per-resource (`rr`) and, for an
-        owner stage, per-(owner, resource) (`rp`) reviewers, and the expressions that pick the reviewer."""
+        """How the scope query reads these tables: the per-account table `snap`, the joins that bring the
+        item's risk signals (`risk`) and the per-resource (`resource_route`) and, for an owner stage,
+        per-(owner, resource) (`owner_route`) reviewers, and the expressions that pick the reviewer."""
         conds = risk_mod.sql_conditions(self.ctx.dialect, self.ctx.cutoffs)
-        joins = (f" LEFT JOIN {self.risk_by_mask} rm ON rm.mask = {risk_mod.sql_item_mask(conds, 'a.bits')}"
-                 f" LEFT JOIN {self.by_resource} rr ON rr.resource_id = COALESCE(e.resource_id, 0)")
+        joins = (f" LEFT JOIN {self.risk_by_mask} risk ON risk.mask = {risk_mod.sql_item_mask(conds, 'snap.bits')}"
+                 f" LEFT JOIN {self.by_resource} resource_route ON resource_route.resource_id = COALESCE(e.resource_id, 0)")
         if self.stage.kind == "resource_owner":
-            joins += (f" LEFT JOIN {self.by_owner_resource} rp ON rp.identity_id = a.identity_id"
-                      f" AND rp.resource_id = COALESCE(e.resource_id, 0)")
-            pick = "CASE WHEN rp.identity_id IS NOT NULL THEN rp.{c} ELSE rr.{c} END"
+            joins += (f" LEFT JOIN {self.by_owner_resource} owner_route ON owner_route.identity_id = snap.identity_id"
+                      f" AND owner_route.resource_id = COALESCE(e.resource_id, 0)")
+            pick = "CASE WHEN owner_route.identity_id IS NOT NULL THEN owner_route.{c} ELSE resource_route.{c} END"
         else:
-            pick = "CASE WHEN a.identity_id IS NULL THEN rr.{c} ELSE a.{c} END"
+            pick = "CASE WHEN snap.identity_id IS NULL THEN resource_route.{c} ELSE snap.{c} END"
         return Routed(self.account_snapshot, joins, pick.format(c="reviewer_id"), pick.format(c="routed_by"))

@@ -52,9 +52,9 @@ class ScopeContext:
 @dataclass(frozen=True)
 class Routed:
     """How a routed scope query reads each held grant's account: `accounts` is the per-account table
-    (read as `a`: the account and its person's snapshot, risk bits, exclusion reason, reviewer by
-    person), `joins` bring the item's risk signals (`rm.risks`, `rm.score`, `rm.mask`) and the
-    per-resource and per-(person, resource) reviewers; `reviewer` and `routed_by` pick the stage's
+    (read as `snap`: the account and its person's snapshot, risk bits, exclusion reason, reviewer by
+    person), `joins` bring the item's risk signals (`risk.risks`, `risk.score`, `risk.mask`) and the
+    per-resource and per-(owner, resource) reviewers; `reviewer` and `routed_by` pick the stage's
     reviewer from them (see route_tables.RouteTables.routed)."""
 
     accounts: str
@@ -123,7 +123,7 @@ held AS (
 
 def scope_from(ctx: ScopeContext, params: dict[str, Any], routed: Routed | None = None) -> str:
     """FROM/WHERE over `held` selecting the in-scope held grants (the population). With `routed`, the
-    account and its person come from the per-account table `a` (active accounts only) and the routing
+    account and its person come from the per-account table `snap` (active accounts only) and the routing
     joins follow; without, from `account acc` and `identity idn`."""
     scope = ctx.spec["scope"]
     where = ["s.enabled = :true", "e.ended_at IS NULL"]
@@ -146,7 +146,7 @@ def scope_from(ctx: ScopeContext, params: dict[str, Any], routed: Routed | None 
     if routed is None:
         accounts = " JOIN account acc ON acc.id = h.account_id LEFT JOIN identity idn ON idn.id = acc.identity_id"
     else:
-        accounts = f" JOIN {routed.accounts} a ON a.account_id = h.account_id {routed.joins}"
+        accounts = f" JOIN {routed.accounts} snap ON snap.account_id = h.account_id {routed.joins}"
     return (" FROM held h"
             " JOIN access_grant g ON g.id = h.grant_id"
             " JOIN entitlement e ON e.id = g.entitlement_id"
@@ -191,10 +191,10 @@ def _case(branches: list[str]) -> str | None:
 
 
 def routed_exclusion_sql(ctx: ScopeContext) -> str:
-    """Why an in-scope row gets no item (NULL: it gets one) over the per-account table `a`: the same
+    """Why an in-scope row gets no item (NULL: it gets one) over the per-account table `snap`: the same
     answer as exclusion_sql, whose account reasons come first."""
     by_grant = _case(_grant_exclusion_branches(ctx))
-    return f"COALESCE(a.reason, {by_grant})" if by_grant else "a.reason"
+    return f"COALESCE(snap.reason, {by_grant})" if by_grant else "snap.reason"
 
 
 def _item_values(ctx: ScopeContext, routed: Routed | None) -> str:
@@ -202,9 +202,10 @@ def _item_values(ctx: ScopeContext, routed: Routed | None) -> str:
     raw baseline) straight from account and identity with no reviewer or risks."""
     if routed is not None:
         reviewer, routed_by = routed.reviewer, routed.routed_by
-        account = ("a.account_id", "a.identity_id", "a.person_name", "a.person_email", "a.person_department",
-                   "a.person_title", "a.person_status", "a.account_login", "a.account_kind", "a.account_last_login_at")
-        risks, score = "rm.risks", "rm.score"
+        account = ("snap.account_id", "snap.identity_id", "snap.person_name", "snap.person_email",
+                   "snap.person_department", "snap.person_title", "snap.person_status", "snap.account_login",
+                   "snap.account_kind", "snap.account_last_login_at")
+        risks, score = "risk.risks", "risk.score"
     else:
         reviewer, routed_by = "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR(40))"
         account = ("acc.id", "acc.identity_id", "idn.display_name", "idn.email", "idn.department", "idn.title",
