@@ -9,6 +9,7 @@ that CDN too, and nothing else.)
 
 from __future__ import annotations
 
+import functools
 import secrets
 
 from flask import Response, current_app
@@ -33,7 +34,35 @@ def document() -> dict:
 
     doc = dict(spec.spec)
     doc["paths"] = {**doc["paths"], DOWNLOAD_PATH: DOWNLOAD_OPERATION}
-    return doc
+    schemas = dict(doc["components"]["schemas"])
+    for name, schema in definition_components().items():
+        if schemas.setdefault(name, schema) != schema:  # pragma: no cover - caught by tests/api
+            raise RuntimeError(f"two OpenAPI components named {name}")
+    doc["components"] = {**doc["components"], "schemas": schemas}
+    return _resolve_marks(doc)
+
+
+def _resolve_marks(value):
+    """`{"x-attest-schema": NAME}` (attest/api/reviews.py's marker) -> `{"$ref": "#/components/schemas/NAME"}`."""
+    if isinstance(value, dict):
+        if "x-attest-schema" in value:
+            rest = {k: v for k, v in value.items() if k != "x-attest-schema"}
+            return {"$ref": f"#/components/schemas/{value['x-attest-schema']}", **rest}
+        return {k: _resolve_marks(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_marks(v) for v in value]
+    return value
+
+
+@functools.cache
+def definition_components() -> dict[str, dict]:
+    """CampaignDefinitionSpec (attest/reviews/definition_schema.py: the one description of a definition,
+    shared with the YAML definitions) and its sections, as OpenAPI components."""
+    from attest.reviews.definition_schema import CampaignDefinitionSpec
+
+    schema = CampaignDefinitionSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    nested = schema.pop("$defs", {})
+    return {"CampaignDefinitionSpec": schema, **nested}
 
 
 def docs_page(nonce: str) -> str:

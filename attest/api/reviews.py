@@ -8,11 +8,11 @@ the items routed to its user), queries.py and remediation.py.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from sqlalchemy import select
 
 from attest.api.core import (
@@ -42,20 +42,28 @@ ID = Field(ge=1, le=2**31 - 1)
 # --- models ------------------------------------------------------------------------------------------------
 
 
+# The definition's schema is attest/reviews/definition_schema.py's CampaignDefinitionSpec (added to the
+# document's components by attest/api/docs.py, which puts its $ref where this marker stands: pydantic would
+# try to resolve a $ref itself); the body is validated by definitions.py, which adds line numbers, its own
+# messages and the checks that need the database (named people and sources exist).
+DEFINITION_MARK = {"x-attest-schema": "CampaignDefinitionSpec"}
+SpecObject = Annotated[dict[str, Any], WithJsonSchema(DEFINITION_MARK)]
+
+
 class DefinitionIn(BaseModel):
     """A campaign definition: `yaml` (the text of examples/campaigns/*.yaml) or `definition` (the same as a
-    JSON object), validated by attest/reviews/definitions.py."""
+    JSON object: CampaignDefinitionSpec)."""
 
     model_config = ConfigDict(extra="forbid")
     yaml: str | None = Field(default=None, max_length=65536)
-    definition: dict[str, Any] | None = None
+    definition: Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [DEFINITION_MARK, {"type": "null"}]})] = None
 
 
 class DefinitionOut(BaseModel):
     id: int
     name: str
     description: str | None = None
-    spec: dict[str, Any]
+    spec: SpecObject
     schedule: str | None = None
     enabled: bool
     created_by: str

@@ -3,6 +3,8 @@ ETags and If-Match, the rate limit, one error shape, every call audited, the Ope
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -42,8 +44,12 @@ def test_openapi_document_is_3_1_and_describes_every_api_route(app, client):
             assert (path, method.lower()) in documented, (path, method)
     names = list(doc["components"]["schemas"])
     assert "ErrorBody" in names and all("." not in n for n in names), names
-    for ref in __import__("re").findall(r'"\$ref": "#/components/schemas/([^"]+)"', __import__("json").dumps(doc)):
+    for ref in re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc)):
         assert ref in names, ref
+    assert "x-attest-schema" not in json.dumps(doc)
+    body = doc["components"]["schemas"]["DefinitionIn"]["properties"]["definition"]["anyOf"][0]
+    assert body == {"$ref": "#/components/schemas/CampaignDefinitionSpec"}  # the one definition schema
+    assert {"stages", "scope", "timing", "rules"} <= set(doc["components"]["schemas"]["CampaignDefinitionSpec"]["properties"])
     item_decide = doc["paths"]["/api/v1/items/{item_id}/decision"]["post"]["responses"]
     assert {"200", "401", "403", "404", "409", "412", "422", "429"} <= set(item_decide)
 
@@ -308,6 +314,16 @@ def test_definition_from_yaml_preview_launch_and_close(session, api, api_world, 
                               {"yaml": "name: API review\nstages:\n  - reviewer: manager\n"})
     assert created.status_code == 201, created.get_json()
     did = created.get_json()["id"]
+    from attest.reviews.definition_schema import CampaignDefinitionSpec
+
+    stored = api(token).get(f"/campaign-definitions/{did}").get_json()["spec"]
+    assert CampaignDefinitionSpec.model_validate(stored).model_dump() == stored  # what the document says it is
+    as_object = api(token).post("/campaign-definitions", {"definition": {**stored, "name": "API review 2"}})
+    assert as_object.status_code == 201 and as_object.get_json()["spec"] == {**stored, "name": "API review 2"}
+    unknown = _error(api(token).post("/campaign-definitions", {"definition": {"name": "X", "stagez": []}}), 422)
+    assert unknown["details"]["field"] and "stages" in unknown["message"]
+    unsaved = api(token).post("/campaign-definitions/preview", {"definition": {"name": "Unsaved"}})
+    assert unsaved.status_code == 200 and unsaved.get_json()["items"] >= 1
     preview = api(token).post(f"/campaign-definitions/{did}/preview").get_json()
     assert preview["items"] >= 1
     launched = api(token).post(f"/campaign-definitions/{did}/launch", {"name": "API Q4"})
