@@ -12,7 +12,8 @@ Each item whose outcome is revoke gets a Remediation at close (`campaigns.close`
   as `failed` with the error once the attempts are used up.
 - **manual**: a work list for the system's administrators (CSV export) with "mark done" and a note.
 
-Verification: `verify_after_sync` runs inside every successful sync's apply transaction. A done
+Verification: `verify_after_sync` runs inside every successful sync's apply transaction (an after-apply
+hook of the sync engine, registered when this module is imported). A done
 remediation whose access the run no longer sees becomes `verified` with that SyncRun as proof; one whose
 access is still there (or comes back in a later run: a new active grant with the same key) becomes
 `reappeared`. Only runs that started after the revoke count, so a sync that read the source before the
@@ -46,6 +47,7 @@ from attest.config import Settings
 from attest.connectors.base import GrantRef, RevokeRefused, RevokeResult
 from attest.db import begin_write, utcnow
 from attest.entitlements.models import Account, Grant, Resource, Source, SyncRun
+from attest.entitlements.sync import SyncResult, after_apply
 from attest.redact import install_filter, redact
 from attest.reviews.chunks import chunks
 from attest.reviews.models import Campaign, Remediation, ReviewItem
@@ -642,6 +644,11 @@ def verify_after_sync(session: Session, source_id: int, run_id: int) -> dict[str
                                "after": {"status": values["status"], "sync_run_id": run_id}}
                               for rem in _load(session, ids)))
     return {"verified": len(verified), "reappeared": len(reappeared)}
+
+
+@after_apply  # registered at import (attest/reviews/__init__.py imports this module): every sync verifies
+def _verify_after_apply(session: Session, source_id: int, run_id: int, result: SyncResult) -> None:
+    verify_after_sync(session, source_id, run_id)
 
 
 def _active_ids_for_key(session: Session, source_id: int, key: str) -> set[int]:
