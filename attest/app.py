@@ -277,6 +277,7 @@ def register_blueprints(app: Flask) -> None:
     from attest.auth.admin_views import bp as auth_admin_bp
     from attest.auth.token_views import bp as tokens_bp
     from attest.auth.views import bp as auth_bp
+    from attest.charts import bp as charts_bp
     from attest.entitlements.views import bp as entitlements_bp
     from attest.operations import bp as ops_bp
     from attest.reviews.team_views import bp as team_bp
@@ -290,6 +291,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reviews_bp)
     app.register_blueprint(team_bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(charts_bp)
     app.register_blueprint(ops_bp)
     api.init_app(app)  # /api/v1 (token auth, CSRF-exempt)
     app.register_blueprint(tokens_bp)
