@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from attest.charts import CHARTS
 from attest.reviews.decisions import MAX_COMMENT
 from tests.factories import login_as
 from tests.web.world import DEFINITION_YAML, MARK, World
@@ -281,6 +282,12 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "entitlements.resource_detail": (READ_ALL, _by_id("/resources/{}", lambda v: [v.w.managers["B"].items[0].resource_id])),
     "entitlements.orphaned": (READ_ALL, _get("/findings/orphaned")),
     "entitlements.terminated": (READ_ALL, _get("/findings/terminated")),
+    # every chart of a campaign (the campaign's own charts take ?campaign=, the others ignore it), or of none
+    "charts.data": (READ_ALL, lambda v: iter([
+        *(Req("GET", f"/charts/{name}.json?campaign={v.w.shared.id}") for name in sorted(CHARTS)),
+        Req("GET", "/charts/remediation-status.json"), Req("GET", "/charts/campaign-reviewers.json", label="no campaign"),
+        Req("GET", f"/charts/campaign-risks.json?campaign={MISSING}", target=GONE),
+        Req("GET", "/charts/nothing.json", target=GONE)])),
     # admins only
     "ops.jobs": (ADMIN, _get("/admin/jobs")),
     "auth_admin.set_roles": (ADMIN, _by_id("/admin/users/{}/roles", lambda v: [v.w.auditor.id], "POST",
