@@ -8,6 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 
 from attest.auth import tokens
+from attest.db import utcnow
 from attest.inputs import parse_int
 from attest.web import db, write
 
@@ -19,7 +20,7 @@ def _page(created: tokens.CreatedToken | None = None, error: str | None = None, 
     return render_template("auth/tokens.html", rows=rows, created=created, error=error,
                            personal_scopes=tokens.allowed_scopes(current_user, "personal"),
                            service_scopes=tokens.allowed_scopes(current_user, "service"),
-                           max_days=tokens.MAX_DAYS), status
+                           max_days=tokens.MAX_DAYS, now=utcnow()), status
 
 
 @bp.get("/tokens", endpoint="index")

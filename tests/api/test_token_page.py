@@ -28,6 +28,11 @@ def test_create_shows_the_token_once_and_it_works_until_revoked(nocsrf_app, clie
     assert row.scopes == ["reviews:read"] and row.kind == "personal" and row.user_id == user.id
     listing = client.get("/tokens").get_data(as_text=True)
     assert "laptop" in listing and token not in listing and row.prefix in listing
+    row.expires_at = row.created_at  # shown as expired (and refused by the API) once its time is up
+    session.commit()
+    assert "expired" in client.get("/tokens").get_data(as_text=True)
+    row.expires_at = None
+    session.commit()
     auth = {"Authorization": f"Bearer {token}"}
     assert client.get(f"/api/v1/items/{api_world.a.items[0].id}", headers=auth).status_code == 200
     # revoke: the API refuses it at once
