@@ -65,10 +65,15 @@ def definition_components() -> dict[str, dict]:
     return {"CampaignDefinitionSpec": schema, **nested}
 
 
-def docs_page(nonce: str) -> str:
-    page = spec.config.page_templates["swagger"].format(
+@functools.cache
+def _page_template() -> str:
+    """spectree's Swagger UI page for this API (about 2 MB with Swagger UI inline): rendered once."""
+    return spec.config.page_templates["swagger"].format(
         spec_url="/api/v1/openapi.json", spec_path="api/v1/docs", **spec.config.swagger_oauth2_config())
-    return _with_nonce(_with_nonce(page, "script", nonce), "style", nonce)
+
+
+def docs_page(nonce: str) -> str:
+    return _with_nonce(_with_nonce(_page_template(), "script", nonce), "style", nonce)
 
 
 def _with_nonce(page: str, tag: str, nonce: str) -> str:
