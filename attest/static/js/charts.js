@@ -17,15 +17,16 @@
     var line = chart.type === "line";
     var datasets = chart.series.map(function (s, i) {
       var colour = COLOURS[s.key] || FALLBACK[i % FALLBACK.length];
-      var set = { label: s.label, data: s.data, backgroundColor: colour, borderColor: colour };
+      var set = { label: s.label, data: s.data, backgroundColor: colour, borderColor: colour, maxBarThickness: 48 };
       if (line) {
         set.fill = false;
-        set.pointRadius = chart.labels.length > 40 ? 0 : 2;
+        set.pointRadius = chart.labels.length > 40 ? 0 : (chart.labels.length < 3 ? 4 : 2);
         if (s.key === "total") { set.borderDash = [6, 4]; set.pointRadius = 0; }
       }
       return set;
     });
-    var valueAxis = { beginAtZero: true, stacked: chart.stacked, title: { display: true, text: chart.unit } };
+    var valueAxis = { beginAtZero: true, stacked: chart.stacked, title: { display: true, text: chart.unit },
+                      ticks: chart.unit === "seconds" ? {} : { precision: 0 } };  // counts: whole numbers only
     var labelAxis = { stacked: chart.stacked };
     return {
       type: line ? "line" : "bar",
