@@ -148,7 +148,17 @@ def next_link(response: httpx.Response) -> str | None:
     for link in response.links.values():
         if "next" in link.get("rel", "").split() and link.get("url"):
             target = link["url"]  # the last one named next, as a dict of relations would keep
-    return str(response.url.join(target)) if target else None
+    if not target:
+        return None
+    url = response.url.join(target)
+    here = response.url
+    if (url.scheme, url.host, url.port) != (here.scheme, here.host, here.port):
+        # the next request would carry the source's token: never to another origin (as redirects)
+        raise PagingError(
+            f"GET {_redact_url(str(here))}: the upstream's next page points at another origin "
+            f"({url.scheme}://{url.host}{':' + str(url.port) if url.port else ''}); paging stopped so the "
+            "source's credentials are not sent there, nothing was changed")
+    return str(url)
 
 
 @dataclass

@@ -57,3 +57,25 @@ def test_paginate_follows_next_links_and_stops_on_a_repeat():
     assert [row for page in client.paginate("/items") for row in page] == [1, 2, 3]
     with pytest.raises(PagingError, match="already served"):
         list(client.paginate("/items", {"loop": "1"}))
+
+
+def test_a_next_link_to_another_origin_is_never_followed_with_the_token():
+    """A hostile or misconfigured upstream's `next` pointing at another host would receive the source's
+    token with the next request: paging stops with an error instead, and no request goes there."""
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.host)
+        return httpx.Response(200, json=[1], headers={"Link": '<https://collector.evil.example/items?page=2>; rel="next"'})
+
+    client = HttpClient("https://api.example.com", headers={"Authorization": "Bearer secret-token"},
+                        transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    with pytest.raises(PagingError, match="another origin") as caught:
+        list(client.paginate("/items"))
+    assert asked == ["api.example.com"]
+    assert "secret-token" not in str(caught.value)
+    # another scheme or port of the same host is another origin too
+    with pytest.raises(PagingError, match="another origin"):
+        next_link(response('<http://acme.okta.com/api/v1/users?after=x>; rel="next"'))
+    with pytest.raises(PagingError, match="another origin"):
+        next_link(response('<https://acme.okta.com:8443/api/v1/users?after=x>; rel="next"'))
