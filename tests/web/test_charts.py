@@ -3,6 +3,8 @@ the page that draws it, and only who may read the page may read the chart (a man
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -231,6 +233,21 @@ def test_unknown_chart_or_campaign(app, client, seeded):
     assert client.get("/charts/campaign-completion.json?campaign=987654321").status_code == 404
     assert client.get("/charts/campaign-completion.json").status_code == 400
     assert client.get("/charts/campaign-completion.json?campaign=abc").status_code == 400
+
+
+def test_each_page_draws_from_the_json_the_endpoint_serves(app, client, seeded):
+    """The page embeds each chart's JSON (charts.js draws from it): exactly what /charts/<name>.json says."""
+    cid = seeded.campaign.id
+    login_as(app, client, seeded.auditor)
+    for path, names in (("/", ["access-by-source"]), ("/sources", ["sync-durations"]),
+                        (f"/remediations?campaign={cid}", ["remediation-status"]),
+                        (f"/campaigns/{cid}", ["campaign-completion", "campaign-reviewers", "campaign-risks"])):
+        page = client.get(path).get_data(as_text=True)
+        for name in names:
+            block = re.search(rf'<script type="application/json" id="chart-{name}-data">(.*?)</script>', page, re.S)
+            assert block, (path, name)
+            query = f"?campaign={cid}" if name.startswith("campaign") or path.startswith("/remediations") else ""
+            assert json.loads(block.group(1)) == client.get(f"/charts/{name}.json{query}").get_json(), (path, name)
 
 
 def test_charted_pages_load_the_vendored_chart_library(app, client, seeded):
