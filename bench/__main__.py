@@ -3,6 +3,7 @@
     python -m bench                 # everything, at the sizes the issues name
     python -m bench --only sync     # one benchmark (module name without the package)
     python -m bench --list
+    python -m bench load --duration 20  # one benchmark by name; options after it go to that benchmark
 
 Each benchmark module has `run(out: Path) -> str` that writes its own section to bench/results/<name>.md
 and returns it. A benchmark that fails is reported in RESULTS.md with its error; the others still run.
@@ -29,6 +30,7 @@ BENCHMARKS = [
     ("reviews_inbox", "Reviewer inbox and bulk approval (issue 6)"),
     ("evidence_export", "Evidence export at 1M items (issue 7)"),
     ("notify_escalation", "Review e-mail and escalation of 1,000 reviewers (issue 16)"),
+    ("load", "Load: reviewers on PostgreSQL, 2 web workers, 2 schedulers (issue 19)"),
 ]
 
 
@@ -36,12 +38,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--list", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("names", nargs="*", help="benchmarks to run (as --only)")
+    args, extra = parser.parse_known_args()
+    args.only += args.names
     available = [(name, title) for name, title in BENCHMARKS if (HERE / f"{name}.py").exists()]
     if args.list:
         for name, title in available:
             print(f"{name:18} {title}")
         return 0
+    unknown = sorted(set(args.only) - {name for name, _ in available})
+    if unknown:
+        parser.error(f"no such benchmark: {', '.join(unknown)} (see --list)")
     chosen = [(n, t) for n, t in available if not args.only or n in args.only]
     results_dir = HERE / "results"
     results_dir.mkdir(exist_ok=True)
@@ -51,7 +58,8 @@ def main() -> int:
         t0 = time.perf_counter()
         try:
             module = importlib.import_module(f"bench.{name}")
-            module.run(results_dir / f"{name}.md")
+            # options the launcher does not know go to the benchmark (its run(out, argv)), e.g. load --duration
+            module.run(results_dir / f"{name}.md", *([extra] if extra else []))
             print(f"   done in {time.perf_counter() - t0:.0f} s", flush=True)
         except Exception:
             failed += 1

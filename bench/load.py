@@ -1,0 +1,891 @@
+"""Load benchmark on PostgreSQL (issue 19, part 6): simulated reviewers against the production process layout.
+
+What runs, each its own process, all on loopback:
+- PostgreSQL (a fresh database, dropped afterwards);
+- the sandbox services (fake Okta and GitHub, moto for AWS, the demo IdP: oidc-provider-mock) on free ports;
+- `attest serve` (gunicorn with attest/gunicorn_conf.py, 2 sync workers);
+- 2 `attest scheduler` processes sharing the job leases (attest/jobs.py).
+
+The demo organisation is synced from the sandbox and the quarterly manager review is launched. Then, per mode
+(no pause between actions; 1 s pause after each action), a fresh campaign of that definition is launched and
+N simulated reviewers (asyncio + httpx, one client and cookie jar each) sign in through SSO at the demo IdP
+(GET /login -> /login/oidc -> the IdP's form -> POST -> callback -> /reviews, every hop a real request), page
+their inbox and decide items one by one (htmx, as the browser does) and in bulk (the "Approve N matching"
+form with a person filter) for `--duration` seconds. During the first mode an admin signed in the same way
+asks for a sync of the demo Okta ("Sync now", run by a scheduler) and launches a second campaign definition
+from the web; half way through it the scheduler holding a lease is killed with SIGKILL and the benchmark
+watches the job leases until the other scheduler takes its jobs over. Afterwards: every decision answered
+2xx is stored exactly once (review_decision), no job ran twice (each scheduler's run log, DEBUG), no two
+syncs of a source overlapped (sync_run), and `attest audit verify` passes. A third short phase profiles one
+gunicorn worker with cProfile (a gunicorn config written for the bench only; the app is not changed).
+
+    python -m bench.load                          # 50 reviewers, 180 s per mode: writes bench/results/load.md
+    python -m bench.load --duration 20 --reviewers 5 --takeover-wait 0 --no-write
+    python -m bench load --duration 20            # through bench/__main__.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile  # noqa: F401 - used by the generated gunicorn config (documented here)
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("ATTEST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+BIN = Path(sys.executable).parent
+ATTEST = str(BIN / "attest")
+LAUNCH_DEFINITION = "quarterly-manager-review.yaml"
+HTTP_TIMEOUT = 120.0
+DECIDES_PER_PAGE = 10  # one-by-one decisions before the reviewer pages on
+BULK_EVERY = 4  # every 4th page: "Approve N matching" with a person filter instead
+
+# the gunicorn config of the profile phase: attest's own hooks, plus cProfile in the first worker forked
+PROFILE_CONF = '''
+import os
+from attest.gunicorn_conf import *  # noqa: F401,F403 - child_exit (prometheus multiprocess)
+
+_profile = None
+
+
+def post_fork(server, worker):
+    global _profile
+    target = os.environ.get("ATTEST_BENCH_PROFILE")
+    marker = target + ".taken" if target else None
+    if target and not os.path.exists(marker):
+        open(marker, "w").close()
+        import cProfile
+        _profile = cProfile.Profile()
+        _profile.enable()
+
+
+def worker_exit(server, worker):
+    if _profile is not None:
+        _profile.disable()
+        _profile.dump_stats(os.environ["ATTEST_BENCH_PROFILE"])
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def load_avg() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def log(msg: str) -> None:
+    print(f"[load {datetime.now(UTC):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- the sandbox process ------------------------------------------------------------------------------
+
+
+def serve_sandbox(ports: dict[str, int]) -> None:
+    """`python -m bench.load --serve-sandbox JSON`: every sandbox service on the given ports until killed."""
+    from attest.connectors.sandbox import service_app
+    from attest.connectors.sandbox.server import serve_in_thread
+
+    for name, port in ports.items():
+        serve_in_thread(service_app(name, demo=True), port=port)
+        print(f"sandbox {name} on {port}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        time.sleep(3600)
+
+
+# --- the stack ----------------------------------------------------------------------------------------
+
+
+class Stack:
+    """The database, the sandbox, the web workers and the schedulers of one benchmark run."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="attest-bench-load-"))
+        self.db_name = f"attest_bench_load_{uuid.uuid4().hex[:8]}"
+        self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.db_name
+        self.ports = {"okta": free_port(), "github": free_port(), "aws": free_port(), "idp": free_port()}
+        self.web_port = free_port()
+        self.web = f"http://127.0.0.1:{self.web_port}"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ATTEST_", "PROMETHEUS_"))}
+        from attest.connectors.sandbox import idp
+
+        self.env.update({
+            "ATTEST_ENV": "development", "ATTEST_DATABASE_URL": self.url, "ATTEST_INSTANCE_PATH": str(self.tmp / "instance"),
+            "ATTEST_BASE_URL": self.web, "ATTEST_LOG_FORMAT": "json", "ATTEST_LOG_LEVEL": "INFO",
+            "PYTHONPATH": str(ROOT), **idp.demo_env(self.ports["idp"]),
+        })
+        self.engine = self.factory = self.settings = None
+
+    # processes
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        out = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(argv, cwd=self.tmp, env=env or self.env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, wait: float = 30.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def wait_listening(self, port: int, what: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{what} not listening on {port} after {timeout:.0f} s")
+
+    def up(self) -> None:
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{self.db_name}"'))
+        admin.dispose()
+        (self.tmp / "instance").mkdir()
+        subprocess.run([ATTEST, "db", "upgrade"], cwd=self.tmp, env=self.env, check=True, capture_output=True)
+        self.start("sandbox", [sys.executable, "-m", "bench.load", "--serve-sandbox", json.dumps(self.ports)])
+        for name, port in self.ports.items():
+            self.wait_listening(port, f"sandbox {name}")
+
+    def seed(self) -> dict:
+        """The demo org (attest/demo.py's sources, pointed at this run's sandbox ports), synced; the example
+        campaign definitions stored and the quarterly manager review launched."""
+        from sqlalchemy.orm import sessionmaker
+
+        from attest import models  # noqa: F401 (every table on the metadata before the first query)
+        from attest.config import load_settings
+        from attest.db import make_engine, transaction
+        from attest.demo import demo_campaigns, demo_sources
+        from attest.entitlements.sources import add_source
+        from attest.entitlements.sync import run_sync
+
+        self.settings = load_settings(environ=self.env)
+        self.engine = make_engine(self.settings.database_url)
+        self.factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        out = {}
+        for spec in demo_sources(300):
+            settings = {k: re.sub(r"127\.0\.0\.1:51\d\d", f"127.0.0.1:{self.ports[spec.sandbox]}", v)
+                        if isinstance(v, str) else v for k, v in spec.settings.items()}
+            with transaction(self.factory) as s:
+                add_source(s, self.settings, spec.kind, spec.name, settings, spec.secrets, schedule=spec.schedule,
+                           authoritative=spec.authoritative, actor="bench")
+        for spec in sorted(demo_sources(300), key=lambda s: not s.authoritative):
+            t0 = time.perf_counter()
+            result = run_sync(self.factory, self.settings, spec.name, force=True, triggered_by="bench", actor="bench")
+            out[spec.name] = {"status": result.status, "seconds": round(time.perf_counter() - t0, 1)}
+            if not result.ok:
+                raise RuntimeError(f"seed sync of {spec.name}: {result.status} {result.error}")
+        demo_campaigns(self.factory, echo=log)
+        return out
+
+    def launch_fresh(self) -> tuple[int, dict[str, int]]:
+        """Cancel open campaigns of the quarterly manager review and launch a new one: its id and
+        reviewer e-mail -> undecided items."""
+        from sqlalchemy import func, select
+
+        from attest.db import transaction
+        from attest.entitlements.models import Identity
+        from attest.reviews import campaigns
+        from attest.reviews.models import Campaign, CampaignDefinition, ReviewItem
+
+        with transaction(self.factory) as s:
+            definition_id = s.scalar(select(CampaignDefinition.id).where(
+                CampaignDefinition.name == self._definition_name(LAUNCH_DEFINITION)))
+            for cid in s.scalars(select(Campaign.id).where(Campaign.definition_id == definition_id,
+                                                           Campaign.status.in_(("draft", "active")))):
+                campaigns.cancel(s, cid, "bench", "load benchmark: next mode")
+        with transaction(self.factory) as s:
+            campaign_id = campaigns.launch_definition(s, definition_id, "bench").id
+        with self.factory() as s:
+            rows = s.execute(select(Identity.email, func.count()).join(ReviewItem, ReviewItem.reviewer_id == Identity.id)
+                             .where(ReviewItem.campaign_id == campaign_id).group_by(Identity.email)
+                             .order_by(func.count().desc(), Identity.email)).all()
+        return campaign_id, {email: n for email, n in rows if email}
+
+    @staticmethod
+    def _definition_name(filename: str) -> str:
+        import yaml
+
+        return yaml.safe_load((ROOT / "examples" / "campaigns" / filename).read_text())["name"]
+
+    def start_web(self, profile: Path | None = None) -> None:
+        env = dict(self.env)
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-", dir=self.tmp)
+        if profile is None:  # exactly what production runs
+            self.start("web", [ATTEST, "serve", "--host", "127.0.0.1", "--port", str(self.web_port), "--workers", "2"],
+                       env)
+        else:
+            conf = self.tmp / "gunicorn_profile.py"
+            conf.write_text(PROFILE_CONF)
+            env["ATTEST_BENCH_PROFILE"] = str(profile)
+            self.start("web", [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind",
+                               f"127.0.0.1:{self.web_port}", "--config", str(conf), "attest.app:create_app()"], env)
+        self.wait_listening(self.web_port, "web")
+
+    def start_schedulers(self) -> None:
+        env = {**self.env, "ATTEST_LOG_LEVEL": "DEBUG"}  # DEBUG: each finished job run is logged (jobs.run_job)
+        for i in (1, 2):
+            self.start(f"scheduler{i}", [ATTEST, "scheduler"], env)
+
+    def down(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+        if self.engine is not None:
+            self.engine.dispose()
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# --- the simulated users ------------------------------------------------------------------------------
+
+ROW = re.compile(r'<tr id="item-(\d+)" class="item-row([^"]*)"[^>]*data-version="(\d+)"')
+CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+NEXT = re.compile(r'class="btn btn-outline-secondary btn-sm js-next-page" href="([^"]+)"')
+FLASH_BULK = re.compile(r"Approved ([\d,]+) item")
+PERSON = re.compile(r'<span class="text-muted small ms-1">([^<@\s]+@[^<\s]+)</span>')  # a person group's e-mail
+
+
+def route_of(method: str, url: str, web: str) -> str:
+    parts = urlsplit(url)
+    path = re.sub(r"/\d+", "/<id>", parts.path)
+    if not url.startswith(web):
+        return f"IdP {method} {path}"
+    if path == "/reviews" and "after=" in (parts.query or ""):
+        return "GET /reviews (next page)"
+    return f"{method} {path}"
+
+
+class Recorder:
+    def __init__(self, web: str) -> None:
+        self.web = web
+        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.statuses: dict[str, Counter] = defaultdict(Counter)
+        self.errors: list[str] = []
+        self.decided: list[tuple[str, int, str]] = []  # (reviewer, item id, decision) answered 2xx
+        self.bulk_items = 0
+        self.bulk_requests = 0
+        self.signed_in = 0
+        self.start = self.end = 0.0
+
+    def add(self, route: str, status: int, seconds: float) -> None:
+        self.samples[route].append(seconds)
+        self.statuses[route][status] += 1
+
+
+async def request(client, rec: Recorder, method: str, url: str, *, follow: bool = True, **kw):
+    """One request, each redirect hop timed as its own request (a browser makes them one by one)."""
+    import httpx
+
+    while True:
+        t0 = time.perf_counter()
+        try:
+            response = await client.request(method, url, **kw)
+        except httpx.HTTPError as exc:
+            rec.add(route_of(method, url, rec.web), 0, time.perf_counter() - t0)
+            rec.errors.append(f"{method} {url}: {type(exc).__name__}: {exc}")
+            raise
+        rec.add(route_of(method, url, rec.web), response.status_code, time.perf_counter() - t0)
+        if not (follow and response.is_redirect):
+            return response
+        url, method, kw = urljoin(str(response.url), response.headers["location"]), "GET", {}
+
+
+async def sign_in(client, rec: Recorder, email: str):
+    response = await request(client, rec, "GET", f"{rec.web}/login")
+    href = re.search(r'href="([^"]*/login/oidc[^"]*)"', response.text)
+    if not href:
+        raise RuntimeError("no SSO link on /login")
+    form = await request(client, rec, "GET", urljoin(f"{rec.web}/login", href.group(1).replace("&amp;", "&")))
+    action = re.search(r'<form method="post" id="signin"', form.text)
+    if form.status_code != 200 or not action:
+        raise RuntimeError(f"IdP form not reached ({form.status_code} {form.url})")
+    response = await request(client, rec, "POST", str(form.url), data={"sub": email})
+    if response.status_code != 200 or not str(response.url).startswith(rec.web) or "/logout" not in response.text:
+        raise RuntimeError(f"SSO of {email} ended at {response.url} ({response.status_code}), not signed in")
+    rec.signed_in += 1
+    return response
+
+
+async def reviewer(rec: Recorder, email: str, campaign_id: int, stop_at: float, pause: float, seed: int) -> None:
+    import httpx
+
+    rnd = random.Random(seed)
+    inbox = f"{rec.web}/reviews?campaign={campaign_id}"
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False) as client:
+        try:
+            await sign_in(client, rec, email)
+            page = await request(client, rec, "GET", inbox)
+            csrf = CSRF.search(page.text).group(1)
+            html, pages = page.text, 0
+            while time.monotonic() < stop_at:
+                rows = [(int(i), int(v)) for i, cls, v in ROW.findall(html) if "decided-" not in cls]
+                nxt = NEXT.search(html)
+                pages += 1
+                names = PERSON.findall(html)
+                if pages % BULK_EVERY == 0 and names:
+                    # "Approve N matching" with the person filter: a full page load follows (HX-Redirect)
+                    response = await request(client, rec, "POST", f"{rec.web}/reviews/campaigns/{campaign_id}/bulk",
+                                             data={"csrf_token": csrf, "scope": "filtered", "bulk_decision": "approve",
+                                                   "q": rnd.choice(names)})
+                    rec.bulk_requests += 1
+                    if response.status_code == 200:
+                        m = FLASH_BULK.search(response.text)
+                        rec.bulk_items += int(m.group(1).replace(",", "")) if m else 0
+                    html = response.text
+                    await asyncio.sleep(pause)
+                    continue
+                for item_id, version in rows[:DECIDES_PER_PAGE]:
+                    if time.monotonic() >= stop_at:
+                        return
+                    decision = "revoke" if rnd.random() < 0.1 else "approve"
+                    response = await request(
+                        client, rec, "POST", f"{rec.web}/reviews/items/{item_id}/decide",
+                        data={"csrf_token": csrf, "version": str(version), "decision": decision,
+                              "comment": f"load benchmark: {decision}"},
+                        headers={"HX-Request": "true", "HX-Target": f"item-{item_id}"})
+                    if 200 <= response.status_code < 300:
+                        rec.decided.append((email, item_id, decision))
+                    await asyncio.sleep(pause)
+                if time.monotonic() >= stop_at:
+                    return
+                if nxt:  # the next page, as the browser fetches it (htmx swaps the list)
+                    url = urljoin(inbox, nxt.group(1).replace("&amp;", "&"))
+                    response = await request(client, rec, "GET", url,
+                                             headers={"HX-Request": "true", "HX-Target": "inbox-items"})
+                else:
+                    response = await request(client, rec, "GET", inbox)
+                html = response.text
+                await asyncio.sleep(pause)
+        except Exception as exc:  # recorded; the other reviewers go on
+            rec.errors.append(f"{email}: {type(exc).__name__}: {exc}")
+
+
+async def admin(rec: Recorder, stack: Stack, duration: float, events: dict) -> None:
+    """The admin: asks for a sync of the demo Okta ("Sync now", a scheduler runs it) a quarter in, and
+    launches the monthly privileged owner review from the web 40% in."""
+    import httpx
+    from sqlalchemy import select
+
+    from attest.entitlements.models import Source
+    from attest.reviews.models import CampaignDefinition
+
+    with stack.factory() as s:
+        okta_id = s.scalar(select(Source.id).where(Source.name == "okta"))
+        definition_id = s.scalar(select(CampaignDefinition.id).where(
+            CampaignDefinition.name == stack._definition_name("monthly-privileged-owner-review.yaml")))
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False) as client:
+        try:
+            page = await sign_in(client, rec, "admin@demo.example")
+            csrf = CSRF.search(page.text).group(1)
+            await asyncio.sleep(duration * 0.25)
+            response = await request(client, rec, "POST", f"{rec.web}/sources/{okta_id}/sync",
+                                     data={"csrf_token": csrf})
+            events["sync_requested"] = {"at": datetime.now(UTC).isoformat(), "status": response.status_code}
+            await asyncio.sleep(duration * 0.15)
+            t0 = time.perf_counter()
+            response = await request(client, rec, "POST", f"{rec.web}/campaigns/definitions/{definition_id}/launch",
+                                     data={"csrf_token": csrf})
+            flash = re.search(r"Launched [^<]*", response.text)
+            events["launch"] = {"status": response.status_code, "seconds": round(time.perf_counter() - t0, 2),
+                                "message": flash.group(0) if flash else None}
+        except Exception as exc:
+            rec.errors.append(f"admin: {type(exc).__name__}: {exc}")
+
+
+async def drive(stack: Stack, emails: list[str], campaign_id: int, duration: float, pause: float,
+                with_admin: bool, events: dict) -> Recorder:
+    rec = Recorder(stack.web)
+    rec.start = time.monotonic()
+    stop_at = rec.start + duration
+    tasks = [reviewer(rec, email, campaign_id, stop_at, pause, i) for i, email in enumerate(emails)]
+    if with_admin:
+        tasks.append(admin(rec, stack, duration, events))
+    await asyncio.gather(*tasks)
+    rec.end = time.monotonic()
+    return rec
+
+
+# --- the scheduler kill and the job records -------------------------------------------------------------
+
+
+class LeaseWatch(threading.Thread):
+    """Polls job_lease every second; after `kill()` records when each lease the killed holder had is held by
+    someone else (or started again), i.e. when the standby took over."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(daemon=True)
+        self.stack = stack
+        self.stop_event = threading.Event()
+        self.killed: dict | None = None
+        self.taken: dict[str, dict] = {}
+
+    def holders(self) -> list[tuple]:
+        from sqlalchemy import select
+
+        from attest.jobs import JobLease
+
+        with self.stack.factory() as s:
+            return s.execute(select(JobLease.name, JobLease.holder, JobLease.expires_at, JobLease.last_started_at,
+                                    JobLease.last_status)).all()
+
+    def kill(self, wait: float = 75.0) -> dict:
+        """SIGKILL the scheduler process that holds a lease (preferring a running sync; the evidence job holds
+        its lease most of each minute), waiting up to `wait` seconds for one to hold any."""
+        pids = {p.pid: name for name, p in self.stack.procs.items() if name.startswith("scheduler")}
+        deadline = time.monotonic() + wait
+        while True:
+            rows = self.holders()
+            held = [r for r in rows if r.holder and int(r.holder.split(":")[1]) in pids]
+            if held or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        held.sort(key=lambda r: (not r.name.startswith("sync:"), r.name))
+        if not held:
+            raise RuntimeError(f"no scheduler held a lease within {wait:.0f} s ({len(rows)} leases seen)")
+        victim = held[0].holder
+        pid = int(victim.split(":")[1])
+        names = sorted(r.name for r in rows if r.holder == victim)
+        os.kill(pid, signal.SIGKILL)
+        at = datetime.now(UTC)
+        self.stack.procs.pop(pids[pid]).wait(10)
+        self.killed = {"process": pids[pid], "holder": victim, "at": at, "leases": names,
+                       "expires": {r.name: r.expires_at for r in rows if r.holder == victim}}
+        log(f"SIGKILL {pids[pid]} (pid {pid}) holding {', '.join(names)}")
+        return self.killed
+
+    def run(self) -> None:
+        while not self.stop_event.wait(1.0):
+            if self.killed is None:
+                continue
+            try:
+                rows = self.holders()
+            except Exception:
+                continue
+            for r in rows:
+                if r.name in self.killed["leases"] and r.name not in self.taken and r.holder != self.killed["holder"] \
+                        and r.last_started_at and r.last_started_at > self.killed["at"] - timedelta(seconds=1):
+                    self.taken[r.name] = {"by": r.holder, "at": r.last_started_at,
+                                          "after_s": round((r.last_started_at - self.killed["at"]).total_seconds(), 1)}
+                    log(f"lease {r.name} taken over by {r.holder} {self.taken[r.name]['after_s']} s after the kill")
+
+    def done(self) -> bool:
+        return self.killed is not None and set(self.taken) >= set(self.killed["leases"])
+
+
+def job_runs(stack: Stack) -> dict:
+    """Each scheduler's finished job runs from its DEBUG log (attest.jobs.run_job: 'job X: detail' or
+    'job X failed'), grouped by job and cron occurrence: an occurrence finished by two runs ran twice."""
+    from attest.jobs import previous_fire_time
+
+    with stack.factory() as s:
+        from sqlalchemy import select
+
+        from attest.jobs import FIXED_JOBS, REMEDIATION, job_table
+
+        crons = {spec.id: spec.cron for spec in [*FIXED_JOBS, REMEDIATION, *job_table(s)]}
+    runs: dict[tuple[str, str], list[str]] = defaultdict(list)
+    per_job: Counter = Counter()
+    pattern = re.compile(r"^job (\S+?)(?::| failed:) ")
+    for i in (1, 2):
+        path = stack.tmp / f"scheduler{i}.log"
+        if not path.exists():
+            continue
+        startup = True  # each process's first reconcile runs at start, outside the schedule (use_slot=False)
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            message = str(record.get("message") or record.get("msg") or "")
+            m = pattern.match(message)
+            if not m or "lease held" in message or m.group(1) not in crons:
+                continue
+            if startup and m.group(1) == "scheduler:reconcile":
+                startup = False
+                continue
+            at = datetime.fromisoformat(str(record.get("time")).replace("Z", "+00:00"))
+            slot = previous_fire_time(crons[m.group(1)], at)
+            runs[(m.group(1), slot.isoformat() if slot else "-")].append(f"scheduler{i}")
+            per_job[m.group(1)] += 1
+    twice = {f"{job} @ {slot}": who for (job, slot), who in runs.items() if len(who) > 1}
+    # the evidence job lingers ~50 s of each minute; the one-off takeover run is a second run of an occurrence
+    # only if the killed run had finished it (it had not: it was killed), so it is listed, not hidden
+    with stack.factory() as s:
+        from attest.entitlements.models import Source, SyncRun
+
+        syncs = s.execute(select(Source.name, SyncRun.id, SyncRun.status, SyncRun.started_at, SyncRun.finished_at)
+                          .join(Source, Source.id == SyncRun.source_id).order_by(SyncRun.started_at)).all()
+    overlaps = []
+    by_source = defaultdict(list)
+    for name, run_id, status, started, finished in syncs:
+        by_source[name].append((run_id, status, started, finished))
+    for name, rs in by_source.items():
+        for a, b in zip(rs, rs[1:], strict=False):
+            if a[1] == "succeeded" and b[1] == "succeeded" and a[3] and b[2] < a[3]:
+                overlaps.append(f"{name}: runs {a[0]} and {b[0]}")
+    return {"finished_runs": sum(per_job.values()), "per_job": dict(per_job), "ran_twice": twice,
+            "sync_runs": Counter(f"{n}:{r[1]}" for n, rs in by_source.items() for r in rs),
+            "sync_overlaps": overlaps}
+
+
+def check_decisions(stack: Stack, recs: list[Recorder], since: datetime) -> dict:
+    """Every one-by-one decision answered 2xx is one review_decision row (item, decision, not bulk); the bulk
+    decisions the flash messages announced are the bulk rows; no item has two live decisions."""
+    from sqlalchemy import func, select
+
+    from attest.reviews.models import Decision
+
+    with stack.factory() as s:
+        singles = Counter(s.execute(select(Decision.item_id, Decision.decision).where(
+            Decision.bulk.is_(False), Decision.at >= since, Decision.user_id.is_not(None))).all())
+        bulk = s.scalar(select(func.count()).select_from(Decision).where(Decision.bulk.is_(True), Decision.at >= since))
+        doubled = s.scalar(select(func.count()).select_from(
+            select(Decision.item_id).where(Decision.at >= since, Decision.undone_at.is_(None))
+            .group_by(Decision.item_id, Decision.stage).having(func.count() > 1).subquery()))
+    answered = Counter((item, decision) for rec in recs for _, item, decision in rec.decided)
+    missing = [k for k, n in answered.items() if singles.get(k, 0) < n]
+    extra = [k for k, n in singles.items() if n > answered.get(k, 0)]
+    announced = sum(r.bulk_items for r in recs)
+    return {"answered_2xx": sum(answered.values()), "stored": sum(singles.values()), "missing": len(missing),
+            "extra": len(extra), "bulk_announced": announced, "bulk_stored": bulk, "items_decided_twice": doubled,
+            "ok": not missing and not extra and announced == bulk and not doubled}
+
+
+def audit_verify(stack: Stack) -> tuple[bool, str]:
+    proc = subprocess.run([ATTEST, "audit", "verify"], cwd=stack.tmp, env=stack.env, capture_output=True, text=True,
+                          timeout=600)
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    return proc.returncode == 0, (out[-1] if out else "")[:300]
+
+
+# --- the profile ---------------------------------------------------------------------------------------
+
+
+def profile_summary(path: Path, top: int = 18) -> dict:
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    total = stats.total_tt
+    rows = []
+    for (filename, line, func), (_cc, _nc, tt, ct, _callers) in stats.stats.items():
+        short = re.sub(r".*/(site-packages|attest)/", r"\1/", filename).replace("site-packages/", "")
+        rows.append({"func": f"{short}:{line}({func})", "tottime": tt, "cumtime": ct})
+    by_tt = sorted(rows, key=lambda r: -r["tottime"])[:top]
+
+    def cum(pattern: str) -> float:
+        return max((r["cumtime"] for r in rows if re.search(pattern, r["func"])), default=0.0)
+
+    groups = {
+        "WSGI request (flask full_dispatch_request)": r"flask/app\.py:\d+\(full_dispatch_request\)",
+        "Jinja2 rendering (render_template)": r"flask/templating\.py:\d+\(render_template\)",
+        "SQLAlchemy ORM Session.execute": r"sqlalchemy/orm/session\.py:\d+\(execute\)",
+        "psycopg cursor.execute (waiting for PostgreSQL included)": r"psycopg/cursor\.py:\d+\(execute\)",
+        "SQLAlchemy commit": r"sqlalchemy/orm/session\.py:\d+\(commit\)",
+        "reviews inbox query (queries.inbox)": r"attest/reviews/queries\.py:\d+\(inbox\)",
+        "inbox context (_inbox_context)": r"attest/reviews/views\.py:\d+\(_inbox_context\)",
+        "decide (decisions.decide)": r"attest/reviews/decisions\.py:\d+\(decide\)",
+        "bulk decide (decisions.bulk_decide)": r"attest/reviews/decisions\.py:\d+\(bulk_decide\)",
+        "audit events (attest/audit record)": r"attest/audit/[a-z_]+\.py:\d+\((record|append|emit)\)",
+        "session check (auth.sessions)": r"attest/auth/sessions\.py:\d+\((check|touch|load|validate)\w*\)",
+        "request log (attest.logs)": r"attest/logs\.py:\d+\(format\)",
+    }
+    return {"total_s": round(total, 1), "top": [{**r, "tottime": round(r["tottime"], 2),
+                                                 "cumtime": round(r["cumtime"], 2)} for r in by_tt],
+            "groups": {label: round(cum(p), 2) for label, p in groups.items()}}
+
+
+# --- one run --------------------------------------------------------------------------------------------
+
+
+def summarize(rec: Recorder) -> dict:
+    seconds = rec.end - rec.start
+    app_routes = {r: v for r, v in rec.samples.items() if not r.startswith("IdP ")}
+    requests = sum(len(v) for v in app_routes.values())
+    statuses = Counter()
+    for route, c in rec.statuses.items():
+        if not route.startswith("IdP "):
+            statuses.update({f"{s // 100}xx" if s else "transport": n for s, n in c.items()})
+    singles = len(rec.decided)
+    return {
+        "seconds": round(seconds, 1), "signed_in": rec.signed_in, "requests": requests,
+        "requests_per_s": round(requests / seconds, 1), "single_decisions": singles, "bulk_items": rec.bulk_items,
+        "bulk_requests": rec.bulk_requests, "decisions_per_s": round((singles + rec.bulk_items) / seconds, 1),
+        "single_decisions_per_s": round(singles / seconds, 1), "statuses": dict(statuses),
+        "errors": rec.errors[:10], "error_count": len(rec.errors),
+        "routes": {route: {"n": len(v), "p50": round(pct(v, .5) * 1000), "p95": round(pct(v, .95) * 1000),
+                           "p99": round(pct(v, .99) * 1000), "max": round(max(v) * 1000),
+                           "statuses": dict(sorted(Counter(rec.statuses[route]).items()))}
+                   for route, v in sorted(rec.samples.items(), key=lambda kv: -len(kv[1]))},
+    }
+
+
+def run_all(reviewers: int, duration: float, takeover_wait: float, profile_seconds: float) -> dict:
+    from attest.jobs import HEARTBEAT, LEASE_TTL
+
+    stack = Stack()
+    out: dict = {"reviewers": reviewers, "duration": duration, "lease_ttl_s": LEASE_TTL.total_seconds(),
+                 "heartbeat_s": HEARTBEAT, "load_before": load_avg(), "modes": {}}
+    watch = None
+    try:
+        t0 = time.perf_counter()
+        stack.up()
+        out["seed"] = stack.seed()
+        out["seed_s"] = round(time.perf_counter() - t0, 1)
+        stack.start_web()
+        stack.start_schedulers()
+        watch = LeaseWatch(stack)
+        watch.start()
+        since = datetime.now(UTC)
+        recs = []
+        for mode, pause in (("no pause", 0.0), ("1 s pause", 1.0)):
+            campaign_id, items = stack.launch_fresh()
+            emails = list(items)[:reviewers]
+            log(f"mode {mode}: campaign {campaign_id}, {len(items)} reviewers with items, using {len(emails)} "
+                f"({sum(items[e] for e in emails)} items); load {load_avg()}")
+            events: dict = {}
+            first = mode == "no pause"
+            killer = None
+            if first:
+                def kill_later(ev: dict = events) -> None:
+                    time.sleep(duration / 2)
+                    try:
+                        watch.kill()
+                    except Exception as exc:
+                        ev["kill_error"] = str(exc)
+                killer = threading.Thread(target=kill_later, daemon=True)
+                killer.start()
+            load_start = load_avg()
+            rec = asyncio.run(drive(stack, emails, campaign_id, duration, pause, first, events))
+            if killer is not None:
+                killer.join()
+            recs.append(rec)
+            out["modes"][mode] = {**summarize(rec), "campaign_items": sum(items[e] for e in emails),
+                                  "reviewers_with_items": len(items), "reviewers": len(emails), "events": events,
+                                  "load_at_start": load_start, "load_at_end": load_avg()}
+            log(f"mode {mode}: {json.dumps({k: v for k, v in out['modes'][mode].items() if k != 'routes'})}")
+        # the takeover: wait (bounded) until the standby holds every lease the killed scheduler had
+        deadline = time.monotonic() + takeover_wait
+        while watch.killed and not watch.done() and time.monotonic() < deadline:
+            time.sleep(2)
+        if watch.killed:
+            limit = LEASE_TTL + timedelta(minutes=1)
+            out["takeover"] = {
+                "killed": watch.killed["process"], "leases": watch.killed["leases"],
+                "killed_at": watch.killed["at"].isoformat(),
+                "taken": {k: {"after_s": v["after_s"], "by": v["by"]} for k, v in watch.taken.items()},
+                "not_taken": [n for n in watch.killed["leases"] if n not in watch.taken],
+                "limit_s": limit.total_seconds(),
+                "within_limit": bool(watch.taken) and all(v["after_s"] <= limit.total_seconds()
+                                                          for v in watch.taken.values()),
+            }
+        out["jobs"] = job_runs(stack)
+        out["decisions_check"] = check_decisions(stack, recs, since)
+        out["audit_verify"] = audit_verify(stack)
+        # the profile: one worker under cProfile, a short no-pause run
+        if profile_seconds > 0:
+            stack.stop("web")
+            prof = stack.tmp / "worker.prof"
+            stack.start_web(profile=prof)
+            campaign_id, items = stack.launch_fresh()
+            rec = asyncio.run(drive(stack, list(items)[:reviewers], campaign_id, profile_seconds, 0.0, False, {}))
+            out["profile_run"] = summarize(rec)
+            stack.stop("web")
+            if prof.exists():
+                out["profile"] = profile_summary(prof)
+        out["load_after"] = load_avg()
+        return out
+    finally:
+        if watch is not None:
+            watch.stop_event.set()
+        keep = os.environ.get("ATTEST_BENCH_KEEP")
+        if keep:
+            log(f"logs kept in {stack.tmp}")
+        stack.down()
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+
+def report(r: dict) -> str:
+    from bench.machine import describe
+
+    lines = [
+        "## Load: reviewers on PostgreSQL, 2 web workers, 2 schedulers (issue 19)\n",
+        f"`python -m bench.load` (`make bench`). PostgreSQL; `attest serve` (gunicorn, attest/gunicorn_conf.py, 2 sync "
+        f"workers); 2 `attest scheduler` processes; the sandbox (fake Okta, GitHub, moto, the demo IdP "
+        f"oidc-provider-mock) in one more process; the load generator (asyncio + httpx, one client and cookie jar per "
+        f"reviewer) in the benchmark's own process: all on this one machine, over loopback. The demo org is synced "
+        f"(seeding took {r['seed_s']} s) and, for each mode, a fresh campaign of the quarterly manager review is launched; "
+        f"up to {r['reviewers']} of its reviewers sign in through SSO (every hop: /login, /login/oidc, the IdP's form, "
+        f"its POST, the callback, /reviews), page their inbox (50 items a page, the next page as htmx fetches it) and "
+        f"decide one by one ({DECIDES_PER_PAGE} per page, 10% revoke, htmx) and in bulk (every {BULK_EVERY}th page: "
+        f"'Approve N matching' filtered to one person, then the full inbox page it redirects to) for "
+        f"{r['duration']:.0f} s per mode. In the no-pause mode an admin (signed in the same way) asks for a sync of the "
+        f"demo Okta a quarter in (run by a scheduler) and launches the monthly privileged owner review from the web "
+        f"40% in; half way the scheduler holding a lease is killed with SIGKILL. Latencies are client-side (queueing "
+        f"at gunicorn's 2 workers included). Decisions/s counts one-by-one decisions answered 2xx plus the items the "
+        f"bulk approvals announced.\n",
+        (f"Code: commit {r['commit']} (a `git archive` copy, so edits in progress elsewhere in the checkout do not "
+         "affect it). " if r.get("commit", "working tree") != "working tree" else "Code: the working tree. ")
+        + f"Machine: {describe()}. Load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']} "
+        f"(the machine was shared with other work while this ran).\n",
+        "| mode | reviewers (with items) | items | decisions/s (one by one + bulk) | requests/s | requests | 2xx / 3xx / 4xx / 5xx / transport | load avg at start / end |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for mode, m in r["modes"].items():
+        st = m["statuses"]
+        lines.append(
+            f"| {mode} | {m['reviewers']} ({m['reviewers_with_items']}) | {m['campaign_items']:,} | "
+            f"{m['decisions_per_s']} ({m['single_decisions']:,} + {m['bulk_items']:,} in {m['bulk_requests']} bulk) | "
+            f"{m['requests_per_s']} | {m['requests']:,} | {st.get('2xx', 0)} / {st.get('3xx', 0)} / {st.get('4xx', 0)} / "
+            f"{st.get('5xx', 0)} / {st.get('transport', 0)} | {m['load_at_start']} ; {m['load_at_end']} |")
+    for mode, m in r["modes"].items():
+        lines += ["", f"Per route, {mode} (ms, client side):", "",
+                  "| route | requests | p50 | p95 | p99 | max | statuses |", "|---|---:|---:|---:|---:|---:|---|"]
+        for route, v in m["routes"].items():
+            sts = ", ".join(f"{k}: {n}" for k, n in v["statuses"].items())
+            lines.append(f"| {route} | {v['n']:,} | {v['p50']} | {v['p95']} | {v['p99']} | {v['max']} | {sts} |")
+        if m["events"]:
+            lines.append(f"\nDuring this mode: {json.dumps(m['events'], default=str)}")
+        if m["error_count"]:
+            lines.append(f"\nErrors ({m['error_count']}): " + "; ".join(m["errors"][:5]))
+    dc = r["decisions_check"]
+    lines += ["", "**Afterwards.** "
+              f"Decisions: {dc['answered_2xx']:,} one-by-one decisions answered 2xx, {dc['stored']:,} stored "
+              f"({dc['missing']} missing, {dc['extra']} extra); {dc['bulk_announced']:,} items announced by the bulk "
+              f"approvals, {dc['bulk_stored']:,} bulk decision rows; items with two live decisions at one stage: "
+              f"{dc['items_decided_twice']} -> **{'OK' if dc['ok'] else 'NOT OK'}**. "
+              f"`attest audit verify`: **{'passed' if r['audit_verify'][0] else 'FAILED'}** ({r['audit_verify'][1]})."]
+    t = r.get("takeover")
+    if t:
+        taken = "; ".join(f"{k} after {v['after_s']} s" for k, v in t["taken"].items()) or "none"
+        lines.append(
+            f"\n**Scheduler kill.** SIGKILL of {t['killed']} while it held {', '.join(t['leases'])} (lease "
+            f"{r['lease_ttl_s']:.0f} s, heartbeat {r['heartbeat_s']:.0f} s; attest/jobs.py promises a takeover within "
+            f"LEASE_TTL + 1 min = {t['limit_s']:.0f} s of the last heartbeat). Taken over by the standby: {taken}"
+            + (f"; not taken over while watched: {', '.join(t['not_taken'])}" if t["not_taken"] else "")
+            + f" -> **{'within' if t['within_limit'] and not t['not_taken'] else 'NOT within'} the lease time**.")
+    j = r["jobs"]
+    lines.append(
+        f"\n**Jobs.** {j['finished_runs']} finished job runs logged by the two schedulers "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(j['per_job'].items()))}); occurrences finished twice: "
+        f"{len(j['ran_twice'])}{' (' + '; '.join(f'{k}: {v}' for k, v in j['ran_twice'].items()) + ')' if j['ran_twice'] else ''}; "
+        f"sync runs {dict(j['sync_runs'])}, overlapping successful syncs of a source: {len(j['sync_overlaps'])}.")
+    p = r.get("profile")
+    if p:
+        pr = r["profile_run"]
+        lines += ["", f"**Profile.** One of the two gunicorn workers under cProfile (a gunicorn config written by the "
+                  f"benchmark; the app unchanged) for a {pr['seconds']:.0f} s no-pause run ({pr['requests']:,} requests, "
+                  f"{pr['decisions_per_s']} decisions/s with the profiler's overhead). {p['total_s']} s of profiled "
+                  "CPU in that worker. Cumulative time of the main parts (s):", "",
+                  "| part | cumulative s | share |", "|---|---:|---:|"]
+        whole = p["groups"].get("WSGI request (flask full_dispatch_request)") or p["total_s"]
+        for label, v in p["groups"].items():
+            lines.append(f"| {label} | {v} | {v / whole * 100:.0f}% |" if whole else f"| {label} | {v} | |")
+        lines += ["", "Top functions by own time:", "", "| function | own s | cumulative s |", "|---|---:|---:|"]
+        for row in p["top"]:
+            lines.append(f"| `{row['func']}` | {row['tottime']} | {row['cumtime']} |")
+    return "\n".join(lines) + "\n"
+
+
+def from_head(argv: list[str]) -> dict:
+    """Run the benchmark on the committed code: `git archive HEAD` into a temporary directory and run this
+    module from there (PYTHONPATH before the editable install), so edits in progress in the working tree
+    (others' or one's own) neither break nor colour the figures. Returns the child's result."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    src = Path(tempfile.mkdtemp(prefix="attest-bench-load-src-"))
+    archive = subprocess.run(["git", "archive", "HEAD", "attest", "bench", "examples"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    result_file = src / "result.json"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    subprocess.run([sys.executable, "-m", "bench.load", *argv, "--source", "worktree", "--json-out", str(result_file)],
+                   cwd=src, env=env, check=True)
+    result = json.loads(result_file.read_text())
+    result["commit"] = commit
+    return result
+
+
+def run(out: Path, argv: list[str] | None = None) -> str:
+    argv = list(argv or [])
+    args = parse(argv)
+    if args.source == "head":
+        result = from_head([a for a in argv if a != "--no-write"])
+    else:
+        result = run_all(args.reviewers, args.duration, args.takeover_wait, args.profile_seconds)
+        result["commit"] = "working tree"
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(result, default=str))
+            return ""
+    (Path(tempfile.gettempdir()) / "attest-bench-load.json").write_text(json.dumps(result, default=str, indent=1))
+    text_ = report(result)
+    if not args.no_write:
+        out.write_text(text_)
+    return text_
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.load")
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds per mode (default 180)")
+    parser.add_argument("--reviewers", type=int, default=50)
+    parser.add_argument("--takeover-wait", type=float, default=240.0,
+                        help="seconds to wait after the runs for the standby to take over (default 240)")
+    parser.add_argument("--profile-seconds", type=float, default=30.0)
+    parser.add_argument("--no-write", action="store_true", help="print the section, do not write results/load.md")
+    parser.add_argument("--source", choices=["head", "worktree"], default="head",
+                        help="run the committed code (default: a `git archive HEAD` copy) or the working tree as it is")
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-sandbox", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    ns = parse(sys.argv[1:])
+    if ns.serve_sandbox:
+        serve_sandbox(json.loads(ns.serve_sandbox))
+    else:
+        text = run(Path(__file__).parent / "results" / "load.md", sys.argv[1:])
+        if text:
+            print(text)
