@@ -205,6 +205,10 @@ class ChangeQuery(Paging):
     since: str | None = Field(default=None, max_length=64, description="only changes at or after this moment")
 
 
+class ResourceGrantQuery(Paging):
+    at: str | None = Field(default=None, max_length=64, description="held at this moment (default: now)")
+
+
 class LinkIn(BaseModel):
     """The person the account belongs to (an identity id), or null to unlink it; later syncs keep it."""
 
@@ -449,3 +453,36 @@ def account_changes(account_id: int):
                       "entitlement_id": ent, "sync_run_id": c.sync_run_id, "source_id": c.source_id}
                      for c, ent in page],
             "next": encode_cursor("changes", page[-1][0].id) if len(rows) > q.limit else None}
+
+
+def grant_out(g: Grant) -> dict[str, Any]:
+    return {"id": g.id, "source_id": g.source_id, "entitlement_id": g.entitlement_id,
+            "principal_type": g.principal_type, "principal_account_id": g.principal_account_id,
+            "principal_resource_id": g.principal_resource_id, "first_seen_at": iso(g.first_seen_at),
+            "ended_at": iso(g.ended_at), "ended_reason": g.ended_reason}
+
+
+@bp.get("/resources/<int:resource_id>/grants")
+@requires("entitlements:read", "read_all")
+@spec.validate(query=ResourceGrantQuery, resp=responses(GrantList), tags=TAGS)
+def resource_grants(resource_id: int):
+    """Who holds the resource directly, now or at `at` (the resource page's query); 409 when Attest had not
+    read the resource's source yet at that moment (it cannot say who held it then)."""
+    q: ResourceGrantQuery = request.context.query
+    session = db()
+    resource = session.get(Resource, resource_id)
+    if resource is None:
+        raise ApiError(404)
+    after = decode_cursor("resource_grants", q.after)
+    if after is not None and not isinstance(after, int):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
+    as_of = _as_of(q.at)
+    if as_of is not None:
+        first = history.first_reads(session, [resource.source_id])[resource.source_id]
+        if not first.known_at(as_of.instant):
+            raise ApiError(409, f"Attest had not read {first.source_name} yet at that moment.",
+                           code="unknown_at_that_moment")
+    page = queries.resource_grants(session, resource_id, after=after, limit=q.limit,
+                                   at=as_of.instant if as_of else None)
+    next_after = int(page.next_after) if page.next_after else None
+    return {"data": [grant_out(g) for g in page.rows], "next": encode_cursor("resource_grants", next_after)}

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.db import utcnow
 from attest.entitlements.models import Source, SyncRun
 from attest.reviews.models import Remediation, ReviewItem
+from attest.trail.models import AuditEvent
 
 
 def test_source_secrets_are_write_only_and_runs_carry_phases_notes_and_failed_parts(
@@ -186,3 +186,14 @@ def test_link_an_orphaned_account_to_a_person_with_if_match(session, api, api_wo
     assert session.get(Account, account.id).identity_id == person.id
     event = session.scalars(select(AuditEvent).where(AuditEvent.action == "account.link")).one()
     assert event.actor == api_world.admin.email and event.after["identity_id"] == person.id
+
+
+def test_who_held_a_resource_now_and_at_a_moment(session, api, api_world, make_token):
+    item = api_world.a.items[0]
+    token = make_token(api_world.auditor, ["entitlements:read"])
+    now = api(token).get(f"/resources/{item.resource_id}/grants").get_json()
+    assert [g["id"] for g in now["data"]] == [item.grant_id] and now["next"] is None
+    # before Attest first read the source it cannot say: 409, not an empty list
+    before = api(token).get(f"/resources/{item.resource_id}/grants?at=2001-01-01")
+    assert before.status_code == 409 and before.get_json()["error"]["code"] == "unknown_at_that_moment"
+    assert api(token).get("/resources/987654321/grants").status_code == 404
