@@ -61,6 +61,7 @@ def campaign_completion(session: Session, campaign: Campaign, now: datetime | No
     item's current decision time; the campaign's item count beside it."""
     now = now or datetime.now(UTC)
     total = session.scalar(select(func.count()).where(ReviewItem.campaign_id == campaign.id)) or 0
+    # bucketed here (a UTC day in SQL is dialect-specific; attest.dialects.utc_day once issue 18 lands it)
     per_day: dict[date, int] = {}
     for (at,) in session.execute(select(ReviewItem.decided_at).where(
             ReviewItem.campaign_id == campaign.id, ReviewItem.decision.is_not(None), ReviewItem.decided_at.is_not(None))):

@@ -164,6 +164,21 @@ def test_completion_days_run_from_launch_to_the_given_day(session, seeded):
     assert charts.campaign_completion(session, seeded.campaign, now=clock())["labels"][-1] == "2026-11-03"
 
 
+def test_days_are_utc_days_whatever_the_database_session_time_zone(session, seeded):
+    from sqlalchemy import select, text
+
+    from attest.reviews.models import ReviewItem
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL TIME ZONE 'Pacific/Kiritimati'"))  # UTC+14: 23:30 UTC is tomorrow there
+    open_item = session.scalars(select(ReviewItem).where(ReviewItem.campaign_id == seeded.campaign.id,
+                                                         ReviewItem.decision.is_(None))).first()
+    open_item.decision, open_item.decided_at = "approve", datetime(2026, 11, 2, 23, 30, tzinfo=UTC)
+    session.flush()
+    chart = charts.campaign_completion(session, seeded.campaign, now=datetime(2026, 11, 4, tzinfo=UTC))
+    assert chart["series"][0]["data"] == [1, 2, 4, 4]
+
+
 def test_progress_by_reviewer_is_decided_and_open_per_reviewer(app, client, seeded):
     cid = seeded.campaign.id
     chart = _json(app, client, seeded.admin, f"/charts/campaign-reviewers.json?campaign={cid}")
