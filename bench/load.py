@@ -189,13 +189,19 @@ class Stack:
         campaign definitions stored and the quarterly manager review launched."""
         from sqlalchemy.orm import sessionmaker
 
-        from attest import models  # noqa: F401 (every table on the metadata before the first query)
+        import attest.db
         from attest.config import load_settings
         from attest.db import make_engine, transaction
         from attest.demo import demo_campaigns, demo_sources
         from attest.entitlements.sources import add_source
         from attest.entitlements.sync import run_sync
 
+        # every table on the metadata before the first query (attest.db.all_models, or attest.models once the
+        # refactor of issue 18 moved it there)
+        if hasattr(attest.db, "all_models"):
+            attest.db.all_models()
+        else:
+            import attest.models  # noqa: F401
         self.settings = load_settings(environ=self.env)
         self.engine = make_engine(self.settings.database_url)
         self.factory = sessionmaker(bind=self.engine, expire_on_commit=False)
