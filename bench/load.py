@@ -71,12 +71,20 @@ def post_fork(server, worker):
         open(marker, "w").close()
         import cProfile
         _profile = cProfile.Profile()
+
+
+def pre_request(worker, req):  # only request handling is profiled, not the worker's start
+    if _profile is not None:
         _profile.enable()
+
+
+def post_request(worker, req, environ, resp):
+    if _profile is not None:
+        _profile.disable()
 
 
 def worker_exit(server, worker):
     if _profile is not None:
-        _profile.disable()
         _profile.dump_stats(os.environ["ATTEST_BENCH_PROFILE"])
 '''
 
@@ -221,7 +229,7 @@ class Stack:
         demo_campaigns(self.factory, echo=log)
         return out
 
-    def launch_fresh(self) -> tuple[int, dict[str, int]]:
+    def launch_fresh(self, want_reviewers: int = 0) -> tuple[int, dict[str, int]]:
         """Cancel open campaigns of the quarterly manager review and launch a new one: its id and
         reviewer e-mail -> undecided items."""
         from sqlalchemy import func, select
@@ -239,11 +247,52 @@ class Stack:
                 campaigns.cancel(s, cid, "bench", "load benchmark: next mode")
         with transaction(self.factory) as s:
             campaign_id = campaigns.launch_definition(s, definition_id, "bench").id
+        def reviewers() -> dict[str, int]:
+            with self.factory() as s:
+                rows = s.execute(select(Identity.email, func.count()).join(ReviewItem, ReviewItem.reviewer_id == Identity.id)
+                                 .where(ReviewItem.campaign_id == campaign_id).group_by(Identity.email)
+                                 .order_by(func.count().desc(), Identity.email)).all()
+            return {email: n for email, n in rows if email}
+
+        have = reviewers()
+        if len(have) < want_reviewers:
+            self.top_up(campaign_id, have, want_reviewers)
+            have = reviewers()
+        return campaign_id, have
+
+    def top_up(self, campaign_id: int, have: dict[str, int], want: int) -> None:
+        """The demo org has fewer managers with reports than `want`: an admin reassigns (decisions.reassign,
+        audited, as on the item page) a share of the busiest reviewers' items to people who review nothing,
+        as a manager on leave hands work to a colleague, until `want` people have items."""
+        from sqlalchemy import select
+
+        from attest.auth.login import create_admin
+        from attest.auth.models import User
+        from attest.db import transaction
+        from attest.entitlements.models import Identity
+        from attest.reviews import decisions
+        from attest.reviews.models import ReviewItem
+
+        with transaction(self.factory) as s:
+            admin = s.scalar(select(User).where(User.email == "bench-admin@demo.example"))
+            if admin is None:
+                create_admin(s, "bench-admin@demo.example", uuid.uuid4().hex, "Bench Admin", actor="bench")
         with self.factory() as s:
-            rows = s.execute(select(Identity.email, func.count()).join(ReviewItem, ReviewItem.reviewer_id == Identity.id)
-                             .where(ReviewItem.campaign_id == campaign_id).group_by(Identity.email)
-                             .order_by(func.count().desc(), Identity.email)).all()
-        return campaign_id, {email: n for email, n in rows if email}
+            busy = list(have)[: want - len(have)]
+            targets = s.scalars(select(Identity.id).where(
+                Identity.status == "active", Identity.kind == "human", Identity.email.is_not(None),
+                Identity.email.not_in(list(have)), Identity.email.like("%@acme.example"))
+                .order_by(Identity.id).limit(want - len(have))).all()
+        for source_email, target in zip(busy, targets, strict=False):
+            with transaction(self.factory) as s:
+                user = s.scalar(select(User).where(User.email == "bench-admin@demo.example"))
+                source_id = s.scalar(select(Identity.id).where(Identity.email == source_email))
+                ids = s.scalars(select(ReviewItem.id).where(
+                    ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == source_id,
+                    ReviewItem.decision.is_(None), ReviewItem.identity_id != target)
+                    .order_by(ReviewItem.id)).all()
+                for item_id in ids[: len(ids) // 2]:
+                    decisions.reassign(s, user, item_id, target, "load benchmark: more reviewers than the demo has managers")
 
     @staticmethod
     def _definition_name(filename: str) -> str:
@@ -265,10 +314,25 @@ class Stack:
                                f"127.0.0.1:{self.web_port}", "--config", str(conf), "attest.app:create_app()"], env)
         self.wait_listening(self.web_port, "web")
 
-    def start_schedulers(self) -> None:
+    def start_schedulers(self, timeout: float = 240.0) -> float:
+        """Both schedulers, started together; returns the seconds until both run and the jobs are registered
+        in the shared job store (one of them reconciles first; the other sees the jobs through the store)."""
+        from sqlalchemy import func, select
+
+        from attest.jobs import apscheduler_jobs
+
         env = {**self.env, "ATTEST_LOG_LEVEL": "DEBUG"}  # DEBUG: each finished job run is logged (jobs.run_job)
+        t0 = time.monotonic()
         for i in (1, 2):
             self.start(f"scheduler{i}", [ATTEST, "scheduler"], env)
+        while time.monotonic() - t0 < timeout:
+            started = all("started:" in (self.tmp / f"scheduler{i}.log").read_text(errors="replace") for i in (1, 2))
+            with self.factory() as s:
+                jobs = s.scalar(select(func.count()).select_from(apscheduler_jobs))
+            if started and jobs >= 8:
+                return round(time.monotonic() - t0, 1)
+            time.sleep(1)
+        raise RuntimeError(f"the schedulers did not start within {timeout:.0f} s")
 
     def down(self) -> None:
         for name in list(self.procs):
@@ -483,10 +547,11 @@ class LeaseWatch(threading.Thread):
         while True:
             rows = self.holders()
             held = [r for r in rows if r.holder and int(r.holder.split(":")[1]) in pids]
-            if held or time.monotonic() > deadline:
+            # the reconcile is held for a moment each minute; a sync or the evidence job for longer
+            if any(r.name != "scheduler:reconcile" for r in held) or (held and time.monotonic() > deadline):
                 break
             time.sleep(0.5)
-        held.sort(key=lambda r: (not r.name.startswith("sync:"), r.name))
+        held.sort(key=lambda r: (not r.name.startswith("sync:"), r.name != "evidence:export", r.name))
         if not held:
             raise RuntimeError(f"no scheduler held a lease within {wait:.0f} s ({len(rows)} leases seen)")
         victim = held[0].holder
@@ -511,7 +576,7 @@ class LeaseWatch(threading.Thread):
             for r in rows:
                 if r.name in self.killed["leases"] and r.name not in self.taken and r.holder != self.killed["holder"] \
                         and r.last_started_at and r.last_started_at > self.killed["at"] - timedelta(seconds=1):
-                    self.taken[r.name] = {"by": r.holder, "at": r.last_started_at,
+                    self.taken[r.name] = {"by": r.holder or "the standby (already finished)", "at": r.last_started_at,
                                           "after_s": round((r.last_started_at - self.killed["at"]).total_seconds(), 1)}
                     log(f"lease {r.name} taken over by {r.holder} {self.taken[r.name]['after_s']} s after the kill")
 
@@ -522,7 +587,7 @@ class LeaseWatch(threading.Thread):
 def job_runs(stack: Stack) -> dict:
     """Each scheduler's finished job runs from its DEBUG log (attest.jobs.run_job: 'job X: detail' or
     'job X failed'), grouped by job and cron occurrence: an occurrence finished by two runs ran twice."""
-    from attest.jobs import previous_fire_time
+    from attest.schedules import previous_fire_time
 
     with stack.factory() as s:
         from sqlalchemy import select
@@ -679,13 +744,16 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
         out["seed"] = stack.seed()
         out["seed_s"] = round(time.perf_counter() - t0, 1)
         stack.start_web()
-        stack.start_schedulers()
+        out["schedulers_ready_s"] = stack.start_schedulers()
         watch = LeaseWatch(stack)
         watch.start()
+        # warm-up (not measured): fresh workers import and compile templates on their first requests
+        campaign_id, items = stack.launch_fresh(0)
+        asyncio.run(drive(stack, list(items)[:4], campaign_id, 15.0, 0.0, False, {}))
         since = datetime.now(UTC)
         recs = []
         for mode, pause in (("no pause", 0.0), ("1 s pause", 1.0)):
-            campaign_id, items = stack.launch_fresh()
+            campaign_id, items = stack.launch_fresh(reviewers)
             emails = list(items)[:reviewers]
             log(f"mode {mode}: campaign {campaign_id}, {len(items)} reviewers with items, using {len(emails)} "
                 f"({sum(items[e] for e in emails)} items); load {load_avg()}")
@@ -733,7 +801,7 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
             stack.stop("web")
             prof = stack.tmp / "worker.prof"
             stack.start_web(profile=prof)
-            campaign_id, items = stack.launch_fresh()
+            campaign_id, items = stack.launch_fresh(reviewers)
             rec = asyncio.run(drive(stack, list(items)[:reviewers], campaign_id, profile_seconds, 0.0, False, {}))
             out["profile_run"] = summarize(rec)
             stack.stop("web")
