@@ -206,16 +206,6 @@ def dialect_name(session_or_engine: Session | Engine) -> str:
     return bind.dialect.name
 
 
-def all_models() -> None:
-    """Import every model module so Base.metadata is complete (Alembic, tests)."""
-    import attest.audit.models  # noqa: F401
-    import attest.auth.models  # noqa: F401
-    import attest.entitlements.keys  # noqa: F401
-    import attest.entitlements.models  # noqa: F401
-    import attest.jobs  # noqa: F401
-    import attest.reviews.models  # noqa: F401
-
-
 def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple], key: str = "id") -> int:
     """Set-based update of many rows: load (key, *columns) into a temporary table with the driver's bulk
     path (COPY on PostgreSQL, executemany on SQLite), then one UPDATE ... FROM. Returns rows updated.

@@ -24,7 +24,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 HANDLER_NAME = "attest"
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-# the same idea as the audit trail's scrub (attest/audit/log.py): a field named like a secret is never written
+# the same idea as the audit trail's scrub (attest/trail/chain.py): a field named like a secret is never written
 SECRET_WORDS = ("password", "passwd", "secret", "token", "private_key", "api_key", "authorization", "cookie")
 REQUEST_FIELDS = ("request_id", "user_id", "user", "route", "method", "path")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s %(user)s %(route)s] %(message)s"

@@ -41,10 +41,10 @@ def seed(factory, n_items: int, dialect: str) -> int:
     """A closed campaign of n_items decided items (5% revoked, with remediations), set-based."""
     from sqlalchemy import insert, select, text
 
-    from attest.audit.log import record_many
     from attest.db import transaction, utcnow
     from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source, SyncRun
     from attest.reviews.models import Campaign, CampaignExclusion
+    from attest.trail.chain import record_many
 
     with transaction(factory) as s:
         src = Source(kind="demo", name="okta-prod", settings={}, authoritative=True, enabled=True)

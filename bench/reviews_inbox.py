@@ -148,16 +148,16 @@ def run_engine(engine_name: str, items: int) -> dict:
     from sqlalchemy import func, select, text
     from sqlalchemy.orm import sessionmaker
 
+    from attest import models  # noqa: F401 (every table on the metadata before the first query)
     from attest.app import create_app
     from attest.auth.models import User
     from attest.cli import alembic_config
     from attest.config import load_settings
-    from attest.db import all_models, make_engine, transaction
+    from attest.db import make_engine, transaction
     from attest.reviews import decisions, queries
     from attest.reviews.models import Decision, ReviewItem
     from bench.machine import peak_rss_mb
 
-    all_models()
     tmp = tempfile.mkdtemp(prefix="attest-bench-inbox-")
     pg_name = admin = None
     if engine_name == "sqlite":

@@ -57,10 +57,11 @@ def run_engine(engine_name: str, people: int) -> dict:
     from sqlalchemy import func, select, text
     from sqlalchemy.orm import sessionmaker
 
+    from attest import models  # noqa: F401 (every table on the metadata before the first query)
     from attest.cli import alembic_config
     from attest.config import load_settings
     from attest.connectors.demo import DemoConnector
-    from attest.db import all_models, make_engine, transaction
+    from attest.db import make_engine, transaction
     from attest.entitlements.sources import add_source
     from attest.entitlements.sync import run_sync
     from attest.reviews import campaigns, scope
@@ -68,7 +69,6 @@ def run_engine(engine_name: str, people: int) -> dict:
     from attest.reviews.models import Campaign, ReviewItem
     from bench.machine import peak_rss_mb
 
-    all_models()
     tmp = tempfile.mkdtemp(prefix="attest-bench-")
     pg_name = admin = None
     if engine_name == "sqlite":

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import sessionmaker
 
-from attest import jobs
+from attest import jobs, schedules
 from attest.db import make_engine, transaction
 from attest.entitlements.models import Source
 from attest.jobs import JobContext, JobLease, JobSpec, acquire, release, run_job
@@ -77,30 +77,30 @@ def test_an_occurrence_already_run_elsewhere_is_not_run_again(session):
 
 
 def test_previous_fire_time_follows_the_cron():
-    assert jobs.previous_fire_time("* * * * *", T) == datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
-    assert jobs.previous_fire_time("*/5 * * * *", T + timedelta(minutes=7)) == datetime(2026, 5, 4, 9, 5, tzinfo=UTC)
-    assert jobs.previous_fire_time("0 9 1 1,4,7,10 *", T) == datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
-    assert jobs.previous_fire_time("30 2 * * 1", T) == datetime(2026, 5, 4, 2, 30, tzinfo=UTC)  # a Monday
-    assert jobs.previous_fire_time("0 9 * * *", datetime(2026, 5, 4, 9, 0, tzinfo=UTC)) == \
+    assert schedules.previous_fire_time("* * * * *", T) == datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+    assert schedules.previous_fire_time("*/5 * * * *", T + timedelta(minutes=7)) == datetime(2026, 5, 4, 9, 5, tzinfo=UTC)
+    assert schedules.previous_fire_time("0 9 1 1,4,7,10 *", T) == datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+    assert schedules.previous_fire_time("30 2 * * 1", T) == datetime(2026, 5, 4, 2, 30, tzinfo=UTC)  # a Monday
+    assert schedules.previous_fire_time("0 9 * * *", datetime(2026, 5, 4, 9, 0, tzinfo=UTC)) == \
         datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
 
 def test_cron_reads_crontab_as_the_scheduler_always_has():
     # a restricted day of the month and day of the week must both match: 09:00 on a 1st that is a Monday
-    assert jobs.previous_fire_time("0 9 1 * 1", T) == datetime(2025, 12, 1, 9, 0, tzinfo=UTC)
-    assert jobs.cron_trigger("0 9 1 * 1").get_next_fire_time(None, T) == datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    assert schedules.previous_fire_time("0 9 1 * 1", T) == datetime(2025, 12, 1, 9, 0, tzinfo=UTC)
+    assert schedules.cron_trigger("0 9 1 * 1").get_next_fire_time(None, T) == datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
     # the second Monday of the month; a date that never comes never fires (and is not an error)
-    assert jobs.cron_trigger("0 9 * * mon#2").get_next_fire_time(None, T) == datetime(2026, 5, 11, 9, 0, tzinfo=UTC)
-    assert jobs.previous_fire_time("0 9 30 2 *", T) is None
-    assert jobs.cron_trigger("0 9 30 2 *").get_next_fire_time(None, T) is None
+    assert schedules.cron_trigger("0 9 * * mon#2").get_next_fire_time(None, T) == datetime(2026, 5, 11, 9, 0, tzinfo=UTC)
+    assert schedules.previous_fire_time("0 9 30 2 *", T) is None
+    assert schedules.cron_trigger("0 9 30 2 *").get_next_fire_time(None, T) is None
     # after a run at 09:00 the next one is 09:01, also when asked at 09:00 exactly; missed ones come first
     nine = T.replace(second=0)
-    assert jobs.cron_trigger("* * * * *").get_next_fire_time(nine, nine) == nine + timedelta(minutes=1)
-    assert jobs.cron_trigger("* * * * *").get_next_fire_time(nine, nine + timedelta(minutes=5)) == \
+    assert schedules.cron_trigger("* * * * *").get_next_fire_time(nine, nine) == nine + timedelta(minutes=1)
+    assert schedules.cron_trigger("* * * * *").get_next_fire_time(nine, nine + timedelta(minutes=5)) == \
         nine + timedelta(minutes=1)
     for bad in ("0 9 * *", "61 * * * *", "0 9 * * 8", "@daily"):
         with pytest.raises(ValueError):
-            jobs.cron_trigger(bad)
+            schedules.cron_trigger(bad)
 
 
 def _contexts(fresh_db, n=2):

@@ -181,7 +181,7 @@ def test_development_refuses_a_new_key_when_secrets_exist_but_the_key_file_is_go
 
 
 def test_a_key_lost_for_good_forget_secrets_lets_a_new_key_start(secret_kind, fresh_db, tmp_path):
-    from attest.audit.models import AuditEvent
+    from attest.trail.models import AuditEvent
 
     _store_source(fresh_db)
     new = Fernet.generate_key().decode()

@@ -3,13 +3,12 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from attest.db import Base, all_models
+from attest.models import metadata
 
 
 def test_migrations_match_models(engine):
-    all_models()
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), metadata)
     assert diff == [], f"models and migrations disagree; generate a migration: {diff}"
 
 

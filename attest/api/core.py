@@ -227,7 +227,7 @@ def audit_call(status: int) -> None:
     c = g.pop("api_caller", None)
     if c is None:
         return
-    from attest.audit.log import record
+    from attest.trail.chain import record
 
     session = db()
     try:

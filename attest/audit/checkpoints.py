@@ -40,9 +40,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from attest.audit.log import ChainProblem, iter_events, verify_events
-from attest.audit.models import AuditCheckpoint, AuditEvent, AuditHead
+from attest.audit.models import AuditCheckpoint
 from attest.config import Settings
 from attest.db import canonical_json, utcnow
+from attest.trail.models import AuditEvent, AuditHead
 
 FORMAT = "attest-audit-checkpoint/1"
 NAME_PREFIX = "checkpoint-"

@@ -167,7 +167,7 @@ def audit_verify(key_file: str | None, as_json: bool) -> None:
 
     from attest.audit.checkpoints import open_store, verify_checkpoints
     from attest.audit.log import verify_chain
-    from attest.audit.models import AuditEvent, AuditHead
+    from attest.trail.models import AuditEvent, AuditHead
 
     state = _state()
     pinned = _pinned_public_key(key_file, required=True)

@@ -34,9 +34,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from attest.audit.log import record
 from attest.audit.models import EvidenceExport
 from attest.db import transaction, utcnow
+from attest.trail.chain import record
 
 log = logging.getLogger("attest.evidence")
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from attest.audit.models import AuditEvent
+from attest.trail.models import AuditEvent
 
 
 @dataclass

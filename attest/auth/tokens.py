@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from attest.audit.log import record as audit
 from attest.auth.models import ApiToken, User
 from attest.db import utcnow
+from attest.trail.chain import record as audit
 
 AREAS = ("sources", "entitlements", "reviews", "audit")
 SCOPES = tuple(f"{area}:{level}" for area in AREAS for level in ("read", "write"))

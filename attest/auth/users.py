@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from attest.audit.log import record as audit
 from attest.auth.login import UserError, find_identity_by_email, set_local_roles
 from attest.auth.models import ROLES, User
 from attest.entitlements.models import Identity
 from attest.inputs import parse_int
+from attest.trail.chain import record as audit
 
 PAGE_SIZE = 100
 

@@ -8,9 +8,9 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from attest.audit.log import record as audit
 from attest.auth import sessions
 from attest.auth.login import LoginError, Throttled, authenticate_local, safe_next
+from attest.trail.chain import record as audit
 from attest.web import db, settings, write
 
 bp = Blueprint("auth", __name__)

@@ -24,13 +24,14 @@ from cryptography.fernet import InvalidToken, MultiFernet
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from attest.audit.log import record as audit
 from attest.config import Settings
 from attest.connectors import registry
 from attest.connectors.base import BaseConnector
 from attest.db import utcnow
 from attest.entitlements import keys
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source
+from attest.schedules import cron_trigger
+from attest.trail.chain import record as audit
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -253,8 +254,6 @@ def add_source(
 
 def validate_cron(expr: str) -> None:
     """Standard crontab in UTC (0 and 7 are Sunday), as the scheduler reads it."""
-    from attest.jobs import cron_trigger
-
     try:
         cron_trigger(expr)
     except ValueError as exc:

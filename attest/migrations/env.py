@@ -5,11 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import pool
 
-from attest.db import Base, all_models, make_engine
+from attest.db import make_engine
+from attest.models import metadata
 
-all_models()
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_migrations_offline() -> None:

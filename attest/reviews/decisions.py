@@ -35,14 +35,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from attest.audit.log import record as audit
-from attest.audit.log import record_many as audit_many
 from attest.auth.models import User
 from attest.db import utcnow
 from attest.entitlements.models import Identity
 from attest.reviews import eligibility, queries
 from attest.reviews.chunks import chunks as _chunks  # IN (...) lists of at most chunks.IN_LIST_SIZE ids
 from attest.reviews.models import DECISIONS, Campaign, Decision, ReviewerSignoff, ReviewItem
+from attest.trail.chain import record as audit
+from attest.trail.chain import record_many as audit_many
 
 MAX_COMMENT = 4000
 

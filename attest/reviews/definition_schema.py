@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from attest.reviews.routing import SELF_REVIEW_POLICIES, STAGE_KINDS
+from attest.schedules import cron_trigger
 
 __all__ = [
     "COMMENT_RULES", "IDENTITY_KINDS", "IDENTITY_STATUSES", "NO_RESPONSE", "REMEDIATION",
@@ -102,8 +103,6 @@ def _no_ranges(pattern: str) -> str:
 def _cron(expr: str | None) -> str | None:
     if expr is None:
         return None
-    from attest.jobs import cron_trigger  # standard crontab in UTC, exactly as the scheduler reads it
-
     try:
         cron_trigger(expr)
     except ValueError as exc:

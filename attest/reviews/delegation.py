@@ -22,13 +22,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from attest.audit.log import record as audit
 from attest.auth.models import User
 from attest.db import utcnow
 from attest.entitlements.models import Identity
 from attest.reviews import decisions, eligibility
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound
 from attest.reviews.models import Delegation, ReviewItem
+from attest.trail.chain import record as audit
 
 MAX_DAYS = 366  # a delegation longer than a year is a reassignment, not an absence
 MAX_REASON = 1000

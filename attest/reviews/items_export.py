@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from attest import exports
-from attest.audit.log import record as audit
 from attest.entitlements.models import Identity
 from attest.reviews import queries
 from attest.reviews.models import ReviewItem
+from attest.trail.chain import record as audit
 
 BATCH = 1000
 COLUMNS = (

@@ -48,13 +48,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from attest.audit.log import record
 from attest.auth.models import User
 from attest.config import Settings
 from attest.db import begin_write, transaction, utcnow
 from attest.entitlements.models import Identity
 from attest.reviews import eligibility
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewerNotice, ReviewerSignoff, ReviewItem
+from attest.trail.chain import record
 
 log = logging.getLogger("attest.notify")
 

@@ -41,8 +41,6 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from attest import exports
-from attest.audit.log import record as audit
-from attest.audit.log import record_many
 from attest.config import Settings
 from attest.connectors.base import GrantRef, RevokeRefused, RevokeResult
 from attest.db import begin_write, utcnow
@@ -51,6 +49,8 @@ from attest.entitlements.sync import SyncResult, after_apply
 from attest.redact import install_filter, redact
 from attest.reviews.chunks import chunks
 from attest.reviews.models import Campaign, Remediation, ReviewItem
+from attest.trail.chain import record as audit
+from attest.trail.chain import record_many
 
 log = install_filter(logging.getLogger(__name__))
 

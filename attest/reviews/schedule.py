@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from attest.reviews.models import Campaign, CampaignDefinition
+from attest.schedules import cron_trigger
 
 
 def due_to_close(session: Session, now: datetime) -> list[int]:
@@ -21,8 +22,6 @@ def next_launch_at(definition: CampaignDefinition) -> datetime | None:
     """The first time the definition's cron schedule fires after its last launch (or its creation)."""
     if not definition.schedule:
         return None
-    from attest.jobs import cron_trigger  # standard crontab: 0 and 7 are Sunday, as the scheduler reads it
-
     base = definition.last_launched_at or definition.created_at
     trigger = cron_trigger(definition.schedule)
     return trigger.get_next_fire_time(None, base + timedelta(seconds=1))

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from attest.api import core
-from attest.audit.models import AuditEvent
 from attest.auth import tokens
 from attest.auth.models import ApiToken
 from attest.entitlements.models import Source
 from attest.reviews.models import ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import Clock, login_as
 
 

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from attest.audit.log import record
 from attest.db import utcnow
 from attest.entitlements.models import SyncRun
 from attest.reviews.models import CampaignExclusion, Remediation, ReviewerSignoff
+from attest.trail.chain import record
 from tests.reviews.factories import review_setup
 
 

@@ -12,9 +12,10 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import select, text
 
-from attest.audit.log import GENESIS, event_hash, record, verify_chain
-from attest.audit.models import AppendOnlyError, AuditEvent
+from attest.audit.log import verify_chain
 from attest.db import transaction
+from attest.trail.chain import GENESIS, event_hash, record
+from attest.trail.models import AppendOnlyError, AuditEvent
 from tests.audit.helpers import append_only_off
 
 

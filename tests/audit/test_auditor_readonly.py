@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from attest.audit.models import AuditHead
-from attest.db import Base, all_models
+from attest.models import metadata
 from attest.reviews.models import CampaignDefinition, Remediation
+from attest.trail.models import AuditHead
 from tests.audit.helpers import decided_campaign
 from tests.factories import login_as, make_user
 
@@ -35,8 +35,7 @@ FORM = {
 
 
 def snapshot(session) -> dict[str, int]:
-    all_models()
-    counts = {t.name: session.scalar(select(func.count()).select_from(t)) for t in Base.metadata.sorted_tables}
+    counts = {t.name: session.scalar(select(func.count()).select_from(t)) for t in metadata.sorted_tables}
     counts["audit_head_seq"] = session.scalar(select(AuditHead.seq).where(AuditHead.id == 1)) or 0
     return counts
 

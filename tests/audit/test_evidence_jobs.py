@@ -27,8 +27,9 @@ from sqlalchemy import select
 from attest import jobs
 from attest.audit import evidence, export_jobs
 from attest.audit.evidence import load_signing_key, verify_bundle
-from attest.audit.models import AuditEvent, EvidenceExport
+from attest.audit.models import EvidenceExport
 from attest.db import transaction
+from attest.trail.models import AuditEvent
 from tests.audit.helpers import decided_campaign
 from tests.factories import login_as, make_user
 from tests.reviews.factories import review_setup

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.reviews.models import Remediation
+from attest.trail.models import AuditEvent
 from tests.audit.helpers import decided_campaign
 from tests.factories import login_as, make_user
 

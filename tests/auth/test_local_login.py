@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.auth.login import safe_next
+from attest.trail.models import AuditEvent
 from tests.factories import make_user
 
 PASSWORD = "correct horse battery staple"

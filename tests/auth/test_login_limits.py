@@ -15,8 +15,8 @@ import re
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.auth.login import UserError, create_admin, hash_password
+from attest.trail.models import AuditEvent
 from tests.factories import Clock, make_user
 
 PASSWORD = "correct horse battery staple"

@@ -17,11 +17,11 @@ import oidc_provider_mock
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.auth.models import User
 from attest.auth.oidc import SsoError, map_roles, profile_from_claims
 from attest.config import SettingsError, load_settings
 from attest.connectors.sandbox.server import serve_in_thread
+from attest.trail.models import AuditEvent
 from tests.auth.mock_idp import Flow, TokenForger
 from tests.factories import login_as, make_identity, make_user
 

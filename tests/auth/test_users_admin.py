@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.auth.models import User
+from attest.trail.models import AuditEvent
 from tests.factories import login_as, make_identity, make_user
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.entitlements.models import Account
 from attest.reviews.models import Delegation, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.reviews.factories import add_reviewer, make_grant, make_item, review_setup
 
 pytestmark = pytest.mark.browser

@@ -9,8 +9,8 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from attest.audit.models import AuditEvent
 from attest.reviews.models import ReviewerSignoff, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.reviews.factories import review_setup
 
 PASSWORD = "correct horse battery staple"

@@ -11,10 +11,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.auth.models import User
 from attest.connectors.sandbox import idp as demo_idp
 from attest.connectors.sandbox.server import serve_in_thread
+from attest.trail.models import AuditEvent
 from tests.factories import make_identity, make_user
 
 pytestmark = pytest.mark.browser

@@ -25,7 +25,6 @@ import time
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.connectors.github import MEMBERS_QUERY, GitHubConnector
 from attest.connectors.http import HttpError
 from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, create_app
@@ -34,6 +33,7 @@ from attest.entitlements.sources import add_source
 from attest.entitlements.sync import run_sync
 from attest.reviews import remediation
 from attest.reviews.models import Remediation
+from attest.trail.models import AuditEvent
 from tests.connectors.test_github import active, fake_github, grant_ref, sync
 from tests.reviews.test_remediation_connectors import revoke_in_campaign, served
 

@@ -17,7 +17,6 @@ import zipfile
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.connectors.sandbox.server import serve_in_thread
 from attest.db import utcnow
 from attest.entitlements.models import Account, Identity, Source, SyncRun
@@ -26,6 +25,7 @@ from attest.entitlements.sync import run_sync
 from attest.redact import redact
 from attest.reviews import remediation
 from attest.reviews.models import Remediation, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import login_as, make_source, make_user
 from tests.reviews.test_remediation_connectors import revoke_in_campaign
 

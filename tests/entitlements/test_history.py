@@ -344,9 +344,9 @@ def test_review_item_says_since_when_and_links_to_the_launch_moment(app, client,
 
 
 def test_audit_log_day_filters_are_days_in_the_organisations_zone(app, client, session, monkeypatch):
-    from attest.audit.log import record
+    from attest.trail.chain import record
 
-    monkeypatch.setattr("attest.audit.log.utcnow", lambda: datetime(2026, 3, 31, 23, 30, tzinfo=NY).astimezone(UTC))
+    monkeypatch.setattr("attest.trail.chain.utcnow", lambda: datetime(2026, 3, 31, 23, 30, tzinfo=NY).astimezone(UTC))
     record(session, actor="late@acme.example", action="source.add", object_type="source", object_id="77")
     session.commit()
     monkeypatch.undo()

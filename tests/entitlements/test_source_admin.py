@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import select
 
 from attest import jobs
-from attest.audit.models import AuditEvent
 from attest.connectors import registry
 from attest.connectors.base import Setting
 from attest.connectors.demo import DemoConnector
 from attest.db import utcnow
 from attest.entitlements.models import Source, SyncRun
 from attest.entitlements.sources import decrypt_secrets
+from attest.trail.models import AuditEvent
 from tests.factories import login_as, make_user
 
 OLD_SECRET = "old-s3cr3t-value-111"

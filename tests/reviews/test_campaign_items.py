@@ -10,10 +10,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.entitlements.models import Account
 from attest.reviews import items_export
 from attest.reviews.models import ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import login_as, make_identity, make_user
 from tests.reviews.factories import make_grant, make_item, review_setup
 

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from attest.audit.models import AuditEvent
 from attest.connectors.base import (
     AccountRecord,
     EntitlementRecord,
@@ -27,6 +26,7 @@ from attest.reviews import campaigns, schedule
 from attest.reviews.campaigns import CampaignError
 from attest.reviews.definitions import create_definition
 from attest.reviews.models import Campaign, CampaignExclusion, Remediation, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import ListConnector, make_source
 
 OLD = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import func, select
 
 from attest.audit.log import verify_chain
-from attest.audit.models import AuditEvent
 from attest.db import begin_write
 from attest.entitlements.models import Account
 from attest.reviews import decisions, notify
 from attest.reviews.decisions import DecisionError, NotFound
 from attest.reviews.models import Decision, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import login_as, make_identity, make_user
 from tests.reviews.factories import make_grant, make_item, review_setup
 from tests.reviews.test_notify import T0, mail_settings, smtp, timed_setup  # noqa: F401 - fixtures

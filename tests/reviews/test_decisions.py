@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import func, select
 
 from attest.audit.log import verify_chain
-from attest.audit.models import AuditEvent
 from attest.db import begin_write
 from attest.reviews import decisions
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.models import Decision, ReviewerSignoff, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import make_user
 from tests.reviews.factories import add_reviewer, review_setup
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.reviews.definitions import (
     DEFAULTS,
     DefinitionError,
@@ -17,6 +16,8 @@ from attest.reviews.definitions import (
     parse_definition,
     update_definition,
 )
+from attest.schedules import cron_trigger
+from attest.trail.models import AuditEvent
 from tests.factories import make_identity, make_source
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "campaigns"
@@ -161,7 +162,6 @@ def test_there_are_three_examples():
 def test_schedule_is_standard_crontab_with_sunday_as_0_or_7():
     from datetime import UTC, datetime
 
-    from attest.jobs import cron_trigger
     from attest.reviews.definitions import parse_definition
 
     for expr in ("0 9 * * 1", "0 9 * * 7", "0 9 * * 0"):

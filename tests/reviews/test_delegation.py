@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.db import utcnow
 from attest.entitlements.models import Account
 from attest.reviews import decisions, delegation, eligibility, queries
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound
 from attest.reviews.models import Decision, Delegation, Remediation, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import Clock
 from tests.reviews.factories import add_reviewer, make_grant, make_item, review_setup
 

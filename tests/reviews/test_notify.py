@@ -14,9 +14,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import func, select
 
-from attest.audit.models import AuditEvent
 from attest.reviews import notify
 from attest.reviews.models import ReviewerNotice, ReviewerSignoff, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import make_identity, make_user
 from tests.reviews.factories import review_setup
 

@@ -15,7 +15,6 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import func, select
 
-from attest.audit.models import AuditEvent
 from attest.connectors import registry
 from attest.connectors.base import BaseConnector, GrantRecord, ResourceRecord, RevokeRefused, RevokeResult
 from attest.db import transaction, utcnow
@@ -23,6 +22,7 @@ from attest.entitlements.models import Grant, Source
 from attest.entitlements.sync import run_sync
 from attest.reviews import remediation
 from attest.reviews.models import Campaign, Remediation, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.entitlements.test_sync import org
 from tests.factories import ListConnector, make_source
 

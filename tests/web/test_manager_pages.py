@@ -11,11 +11,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.db import utcnow
 from attest.entitlements.models import Account, Entitlement, Grant, Resource
 from attest.reviews import decisions
 from attest.reviews.models import Delegation, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.factories import login_as, make_identity
 from tests.reviews.factories import add_reviewer, make_grant, make_item, review_setup
 

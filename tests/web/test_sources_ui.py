@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from attest.audit.models import AuditEvent
 from attest.connectors.sandbox.okta_fake import create_app as okta_fake
 from attest.connectors.sandbox.server import serve_in_thread
 from attest.entitlements.models import Source, SyncRun
 from attest.entitlements.sources import decrypt_secrets
+from attest.trail.models import AuditEvent
 from tests.factories import login_as, make_source, make_user
 
 TOKEN = "ghp_page_typed_token_0123456789abcdef"

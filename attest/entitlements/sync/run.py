@@ -22,7 +22,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from attest.audit.log import record as audit
 from attest.config import Settings
 from attest.connectors.base import BaseConnector, ConnectorError
 from attest.db import begin_write, utcnow
@@ -42,6 +41,7 @@ from attest.entitlements.sync.stage import (
 )
 from attest.entitlements.sync.state import Progress, RemovalGuardTripped, RunState, SyncError, SyncResult
 from attest.redact import install_filter, redact
+from attest.trail.chain import record as audit
 
 log = install_filter(logging.getLogger("attest.entitlements.sync"))
 

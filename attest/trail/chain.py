@@ -1,0 +1,180 @@
+"""The audit trail's writer: record events inside the caller's transaction, hash-chained.
+
+A kernel service every domain layer uses (entitlements, reviews, auth...): it imports no domain. Reading,
+verifying and exporting the trail is the audit layer's (attest/audit/).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flask import g, has_request_context, request
+from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
+
+from attest.db import canonical_json, utcnow
+from attest.redact import redact
+from attest.trail.models import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+HASHED_FIELDS = (
+    "seq", "at", "actor", "action", "object_type", "object_id", "campaign_id",
+    "before", "after", "request_id", "ip", "prev_hash",
+)
+SECRET_KEYS = ("password", "secret", "token", "private_key", "client_secret", "api_key")
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    key = key.lower()
+    return any(s in key for s in SECRET_KEYS)
+
+
+def _scrub(value: Any) -> Any:
+    """Never let a secret into the trail, whatever a caller passes: a key named like a secret gets
+    [redacted] as its value, and text (an upstream error echoing an Authorization header, a bearer
+    token, a GitHub token...) is redacted by the one redaction rule (attest/redact.py)."""
+    if isinstance(value, Mapping):
+        return {
+            k: ("[redacted]" if _secret_key(str(k)) and not isinstance(v, list) else _scrub(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, str) and len(value) >= 8:
+        return redact(value)
+    return value
+
+
+def event_document(event: Mapping[str, Any]) -> dict[str, Any]:
+    doc = {name: event.get(name) for name in HASHED_FIELDS}
+    at = doc["at"]
+    if at is not None and not isinstance(at, str):
+        doc["at"] = at.isoformat()
+    return doc
+
+
+def event_hash(event: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(event_document(event)).encode()).hexdigest()
+
+
+
+
+def _request_context() -> tuple[str | None, str | None]:
+    if not has_request_context():
+        return None, None
+    return getattr(g, "request_id", None), request.remote_addr
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    campaign_id: int | None = None,
+    request_id: str | None = None,
+    ip: str | None = None,
+) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction (it commits or rolls back with it)."""
+    ctx_request_id, ctx_ip = _request_context()
+    head = _lock_head(session)
+    values: dict[str, Any] = {
+        "seq": head[0] + 1,
+        "at": utcnow(),
+        "actor": actor,
+        "action": action,
+        "object_type": object_type,
+        "object_id": None if object_id is None else str(object_id),
+        "campaign_id": campaign_id,
+        "before": _scrub(dict(before)) if before is not None else None,
+        "after": _scrub(dict(after)) if after is not None else None,
+        "request_id": request_id or ctx_request_id,
+        "ip": ip or ctx_ip,
+        "prev_hash": head[1],
+    }
+    # store JSON exactly as it will be read back so the hash verifies
+    values["before"] = _roundtrip(values["before"])
+    values["after"] = _roundtrip(values["after"])
+    values["hash"] = event_hash(values)
+    event = AuditEvent(**values)
+    session.add(event)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=values["seq"], last_hash=values["hash"]))
+    session.flush([event])
+    return event
+
+
+def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
+    """Append many events at once (bulk decisions): one head lock, one multi-row INSERT, same chain.
+
+    Each mapping takes the keyword arguments of `record` (actor, action, object_type, object_id, before,
+    after, campaign_id). The events are chained in the order given, inside the caller's transaction.
+    """
+    ctx_request_id, ctx_ip = _request_context()
+    seq, prev = _lock_head(session)
+    at = utcnow()
+    rows: list[dict[str, Any]] = []
+    for ev in events:
+        seq += 1
+        values: dict[str, Any] = {
+            "seq": seq,
+            "at": at,
+            "actor": ev["actor"],
+            "action": ev["action"],
+            "object_type": ev.get("object_type"),
+            "object_id": None if ev.get("object_id") is None else str(ev["object_id"]),
+            "campaign_id": ev.get("campaign_id"),
+            "before": _stored(ev.get("before")),
+            "after": _stored(ev.get("after")),
+            "request_id": ev.get("request_id") or ctx_request_id,
+            "ip": ev.get("ip") or ctx_ip,
+            "prev_hash": prev,
+        }
+        values["hash"] = prev = event_hash(values)
+        rows.append(values)
+    if not rows:
+        return 0
+    session.execute(AuditEvent.__table__.insert(), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, last_hash=prev))
+    return len(rows)
+
+
+def _plain(value: Any) -> bool:
+    """JSON-native already (str/int/bool/None in dicts and lists): storing it changes nothing."""
+    if value is None or isinstance(value, str | int):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def _stored(value: Mapping[str, Any] | None) -> Any:
+    """`before`/`after` scrubbed and exactly as they will read back (a JSON round trip unless already plain)."""
+    if value is None:
+        return None
+    value = _scrub(dict(value))
+    return value if _plain(value) else _roundtrip(value)
+
+
+def _roundtrip(value: Any) -> Any:
+    return None if value is None else json.loads(canonical_json(value))
+
+
+def _lock_head(session: Session) -> tuple[int, str]:
+    """Lock the chain head (a row lock on PostgreSQL, the write lock on SQLite) and read it."""
+    row = session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq).returning(AuditHead.seq, AuditHead.last_hash)
+    ).first()
+    if row is None:
+        session.execute(insert(AuditHead).values(id=1, seq=0, last_hash=GENESIS))
+        return 0, GENESIS
+    return int(row[0]), row[1]
