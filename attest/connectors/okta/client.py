@@ -19,11 +19,7 @@ PAGE = {"users": 200, "groups": 200, "group_users": 1000, "group_owners": 1000, 
 
 
 READ_SCOPES = ("okta.users.read", "okta.groups.read", "okta.apps.read", "okta.roles.read", "okta.logs.read")
-
-
 MANAGE_SCOPES = ("okta.groups.manage", "okta.apps.manage", "okta.roles.manage")
-
-
 SCOPE_FOR_PATH = (("/api/v1/logs", "okta.logs.read"), ("/api/v1/iam", "okta.roles.read"),
                   ("/roles", "okta.roles.read"), ("/api/v1/apps", "okta.apps.read"),
                   ("/api/v1/groups", "okta.groups.read"), ("/api/v1/users", "okta.users.read"))

@@ -30,11 +30,7 @@ ACCOUNT_STATUS = {"ACTIVE": "active", "PASSWORD_EXPIRED": "active", "LOCKED_OUT"
 
 
 GROUP_TYPES = ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")
-
-
 SSO_EVENT = "user.authentication.sso"
-
-
 ADMIN_STAT = ("hasAdminPrivlege", "hasAdminPrivilege")  # Okta's spelling first (OpenAPI, okta-sdk-python)
 
 
