@@ -22,6 +22,11 @@ The rules (every function takes the session first and never commits):
 - **Sign-off** is refused while an item the reviewer reviews is undecided.
 - Every decision, reassignment and sign-off is an AuditEvent with the campaign id (bulk decisions too:
   one event per item, `bulk: true`).
+
+Why one module of some 640 lines: decide, undo, bulk_decide, reassign and sign_off are one idea, a
+reviewer's write to an item, and share the rules above through the same checks (`_check_writer`,
+`_active_campaign`, `_require_active`, `_signed_off`). Splitting bulk or reassignment
+out would scatter those rules over modules that import each other's private helpers.
 """
 
 from __future__ import annotations
