@@ -228,7 +228,7 @@ def chart_data(name: str, campaign_id: int | None = None) -> dict[str, Any] | No
         return None
 
 
-@bp.get("/charts/<name>.json")
+@bp.get(f"/charts/<any({', '.join(repr(n) for n in CHARTS)}):name>.json")  # an unknown name: 404 before sign-in
 @read_all_required
 def data(name: str):
     from attest.web import db

@@ -286,8 +286,7 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "charts.data": (READ_ALL, lambda v: iter([
         *(Req("GET", f"/charts/{name}.json?campaign={v.w.shared.id}") for name in sorted(CHARTS)),
         Req("GET", "/charts/remediation-status.json"), Req("GET", "/charts/campaign-reviewers.json", label="no campaign"),
-        Req("GET", f"/charts/campaign-risks.json?campaign={MISSING}", target=GONE),
-        Req("GET", "/charts/nothing.json", target=GONE)])),
+        Req("GET", f"/charts/campaign-risks.json?campaign={MISSING}", target=GONE)])),
     # admins only
     "ops.jobs": (ADMIN, _get("/admin/jobs")),
     "auth_admin.set_roles": (ADMIN, _by_id("/admin/users/{}/roles", lambda v: [v.w.auditor.id], "POST",
