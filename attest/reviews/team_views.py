@@ -96,12 +96,12 @@ def person(identity_id: int):
 
 @bp.get("/reviews/delegation")
 @login_required
-def delegation_page():
+def delegation_page(error: str | None = None, status: int = 200):
     session = db()
     me = current_user.identity_id
     return render_template("reviews/delegation.html", given=delegation.given(session, me),
                            received=delegation.received(session, me), people=_people(session),
-                           today=utcnow().date(), error=None)
+                           today=utcnow().date(), error=error, form=request.form if error else {}), status
 
 
 def _people(session) -> dict[int, Identity]:
@@ -124,6 +124,8 @@ def _day(raw: str | None, field: str) -> datetime:
 def delegate():
     from attest.reviews.views import _find_person
 
+    if current_user.is_auditor and not current_user.is_admin:
+        abort(403, "Auditors read everything and change nothing.")
     try:
         with write() as session:
             target = _find_person(session, request.form.get("to", ""))
@@ -139,8 +141,7 @@ def delegate():
         abort(403, str(exc))
     except delegation.DelegationError as exc:
         db().rollback()
-        flash(str(exc), "danger")
-        return redirect(url_for("team.delegation_page")), 303
+        return delegation_page(str(exc), 400)  # nothing was changed; the form keeps what was typed
     flash(f"{name} reviews for you until {until:%Y-%m-%d %H:%M} UTC. You can end it at any time.", "success")
     return redirect(url_for("team.delegation_page")), 303
 
