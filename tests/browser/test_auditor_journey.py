@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from attest.db import utcnow
 from attest.reviews import campaigns
-from tests.browser.test_accessibility import _axe
+from tests.browser.helpers import axe
 from tests.factories import make_user
 from tests.reviews.factories import review_setup
 
@@ -77,7 +77,7 @@ def _drawn_chart(page, name: str) -> list[list[str]]:
 
 
 def _no_serious_violation(page) -> None:
-    serious = [f"{v['id']}: {v['help']}: {v['nodes']}" for v in _axe(page) if v["impact"] in ("serious", "critical")]
+    serious = [f"{v['id']}: {v['help']}: {v['nodes']}" for v in axe(page) if v["impact"] in ("serious", "critical")]
     assert serious == [], serious
 
 
@@ -102,6 +102,12 @@ def test_an_auditor_reads_the_charts_and_a_closed_campaigns_summary(live_server,
     risks = {row[0]: row[1:] for row in _drawn_chart(page, "campaign-risks")}
     assert risks["privileged"] == ["1", "0", "0"] and risks["dormant"] == ["0", "0", "1"]
     _no_serious_violation(page)
+    # printed, every chart's numbers are open under it
+    page.reload()
+    page.evaluate("window.dispatchEvent(new Event('beforeprint'))")
+    assert page.locator("figure.chart details[open]").count() == 3
+    page.evaluate("window.dispatchEvent(new Event('afterprint'))")
+    assert page.locator("figure.chart details[open]").count() == 0
 
     # the closed campaign: its summary as a page (not JSON), and where its remediation stands
     page.goto(live_server.url_for("/campaigns"))

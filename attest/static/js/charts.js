@@ -89,4 +89,17 @@
     drawAll(document);
   }
   document.addEventListener("htmx:afterSettle", function (event) { drawAll(event.target); });
+
+  // printed, every chart's numbers show under it (closed <details> would print as their summary only)
+  var opened = [];
+  window.addEventListener("beforeprint", function () {
+    opened = Array.prototype.filter.call(document.querySelectorAll("figure.chart details:not([open])"), function (d) {
+      d.open = true;
+      return true;
+    });
+  });
+  window.addEventListener("afterprint", function () {
+    opened.forEach(function (d) { d.open = false; });
+    opened = [];
+  });
 })();
