@@ -1,8 +1,9 @@
 """Charts: one query function per chart, one JSON shape, one route (issue 20, part 3).
 
-Every chart is a dict the page renders as a table ("Show the numbers", templates/charts/_chart.html)
-and `GET /charts/<name>.json` serves unchanged for attest/static/js/charts.js to draw with the vendored
-Chart.js: the picture and the table are the same numbers by construction.
+Every chart is a dict the page renders as a table ("Show the numbers", templates/charts/_chart.html) and
+embeds as JSON beside it for attest/static/js/charts.js to draw with the vendored Chart.js (the same dict
+`GET /charts/<name>.json` serves, charts.js's fallback): the picture and the table are the same numbers
+by construction.
 
     {"name", "title", "type": "bar"|"line", "stacked", "horizontal", "unit",
      "labels": [row label, ...], "series": [{"key", "label", "data": [number per label]}, ...]}
