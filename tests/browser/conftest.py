@@ -19,6 +19,9 @@ Fixtures (all function-scoped unless noted):
   when Chromium or Playwright is missing (`make install-test` installs Chromium).
 - `context` / `page`: a fresh browser context (own cookies) and page per test, 10 s default timeout.
   When the test fails, a full-page screenshot is saved to `test-artifacts/<test name>.png`.
+- `github`: the sandbox's fake GitHub (orgs acme and beta, 12 members each) served over loopback; its `url`,
+  and `hold`/`held`/`go` Events that stop a sync at its first read of the second org while the page is
+  watched (tests/browser/helpers.py's `sync_now_with_progress` uses them).
 
 Mark browser tests with `@pytest.mark.browser`. Use `page.expect_navigation()` or
 `expect(page).to_have_url(...)` rather than sleeps.
@@ -192,3 +195,27 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def github():
+    """The fake GitHub with two orgs; `hold` (armed by the test) stops the sync at its first read of the second
+    org until `go` is set, so the page can be seen while the run is going (an Event, not a sleep)."""
+    from flask import request
+
+    from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, create_app
+    from attest.connectors.sandbox.server import serve_in_thread
+
+    app = create_app(orgs=("acme", "beta"), members=12, teams=3, repos=5, token=SANDBOX_TOKEN)
+    hold, held, go = threading.Event(), threading.Event(), threading.Event()
+
+    @app.before_request
+    def gate():
+        if hold.is_set() and "/beta" in request.path and not go.is_set():
+            held.set()
+            go.wait(30)
+
+    with serve_in_thread(app) as server:
+        app.url, app.hold, app.held, app.go = server.url, hold, held, go
+        yield app
+        go.set()
