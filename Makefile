@@ -7,7 +7,7 @@ ATTEST := $(BIN)/attest
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 UV := $(BIN)/uv
 
-.PHONY: run test test-sqlite test-postgres bench lint fmt install install-test system-test-deps lock clean
+.PHONY: run test test-fast test-sqlite test-postgres bench lint fmt install install-test system-test-deps lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ run: install
 PYTEST_ARGS ?= -n auto
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the quick loop while working: everything but the tests marked slow (whole-app sweeps, sandbox syncs) and
+# the browser tests; `make test` runs them all
+test-fast: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow and not browser"
 
 test-sqlite: install-test
 	env -u ATTEST_TEST_DATABASE_URL $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -112,6 +112,7 @@ def test_every_import_is_declared():
     assert not undeclared, "imported but not declared in pyproject.toml's dependencies:\n" + "\n".join(undeclared)
 
 
+@pytest.mark.slow
 def test_runtime_modules_do_not_load_the_sandbox_packages():
     """Importing every module outside the sandbox loads none of the demo's or the tests' packages, so
     `pip install attest` (no extras) can run the app, the scheduler and the CLI."""

@@ -29,6 +29,7 @@ def clean_moto():
             os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = before
 
 
+@pytest.mark.slow
 def test_sandbox_serves_the_demo_organization(clean_moto, factory, session, settings):
     """`attest sandbox serve` builds the app with demo=True; the demo's AWS source syncs from it, and the
     same seed gives the same ids (the demo syncs once in-process, then `make run` serves it again)."""

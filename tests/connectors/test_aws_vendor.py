@@ -273,6 +273,7 @@ def test_revoke_refuses_the_iam_user_of_attests_own_credentials(org, factory, se
 # --- access keys are in the access history ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_access_keys_created_deactivated_and_deleted_are_access_changes(org, factory, session, settings, source):
     """Access keys (CreateAccessKey, UpdateAccessKey Status=Inactive, DeleteAccessKey:
     https://docs.aws.amazon.com/IAM/latest/APIReference/API_UpdateAccessKey.html) held by a user are grants:

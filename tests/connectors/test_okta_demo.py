@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 
+import pytest
 from sqlalchemy import func, select
 
 from attest.entitlements.models import Grant, Identity, Source
@@ -12,6 +13,7 @@ from attest.entitlements.models import Grant, Identity, Source
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 
+@pytest.mark.slow
 def test_demo_syncs_the_sandbox_okta(app, session):
     result = app.test_cli_runner().invoke(args=["demo"])
     assert result.exit_code == 0, result.output

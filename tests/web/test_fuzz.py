@@ -113,6 +113,7 @@ def _fuzz(app, client, connection, world: World, role: str) -> None:
     assert len(seen) >= EXAMPLES // 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ROLES)
 def test_fuzz_every_route_never_answers_5xx(role, nocsrf_app, client, connection, world):
     _fuzz(nocsrf_app, client, connection, world, role)
@@ -124,6 +125,7 @@ def test_fuzz_covers_every_route(nocsrf_app):
     assert {"reviews.decide", "reviews.reassign", "audit.log", "entitlements.identities", "static"} <= endpoints
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["manager_a", "admin"])
 def test_every_route_with_hostile_values(role, nocsrf_app, client, connection, world):
     """Not left to chance: every route and method, with every hostile value in turn (round robin over the
