@@ -201,115 +201,14 @@ def describe_url(url: str) -> str:
         return "(an unreadable ATTEST_DATABASE_URL)"
 
 
-def dialect_name(session_or_engine: Session | Engine) -> str:
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
-    return bind.dialect.name
-
-
-def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple], key: str = "id") -> int:
-    """Set-based update of many rows: load (key, *columns) into a temporary table with the driver's bulk
-    path (COPY on PostgreSQL, executemany on SQLite), then one UPDATE ... FROM. Returns rows updated.
-
-    Column types are taken from `table`, so values are written as they are. Runs in the caller's transaction.
-    """
-    if not rows:
-        return 0
-    conn = session.connection()
-    tmp = f"_bulk_{table}"
-    cols = (key, *columns)
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {tmp}")
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {tmp} AS SELECT {', '.join(cols)} FROM {table} WHERE 1 = 0")
-    copy_rows(conn, tmp, cols, rows, datetime_columns=None)
-    conn.exec_driver_sql(f"CREATE UNIQUE INDEX ix{tmp} ON {tmp} ({key})")
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"ANALYZE {tmp}")
-    sets = ", ".join(f"{c} = t.{c}" for c in columns)
-    n = conn.exec_driver_sql(f"UPDATE {table} SET {sets} FROM {tmp} t WHERE {table}.{key} = t.{key}").rowcount
-    conn.exec_driver_sql(f"DROP TABLE {tmp}")
-    return n
-
-
-def copy_rows(conn: Any, table: str, cols: Sequence[str], rows: Sequence[tuple],
-              datetime_columns: Collection[int] | None = ()) -> None:
-    """Bulk-load rows into a table with the driver's fastest path: COPY on PostgreSQL, executemany on SQLite.
-
-    SQLite stores UTC datetimes as naive text: `datetime_columns` names the positions to convert (the hot
-    path passes only those), None checks every value.
-    """
-    if not rows:
-        return
-    dbapi = conn.connection.driver_connection
-    names = ", ".join(cols)
-    if conn.dialect.name == "postgresql":
-        with dbapi.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    if datetime_columns is None:
-        rows = [tuple(sqlite_datetime(v) for v in row) for row in rows]
-    elif datetime_columns:
-        positions = sorted(datetime_columns)
-        converted = []
-        for row in rows:
-            values = list(row)
-            for i in positions:
-                values[i] = sqlite_datetime(values[i])
-            converted.append(values)
-        rows = converted
-    cur = dbapi.cursor()
-    try:
-        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in cols)})", rows)
-    finally:
-        cur.close()
-
-
-def sqlite_datetime(value: Any) -> Any:
-    """A value as SQLite stores it: UTC datetimes become naive text in SQLAlchemy's format."""
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.isoformat(" ", "microseconds")  # "%Y-%m-%d %H:%M:%S.%f", in C
-    return value
-
-
-def skip_fk_triggers(session: Session) -> bool:
-    """PostgreSQL: let the bulk INSERT ... SELECT statements that follow skip the per-row foreign-key
-    triggers, when the database role may already set `session_replication_role` (a superuser). Attest
-    does not need it: do not grant that setting to the application role; without it the foreign keys are
-    simply checked row by row. Returns whether they are skipped; `restore_fk_triggers` turns them back
-    on, and a rollback does too (the setting is local to the transaction).
-
-    The replica role skips every ordinary trigger of the session, so it is only taken when the audit
-    trail's own triggers are `ENABLE ALWAYS` (migration 0008) and keep firing whatever the role: the bypass
-    then reaches the foreign-key triggers it is for and never the append-only audit trail.
-
-    Only for statements whose every foreign key is read from the referenced rows by the same statement,
-    in the same transaction, where those rows are never deleted (they end): then the checks cannot
-    fail, and without them each foreign key of each inserted row locks its referenced row (FOR KEY
-    SHARE), which on a million rows dirties every referenced page and dominates the statement.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return False
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
-
-    weak = session.execute(text(
-        "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('audit_event') AND NOT tgisinternal"
-        " AND tgenabled <> 'A'")).scalar()
-    if weak:
-        return False  # an audit trigger the replica role would skip: never weaken the audit trail
-    try:
-        with session.begin_nested():
-            session.execute(text("SET LOCAL session_replication_role = replica"))
-    except DBAPIError:
-        return False  # not allowed: the foreign keys are checked row by row
-    return True
-
-
-def restore_fk_triggers(session: Session) -> None:
-    from sqlalchemy import text
-
-    session.execute(text("SET LOCAL session_replication_role = origin"))
+def all_models() -> None:
+    """Import every model module so Base.metadata is complete (Alembic, tests)."""
+    import attest.audit.models  # noqa: F401
+    import attest.auth.models  # noqa: F401
+    import attest.entitlements.keys  # noqa: F401
+    import attest.entitlements.models  # noqa: F401
+    import attest.jobs  # noqa: F401
+    import attest.reviews.models  # noqa: F401
 
 
 BULK_LOAD_ROWS = 100_000

@@ -90,7 +90,8 @@ def _grants_only_bound(engine, cfg: dict, source_id: int, run_id: int) -> float:
     path), then its indexes built; no stage, no identities, accounts or correlation, no history."""
     from attest.connectors.base import GrantRecord
     from attest.connectors.demo import DemoConnector
-    from attest.db import sqlite_datetime, utcnow
+    from attest.db import utcnow
+    from attest.dialects import sqlite_datetime
 
     def load(cur, pg: bool) -> None:
         mark = "%s" if pg else "?"

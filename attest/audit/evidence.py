@@ -49,8 +49,9 @@ from sqlalchemy import Select, and_, case, cast, false, func, select, true
 from sqlalchemy import Text as SAText
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from attest import __version__, exports
-from attest.audit.log import iter_events, verify_chain
+from attest import __version__, dialects, exports
+from attest.audit.log import GENESIS, event_hash, iter_events, verify_chain
+from attest.audit.models import AuditEvent, AuditHead
 from attest.config import Settings
 from attest.db import canonical_json, transaction, utcnow
 from attest.entitlements.models import Account, Grant, Identity, Source, SyncRun
@@ -62,8 +63,6 @@ from attest.reviews.models import (
     ReviewerSignoff,
     ReviewItem,
 )
-from attest.trail.chain import GENESIS, event_hash
-from attest.trail.models import AuditEvent, AuditHead
 
 FORMAT = "attest-evidence-bundle/1"
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
@@ -301,9 +300,7 @@ def _add_bytes(zf: zipfile.ZipFile, name: str, data: bytes, compress: bool = Tru
 
 def _ts(col, dialect: str):
     """An ISO-8601 UTC text of a timestamp column, formatted in SQL (no per-row Python work)."""
-    if dialect == "sqlite":
-        return func.strftime("%Y-%m-%dT%H:%M:%SZ", col)
-    return func.to_char(func.timezone("UTC", col), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    return dialects.iso_utc_text(col, dialect)
 
 
 def _risks(col, dialect: str):
@@ -361,14 +358,7 @@ def _stream_items(session: Session, campaign_id: int, dialect: str, batch: int =
     conn = session.connection()
     sql = str(items_query(int(campaign_id), dialect).compile(dialect=conn.dialect,
                                                               compile_kwargs={"literal_binds": True}))
-    dbapi = conn.connection.driver_connection
-    if dialect == "postgresql":
-        import uuid
-
-        cur = dbapi.cursor(name=f"evidence_items_{uuid.uuid4().hex[:12]}")
-        cur.itersize = batch
-    else:
-        cur = dbapi.cursor()
+    cur = dialects.raw_cursor(conn, batch)
     try:
         cur.execute(sql)
         while rows := cur.fetchmany(batch):
@@ -499,15 +489,11 @@ def _counts(session: Session, col, *where) -> dict[str, int]:
 
 
 def _epoch(col, dialect: str):
-    if dialect == "sqlite":
-        return (func.julianday(col) - 2440587.5) * 86400.0
-    return func.extract("epoch", col)
+    return dialects.epoch_seconds(col, dialect)
 
 
 def _day(col, dialect: str):
-    if dialect == "sqlite":
-        return func.date(col)
-    return func.to_char(func.timezone("UTC", col), "YYYY-MM-DD")
+    return dialects.utc_day(col, dialect)
 
 
 def reviewer_stats(session: Session, campaign_id: int, dialect: str) -> list[dict[str, Any]]:
@@ -826,9 +812,8 @@ def export_bundle(
             raise EvidenceError(f"no campaign with id {campaign_id}")
         if campaign.status == "draft":
             raise EvidenceError(f"campaign {campaign_id} ({campaign.name}) has not been launched: there is no evidence yet")
-        dialect = session.get_bind().dialect.name
-        if dialect == "sqlite":  # a streaming scan gains nothing from a big page cache; keep memory flat
-            session.connection().exec_driver_sql("PRAGMA cache_size=-16384")
+        dialect = dialects.name(session)
+        dialects.small_page_cache(session)  # a streaming scan gains nothing from a big page cache
         n_items = session.scalar(select(func.count()).select_from(ReviewItem.__table__)
                                  .where(ReviewItem.__table__.c.campaign_id == campaign_id)) or 0
         report("starting", 0, n_items)
@@ -929,7 +914,7 @@ def export_bundle(
             shutil.rmtree(tmpdir, ignore_errors=True)
     manifest_sha = hashlib.sha256(data).hexdigest()
     with transaction(session_factory) as s:
-        from attest.trail.chain import record
+        from attest.audit.log import record
 
         record(s, actor=actor, action="evidence.exported", object_type="campaign", object_id=str(campaign_id),
                campaign_id=campaign_id,

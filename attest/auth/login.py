@@ -19,12 +19,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from attest.audit.log import record as audit
 from attest.auth import passwords, sessions, throttle
 from attest.auth.models import ROLES, User
 from attest.config import Settings
 from attest.db import utcnow
 from attest.entitlements.models import Identity
-from attest.trail.chain import record as audit
+from attest.entitlements.queries import person_by_email
 
 MIN_PASSWORD = passwords.MIN_CHARACTERS
 WRONG = "Wrong e-mail or password."
@@ -59,9 +60,7 @@ def hash_password(password: str) -> str:
 
 
 def find_identity_by_email(session: Session, email: str) -> Identity | None:
-    return session.scalar(
-        select(Identity).where(Identity.email_normalized == email.strip().lower(), Identity.ended_at.is_(None)).limit(1)
-    )
+    return person_by_email(session, email)
 
 
 def create_admin(session: Session, email: str, password: str, display_name: str = "", actor: str = "cli") -> User:

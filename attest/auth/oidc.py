@@ -35,11 +35,12 @@ from flask import Flask, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from attest.audit.log import record as audit
 from attest.auth.models import ROLES, User
 from attest.config import Settings
 from attest.db import utcnow
 from attest.entitlements.models import Identity
-from attest.trail.chain import record as audit
+from attest.entitlements.queries import person_by_email
 
 log = logging.getLogger("attest.auth.oidc")
 
@@ -367,8 +368,8 @@ def find_identity(session: Session, settings: Settings, value: str | None) -> Id
         return None
     attribute = settings.oidc_link_attribute
     if attribute == "email":
-        condition = Identity.email_normalized == value.strip().lower()
-    elif attribute == "login":
+        return person_by_email(session, value, humans_only=True)
+    if attribute == "login":
         condition = func.lower(Identity.login) == value.strip().lower()
     elif attribute == "employee_id":
         condition = Identity.employee_id == value.strip()

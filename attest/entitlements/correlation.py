@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from attest.audit.log import record as audit
 from attest.config import Settings
-from attest.db import bulk_update, sqlite_datetime, utcnow
+from attest.db import utcnow
+from attest.dialects import bulk_update, text_with_dates
 from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source
-from attest.trail.chain import record as audit
 
 
 def email_normalizer(settings: Settings) -> Callable[[str | None], str | None]:
@@ -127,16 +128,14 @@ def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | 
     params = {"auth": authoritative_id, "now": now}
     scope = "" if source_ids is None else " AND a.source_id IN ({})".format(
         ", ".join(str(int(s)) for s in source_ids))
-    if session.get_bind().dialect.name == "sqlite":
-        params["now"] = sqlite_datetime(now)
     own = f"a.source_id = :auth AND {own_person_sql('a', 'auth')} IS NOT NULL"
     not_manual = "a.ended_at IS NULL AND (a.link_method IS NULL OR a.link_method <> 'manual')"
     if authoritative_id is not None and (source_ids is None or authoritative_id in source_ids):
-        linked += session.execute(text(
+        linked += session.execute(text_with_dates(
             "UPDATE account AS a SET identity_id = i.id, link_method = 'authoritative', linked_at = :now "
             f"FROM identity i WHERE {not_manual} AND a.source_id = :auth AND i.source_id = :auth "
             "AND i.external_id = a.identity_ref AND i.ended_at IS NULL AND (a.link_method IS NULL "
-            "OR a.link_method <> 'authoritative' OR a.identity_id IS NULL OR a.identity_id <> i.id)"
+            "OR a.link_method <> 'authoritative' OR a.identity_id IS NULL OR a.identity_id <> i.id)", params
         ), params).rowcount
     rest = session.execute(text(
         "SELECT a.id, a.source_id, a.identity_ref, a.saml_nameid, a.email, a.tag_email, a.login, a.identity_id, "

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from attest.dialects import text_with_dates
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source
 from attest.inputs import parse_int
 
@@ -62,6 +63,44 @@ def _window(at: datetime | None, params: dict[str, Any]) -> str:
     return "g.first_seen_at <= :at AND (g.ended_at IS NULL OR g.ended_at > :at)"
 
 
+def normalized_email(email: str | None) -> str | None:
+    """An e-mail as people are looked up by it: trimmed, lower-case; None when empty."""
+    email = (email or "").strip().lower()
+    if not email or "\x00" in email:
+        return None
+    return email
+
+
+def person_by_email(session: Session, email: str | None, *, humans_only: bool = False) -> Identity | None:
+    """The one person with this e-mail (case-insensitive on the normalized address): the live identity
+    (not ended) whose `email_normalized` matches, or None. Two live identities can share an address (the
+    HR system and a directory both list the person, a rehire, a shared mailbox), so the one rule that
+    decides is, in order:
+
+    1. status: active before suspended (any other status), before terminated;
+    2. the authoritative source's identity before any other's;
+    3. the lowest id (the oldest row).
+
+    `humans_only`: service identities never match (single sign-on links people only).
+    Every lookup of a person by e-mail (sign-in, user admin, account linking, campaign definitions,
+    reviewer hand-offs, notices) calls this function.
+    """
+    address = normalized_email(email)
+    if address is None:
+        return None
+    stmt = (
+        select(Identity)
+        .outerjoin(Source, Source.id == Identity.source_id)
+        .where(Identity.email_normalized == address, Identity.ended_at.is_(None))
+        .order_by(case((Identity.status == "active", 0), (Identity.status == "terminated", 2), else_=1),
+                  case((Source.authoritative.is_(True), 0), else_=1), Identity.id)
+        .limit(1)
+    )
+    if humans_only:
+        stmt = stmt.where(Identity.kind == "human")
+    return session.scalars(stmt).first()
+
+
 def effective_access(session: Session, account_ids: Sequence[int], at: datetime | None = None) -> list[HeldGrant]:
     """Every grant the accounts hold, directly and through groups, now or at a past moment `at`."""
     if not account_ids:
@@ -73,12 +112,8 @@ def effective_access(session: Session, account_ids: Sequence[int], at: datetime 
         names.append(f":a{i}")
     window = _window(at, params)
     cte = MEMBERSHIP_CTE.format(grant_window=window, accounts=", ".join(names))
-    if at is not None and session.get_bind().dialect.name == "sqlite":
-        from attest.db import sqlite_datetime as _sqlite_value
-
-        params["at"] = _sqlite_value(at)
     rows = session.execute(
-        text(
+        text_with_dates(
             cte
             + f"""
             SELECT g.id AS grant_id, g.principal_account_id AS account_id, '' AS path
@@ -87,7 +122,8 @@ def effective_access(session: Session, account_ids: Sequence[int], at: datetime 
             SELECT g.id, m.account_id, m.path FROM membership m
             JOIN access_grant g ON g.principal_type = 'resource' AND g.principal_resource_id = m.group_id
             WHERE {window}
-            """
+            """,
+            params,
         ),
         params,
     ).all()

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from attest import dialects
+
 RISKS = (
     "privileged", "dormant", "orphaned", "terminated", "service_account", "new_since_last_review",
     "via_group", "stale_access_key", "no_mfa", "trust_outside_org", "wildcard_trust",
@@ -142,17 +144,14 @@ def signals(
 # --- SQL ------------------------------------------------------------------------------------------
 
 
-def sql_params(dialect: str, cutoffs: Cutoffs) -> dict[str, Any]:
-    from attest.db import sqlite_datetime as _sqlite_value
-
-    def dt(value: datetime | None) -> Any:
-        return _sqlite_value(value) if dialect == "sqlite" and value is not None else value
-
+def sql_params(cutoffs: Cutoffs) -> dict[str, Any]:
+    """The bind parameters of `sql_conditions`; the datetimes are bound as UTCDateTime by the statement
+    (attest.dialects.text_with_dates)."""
     return {
-        "risk_dormant_before": dt(cutoffs.dormant_before),
+        "risk_dormant_before": cutoffs.dormant_before,
         "risk_dormant_before_iso": _iso_prefix(cutoffs.dormant_before),
         "risk_stale_before_iso": _iso_prefix(cutoffs.stale_key_before),
-        "risk_last_review_at": dt(cutoffs.last_review_at),
+        "risk_last_review_at": cutoffs.last_review_at,
         "risk_false": False,
     }
 
@@ -162,33 +161,11 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
                    via_resource: str = "h.via_resource_id") -> dict[str, str]:
     """One SQL boolean expression per signal over the given table aliases (params from `sql_params`);
     "dormant" in its two parts, the account's and the grant's (see sql_account_bits, sql_item_mask)."""
-    pg = dialect == "postgresql"
-    collate = ' COLLATE "C"' if pg else ""
-    if pg:
-        sso_type = f"jsonb_typeof({grant}.attributes->'last_sso_at')"
-        sso_text = f"({grant}.attributes->>'last_sso_at')"
-        # the cheap test first (evaluated left to right): most accounts have no access keys, and the
-        # EXISTS is a subplan run per item
-        stale = (
-            f"(jsonb_typeof({account}.attributes->'access_keys') = 'array'"
-            f" AND EXISTS (SELECT 1 FROM jsonb_array_elements({account}.attributes->'access_keys') k"
-            f" WHERE COALESCE(k->>'status', 'Active') = 'Active'"
-            f" AND substr(COALESCE(k->>'last_used_at', k->>'created_at'), 1, 19){collate} < :risk_stale_before_iso))"
-        )
-    else:
-        sso_type = f"json_type({grant}.attributes, '$.last_sso_at')"
-        sso_text = f"json_extract({grant}.attributes, '$.last_sso_at')"
-        stale = (
-            f"({account}.attributes LIKE '%access_keys%' AND EXISTS (SELECT 1 FROM json_each({account}.attributes, '$.access_keys') k"
-            f" WHERE COALESCE(json_extract(k.value, '$.status'), 'Active') = 'Active'"
-            f" AND substr(COALESCE(json_extract(k.value, '$.last_used_at'), json_extract(k.value, '$.created_at')), 1, 19)"
-            f" < :risk_stale_before_iso))"
-        )
-    if pg:
-        flags = {r: f"(({grant}.attributes->>'{r}') = 'true')" for r in TRUST_SIGNALS}
-    else:  # the LIKE first: almost no grant has these, and it spares the JSON parse
-        flags = {r: f"({grant}.attributes LIKE '%\"{r}\"%' AND json_extract({grant}.attributes, '$.{r}') = 1)"
-                 for r in TRUST_SIGNALS}
+    collate = dialects.c_collation(dialect)
+    sso_type = dialects.json_type(dialect, f"{grant}.attributes", "last_sso_at")
+    sso_text = dialects.json_text(dialect, f"{grant}.attributes", "last_sso_at")
+    stale = dialects.active_access_key_older(dialect, f"{account}.attributes", "risk_stale_before_iso")
+    flags = {r: dialects.json_flag(dialect, f"{grant}.attributes", r) for r in TRUST_SIGNALS}
     new = (f"({granted_at} IS NOT NULL AND {granted_at} > :risk_last_review_at)"
            if cutoffs.last_review_at is not None else "(1 = 0)")
     dormant_login = (
@@ -214,9 +191,7 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
 
 def sql_grant_via_path(dialect: str, grant: str = "g") -> str:
     """The grant's own path (`via_path` in its attributes, e.g. an AWS role assumption), as SQL text."""
-    if dialect == "postgresql":
-        return f"({grant}.attributes->>'via_path')"
-    return f"(CASE WHEN {grant}.attributes LIKE '%\"via_path\"%' THEN json_extract({grant}.attributes, '$.via_path') END)"
+    return dialects.json_text_if_present(dialect, f"{grant}.attributes", "via_path")
 
 
 def _bit(risk: str) -> int:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, NumberRange, Optional
 
+from attest.audit.log import record as audit_record
 from attest.auth.permissions import admin_required, read_all_required
 from attest.connectors import registry
 from attest.db import utcnow
@@ -22,8 +23,6 @@ from attest.entitlements import sources as sources_service
 from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
 from attest.entitlements.sources import secret_names as read_secret_names
 from attest.inputs import MAX_ID, parse_int
-from attest.schedules import cron_trigger
-from attest.trail.chain import record as audit_record
 from attest.web import db, settings, write
 
 bp = Blueprint("entitlements", __name__)
@@ -103,6 +102,8 @@ def _next_sync(source: Source) -> datetime | None:
     """When the scheduler next syncs the source on its schedule (None: no schedule, or disabled)."""
     if not source.schedule or not source.enabled:
         return None
+    from attest.jobs import cron_trigger
+
     try:
         return cron_trigger(source.schedule).get_next_fire_time(None, utcnow())
     except (ValueError, AttributeError, TypeError):
@@ -458,7 +459,7 @@ def link_account():
         account = session.get(Account, form.account_id.data) or abort(404)
         identity = None
         if email:
-            identity = session.scalar(select(Identity).where(Identity.email_normalized == email, Identity.ended_at.is_(None)))
+            identity = queries.person_by_email(session, email)
             if identity is None:
                 flash(f"No person with the e-mail {email}.", "danger")
                 return redirect(url_for("entitlements.orphaned"))

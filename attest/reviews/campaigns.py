@@ -27,13 +27,9 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from attest.db import (
-    drop_indexes_for_bulk_load,
-    rebuild_indexes,
-    restore_fk_triggers,
-    skip_fk_triggers,
-    utcnow,
-)
+from attest.audit.log import record as audit
+from attest import dialects
+from attest.db import drop_indexes_for_bulk_load, rebuild_indexes, utcnow
 from attest.entitlements import risk as risk_mod
 from attest.entitlements.models import Identity, Source, SyncRun
 from attest.reviews import eligibility, remediation_targets, routing
@@ -51,7 +47,6 @@ from attest.reviews.scope import (
     scope_from,
     snapshot_sql,
 )
-from attest.trail.chain import record as audit
 
 
 class CampaignError(ValueError):
@@ -93,9 +88,8 @@ def scope_context(session: Session, spec: dict[str, Any], definition_id: int | N
     fallback_id, stages = _resolve_stages(session, spec)
     last = last_review_at(session, definition_id)
     cutoffs = risk_mod.Cutoffs.for_spec(now, spec.get("risk") or {}, last)
-    dialect = session.get_bind().dialect.name
-    ctx = ScopeContext(spec, definition_id, now, dialect, fallback_id, stages, last, cutoffs)
-    ctx.params = {"true": True, **risk_mod.sql_params(dialect, cutoffs)}
+    ctx = ScopeContext(spec, definition_id, now, dialects.name(session), fallback_id, stages, last, cutoffs)
+    ctx.params = {"true": True, **risk_mod.sql_params(cutoffs)}
     return ctx
 
 
@@ -111,8 +105,8 @@ def _definition(session: Session, definition_id: int) -> CampaignDefinition:
 
 def _campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Campaign:
     stmt = select(Campaign).where(Campaign.id == campaign_id)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=Campaign)
+    if lock:
+        stmt = dialects.for_update(session, stmt, Campaign)
     campaign = session.scalars(stmt).first()
     if campaign is None:
         raise CampaignError(f"no campaign {campaign_id}")
@@ -162,7 +156,7 @@ def preview(session: Session, definition_or_campaign: CampaignDefinition | Campa
                f" {routed.routed_by} AS x_routed_by, risk.mask AS x_mask"
                + scope_from(ctx, params, routed) + ") q GROUP BY x_reason, x_reviewer, x_routed_by, x_mask")
         with whole_population_plan(session):
-            rows = session.execute(text(sql), params).all()
+            rows = session.execute(dialects.text_with_dates(sql, params), params).all()
     per_reviewer: dict[int, int] = defaultdict(int)
     excluded: dict[str, int] = defaultdict(int)
     risk_counts = dict.fromkeys(risk_mod.RISKS, 0)
@@ -234,13 +228,14 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
     params = dict(ctx.params)
     params["campaign_id"] = campaign.id
     with session.begin_nested(), RouteTables(session, ctx) as route:  # an error leaves nothing behind
-        skipping = skip_fk_triggers(session)
+        skipping = dialects.skip_fk_triggers(session)
         # about one item per active grant: the first large campaign builds review_item's indexes after
         rebuild = drop_indexes_for_bulk_load(
             session, ReviewItem.__table__, session.scalar(text("SELECT COUNT(*) FROM access_grant WHERE ended_at IS NULL")),
             keep=("ix_review_item_co_reviewer",))  # only escalated items enter it; none is at launch
         with whole_population_plan(session):
-            inserted = session.execute(text(snapshot_sql(ctx, params, routed=route.routed())), params).rowcount
+            sql = snapshot_sql(ctx, params, routed=route.routed())
+            inserted = session.execute(dialects.text_with_dates(sql, params), params).rowcount
         rebuild_indexes(session, rebuild)
         # items the eligibility rule left to nobody wait in the admin queue (routed_by admin_queue); items
         # with no reviewer at all mean the definition lacks a usable fallback reviewer: refused
@@ -263,9 +258,9 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
             by_account = exclusion_sql(ctx, params, account_level=True)
             accounts = None
             if by_account == excl:
-                ids = session.scalars(text(
+                ids = session.scalars(dialects.text_with_dates(
                     "SELECT acc.id FROM account acc LEFT JOIN identity idn ON idn.id = acc.identity_id"
-                    f" WHERE acc.ended_at IS NULL AND ({excl}) IS NOT NULL"), params).all()
+                    f" WHERE acc.ended_at IS NULL AND ({excl}) IS NOT NULL", params), params).all()
                 total = session.scalar(text("SELECT COUNT(*) FROM account WHERE ended_at IS NULL")) or 0
                 if ids and len(ids) <= 0.2 * total:  # few: read only their access (a temp table the planner sizes)
                     accounts = f"SELECT account_id FROM {route.excluded_accounts(ids)}"
@@ -275,9 +270,9 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
             sql = (f"{held_cte(ctx, accounts)} INSERT INTO campaign_exclusion (campaign_id, grant_id, account_id, reason)"
                    f" SELECT :campaign_id, h.grant_id, acc.id, {excl}"
                    + scope_from(ctx, params) + f" AND ({excl}) IS NOT NULL")
-            session.execute(text(sql), params)
+            session.execute(dialects.text_with_dates(sql, params), params)
         if skipping:
-            restore_fk_triggers(session)
+            dialects.restore_fk_triggers(session)
         route.drop()
     excluded = {
         reason: int(n) for reason, n in session.execute(

@@ -20,11 +20,13 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from attest.audit.log import record as audit
 from attest.db import utcnow
 from attest.entitlements.models import Identity, Source
+from attest.entitlements.queries import person_by_email
 from attest.reviews.definition_schema import (  # noqa: F401 (the choices, importable from here as before)
     COMMENT_RULES,
     IDENTITY_KINDS,
@@ -35,7 +37,6 @@ from attest.reviews.definition_schema import (  # noqa: F401 (the choices, impor
     problems,
 )
 from attest.reviews.models import CampaignDefinition
-from attest.trail.chain import record as audit
 
 DEFAULTS: dict[str, Any] = {**CampaignDefinitionSpec(name="-").model_dump(), "name": None}
 """The normalized spec of a definition that sets nothing but its name."""
@@ -203,14 +204,8 @@ def dump_yaml(spec: Mapping[str, Any]) -> str:
 
 
 def find_identity(session: Session, email: str) -> Identity | None:
-    """The live identity with this e-mail (the authoritative source's first, then the oldest)."""
-    return session.scalars(
-        select(Identity)
-        .outerjoin(Source, Source.id == Identity.source_id)
-        .where(Identity.email_normalized == email.lower(), Identity.ended_at.is_(None))
-        .order_by(case((Source.authoritative.is_(True), 0), else_=1), Identity.id)
-        .limit(1)
-    ).first()
+    """The person with this e-mail (attest.entitlements.queries.person_by_email: one rule everywhere)."""
+    return person_by_email(session, email)
 
 
 def check_references(session: Session, spec: Mapping[str, Any], lines: Mapping[str, int] | None = None) -> None:
@@ -291,18 +286,4 @@ def update_definition(session: Session, definition_id: int, spec_or_yaml: str | 
     session.flush()
     audit(session, actor=actor, action="definition.update", object_type="campaign_definition",
           object_id=str(definition.id), before=before, after={"spec": spec})
-    return definition
-
-
-def set_enabled(session: Session, definition_id: int, enabled: bool, actor: str) -> CampaignDefinition:
-    """Pause or resume a definition's recurring launches (audited)."""
-    definition = session.get(CampaignDefinition, definition_id)
-    if definition is None:
-        raise DefinitionError(f"no campaign definition {definition_id}")
-    if definition.enabled != enabled:
-        definition.enabled = enabled
-        definition.updated_at = utcnow()
-        audit(session, actor=actor, action="definition.enable" if enabled else "definition.disable",
-              object_type="campaign_definition", object_id=str(definition.id),
-              before={"enabled": not enabled}, after={"enabled": enabled})
     return definition

@@ -48,13 +48,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from attest.audit.log import record
+from attest import dialects
 from attest.auth.models import User
 from attest.config import Settings
 from attest.db import begin_write, transaction, utcnow
 from attest.entitlements.models import Identity
+from attest.entitlements.queries import person_by_email
 from attest.reviews import eligibility
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewerNotice, ReviewerSignoff, ReviewItem
-from attest.trail.chain import record
 
 log = logging.getLogger("attest.notify")
 
@@ -322,8 +324,8 @@ def _fallback_identity(session: Session, campaign: Campaign) -> int | None:
     email = (campaign.spec or {}).get("fallback_reviewer")
     if not email:
         return None
-    return session.scalar(select(Identity.id).where(Identity.email_normalized == str(email).strip().lower(),
-                                                    Identity.ended_at.is_(None)).limit(1))
+    person = person_by_email(session, str(email))
+    return person.id if person is not None else None
 
 
 def _name(identity: Identity) -> str:
@@ -496,8 +498,8 @@ def _summary_notices(session: Session, settings: Settings, now: datetime, out: P
 
 def _claim_writer(session: Session) -> None:
     """SQLite: take the write lock before reading, so the writes after the mails cannot hit a stale snapshot."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(ReviewerNotice).where(ReviewerNotice.id == -1).values(kind=ReviewerNotice.kind))
+    dialects.claim_write_lock(
+        session, update(ReviewerNotice).where(ReviewerNotice.id == -1).values(kind=ReviewerNotice.kind))
 
 
 def _deliver(session: Session, settings: Settings, notices: list[Notice], mailer: Mailer | None,

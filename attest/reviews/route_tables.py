@@ -23,7 +23,7 @@ import uuid
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from attest.db import copy_rows
+from attest import dialects
 from attest.entitlements import risk as risk_mod
 from attest.entitlements.models import Resource
 from attest.reviews import eligibility, routing
@@ -76,7 +76,7 @@ class RouteTables:
         self._create(self.by_owner_resource, "identity_id INTEGER, resource_id INTEGER, reviewer_id INTEGER,"
                      " routed_by VARCHAR(40), PRIMARY KEY (identity_id, resource_id)",
                      ("identity_id", "resource_id", "reviewer_id", "routed_by"), per_owner_resource)
-        json_type = "JSONB" if ctx.dialect == "postgresql" else "TEXT"
+        json_type = dialects.json_column_type(ctx.dialect)
         self._create(self.risk_by_mask, f"mask INTEGER PRIMARY KEY, risks {json_type}, score INTEGER",
                      ("mask", "risks", "score"), risk_mod.mask_table())
         self._create_account_snapshot()
@@ -95,30 +95,28 @@ class RouteTables:
             "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR(40))")
         join = (f" LEFT JOIN {self.by_person} person_route ON person_route.identity_id = acc.identity_id"
                 if by_person else "")
-        on_commit = " ON COMMIT DROP" if ctx.dialect == "postgresql" else ""
-        self.session.execute(text(
+        on_commit = dialects.on_commit_drop(ctx.dialect)
+        self.session.execute(dialects.text_with_dates(
             f"CREATE TEMPORARY TABLE {self.account_snapshot}{on_commit} AS SELECT acc.id AS account_id, acc.identity_id,"
             " idn.display_name AS person_name, idn.email AS person_email, idn.department AS person_department,"
             " idn.title AS person_title, idn.status AS person_status,"
             " COALESCE(acc.login, acc.email, acc.display_name, acc.external_id) AS account_login,"
             f" acc.kind AS account_kind, acc.last_login_at AS account_last_login_at, {bits} AS bits,"
             f" {reason} AS reason, {reviewer} AS reviewer_id, {routed_by} AS routed_by"
-            f" FROM account acc LEFT JOIN identity idn ON idn.id = acc.identity_id{join} WHERE acc.ended_at IS NULL"),
-            params)
+            f" FROM account acc LEFT JOIN identity idn ON idn.id = acc.identity_id{join} WHERE acc.ended_at IS NULL",
+            params), params)
         self.created.append(self.account_snapshot)
         self.session.execute(text(f"CREATE UNIQUE INDEX ix_{self.account_snapshot} ON {self.account_snapshot} (account_id)"))
-        if ctx.dialect == "postgresql":
-            self.session.execute(text(f"ANALYZE {self.account_snapshot}"))
+        dialects.analyze(self.session, self.account_snapshot)
 
     def _create(self, name: str, columns: str, cols: tuple[str, ...], rows: list[tuple]) -> None:
-        on_commit = " ON COMMIT DROP" if self.ctx.dialect == "postgresql" else ""
+        on_commit = dialects.on_commit_drop(self.ctx.dialect)
         self.session.execute(text(f"CREATE TEMPORARY TABLE {name} ({columns}){on_commit}"))
         self.created.append(name)
         if not rows:
             return
-        copy_rows(self.session.connection(), name, cols, rows)
-        if self.ctx.dialect == "postgresql":
-            self.session.execute(text(f"ANALYZE {name}"))
+        dialects.copy_rows(self.session.connection(), name, cols, rows)
+        dialects.analyze(self.session, name)
 
     def excluded_accounts(self, ids: list[int]) -> str:
         """A temporary table of account ids (the accounts whose every in-scope grant is excluded)."""

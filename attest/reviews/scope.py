@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from attest import dialects
 from attest.entitlements import risk as risk_mod
 from attest.entitlements.queries import MAX_DEPTH
 from attest.reviews import routing
@@ -211,7 +212,7 @@ def _item_values(ctx: ScopeContext, routed: Routed | None) -> str:
         account = ("acc.id", "acc.identity_id", "idn.display_name", "idn.email", "idn.department", "idn.title",
                    "idn.status", "COALESCE(acc.login, acc.email, acc.display_name, acc.external_id)", "acc.kind",
                    "acc.last_login_at")
-        risks = "CAST('[]' AS JSONB)" if ctx.dialect == "postgresql" else "'[]'"
+        risks = dialects.empty_json_array(ctx.dialect)
         score = "0"
     a = dict(zip(("id", "identity", "name", "email", "dept", "title", "status", "login", "kind", "login_at"),
                  account, strict=True))

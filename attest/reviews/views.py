@@ -29,6 +29,7 @@ from attest.auth.permissions import admin_required, read_all_required
 from attest.db import utcnow
 from attest.entitlements import history as access_history
 from attest.entitlements.models import Grant, Identity, Source
+from attest.entitlements.queries import person_by_email
 from attest.inputs import parse_int
 from attest.reviews import decisions, eligibility, item_notes, queries
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
@@ -59,21 +60,8 @@ def _int(value: Any) -> int | None:
     return parse_int(value, low=0)
 
 
-def _notify_available() -> bool:
-    try:
-        from attest.reviews import notify
-    except ImportError:
-        return False
-    return hasattr(notify, "remind_now")
-
-
 def _find_person(session, email: str) -> Identity | None:
-    email = (email or "").strip().lower()
-    if not email:
-        return None
-    return session.scalars(
-        select(Identity).where(Identity.email_normalized == email, Identity.ended_at.is_(None)).order_by(Identity.id).limit(1)
-    ).first()
+    return person_by_email(session, email)
 
 
 # --- the reviewer inbox --------------------------------------------------------------------------------
@@ -370,7 +358,7 @@ def campaign(campaign_id: int):
                   "exceptions": queries.exception_count(session, campaign_id)}
     return render_template("reviews/campaign.html", dash=dash, campaign=dash.campaign, closed=closed,
                            escalation_load=heavy, escalation_threshold=threshold,
-                           can_remind=_notify_available() and current_user.is_admin and dash.campaign.status == "active",
+                           can_remind=current_user.is_admin and dash.campaign.status == "active",
                            risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES)
 
 
@@ -429,8 +417,6 @@ def close(campaign_id: int):
 @bp.post("/campaigns/<int:campaign_id>/remind")
 @admin_required
 def remind(campaign_id: int):
-    if not _notify_available():
-        abort(404)
     from attest.reviews import notify
 
     try:

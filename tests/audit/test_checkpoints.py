@@ -22,9 +22,8 @@ from attest.audit.checkpoints import (
     write_checkpoint,
 )
 from attest.audit.evidence import load_signing_key
-from attest.audit.log import verify_chain
-from attest.trail.chain import event_hash, record
-from attest.trail.models import AuditEvent, AuditHead
+from attest.audit.log import event_hash, record, verify_chain
+from attest.audit.models import AuditEvent, AuditHead
 from tests.audit.helpers import append_only_off
 
 T0 = datetime(2026, 11, 30, 12, 0, 10, tzinfo=UTC)
@@ -198,7 +197,7 @@ def test_s3_object_lock_store(session, factory, settings, key):
 
 
 def test_the_foreign_key_bypass_is_never_taken_while_an_audit_trigger_could_be_skipped(session):
-    from attest.db import restore_fk_triggers, skip_fk_triggers
+    from attest.dialects import restore_fk_triggers, skip_fk_triggers
 
     if session.get_bind().dialect.name != "postgresql":
         pytest.skip("PostgreSQL's replication role")

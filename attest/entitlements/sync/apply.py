@@ -16,15 +16,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from attest import dialects
 from attest.config import Settings
-from attest.db import (
-    drop_indexes_for_bulk_load,
-    rebuild_indexes,
-    restore_fk_triggers,
-    skip_fk_triggers,
-    sqlite_datetime,
-    utcnow,
-)
+from attest.db import drop_indexes_for_bulk_load, rebuild_indexes, utcnow
 from attest.entitlements import correlation
 from attest.entitlements.models import Grant, Source
 from attest.entitlements.sync.state import RemovalGuardTripped, RunState
@@ -66,7 +60,8 @@ class _Apply:
         self.added[kind], self.updated[kind], self.ended[kind] = counts
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
-        return self.session.execute(text(sql), self.params if params is None else params).rowcount
+        params = self.params if params is None else params
+        return self.session.execute(dialects.text_with_dates(sql, params), params).rowcount
 
 
 def _part_filter(alias: str, parts: Sequence[str], params: dict[str, Any]) -> str:
@@ -83,9 +78,7 @@ def _new_rows(session: Session, live: str, stage: str) -> str:
     """FROM and WHERE of the stage rows to insert, as `s`: of each external id staged, the last row staged,
     when the live table has no row of that id yet."""
     absent = f"NOT EXISTS (SELECT 1 FROM {live} l WHERE l.source_id = :sid AND l.external_id = s.external_id)"
-    if session.get_bind().dialect.name == "postgresql":  # one sort, not an index probe per row
-        return f"(SELECT DISTINCT ON (external_id) * FROM {stage} ORDER BY external_id, id DESC) s WHERE {absent}"
-    return f"{stage} s WHERE s.id IN (SELECT MAX(id) FROM {stage} GROUP BY external_id) AND {absent}"
+    return dialects.latest_per_key(session, stage, "external_id", absent)
 
 
 def _apply_table(
@@ -106,9 +99,10 @@ def _apply_table(
     cols = ", ".join([*columns, *(c for c, _ in insert_also)])
     scols = ", ".join([*(f"s.{c}" for c in columns), *(expr for _, expr in insert_also)])
     added = session.execute(
-        text(
+        dialects.text_with_dates(
             f"INSERT INTO {live} (source_id, external_id, {cols}, first_seen_at) "
-            f"SELECT :sid, s.external_id, {scols}, :now FROM {_new_rows(session, live, stage)}"
+            f"SELECT :sid, s.external_id, {scols}, :now FROM {_new_rows(session, live, stage)}",
+            params,
         ),
         params,
     ).rowcount
@@ -132,10 +126,11 @@ def _apply_table(
         p = dict(params)
         part_sql = _part_filter(live, failed_parts, p) if has_part else ""
         ended = session.execute(
-            text(
+            dialects.text_with_dates(
                 f"UPDATE {live} SET ended_at = :now, ended_reason = 'not_seen' "
                 f"WHERE source_id = :sid AND ended_at IS NULL{part_sql} "
-                f"AND external_id IN (SELECT g.key FROM stage_gone g WHERE g.kind = '{stage}')"
+                f"AND external_id IN (SELECT g.key FROM stage_gone g WHERE g.kind = '{stage}')",
+                p,
             ),
             p,
         ).rowcount
@@ -143,33 +138,8 @@ def _apply_table(
 
 
 def _analyze(session: Session, table: str, *, grown_by: int | None = None) -> None:
-    """PostgreSQL: keep the planner's statistics true while a sync changes a table wholesale.
-
-    A sync changes hundreds of thousands of rows inside one transaction, before autovacuum can look; on
-    statistics that say "empty" or "never analyzed" the planner picks nested loops over a million rows.
-    ANALYZE inside the transaction sees its own changes. With `grown_by`, the table is analyzed when it
-    was never analyzed or grew by more than 10% in this run; without, when it holds rows but was never
-    analyzed. (Not on "changed since the last analyze": the rows a run inserts count as changes after it
-    commits although it analyzed them itself, and a resync stages only what changed, so its joins are
-    driven by small stage tables.)
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    row = session.execute(
-        text("SELECT c.reltuples, coalesce(s.n_live_tup, 0) FROM pg_class c "
-             "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = :t AND c.relkind = 'r' "
-             "AND c.relpersistence = 'p'"),
-        {"t": table},
-    ).first()
-    if row is None:
-        return
-    tuples, live = row
-    if grown_by is not None:
-        stale = grown_by > 0 and (tuples < 0 or grown_by > 0.1 * tuples + 100)
-    else:  # never analyzed (the apply's own ANALYZE keeps statistics true after what it changes)
-        stale = tuples < 0 and live > 1000
-    if stale:
-        session.execute(text(f"ANALYZE {table}"))
+    """Keep the planner's statistics true while a sync changes a table wholesale (dialects.analyze_if_stale)."""
+    dialects.analyze_if_stale(session, table, grown_by=grown_by)
 
 
 # The manager of a person the apply inserts, by the manager's external id: another new person (by the
@@ -186,18 +156,7 @@ def _preassign_identity_ids(session: Session, params: dict[str, Any]) -> None:
     """Give each person the apply will insert (`_new_rows` of stage_identity) the id it will have, so
     that managers can be set as they are inserted."""
     new = f"SELECT s.id FROM {_new_rows(session, 'identity', 'stage_identity')}"
-    if session.get_bind().dialect.name == "postgresql":
-        sequence = session.execute(text("SELECT pg_get_serial_sequence('identity', 'id')")).scalar_one()
-        session.execute(text(
-            "UPDATE stage_identity SET new_id = nextval(CAST(:sequence AS regclass)) "
-            f"WHERE id IN ({new})"), {**params, "sequence": sequence})
-    else:  # SQLite gives a new row the highest id plus one: the same ids, counted up front. (Another
-        # writer inserting people meanwhile could not make them collide: this transaction read the table,
-        # so in WAL mode its first write would fail, rolling the apply back.)
-        session.execute(text(
-            "UPDATE stage_identity SET new_id = (SELECT COALESCE(MAX(id), 0) FROM identity) + n.rn "
-            f"FROM (SELECT id AS row_id, row_number() OVER (ORDER BY id) AS rn FROM stage_identity WHERE id IN ({new})) n "
-            "WHERE stage_identity.id = n.row_id"), params)
+    dialects.preassign_ids(session, "identity", "stage_identity", new, params)
 
 
 class GuardedKind(NamedTuple):
@@ -427,18 +386,17 @@ def apply_run(session: Session, settings: Settings, run: RunState, *, force: boo
     seconds of each step (`timings`)."""
     source = session.get(Source, run.source_id)
     now = utcnow()
-    pg = session.get_bind().dialect.name == "postgresql"
-    params: dict[str, Any] = {"sid": run.source_id, "run": run.run_id, "now": now if pg else sqlite_datetime(now)}
+    pg = dialects.is_postgresql(session)
+    params: dict[str, Any] = {"sid": run.source_id, "run": run.run_id, "now": now}
     a = _Apply(session, settings, source, run.run_id, run.failed_part_names, params, pg)
 
     for table in ("access_grant", "account", "resource", "entitlement", "identity"):
         _analyze(session, table)
     # every id the apply writes is read from the referenced rows in this transaction, and rows are never
     # deleted: the per-row foreign-key triggers cannot fail, and would dominate a large first sync
-    skipping = skip_fk_triggers(session)
-    if pg:
-        # each statement here runs once over up to a million rows: JIT compiles for longer than it saves
-        session.execute(text("SET LOCAL jit = off"))
+    skipping = dialects.skip_fk_triggers(session)
+    # each statement here runs once over up to a million rows: JIT compiles for longer than it saves
+    dialects.jit_off(session)
 
     # the removal guard, for every kind, before anything is written
     active = _check_removals(session, settings, params, a.failed_parts, authoritative=source.authoritative,
@@ -452,6 +410,6 @@ def apply_run(session: Session, settings: Settings, run: RunState, *, force: boo
     a.lap("access_changes")
     linked = _correlate(a)
     if skipping:
-        restore_fk_triggers(session)
+        dialects.restore_fk_triggers(session)
     return {"added": a.added, "updated": a.updated, "ended": a.ended, "linked": linked, "notes": a.notes,
             "timings": a.timings}

@@ -22,6 +22,7 @@ from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from attest import dialects
 from attest.connectors.base import (
     AccountRecord,
     BaseConnector,
@@ -33,7 +34,7 @@ from attest.connectors.base import (
     PartFailed,
     ResourceRecord,
 )
-from attest.db import JSONType, UTCDateTime, canonical_json, copy_rows
+from attest.db import JSONType, UTCDateTime, canonical_json
 from attest.entitlements.sync.state import RunState
 from attest.redact import redact
 
@@ -155,7 +156,7 @@ def _row(table: str, rec: Any, digest: str, email_normalized: str | None = None)
 
 def write_stage(conn: Connection, table: str, rows: Sequence[tuple]) -> None:
     """Bulk-write one batch of staged rows with the driver's fastest path (COPY, executemany)."""
-    copy_rows(conn, table, STAGE_COLUMNS[table], rows, datetime_columns=_DATETIME_COLUMNS.get(table, ()))
+    dialects.copy_rows(conn, table, STAGE_COLUMNS[table], rows, datetime_columns=_DATETIME_COLUMNS.get(table, ()))
 
 
 def drop_stage(conn: Connection) -> None:
@@ -171,9 +172,7 @@ def create_stage(conn: Connection) -> None:
 def index_stage(conn: Connection) -> None:
     for table, column in _STAGE_INDEXES.items():
         conn.exec_driver_sql(f"CREATE INDEX ix_{table} ON {table} ({column})")
-    if conn.dialect.name == "postgresql":
-        for table in (*_STAGE_INDEXES, "stage_grant"):  # autovacuum never analyzes temporary tables
-            conn.exec_driver_sql(f"ANALYZE {table}")
+    dialects.analyze(conn, *_STAGE_INDEXES, "stage_grant")  # autovacuum never analyzes temporary tables
 
 
 @contextmanager
@@ -204,14 +203,12 @@ def load_known(conn: Connection, source_id: int) -> Known:
     """What the source holds before the run. Each kind is read as one aggregated string split in C (a
     third of the time of a million rows through the driver), row by row when a value holds the separator."""
     dbapi = conn.connection.driver_connection
-    pg = conn.dialect.name == "postgresql"
-    mark, sep, field = ("%s", "E'\\x1e'", "E'\\x1f'") if pg else ("?", "char(30)", "char(31)")
+    mark, sep, field, aggregate = dialects.raw_aggregate(conn)
     cur = dbapi.cursor()
 
     def rows(expr: str, table: str, columns: str) -> list[str] | list[tuple]:
         where = f"FROM {table} WHERE source_id = {mark} AND ended_at IS NULL"
-        agg = f"string_agg({expr}, {sep})" if pg else f"group_concat({expr}, {sep})"
-        cur.execute(f"SELECT COUNT(*), {agg} {where}", (source_id,))
+        cur.execute(f"SELECT COUNT(*), {aggregate(expr, sep)} {where}", (source_id,))
         count, blob = cur.fetchone()
         parts = blob.split("\x1e") if blob else []
         if len(parts) == count:

@@ -1,0 +1,37 @@
+"""attest.dialects: raw SQL binds dates as the models do (no date converted by hand)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from attest import dialects
+from attest.entitlements.models import Identity
+from tests.factories import make_identity
+
+
+def test_a_raw_sql_date_compares_with_dates_the_models_stored(session):
+    stored = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+    ada = make_identity(session, "ada@acme.example", ended_at=stored)
+    sql = "SELECT id FROM identity WHERE ended_at = :at"
+    # the same moment written in another zone: bound as UTCDateTime, it is the stored one
+    at = stored.astimezone(timezone(timedelta(hours=-5)))
+    assert session.scalars(dialects.text_with_dates(sql, {"at": at}), {"at": at}).all() == [ada.id]
+    later = stored + timedelta(microseconds=1)
+    assert session.scalars(dialects.text_with_dates(sql, {"at": later}), {"at": later}).all() == []
+
+
+def test_a_raw_sql_date_is_stored_as_the_models_store_it(session):
+    ada = make_identity(session, "ada@acme.example")
+    at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    params = {"at": at, "id": ada.id}
+    session.execute(dialects.text_with_dates("UPDATE identity SET ended_at = :at WHERE id = :id", params), params)
+    session.expire_all()
+    assert session.scalar(select(Identity.ended_at).where(Identity.id == ada.id)) == at
+    assert session.scalar(select(Identity.id).where(Identity.ended_at == at)) == ada.id
+
+
+def test_only_datetimes_named_in_the_statement_are_typed(session):
+    clause = dialects.text_with_dates("SELECT :n AS n", {"n": 1, "unused": datetime(2026, 1, 1, tzinfo=UTC)})
+    assert session.execute(clause, {"n": 1}).scalar() == 1
