@@ -201,16 +201,6 @@ def describe_url(url: str) -> str:
         return "(an unreadable ATTEST_DATABASE_URL)"
 
 
-def all_models() -> None:
-    """Import every model module so Base.metadata is complete (Alembic, tests)."""
-    import attest.audit.models  # noqa: F401
-    import attest.auth.models  # noqa: F401
-    import attest.entitlements.keys  # noqa: F401
-    import attest.entitlements.models  # noqa: F401
-    import attest.jobs  # noqa: F401
-    import attest.reviews.models  # noqa: F401
-
-
 BULK_LOAD_ROWS = 100_000
 
 

@@ -50,8 +50,7 @@ from sqlalchemy import Text as SAText
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from attest import __version__, dialects, exports
-from attest.audit.log import GENESIS, event_hash, iter_events, verify_chain
-from attest.audit.models import AuditEvent, AuditHead
+from attest.audit.log import iter_events, verify_chain
 from attest.config import Settings
 from attest.db import canonical_json, transaction, utcnow
 from attest.entitlements.models import Account, Grant, Identity, Source, SyncRun
@@ -63,6 +62,8 @@ from attest.reviews.models import (
     ReviewerSignoff,
     ReviewItem,
 )
+from attest.trail.chain import GENESIS, event_hash
+from attest.trail.models import AuditEvent, AuditHead
 
 FORMAT = "attest-evidence-bundle/1"
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
@@ -914,7 +915,7 @@ def export_bundle(
             shutil.rmtree(tmpdir, ignore_errors=True)
     manifest_sha = hashlib.sha256(data).hexdigest()
     with transaction(session_factory) as s:
-        from attest.audit.log import record
+        from attest.trail.chain import record
 
         record(s, actor=actor, action="evidence.exported", object_type="campaign", object_id=str(campaign_id),
                campaign_id=campaign_id,

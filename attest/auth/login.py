@@ -19,13 +19,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from attest.audit.log import record as audit
 from attest.auth import passwords, sessions, throttle
 from attest.auth.models import ROLES, User
 from attest.config import Settings
 from attest.db import utcnow
 from attest.entitlements.models import Identity
 from attest.entitlements.queries import person_by_email
+from attest.trail.chain import record as audit
 
 MIN_PASSWORD = passwords.MIN_CHARACTERS
 WRONG = "Wrong e-mail or password."

@@ -35,12 +35,12 @@ from flask import Flask, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from attest.audit.log import record as audit
 from attest.auth.models import ROLES, User
 from attest.config import Settings
 from attest.db import utcnow
 from attest.entitlements.models import Identity
 from attest.entitlements.queries import person_by_email
+from attest.trail.chain import record as audit
 
 log = logging.getLogger("attest.auth.oidc")
 

@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from attest.audit.log import record as audit
 from attest.config import Settings
 from attest.db import utcnow
 from attest.dialects import bulk_update, text_with_dates
 from attest.entitlements.models import Account, Identity, Resource, ResourceOwner, Source
+from attest.trail.chain import record as audit
 
 
 def email_normalizer(settings: Settings) -> Callable[[str | None], str | None]:

@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, NumberRange, Optional
 
-from attest.audit.log import record as audit_record
 from attest.auth.permissions import admin_required, read_all_required
 from attest.connectors import registry
 from attest.db import utcnow
@@ -23,6 +22,8 @@ from attest.entitlements import sources as sources_service
 from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
 from attest.entitlements.sources import secret_names as read_secret_names
 from attest.inputs import MAX_ID, parse_int
+from attest.schedules import cron_trigger
+from attest.trail.chain import record as audit_record
 from attest.web import db, settings, write
 
 bp = Blueprint("entitlements", __name__)
@@ -102,8 +103,6 @@ def _next_sync(source: Source) -> datetime | None:
     """When the scheduler next syncs the source on its schedule (None: no schedule, or disabled)."""
     if not source.schedule or not source.enabled:
         return None
-    from attest.jobs import cron_trigger
-
     try:
         return cron_trigger(source.schedule).get_next_fire_time(None, utcnow())
     except (ValueError, AttributeError, TypeError):

@@ -27,7 +27,6 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from attest.audit.log import record as audit
 from attest import dialects
 from attest.db import drop_indexes_for_bulk_load, rebuild_indexes, utcnow
 from attest.entitlements import risk as risk_mod
@@ -47,6 +46,7 @@ from attest.reviews.scope import (
     scope_from,
     snapshot_sql,
 )
+from attest.trail.chain import record as audit
 
 
 class CampaignError(ValueError):

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from attest.audit.log import record as audit
 from attest.db import utcnow
 from attest.entitlements.models import Identity, Source
 from attest.entitlements.queries import person_by_email
@@ -37,6 +36,7 @@ from attest.reviews.definition_schema import (  # noqa: F401 (the choices, impor
     problems,
 )
 from attest.reviews.models import CampaignDefinition
+from attest.trail.chain import record as audit
 
 DEFAULTS: dict[str, Any] = {**CampaignDefinitionSpec(name="-").model_dump(), "name": None}
 """The normalized spec of a definition that sets nothing but its name."""

@@ -48,7 +48,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from attest.audit.log import record
 from attest import dialects
 from attest.auth.models import User
 from attest.config import Settings
@@ -57,6 +56,7 @@ from attest.entitlements.models import Identity
 from attest.entitlements.queries import person_by_email
 from attest.reviews import eligibility
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewerNotice, ReviewerSignoff, ReviewItem
+from attest.trail.chain import record
 
 log = logging.getLogger("attest.notify")
 

@@ -22,8 +22,9 @@ from attest.audit.checkpoints import (
     write_checkpoint,
 )
 from attest.audit.evidence import load_signing_key
-from attest.audit.log import event_hash, record, verify_chain
-from attest.audit.models import AuditEvent, AuditHead
+from attest.audit.log import verify_chain
+from attest.trail.chain import event_hash, record
+from attest.trail.models import AuditEvent, AuditHead
 from tests.audit.helpers import append_only_off
 
 T0 = datetime(2026, 11, 30, 12, 0, 10, tzinfo=UTC)
