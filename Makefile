@@ -72,8 +72,11 @@ test-postgres: install-test
 bench: install-test
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# ruff, then the layers: the import contracts in pyproject.toml ([tool.importlinter]; tests/test_layers.py
+# runs them too, so `make test` and CI fail on an import that crosses a layer)
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 fmt: install-test
 	$(BIN)/ruff format .

@@ -6,7 +6,6 @@ with a clear message and changes nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -18,20 +17,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import select
 
+from attest.cli_support import app_state, cli_actor, echo_json, fail
 from attest.config import SettingsError
-
-
-def _state():
-    return current_app.extensions["attest"]
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(code)
 
 
 def needs_keys(command: Callable) -> Callable:
@@ -44,9 +31,9 @@ def needs_keys(command: Callable) -> Callable:
         from attest.entitlements.keys import KeyCheckError, check
 
         try:
-            check(_state().factory, _state().settings)
+            check(app_state().factory, app_state().settings)
         except KeyCheckError as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
         return command(*args, **kwargs)
 
     return checked
@@ -85,7 +72,7 @@ def db_upgrade(revision: str) -> None:
     """Apply migrations (the app never creates tables any other way)."""
     from alembic import command
 
-    command.upgrade(alembic_config(_state().settings.database_url), revision)
+    command.upgrade(alembic_config(app_state().settings.database_url), revision)
     click.echo(f"database at {revision}")
 
 
@@ -93,7 +80,7 @@ def db_upgrade(revision: str) -> None:
 def db_current() -> None:
     from alembic import command
 
-    command.current(alembic_config(_state().settings.database_url))
+    command.current(alembic_config(app_state().settings.database_url))
 
 
 # --- sources and sync -----------------------------------------------------------------------------
@@ -120,17 +107,17 @@ def sources_add(kind, name, values, secret_refs, schedule, authoritative) -> Non
     from attest.db import transaction
     from attest.entitlements.sources import SourceError, add_source
 
-    settings = _state().settings
+    settings = app_state().settings
     secret_values = _secret_values(secret_refs)
     try:
-        with transaction(_state().factory) as session:
+        with transaction(app_state().factory) as session:
             source = add_source(session, settings, kind, name, _pairs(values, "--set"), secret_values,
-                                schedule=schedule, authoritative=authoritative, actor=_cli_actor())
+                                schedule=schedule, authoritative=authoritative, actor=cli_actor())
             click.echo(f"added {kind} source {source.name!r} (id {source.id}"
                        f"{', authoritative for identities' if source.authoritative else ''}); "
                        f"run `attest sources test {name}` then `attest sync {name}`")
     except (SourceError, UnknownKind) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _secret_values(secret_refs: tuple[str, ...]) -> dict[str, str]:
@@ -139,7 +126,7 @@ def _secret_values(secret_refs: tuple[str, ...]) -> dict[str, str]:
     for key, env_name in _pairs(secret_refs, "--secret").items():
         value = os.environ.get(env_name)
         if not value:
-            _fail(f"--secret {key}={env_name}: the environment variable {env_name} is not set or empty")
+            fail(f"--secret {key}={env_name}: the environment variable {env_name} is not set or empty")
         out[key] = value
     return out
 
@@ -159,17 +146,17 @@ def sources_update(name, values, unset, secret_refs, schedule, no_schedule) -> N
     from attest.entitlements.sources import UNCHANGED, SourceError, update_source
 
     if schedule is not None and no_schedule:
-        _fail("--schedule and --no-schedule cannot be used together")
+        fail("--schedule and --no-schedule cannot be used together")
     new_schedule = None if no_schedule else (schedule if schedule is not None else UNCHANGED)
     secret_values = _secret_values(secret_refs)
     try:
-        with transaction(_state().factory) as session:
-            source, changed = update_source(session, _state().settings, name, _pairs(values, "--set"), secret_values,
-                                            unset=unset, schedule=new_schedule, actor=_cli_actor())
+        with transaction(app_state().factory) as session:
+            source, changed = update_source(session, app_state().settings, name, _pairs(values, "--set"), secret_values,
+                                            unset=unset, schedule=new_schedule, actor=cli_actor())
             summary = (f"settings {', '.join(f'{k}={v}' for k, v in sorted(source.settings.items())) or 'none'}; "
                        f"schedule {source.schedule or 'none'}")
     except SourceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not changed:
         click.echo(f"{name}: nothing changed ({summary})")
     else:
@@ -183,10 +170,10 @@ def sources_update(name, values, unset, secret_refs, schedule, no_schedule) -> N
 def sources_list(as_json: bool) -> None:
     from attest.entitlements.sources import list_sources
 
-    with _state().factory() as session:
-        rows = list_sources(session, _state().settings)
+    with app_state().factory() as session:
+        rows = list_sources(session, app_state().settings)
     if as_json:
-        _echo_json([r.as_dict() for r in rows])
+        echo_json([r.as_dict() for r in rows])
         return
     if not rows:
         click.echo("no sources; add one with `attest sources add KIND NAME --set key=value`")
@@ -199,7 +186,7 @@ def sources_list(as_json: bool) -> None:
                    f" secrets={secrets_text} {' '.join(flags)}")
     broken = [r for r in rows if r.secrets_error]
     if broken:
-        _fail(f"{', '.join(r.name for r in broken)}: {broken[0].secrets_error}")
+        fail(f"{', '.join(r.name for r in broken)}: {broken[0].secrets_error}")
 
 
 @sources_group.command("test")
@@ -209,13 +196,13 @@ def sources_test(name: str) -> None:
     """Check that Attest can reach and read the source with its credentials."""
     from attest.entitlements.sources import SourceError, test_connection
 
-    with _state().factory() as session:
+    with app_state().factory() as session:
         try:
-            result = test_connection(session, _state().settings, name)
+            result = test_connection(session, app_state().settings, name)
         except SourceError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     if not result.ok:
-        _fail(f"{name}: {result.message}")
+        fail(f"{name}: {result.message}")
     click.echo(f"{name}: {result.message}")
 
 
@@ -227,10 +214,10 @@ def sources_disable(name: str) -> None:
     from attest.entitlements.sources import SourceError, disable_source
 
     try:
-        with transaction(_state().factory) as session:
-            disable_source(session, name, actor=_cli_actor())
+        with transaction(app_state().factory) as session:
+            disable_source(session, name, actor=cli_actor())
     except SourceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(f"{name}: disabled (history kept)")
 
 
@@ -242,10 +229,10 @@ def sources_enable(name: str) -> None:
     from attest.entitlements.sources import SourceError, enable_source
 
     try:
-        with transaction(_state().factory) as session:
-            enable_source(session, name, actor=_cli_actor())
+        with transaction(app_state().factory) as session:
+            enable_source(session, name, actor=cli_actor())
     except SourceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(f"{name}: enabled")
 
 
@@ -258,12 +245,12 @@ def sources_rotate() -> None:
     from attest.entitlements.sources import SourceError, rotate_secrets
 
     try:
-        with transaction(_state().factory) as session:
-            n = rotate_secrets(session, _state().settings)
+        with transaction(app_state().factory) as session:
+            n = rotate_secrets(session, app_state().settings)
     except SourceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(f"re-encrypted the secrets of {n} sources and the key check value with the key "
-               f"{fingerprint(_state().settings.encryption_keys[0])}; older keys may now be removed "
+               f"{fingerprint(app_state().settings.encryption_keys[0])}; older keys may now be removed "
                "from ATTEST_ENCRYPTION_KEYS")
 
 
@@ -278,9 +265,9 @@ def sources_forget_secrets(yes: bool) -> None:
     from attest.entitlements.sources import forget_secrets
 
     if not yes:
-        _fail("this drops every stored source credential; run again with --yes if the old key is lost for good")
-    with transaction(_state().factory) as session:
-        names = forget_secrets(session, actor=_cli_actor())
+        fail("this drops every stored source credential; run again with --yes if the old key is lost for good")
+    with transaction(app_state().factory) as session:
+        names = forget_secrets(session, actor=cli_actor())
     click.echo(f"dropped the stored secrets of {len(names)} sources ({', '.join(names) or 'none'}) and the key "
                "check value; add each source again with its credentials")
 
@@ -308,21 +295,21 @@ def sync_command(names, all_, force, as_json) -> None:
     from attest.entitlements.models import Source
     from attest.entitlements.sync import SyncError, sync_many
 
-    state = _state()
+    state = app_state()
     if all_:
         with state.factory() as session:
             names = tuple(session.scalars(select(Source.name).where(Source.enabled.is_(True))))
     if not names:
-        _fail("name a source, or use --all")
+        fail("name a source, or use --all")
     try:
         results = sync_many(state.factory, state.settings, names, force=force, progress=_progress_printer(),
-                            triggered_by="cli", actor=_cli_actor())
+                            triggered_by="cli", actor=cli_actor())
     except SyncError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if sys.stderr.isatty():
         click.echo("", err=True)
     if as_json:
-        _echo_json([r.as_dict() for r in results])
+        echo_json([r.as_dict() for r in results])
     else:
         for r in results:
             colour = {"succeeded": "green", "partial": "yellow"}.get(r.status, "red")
@@ -350,10 +337,10 @@ def stats_command(as_json: bool) -> None:
     """Active counts per source and kind."""
     from attest.entitlements.queries import stats
 
-    with _state().factory() as session:
+    with app_state().factory() as session:
         rows = stats(session)
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     cols = ("identities", "accounts", "orphaned_accounts", "resources", "entitlements", "grants")
     click.echo(f"{'source':24} {'kind':8} " + " ".join(f"{c.replace('_accounts', ''):>12}" for c in cols))
@@ -381,14 +368,14 @@ def users_create_admin(email: str, password_env: str) -> None:
     password = os.environ.get(password_env)
     if not password:
         if not sys.stdin.isatty():
-            _fail(f"set {password_env} to the password (it is never taken from the command line)")
+            fail(f"set {password_env} to the password (it is never taken from the command line)")
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        with transaction(_state().factory) as session:
-            user = create_admin(session, email, password, actor=_cli_actor())
+        with transaction(app_state().factory) as session:
+            user = create_admin(session, email, password, actor=cli_actor())
             click.echo(f"admin {user.email} ready (user id {user.id})")
     except UserError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 # --- demo -----------------------------------------------------------------------------------------
@@ -404,9 +391,9 @@ def demo_command(reset: bool, people: int) -> None:
     from attest.demo import load_demo
 
     try:
-        info = load_demo(_state(), reset=reset, people=people, echo=click.echo)
+        info = load_demo(app_state(), reset=reset, people=people, echo=click.echo)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo("")
     click.secho("Attest demo is ready.", fg="green", bold=True)
     for line in info:
@@ -451,12 +438,12 @@ def scheduler_command(show_status: bool, run_id: str | None, as_json: bool) -> N
     """
     from attest.jobs import SchedulerError, run_now, run_scheduler, status
 
-    state = _state()
+    state = app_state()
     if show_status:
         with state.factory() as session:
             rows = status(session)
         if as_json:
-            _echo_json(rows)
+            echo_json(rows)
             return
         for r in rows:
             when = r["next_run_at"].strftime("%Y-%m-%d %H:%M") if r["next_run_at"] else "-"
@@ -471,7 +458,7 @@ def scheduler_command(show_status: bool, run_id: str | None, as_json: bool) -> N
         if run_id:
             run = run_now(state.factory, state.settings, run_id)
             if as_json:
-                _echo_json({"job": run.job, "status": run.status, "error": run.error, "detail": run.detail})
+                echo_json({"job": run.job, "status": run.status, "error": run.error, "detail": run.detail})
             elif run.status == "skipped":
                 click.echo(f"{run.job}: running in another process right now; not started")
             else:
@@ -482,11 +469,7 @@ def scheduler_command(show_status: bool, run_id: str | None, as_json: bool) -> N
             return
         run_scheduler(state.settings, state.engine, state.factory)
     except SchedulerError as exc:
-        _fail(str(exc))
-
-
-def _cli_actor() -> str:
-    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+        fail(str(exc))
 
 
 COMMANDS: list[click.Command] = [db_group, sources_group, sync_command, stats_command, users_group, demo_command,
@@ -497,9 +480,9 @@ def register(app: Flask) -> None:
     """Called by create_app(): every command is reachable through `flask --app attest.app` too."""
     from attest.audit.cli import COMMANDS as audit_commands
     from attest.connectors.sandbox.cli import sandbox_group
-    from attest.reviews.cli import campaigns_group
+    from attest.reviews.cli import COMMANDS as review_commands
 
-    for command in [*COMMANDS, sandbox_group, *audit_commands, campaigns_group]:
+    for command in [*COMMANDS, sandbox_group, *audit_commands, *review_commands]:
         app.cli.add_command(command)
 
 

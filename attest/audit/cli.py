@@ -1,4 +1,4 @@
-"""`attest remediation ...`, `attest audit verify`, `attest evidence ...`."""
+"""`attest audit verify|checkpoint|public-key`, `attest evidence export|verify`."""
 
 from __future__ import annotations
 
@@ -8,128 +8,23 @@ from pathlib import Path
 
 import click
 from flask.cli import AppGroup
+from sqlalchemy import func, select
 
-from attest.cli import _cli_actor, _echo_json, _fail, _state
-
-# --- remediation ----------------------------------------------------------------------------------
-
-
-@click.group("remediation", cls=AppGroup)
-def remediation_group() -> None:
-    """Carry out revocations of closed campaigns; the manual work list."""
-
-
-@remediation_group.command("run")
-@click.option("--campaign", "campaign_id", type=int, help="Only this campaign's remediations.")
-@click.option("--dry-run", is_flag=True, help="List the calls that would be made; change nothing.")
-@click.option("--yes", is_flag=True, help="Confirm a run with more revocations than ATTEST_REMEDIATION_MAX_PER_RUN.")
-@click.option("--json", "as_json", is_flag=True)
-def remediation_run(campaign_id: int | None, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Revoke through the connectors what reviewers revoked (automatic mode). Exits 1 if stopped or any failed."""
-    from attest.reviews.remediation import RemediationError, describe, run_pending
-
-    state = _state()
-    try:
-        report = run_pending(state.factory, state.settings, campaign_id=campaign_id, dry_run=dry_run,
-                             confirm_over_cap=yes, actor=_cli_actor())
-    except RemediationError as exc:
-        _fail(str(exc))
-    if as_json:
-        _echo_json(report.as_dict())
-    else:
-        for line in describe(report.planned):
-            click.echo(line)
-        if not report.planned:
-            click.echo("nothing is due")
-        colour = "yellow" if report.stopped_for_cap or dry_run else "green"
-        if report.count("failed") or report.count("refused"):
-            colour = "red"
-        click.secho(report.message or "done", fg=colour)
-    if report.stopped_for_cap or report.count("failed"):
-        sys.exit(1)
-
-
-@remediation_group.command("list")
-@click.option("--campaign", "campaign_id", type=int)
-@click.option("--status", help="pending, in_progress, done, verified, reappeared, failed, refused, undone")
-@click.option("--json", "as_json", is_flag=True)
-def remediation_list(campaign_id: int | None, status: str | None, as_json: bool) -> None:
-    """Every remediation with its status (reappeared ones are flagged)."""
-    from attest.reviews.models import REMEDIATION_STATUSES
-    from attest.reviews.remediation import list_remediations
-
-    if status and status not in REMEDIATION_STATUSES:
-        _fail(f"--status must be one of {', '.join(REMEDIATION_STATUSES)}")
-    with _state().factory() as session:
-        rows, after, out = [], None, []
-        while True:
-            rows, after = list_remediations(session, campaign_id, status=status, after=after, limit=1000)
-            out.extend(rows)
-            if after is None:
-                break
-    if as_json:
-        _echo_json([r.as_dict() for r in out])
-        return
-    if not out:
-        click.echo("no remediations")
-    for r in out:
-        colour = {"reappeared": "red", "failed": "red", "refused": "yellow", "verified": "green"}.get(r.status)
-        proof = f" (sync run {r.verified_run_id})" if r.verified_run_id else ""
-        if r.status == "reappeared":
-            proof = f" REAPPEARED in sync run {r.reappeared_run_id}"
-        click.secho(f"#{r.id:<6} campaign {r.campaign_id:<4} {r.mode:9} {r.status:11}{proof}  {r.source}: "
-                    f"{r.account or r.person or '?'} — {r.entitlement} on {r.resource or '?'}", fg=colour)
-        if r.target and r.status not in ("verified", "undone"):
-            click.echo(f"         where: {r.target}")
-        if r.last_error and r.status in ("failed", "refused", "in_progress"):
-            click.echo(f"         why: {r.last_error}")
-
-
-@remediation_group.command("export-manual")
-@click.option("--campaign", "campaign_id", type=int, required=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), required=True)
-def remediation_export_manual(campaign_id: int, out: str) -> None:
-    """The manual work list of a campaign (open manual tasks, refused and failed revokes) as CSV."""
-    from attest.reviews.models import Campaign
-    from attest.reviews.remediation import write_manual_csv
-
-    with _state().factory() as session:
-        if session.get(Campaign, campaign_id) is None:
-            _fail(f"no campaign with id {campaign_id}")
-        with open(out, "w", newline="", encoding="utf-8") as fh:
-            n = write_manual_csv(session, fh, campaign_id)
-    click.echo(f"wrote {n} open tasks to {out}")
-
-
-@remediation_group.command("mark-done")
-@click.argument("remediation_id", type=int)
-@click.option("--note", required=True, help="What was done, e.g. the ticket number.")
-def remediation_mark_done(remediation_id: int, note: str) -> None:
-    """Record that a manual task was carried out; the next sync verifies it."""
-    from attest.db import transaction
-    from attest.reviews.remediation import RemediationError, mark_done
-
-    try:
-        with transaction(_state().factory) as session:
-            mark_done(session, remediation_id, _cli_actor(), note)
-    except RemediationError as exc:
-        _fail(str(exc))
-    click.echo(f"remediation {remediation_id}: done; the next sync of its source verifies it")
-
-
-@remediation_group.command("undo")
-@click.argument("remediation_id", type=int)
-def remediation_undo(remediation_id: int) -> None:
-    """Re-grant what an automatic revoke removed (within ATTEST_REMEDIATION_UNDO_DAYS)."""
-    from attest.reviews.remediation import UndoError, undo
-
-    state = _state()
-    try:
-        undo(state.factory, state.settings, remediation_id, _cli_actor())
-    except UndoError as exc:
-        _fail(str(exc))
-    click.echo(f"remediation {remediation_id}: undone, the access was granted again")
-
+from attest.audit.checkpoints import CheckpointError, open_store, verify_checkpoints, write_checkpoint
+from attest.audit.evidence import (
+    EvidenceError,
+    check_bundle,
+    export_bundle,
+    key_id,
+    load_public_key,
+    load_signing_key,
+    public_key_pem,
+    public_key_raw,
+)
+from attest.audit.log import verify_chain
+from attest.cli_support import app_state, cli_actor, echo_json, fail
+from attest.db import transaction
+from attest.trail.models import AuditEvent, AuditHead
 
 # --- audit ------------------------------------------------------------------------------------------
 
@@ -141,18 +36,17 @@ def audit_group() -> None:
 
 def _pinned_public_key(key_file: str | None, required: bool = False):
     """The key to trust: --key FILE, else this instance's evidence key (ATTEST_SIGNING_KEY), else None."""
-    from attest.audit.evidence import EvidenceError, load_public_key, load_signing_key
 
     if key_file:
         try:
             return load_public_key(Path(key_file).read_bytes())
         except ValueError as exc:
-            _fail(f"{key_file} is not an Ed25519 public key ({exc})")
+            fail(f"{key_file} is not an Ed25519 public key ({exc})")
     try:
-        return load_signing_key(_state().settings).public_key()
+        return load_signing_key(app_state().settings).public_key()
     except EvidenceError as exc:
         if required:
-            _fail(f"no key to check checkpoints against: {exc}; or pass --key FILE")
+            fail(f"no key to check checkpoints against: {exc}; or pass --key FILE")
         return None
 
 
@@ -163,13 +57,9 @@ def _pinned_public_key(key_file: str | None, required: bool = False):
 def audit_verify(key_file: str | None, as_json: bool) -> None:
     """Walk the whole chain and compare it with the signed checkpoints outside the database; name the first
     event changed, removed or inserted, and any checkpoint whose signature does not verify. Exits 1 on failure."""
-    from sqlalchemy import func, select
 
-    from attest.audit.checkpoints import open_store, verify_checkpoints
-    from attest.audit.log import verify_chain
-    from attest.trail.models import AuditEvent, AuditHead
 
-    state = _state()
+    state = app_state()
     pinned = _pinned_public_key(key_file, required=True)
     store = open_store(state.settings)
     with state.factory() as session:
@@ -184,7 +74,7 @@ def audit_verify(key_file: str | None, as_json: bool) -> None:
     ok = first is None and not report.bad
     uncovered = (head[0] - (report.latest_seq or 0)) if head else 0
     if as_json:
-        _echo_json({"ok": ok, "events": count, "head": {"seq": head[0], "hash": head[1]} if head else None,
+        echo_json({"ok": ok, "events": count, "head": {"seq": head[0], "hash": head[1]} if head else None,
                     "problem": None if first is None else {"seq": first.seq, "event_id": first.event_id,
                                                            "problem": first.problem},
                     "checkpoints": {"store": report.store, "verified": report.checkpoints, "bad": report.bad,
@@ -209,17 +99,14 @@ def audit_verify(key_file: str | None, as_json: bool) -> None:
 @audit_group.command("checkpoint")
 def audit_checkpoint() -> None:
     """Sign the audit chain's head now and write it to the checkpoint store (ATTEST_AUDIT_CHECKPOINT_STORE)."""
-    from attest.audit.checkpoints import CheckpointError, open_store, write_checkpoint
-    from attest.audit.evidence import EvidenceError, load_signing_key
-    from attest.db import transaction
 
-    state = _state()
+    state = app_state()
     try:
         key = load_signing_key(state.settings)
         with transaction(state.factory) as session:
             written = write_checkpoint(session, key, open_store(state.settings), once_per_minute=False)
     except (EvidenceError, CheckpointError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if written is None:
         click.echo("nothing to checkpoint: no audit events since the last checkpoint")
     else:
@@ -239,13 +126,12 @@ def evidence_group() -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), required=True, help="F.zip")
 def evidence_export(campaign_id: int, out: str) -> None:
     """Write a campaign's signed evidence bundle (zip)."""
-    from attest.audit.evidence import EvidenceError, export_bundle
 
-    state = _state()
+    state = app_state()
     try:
-        result = export_bundle(state.factory, state.settings, campaign_id, out, actor=_cli_actor())
+        result = export_bundle(state.factory, state.settings, campaign_id, out, actor=cli_actor())
     except EvidenceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(f"wrote {out}: {result.items:,} items, {result.bytes:,} bytes in {result.seconds['total']:.1f}s; "
                f"manifest SHA-256 {result.manifest_sha256}")
     for problem in result.problems_at_export:
@@ -262,10 +148,9 @@ def evidence_verify(path: str, key_file: str | None, fingerprint: str | None, as
     """Check a bundle offline against a pinned key (--key, --fingerprint, or else this instance's evidence key):
     the signature, file hashes, zip entries, audit events and checkpoints, self-decisions. Exits 1 on failure;
     a bundle is never trusted on the strength of the key it carries."""
-    from attest.audit.evidence import check_bundle
 
     if key_file and fingerprint:
-        _fail("give --key or --fingerprint, not both")
+        fail("give --key or --fingerprint, not both")
     trusted = None if fingerprint else _pinned_public_key(key_file)
     result = check_bundle(path, trusted, fingerprint=fingerprint)
     if as_json:
@@ -292,12 +177,11 @@ def evidence_public_key(raw: bool) -> None:
     """Print the public key that verifies this installation's evidence bundles."""
     import base64
 
-    from attest.audit.evidence import EvidenceError, key_id, load_signing_key, public_key_pem, public_key_raw
 
     try:
-        pub = load_signing_key(_state().settings).public_key()
+        pub = load_signing_key(app_state().settings).public_key()
     except EvidenceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if raw:
         click.echo(base64.b64encode(public_key_raw(pub)).decode())
     else:
@@ -305,4 +189,4 @@ def evidence_public_key(raw: bool) -> None:
         click.echo(f"# key id {key_id(pub)}", err=True)
 
 
-COMMANDS = [remediation_group, audit_group, evidence_group]
+COMMANDS = [audit_group, evidence_group]

@@ -1,4 +1,5 @@
-"""`attest campaigns ...`: define, preview, launch, close and cancel review campaigns from the shell.
+"""`attest campaigns ...`: define, preview, launch, close and cancel review campaigns from the shell;
+`attest remediation ...`: run, list, export, mark done and undo the revocations campaigns decided.
 
     attest campaigns create --file examples/campaigns/quarterly-manager-review.yaml
     attest campaigns list
@@ -13,6 +14,7 @@ A mistake exits non-zero with the message (for YAML: the field and its line) and
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,21 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-
-def _helpers():
-    from attest.cli import _cli_actor, _echo_json, _fail, _state
-
-    return _state, _echo_json, _fail, _cli_actor
+from attest.cli_support import app_state, cli_actor, echo_json, fail
+from attest.db import transaction
+from attest.reviews.campaigns import CampaignError, cancel, close, create_campaign, launch, preview
+from attest.reviews.definitions import DefinitionError, create_definition, update_definition
+from attest.reviews.models import REMEDIATION_STATUSES, Campaign, CampaignDefinition, ReviewItem
+from attest.reviews.remediation import (
+    RemediationError,
+    UndoError,
+    describe,
+    list_remediations,
+    mark_done,
+    run_pending,
+    undo,
+    write_manual_csv,
+)
 
 
 @click.group("campaigns", cls=AppGroup)
@@ -33,7 +45,6 @@ def campaigns_group() -> None:
 
 
 def _read(path: str) -> str:
-    _, _, fail, _ = _helpers()
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -48,14 +59,11 @@ def _read(path: str) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def create_command(path: str, as_json: bool) -> None:
     """Create a campaign definition from a YAML file."""
-    from attest.db import transaction
-    from attest.reviews.definitions import DefinitionError, create_definition
 
-    state, echo_json, fail, actor = _helpers()
     text = _read(path)
     try:
-        with transaction(state().factory) as session:
-            definition = create_definition(session, text, actor())
+        with transaction(app_state().factory) as session:
+            definition = create_definition(session, text, cli_actor())
             result = {"id": definition.id, "name": definition.name, "schedule": definition.schedule}
     except DefinitionError as exc:
         fail(f"{path}: {exc}")
@@ -72,14 +80,11 @@ def create_command(path: str, as_json: bool) -> None:
 @click.option("--file", "path", required=True, type=click.Path(dir_okay=False))
 def update_command(definition_id: int, path: str) -> None:
     """Replace a definition with the YAML in a file (running campaigns keep the spec they launched with)."""
-    from attest.db import transaction
-    from attest.reviews.definitions import DefinitionError, update_definition
 
-    state, _, fail, actor = _helpers()
     text = _read(path)
     try:
-        with transaction(state().factory) as session:
-            definition = update_definition(session, definition_id, text, actor())
+        with transaction(app_state().factory) as session:
+            definition = update_definition(session, definition_id, text, cli_actor())
             name = definition.name
     except DefinitionError as exc:
         fail(f"{path}: {exc}")
@@ -90,10 +95,8 @@ def update_command(definition_id: int, path: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_command(as_json: bool) -> None:
     """Definitions and campaigns with their status and progress."""
-    from attest.reviews.models import Campaign, CampaignDefinition, ReviewItem
 
-    state, echo_json, _, _ = _helpers()
-    with state().factory() as session:
+    with app_state().factory() as session:
         definitions = session.scalars(select(CampaignDefinition).order_by(CampaignDefinition.id)).all()
         progress = {cid: (int(total), int(decided or 0)) for cid, total, decided in session.execute(
             select(ReviewItem.campaign_id, func.count(), func.count(ReviewItem.decision)).group_by(ReviewItem.campaign_id))}
@@ -153,13 +156,10 @@ def _print_preview(result: dict[str, Any], title: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def preview_command(definition_id: int | None, campaign_id: int | None, as_json: bool) -> None:
     """What launching definition DEFINITION_ID would produce now (nothing is written)."""
-    from attest.reviews.campaigns import CampaignError, preview
-    from attest.reviews.models import Campaign, CampaignDefinition
 
-    state, echo_json, fail, _ = _helpers()
     if (definition_id is None) == (campaign_id is None):
         fail("give a definition id (`preview DEF_ID`) or a draft campaign (`preview --campaign ID`)")
-    with state().factory() as session, session.begin():
+    with app_state().factory() as session, session.begin():
         try:
             if campaign_id is not None:
                 obj = session.get(Campaign, campaign_id)
@@ -188,17 +188,14 @@ def preview_command(definition_id: int | None, campaign_id: int | None, as_json:
 @click.option("--json", "as_json", is_flag=True)
 def launch_command(definition_id: int | None, campaign_id: int | None, name: str | None, as_json: bool) -> None:
     """Create a campaign from definition DEFINITION_ID and launch it (or launch a draft with --campaign)."""
-    from attest.db import transaction
-    from attest.reviews.campaigns import CampaignError, create_campaign, launch
 
-    state, echo_json, fail, actor = _helpers()
     if (definition_id is None) == (campaign_id is None):
         fail("give a definition id (`launch DEF_ID`) or a draft campaign (`launch --campaign ID`)")
     try:
-        with transaction(state().factory) as session:
+        with transaction(app_state().factory) as session:
             if campaign_id is None:
-                campaign_id = create_campaign(session, definition_id, actor(), name=name).id
-            campaign = launch(session, campaign_id, actor())
+                campaign_id = create_campaign(session, definition_id, cli_actor(), name=name).id
+            campaign = launch(session, campaign_id, cli_actor())
             result = {"id": campaign.id, "name": campaign.name, "status": campaign.status,
                       "due_at": campaign.due_at.isoformat(), "population": campaign.population,
                       "sync_runs": campaign.sync_runs}
@@ -221,13 +218,10 @@ def launch_command(definition_id: int | None, campaign_id: int | None, name: str
 @click.option("--json", "as_json", is_flag=True)
 def close_command(campaign_id: int, as_json: bool) -> None:
     """Close an active campaign: apply the no-response outcome, create remediations, lock it."""
-    from attest.db import transaction
-    from attest.reviews.campaigns import CampaignError, close
 
-    state, echo_json, fail, actor = _helpers()
     try:
-        with transaction(state().factory) as session:
-            campaign = close(session, campaign_id, actor())
+        with transaction(app_state().factory) as session:
+            campaign = close(session, campaign_id, cli_actor())
             summary = campaign.summary
             name = campaign.name
     except CampaignError as exc:
@@ -248,13 +242,125 @@ def close_command(campaign_id: int, as_json: bool) -> None:
 @click.option("--reason", required=True, help="Why (kept in the audit trail).")
 def cancel_command(campaign_id: int, reason: str) -> None:
     """Cancel a draft or active campaign (no outcomes, no remediation)."""
-    from attest.db import transaction
-    from attest.reviews.campaigns import CampaignError, cancel
 
-    state, _, fail, actor = _helpers()
     try:
-        with transaction(state().factory) as session:
-            cancel(session, campaign_id, actor(), reason)
+        with transaction(app_state().factory) as session:
+            cancel(session, campaign_id, cli_actor(), reason)
     except CampaignError as exc:
         fail(str(exc))
     click.echo(f"cancelled campaign {campaign_id}")
+
+
+# --- remediation ----------------------------------------------------------------------------------
+
+
+@click.group("remediation", cls=AppGroup)
+def remediation_group() -> None:
+    """Carry out revocations of closed campaigns; the manual work list."""
+
+
+@remediation_group.command("run")
+@click.option("--campaign", "campaign_id", type=int, help="Only this campaign's remediations.")
+@click.option("--dry-run", is_flag=True, help="List the calls that would be made; change nothing.")
+@click.option("--yes", is_flag=True, help="Confirm a run with more revocations than ATTEST_REMEDIATION_MAX_PER_RUN.")
+@click.option("--json", "as_json", is_flag=True)
+def remediation_run(campaign_id: int | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Revoke through the connectors what reviewers revoked (automatic mode). Exits 1 if stopped or any failed."""
+
+    state = app_state()
+    try:
+        report = run_pending(state.factory, state.settings, campaign_id=campaign_id, dry_run=dry_run,
+                             confirm_over_cap=yes, actor=cli_actor())
+    except RemediationError as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        for line in describe(report.planned):
+            click.echo(line)
+        if not report.planned:
+            click.echo("nothing is due")
+        colour = "yellow" if report.stopped_for_cap or dry_run else "green"
+        if report.count("failed") or report.count("refused"):
+            colour = "red"
+        click.secho(report.message or "done", fg=colour)
+    if report.stopped_for_cap or report.count("failed"):
+        sys.exit(1)
+
+
+@remediation_group.command("list")
+@click.option("--campaign", "campaign_id", type=int)
+@click.option("--status", help="pending, in_progress, done, verified, reappeared, failed, refused, undone")
+@click.option("--json", "as_json", is_flag=True)
+def remediation_list(campaign_id: int | None, status: str | None, as_json: bool) -> None:
+    """Every remediation with its status (reappeared ones are flagged)."""
+
+    if status and status not in REMEDIATION_STATUSES:
+        fail(f"--status must be one of {', '.join(REMEDIATION_STATUSES)}")
+    with app_state().factory() as session:
+        rows, after, out = [], None, []
+        while True:
+            rows, after = list_remediations(session, campaign_id, status=status, after=after, limit=1000)
+            out.extend(rows)
+            if after is None:
+                break
+    if as_json:
+        echo_json([r.as_dict() for r in out])
+        return
+    if not out:
+        click.echo("no remediations")
+    for r in out:
+        colour = {"reappeared": "red", "failed": "red", "refused": "yellow", "verified": "green"}.get(r.status)
+        proof = f" (sync run {r.verified_run_id})" if r.verified_run_id else ""
+        if r.status == "reappeared":
+            proof = f" REAPPEARED in sync run {r.reappeared_run_id}"
+        click.secho(f"#{r.id:<6} campaign {r.campaign_id:<4} {r.mode:9} {r.status:11}{proof}  {r.source}: "
+                    f"{r.account or r.person or '?'} — {r.entitlement} on {r.resource or '?'}", fg=colour)
+        if r.target and r.status not in ("verified", "undone"):
+            click.echo(f"         where: {r.target}")
+        if r.last_error and r.status in ("failed", "refused", "in_progress"):
+            click.echo(f"         why: {r.last_error}")
+
+
+@remediation_group.command("export-manual")
+@click.option("--campaign", "campaign_id", type=int, required=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), required=True)
+def remediation_export_manual(campaign_id: int, out: str) -> None:
+    """The manual work list of a campaign (open manual tasks, refused and failed revokes) as CSV."""
+
+    with app_state().factory() as session:
+        if session.get(Campaign, campaign_id) is None:
+            fail(f"no campaign with id {campaign_id}")
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            n = write_manual_csv(session, fh, campaign_id)
+    click.echo(f"wrote {n} open tasks to {out}")
+
+
+@remediation_group.command("mark-done")
+@click.argument("remediation_id", type=int)
+@click.option("--note", required=True, help="What was done, e.g. the ticket number.")
+def remediation_mark_done(remediation_id: int, note: str) -> None:
+    """Record that a manual task was carried out; the next sync verifies it."""
+
+    try:
+        with transaction(app_state().factory) as session:
+            mark_done(session, remediation_id, cli_actor(), note)
+    except RemediationError as exc:
+        fail(str(exc))
+    click.echo(f"remediation {remediation_id}: done; the next sync of its source verifies it")
+
+
+@remediation_group.command("undo")
+@click.argument("remediation_id", type=int)
+def remediation_undo(remediation_id: int) -> None:
+    """Re-grant what an automatic revoke removed (within ATTEST_REMEDIATION_UNDO_DAYS)."""
+
+    state = app_state()
+    try:
+        undo(state.factory, state.settings, remediation_id, cli_actor())
+    except UndoError as exc:
+        fail(str(exc))
+    click.echo(f"remediation {remediation_id}: undone, the access was granted again")
+
+
+COMMANDS = [campaigns_group, remediation_group]
