@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -121,6 +121,8 @@ class Settings:
     remediation_undo_days: int = 7
     # reviews: the campaign page warns before an escalation would hand one person more items than this
     escalation_warn_items: int = 200
+    # reviews: closing a campaign with less than this share of its items decided (percent) needs a reason
+    close_reason_below_percent: int = 100
     # audit checkpoints: a directory, or s3://bucket/prefix (Object Lock); "" = <instance>/audit-checkpoints
     audit_checkpoint_store: str = ""
     audit_checkpoint_retention_days: int = 2557  # S3 Object Lock retention of each checkpoint (7 years)
@@ -132,13 +134,15 @@ class Settings:
     # the REST API's rate limit per token: a bucket of this many calls, refilled at this rate (attest/api/core.py)
     api_rate_burst: int = 120
     api_rate_per_second: float = 10.0
-    # the encryption keys are checked by the commands that touch secrets, not when the app starts (the CLI:
-    # `db upgrade` and the audit commands work while ATTEST_ENCRYPTION_KEYS is being put right)
-    defer_key_check: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -330,6 +334,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         ),
         remediation_undo_days=_int("ATTEST_REMEDIATION_UNDO_DAYS", env("ATTEST_REMEDIATION_UNDO_DAYS", "7"), 0),
         escalation_warn_items=_int("ATTEST_ESCALATION_WARN_ITEMS", env("ATTEST_ESCALATION_WARN_ITEMS", "200"), 1),
+        close_reason_below_percent=min(100, _int("ATTEST_CLOSE_REASON_BELOW_PERCENT",
+                                                 env("ATTEST_CLOSE_REASON_BELOW_PERCENT", "100"), 0)),
         audit_checkpoint_store=checkpoint_store,
         audit_checkpoint_retention_days=_int("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS",
                                              env("ATTEST_AUDIT_CHECKPOINT_RETENTION_DAYS", "2557"), 1),

@@ -113,12 +113,52 @@ def _campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Camp
     return campaign
 
 
+def launched_on(session: Session, definition_id: int, now: datetime) -> list[Campaign]:
+    """The campaigns of a definition created on `now`'s (UTC) day, cancelled ones aside: launching it
+    again that day deserves a warning."""
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return list(session.scalars(
+        select(Campaign).where(Campaign.definition_id == definition_id, Campaign.created_at >= start,
+                               Campaign.created_at < start + timedelta(days=1), Campaign.status != "cancelled")
+        .order_by(Campaign.id)))
+
+
+def default_name(session: Session, definition: CampaignDefinition, now: datetime) -> str:
+    """"<definition> — <date>", with " (2)", " (3)"... when a campaign of that name exists already, so two
+    launches on one day are told apart."""
+    base = f"{definition.name} — {now:%Y-%m-%d}"
+    taken = set(session.scalars(select(Campaign.name).where(Campaign.name.like(base.replace("%", "_") + "%"))))
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base} ({n})"
+    return name
+
+
+def set_archived(session: Session, definition_id: int, archived: bool, actor: str,
+                 now: datetime | None = None) -> CampaignDefinition:
+    """Archive (hide from the list, refuse launches, scheduled ones included) or unarchive a definition;
+    its campaigns are kept. Audited `definition.archive` / `definition.unarchive`."""
+    definition = _definition(session, definition_id)
+    before = definition.archived_at
+    definition.archived_at = (now or utcnow()) if archived else None
+    session.flush()
+    audit(session, actor=actor, action="definition.archive" if archived else "definition.unarchive",
+          object_type="campaign_definition", object_id=str(definition.id),
+          before={"archived_at": before.isoformat() if before else None},
+          after={"archived_at": definition.archived_at.isoformat() if definition.archived_at else None,
+                 "name": definition.name})
+    return definition
+
+
 def create_campaign(session: Session, definition_id: int, actor: str, name: str | None = None) -> Campaign:
     """A draft campaign from a definition (audited `campaign.create`)."""
     definition = _definition(session, definition_id)
+    if definition.archived_at is not None:
+        raise CampaignError(f"the definition {definition.name} is archived; unarchive it to launch it")
     now = utcnow()
     campaign = Campaign(
-        definition_id=definition.id, name=(name or "").strip() or f"{definition.name} — {now:%Y-%m-%d}",
+        definition_id=definition.id, name=(name or "").strip() or default_name(session, definition, now),
         status="draft", spec=dict(definition.spec), owner_user_id=definition.owner_user_id, created_by=actor,
         created_at=now, population={}, sync_runs=[], summary={},
     )
@@ -349,7 +389,8 @@ def route_item_to_stage(session: Session, item: ReviewItem, stage: int) -> None:
           after={"stage": stage, "reviewer_id": reviewer, "routed_by": item.routed_by})
 
 
-def close(session: Session, campaign_id: int, actor: str, now: datetime | None = None) -> Campaign:
+def close(session: Session, campaign_id: int, actor: str, now: datetime | None = None,
+          reason: str | None = None) -> Campaign:
     """Close an active campaign: every item gets an outcome (its decision, else the no-response outcome),
     revoked items become pending Remediations, the summary is filled, the campaign is locked."""
     now = now or utcnow()
@@ -382,7 +423,8 @@ def close(session: Session, campaign_id: int, actor: str, now: datetime | None =
     session.flush()
     totals = {k: v for k, v in campaign.summary.items() if k != "reviewers"}
     audit(session, actor=actor, action="campaign.close", object_type="campaign", object_id=str(campaign.id),
-          campaign_id=campaign.id, before={"status": "active"}, after={"status": "closed", "summary": totals})
+          campaign_id=campaign.id, before={"status": "active"},
+          after={"status": "closed", "summary": totals, **({"reason": reason.strip()} if (reason or "").strip() else {})})
     return campaign
 
 

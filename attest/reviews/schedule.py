@@ -31,7 +31,8 @@ def due_to_launch(session: Session, now: datetime) -> list[int]:
     """Enabled definitions whose cron schedule fired since their last launch (or since they were created)."""
     out = []
     for definition in session.scalars(
-        select(CampaignDefinition).where(CampaignDefinition.enabled.is_(True), CampaignDefinition.schedule.is_not(None))
+        select(CampaignDefinition).where(CampaignDefinition.enabled.is_(True), CampaignDefinition.schedule.is_not(None),
+                                        CampaignDefinition.archived_at.is_(None))
         .order_by(CampaignDefinition.id)
     ):
         nxt = next_launch_at(definition)

@@ -23,16 +23,17 @@ from flask import (
 )
 from flask_login import current_user, login_required
 from flask_wtf.csrf import generate_csrf
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from attest.auth.permissions import admin_required, read_all_required
 from attest.db import utcnow
 from attest.entitlements import history as access_history
-from attest.entitlements.models import Grant, Identity, Source
+from attest.entitlements.models import Grant, Identity, Resource, Source
 from attest.entitlements.queries import person_by_email
 from attest.inputs import parse_int
 from attest.reviews import decisions, eligibility, item_notes, queries
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
+from attest.reviews.definition_schema import DEFAULT_REMINDERS
 from attest.reviews.models import CAMPAIGN_STATUSES, Campaign, CampaignDefinition, ReviewerSignoff, ReviewItem
 from attest.web import db, settings, state, write
 
@@ -335,8 +336,29 @@ def campaigns():
     session = db()
     status = request.args.get("status") or None
     rows = queries.campaign_list(session, status=status if status in ("draft", "active", "closed", "cancelled") else None)
-    definitions = session.scalars(select(CampaignDefinition).order_by(CampaignDefinition.name)).all()
-    return render_template("reviews/campaigns.html", rows=rows, definitions=definitions, status=status)
+    show_archived = request.args.get("archived") == "1"
+    stmt = select(CampaignDefinition).order_by(CampaignDefinition.name)
+    if not show_archived:
+        stmt = stmt.where(CampaignDefinition.archived_at.is_(None))
+    definitions = session.scalars(stmt).all()
+    archived = session.scalar(select(func.count()).select_from(CampaignDefinition)
+                              .where(CampaignDefinition.archived_at.is_not(None)))
+    return render_template("reviews/campaigns.html", rows=rows, definitions=definitions, status=status,
+                           show_archived=show_archived, archived_count=archived,
+                           launched_today=_launched_today(session, [d.id for d in definitions]))
+
+
+def _launched_today(session, definition_ids: list[int]) -> dict[int, list[str]]:
+    """{definition id: names of its campaigns created today}, for the warning before a second launch."""
+    from attest.reviews import campaigns as campaigns_service
+
+    now = utcnow()
+    out = {}
+    for definition_id in definition_ids:
+        names = [c.name for c in campaigns_service.launched_on(session, definition_id, now)]
+        if names:
+            out[definition_id] = names
+    return out
 
 
 @bp.get("/campaigns/<int:campaign_id>")
@@ -357,6 +379,8 @@ def campaign(campaign_id: int):
         closed = {"remediation": remediation.status_counts(session, campaign_id),
                   "exceptions": queries.exception_count(session, campaign_id)}
     return render_template("reviews/campaign.html", dash=dash, campaign=dash.campaign, closed=closed,
+                           close_needs_reason=dash.percent < settings().close_reason_below_percent,
+                           close_threshold=settings().close_reason_below_percent,
                            escalation_load=heavy, escalation_threshold=threshold,
                            can_remind=current_user.is_admin and dash.campaign.status == "active",
                            risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES)
@@ -403,9 +427,18 @@ def campaign_items_csv(campaign_id: int):
 def close(campaign_id: int):
     from attest.reviews import campaigns as campaigns_service
 
+    reason = (request.form.get("reason") or "").strip()
     try:
         with write() as session:
-            row = campaigns_service.close(session, campaign_id, current_user.email)
+            dash = queries.campaign_dashboard(session, campaign_id)
+            if dash is None:
+                abort(404)
+            threshold = settings().close_reason_below_percent
+            if dash.campaign.status == "active" and dash.percent < threshold and not reason:
+                raise campaigns_service.CampaignError(
+                    f"Only {dash.percent}% of the items are decided (below {threshold}%): say why the campaign is "
+                    "closed now; the reason is kept in the audit trail.")
+            row = campaigns_service.close(session, campaign_id, current_user.email, reason=reason or None)
             name = row.name
     except campaigns_service.CampaignError as exc:
         flash(str(exc), "danger")
@@ -490,7 +523,10 @@ def spec_from_form(form: Any) -> dict[str, Any]:
             return default
         return _form_number(raw)
 
-    reminders = [_form_number(r) for r in _split(form.get("reminders_days_before_due"))]
+    # empty: the default reminders fitted to the duration (the form shows them empty when they are that);
+    # "none": no reminders
+    raw_reminders = (form.get("reminders_days_before_due") or "").strip()
+    reminders = ([] if raw_reminders.lower() == "none" else [_form_number(r) for r in _split(raw_reminders)])
     return {
         "name": (form.get("name") or "").strip() or None,
         "description": (form.get("description") or "").strip() or None,
@@ -506,7 +542,7 @@ def spec_from_form(form: Any) -> dict[str, Any]:
         "self_review": form.get("self_review") or "reassign",
         "timing": {
             "duration_days": num("duration_days", 14),
-            "reminders_days_before_due": reminders,
+            **({"reminders_days_before_due": reminders} if raw_reminders else {}),
             "escalate_after_days_overdue": num("escalate_after_days_overdue", 2),
             "no_response": form.get("no_response") or "keep",
         },
@@ -530,9 +566,18 @@ def _definition_page(definition: CampaignDefinition | None, spec: dict[str, Any]
     from attest.reviews import definitions as defs
 
     session = db()
+    # suggestions (a datalist each): the resource types synced, and the people who can be named reviewers
+    resource_types = session.scalars(select(Resource.type).distinct().order_by(Resource.type).limit(200)).all()
+    people = session.execute(
+        select(Identity.email, Identity.display_name).where(Identity.email.is_not(None), Identity.status == "active",
+                                                            Identity.kind == "human")
+        .order_by(Identity.display_name).limit(1000)).all()
+    launched_today = _launched_today(session, [definition.id]).get(definition.id, []) if definition else []
     return render_template(
         "reviews/definition_form.html", definition=definition, spec=spec or defs.DEFAULTS, yaml_text=yaml_text,
         mode=mode, error=error, sources=session.scalars(select(Source.name).order_by(Source.name)).all(),
+        resource_types=resource_types, people=people, launched_today=launched_today,
+        default_reminders=list(DEFAULT_REMINDERS),
     ), status
 
 
@@ -615,12 +660,12 @@ def definition_preview():
     from attest.reviews import definitions as defs
 
     mode, submitted = _submitted_spec()
+    if mode == "form" and not submitted.get("name"):
+        submitted["name"] = "(not named yet)"  # no "name: is required" before anything is typed; Save refuses
     session = db()
     try:
         spec = defs.parse_definition(submitted)
         defs.check_references(session, spec)
-        if not spec.get("name"):
-            raise defs.DefinitionError("a name is required", "name")
         preview = campaigns_service.preview(session, spec)
     except defs.DefinitionError as exc:
         session.rollback()
@@ -643,6 +688,11 @@ def launch(definition_id: int):
         with write() as session:
             if session.get(CampaignDefinition, definition_id) is None:
                 abort(404)
+            today = campaigns_service.launched_on(session, definition_id, utcnow())
+            if today and request.form.get("again") != "1":
+                raise campaigns_service.CampaignError(
+                    f"Already launched today as {', '.join(c.name for c in today)}. Nothing was launched; "
+                    "use \"Launch again today\" to start another campaign.")
             draft = campaigns_service.create_campaign(session, definition_id, current_user.email, name=name)
             launched = campaigns_service.launch(session, draft.id, current_user.email)
             campaign_id, campaign_name = launched.id, launched.name
@@ -652,3 +702,31 @@ def launch(definition_id: int):
         return redirect(url_for("reviews.definition_edit", definition_id=definition_id))
     flash(f"Launched {campaign_name}" + (f" with {items:,} items." if isinstance(items, int) else "."), "success")
     return redirect(url_for("reviews.campaign", campaign_id=campaign_id))
+
+
+@bp.post("/campaigns/definitions/<int:definition_id>/archive")
+@admin_required
+def definition_archive(definition_id: int):
+    """Archive a definition: hidden from the list, not launchable (nor by its schedule); campaigns kept."""
+    return _set_archived(definition_id, True)
+
+
+@bp.post("/campaigns/definitions/<int:definition_id>/unarchive")
+@admin_required
+def definition_unarchive(definition_id: int):
+    return _set_archived(definition_id, False)
+
+
+def _set_archived(definition_id: int, archived: bool):
+    from attest.reviews import campaigns as campaigns_service
+
+    with write() as session:
+        if session.get(CampaignDefinition, definition_id) is None:
+            abort(404)
+        definition = campaigns_service.set_archived(session, definition_id, archived, current_user.email)
+        name = definition.name
+    if archived:
+        flash(f"Archived {name}: hidden from the list and not launchable; its campaigns are kept.", "success")
+        return redirect(url_for("reviews.campaigns"))
+    flash(f"Unarchived {name}.", "success")
+    return redirect(url_for("reviews.definition_edit", definition_id=definition_id))

@@ -388,7 +388,12 @@ def test_live_preview_launch_dashboard_remind_and_close(app, client, session, se
     response = client.post(f"/campaigns/{campaign.id}/remind")
     assert response.status_code == 302
     assert "reminder" in _text(client.get(response.headers["Location"])).lower()
+    # nothing is decided: below the completion threshold (100% by default) the close needs a reason
     response = client.post(f"/campaigns/{campaign.id}/close")
+    assert "say why the campaign is closed now" in _text(client.get(response.headers["Location"]))
+    session.expire_all()
+    assert session.get(Campaign, campaign.id).status == "active"
+    response = client.post(f"/campaigns/{campaign.id}/close", data={"reason": "Auditor needs the evidence today"})
     page = _text(client.get(response.headers["Location"]))
     assert "Closed Finance quarterly" in page
     session.expire_all()

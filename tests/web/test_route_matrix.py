@@ -345,6 +345,8 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "reviews.definition_preview": (ADMIN, _post("/campaigns/definitions/preview", {"mode": "yaml", "yaml": DEFINITION_YAML},
                                                 {"mode": "yaml", "yaml": "[" * 100})),
     "reviews.launch": (ADMIN, _by_id("/campaigns/definitions/{}/launch", lambda v: [v.w.definition.id], "POST", {})),
+    "reviews.definition_archive": (ADMIN, _by_id("/campaigns/definitions/{}/archive", lambda v: [v.w.definition.id], "POST", {})),
+    "reviews.definition_unarchive": (ADMIN, _by_id("/campaigns/definitions/{}/unarchive", lambda v: [v.w.definition.id], "POST", {})),
 }
 
 
