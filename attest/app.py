@@ -146,13 +146,13 @@ def register_metrics(app: Flask) -> None:
 def register_keys(app: Flask, settings: Settings) -> Settings:
     """The encryption keys decrypt what is stored, or the app does not start (attest/entitlements/keys.py).
 
-    The CLI defers the check to the commands that touch secrets (`extra={"defer_key_check": True}`)."""
+    The CLI defers the check to the commands that touch secrets (`defer_key_check=True`)."""
     from attest.entitlements import keys
 
     state = app.extensions["attest"]
     try:
         state.settings = keys.start_up(state.factory, settings,
-                                       verify_keys=not settings.extra.get("defer_key_check"))
+                                       verify_keys=not settings.defer_key_check)
     except keys.KeyCheckError as exc:
         logging.getLogger("attest.keys").critical("%s", exc)
         raise

@@ -493,7 +493,7 @@ def _create_app() -> Flask:
     try:
         # the key check runs in the commands that touch secrets (needs_keys), so `db upgrade` and the
         # audit commands work while ATTEST_ENCRYPTION_KEYS is being put right
-        return create_app({"extra": {"defer_key_check": True}})
+        return create_app({"defer_key_check": True})
     except (SettingsError, KeyCheckError) as exc:
         click.secho(f"configuration error: {exc}", fg="red", err=True)
         sys.exit(2)

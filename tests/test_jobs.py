@@ -199,10 +199,25 @@ def test_the_job_table_has_a_sync_per_enabled_scheduled_source(session, monkeypa
     assert {k for k in specs if k.startswith("sync:")} == {"sync:okta-prod", "sync:github"}
     assert specs["sync:okta-prod"] == JobSpec("sync:okta-prod", "sync", "0 */4 * * *", "okta-prod")
     assert {"scheduler:reconcile", "campaigns:launch", "campaigns:close", "notify:send"} <= set(specs)
-    assert "remediation:run" in specs  # attest.reviews.remediation.run_pending exists
+    assert specs["remediation:run"] == jobs.REMEDIATION  # always: remediation is part of Attest
 
-    monkeypatch.setattr(jobs, "_remediation_runner", lambda: None)
-    assert "remediation:run" not in {s.id for s in jobs.job_table(session)}
+
+def test_the_remediation_job_runs_the_pending_remediations_at_the_schedulers_time_as_the_scheduler(
+        factory, settings):
+    calls = []
+
+    def run_pending(session_factory, run_settings, **kwargs):
+        calls.append((session_factory, run_settings, kwargs))
+        return "report"
+
+    ctx = JobContext(factory, settings, run_remediation=run_pending)
+    assert jobs.job_remediation(ctx, jobs.REMEDIATION, T) == "report"
+    assert calls == [(factory, settings, {"now": T, "actor": jobs.ACTOR})]
+
+
+def test_the_remediation_job_runs_attests_remediation_when_nothing_is_injected(factory, settings):
+    report = jobs.job_remediation(JobContext(factory, settings), jobs.REMEDIATION, T)
+    assert (report.planned, report.dry_run) == ([], False)  # nothing pending: nothing planned, a real run
 
 
 def test_reconcile_keeps_the_shared_job_store_in_step_with_the_sources(fresh_db):

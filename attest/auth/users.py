@@ -75,12 +75,3 @@ def link_identity(session: Session, user_id: int, person: str, actor: str) -> Us
         session.flush()
         session.refresh(user)
     return user
-
-
-def search_people(session: Session, q: str, limit: int = 20) -> list[Identity]:
-    like = f"%{q.strip().lower()}%"
-    return list(session.scalars(
-        select(Identity).where(Identity.ended_at.is_(None),
-                               or_(Identity.email_normalized.like(like), func.lower(Identity.display_name).like(like)))
-        .order_by(Identity.display_name).limit(limit)
-    ))

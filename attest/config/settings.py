@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -134,15 +134,13 @@ class Settings:
     # the REST API's rate limit per token: a bucket of this many calls, refilled at this rate (attest/api/core.py)
     api_rate_burst: int = 120
     api_rate_per_second: float = 10.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the encryption keys are checked by the commands that touch secrets, not when the app starts (the CLI:
+    # `db upgrade` and the audit commands work while ATTEST_ENCRYPTION_KEYS is being put right)
+    defer_key_check: bool = False
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
     @property
     def zone(self) -> ZoneInfo:

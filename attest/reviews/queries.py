@@ -618,12 +618,6 @@ def campaign_dashboard(session: Session, campaign_id: int) -> CampaignDashboard 
     return CampaignDashboard(campaign, total, decided, by_decision, unroutable, reviewers, risk_counts)
 
 
-def overdue_campaigns(session: Session, now: datetime | None = None) -> list[CampaignRow]:
-    now = now or utcnow()
-    rows = campaign_list(session, status="active")
-    return [r for r in rows if r.campaign.due_at is not None and r.campaign.due_at < now and r.decided < r.total]
-
-
 def item_history(session: Session, item_id: int) -> list[Any]:
     from attest.reviews.models import Decision
 

@@ -560,21 +560,6 @@ def undo(
         return rem
 
 
-def move_to_manual(session: Session, remediation_id: int, actor: str, reason: str) -> Remediation:
-    """Take a refused or failed automatic remediation onto the manual work list."""
-    rem = session.get(Remediation, remediation_id)
-    if rem is None:
-        raise RemediationError(f"no remediation with id {remediation_id}")
-    if rem.status not in ("refused", "failed", *OPEN):
-        raise RemediationError(f"remediation {remediation_id} is {rem.status}; nothing to hand over")
-    before = {"status": rem.status, "mode": rem.mode}
-    rem.mode, rem.status, rem.next_attempt_at = "manual", "in_progress", None
-    audit(session, actor=actor, action="remediation.routed_manual", object_type="remediation",
-          object_id=str(rem.id), before=before, after={"status": rem.status, "mode": "manual", "reason": reason},
-          campaign_id=rem.campaign_id)
-    return rem
-
-
 # --- verification (called by the sync engine) -------------------------------------------------------
 
 
