@@ -561,8 +561,12 @@ class LeaseWatch(threading.Thread):
         os.kill(pid, signal.SIGKILL)
         at = datetime.now(UTC)
         self.stack.procs.pop(pids[pid]).wait(10)
+        # what it still held once dead (a job may have finished between the look and the kill)
+        after = [r for r in self.holders() if r.holder == victim]
+        names = sorted(r.name for r in after) or names
         self.killed = {"process": pids[pid], "holder": victim, "at": at, "leases": names,
-                       "expires": {r.name: r.expires_at for r in rows if r.holder == victim}}
+                       "started": {r.name: r.last_started_at for r in (after or [r for r in rows if r.holder == victim])},
+                       "expires": {r.name: r.expires_at for r in after}}
         log(f"SIGKILL {pids[pid]} (pid {pid}) holding {', '.join(names)}")
         return self.killed
 
@@ -575,8 +579,10 @@ class LeaseWatch(threading.Thread):
             except Exception:
                 continue
             for r in rows:
+                before = self.killed["started"].get(r.name)
                 if r.name in self.killed["leases"] and r.name not in self.taken and r.holder != self.killed["holder"] \
-                        and r.last_started_at and r.last_started_at > self.killed["at"] - timedelta(seconds=1):
+                        and r.last_started_at and (before is None or r.last_started_at > before) \
+                        and r.last_started_at > self.killed["at"] - timedelta(seconds=1):
                     self.taken[r.name] = {"by": r.holder or "the standby (already finished)", "at": r.last_started_at,
                                           "after_s": round((r.last_started_at - self.killed["at"]).total_seconds(), 1)}
                     log(f"lease {r.name} taken over by {r.holder} {self.taken[r.name]['after_s']} s after the kill")
@@ -929,7 +935,39 @@ def report(r: dict) -> str:
 
 # what the figures and the profile say, written from the run of 2026-12-06 (re-read it against new figures)
 NOTES = """
-(notes to be written)
+**Reading these figures.** Everything above shares 2 cores: PostgreSQL, the two web workers, the two schedulers,
+the sandbox and the demo IdP, the load generator, and the other work on the machine (see the load averages: a
+load of 10-20 on 2 cores means a process gets a fraction of a core). The latencies are mostly queueing: each of
+the 2 sync gunicorn workers serves one request at a time, so with 50 reviewers and no pause a request waits behind
+about 25 others; bench/results/reviews_inbox.md measures the same inbox page at about 20 ms of server time on an
+idle machine. Compare the modes with each other and with the load average, not with a production machine.
+
+**Where the time goes** (the profile above, and the callees of the views in it). GET /reviews is the costly
+request: besides the keyset page query (a few ms), `item_notes.row_notes` (revoke notes, last use, labels, same
+access) loads whole ORM rows of the page's grants, resources and sources (their JSON attributes included) on
+every page and takes about as long as rendering the page, and Jinja renders 50 item rows (~196 KB of HTML) with
+their hidden forms. POST .../decide writes the decision and its audit event (about 40 ms of the worker's time in
+the profile) and then builds the answer row: `row_notes` again for one item, and the inbox counts. The SSO
+callback mostly waits for the IdP's token endpoint (the mock IdP runs on the same 2 cores). About 30% of the
+worker's wall time is psycopg waiting for PostgreSQL.
+
+**What would scale it** (described, not changed here: the app code belongs to other work in progress):
+1. Cores for the web tier. The workers are stateless (sessions are server-side rows in PostgreSQL), so decisions/s
+   grows with web workers on more cores and more web containers behind the proxy (compose.yaml), until
+   PostgreSQL's CPU is the limit; `--threads 2-4` (gthread) would overlap the ~30% spent waiting on PostgreSQL.
+2. The inbox page, cheap and safe: in `row_notes`, select only the columns the notes need (`load_only` or a
+   column select) instead of whole Grant/Resource/Source rows; skip it entirely for the decide answer's single
+   row when the item is not held through a group; and a smaller first page in HTML (25 rows; the htmx "next
+   page" keeps 50) halves the render of the full page.
+3. The decide answer re-counts the reviewer's progress (`inbox_counts`) on every decision; returning the row
+   alone and letting the progress bar refresh every few decisions (htmx trigger) removes a query per decision.
+4. Failover: the standby took over the killed scheduler's job after about LEASE_TTL + up to a minute (the
+   reconcile's take_over runs each minute). A shorter lease (60 s with a 15 s heartbeat) halves that. While a dead
+   holder's `scheduler:reconcile` lease is unexpired, the standby cannot reconcile or take anything over; and a
+   scheduler that loses the start-up reconcile to the other has no jobs until its next successful reconcile.
+5. `attest audit verify` on a live system reads the chain head and then the events in separate statements
+   (READ COMMITTED), so an event committed in between shows as "inserted after the chain head": verify should read
+   in one REPEATABLE READ snapshot or stop at the head's seq. With everything stopped the chain verifies.
 """
 
 
