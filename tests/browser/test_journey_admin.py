@@ -77,6 +77,7 @@ def test_iam_admin_from_a_new_source_to_an_exported_filtered_item_list(live_serv
 
     # 2. sync it now and watch the progress until the run has succeeded
     sync_now_with_progress(page, live_server, github)
+    problems = serious_violations(page, "source after its sync")
     with live_server.session() as s:
         source = s.scalar(select(Source).where(Source.name == "github-sandbox"))
         linked = s.scalar(select(Account.id).where(Account.source_id == source.id, Account.identity_id.is_not(None))
@@ -108,6 +109,7 @@ def test_iam_admin_from_a_new_source_to_an_exported_filtered_item_list(live_serv
         (row.locator("td").first.inner_text().splitlines()[0].strip(), row.locator("td").last.inner_text())
         for row in preview.locator("tbody tr").all())}
     assert planned["Maria Manager"] > 0 and planned["Omar Owner"] > 0
+    problems += serious_violations(page, "definition form with its preview")
     with page.expect_navigation():
         page.get_by_role("button", name="Save", exact=True).click()
     expect(page.locator("main")).to_contain_text("Saved the definition GitHub access review")
@@ -127,6 +129,7 @@ def test_iam_admin_from_a_new_source_to_an_exported_filtered_item_list(live_serv
     reviewers = page.locator("table.reviewer-table tbody tr")
     for name, n in planned.items():
         expect(reviewers.filter(has_text=name)).to_contain_text(f"0/{n}")
+    problems += serious_violations(page, "new campaign's dashboard")
 
     # 6. the items page, from Maria's count on the dashboard, then narrowed by risk
     with page.expect_navigation():
@@ -164,5 +167,6 @@ def test_iam_admin_from_a_new_source_to_an_exported_filtered_item_list(live_serv
     assert {r["reviewer"] for r in exported} == {"Maria Manager"}
     assert all(risk in r["risks"].split("; ") for r in exported)
 
-    assert serious_violations(page, "items") == []
+    problems += serious_violations(page, "filtered items")
+    assert problems == [], "\n".join(problems)
     assert errors == [], errors
