@@ -131,7 +131,17 @@ def test_iam_admin_from_a_new_source_to_an_exported_filtered_item_list(live_serv
         expect(reviewers.filter(has_text=name)).to_contain_text(f"0/{n}")
     problems += serious_violations(page, "new campaign's dashboard")
 
-    # 6. the items page, from Maria's count on the dashboard, then narrowed by risk
+    # 6. the items page: from a risk badge on the dashboard (as many rows as the badge says), then from Maria's
+    # count, narrowed by a risk signal
+    dashboard = page.url
+    badge = page.locator("a.risk-badge").first
+    label, count = badge.inner_text().rsplit(":", 1)
+    with page.expect_navigation():
+        badge.click()
+    expect(page.locator("#f-risk option:checked")).to_have_text(label.strip())
+    assert len(_rows_on_page(page)) == int(count.replace(",", ""))
+    page.goto(dashboard)
+    reviewers = page.locator("table.reviewer-table tbody tr")
     with page.expect_navigation():
         reviewers.filter(has_text="Maria Manager").get_by_role("link", name="Maria Manager").click()
     expect(page.locator("#f-reviewer")).to_have_value(re.compile(r"^\d+$"))
