@@ -20,7 +20,7 @@ looks like a number ("-5", "-2+3" from upstream) is text and is neutralised. Non
 `None` is an empty cell.
 
 items.xlsx needs none of this: XlsxWriter's `write_string` stores a string cell, never a formula
-(`strings_to_formulas` is off), see `attest.audit.evidence._write_items_xlsx`.
+(`strings_to_formulas` is off), see `attest.audit.evidence.writers._write_items_xlsx`.
 """
 
 from __future__ import annotations

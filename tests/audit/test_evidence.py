@@ -110,7 +110,7 @@ def test_xlsx_opens_with_one_row_per_item(bundle):
 
 def test_xlsx_starts_a_new_sheet_past_the_row_limit(session, factory, settings, tmp_path, monkeypatch, pinned):
     setup = decided_campaign(session)
-    monkeypatch.setattr(evidence, "XLSX_MAX_ROWS", 6)  # 5 items a sheet
+    monkeypatch.setattr(evidence.writers, "XLSX_MAX_ROWS", 6)  # 5 items a sheet
     path = tmp_path / "e.zip"
     export_bundle(factory, settings, setup.campaign.id, path)
     with zipfile.ZipFile(path) as zf, zipfile.ZipFile(io.BytesIO(zf.read("items.xlsx"))) as xlsx:

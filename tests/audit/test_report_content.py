@@ -56,7 +56,7 @@ def exported(review, factory, settings, tmp_path, monkeypatch):
     """The bundle, and the HTML its report.pdf was laid out from."""
     html: list[str] = []
     render = evidence.render_report_html
-    monkeypatch.setattr(evidence, "render_report_html", lambda ctx: html.append(render(ctx)) or html[-1])
+    monkeypatch.setattr(evidence.report, "render_report_html", lambda ctx: html.append(render(ctx)) or html[-1])
     path = tmp_path / "evidence.zip"
     evidence.export_bundle(factory, settings, review.campaign.id, path, actor="auditor@acme.example")
     assert len(html) == 1
