@@ -12,6 +12,7 @@ An active row (ended_at IS NULL) was last seen at its source's last successful r
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -29,10 +30,29 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from attest.db import Base, JSONType, UTCDateTime, utcnow
 
+
+class RunStatus(StrEnum):
+    """A sync run's status (SyncRun.status). Members equal their strings: stored as the strings."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # applied, but some parts could not be read (left as they were)
+    FAILED = "failed"
+    ABORTED = "aborted"  # the removal guard stopped it: nothing changed
+
+
+class PersonStatus(StrEnum):
+    """An identity's or account's status as the source says it (Identity.status, Account.status)."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+
+
 SOURCE_KINDS = ("demo", "okta", "aws", "github")
-RUN_STATUSES = ("running", "succeeded", "partial", "failed", "aborted")
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 # a run that was applied: the source was read (a partial run read all but its failed parts)
-SUCCESSFUL_RUN_STATUSES = ("succeeded", "partial")
+SUCCESSFUL_RUN_STATUSES = (RunStatus.SUCCEEDED.value, RunStatus.PARTIAL.value)
 ACCOUNT_KINDS = ("human", "service")
 LINK_METHODS = ("manual", "authoritative", "saml_nameid", "email", "username", "tag")
 PURPOSES = ("assignment", "permission", "ownership")

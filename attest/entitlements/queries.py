@@ -16,7 +16,8 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from attest.dialects import text_with_dates
-from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source
+from attest.entitlements.models import Account, Entitlement, Grant, Identity, PersonStatus, Resource, Source
+from attest.entitlements.sources import active_counts
 from attest.inputs import parse_int
 
 MAX_DEPTH = 10
@@ -92,7 +93,8 @@ def person_by_email(session: Session, email: str | None, *, humans_only: bool = 
         select(Identity)
         .outerjoin(Source, Source.id == Identity.source_id)
         .where(Identity.email_normalized == address, Identity.ended_at.is_(None))
-        .order_by(case((Identity.status == "active", 0), (Identity.status == "terminated", 2), else_=1),
+        .order_by(case((Identity.status == PersonStatus.ACTIVE, 0), (Identity.status == PersonStatus.TERMINATED, 2),
+                       else_=1),
                   case((Source.authoritative.is_(True), 0), else_=1), Identity.id)
         .limit(1)
     )
@@ -313,7 +315,6 @@ def terminated_with_access(session: Session, after: int | None = None, limit: in
 
 
 def stats(session: Session) -> list[dict[str, Any]]:
-    from attest.entitlements.sources import active_counts
 
     counts = active_counts(session)
     out = []

@@ -17,6 +17,7 @@ CampaignExclusion, Remediation.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -35,22 +36,56 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from attest.db import Base, JSONType, UTCDateTime, utcnow
 from attest.entitlements.risk import RISKS as _RISKS
 
-CAMPAIGN_STATUSES = ("draft", "active", "closed", "cancelled")
-DECISIONS = ("approve", "revoke", "abstain")
-OUTCOMES = ("keep", "revoke", "flag")
-REMEDIATION_MODES = ("automatic", "manual")
-REMEDIATION_STATUSES = (
-    "pending",  # created at close, nothing called yet
-    "in_progress",  # being carried out (automatic) or open on the work list (manual)
-    "done",  # the revoke call succeeded / marked done by hand; waiting for a sync to verify
-    "verified",  # a later sync no longer sees the grant (verified_run_id is the proof)
-    "reappeared",  # the grant is still there after the revoke, or came back later
-    "failed",  # retries exhausted; last_error says why
-    "refused",  # a guard refused it (last owner, rule-managed group...); last_error says why
-    "undone",  # re-granted within the undo window
-    "unconfirmed",  # the upstream accepted the revoke but a follow-up read still shows the access
-    "invited",  # undone as an invitation the person still has to accept (GitHub's 201); not re-granted yet
-)
+# Status and decision names, each defined once (StrEnum members equal their strings: the database
+# stores the strings, and code compares either).
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+class DecisionValue(StrEnum):
+    """A reviewer's answer (ReviewItem.decision, Decision.decision)."""
+
+    APPROVE = "approve"
+    REVOKE = "revoke"
+    ABSTAIN = "abstain"
+
+
+class Outcome(StrEnum):
+    """What closing a campaign made of an item (ReviewItem.outcome)."""
+
+    KEEP = "keep"
+    REVOKE = "revoke"
+    FLAG = "flag"
+
+
+class RemediationMode(StrEnum):
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+class RemediationStatus(StrEnum):
+    PENDING = "pending"  # created at close, nothing called yet
+    IN_PROGRESS = "in_progress"  # being carried out (automatic) or open on the work list (manual)
+    DONE = "done"  # the revoke call succeeded / marked done by hand; waiting for a sync to verify
+    VERIFIED = "verified"  # a later sync no longer sees the grant (verified_run_id is the proof)
+    REAPPEARED = "reappeared"  # the grant is still there after the revoke, or came back later
+    FAILED = "failed"  # retries exhausted; last_error says why
+    REFUSED = "refused"  # a guard refused it (last owner, rule-managed group...); last_error says why
+    UNDONE = "undone"  # re-granted within the undo window
+    UNCONFIRMED = "unconfirmed"  # the upstream accepted the revoke but a follow-up read still shows the access
+    INVITED = "invited"  # undone as an invitation the person still has to accept (GitHub's 201); not re-granted yet
+
+
+CAMPAIGN_STATUSES = tuple(s.value for s in CampaignStatus)
+DECISIONS = tuple(d.value for d in DecisionValue)
+OUTCOMES = tuple(o.value for o in Outcome)
+REMEDIATION_MODES = tuple(m.value for m in RemediationMode)
+REMEDIATION_STATUSES = tuple(s.value for s in RemediationStatus)
 # the risk signals have one home: attest.entitlements.risk (re-exported here for the review code)
 RISKS = _RISKS
 

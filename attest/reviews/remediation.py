@@ -48,7 +48,7 @@ from attest.entitlements.models import Account, Grant, Resource, Source, SyncRun
 from attest.entitlements.sync import SyncResult, after_apply
 from attest.redact import install_filter, redact
 from attest.reviews.chunks import chunks
-from attest.reviews.models import Campaign, Remediation, ReviewItem
+from attest.reviews.models import Campaign, Remediation, RemediationMode, RemediationStatus, ReviewItem
 from attest.trail.chain import record as audit
 from attest.trail.chain import record_many
 
@@ -60,9 +60,12 @@ BACKOFF = (timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 # a claimed remediation whose outcome was never written (the process died mid-call) is retried after this
 CLAIM_LEASE = timedelta(minutes=15)
 ALREADY_GONE = "already gone upstream: nothing was removed"
-OPEN = ("pending", "in_progress")
-NEEDS_HUMAN = or_(and_(Remediation.mode == "manual", Remediation.status.in_(OPEN)),
-                  Remediation.status.in_(("refused", "failed")))
+OPEN = (RemediationStatus.PENDING, RemediationStatus.IN_PROGRESS)
+STUCK = (RemediationStatus.REFUSED, RemediationStatus.FAILED)  # a person must carry these out (or give up)
+# carried out upstream, waiting for a sync to confirm the access gone
+CARRIED_OUT = (RemediationStatus.DONE, RemediationStatus.UNCONFIRMED)
+NEEDS_HUMAN = or_(and_(Remediation.mode == RemediationMode.MANUAL, Remediation.status.in_(OPEN)),
+                  Remediation.status.in_(STUCK))
 
 # Attribute names connectors use to say who really grants a membership or assignment (see
 # `_managed_elsewhere`). Okta marks groups filled by an ACTIVE rule (`rule_managed`, `rules` on the group
@@ -246,7 +249,7 @@ def _context(session: Session, rem: Remediation) -> _Ctx:
 
 def _due(campaign_id: int | None, now: datetime):
     stmt = select(Remediation).where(
-        Remediation.mode == "automatic",
+        Remediation.mode == RemediationMode.AUTOMATIC,
         Remediation.status.in_(OPEN),
         or_(Remediation.next_attempt_at.is_(None), Remediation.next_attempt_at <= now),
     )
@@ -444,17 +447,17 @@ def _finish(session_factory: sessionmaker[Session], ctx: _Ctx, outcome: str, act
             rem.note = ALREADY_GONE if result.already_gone else (result.detail or None)
             action = "remediation.revoked" if outcome == "done" else "remediation.unconfirmed"
         elif outcome == "refused":
-            rem.status, rem.last_error, rem.next_attempt_at = "refused", error, None
+            rem.status, rem.last_error, rem.next_attempt_at = RemediationStatus.REFUSED, error, None
         elif outcome == "manual":
-            rem.mode, rem.status, rem.next_attempt_at = "manual", "in_progress", None
+            rem.mode, rem.status, rem.next_attempt_at = RemediationMode.MANUAL, RemediationStatus.IN_PROGRESS, None
             rem.target = target or rem.target
             rem.last_error = error if error and error != target else None
             action = "remediation.routed_manual"
         elif outcome == "retry":
-            rem.status, rem.last_error, rem.next_attempt_at = "in_progress", error, retry_at
+            rem.status, rem.last_error, rem.next_attempt_at = RemediationStatus.IN_PROGRESS, error, retry_at
             action = "remediation.attempt_failed"
         elif outcome == "failed":
-            rem.status, rem.last_error, rem.next_attempt_at = "failed", error, None
+            rem.status, rem.last_error, rem.next_attempt_at = RemediationStatus.FAILED, error, None
         after: dict[str, Any] = {"status": rem.status, "mode": rem.mode, "attempts": rem.attempts}
         if result is not None:
             after["calls"] = list(result.calls)
@@ -483,12 +486,12 @@ def mark_done(session: Session, remediation_id: int, actor: str, note: str, now:
     rem = session.get(Remediation, remediation_id)
     if rem is None:
         raise RemediationError(f"no remediation with id {remediation_id}")
-    if not ((rem.mode == "manual" and rem.status in OPEN) or rem.status in ("refused", "failed")):
+    if not ((rem.mode == RemediationMode.MANUAL and rem.status in OPEN) or rem.status in STUCK):
         raise RemediationError(
             f"remediation {remediation_id} is {rem.mode} and {rem.status}: only open manual tasks and refused "
             "or failed ones can be marked done by hand")
     before = {"status": rem.status, "mode": rem.mode}
-    rem.status, rem.executed_at, rem.executed_by, rem.note = "done", now or utcnow(), actor, note
+    rem.status, rem.executed_at, rem.executed_by, rem.note = RemediationStatus.DONE, now or utcnow(), actor, note
     rem.next_attempt_at = None
     session.flush()
     audit(session, actor=actor, action="remediation.marked_done", object_type="remediation",
@@ -512,8 +515,8 @@ def undo(
         rem = session.get(Remediation, remediation_id)
         if rem is None:
             raise UndoError(f"no remediation with id {remediation_id}")
-        if rem.mode != "automatic" or rem.status not in ("done", "verified", "unconfirmed"):
-            why = ("it was carried out by hand: re-grant it by hand" if rem.mode == "manual"
+        if rem.mode != RemediationMode.AUTOMATIC or rem.status not in (*CARRIED_OUT, RemediationStatus.VERIFIED):
+            why = ("it was carried out by hand: re-grant it by hand" if rem.mode == RemediationMode.MANUAL
                    else f"it is {rem.status}")
             raise UndoError(f"remediation {remediation_id} cannot be undone: {why}")
         if rem.note == ALREADY_GONE:
@@ -545,7 +548,7 @@ def undo(
         conn.close()
     # an undo the upstream answered with an invitation (GitHub's 201) is "invited": the access comes back
     # only when the person accepts it
-    status = "invited" if result.outcome == "invited" else "undone"
+    status = RemediationStatus.INVITED if result.outcome == "invited" else RemediationStatus.UNDONE
     with session_factory() as session, begin_write(session):
         rem = session.get(Remediation, remediation_id)
         before = {"status": rem.status}
@@ -584,12 +587,12 @@ def verify_after_sync(session: Session, source_id: int, run_id: int) -> dict[str
                Grant.id.label("grant_id"), Grant.key, Grant.principal_type, still.label("still"))
         .join(Grant, Grant.id == Remediation.grant_id)
         .join(ReviewItem, ReviewItem.id == Remediation.item_id)
-        .where(Remediation.source_id == source_id, Remediation.status.in_(("done", "unconfirmed", "verified")),
+        .where(Remediation.source_id == source_id, Remediation.status.in_((*CARRIED_OUT, RemediationStatus.VERIFIED)),
                Remediation.executed_at <= run.started_at)
     )
     direct = and_(ReviewItem.via_resource_id.is_(None), Grant.principal_type == "account")
     rows = session.execute(
-        base.where(or_(~direct, and_(Remediation.status.in_(("done", "unconfirmed")), ~still), still))
+        base.where(or_(~direct, and_(Remediation.status.in_(CARRIED_OUT), ~still), still))
     ).all()
     verified: list[int] = []
     reappeared: list[int] = []
@@ -613,12 +616,12 @@ def verify_after_sync(session: Session, source_id: int, run_id: int) -> dict[str
             present = bool(r.still)
         if present:
             reappeared.append(r.id)
-        elif r.status in ("done", "unconfirmed"):
+        elif r.status in CARRIED_OUT:
             verified.append(r.id)
     now = utcnow()
     for ids, values, action in (
-        (verified, {"status": "verified", "verified_at": now, "verified_run_id": run_id}, "remediation.verified"),
-        (reappeared, {"status": "reappeared", "reappeared_at": now, "reappeared_run_id": run_id},
+        (verified, {"status": RemediationStatus.VERIFIED, "verified_at": now, "verified_run_id": run_id}, "remediation.verified"),
+        (reappeared, {"status": RemediationStatus.REAPPEARED, "reappeared_at": now, "reappeared_run_id": run_id},
          "remediation.reappeared"),
     ):
         for chunk in chunks(ids, 500):

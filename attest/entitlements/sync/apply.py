@@ -240,6 +240,15 @@ def _apply_identities(a: _Apply) -> None:
     ))
 
 
+def _resolve_refs(a: _Apply, table: str, id_column: str, target: str, ref_column: str, also: str = "") -> int:
+    """Set `table.id_column` of the source's live rows to the id of the `target` row whose external id
+    is `table.ref_column` (NULL when there is none)."""
+    return a.execute(
+        f"UPDATE {table} SET {id_column} = (SELECT t.id FROM {target} t WHERE t.source_id = {table}.source_id "
+        f"AND t.external_id = {table}.{ref_column}) WHERE source_id = :sid AND ended_at IS NULL{also}"
+    )
+
+
 def _apply_resources_entitlements_accounts(a: _Apply) -> None:
     counts = _apply_table(
         a.session, "resource", "stage_resource",
@@ -248,11 +257,8 @@ def _apply_resources_entitlements_accounts(a: _Apply) -> None:
     )
     a.count("resources", counts)
     if counts.added or counts.updated:
-        a.execute(
-            "UPDATE resource SET parent_id = (SELECT p.id FROM resource p WHERE p.source_id = resource.source_id "
-            "AND p.external_id = resource.parent_ref) WHERE source_id = :sid AND ended_at IS NULL "
-            "AND (parent_ref IS NOT NULL OR parent_id IS NOT NULL)"
-        )
+        _resolve_refs(a, "resource", "parent_id", "resource", "parent_ref",
+                      " AND (parent_ref IS NOT NULL OR parent_id IS NOT NULL)")
     counts = _apply_table(
         a.session, "entitlement", "stage_entitlement",
         ("part", "resource_ref", "name", "display_name", "description", "purpose", "privileged", "is_membership",
@@ -261,10 +267,7 @@ def _apply_resources_entitlements_accounts(a: _Apply) -> None:
     )
     a.count("entitlements", counts)
     if counts.added or counts.updated:
-        a.execute(
-            "UPDATE entitlement SET resource_id = (SELECT r.id FROM resource r WHERE r.source_id = entitlement.source_id "
-            "AND r.external_id = entitlement.resource_ref) WHERE source_id = :sid AND ended_at IS NULL"
-        )
+        _resolve_refs(a, "entitlement", "resource_id", "resource", "resource_ref")
         dangling = a.session.execute(
             text("SELECT COUNT(*) FROM entitlement WHERE source_id = :sid AND ended_at IS NULL AND resource_id IS NULL"),
             a.params,

@@ -26,7 +26,7 @@ from attest.config import Settings
 from attest.connectors.base import BaseConnector, ConnectorError
 from attest.db import begin_write, utcnow
 from attest.entitlements import correlation
-from attest.entitlements.models import Source, SyncRun
+from attest.entitlements.models import RunStatus, Source, SyncRun
 from attest.entitlements.sources import SourceError, build_connector
 from attest.entitlements.sync.apply import apply_run
 from attest.entitlements.sync.hooks import run_after_apply
@@ -63,13 +63,13 @@ def sweep_interrupted(session: Session, now: datetime, source_id: int | None = N
     """Mark failed ("interrupted") the running syncs whose process stopped beating (last beat, or start
     when it never beat, older than STALE_HEARTBEAT). Returns their run ids."""
     beat = func.coalesce(SyncRun.heartbeat_at, SyncRun.started_at)
-    stmt = select(SyncRun).where(SyncRun.status == "running", beat < now - STALE_HEARTBEAT)
+    stmt = select(SyncRun).where(SyncRun.status == RunStatus.RUNNING, beat < now - STALE_HEARTBEAT)
     if source_id is not None:
         stmt = stmt.where(SyncRun.source_id == source_id)
     ended = []
     for run in session.scalars(stmt):
         last = run.heartbeat_at or run.started_at
-        run.status = "failed"
+        run.status = RunStatus.FAILED
         run.finished_at = now
         run.error = (f"interrupted: the process running it ({run.holder or 'unknown'}) stopped before it finished; "
                      f"its last sign of life was {last:%Y-%m-%d %H:%M:%S} UTC. Nothing it read was applied.")
@@ -101,7 +101,7 @@ class _Heartbeat:
         while not self.stop.wait(self.interval):
             try:
                 with self.factory() as session, begin_write(session):
-                    session.execute(update(SyncRun).where(SyncRun.id == self.run_id, SyncRun.status == "running")
+                    session.execute(update(SyncRun).where(SyncRun.id == self.run_id, SyncRun.status == RunStatus.RUNNING)
                                     .values(heartbeat_at=utcnow()))
             except Exception as exc:  # a missed beat is retried; only a long silence marks the run interrupted
                 log.warning("sync run %s: heartbeat not written: %s", self.run_id, exc)
@@ -116,13 +116,13 @@ def _start_run(factory: sessionmaker[Session], source_name: str, force: bool, tr
             raise SyncError(f"source {source_name!r} is disabled")
         now = utcnow()
         sweep_interrupted(session, now, source_id=source.id)
-        running = session.scalar(select(SyncRun).where(SyncRun.source_id == source.id, SyncRun.status == "running"))
+        running = session.scalar(select(SyncRun).where(SyncRun.source_id == source.id, SyncRun.status == RunStatus.RUNNING))
         if running is not None:
             raise SyncError(
                 f"source {source_name!r} is already syncing (run {running.id} started "
                 f"{running.started_at:%Y-%m-%d %H:%M} UTC{f' by {running.holder}' if running.holder else ''})"
             )
-        run = SyncRun(source_id=source.id, status="running", started_at=now, forced=force, triggered_by=triggered_by,
+        run = SyncRun(source_id=source.id, status=RunStatus.RUNNING, started_at=now, forced=force, triggered_by=triggered_by,
                       stats={}, failed_parts=[], notes=[], heartbeat_at=now, holder=_HOLDER)
         session.add(run)
         session.flush()
@@ -201,7 +201,7 @@ def _read_and_apply(factory: sessionmaker[Session], settings: Settings, state: R
                                         "read_and_stage": round(read_seconds - known_seconds, 3),
                                         **stats["timings"]}
                     run = session.get(SyncRun, state.run_id)
-                    run.status = "partial" if state.failed_parts else "succeeded"
+                    run.status = RunStatus.PARTIAL if state.failed_parts else RunStatus.SUCCEEDED
                     run.finished_at = utcnow()
                     run.api_calls = state.api_calls
                     run.failed_parts = state.failed_parts
@@ -229,7 +229,7 @@ def _read_and_apply(factory: sessionmaker[Session], settings: Settings, state: R
 def _fail(factory: sessionmaker[Session], state: RunState, connector: BaseConnector | None,
           exc: Exception) -> SyncResult:
     """Record the run as failed (or aborted by the removal guard) with its error; nothing else changes."""
-    status = "aborted" if isinstance(exc, RemovalGuardTripped) else "failed"
+    status = RunStatus.ABORTED if isinstance(exc, RemovalGuardTripped) else RunStatus.FAILED
     message = _error_message(exc, getattr(connector, "secrets", None))
     if not isinstance(exc, ConnectorError | SyncError | SourceError):
         log.error("sync of %s failed: %s", state.source_name, message, exc_info=True)  # the filter redacts
