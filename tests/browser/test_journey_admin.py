@@ -23,6 +23,7 @@ from sqlalchemy import select
 from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, demo_email
 from attest.entitlements.models import Account, Source
 from attest.reviews.models import Campaign, ReviewItem
+from attest.trail.models import AuditEvent
 from tests.browser.helpers import PASSWORD, serious_violations, sync_now_with_progress
 from tests.factories import make_identity, make_user
 
@@ -176,6 +177,11 @@ def test_iam_admin_from_a_new_source_to_an_exported_filtered_item_list(live_serv
     assert sorted(int(r["item_id"]) for r in exported) == sorted(filtered)
     assert {r["reviewer"] for r in exported} == {"Maria Manager"}
     assert all(risk in r["risks"].split("; ") for r in exported)
+    with live_server.session() as s:  # the export is in the audit trail, with the filters it applied
+        events = s.scalars(select(AuditEvent).where(AuditEvent.action == "campaign.items_exported",
+                                                    AuditEvent.campaign_id == campaign_id)).all()
+        assert [(e.actor, e.after["filters"]["risk"], "reviewer" in e.after["filters"]) for e in events] \
+            == [(ADMIN, risk, True)]
 
     problems += serious_violations(page, "filtered items")
     assert problems == [], "\n".join(problems)
