@@ -397,7 +397,7 @@ def test_the_demo_stores_the_example_definitions_and_launches_the_quarterly_revi
     from tests.factories import make_identity
 
     session = synced
-    make_identity(session, "grace.lovelace1@acme.example", "Grace Lovelace", manager=ident(session, "ceo"))
+    make_identity(session, "grace.hopper1@acme.example", "Grace Hopper", manager=ident(session, "ceo"))
     session.commit()
     said: list[str] = []
     demo_campaigns(factory, echo=said.append)

@@ -138,7 +138,7 @@ def test_create_and_update_are_audited_and_names_unique(session):
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_examples_load(session, path):
-    make_identity(session, "grace.lovelace1@acme.example")
+    make_identity(session, "grace.hopper1@acme.example")
     definition = create_definition(session, path.read_text(), "admin@acme.example")
     assert definition.spec["controls"] and definition.schedule
 

@@ -447,12 +447,12 @@ def demo_people(n: int) -> list[Person]:
     """The sandbox Okta's people (first n), with the e-mails it gives them, so the demo links AWS access
     to the same people; the HR demo's people when the sandbox Okta is not installed."""
     try:
-        from attest.connectors.sandbox.okta_fake import FIRST, LAST
+        from attest.connectors.sandbox.okta_fake import person_name
     except ImportError:  # pragma: no cover - the sandbox Okta ships with Attest
         return default_people(n)
     out = []
     for i in range(n):
-        first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+        first, last = person_name(i)
         out.append(Person(first, last, f"{_ascii(first)}.{_ascii(last)}{i}@acme.example".lower()))
     return out
 

@@ -317,9 +317,9 @@ def _person(i: int) -> tuple[str, str]:
 
 def okta_demo_person(i: int) -> tuple[str, str]:
     """Person i of the sandbox Okta's demo org (the demo's authoritative source)."""
-    from attest.connectors.sandbox.okta_fake import FIRST, LAST
+    from attest.connectors.sandbox.okta_fake import person_name
 
-    return FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+    return person_name(i)
 
 
 def okta_demo_email(i: int) -> str:

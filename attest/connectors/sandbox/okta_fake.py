@@ -106,6 +106,15 @@ LAST = ("Lovelace", "Hopper", "Turing", "Ørsted", "Núñez", "Kowalski", "Müll
         "Lamarr", "Johnson", "Knuth", "van Rossum", "Clarke", "Wirth", "Stroustrup", "Conway", "Cerf",
         "Goldwasser", "Lamport", "Shaw", "Matsumoto", "Nguyễn", "O'Brien", "Şahin", "Søndergaard", "Brontë",
         "Hamilton", "Ritchie", "Liskov")
+
+
+def person_name(i: int) -> tuple[str, str]:
+    """(first, last) of person i of the demo org. Surnames move on by one per person (and by 11 more per
+    round of first names), so a manager's reports (people 7m+1..7m+7) do not all share one surname and a
+    search for a surname does not match a whole team; a pair repeats only after len(FIRST) * len(LAST)."""
+    return FIRST[i % len(FIRST)], LAST[(i + i // len(FIRST)) % len(LAST)]
+
+
 DEPARTMENTS = ("Engineering", "Finance", "Sales", "Marketing", "Operations", "Legal", "People", "Support",
                "Security", "Product")
 TITLES = ("Engineer", "Senior Engineer", "Analyst", "Manager", "Director", "Specialist", "Lead", "Associate")
@@ -209,7 +218,7 @@ class OktaFake:
         self.users: dict[str, dict[str, Any]] = {}
         for i, uid in enumerate(self.user_ids):
             r = random.Random(self.seed * 1_000_003 + i)
-            first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+            first, last = person_name(i)
             login = f"{_ascii(first)}.{_ascii(last)}{i}@acme.example".lower()
             dept = DEPARTMENTS[(i // 7) % len(DEPARTMENTS)] if i else "Operations"
             status = "ACTIVE"
@@ -238,7 +247,7 @@ class OktaFake:
                     profile["manager"] = self.users[self.user_ids[mgr]]["profile"]["login"]
                 else:
                     profile["managerId"] = f"E{100000 + mgr}"  # the manager's employee number, as HR sends it
-                    profile["manager"] = f"{FIRST[mgr % len(FIRST)]} {LAST[(mgr // len(FIRST)) % len(LAST)]}"
+                    profile["manager"] = " ".join(person_name(mgr))
             if odd and i == 5:
                 status = "ON_SABBATICAL"  # a status this connector has never seen
             self.users[uid] = {
