@@ -292,7 +292,7 @@ def test_stopping_the_scheduler_while_a_reconcile_runs_lets_it_finish_and_starts
             time.sleep(0.5)  # the stop is under way when this reconcile reaches the scheduler
         return table(session)
 
-    monkeypatch.setattr(jobs, "job_table", slow_table)
+    monkeypatch.setattr(jobs.scheduler, "job_table", slow_table)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault(
         "s", jobs.run_scheduler(fresh_db.settings, make_engine(fresh_db.url), fresh_db.factory, holder="main",
@@ -303,7 +303,7 @@ def test_stopping_the_scheduler_while_a_reconcile_runs_lets_it_finish_and_starts
         while (row := lease(fresh_db.factory, "scheduler:reconcile")) is None or not row.last_status:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        ctx = jobs._RUNTIME
+        ctx = jobs.scheduler._RUNTIME
         ctx.scheduler.add_job(jobs.scheduled_run, "date", run_date=datetime.now(UTC), id="probe:reconcile",
                               args=JobSpec("probe:reconcile", "reconcile", "* * * * *").args)
         assert started.wait(20)

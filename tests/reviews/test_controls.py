@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from attest.audit.log import verify_chain
-from attest.db import begin_write
+from attest.db import begin_write, transaction
 from attest.entitlements.models import Account
 from attest.reviews import decisions, notify
 from attest.reviews.decisions import DecisionError, NotFound
@@ -272,9 +272,9 @@ def test_decisions_and_definition_saves_hold_while_the_scheduler_writes(fresh_db
                 specs = jobs.job_table(s)
             for spec in specs:
                 jobs.run_job(ctx, spec, use_slot=False)
-            with jobs.transaction(fresh_db.factory) as s:  # the job store and leases, as at each minute
+            with transaction(fresh_db.factory) as s:  # the job store and leases, as at each minute
                 jobs.acquire(s, "probe:lease", timedelta(minutes=5), "scheduler-test")
-            with jobs.transaction(fresh_db.factory) as s:
+            with transaction(fresh_db.factory) as s:
                 jobs.release(s, "probe:lease", "succeeded", None, "scheduler-test")
             bursts[0] += 1
 
