@@ -9,7 +9,6 @@ one about their own access) and revokes the flagged one on the manager's behalf.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -17,18 +16,12 @@ from sqlalchemy import select
 from attest.entitlements.models import Account
 from attest.reviews.models import Delegation, ReviewItem
 from attest.trail.models import AuditEvent
+from tests.browser.helpers import PASSWORD, serious_violations
 from tests.reviews.factories import add_reviewer, make_grant, make_item, review_setup
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "correct horse battery staple"
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
-AXE_SOURCE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text(encoding="utf-8")
-RUN_AXE = """async () => {
-  const result = await axe.run(document, {resultTypes: ["violations"]});
-  return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-    nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}));
-}"""
 
 
 def _seed(live_server) -> dict:
@@ -108,9 +101,7 @@ def test_a_manager_reviews_undoes_delegates_and_the_delegate_decides_on_a_phone(
         page.wait_for_url("**/team")
         assert page.locator("tr.team-row").count() == 3
         _fits(page)
-        page.evaluate(AXE_SOURCE)
-        serious = [v for v in page.evaluate(RUN_AXE) if v["impact"] in ("serious", "critical")]
-        assert serious == [], serious
+        assert serious_violations(page, "my team") == []
     finally:
         manager.close()
 
