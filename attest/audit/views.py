@@ -171,6 +171,14 @@ def flagged_csv():
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+def _remediations_again(**fallback: str):
+    """The remediation list with the filters it was showing (the form's hidden `back_*` fields), so an
+    action keeps the list the admin was working through; `fallback` when it had none."""
+    kept = {k: v for k in ("campaign", "status", "mode", "needs")
+            if (v := (request.form.get(f"back_{k}") or "").strip()[:50])}
+    return redirect(url_for("audit.remediations", **(kept or fallback))), 303
+
+
 @bp.post("/remediations/<int:remediation_id>/done")
 @admin_required
 def mark_done(remediation_id: int):
@@ -180,9 +188,9 @@ def mark_done(remediation_id: int):
             remediation.mark_done(session, remediation_id, current_user.email, note)
     except remediation.RemediationError as exc:
         flash(str(exc), "danger")
-        return redirect(request.referrer or url_for("audit.remediations")), 303
+        return _remediations_again(needs="human")
     flash(f"Remediation {remediation_id} marked done; the next sync of its source verifies it.", "success")
-    return redirect(url_for("audit.remediations", needs="human")), 303
+    return _remediations_again(needs="human")
 
 
 @bp.post("/remediations/<int:remediation_id>/undo")
