@@ -194,8 +194,10 @@ def _demo_sso(state: AttestState) -> list[str]:
         return []
     if idp.write_demo_env():
         return [f"Single sign-on through the demo IdP ({idp.PROVIDER_NAME}, http://127.0.0.1:{idp.PORT}) was written to "
-                ".env (read when the web UI starts): click 'Sign in with Demo IdP' and type a person's e-mail, e.g. "
-                "ada.lovelace0@acme.example (a manager) or auditor@demo.example (an auditor)"]
+                f"{Path.cwd() / '.env'}: click 'Sign in with Demo IdP' and type a person's e-mail, e.g. "
+                "ada.lovelace0@acme.example (a manager) or auditor@demo.example (an auditor). That .env is read "
+                f"only when `attest run`, `attest serve` or `attest scheduler` start in {Path.cwd()}: started "
+                "anywhere else, the UI has no single sign-on button"]
     if state.settings.oidc_client_id == idp.CLIENT_ID:
         return [f"Or click 'Sign in with {state.settings.oidc_provider_name}' and type a person's e-mail, e.g. "
                 "ada.lovelace0@acme.example (a manager)"]
