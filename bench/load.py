@@ -953,23 +953,23 @@ the 2 sync gunicorn workers serves one request at a time, so with 50 reviewers a
 about 25 others; bench/results/reviews_inbox.md measures the same inbox page at about 20 ms of server time on an
 idle machine. Compare the modes with each other and with the load average, not with a production machine.
 
-**Where the time goes** (the profile above, and the callees of the views in it). GET /reviews is the costly
-request: besides the keyset page query (a few ms), `item_notes.row_notes` (revoke notes, last use, labels, same
-access) loads whole ORM rows of the page's grants, resources and sources (their JSON attributes included) on
-every page and takes about as long as rendering the page, and Jinja renders 50 item rows (~196 KB of HTML) with
-their hidden forms. POST .../decide writes the decision and its audit event (about 40 ms of the worker's time in
-the profile) and then builds the answer row: `row_notes` again for one item, and the inbox counts. The SSO
-callback mostly waits for the IdP's token endpoint (the mock IdP runs on the same 2 cores). About 30% of the
-worker's wall time is psycopg waiting for PostgreSQL.
+**Where the time goes** (the profile above and the callees of its views; full run of 2026-12-06 17:13 UTC).
+About 20 SQL statements a request, and psycopg waiting for PostgreSQL is 57% of the profiled worker's wall time
+(PostgreSQL is short of CPU here too). A decision (POST .../decide, 91 in the profiled worker) took 160 ms of
+that worker's wall time: `decisions.decide` (check, update, decision row, audit event, commit) 64 ms, and building
+the answer row 78 ms, of which `item_notes.row_notes` for that one row 40 ms (it loads whole Grant, Resource and
+Source rows, JSON attributes included, for revoke notes, last use, labels and same access) and the reviewer's
+progress counts (`queries.inbox_counts`) 17 ms: the answer costs more than the decision. GET /reviews adds the
+same `row_notes` for 50 rows and Jinja's render of the 50-row page (~196 KB of HTML). The SSO callback mostly
+waits for the IdP's token endpoint (the mock IdP runs on the same 2 cores).
 
 **What would scale it** (described, not changed here: the app code belongs to other work in progress):
 1. Cores for the web tier. The workers are stateless (sessions are server-side rows in PostgreSQL), so decisions/s
    grows with web workers on more cores and more web containers behind the proxy (compose.yaml), until
-   PostgreSQL's CPU is the limit; `--threads 2-4` (gthread) would overlap the ~30% spent waiting on PostgreSQL.
-2. The inbox page, cheap and safe: in `row_notes`, select only the columns the notes need (`load_only` or a
-   column select) instead of whole Grant/Resource/Source rows; skip it entirely for the decide answer's single
-   row when the item is not held through a group; and a smaller first page in HTML (25 rows; the htmx "next
-   page" keeps 50) halves the render of the full page.
+   PostgreSQL's CPU is the limit; `--threads 2-4` (gthread) would overlap the time spent waiting on PostgreSQL.
+2. Cheap and safe, in `row_notes`: select only the columns the notes need (`load_only` or a column select)
+   instead of whole Grant/Resource/Source rows, for the decide answer's one row as for a page; and a smaller
+   first page in HTML (25 rows; the htmx "next page" keeps 50) halves the render of the full page.
 3. The decide answer re-counts the reviewer's progress (`inbox_counts`) on every decision; returning the row
    alone and letting the progress bar refresh every few decisions (htmx trigger) removes a query per decision.
 4. Failover: the standby took over the killed scheduler's job after about LEASE_TTL + up to a minute (the
