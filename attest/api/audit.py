@@ -9,9 +9,21 @@ from datetime import datetime
 from typing import Any
 
 from flask import request, send_file
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from attest.api.core import ApiError, bp, caller, decode_cursor, encode_cursor, iso, requires, responses, spec
+from attest.api.core import (
+    ApiError,
+    Paging,
+    bp,
+    caller,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    page_of,
+    requires,
+    responses,
+    spec,
+)
 from attest.audit import export_jobs
 from attest.audit.queries import EventFilters, search_events
 from attest.web import db, settings, write
@@ -19,10 +31,7 @@ from attest.web import db, settings, write
 TAGS = ["audit"]
 
 
-class EventQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    after: str | None = Field(default=None, max_length=2000)
-    limit: int = Field(default=50, ge=1, le=500)
+class EventQuery(Paging):
     actor: str = Field(default="", max_length=320)
     action: str = Field(default="", max_length=100, description="a prefix: `review.` finds every review event")
     object_type: str = Field(default="", max_length=50)
@@ -48,9 +57,7 @@ class EventOut(BaseModel):
     prev_hash: str
 
 
-class EventList(BaseModel):
-    data: list[EventOut]
-    next: str | None = None
+EventList = page_of(EventOut, "EventList")
 
 
 class ExportOut(BaseModel):

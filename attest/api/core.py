@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, g, request
 from flask_login import AnonymousUserMixin
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from spectree import Response as SpecResponse
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from sqlalchemy import select
@@ -96,6 +96,19 @@ def responses(ok: type[BaseModel] | None, status: int = 200, **extra: type[BaseM
     codes[f"HTTP_{status}"] = ok
     codes.update(extra)
     return SpecResponse(**codes)
+
+
+class Paging(BaseModel):
+    # the cursor query of every listing: `after` (the `next` of the previous page) and `limit`
+    model_config = ConfigDict(extra="forbid")
+    after: str | None = Field(default=None, max_length=2000)
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+def page_of(item: type[BaseModel], name: str) -> type[BaseModel]:
+    """The response model `name` of a listing: `data`, a page of `item`, and `next`, the cursor of the next
+    page (null on the last one)."""
+    return create_model(name, data=(list[item], ...), next=(str | None, None))  # type: ignore[valid-type]
 
 
 # --- who is calling ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from sqlalchemy import or_, select
 
 from attest.api.core import (
     ApiError,
+    Paging,
     bp,
     caller,
     check_if_match,
@@ -20,6 +21,7 @@ from attest.api.core import (
     encode_cursor,
     iso,
     make_etag,
+    page_of,
     requires,
     responses,
     set_etag,
@@ -31,12 +33,6 @@ from attest.web import db, settings, write
 
 TAGS = ["entitlements"]
 TAG_PEOPLE = ["identities"]
-
-
-class Paging(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    after: str | None = Field(default=None, max_length=2000)
-    limit: int = Field(default=50, ge=1, le=500)
 
 
 class IdentityQuery(Paging):
@@ -132,9 +128,7 @@ class AccountDetail(AccountOut):
     access: Access
 
 
-class IdentityList(BaseModel):
-    data: list[IdentityOut]
-    next: str | None = None
+IdentityList = page_of(IdentityOut, "IdentityList")
 
 
 class ResourceOut(BaseModel):
@@ -151,9 +145,7 @@ class ResourceOut(BaseModel):
     ended_at: str | None = None
 
 
-class ResourceList(BaseModel):
-    data: list[ResourceOut]
-    next: str | None = None
+ResourceList = page_of(ResourceOut, "ResourceList")
 
 
 class EntitlementOut(BaseModel):
@@ -168,9 +160,7 @@ class EntitlementOut(BaseModel):
     ended_at: str | None = None
 
 
-class EntitlementList(BaseModel):
-    data: list[EntitlementOut]
-    next: str | None = None
+EntitlementList = page_of(EntitlementOut, "EntitlementList")
 
 
 class GrantOut(BaseModel):
@@ -196,9 +186,7 @@ class ChangeOut(BaseModel):
     source_id: int
 
 
-class ChangeList(BaseModel):
-    data: list[ChangeOut]
-    next: str | None = None
+ChangeList = page_of(ChangeOut, "ChangeList")
 
 
 class ChangeQuery(Paging):
@@ -216,9 +204,7 @@ class LinkIn(BaseModel):
     identity_id: int | None = Field(ge=1, le=2**31 - 1)
 
 
-class GrantList(BaseModel):
-    data: list[GrantOut]
-    next: str | None = None
+GrantList = page_of(GrantOut, "GrantList")
 
 
 def identity_out(i: Identity) -> dict[str, Any]:

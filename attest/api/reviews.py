@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from attest.api.core import (
     ApiError,
+    Paging,
     bp,
     caller,
     check_if_match,
@@ -25,6 +26,7 @@ from attest.api.core import (
     if_match,
     iso,
     make_etag,
+    page_of,
     requires,
     responses,
     set_etag,
@@ -72,9 +74,7 @@ class DefinitionOut(BaseModel):
     last_launched_at: str | None = None
 
 
-class DefinitionList(BaseModel):
-    data: list[DefinitionOut]
-    next: str | None = None
+DefinitionList = page_of(DefinitionOut, "DefinitionList")
 
 
 class Preview(BaseModel):
@@ -136,9 +136,7 @@ class CampaignDetail(CampaignOut):
     summary: dict[str, Any]
 
 
-class CampaignList(BaseModel):
-    data: list[CampaignOut]
-    next: str | None = None
+CampaignList = page_of(CampaignOut, "CampaignList")
 
 
 class CampaignQuery(BaseModel):
@@ -178,15 +176,10 @@ class ItemOut(BaseModel):
     outcome: str | None = None
 
 
-class ItemList(BaseModel):
-    data: list[ItemOut]
-    next: str | None = None
+ItemList = page_of(ItemOut, "ItemList")
 
 
-class ItemQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    after: str | None = Field(default=None, max_length=2000)
-    limit: int = Field(default=50, ge=1, le=500)
+class ItemQuery(Paging):
     risk: str | None = Field(default=None, max_length=50)
     source: str | None = Field(default=None, max_length=200)
     resource: str | None = Field(default=None, max_length=200)
@@ -252,15 +245,10 @@ class RemediationOut(BaseModel):
     launched_at: str | None = None
 
 
-class RemediationList(BaseModel):
-    data: list[RemediationOut]
-    next: str | None = None
+RemediationList = page_of(RemediationOut, "RemediationList")
 
 
-class RemediationQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    after: str | None = Field(default=None, max_length=2000)
-    limit: int = Field(default=50, ge=1, le=500)
+class RemediationQuery(Paging):
     campaign_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     status: str | None = Field(default=None, max_length=20)
     mode: str | None = Field(default=None, pattern="^(automatic|manual)$")

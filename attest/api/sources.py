@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from attest.api.core import (
     ApiError,
+    Paging,
     bp,
     caller,
     check_if_match,
@@ -22,6 +23,7 @@ from attest.api.core import (
     encode_cursor,
     iso,
     make_etag,
+    page_of,
     requires,
     responses,
     set_etag,
@@ -65,14 +67,10 @@ class SourceOut(BaseModel):
     last_run: Run | None = None
 
 
-class SourceList(BaseModel):
-    data: list[SourceOut]
-    next: str | None = None
+SourceList = page_of(SourceOut, "SourceList")
 
 
-class RunList(BaseModel):
-    data: list[Run]
-    next: str | None = None
+RunList = page_of(Run, "RunList")
 
 
 class SourceCreate(BaseModel):
@@ -108,10 +106,8 @@ class SyncQueued(BaseModel):
     requested_by: str | None = None
 
 
-class RunQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    after: str | None = Field(default=None, max_length=2000)
-    limit: int = Field(default=50, ge=1, le=500)
+class RunQuery(Paging):
+    pass
 
 
 def run_out(run: SyncRun) -> dict[str, Any]:
