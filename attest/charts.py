@@ -32,6 +32,7 @@ from attest.entitlements.risk import RISKS, WEIGHTS
 from attest.inputs import parse_int
 from attest.reviews.models import DECISIONS, REMEDIATION_STATUSES, Campaign, Remediation, ReviewItem
 from attest.reviews.queries import RISK_LABELS, has_risk
+from attest.web import db
 
 bp = Blueprint("charts", __name__)
 
@@ -219,8 +220,6 @@ def build(session: Session, name: str, campaign_id: int | None = None, now: date
 @bp.app_template_global()
 def chart_data(name: str, campaign_id: int | None = None) -> dict[str, Any] | None:
     """For a page's template: the chart its table shows (nothing for who may not read charts)."""
-    from attest.web import db
-
     if not can_read_all(current_user):
         return None
     try:
@@ -232,7 +231,6 @@ def chart_data(name: str, campaign_id: int | None = None) -> dict[str, Any] | No
 @bp.get(f"/charts/<any({', '.join(repr(n) for n in CHARTS)}):name>.json")  # an unknown name: 404 before sign-in
 @read_all_required
 def data(name: str):
-    from attest.web import db
 
     raw = request.args.get("campaign", "").strip()
     campaign_id = parse_int(raw, low=1) if raw else None

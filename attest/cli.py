@@ -17,8 +17,33 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import select
 
+from attest.app import create_app
+from attest.audit.cli import COMMANDS as audit_commands
+from attest.auth.login import UserError, create_admin
 from attest.cli_support import app_state, cli_actor, echo_json, fail
 from attest.config import SettingsError
+from attest.connectors.registry import UnknownKind
+from attest.connectors.sandbox.cli import sandbox_group
+from attest.db import describe_url, transaction, unavailable, unmigrated
+from attest.demo import load_demo
+from attest.entitlements.keys import KeyCheckError, check, fingerprint
+from attest.entitlements.models import Source
+from attest.entitlements.queries import stats
+from attest.entitlements.sources import (
+    UNCHANGED,
+    SourceError,
+    add_source,
+    disable_source,
+    enable_source,
+    forget_secrets,
+    list_sources,
+    rotate_secrets,
+    test_connection,
+    update_source,
+)
+from attest.entitlements.sync import SyncError, sync_many
+from attest.jobs import SchedulerError, run_now, run_scheduler, status
+from attest.reviews.cli import COMMANDS as review_commands
 
 
 def needs_keys(command: Callable) -> Callable:
@@ -28,7 +53,6 @@ def needs_keys(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        from attest.entitlements.keys import KeyCheckError, check
 
         try:
             check(app_state().factory, app_state().settings)
@@ -103,10 +127,6 @@ def sources_group() -> None:
 @needs_keys
 def sources_add(kind, name, values, secret_refs, schedule, authoritative) -> None:
     """Add a source: attest sources add okta acme --set domain=https://acme.okta.com --secret token=OKTA_TOKEN"""
-    from attest.connectors.registry import UnknownKind
-    from attest.db import transaction
-    from attest.entitlements.sources import SourceError, add_source
-
     settings = app_state().settings
     secret_values = _secret_values(secret_refs)
     try:
@@ -142,9 +162,6 @@ def _secret_values(secret_refs: tuple[str, ...]) -> dict[str, str]:
 @needs_keys
 def sources_update(name, values, unset, secret_refs, schedule, no_schedule) -> None:
     """Change a source: attest sources update acme --set domain=https://acme.okta.com --secret token=OKTA_TOKEN"""
-    from attest.db import transaction
-    from attest.entitlements.sources import UNCHANGED, SourceError, update_source
-
     if schedule is not None and no_schedule:
         fail("--schedule and --no-schedule cannot be used together")
     new_schedule = None if no_schedule else (schedule if schedule is not None else UNCHANGED)
@@ -168,7 +185,6 @@ def sources_update(name, values, unset, secret_refs, schedule, no_schedule) -> N
 @click.option("--json", "as_json", is_flag=True)
 @needs_keys
 def sources_list(as_json: bool) -> None:
-    from attest.entitlements.sources import list_sources
 
     with app_state().factory() as session:
         rows = list_sources(session, app_state().settings)
@@ -194,8 +210,6 @@ def sources_list(as_json: bool) -> None:
 @needs_keys
 def sources_test(name: str) -> None:
     """Check that Attest can reach and read the source with its credentials."""
-    from attest.entitlements.sources import SourceError, test_connection
-
     with app_state().factory() as session:
         try:
             result = test_connection(session, app_state().settings, name)
@@ -210,9 +224,6 @@ def sources_test(name: str) -> None:
 @click.argument("name")
 def sources_disable(name: str) -> None:
     """Stop syncing a source; its history is kept."""
-    from attest.db import transaction
-    from attest.entitlements.sources import SourceError, disable_source
-
     try:
         with transaction(app_state().factory) as session:
             disable_source(session, name, actor=cli_actor())
@@ -225,9 +236,6 @@ def sources_disable(name: str) -> None:
 @click.argument("name")
 def sources_enable(name: str) -> None:
     """Sync a disabled source again (on its schedule and when asked)."""
-    from attest.db import transaction
-    from attest.entitlements.sources import SourceError, enable_source
-
     try:
         with transaction(app_state().factory) as session:
             enable_source(session, name, actor=cli_actor())
@@ -240,10 +248,6 @@ def sources_enable(name: str) -> None:
 @needs_keys
 def sources_rotate() -> None:
     """Re-encrypt every stored secret with the first key of ATTEST_ENCRYPTION_KEYS."""
-    from attest.db import transaction
-    from attest.entitlements.keys import fingerprint
-    from attest.entitlements.sources import SourceError, rotate_secrets
-
     try:
         with transaction(app_state().factory) as session:
             n = rotate_secrets(session, app_state().settings)
@@ -261,9 +265,6 @@ def sources_forget_secrets(yes: bool) -> None:
 
     Attest then starts with a new ATTEST_ENCRYPTION_KEYS; enter the credentials again (disable each source
     and add it again). Only when no backup of the old key exists: see docs/operations.md."""
-    from attest.db import transaction
-    from attest.entitlements.sources import forget_secrets
-
     if not yes:
         fail("this drops every stored source credential; run again with --yes if the old key is lost for good")
     with transaction(app_state().factory) as session:
@@ -292,9 +293,6 @@ def _progress_printer() -> Callable | None:
 @needs_keys
 def sync_command(names, all_, force, as_json) -> None:
     """Sync sources and print each run's summary; exits non-zero if any run fails."""
-    from attest.entitlements.models import Source
-    from attest.entitlements.sync import SyncError, sync_many
-
     state = app_state()
     if all_:
         with state.factory() as session:
@@ -335,8 +333,6 @@ def sync_command(names, all_, force, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def stats_command(as_json: bool) -> None:
     """Active counts per source and kind."""
-    from attest.entitlements.queries import stats
-
     with app_state().factory() as session:
         rows = stats(session)
     if as_json:
@@ -362,9 +358,6 @@ def users_group() -> None:
               help="Environment variable holding the password; prompted for when unset on a terminal.")
 def users_create_admin(email: str, password_env: str) -> None:
     """Create (or reset) a break-glass local administrator."""
-    from attest.auth.login import UserError, create_admin
-    from attest.db import transaction
-
     password = os.environ.get(password_env)
     if not password:
         if not sys.stdin.isatty():
@@ -388,8 +381,6 @@ def users_create_admin(email: str, password_env: str) -> None:
 @needs_keys
 def demo_command(reset: bool, people: int) -> None:
     """Load the demo organisation and a demo admin, and print how to sign in."""
-    from attest.demo import load_demo
-
     try:
         info = load_demo(app_state(), reset=reset, people=people, echo=click.echo)
     except ValueError as exc:
@@ -436,8 +427,6 @@ def scheduler_command(show_status: bool, run_id: str | None, as_json: bool) -> N
 
     Run one per machine you want jobs on; two or more share the work through database leases.
     """
-    from attest.jobs import SchedulerError, run_now, run_scheduler, status
-
     state = app_state()
     if show_status:
         with state.factory() as session:
@@ -478,17 +467,11 @@ COMMANDS: list[click.Command] = [db_group, sources_group, sync_command, stats_co
 
 def register(app: Flask) -> None:
     """Called by create_app(): every command is reachable through `flask --app attest.app` too."""
-    from attest.audit.cli import COMMANDS as audit_commands
-    from attest.connectors.sandbox.cli import sandbox_group
-    from attest.reviews.cli import COMMANDS as review_commands
-
     for command in [*COMMANDS, sandbox_group, *audit_commands, *review_commands]:
         app.cli.add_command(command)
 
 
 def _create_app() -> Flask:
-    from attest.app import create_app
-    from attest.entitlements.keys import KeyCheckError
 
     try:
         # the key check runs in the commands that touch secrets (needs_keys), so `db upgrade` and the
@@ -511,7 +494,6 @@ class AttestGroup(FlaskGroup):
         except Exception as exc:
             import logging
 
-            from attest.db import describe_url, unavailable, unmigrated
 
             if unavailable(exc) or unmigrated(exc):  # one line, not a page of chained tracebacks
                 try:

@@ -100,7 +100,7 @@ def _admin_password(instance: Path) -> str:
 def reset_database(state: AttestState) -> None:
     from alembic import command
 
-    from attest.cli import alembic_config
+    from attest.cli import alembic_config  # here, not on top: attest.cli imports this module (load_demo)
 
     cfg = alembic_config(state.settings.database_url)
     command.downgrade(cfg, "base")

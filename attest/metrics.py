@@ -39,7 +39,13 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from attest import jobs
+from attest.audit.models import EvidenceExport
 from attest.db import unavailable, utcnow
+from attest.entitlements.models import Source, SyncRun
+from attest.jobs import apscheduler_jobs
+from attest.reviews import remediation
+from attest.reviews.models import REMEDIATION_STATUSES, Campaign, Remediation, ReviewItem
 
 log = logging.getLogger("attest.metrics")
 
@@ -85,7 +91,6 @@ class DatabaseCollector(Collector):
     # --- syncs ---------------------------------------------------------------------------------------
 
     def _syncs(self, session: Session) -> list[Metric]:
-        from attest.entitlements.models import Source, SyncRun
 
         labels = ["source", "kind", "status"]
         duration = GaugeMetricFamily("attest_sync_last_duration_seconds",
@@ -141,7 +146,6 @@ class DatabaseCollector(Collector):
     # --- campaigns ------------------------------------------------------------------------------------
 
     def _campaigns(self, session: Session, now: datetime) -> list[Metric]:
-        from attest.reviews.models import Campaign, ReviewItem
 
         labels = ["campaign_id", "campaign"]
         total = GaugeMetricFamily("attest_campaign_items", "Review items of an active campaign", labels=labels)
@@ -183,7 +187,6 @@ class DatabaseCollector(Collector):
     # --- remediation ----------------------------------------------------------------------------------
 
     def _remediations(self, session: Session) -> list[Metric]:
-        from attest.reviews.models import REMEDIATION_STATUSES, Remediation
 
         family = GaugeMetricFamily("attest_remediations", "Remediations per status (outcome)", labels=["status"])
         counts = dict(session.execute(select(Remediation.status, func.count()).group_by(Remediation.status)).all())
@@ -194,7 +197,6 @@ class DatabaseCollector(Collector):
     # --- scheduler jobs -------------------------------------------------------------------------------
 
     def _jobs(self, session: Session, now: datetime) -> list[Metric]:
-        from attest import jobs
 
         rows = jobs.status(session, now)
         success = GaugeMetricFamily("attest_job_last_success_timestamp_seconds",
@@ -230,9 +232,6 @@ class DatabaseCollector(Collector):
         return [success, finished, status, next_run, held, holders, seen]
 
     def _queues(self, session: Session, now: datetime) -> list[Metric]:
-        from attest.audit.models import EvidenceExport
-        from attest.jobs import apscheduler_jobs
-        from attest.reviews import remediation
 
         family = GaugeMetricFamily("attest_queue_due",
                                    "Work waiting to be picked up: scheduled jobs whose time has come, automatic "

@@ -12,6 +12,7 @@ import hmac
 
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
+from attest import jobs as scheduler_jobs
 from attest.auth.permissions import admin_required
 from attest.db import utcnow
 from attest.web import db, settings
@@ -44,8 +45,6 @@ def metrics():
 @admin_required
 def jobs():
     """Every scheduled job: schedule, next run, last run and status, last success, last error, where it runs."""
-    from attest import jobs as scheduler_jobs
-
     session = db()
     now = utcnow()
     rows = scheduler_jobs.status(session, now)

@@ -16,6 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
 from attest.db import unavailable, unmigrated, utcnow
+from attest.jobs import RECONCILE, JobLease
 
 SCHEDULER_SILENT_AFTER = timedelta(minutes=3)  # the reconcile lease is taken every minute
 
@@ -28,7 +29,6 @@ def schema_head() -> str | None:
 
 
 def check(engine: Engine, now: datetime | None = None) -> dict[str, Any]:
-    from attest.jobs import RECONCILE, JobLease
 
     now = now or utcnow()
     head = schema_head()

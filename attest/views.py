@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, render_template
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from attest import readiness
 from attest.entitlements import queries
 from attest.entitlements.models import Source, SyncRun
 from attest.web import db, state
@@ -48,7 +49,5 @@ def readyz():
     """Readiness, as JSON: 200 when the database answers and its schema is this version's; 503 otherwise.
     Also says whether a scheduler holds its leases (jobs run), without failing on it: web pages work
     without one."""
-    from attest import readiness
-
     report = readiness.check(state().engine)
     return report, 200 if report["ready"] else 503, ({} if report["ready"] else {"Retry-After": "30"})

@@ -43,6 +43,7 @@ from attest.api.errors import (
 from attest.auth import tokens
 from attest.auth.models import ApiToken
 from attest.db import utcnow
+from attest.trail.chain import record
 from attest.web import db, settings, write
 
 PREFIX = "/api/v1"
@@ -240,8 +241,6 @@ def audit_call(status: int) -> None:
     c = g.pop("api_caller", None)
     if c is None:
         return
-    from attest.trail.chain import record
-
     session = db()
     try:
         session.rollback()

@@ -14,7 +14,9 @@ import secrets
 
 from flask import Response, current_app
 
+from attest.api.audit import DOWNLOAD_OPERATION, DOWNLOAD_PATH
 from attest.api.core import bp, spec
+from attest.reviews.definition_schema import CampaignDefinitionSpec
 
 CDN = "https://unpkg.com"
 # the one <style> element Swagger UI (offapi 0.1.4) creates at run time, allowed by its hash (Chromium names
@@ -30,8 +32,6 @@ def openapi():
 
 def document() -> dict:
     """spectree's document plus the one operation it does not wrap (the streamed bundle download)."""
-    from attest.api.audit import DOWNLOAD_OPERATION, DOWNLOAD_PATH
-
     doc = dict(spec.spec)
     doc["paths"] = {**doc["paths"], DOWNLOAD_PATH: DOWNLOAD_OPERATION}
     schemas = dict(doc["components"]["schemas"])
@@ -58,8 +58,6 @@ def _resolve_marks(value):
 def definition_components() -> dict[str, dict]:
     """CampaignDefinitionSpec (attest/reviews/definition_schema.py: the one description of a definition,
     shared with the YAML definitions) and its sections, as OpenAPI components."""
-    from attest.reviews.definition_schema import CampaignDefinitionSpec
-
     schema = CampaignDefinitionSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     nested = schema.pop("$defs", {})
     return {"CampaignDefinitionSpec": schema, **nested}

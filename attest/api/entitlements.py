@@ -27,7 +27,7 @@ from attest.api.core import (
     set_etag,
     spec,
 )
-from attest.entitlements import history, queries
+from attest.entitlements import correlation, history, queries
 from attest.entitlements.models import AccessChange, Account, Entitlement, Grant, Identity, Resource
 from attest.web import db, settings, write
 
@@ -310,8 +310,6 @@ def link_account(account_id: int):
     """Link an account to a person by hand (an orphaned account, a wrong automatic link), or unlink it with
     null: as the orphaned-accounts page does (attest/entitlements/correlation.py); audited. If-Match: 412 when
     its link changed since it was read."""
-    from attest.entitlements import correlation
-
     body: LinkIn = request.context.json
     with write() as session:
         account = session.scalar(select(Account).where(Account.id == account_id).with_for_update(of=Account)

@@ -8,8 +8,9 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from attest.auth import sessions
+from attest.auth import oidc, sessions
 from attest.auth.login import LoginError, Throttled, authenticate_local, safe_next
+from attest.auth.models import User
 from attest.trail.chain import record as audit
 from attest.web import db, settings, write
 
@@ -87,8 +88,6 @@ def _sso_refused(error, template: str = "auth/sso_failed.html"):
 @bp.get("/login/oidc")
 def oidc_login():
     """Start single sign-on: the IdP's page, with state, nonce and PKCE kept in this browser's session."""
-    from attest.auth import oidc
-
     cfg = settings()
     if not cfg.oidc_enabled or oidc.client() is None:
         abort(404)
@@ -108,9 +107,6 @@ def oidc_login():
 @bp.get("/login/oidc/callback")
 def oidc_callback():
     """The IdP sends the browser back here: verify, link, map roles, and start a fresh session."""
-    from attest.auth import oidc
-    from attest.auth.models import User
-
     cfg = settings()
     if not cfg.oidc_enabled or oidc.client() is None:
         abort(404)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from attest.config import Settings
 from attest.db import Base, UTCDateTime, begin_write, utcnow
+from attest.entitlements.models import Source
 
 log = logging.getLogger("attest.keys")
 
@@ -87,7 +88,6 @@ class Stored:
 
 
 def stored(session: Session) -> Stored:
-    from attest.entitlements.models import Source
 
     tables = set(inspect(session.connection()).get_table_names())
     if "source" not in tables:

@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 
 from attest.config import Settings
 from attest.connectors import registry
-from attest.connectors.base import BaseConnector
+from attest.connectors.base import BaseConnector, ConnectorError
 from attest.db import utcnow
 from attest.entitlements import keys
-from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source
+from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource, Source, SyncRun
+from attest.redact import redact
 from attest.schedules import cron_trigger
 from attest.trail.chain import record as audit
 
@@ -387,9 +388,6 @@ def test_connection(session: Session, settings: Settings, name: str) -> Connecti
     `validate()` (one cheap read per permission the sync needs; a missing scope, role or permission is named
     in the connector's message). Changes nothing. SourceError when there is no such source or its secrets
     cannot be decrypted; a refused or unreachable upstream is a ConnectionTest with ok=False."""
-    from attest.connectors.base import ConnectorError
-    from attest.redact import redact
-
     source = get_source(session, name)
     secrets = decrypt_secrets(settings, source.secrets_encrypted)  # SourceError when the key cannot
     try:
@@ -441,8 +439,6 @@ class RunsPage:
 def runs_page(session: Session, source_id: int, before: int | None = None, limit: int = 20) -> RunsPage:
     """A source's sync runs newest first, `limit` per page, keyset-paged by run id (`before`: runs older
     than that id)."""
-    from attest.entitlements.models import SyncRun
-
     stmt = select(SyncRun).where(SyncRun.source_id == source_id)
     if before is not None:
         stmt = stmt.where(SyncRun.id < before)
@@ -490,7 +486,6 @@ def active_counts(session: Session, source_id: int | None = None) -> dict[int, d
 
 
 def list_sources(session: Session, settings: Settings) -> list[SourceSummary]:
-    from attest.entitlements.models import SyncRun
 
     counts = active_counts(session)
     summaries = []

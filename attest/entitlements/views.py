@@ -22,6 +22,7 @@ from attest.entitlements import sources as sources_service
 from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
 from attest.entitlements.sources import secret_names as read_secret_names
 from attest.inputs import MAX_ID, parse_int
+from attest.jobs import SCHEDULER_SEEN_WITHIN, JobLease, scheduler_last_seen
 from attest.schedules import cron_trigger
 from attest.trail.chain import record as audit_record
 from attest.web import db, settings, write
@@ -261,8 +262,6 @@ class CsrfForm(FlaskForm):
 def _sync_state(source: Source) -> dict:
     """What the source page's sync panel shows: a queued request, the running run (with its progress), the
     latest run, and whether a scheduler is there to pick the request up."""
-    from attest.jobs import SCHEDULER_SEEN_WITHIN, JobLease, scheduler_last_seen
-
     session = db()
     latest = session.scalar(select(SyncRun).where(SyncRun.source_id == source.id).order_by(SyncRun.id.desc()).limit(1))
     running = latest if latest is not None and latest.status == "running" else None

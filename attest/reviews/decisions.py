@@ -43,9 +43,10 @@ from sqlalchemy.orm.exc import StaleDataError
 from attest.auth.models import User
 from attest.db import utcnow
 from attest.entitlements.models import Identity
+from attest.reviews import campaigns as campaigns_service
 from attest.reviews import eligibility, queries
 from attest.reviews.chunks import chunks as _chunks  # IN (...) lists of at most chunks.IN_LIST_SIZE ids
-from attest.reviews.models import DECISIONS, Campaign, Decision, ReviewerSignoff, ReviewItem
+from attest.reviews.models import DECISIONS, Campaign, Decision, Remediation, ReviewerSignoff, ReviewItem
 from attest.trail.chain import record as audit
 from attest.trail.chain import record_many as audit_many
 
@@ -248,8 +249,6 @@ def decide(session: Session, user: User, item_id: int, decision: str, comment: s
 
 def _advance(session: Session, campaign: Campaign, item: ReviewItem, next_stage: int) -> None:
     """Hand an item approved (or abstained) on a non-final stage to the next stage's reviewer."""
-    from attest.reviews import campaigns as campaigns_service
-
     item.stage = next_stage
     item.co_reviewer_id = None
     item.reassigned_reason = None
@@ -298,8 +297,6 @@ def undo(session: Session, user: User, item_id: int, expected_version: int | Non
     if signoff is not None:
         raise DecisionError(
             f"This decision was signed off on {signoff.signed_off_at:%Y-%m-%d %H:%M} UTC and can no longer be undone.")
-    from attest.reviews.models import Remediation
-
     if session.scalar(select(Remediation.id).where(Remediation.item_id == item.id)) is not None:
         raise DecisionError("Remediation of this item has started: the decision can no longer be undone.")
     before = {"decision": item.decision, "comment": item.comment, "stage": item.stage,

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from attest.entitlements.models import Entitlement, Grant, Resource, Source
 from attest.entitlements.risk import _parse_iso
 from attest.reviews.models import ReviewItem
+from attest.reviews.remediation import _managed_elsewhere, grant_ref
 from attest.reviews.remediation_targets import remediation_target
 
 
@@ -35,8 +36,6 @@ def _close_target(item: ReviewItem, groups: dict[int, Resource]) -> str | None:
 
 def revoke_notes(session: Session, items: Sequence[ReviewItem]) -> dict[int, str]:
     """{item id: the manual task a revoke becomes} for items held through a group or managed by a rule."""
-    from attest.reviews.remediation import _managed_elsewhere, grant_ref
-
     if not items:
         return {}
     group_ids = {i.via_resource_id for i in items if i.via_resource_id} | {i.resource_id for i in items if i.resource_id}

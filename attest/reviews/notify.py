@@ -56,6 +56,7 @@ from attest.entitlements.models import Identity
 from attest.entitlements.queries import person_by_email
 from attest.reviews import eligibility
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewerNotice, ReviewerSignoff, ReviewItem
+from attest.templating import fmt_date, fmt_dt
 from attest.trail.chain import record
 
 log = logging.getLogger("attest.notify")
@@ -91,7 +92,6 @@ _env: Environment | None = None
 def _jinja() -> Environment:
     global _env
     if _env is None:
-        from attest.templating import fmt_date, fmt_dt
 
         env = Environment(
             loader=FileSystemLoader(str(TEMPLATES)),

@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from attest.db import utcnow
-from attest.entitlements.models import Identity
+from attest.entitlements.models import Identity, Source
 from attest.entitlements.risk import WEIGHTS
 from attest.inputs import parse_int
-from attest.reviews.models import RISKS, Campaign, ReviewerSignoff, ReviewItem
+from attest.reviews.models import RISKS, Campaign, Decision, ReviewerSignoff, ReviewItem
 
 # risk signals that flag an item for a closer look; "via_group" only says how the access is held
 FLAG_RISKS = tuple(r for r in RISKS if r != "via_group")
@@ -409,8 +409,6 @@ def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str
 
 def filter_options(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> dict[str, list[str]]:
     """Choices for the filter form: the campaign's sources (from launch), else every source; the risks."""
-    from attest.entitlements.models import Source
-
     campaign = session.get(Campaign, campaign_id)
     sources = sorted({r.get("source") for r in (campaign.sync_runs or []) if r.get("source")}) if campaign else []
     if not sources:
@@ -619,6 +617,5 @@ def campaign_dashboard(session: Session, campaign_id: int) -> CampaignDashboard 
 
 
 def item_history(session: Session, item_id: int) -> list[Any]:
-    from attest.reviews.models import Decision
 
     return list(session.scalars(select(Decision).where(Decision.item_id == item_id).order_by(Decision.id)))

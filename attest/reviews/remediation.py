@@ -45,6 +45,8 @@ from attest.config import Settings
 from attest.connectors.base import GrantRef, RevokeRefused, RevokeResult
 from attest.db import begin_write, utcnow
 from attest.entitlements.models import Account, Grant, Resource, Source, SyncRun
+from attest.entitlements.queries import effective_access
+from attest.entitlements.sources import build_connector
 from attest.entitlements.sync import SyncResult, after_apply
 from attest.redact import install_filter, redact
 from attest.reviews.chunks import chunks
@@ -187,8 +189,6 @@ def _managed_elsewhere(ref: GrantRef, principal: str, resource: str) -> str | No
 
 def _via_target(session: Session, item: ReviewItem, grant: Grant) -> str:
     """The manual task for access held through a group: name the account's own group and the path."""
-    from attest.entitlements.queries import effective_access
-
     account = session.get(Account, item.account_id)
     who = account.label if account else f"account {item.account_id}"
     what = f"{item.entitlement_name} on {item.resource_name or 'the resource'}"
@@ -260,8 +260,6 @@ def _due(campaign_id: int | None, now: datetime):
 
 def _connector(cache: dict[int, Any], ctx: _Ctx, settings: Settings):
     """The source's connector (built once per run), or a reason it cannot revoke."""
-    from attest.entitlements.sources import build_connector
-
     if ctx.source_id not in cache:
         try:
             cache[ctx.source_id] = build_connector(ctx.source, settings)
@@ -508,8 +506,6 @@ def undo(
     now: datetime | None = None,
 ) -> Remediation:
     """Re-grant exactly what an automatic revoke removed, within ATTEST_REMEDIATION_UNDO_DAYS."""
-    from attest.entitlements.sources import build_connector
-
     now = now or utcnow()
     with session_factory() as session:
         rem = session.get(Remediation, remediation_id)
@@ -600,7 +596,6 @@ def verify_after_sync(session: Session, source_id: int, run_id: int) -> dict[str
     via_ids = {r.id for r in via_rows}
     held_by_account: dict[int, set[int]] = {}
     if via_rows:
-        from attest.entitlements.queries import effective_access
 
         for account_id in {r.account_id for r in via_rows}:
             held_by_account[account_id] = {h.grant.id for h in effective_access(session, [account_id])}

@@ -24,8 +24,11 @@ from attest.entitlements.models import Identity
 from attest.entitlements.queries import identity_accounts
 from attest.inputs import parse_int
 from attest.reviews import decisions, delegation, eligibility, item_notes, queries
+from attest.reviews import views as review_views
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.models import Delegation
+from attest.reviews.views import _find_person
+from attest.reviews.views import _row_context as rows
 from attest.web import db, settings, write
 
 bp = Blueprint("team", __name__)
@@ -122,7 +125,6 @@ def _day(raw: str | None, field: str) -> datetime:
 @bp.post("/reviews/delegation")
 @login_required
 def delegate():
-    from attest.reviews.views import _find_person
 
     if current_user.is_auditor and not current_user.is_admin:
         abort(403, "Auditors read everything and change nothing.")
@@ -215,7 +217,6 @@ def delegated_inbox(delegator_id: int):
 
 
 def _row_context() -> dict[str, Any]:
-    from attest.reviews.views import _row_context as rows
 
     return rows()
 
@@ -268,8 +269,6 @@ def delegated_bulk(delegator_id: int, campaign_id: int):
 def decide_access(item_id: int):
     """Decide one access held by several paths: the row's item and the alike items of the same access, in
     one transaction (each decided, recorded and audited as if one by one; all or nothing)."""
-    from attest.reviews import views as review_views
-
     decision = request.form.get("decision", "")
     comment = request.form.get("comment")
     version = parse_int(request.form.get("version"), low=0)
@@ -299,7 +298,6 @@ def decide_access(item_id: int):
 @bp.post("/reviews/items/<int:item_id>/undo")
 @login_required
 def undo(item_id: int):
-    from attest.reviews import views as review_views
 
     version = parse_int(request.form.get("version"), low=0)
     try:
@@ -325,7 +323,6 @@ def undo(item_id: int):
 @bp.post("/reviews/campaigns/<int:campaign_id>/reassign-mine")
 @login_required
 def reassign_mine(campaign_id: int):
-    from attest.reviews.views import _find_person
 
     session = db()
     me = current_user.identity_id

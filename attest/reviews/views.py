@@ -31,7 +31,9 @@ from attest.entitlements import history as access_history
 from attest.entitlements.models import Grant, Identity, Resource, Source
 from attest.entitlements.queries import person_by_email
 from attest.inputs import parse_int
-from attest.reviews import decisions, eligibility, item_notes, queries
+from attest.reviews import campaigns as campaigns_service
+from attest.reviews import decisions, eligibility, item_notes, items_export, notify, queries, remediation
+from attest.reviews import definitions as defs
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
 from attest.reviews.definition_schema import DEFAULT_REMINDERS
 from attest.reviews.models import CAMPAIGN_STATUSES, Campaign, CampaignDefinition, ReviewerSignoff, ReviewItem
@@ -350,8 +352,6 @@ def campaigns():
 
 def _launched_today(session, definition_ids: list[int]) -> dict[int, list[str]]:
     """{definition id: names of its campaigns created today}, for the warning before a second launch."""
-    from attest.reviews import campaigns as campaigns_service
-
     now = utcnow()
     out = {}
     for definition_id in definition_ids:
@@ -368,13 +368,10 @@ def campaign(campaign_id: int):
     dash = queries.campaign_dashboard(session, campaign_id)
     if dash is None:
         abort(404)
-    from attest.reviews import notify
-
     threshold = settings().escalation_warn_items
     heavy = notify.escalation_forecast(session, dash.campaign, threshold)
     closed = None
     if dash.campaign.summary and dash.campaign.status == "closed":
-        from attest.reviews import remediation
 
         closed = {"remediation": remediation.status_counts(session, campaign_id),
                   "exceptions": queries.exception_count(session, campaign_id)}
@@ -410,8 +407,6 @@ def campaign_items(campaign_id: int):
 @read_all_required
 def campaign_items_csv(campaign_id: int):
     """The filtered items as CSV, streamed in keyset batches; each export is audited with its filters."""
-    from attest.reviews import items_export
-
     filters = queries.ItemFilters.from_args(request.args)
     with write() as session:
         if session.get(Campaign, campaign_id) is None:
@@ -425,7 +420,6 @@ def campaign_items_csv(campaign_id: int):
 @bp.post("/campaigns/<int:campaign_id>/close")
 @admin_required
 def close(campaign_id: int):
-    from attest.reviews import campaigns as campaigns_service
 
     reason = (request.form.get("reason") or "").strip()
     try:
@@ -450,7 +444,6 @@ def close(campaign_id: int):
 @bp.post("/campaigns/<int:campaign_id>/remind")
 @admin_required
 def remind(campaign_id: int):
-    from attest.reviews import notify
 
     try:
         with write() as session:
@@ -563,7 +556,6 @@ def _submitted_spec() -> tuple[str, Any]:
 
 def _definition_page(definition: CampaignDefinition | None, spec: dict[str, Any] | None, yaml_text: str,
                      mode: str, error: Any = None, status: int = 200):
-    from attest.reviews import definitions as defs
 
     session = db()
     # suggestions (a datalist each): the resource types synced, and the people who can be named reviewers
@@ -584,7 +576,6 @@ def _definition_page(definition: CampaignDefinition | None, spec: dict[str, Any]
 @bp.get("/campaigns/definitions/new")
 @admin_required
 def definition_new():
-    from attest.reviews import definitions as defs
 
     spec = {**defs.DEFAULTS, "name": ""}
     return _definition_page(None, spec, _example_yaml(), request.args.get("mode", "form"))
@@ -608,7 +599,6 @@ def _example_yaml() -> str:
 @bp.post("/campaigns/definitions/new")
 @admin_required
 def definition_create():
-    from attest.reviews import definitions as defs
 
     mode, submitted = _submitted_spec()
     try:
@@ -626,7 +616,6 @@ def definition_create():
 @bp.get("/campaigns/definitions/<int:definition_id>")
 @admin_required
 def definition_edit(definition_id: int):
-    from attest.reviews import definitions as defs
 
     definition = db().get(CampaignDefinition, definition_id) or abort(404)
     text = definition.source_yaml or defs.dump_yaml(definition.spec)
@@ -636,7 +625,6 @@ def definition_edit(definition_id: int):
 @bp.post("/campaigns/definitions/<int:definition_id>")
 @admin_required
 def definition_update(definition_id: int):
-    from attest.reviews import definitions as defs
 
     definition = db().get(CampaignDefinition, definition_id) or abort(404)
     mode, submitted = _submitted_spec()
@@ -656,9 +644,6 @@ def definition_update(definition_id: int):
 @admin_required
 def definition_preview():
     """The live preview (htmx): validate what is in the form and show who would review what."""
-    from attest.reviews import campaigns as campaigns_service
-    from attest.reviews import definitions as defs
-
     mode, submitted = _submitted_spec()
     if mode == "form" and not submitted.get("name"):
         submitted["name"] = "(not named yet)"  # no "name: is required" before anything is typed; Save refuses
@@ -681,7 +666,6 @@ def definition_preview():
 @bp.post("/campaigns/definitions/<int:definition_id>/launch")
 @admin_required
 def launch(definition_id: int):
-    from attest.reviews import campaigns as campaigns_service
 
     name = (request.form.get("name") or "").strip() or None
     try:
@@ -718,7 +702,6 @@ def definition_unarchive(definition_id: int):
 
 
 def _set_archived(definition_id: int, archived: bool):
-    from attest.reviews import campaigns as campaigns_service
 
     with write() as session:
         if session.get(CampaignDefinition, definition_id) is None:

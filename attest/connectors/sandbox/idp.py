@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from attest.connectors.sandbox.okta_fake import create_app as okta_org
+
 PORT = 5104
 CLIENT_ID = "attest-demo"
 ADMIN_GROUP = "attest-admins"
@@ -76,7 +78,6 @@ def _directory_people(n: int) -> list[tuple[str, str, str]]:
     """(e-mail, first, last) of the first people of the demo directory (the sandbox Okta's org): the CEO
     and direct reports who manage teams. Empty if that org cannot be built (the form still works)."""
     try:
-        from attest.connectors.sandbox.okta_fake import create_app as okta_org
 
         org = okta_org(demo=True)
         profiles = [org.users[uid]["profile"] for uid in org.user_ids[:n]]
