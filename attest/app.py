@@ -304,6 +304,6 @@ def register_template_helpers(app: Flask) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    from attest.cli import register
+    from attest.cli import register  # here, not on top: attest.cli imports this module (create_app)
 
     register(app)
