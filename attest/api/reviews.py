@@ -8,12 +8,14 @@ the items routed to its user), queries.py and remediation.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import yaml
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from attest.api.core import (
     ApiError,
@@ -32,11 +34,8 @@ from attest.api.core import (
     set_etag,
     spec,
 )
-from attest.reviews import campaigns as campaigns_service
-from attest.reviews import decisions, queries, remediation
-from attest.reviews import definitions as defs
+from attest.reviews import decisions, queries
 from attest.reviews.decisions import MAX_COMMENT, DecisionError, Forbidden, NotFound, StaleItem
-from attest.reviews.definitions import find_identity
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewItem
 from attest.web import db, write
 
@@ -319,6 +318,25 @@ def _refused(exc: Exception, item_id: int | None = None):
     return ApiError(400, str(exc))
 
 
+def _item_response(row: ReviewItem) -> dict[str, Any]:
+    """An item as the API returns it, with its version as the ETag."""
+    set_etag(item_etag(row))
+    return item_out(row)
+
+
+def _change_item(item_id: int, change: Callable[[Session, int | None], object]) -> dict[str, Any]:
+    """Run `change(session, expected_version)` on an item routed to the token's user (the version an If-Match
+    names, or None) in one transaction; refusals become API errors (412/409 for a stale item). Returns the
+    item afterwards."""
+    try:
+        with write() as session:
+            decisions.load_item_for(session, caller().user, item_id)
+            change(session, _expected_version(item_id))
+    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
+        raise _refused(exc, item_id) from None
+    return _item_response(db().get(ReviewItem, item_id))
+
+
 def _spec_from(body: DefinitionIn) -> str | dict[str, Any]:
     if (body.yaml is None) == (body.definition is None):
         raise ApiError(422, "Give exactly one of `yaml` (text) or `definition` (an object).")
@@ -345,6 +363,8 @@ def list_definitions():
 @spec.validate(json=DefinitionIn, resp=responses(DefinitionOut, 201), tags=TAG_DEF)
 def create_definition():
     """Store a definition given as YAML text or as an object (422 names the offending field and line)."""
+    from attest.reviews import definitions as defs
+
     submitted = _spec_from(request.context.json)
     c = caller()
     try:
@@ -367,6 +387,8 @@ def get_definition(definition_id: int):
 
 
 def _preview(spec_or_id: Any) -> dict[str, Any]:
+    from attest.reviews import campaigns as campaigns_service
+    from attest.reviews import definitions as defs
 
     session = db()
     try:
@@ -410,6 +432,8 @@ def preview_definition(definition_id: int):
 @spec.validate(json=LaunchIn, resp=responses(CampaignOut, 201), tags=TAG_DEF)
 def launch(definition_id: int):
     """Create a campaign from the definition and launch it (snapshot of the in-scope grants); 201."""
+    from attest.reviews import campaigns as campaigns_service
+
     body: LaunchIn = request.context.json
     name = (body.name or "").strip() or None
     try:
@@ -466,6 +490,8 @@ def get_campaign(campaign_id: int):
 @spec.validate(resp=responses(CampaignDetail), tags=TAG_CAMP)
 def close_campaign(campaign_id: int):
     """Close: outcomes recorded, revocations queued for remediation. If-Match: 412 when it changed."""
+    from attest.reviews import campaigns as campaigns_service
+
     try:
         with write() as session:
             row = session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update(of=Campaign)
@@ -484,6 +510,8 @@ def close_campaign(campaign_id: int):
 @spec.validate(json=CancelIn, resp=responses(CampaignDetail), tags=TAG_CAMP)
 def cancel_campaign(campaign_id: int):
     """Cancel a draft or active campaign (no outcomes, no remediation); the reason is audited."""
+    from attest.reviews import campaigns as campaigns_service
+
     body: CancelIn = request.context.json
     try:
         with write() as session:
@@ -544,9 +572,7 @@ def _visible_item(item_id: int) -> ReviewItem:
 @spec.validate(resp=responses(ItemOut), tags=TAG_ITEMS)
 def get_item(item_id: int):
     """One item, if it is routed to the token's user (or the user reads everything); its ETag is its version."""
-    row = _visible_item(item_id)
-    set_etag(item_etag(row))
-    return item_out(row)
+    return _item_response(_visible_item(item_id))
 
 
 @bp.post("/items/<int:item_id>/decision")
@@ -556,17 +582,9 @@ def decide(item_id: int):
     """Approve, revoke or abstain on an item routed to the token's user. If-Match with the item's ETag:
     412 when someone changed it since (without If-Match, a concurrent change is 409)."""
     body: DecideIn = request.context.json
-    c = caller()
-    try:
-        with write() as session:
-            decisions.load_item_for(session, c.user, item_id)
-            version = _expected_version(item_id)
-            decisions.decide(session, c.user, item_id, body.decision, comment=body.comment, expected_version=version)
-    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
-        raise _refused(exc, item_id) from None
-    row = db().get(ReviewItem, item_id)
-    set_etag(item_etag(row))
-    return item_out(row)
+    user = caller().user
+    return _change_item(item_id, lambda session, version: decisions.decide(
+        session, user, item_id, body.decision, comment=body.comment, expected_version=version))
 
 
 @bp.post("/campaigns/<int:campaign_id>/decisions")
@@ -594,23 +612,20 @@ def bulk_decide(campaign_id: int):
 def reassign(item_id: int):
     """Route an undecided item to another person (by e-mail) with a reason: its reviewer may hand it on,
     admins may move any item; never to the person whose access it is."""
+    from attest.reviews.definitions import find_identity
+
     body: ReassignIn = request.context.json
     c = caller()
     if c.is_service and not c.is_admin:
         raise ApiError(403)
-    try:
-        with write() as session:
-            decisions.load_item_for(session, c.user, item_id)
-            version = _expected_version(item_id)
-            target = find_identity(session, body.to_email.strip())
-            if target is None:
-                raise DecisionError(f"Nobody in the directory has the e-mail {body.to_email.strip()}.")
-            decisions.reassign(session, c.user, item_id, target.id, body.reason, expected_version=version)
-    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
-        raise _refused(exc, item_id) from None
-    row = db().get(ReviewItem, item_id)
-    set_etag(item_etag(row))
-    return item_out(row)
+
+    def hand_on(session: Session, version: int | None) -> None:
+        target = find_identity(session, body.to_email.strip())
+        if target is None:
+            raise DecisionError(f"Nobody in the directory has the e-mail {body.to_email.strip()}.")
+        decisions.reassign(session, c.user, item_id, target.id, body.reason, expected_version=version)
+
+    return _change_item(item_id, hand_on)
 
 
 # --- remediations ---------------------------------------------------------------------------------------
@@ -621,6 +636,8 @@ def reassign(item_id: int):
 @spec.validate(query=RemediationQuery, resp=responses(RemediationList), tags=TAG_REM)
 def list_remediations():
     """Remediations by id, filterable by campaign, status and mode."""
+    from attest.reviews import remediation
+
     q: RemediationQuery = request.context.query
     after = decode_cursor("remediations", q.after)
     if after is not None and not isinstance(after, int):
@@ -634,6 +651,7 @@ def list_remediations():
 @requires("reviews:read", "read_all")
 @spec.validate(resp=responses(RemediationOut), tags=TAG_REM)
 def get_remediation(remediation_id: int):
+    from attest.reviews import remediation
 
     rows, _next = remediation.list_remediations(db(), after=remediation_id - 1, limit=1)
     if not rows or rows[0].id != remediation_id:
