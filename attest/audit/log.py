@@ -62,7 +62,7 @@ def verify_events(events: Iterable[Mapping[str, Any]], *, expect_start: int | No
         if last is None or last[0] < expected_head[0]:
             return ChainProblem(expected_head[0], None, "the newest events are missing (removed from the end)")
         if beyond_head is not None:
-            return ChainProblem(beyond_head[0], beyond_head[1], f"was inserted after the chain head (the last event "
+            return ChainProblem(beyond_head[0], beyond_head[1], f"{AFTER_HEAD} (the last event "
                                                                 f"written by Attest is seq {expected_head[0]})")
         return ChainProblem(last[0], None, "the chain head does not match the last event")
     return None
@@ -94,7 +94,30 @@ def iter_events(session: Session, *where: Any, after: int = 0, batch: int = 5000
             session.expunge_all()
 
 
-def verify_chain(session: Session) -> ChainProblem | None:
+AFTER_HEAD = "was inserted after the chain head"
+
+
+def _head(session: Session) -> tuple[int, str] | None:
     head = session.execute(select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)).first()
-    expected = (int(head[0]), head[1]) if head and head[0] else None
-    return verify_events(iter_events(session), expected_head=expected)
+    return (int(head[0]), head[1]) if head and head[0] else None
+
+
+def verify_chain(session: Session, *, attempts: int = 3) -> ChainProblem | None:
+    """Walk the whole chain against the head Attest keeps; the first problem, or None.
+
+    On a live system the head is read before the events (separate statements, each seeing what was
+    committed when it ran), so an event Attest appended meanwhile stands beyond the head that was read.
+    Such an event is only an insertion if the head still does not cover it: when the head has moved since,
+    the walk is repeated against the new head (up to `attempts` times); a row beyond a head that did not
+    move is reported."""
+    expected = _head(session)
+    problem = verify_events(iter_events(session), expected_head=expected)
+    for _ in range(attempts - 1):
+        if problem is None or not problem.problem.startswith(AFTER_HEAD):
+            break
+        now = _head(session)
+        if now == expected:
+            break  # the head did not move: that row was not written by Attest
+        expected = now
+        problem = verify_events(iter_events(session), expected_head=expected)
+    return problem

@@ -138,3 +138,28 @@ def test_verify_chain_on_an_empty_log(fresh_db):
     with fresh_db.factory() as s:
         assert verify_chain(s) is None
     assert GENESIS == "0" * 64
+
+
+def test_an_event_appended_while_verify_walks_is_not_reported_as_inserted(chain):
+    """On a live system the head is read before the events: an event Attest appends in between (a
+    scheduler, a reviewer) is beyond the head read, but the head covers it by the time the walk ends, so it
+    is no insertion. A forged row beyond a head that does not move still is (test above)."""
+    from sqlalchemy import event
+
+    from attest.trail.models import AuditHead
+
+    with chain.factory() as s:
+        appended = []
+
+        @event.listens_for(s, "do_orm_execute")
+        def append_once(state):
+            # right after verify read the head, another process appends one event and commits
+            if not appended and state.is_select and AuditHead.__table__ in state.statement.get_final_froms():
+                appended.append(True)
+                head = state.invoke_statement().freeze()  # the head as read now
+                with transaction(chain.factory) as other:
+                    record(other, actor="scheduler", action="notice.sent", object_type="campaign", object_id="1")
+                return head()  # a Result again, for verify_chain
+
+        assert verify_chain(s) is None
+        assert appended
