@@ -34,8 +34,11 @@ from attest.api.core import (
     set_etag,
     spec,
 )
-from attest.reviews import decisions, queries
+from attest.reviews import campaigns as campaigns_service
+from attest.reviews import decisions, queries, remediation
+from attest.reviews import definitions as defs
 from attest.reviews.decisions import MAX_COMMENT, DecisionError, Forbidden, NotFound, StaleItem
+from attest.reviews.definitions import find_identity
 from attest.reviews.models import Campaign, CampaignDefinition, ReviewItem
 from attest.web import db, write
 
@@ -363,8 +366,6 @@ def list_definitions():
 @spec.validate(json=DefinitionIn, resp=responses(DefinitionOut, 201), tags=TAG_DEF)
 def create_definition():
     """Store a definition given as YAML text or as an object (422 names the offending field and line)."""
-    from attest.reviews import definitions as defs
-
     submitted = _spec_from(request.context.json)
     c = caller()
     try:
@@ -387,8 +388,6 @@ def get_definition(definition_id: int):
 
 
 def _preview(spec_or_id: Any) -> dict[str, Any]:
-    from attest.reviews import campaigns as campaigns_service
-    from attest.reviews import definitions as defs
 
     session = db()
     try:
@@ -432,8 +431,6 @@ def preview_definition(definition_id: int):
 @spec.validate(json=LaunchIn, resp=responses(CampaignOut, 201), tags=TAG_DEF)
 def launch(definition_id: int):
     """Create a campaign from the definition and launch it (snapshot of the in-scope grants); 201."""
-    from attest.reviews import campaigns as campaigns_service
-
     body: LaunchIn = request.context.json
     name = (body.name or "").strip() or None
     try:
@@ -490,8 +487,6 @@ def get_campaign(campaign_id: int):
 @spec.validate(resp=responses(CampaignDetail), tags=TAG_CAMP)
 def close_campaign(campaign_id: int):
     """Close: outcomes recorded, revocations queued for remediation. If-Match: 412 when it changed."""
-    from attest.reviews import campaigns as campaigns_service
-
     try:
         with write() as session:
             row = session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update(of=Campaign)
@@ -510,8 +505,6 @@ def close_campaign(campaign_id: int):
 @spec.validate(json=CancelIn, resp=responses(CampaignDetail), tags=TAG_CAMP)
 def cancel_campaign(campaign_id: int):
     """Cancel a draft or active campaign (no outcomes, no remediation); the reason is audited."""
-    from attest.reviews import campaigns as campaigns_service
-
     body: CancelIn = request.context.json
     try:
         with write() as session:
@@ -612,8 +605,6 @@ def bulk_decide(campaign_id: int):
 def reassign(item_id: int):
     """Route an undecided item to another person (by e-mail) with a reason: its reviewer may hand it on,
     admins may move any item; never to the person whose access it is."""
-    from attest.reviews.definitions import find_identity
-
     body: ReassignIn = request.context.json
     c = caller()
     if c.is_service and not c.is_admin:
@@ -636,8 +627,6 @@ def reassign(item_id: int):
 @spec.validate(query=RemediationQuery, resp=responses(RemediationList), tags=TAG_REM)
 def list_remediations():
     """Remediations by id, filterable by campaign, status and mode."""
-    from attest.reviews import remediation
-
     q: RemediationQuery = request.context.query
     after = decode_cursor("remediations", q.after)
     if after is not None and not isinstance(after, int):
@@ -651,7 +640,6 @@ def list_remediations():
 @requires("reviews:read", "read_all")
 @spec.validate(resp=responses(RemediationOut), tags=TAG_REM)
 def get_remediation(remediation_id: int):
-    from attest.reviews import remediation
 
     rows, _next = remediation.list_remediations(db(), after=remediation_id - 1, limit=1)
     if not rows or rows[0].id != remediation_id:
