@@ -66,6 +66,23 @@ def _short(exc: Exception) -> str:
     return str(exc)[:200]
 
 
+def _missing(exc: HttpError) -> str:
+    """What the credentials lack, in GitHub's own words where its answer names it: a GitHub App or a
+    fine-grained token gets `x-accepted-github-permissions` (permission sets that would do, separated by
+    ";"), a classic token `x-accepted-oauth-scopes` beside its own `x-oauth-scopes`."""
+    headers = {k.lower(): v for k, v in exc.headers.items()}
+    permissions = headers.get("x-accepted-github-permissions", "").strip()
+    if permissions:
+        sets = [p.strip() for p in permissions.split(";") if p.strip()]
+        return (f"the GitHub App (or fine-grained token) lacks the permission {' or '.join(sets)}: grant it in the "
+                "App's permissions and accept the change on the installation (docs/connectors/github.md)")
+    scopes = headers.get("x-accepted-oauth-scopes", "").strip()
+    if scopes:
+        has = headers.get("x-oauth-scopes", "").strip() or "none"
+        return (f"the token lacks the OAuth scope {scopes} (it has: {has}); see docs/connectors/github.md")
+    return "the token or App lacks a permission Attest needs (see docs/connectors/github.md)"
+
+
 def _explain(exc: HttpError, org: str) -> str:
     where = urlsplit(exc.url).path
     if exc.status == 401:
@@ -74,8 +91,7 @@ def _explain(exc: HttpError, org: str) -> str:
         return (f"organization {org!r} was not found, or the token / App installation cannot see it "
                 "(is the App installed on it?)")
     if exc.status == 403:
-        return (f"GitHub refused {exc.method} {where} (HTTP 403: {_message(exc)}); the token or App lacks a "
-                "permission Attest needs (see docs/connectors/github.md)")
+        return f"GitHub refused {exc.method} {where} (HTTP 403: {_message(exc)}); {_missing(exc)}"
     return f"{org}: {exc.method} {where} failed: HTTP {exc.status}: {_message(exc)}"
 
 

@@ -96,9 +96,12 @@ class GitHubConnector(HttpMixin, ReadersMixin, ProvisioningMixin, BaseConnector)
                                           rate_limit_on_403=True, default_wait=60.0, sleep=sleep, **budgets)
 
     def validate(self) -> None:
+        """Reach each organization and one page of what a sync cannot do without (its members: the
+        Members permission), so a missing permission is named before the first sync, not during it."""
         for org in self.orgs:
             try:
                 self._request("GET", f"/orgs/{quote(org)}")
+                self._request("GET", f"/orgs/{quote(org)}/members", params={"per_page": 1})
             except HttpError as exc:
                 raise ConnectorError(_explain(exc, org)) from None
 

@@ -254,6 +254,9 @@ class FakeGitHub:
         self.deferred: list[Callable[[], Any]] = []
         self.faults: dict[str, dict[str, Any]] = {}  # list faults by connection or REST view (see the module doc)
         self.echo_auth = False  # error bodies echo the request's Authorization header
+        # permissions the App installation was not granted (e.g. {"members"}): requests that need one answer
+        # 403 "Resource not accessible by integration" with `x-accepted-github-permissions` (PERMISSION_GATES)
+        self.withheld: set[str] = set()
 
     # -- setup --------------------------------------------------------------------------------------
     def add_user(self, uid: int, login: str, name: str | None = None, email: str | None = None) -> dict[str, Any]:
@@ -434,6 +437,19 @@ def populate(state: FakeGitHub, login: str, *, org_id: int, members: int, teams:
     return org
 
 
+# What a GitHub App (or fine-grained token) needs for the REST routes Attest reads: GitHub answers a request
+# the installation lacks a permission for with 403 {"message": "Resource not accessible by integration"} and
+# names the permission sets that would allow it in `x-accepted-github-permissions`, sets separated by ";"
+# (https://github.blog/changelog/2023-08-10-x-accepted-github-permissions-header-for-fine-grained-permission-actors,
+# https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#insufficient-permission-errors;
+# the permission per route: https://docs.github.com/en/rest/authentication/permissions-required-for-github-apps).
+PERMISSION_GATES: tuple[tuple[str, str], ...] = (
+    (r"^(/api/v3)?/orgs/[^/]+/(members|outside_collaborators|invitations|teams)(/|$)", "members=read"),
+    (r"^(/api/v3)?/orgs/[^/]+/organization-roles(/|$)", "organization_custom_org_roles=read"),
+    (r"^(/api/v3)?/orgs/[^/]+/custom-repository-roles(/|$)", "organization_custom_roles=read"),
+)
+
+
 # --- the WSGI app --------------------------------------------------------------------------------
 
 
@@ -592,6 +608,10 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                 return error(403, "API rate limit exceeded for installation. If you reach out to GitHub Support "
                              "for help, please include the request ID.", _rate_headers(limit, window, resource))
             window[0] += 1
+            for pattern, needed in PERMISSION_GATES:
+                if needed.partition("=")[0] in state.withheld and re.match(pattern, path):
+                    return error(403, "Resource not accessible by integration",
+                                 {"x-accepted-github-permissions": needed, **_rate_headers(limit, window, resource)})
         return _renamed_redirect(path)
 
     def _renamed_redirect(path: str) -> Response | None:
