@@ -23,8 +23,8 @@ def test_an_enum_status_is_stored_as_its_plain_string(session):
 
 
 def test_the_constraints_allow_exactly_the_enum_values():
-    assert RUN_STATUSES == tuple(RunStatus) and all(type(s) is str for s in RUN_STATUSES)
-    assert REMEDIATION_STATUSES == tuple(RemediationStatus) and all(type(s) is str for s in REMEDIATION_STATUSES)
+    assert tuple(RunStatus) == RUN_STATUSES and all(type(s) is str for s in RUN_STATUSES)
+    assert tuple(RemediationStatus) == REMEDIATION_STATUSES and all(type(s) is str for s in REMEDIATION_STATUSES)
     constraint = next(c for c in SyncRun.__table__.constraints if getattr(c, "name", "") == "ck_sync_run_status")
     assert str(constraint.sqltext) == f"status IN {RUN_STATUSES!r}" == (
         "status IN ('running', 'succeeded', 'partial', 'failed', 'aborted')")
