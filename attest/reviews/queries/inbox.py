@@ -1,13 +1,5 @@
-"""Read queries for the reviewer inbox and the admin campaign pages.
-
-The inbox pages by KEYSET, never by OFFSET: items are ordered by person then id, and `after` is an
-opaque cursor holding the last row's (person_name, id). Rows with a person come first (by name, id);
-orphaned items (no person) follow, by id. Each part is a plain range scan of the index
-`ix_review_item_inbox (reviewer_id, campaign_id, person_name, id)`, on SQLite and PostgreSQL alike,
-so a page deep in a 10,000-item inbox costs what the first page costs.
-
-Items a reviewer reviews and items escalated to them (co-reviewer) are two lists (`role`), each keyset
-paginated on its own index.
+"""The reviewer inbox and the campaign's items: filters, opaque keyset cursors, the risk and exception
+conditions, a page of items grouped by person, the selection a bulk action covers, and the inbox counts.
 """
 
 from __future__ import annotations
@@ -17,23 +9,25 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, and_, case, cast, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from attest.db import utcnow
 from attest.entitlements.models import Identity, Source
 from attest.entitlements.risk import WEIGHTS
 from attest.inputs import parse_int
-from attest.reviews.models import RISKS, Campaign, Decision, ReviewerSignoff, ReviewItem
+from attest.reviews.models import RISKS, Campaign, ReviewItem
 
 # risk signals that flag an item for a closer look; "via_group" only says how the access is held
 FLAG_RISKS = tuple(r for r in RISKS if r != "via_group")
 FLAG_SCORE = min(WEIGHTS[r] for r in FLAG_RISKS)
+
+
 assert all(WEIGHTS[r] < FLAG_SCORE for r in RISKS if r not in FLAG_RISKS)
+
+
 DECISION_FILTERS = ("undecided", "decided", "approve", "revoke", "abstain")
 ROLES = ("reviewer", "co_reviewer")
 RISK_LABELS = {
@@ -42,6 +36,8 @@ RISK_LABELS = {
     "stale_access_key": "stale key", "no_mfa": "no MFA",
     "trust_outside_org": "trusted outside the org", "wildcard_trust": "wildcard trust",
 }
+
+
 RISK_CLASSES = {
     "privileged": "danger", "terminated": "danger", "orphaned": "warning", "dormant": "warning",
     "stale_access_key": "warning", "no_mfa": "warning", "service_account": "info", "new_since_last_review": "primary",
@@ -168,9 +164,6 @@ class PersonGroup:
         return sum(1 for i in self.items if i.decision is None)
 
 
-# --- cursors -----------------------------------------------------------------------------------------
-
-
 def encode_cursor(name: str | None, item_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps([name, item_id], ensure_ascii=False).encode()).decode().rstrip("=")
 
@@ -194,9 +187,6 @@ def decode_cursor(cursor: str | None) -> tuple[str | None, int] | None:
     if parse_int(item_id) is None or not (name is None or (isinstance(name, str) and "\x00" not in name)):
         raise bad
     return name, item_id
-
-
-# --- filters -----------------------------------------------------------------------------------------
 
 
 def _like(value: str) -> str:
@@ -260,9 +250,6 @@ def _scope(identity_id: int, campaign_id: int, role: str) -> list[ColumnElement[
     if role == "co_reviewer":
         return [ReviewItem.co_reviewer_id == identity_id, ReviewItem.campaign_id == campaign_id]
     return [ReviewItem.reviewer_id == identity_id, ReviewItem.campaign_id == campaign_id]
-
-
-# --- the inbox ---------------------------------------------------------------------------------------
 
 
 def inbox(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters | None = None,
@@ -379,7 +366,6 @@ class InboxCounts(Progress):
     escalated_to_me: int = 0
 
 
-
 def _count_columns() -> tuple[Any, ...]:
     def n(cond: ColumnElement[bool]) -> Any:
         return func.sum(case((cond, 1), else_=0))
@@ -414,208 +400,3 @@ def filter_options(session: Session, identity_id: int, campaign_id: int, role: s
     if not sources:
         sources = list(session.scalars(select(Source.name).order_by(Source.name)))
     return {"sources": sources, "risks": list(RISKS)}
-
-
-def is_my_campaign(session: Session, identity_id: int | None, campaign_id: int) -> bool:
-    if identity_id is None:
-        return False
-    return session.scalar(select(ReviewItem.id).where(
-        ReviewItem.campaign_id == campaign_id,
-        or_(ReviewItem.reviewer_id == identity_id, ReviewItem.co_reviewer_id == identity_id)).limit(1)) is not None
-
-
-# --- my campaigns ------------------------------------------------------------------------------------
-
-
-@dataclass
-class MyCampaign(Progress):
-    campaign: Campaign
-    signed_off_at: datetime | None
-    counts: InboxCounts  # as inbox_counts(..., role="reviewer")
-
-    @property
-    def total(self) -> int:
-        return self.counts.total
-
-    @property
-    def decided(self) -> int:
-        return self.counts.decided
-
-    @property
-    def escalated(self) -> int:
-        return self.counts.escalated_to_me
-
-    @property
-    def overdue(self) -> bool:
-        due = self.campaign.due_at
-        return due is not None and due < utcnow() and self.open > 0
-
-    @property
-    def days_left(self) -> int | None:
-        due = self.campaign.due_at
-        return None if due is None else (due - utcnow()).days
-
-
-def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[str] = ("active",)) -> list[MyCampaign]:
-    """The campaigns where `identity_id` has items to review (or escalated to them), soonest due first, each
-    with the reviewer's counts: one pass over their items (index-only), one over the escalated ones."""
-    if identity_id is None:
-        return []
-    mine = {row[0]: row[1:] for row in session.execute(
-        select(ReviewItem.campaign_id, *_count_columns())
-        .where(ReviewItem.reviewer_id == identity_id).group_by(ReviewItem.campaign_id)
-    )}
-    escalated = dict(((c, n) for c, n in session.execute(
-        select(ReviewItem.campaign_id, func.count()).where(ReviewItem.co_reviewer_id == identity_id)
-        .group_by(ReviewItem.campaign_id)
-    )))
-    ids = set(mine) | set(escalated)
-    if not ids:
-        return []
-    rows = session.execute(
-        select(Campaign, ReviewerSignoff.signed_off_at)
-        .outerjoin(ReviewerSignoff, and_(ReviewerSignoff.campaign_id == Campaign.id,
-                                         ReviewerSignoff.reviewer_id == identity_id))
-        .where(Campaign.id.in_(ids), Campaign.status.in_(list(statuses)))
-    ).all()
-    out = [MyCampaign(c, signed_off_at, _counts(mine.get(c.id, (0,) * 6), escalated.get(c.id, 0)))
-           for c, signed_off_at in rows]
-    far = datetime.max.replace(tzinfo=utcnow().tzinfo)
-    return sorted(out, key=lambda m: (m.campaign.due_at or far, m.campaign.id))
-
-
-# --- admin dashboard ---------------------------------------------------------------------------------
-
-
-@dataclass
-class CampaignRow(Progress):
-    campaign: Campaign
-    total: int
-    decided: int
-
-
-    @property
-    def overdue(self) -> bool:
-        due = self.campaign.due_at
-        return self.campaign.status == "active" and due is not None and due < utcnow() and self.decided < self.total
-
-
-def campaign_list(session: Session, status: str | None = None, limit: int = 200) -> list[CampaignRow]:
-    stmt = select(Campaign).order_by(Campaign.id.desc()).limit(limit)
-    if status:
-        stmt = stmt.where(Campaign.status == status)
-    campaigns = session.scalars(stmt).all()
-    if not campaigns:
-        return []
-    counts = dict(((c, (t, d)) for c, t, d in session.execute(
-        select(ReviewItem.campaign_id, func.count(), func.count(ReviewItem.decision))
-        .where(ReviewItem.campaign_id.in_([c.id for c in campaigns])).group_by(ReviewItem.campaign_id)
-    )))
-    return [CampaignRow(c, *counts.get(c.id, (0, 0))) for c in campaigns]
-
-
-@dataclass
-class ReviewerProgress(Progress):
-    reviewer_id: int | None
-    name: str
-    email: str | None
-    total: int
-    decided: int
-    revoked: int
-    escalated: int
-    co_reviewer_names: list[str]
-    signed_off_at: datetime | None
-    campaign_overdue: bool
-
-
-    @property
-    def overdue(self) -> bool:
-        return self.campaign_overdue and self.open > 0
-
-
-@dataclass
-class CampaignDashboard(Progress):
-    campaign: Campaign
-    total: int
-    decided: int
-    by_decision: dict[str, int]
-    unroutable: int
-    reviewers: list[ReviewerProgress]
-    risk_counts: dict[str, int]
-
-
-    @property
-    def overdue(self) -> bool:
-        due = self.campaign.due_at
-        return self.campaign.status == "active" and due is not None and due < utcnow() and self.decided < self.total
-
-    @property
-    def overdue_reviewers(self) -> list[ReviewerProgress]:
-        return [r for r in self.reviewers if r.overdue]
-
-    @property
-    def escalated_reviewers(self) -> list[ReviewerProgress]:
-        return [r for r in self.reviewers if r.escalated]
-
-    @property
-    def signed_off(self) -> int:
-        return sum(1 for r in self.reviewers if r.signed_off_at)
-
-
-def campaign_dashboard(session: Session, campaign_id: int) -> CampaignDashboard | None:
-    """Progress per reviewer, overdue reviewers and escalations of one campaign."""
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        return None
-    now = utcnow()
-    campaign_overdue = campaign.status == "active" and campaign.due_at is not None and campaign.due_at < now
-    by_decision: dict[str, int] = {}
-    total = decided = 0
-    for decision, n in session.execute(
-        select(ReviewItem.decision, func.count()).where(ReviewItem.campaign_id == campaign_id).group_by(ReviewItem.decision)
-    ):
-        total += n
-        if decision:
-            decided += n
-            by_decision[decision] = n
-    per = session.execute(
-        select(ReviewItem.reviewer_id, func.count(), func.count(ReviewItem.decision),
-               func.sum(case((ReviewItem.decision == "revoke", 1), else_=0)),
-               func.sum(case((ReviewItem.co_reviewer_id.is_not(None), 1), else_=0)))
-        .where(ReviewItem.campaign_id == campaign_id).group_by(ReviewItem.reviewer_id)
-    ).all()
-    co = session.execute(
-        select(ReviewItem.reviewer_id, ReviewItem.co_reviewer_id).where(
-            ReviewItem.campaign_id == campaign_id, ReviewItem.co_reviewer_id.is_not(None)).distinct()
-    ).all()
-    ids = {r[0] for r in per if r[0] is not None} | {c[1] for c in co}
-    people = {i.id: i for i in session.scalars(select(Identity).where(Identity.id.in_(ids)))} if ids else {}
-    signoffs = dict(((r, at) for r, at in session.execute(
-        select(ReviewerSignoff.reviewer_id, ReviewerSignoff.signed_off_at).where(ReviewerSignoff.campaign_id == campaign_id)
-    )))
-    co_names: dict[int, list[str]] = {}
-    for reviewer_id, co_id in co:
-        if reviewer_id is not None and co_id in people:
-            co_names.setdefault(reviewer_id, []).append(people[co_id].display_name)
-    reviewers, unroutable = [], 0
-    for reviewer_id, n, d, revoked, escalated in per:
-        if reviewer_id is None:
-            unroutable = n
-            continue
-        person = people.get(reviewer_id)
-        reviewers.append(ReviewerProgress(
-            reviewer_id, person.display_name if person else f"identity {reviewer_id}", person.email if person else None,
-            n, d, int(revoked or 0), int(escalated or 0), sorted(co_names.get(reviewer_id, [])),
-            signoffs.get(reviewer_id), campaign_overdue,
-        ))
-    reviewers.sort(key=lambda r: (-(r.open), r.name.lower()))
-    sums = session.execute(
-        select(*(func.sum(case((has_risk(r), 1), else_=0)) for r in RISKS)).where(ReviewItem.campaign_id == campaign_id)
-    ).one()
-    risk_counts = {r: int(n) for r, n in zip(RISKS, sums, strict=True) if n}
-    return CampaignDashboard(campaign, total, decided, by_decision, unroutable, reviewers, risk_counts)
-
-
-def item_history(session: Session, item_id: int) -> list[Any]:
-
-    return list(session.scalars(select(Decision).where(Decision.item_id == item_id).order_by(Decision.id)))
