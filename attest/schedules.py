@@ -1,7 +1,7 @@
 """Cron schedules read one way everywhere: a standard 5-field crontab in UTC (croniter), as an APScheduler
 trigger.
 
-A kernel module: sources, campaign definitions and the scheduler (attest/jobs.py, an entry point) all read
+A kernel module: sources, campaign definitions and the scheduler (attest/jobs/, an entry point) all read
 their schedules through it, so a schedule accepted on a form is the one the scheduler fires.
 """
 

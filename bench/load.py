@@ -4,7 +4,7 @@ What runs, each its own process, all on loopback:
 - PostgreSQL (a fresh database, dropped afterwards);
 - the sandbox services (fake Okta and GitHub, moto for AWS, the demo IdP: oidc-provider-mock) on free ports;
 - `attest serve` (gunicorn with attest/gunicorn_conf.py, 2 sync workers);
-- 2 `attest scheduler` processes sharing the job leases (attest/jobs.py).
+- 2 `attest scheduler` processes sharing the job leases (attest/jobs/).
 
 The demo organisation is synced from the sandbox and the quarterly manager review is launched. Then, per mode
 (no pause between actions; 1 s pause after each action), a fresh campaign of that definition is launched and
@@ -703,7 +703,7 @@ def profile_summary(path: Path, top: int = 18) -> dict:
         "SQLAlchemy ORM Session.execute": r"sqlalchemy/orm/session\.py:\d+\(execute\)",
         "psycopg cursor.execute (waiting for PostgreSQL included)": r"psycopg/cursor\.py:\d+\(execute\)",
         "SQLAlchemy commit": r"sqlalchemy/orm/session\.py:\d+\(commit\)",
-        "reviews inbox query (queries.inbox)": r"attest/reviews/queries\.py:\d+\(inbox\)",
+        "reviews inbox query (queries.inbox)": r"attest/reviews/queries/inbox\.py:\d+\(inbox\)",
         "inbox context (_inbox_context)": r"attest/reviews/views\.py:\d+\(_inbox_context\)",
         "SSO callback view (oidc_callback)": r"attest/auth/views\.py:\d+\(oidc_callback\)",
         "inbox view (GET /reviews)": r"attest/reviews/views\.py:\d+\(inbox\)",
@@ -909,7 +909,7 @@ def report(r: dict) -> str:
                           for k, v in t["taken"].items()) or "none"
         lines.append(
             f"\n**Scheduler kill.** SIGKILL of {t['killed']} while it held {', '.join(t['leases'])} (lease "
-            f"{r['lease_ttl_s']:.0f} s, heartbeat {r['heartbeat_s']:.0f} s; attest/jobs.py promises a takeover within "
+            f"{r['lease_ttl_s']:.0f} s, heartbeat {r['heartbeat_s']:.0f} s; attest/jobs/ promises a takeover within "
             f"LEASE_TTL + 1 min = {t['limit_s']:.0f} s of the last heartbeat). Taken over by the standby: {taken}"
             + (f"; not taken over while watched: {', '.join(t['not_taken'])}" if t["not_taken"] else "")
             + f" -> **{'within' if t['within_limit'] and not t['not_taken'] else 'NOT within'} LEASE_TTL + 1 min**"

@@ -3,7 +3,7 @@ progress, close, cancel), review items (list, get, decide, bulk decide, reassign
 
 Everything goes through the services the UI and the CLI use: attest/reviews/definitions.py, campaigns.py,
 decisions.py (which holds the visibility and eligibility rules: a reviewer's token sees and decides only
-the items routed to its user), queries.py and remediation.py.
+the items routed to its user), queries/ and remediation/.
 """
 
 from __future__ import annotations
