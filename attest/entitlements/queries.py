@@ -169,6 +169,21 @@ def name_cursor(after: str) -> tuple[str, int]:
     return name, last_id
 
 
+def name_page(session: Session, stmt: Any, name_col: Any, after: str | None, limit: int, *,
+              entity: Any = lambda row: row, scalars: bool = False) -> Page:
+    """One page of `stmt` in (name, id) order: the rows after the `name\x1fid` link `after` (BadCursor when it
+    is not one) and the link of the next page; `entity` picks the named object of a row."""
+    id_col = name_col.class_.id
+    if after:
+        name, last_id = name_cursor(after)
+        stmt = stmt.where(or_(name_col > name, and_(name_col == name, id_col > last_id)))
+    stmt = stmt.order_by(name_col, id_col).limit(limit + 1)
+    rows = list(session.scalars(stmt) if scalars else session.execute(stmt))
+    last = entity(rows[limit - 1]) if len(rows) > limit else None
+    next_after = f"{getattr(last, name_col.key)}\x1f{last.id}" if last is not None else None
+    return Page(rows[:limit], next_after)
+
+
 def search_identities(session: Session, q: str = "", after: str | None = None, limit: int = 50,
                       status: str | None = None, department: str | None = None) -> Page:
     stmt = select(Identity).where(Identity.ended_at.is_(None))
@@ -180,12 +195,7 @@ def search_identities(session: Session, q: str = "", after: str | None = None, l
         stmt = stmt.where(Identity.status == status)
     if department:
         stmt = stmt.where(Identity.department == department)
-    if after:
-        name, iid = name_cursor(after)
-        stmt = stmt.where(or_(Identity.display_name > name, and_(Identity.display_name == name, Identity.id > iid)))
-    rows = session.scalars(stmt.order_by(Identity.display_name, Identity.id).limit(limit + 1)).all()
-    next_after = f"{rows[limit - 1].display_name}\x1f{rows[limit - 1].id}" if len(rows) > limit else None
-    return Page(list(rows[:limit]), next_after)
+    return name_page(session, stmt, Identity.display_name, after, limit, scalars=True)
 
 
 def identity_accounts(session: Session, identity_id: int) -> list[Account]:
@@ -232,12 +242,8 @@ def list_resources(session: Session, q: str = "", source_id: int | None = None, 
         stmt = stmt.where(Resource.source_id == source_id)
     if rtype:
         stmt = stmt.where(Resource.type == rtype)
-    if after:
-        name, rid = name_cursor(after)
-        stmt = stmt.where(or_(Resource.name > name, and_(Resource.name == name, Resource.id > rid)))
-    rows = session.execute(stmt.order_by(Resource.name, Resource.id).limit(limit + 1)).all()
-    next_after = f"{rows[limit - 1][0].name}\x1f{rows[limit - 1][0].id}" if len(rows) > limit else None
-    return Page([(r[0], r[1]) for r in rows[:limit]], next_after)
+    page = name_page(session, stmt, Resource.name, after, limit, entity=lambda row: row[0])
+    return Page([(r[0], r[1]) for r in page.rows], page.next_after)
 
 
 def resource_types(session: Session) -> list[str]:
