@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select, update
@@ -143,6 +144,33 @@ def _is_stale_write(exc: OperationalError) -> bool:
     return "could not serialize" in text
 
 
+def _set_decision(item: ReviewItem, decision: str | None = None, comment: str | None = None,
+                  user: User | None = None, at: datetime | None = None, on_behalf_of: int | None = None,
+                  completed: bool = False) -> None:
+    """Write (or, with no arguments, clear) the decision an item carries: one place for its decision fields."""
+    item.decision = decision
+    item.comment = comment
+    item.decided_by_user_id = user.id if user is not None else None
+    item.decided_by_identity_id = user.identity_id if user is not None else None
+    item.decided_for_identity_id = on_behalf_of
+    item.decided_at = at
+    item.decided_in_bulk = False
+    item.completed = completed
+
+
+def _flush_item(session: Session, item_id: int, *, serialization_is_stale: bool = False) -> None:
+    """Flush an item's change; a version clash (someone changed the item meanwhile) is StaleItem, and so is a
+    PostgreSQL serialization failure when `serialization_is_stale`."""
+    try:
+        session.flush()
+    except StaleDataError as exc:
+        raise StaleItem(_stale_message(None), item_id) from exc
+    except OperationalError as exc:
+        if serialization_is_stale and _is_stale_write(exc):
+            raise StaleItem(_stale_message(None), item_id) from exc
+        raise
+
+
 def load_item_for(session: Session, user: User, item_id: int, *, for_update: bool = False) -> ReviewItem:
     """The item if the user may see it (its reviewer or co-reviewer, or an admin/auditor); else NotFound.
 
@@ -214,22 +242,8 @@ def decide(session: Session, user: User, item_id: int, decision: str, comment: s
     now = utcnow()
     stage = item.stage
     final = decision == "revoke" or _is_final_stage(campaign, stage)
-    item.decision = decision
-    item.comment = comment
-    item.decided_by_user_id = user.id
-    item.decided_by_identity_id = user.identity_id
-    item.decided_at = now
-    item.decided_for_identity_id = on_behalf_of
-    item.decided_in_bulk = False
-    item.completed = final
-    try:
-        session.flush()
-    except StaleDataError as exc:
-        raise StaleItem(_stale_message(None), item_id) from exc
-    except OperationalError as exc:
-        if _is_stale_write(exc):
-            raise StaleItem(_stale_message(None), item_id) from exc
-        raise
+    _set_decision(item, decision, comment, user, now, on_behalf_of, completed=final)
+    _flush_item(session, item_id, serialization_is_stale=True)
     session.add(Decision(item_id=item.id, campaign_id=campaign.id, stage=stage, decision=decision, comment=comment,
                          user_id=user.id, identity_id=user.identity_id, bulk=False, at=now,
                          on_behalf_of_id=on_behalf_of))
@@ -252,14 +266,7 @@ def _advance(session: Session, campaign: Campaign, item: ReviewItem, next_stage:
     item.stage = next_stage
     item.co_reviewer_id = None
     item.reassigned_reason = None
-    item.decision = None
-    item.comment = None
-    item.decided_by_user_id = None
-    item.decided_by_identity_id = None
-    item.decided_for_identity_id = None
-    item.decided_at = None
-    item.decided_in_bulk = False
-    item.completed = False
+    _set_decision(item)
     campaigns_service.route_item_to_stage(session, item, next_stage)
     session.flush()
 
@@ -303,18 +310,8 @@ def undo(session: Session, user: User, item_id: int, expected_version: int | Non
               "decided_at": item.decided_at.isoformat() if item.decided_at else None,
               "bulk": item.decided_in_bulk, "on_behalf_of_id": item.decided_for_identity_id}
     now = utcnow()
-    item.decision = None
-    item.comment = None
-    item.decided_by_user_id = None
-    item.decided_by_identity_id = None
-    item.decided_for_identity_id = None
-    item.decided_at = None
-    item.decided_in_bulk = False
-    item.completed = False
-    try:
-        session.flush()
-    except StaleDataError as exc:
-        raise StaleItem(_stale_message(None), item_id) from exc
+    _set_decision(item)
+    _flush_item(session, item_id)
     last = session.scalar(select(Decision).where(Decision.item_id == item.id, Decision.stage == item.stage,
                                                  Decision.undone_at.is_(None)).order_by(Decision.id.desc()).limit(1))
     if last is not None:
@@ -543,10 +540,7 @@ def reassign(session: Session, user: User, item_id: int, to_identity_id: int, re
         item.co_reviewer_id = None
     item.routed_by = "reassigned"
     item.reassigned_reason = reason
-    try:
-        session.flush()
-    except StaleDataError as exc:
-        raise StaleItem(_stale_message(None), item_id) from exc
+    _flush_item(session, item_id)
     audit(session, actor=_actor(user), action="review.reassign", object_type="review_item", object_id=str(item.id),
           before=before, after={"reviewer_id": target.id, "reviewer": target.email, "reason": reason,
                                 "co_reviewer_id": item.co_reviewer_id},
