@@ -144,6 +144,13 @@ def source_kinds() -> list[str]:
     return sorted(registry.KINDS)
 
 
+def _authoritative_count(session: Session) -> int:
+    """How many enabled sources are authoritative for identities (at most one may be)."""
+    return session.scalar(
+        select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
+    ) or 0
+
+
 def new_source_errors(
     session: Session,
     settings: Settings,
@@ -194,9 +201,7 @@ def new_source_errors(
             validate_cron(schedule)
         except SourceError as exc:
             errors["schedule"] = str(exc)
-    if authoritative and session.scalar(
-        select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
-    ):
+    if authoritative and _authoritative_count(session):
         errors["authoritative"] = "another enabled source is already authoritative for identities"
     return errors, clean, clean_secrets
 
@@ -225,9 +230,7 @@ def add_source(
     cls = registry.connector_class(kind)
     if authoritative is None:
         # the IdP is authoritative for people unless another source already is
-        authoritative = bool(getattr(cls, "AUTHORITATIVE_DEFAULT", False)) and not session.scalar(
-            select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
-        )
+        authoritative = bool(getattr(cls, "AUTHORITATIVE_DEFAULT", False)) and not _authoritative_count(session)
     if clean_secrets:
         keys.ensure_check(session, settings)
     source = Source(
@@ -280,9 +283,7 @@ def enable_source(session: Session, name: str, actor: str = "system") -> Source:
     source = get_source(session, name)
     if source.enabled:
         return source
-    if source.authoritative and session.scalar(
-        select(func.count()).select_from(Source).where(Source.authoritative.is_(True), Source.enabled.is_(True))
-    ):
+    if source.authoritative and _authoritative_count(session):
         raise SourceError(f"source {name!r} is authoritative for identities and another enabled source already is; "
                           "disable that one first")
     disabled_at = source.disabled_at
