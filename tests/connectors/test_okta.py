@@ -390,3 +390,18 @@ def test_log_days_zero_skips_the_system_log(factory, session, settings, source, 
     assert not any(p == "/api/v1/logs" for _, p, _ in okta.log)
     assert any("log_days is 0" in n for n in result.notes)
     assert not any(a.attributes.get("app_last_sso") for a in session.scalars(select(Account)))
+
+
+def test_a_custom_roles_resource_set_is_named_by_its_label_not_its_id(factory, session, settings, source, okta):
+    """Issue 20: a reviewer saw 'CUSTOM on iamEDNIaDbgHJQ0Db2d1'. The resource set's label (GET
+    /api/v1/iam/resource-sets) names it as the Admin Console does; the id stays in the entitlement's key."""
+    rset = okta.resource_set
+    assert sync(factory, settings, session, okta).status == "succeeded"
+    ent = session.scalar(select(Entitlement).where(Entitlement.external_id.like(f"role:custom:%:{rset}")))
+    assert ent.name == "CUSTOM on All applications" and rset not in ent.name
+    assert ent.display_name == "Access Reviewer (custom) on All applications"
+    # a resource set the listing does not return (deleted meanwhile): the id stays, the sync still succeeds
+    okta.resource_sets.clear()
+    assert sync(factory, settings, session, okta).status == "succeeded"
+    session.expire_all()
+    assert session.get(Entitlement, ent.id).name == f"CUSTOM on {rset}"

@@ -245,6 +245,29 @@ class HttpMixin:
                 ((body.get("_links") or {}).get("next") or {}).get("href") if isinstance(body, dict) else None))
         return out
 
+    def _get_resource_set_labels(self) -> dict[str, str]:
+        """Resource set id -> label (GET /api/v1/iam/resource-sets, paged in the body by `_links.next.href`),
+        so a custom role's entitlement names its resource set as an admin sees it, not by its id. An org
+        without custom roles (or an edition without the endpoint) answers 404: no labels, ids stay."""
+        out: dict[str, str] = {}
+        url: str | None = "/api/v1/iam/resource-sets"
+        guard = PageGuard("Okta GET /api/v1/iam/resource-sets", self.http.max_pages)
+        while url:
+            try:
+                response = self._call(lambda u=url: self.http.get(u), "GET", "/api/v1/iam/resource-sets")
+            except HttpError as exc:
+                if exc.status == 404:
+                    return out
+                raise
+            guard.seen_url(str(response.url))
+            body = response.json()
+            for row in (body.get("resource-sets") or []) if isinstance(body, dict) else []:
+                if isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("label"), str):
+                    out[row["id"]] = row["label"]
+            url = guard.check(next_link(response) or (
+                ((body.get("_links") or {}).get("next") or {}).get("href") if isinstance(body, dict) else None))
+        return out
+
     def _logs_unreadable(self, exc: HttpError) -> str:
         """What to do about a System Log that answered 401/403/404."""
         body = exc.body if isinstance(exc.body, dict) else {}

@@ -132,6 +132,7 @@ class OktaConnector(HttpMixin, ReadersMixin, ProvisioningMixin, GuardMixin, Base
         """Every read is a fan-out task (attest/connectors/fanout.py: `concurrency` workers, records handed
         over as reads finish); _SyncRun says what each result means and which reads it opens."""
         self._owners_off = None
+        self._resource_sets = self._get_resource_set_labels()  # one request: names for custom roles' sets
         if not self.log_days:
             yield Note("log_days is 0: the last SSO per app is not read")
         yield from fan_out(_SyncRun(self).first_tasks(), workers=self.concurrency, stop=stop, name="okta")
@@ -283,12 +284,12 @@ class _SyncRun:
                 if m:
                     yield from self.group_roles(m.group(1))
                 continue
-            yield from self.roles_out(role_records(role, uid, "account"))
+            yield from self.roles_out(role_records(role, uid, "account", self.conn._resource_sets))
 
     def group_roles_read(self, gid: str, roles: list[Any]) -> Iterator[Record]:
         for role in roles:
             if isinstance(role, Mapping):
-                yield from self.roles_out(role_records(role, gid, "resource"))
+                yield from self.roles_out(role_records(role, gid, "resource", self.conn._resource_sets))
 
     def roles_out(self, recs: list[Record]) -> Iterator[Record]:
         for rec in recs:

@@ -241,8 +241,10 @@ def role_refs(role: Mapping[str, Any]) -> tuple[str, str, str, dict[str, Any]] |
     return f"role:{rtype}", f"role:{rtype}:assigned", label, {"role_type": rtype}
 
 
-def role_records(role: Mapping[str, Any], principal: str, principal_type: str) -> list[Record]:
-    """A role assignment -> the role Resource, its privileged entitlement and the grant."""
+def role_records(role: Mapping[str, Any], principal: str, principal_type: str,
+                 resource_sets: Mapping[str, str] | None = None) -> list[Record]:
+    """A role assignment -> the role Resource, its privileged entitlement and the grant. `resource_sets`
+    (id -> label) names a custom role's resource set as the Admin Console does."""
     refs = role_refs(role)
     if refs is None:
         return [Note(f"Okta returned a role assignment without a type for {principal}; skipped")]
@@ -255,8 +257,9 @@ def role_records(role: Mapping[str, Any], principal: str, principal_type: str) -
                        description="Okta custom admin role" if custom else "Okta standard admin role",
                        attributes={k: v for k, v in attrs.items() if k != "resource_set"}),
         EntitlementRecord(external_id=ent_ref, resource_ref=res_ref,
-                          name=f"CUSTOM on {rset}" if custom else str(attrs["role_type"]),
-                          display_name=label + (f" (resource set {rset})" if custom and rset else ""),
+                          name=f"CUSTOM on {(resource_sets or {}).get(rset) or rset}" if custom else str(attrs["role_type"]),
+                          display_name=label + (f" on {(resource_sets or {})[rset]}" if custom and rset in (resource_sets or {})
+                                                else f" (resource set {rset})" if custom and rset else ""),
                           purpose="permission", privileged=True, attributes=attrs),
         GrantRecord(entitlement_ref=ent_ref, principal_ref=principal, principal_type=principal_type,
                     attributes={"assignment_id": _s(role.get("id")), "assignment_type": _s(role.get("assignmentType"))}),

@@ -363,6 +363,11 @@ class OktaFake:
             assign("USER", people[(k * 17 + 3) % len(people)], rtype)
         self.custom_role = okta_id("cr0", "access-reviewer")
         self.resource_set = okta_id("iam", "all-apps")
+        # Resource sets (GET /api/v1/iam/resource-sets: {"resource-sets": [ResourceSet], "_links": {"next"?}};
+        # ResourceSet = id, label, description, created, lastUpdated, _links: the Management OpenAPI's
+        # ResourceSets / ResourceSet schemas, okta-sdk-nodejs jsdocs ResourceSet.md)
+        self.resource_sets = {self.resource_set: {"label": "All applications",
+                                                  "description": "Every app in the org (for the access reviewers)"}}
         assign("USER", people[(11 * 7 + 2) % len(people)], "CUSTOM", self.custom_role, self.resource_set,
                "Access Reviewer (custom)")
         admin_groups = [gid for gid in okta_groups if self.members[gid]][:2]
@@ -696,6 +701,18 @@ class OktaFake:
                 return self._page(request, base, "app_groups", sorted(groups, key=lambda g: (groups[g], g)),
                                   lambda g: {"id": g, "priority": groups[g], "lastUpdated": iso(EPOCH), "profile": {},
                                              "_links": {"group": {"href": f"{base}/api/v1/groups/{g}"}}}, rate)
+            if p[:2] == ["iam", "resource-sets"] and len(p) in (2, 3):
+                need("roles")
+                ids = sorted(self.resource_sets) if len(p) == 2 else [p[2]]
+                if len(p) == 3 and p[2] not in self.resource_sets:
+                    raise _ApiError(404, "E0000007", f"Not found: Resource not found: {p[2]} (ResourceSet)")
+                sets = [{"id": i, **self.resource_sets[i], "created": iso(EPOCH - timedelta(days=120)),
+                         "lastUpdated": iso(EPOCH - timedelta(days=120)),
+                         "_links": {"self": {"href": f"{base}/api/v1/iam/resource-sets/{i}"},
+                                    "resources": {"href": f"{base}/api/v1/iam/resource-sets/{i}/resources"},
+                                    "bindings": {"href": f"{base}/api/v1/iam/resource-sets/{i}/bindings"}}}
+                        for i in ids]
+                return _json(sets[0] if len(p) == 3 else {"resource-sets": sets, "_links": {}}, rate)
             if p == ["iam", "assignees", "users"]:
                 need("roles")
                 holders = sorted({r.assignee for r in self.roles.values() if r.assignee_type == "USER"})
