@@ -400,3 +400,37 @@ def test_names_in_the_html_are_escaped(session, smtp, mail_settings):
     _, html = parts(smtp.inbox.messages[0])
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert setup.campaign.id
+
+
+def test_a_delegate_gets_the_reviewers_notices_with_the_delegated_inbox_link(session, smtp, mail_settings):
+    """A reviewer away (issue 20's delegation): the launch notice and the reminders go to the reviewer and,
+    once each, to the delegate in force, pointing at the delegated inbox; a delegation over or not yet
+    started sends the delegate nothing."""
+    from attest.reviews.models import Delegation
+
+    setup = timed_setup(session, people=2, per_person=2)
+    colleague = make_identity(session, "carla.colleague@acme.example", name="Carla Colleague")
+    later = make_identity(session, "lars.later@acme.example", name="Lars Later")
+    session.add_all([
+        Delegation(delegator_id=setup.manager.id, delegate_id=colleague.id, starts_at=T0 - timedelta(days=1),
+                   ends_at=T0 + timedelta(days=30), created_by="maria.manager@acme.example"),
+        Delegation(delegator_id=setup.manager.id, delegate_id=later.id, starts_at=T0 + timedelta(days=20),
+                   ends_at=T0 + timedelta(days=30), created_by="maria.manager@acme.example"),
+    ])
+    session.flush()
+
+    assert notify.send_pending(session, mail_settings, T0 + timedelta(minutes=2)) == 2
+    assert smtp.inbox.to() == ["carla.colleague@acme.example", "maria.manager@acme.example"]
+    msg = smtp.inbox.by_recipient("carla.colleague@acme.example")[0]
+    assert "you review for Maria Manager while they are away" in msg["Subject"]
+    text, html = parts(msg)
+    link = f"{BASE}/reviews/for/{setup.manager.id}?campaign={setup.campaign.id}"
+    assert link in text and f'href="{link}"' in html
+    assert "You review for Maria Manager while they are away" in text
+    assert (colleague.id, None, f"launch:for:{setup.manager.id}") in notices(session, setup.campaign.id)
+
+    # the reminder 7 days before due: both again, once
+    smtp.inbox.clear()
+    assert notify.send_pending(session, mail_settings, T0 + timedelta(days=7, hours=1)) == 2
+    assert smtp.inbox.to() == ["carla.colleague@acme.example", "maria.manager@acme.example"]
+    assert notify.send_pending(session, mail_settings, T0 + timedelta(days=7, hours=2)) == 0

@@ -18,7 +18,14 @@ from attest.config import Settings
 from attest.entitlements.models import Identity
 from attest.entitlements.queries import person_by_email
 from attest.reviews import eligibility
-from attest.reviews.models import Campaign, CampaignDefinition, ReviewerNotice, ReviewerSignoff, ReviewItem
+from attest.reviews.models import (
+    Campaign,
+    CampaignDefinition,
+    Delegation,
+    ReviewerNotice,
+    ReviewerSignoff,
+    ReviewItem,
+)
 from attest.reviews.notify.rendering import _campaign_ctx, _date, campaign_url, inbox_url
 
 SUMMARY_WINDOW = timedelta(days=7)
@@ -140,8 +147,19 @@ def plan(session: Session, settings: Settings, now: datetime) -> Plan:
                     and (c.id, rid, "escalation") not in sent:
                 escalations.append((c, rid, n, max(0, (now - c.due_at).days)))
 
+    # a reviewer away: their delegate gets the same launch notice and reminders, for the delegated inbox
+    # (reviews/delegation.py; the reviewer still gets theirs), once per delegate, reviewer and notice
+    delegates: dict[int, list[int]] = defaultdict(list)
+    rids = {rid for _, rid, kind, _ in wanted}
+    if rids:
+        for d in session.scalars(select(Delegation).where(Delegation.delegator_id.in_(rids),
+                                                          eligibility.sql_delegation_active(now))
+                                 .order_by(Delegation.id)):
+            if d.delegate_id not in delegates[d.delegator_id]:
+                delegates[d.delegator_id].append(d.delegate_id)
     # escalations: the co-reviewer is the one already set on the items, else the manager, else the fallback
-    people = _identities(session, {rid for _, rid, _, _ in wanted} | {rid for _, rid, _, _ in escalations})
+    people = _identities(session, {rid for _, rid, _, _ in wanted} | {rid for _, rid, _, _ in escalations}
+                         | {d for ds in delegates.values() for d in ds})
     for c, rid, n, overdue in escalations:
         existing = session.scalar(
             select(ReviewItem.co_reviewer_id).where(ReviewItem.campaign_id == c.id, ReviewItem.reviewer_id == rid,
@@ -162,7 +180,7 @@ def plan(session: Session, settings: Settings, now: datetime) -> Plan:
             campaign_id=c.id, kind=kind, to=person.email, to_name=_name(person), template=template,
             subject=subject, identity_id=identity_id,
             context={"campaign": _campaign_ctx(c), "inbox_url": inbox_url(settings, c.id),
-                     "settings_base_url": settings.base_url, **ctx},
+                     "settings_base_url": settings.base_url, "on_behalf_of": None, **ctx},
         ))
 
     for c, rid, kind, extra in wanted:
@@ -171,6 +189,15 @@ def plan(session: Session, settings: Settings, now: datetime) -> Plan:
         else:
             add(c, rid, kind, "reminder",
                 f"Reminder: {extra['items']} items to review in {c.name}, due {_date(c.due_at)}", **extra)
+        reviewer = people.get(rid)
+        for delegate in delegates.get(rid, []):
+            for_kind = f"{kind}:for:{rid}"
+            if (c.id, delegate, for_kind) in sent or reviewer is None:
+                continue
+            add(c, delegate, for_kind, "launch" if kind == "launch" else "reminder",
+                f"{'Access review' if kind == 'launch' else 'Reminder'}: {c.name} — you review for "
+                f"{_name(reviewer)} while they are away", **extra, on_behalf_of=_name(reviewer),
+                inbox_url=f"{settings.base_url}/reviews/for/{rid}?campaign={c.id}")
     by_id = {c.id: c for c in active}
     for e in out.escalations:
         c = by_id[e.campaign_id]
