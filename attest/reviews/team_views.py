@@ -184,15 +184,12 @@ def delegated_inbox(delegator_id: int):
         filters = queries.InboxFilters.from_args(request.args)
         filters.role = "reviewer"
         try:
+            # the items about the delegate stay with the reviewer: left out by the query (full pages), counted
             page = queries.inbox(session, delegator_id, current.campaign.id, filters,
-                                 after=request.args.get("after"), limit=PAGE_SIZE)
+                                 after=request.args.get("after"), limit=PAGE_SIZE, not_about=me)
         except queries.BadCursor as exc:
             abort(400, str(exc))
-        # the items about the delegate stay with the reviewer: not shown, counted
-        about_me = [i for i in page.rows if not eligibility.may_review(me, eligibility.item_subjects(session, i))]
-        if about_me:
-            keep = [i for i in page.rows if i not in about_me]
-            page = queries.InboxPage(keep, page.next_after, queries.group_by_person(keep))
+        about_me = queries.count_about(session, delegator_id, current.campaign.id, me)
         campaign = current.campaign
         # what the bulk bar would take for the delegate: the bulk rules, never an item about the delegate
         takes = decisions.bulk_writable(campaign, me, "approve", False)
@@ -208,7 +205,7 @@ def delegated_inbox(delegator_id: int):
             flagged_in_bulk=bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged")),
             options=queries.filter_options(session, delegator_id, campaign.id),
             writable=campaign.status == "active" and not (current_user.is_auditor and not current_user.is_admin),
-            signed_off=current.signed_off_at is not None, hidden_about_me=len(about_me),
+            signed_off=current.signed_off_at is not None, hidden_about_me=about_me,
             comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
             **_row_context())
         if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == "inbox-items":

@@ -47,6 +47,7 @@ from attest.reviews.queries.inbox import (
     Progress,
     campaign_items,
     campaign_reviewers,
+    count_about,
     decode_cursor,
     encode_cursor,
     exception_condition,
@@ -69,6 +70,7 @@ __all__ = [
     "OUTCOME_FILTERS", "PersonGroup", "Progress", "RISK_CLASSES", "RISK_LABELS", "ROLES", "ReviewerProgress",
     "campaign_dashboard", "campaign_items", "campaign_list", "campaign_reviewers", "decode_cursor",
     "encode_cursor", "exception_condition", "exception_count", "filter_options", "flagged_condition",
-    "group_by_person", "has_risk", "inbox", "inbox_counts", "is_my_campaign", "item_history", "keyset_page",
+    "group_by_person", "has_risk", "count_about",
+    "inbox", "inbox_counts", "is_my_campaign", "item_history", "keyset_page",
     "my_campaigns", "selection_count", "selection_counts", "selection_ids",
 ]

@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from attest.entitlements.models import Identity, Source
 from attest.entitlements.risk import WEIGHTS
 from attest.inputs import parse_int
+from attest.reviews import eligibility
 from attest.reviews.models import RISKS, Campaign, ReviewItem
 
 # risk signals that flag an item for a closer look; "via_group" only says how the access is held
@@ -253,11 +254,15 @@ def _scope(identity_id: int, campaign_id: int, role: str) -> list[ColumnElement[
 
 
 def inbox(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters | None = None,
-          after: str | None = None, limit: int = 50) -> InboxPage:
+          after: str | None = None, limit: int = 50, not_about: int | None = None) -> InboxPage:
     """One page of the items `identity_id` reviews in a campaign (or that were escalated to them, with
-    `filters.role == "co_reviewer"`), ordered by person then id, keyset-paginated."""
+    `filters.role == "co_reviewer"`), ordered by person then id, keyset-paginated. `not_about`: leave out
+    the items about that person (a delegate's view of the reviewer's items: eligibility.sql_not_about), in
+    the query, so every page is full."""
     filters = filters or InboxFilters()
     base = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
+    if not_about is not None:
+        base.append(eligibility.sql_not_about(not_about))
     rows, next_after = keyset_page(session, base, after, min(int(limit), 500))
     return InboxPage(rows, next_after, group_by_person(rows))
 
@@ -380,6 +385,12 @@ def _counts(row: Sequence[Any], escalated_to_me: int = 0) -> InboxCounts:
     return InboxCounts(total=total, decided=decided, approve=approve, revoke=revoke, abstain=abstain,
                        open_flagged=open_flagged, open_unflagged=total - decided - open_flagged,
                        escalated_to_me=escalated_to_me)
+
+
+def count_about(session: Session, identity_id: int, campaign_id: int, about: int) -> int:
+    """How many of `identity_id`'s items in the campaign are about `about` (what a delegate does not see)."""
+    return session.scalar(select(func.count()).select_from(ReviewItem).where(
+        *_scope(identity_id, campaign_id, "reviewer"), ~eligibility.sql_not_about(about))) or 0
 
 
 def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> InboxCounts:
