@@ -11,6 +11,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ def check_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None =
             manifest = json.loads(raw)
             if not isinstance(manifest, dict):
                 raise ValueError("not a JSON object")
-        except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as exc:
             return Verification(problems + [f"manifest.json cannot be read ({exc}): it was altered"])
         result = Verification(problems, campaign=str((manifest.get("campaign") or {}).get("name")))
         sig = manifest.pop("signature", None)
@@ -85,7 +86,7 @@ def check_bundle(path: str | os.PathLike, trusted_key: Ed25519PublicKey | None =
                     while chunk := fh.read(1 << 20):
                         sha.update(chunk)
                         size += len(chunk)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
                 problems.append(f"{name}: cannot be read ({exc}): the file was altered")
                 continue
             if sha.hexdigest() != (entry or {}).get("sha256"):
@@ -230,7 +231,7 @@ def _check_self_decisions(zf: zipfile.ZipFile, manifest: dict[str, Any], problem
                     found += 1
                     if len(examples) < 5:
                         examples.append(row[item])
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, csv_.Error) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, csv_.Error) as exc:
         problems.append(f"items.csv: cannot be read ({exc})")
         return
     if found:
@@ -275,7 +276,7 @@ def _check_audit(zf: zipfile.ZipFile, info: dict[str, Any], problems: list[str],
                 elif seq == 1 and ev.get("prev_hash") != GENESIS:
                     problems.append(f"{where}: the first event of the chain must follow the genesis hash")
                 prev = ev
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
         problems.append(f"audit.jsonl: cannot be read ({exc})")
         return n, None
     if info.get("events") is not None and n != info["events"]:
