@@ -179,9 +179,21 @@ def fresh_db(databases, tmp_path) -> Iterator[FreshDb]:
 
 @pytest.fixture
 def app(settings, factory):
+    from flask.testing import FlaskCliRunner
+
     from attest.app import create_app
 
+    class CliRunner(FlaskCliRunner):
+        """Runs the command inside this test's app context: Flask's `with_appcontext` reuses whatever app
+        context is already pushed on the thread, so an app context left behind by an earlier test would
+        hand the command that test's app (and its closed connection: ResourceClosedError, seen on xdist)."""
+
+        def invoke(self, cli=None, args=None, **kwargs):
+            with self.app.app_context():
+                return super().invoke(cli, args, **kwargs)
+
     application = create_app(settings)
+    application.test_cli_runner_class = CliRunner
     state = application.extensions["attest"]
     state.engine.dispose()
     state.factory = factory  # the app's requests run inside the test's rolled-back transaction

@@ -60,3 +60,20 @@ def test_sync_prints_summary_and_fails_non_zero(runner, session):
     stats = json.loads(runner.invoke(args=["stats", "--json"]).output)
     assert {r["source"]: r["grants"] for r in stats}["broken"] == 0
     assert runner.invoke(args=["sync", "nope"]).exit_code == 1
+
+
+def test_the_cli_runner_uses_this_tests_app_even_under_a_stale_app_context(app, settings, engine):
+    """Flask's with_appcontext reuses an app context already pushed on the thread: a stale one (an earlier
+    test's app, its connection closed) must not be what a test's CLI command runs against."""
+    from sqlalchemy.orm import sessionmaker
+
+    from attest.app import create_app
+
+    stale = create_app(settings)
+    stale.extensions["attest"].engine.dispose()
+    closed = engine.connect()
+    closed.close()
+    stale.extensions["attest"].factory = sessionmaker(bind=closed)
+    with stale.app_context():
+        result = app.test_cli_runner().invoke(args=["sources", "list"])
+    assert result.exception is None, repr(result.exception)
