@@ -6,13 +6,33 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, flash, g, redirect, request, session, url_for
+from flask import Flask, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from flask_login.utils import login_url
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from attest import api, inputs, logs, metrics, templating
+from attest.api.core import api_error_response
+from attest.audit.views import bp as audit_bp
+from attest.auth import oidc, sessions
+from attest.auth.admin_views import bp as auth_admin_bp
+from attest.auth.models import User
+from attest.auth.token_views import bp as tokens_bp
+from attest.auth.views import bp as auth_bp
+from attest.charts import bp as charts_bp
 from attest.config import Settings, load_settings
-from attest.db import make_engine, make_session_factory
+from attest.db import make_engine, make_session_factory, unavailable
+from attest.entitlements import keys
+from attest.entitlements.views import bp as entitlements_bp
 from attest.extensions import csrf, login_manager
-from attest.web import AttestState, close_db, db
+from attest.operations import bp as ops_bp
+from attest.reviews.team_views import bp as team_bp
+from attest.reviews.views import bp as reviews_bp
+from attest.views import bp as home_bp
+from attest.web import AttestState, close_db, db, write
+from attest.web import settings as current_settings
 
 
 def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
@@ -49,15 +69,9 @@ RETRY_AFTER_SECONDS = 30
 
 
 def register_errors(app: Flask) -> None:
-    from flask import jsonify, render_template
-    from flask_wtf.csrf import CSRFError
-    from werkzeug.exceptions import HTTPException
-
     def render(code: int, message: str | None = None):
         title, default = ERROR_TEXT.get(code, ("Error", ""))
         if request.path.startswith("/api/"):  # the API's one error shape (attest/api/errors.py)
-            from attest.api.core import api_error_response
-
             return api_error_response(code, message)
         if request.accept_mimetypes.best == "application/json":
             return jsonify(error=title, message=message or default, status=code), code
@@ -76,8 +90,6 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unhandled(exc):
-        from attest.db import unavailable
-
         if unavailable(exc):
             return database_unavailable(exc)
         logging.getLogger("attest").exception("unhandled error on %s %s", request.method, request.path)
@@ -94,8 +106,6 @@ def register_errors(app: Flask) -> None:
         message = ("The database is unavailable. What you were saving may not have been saved: check once "
                    "Attest answers again.")
         if request.path.startswith("/api/"):
-            from attest.api.core import api_error_response
-
             return api_error_response(503)
         if request.accept_mimetypes.best == "application/json":
             return jsonify(error="Database unavailable", message=message, status=503), 503, retry
@@ -124,8 +134,6 @@ def register_config(app: Flask, settings: Settings) -> None:
 
 def register_logging(app: Flask, settings: Settings) -> None:
     """JSON lines (or text in development) with request id, user and route on every record (attest/logs.py)."""
-    from attest import logs
-
     logs.configure(settings.log_format, settings.log_level)
     logs.init_app(app)
 
@@ -138,8 +146,6 @@ def register_database(app: Flask, settings: Settings) -> None:
 
 def register_metrics(app: Flask) -> None:
     """Request latency per route, timed before any other hook runs (attest/metrics.py; GET /metrics)."""
-    from attest import metrics
-
     metrics.init_app(app)
 
 
@@ -147,8 +153,6 @@ def register_keys(app: Flask, settings: Settings) -> Settings:
     """The encryption keys decrypt what is stored, or the app does not start (attest/entitlements/keys.py).
 
     The CLI defers the check to the commands that touch secrets (`defer_key_check=True`)."""
-    from attest.entitlements import keys
-
     state = app.extensions["attest"]
     try:
         state.settings = keys.start_up(state.factory, settings,
@@ -160,8 +164,6 @@ def register_keys(app: Flask, settings: Settings) -> Settings:
 
 
 def register_extensions(app: Flask) -> None:
-    from attest.auth.models import User
-
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -179,9 +181,6 @@ def register_extensions(app: Flask) -> None:
         if user is None or not user.active or str(user.session_generation) != generation:
             return None
         # the server-side session record (attest/auth/sessions.py): ended at sign-out, idle, too old
-        from attest.auth import sessions
-        from attest.web import settings as current_settings
-
         verdict = sessions.check(db(), current_settings(), session.get(sessions.COOKIE_KEY), user.id, sessions.clock())
         if not verdict.ok:
             g.session_refused = verdict
@@ -193,9 +192,6 @@ def register_extensions(app: Flask) -> None:
     def unauthorized():
         """Sign-in needed: htmx gets a 401 that sends the whole page to the sign-in form (not a login
         page swapped into a table row), JSON callers a 401, browsers the sign-in page."""
-        from flask import jsonify
-        from flask_login.utils import login_url
-
         if request.headers.get("HX-Request") == "true":
             return "", 401, {"HX-Redirect": url_for("auth.login")}
         if request.accept_mimetypes.best == "application/json":
@@ -206,8 +202,6 @@ def register_extensions(app: Flask) -> None:
 
 def register_sso(app: Flask, settings: Settings) -> None:
     """OIDC single sign-on (Authlib's Flask client) when ATTEST_OIDC_DISCOVERY_URL is set."""
-    from attest.auth import oidc
-
     oidc.init_app(app, settings)
 
 
@@ -215,8 +209,6 @@ def register_security(app: Flask, settings: Settings) -> None:
     if settings.proxy_count:
         # behind a load balancer: take the client address and scheme from X-Forwarded-* (audit IPs,
         # Secure cookies), trusting exactly as many hops as there are proxies
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         n = settings.proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
 
@@ -227,9 +219,6 @@ def register_security(app: Flask, settings: Settings) -> None:
         if getattr(g, "api_token_auth", False) or request.path.startswith("/api/"):
             return None  # the API authenticates by token only, never by the session cookie (attest/api/core.py)
         # the server-side session rules (attest/auth/sessions.py), checked when the user is loaded
-        from attest.auth import sessions
-        from attest.web import write
-
         signed_in = current_user.is_authenticated
         refused = g.pop("session_refused", None)
         if refused is not None:
@@ -266,24 +255,10 @@ def register_security(app: Flask, settings: Settings) -> None:
 
 def register_inputs(app: Flask) -> None:
     """Ids, NUL bytes (attest/inputs.py): before the blueprints, whose rules compile with these converters."""
-    from attest import inputs
-
     inputs.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
-    from attest import api
-    from attest.audit.views import bp as audit_bp
-    from attest.auth.admin_views import bp as auth_admin_bp
-    from attest.auth.token_views import bp as tokens_bp
-    from attest.auth.views import bp as auth_bp
-    from attest.charts import bp as charts_bp
-    from attest.entitlements.views import bp as entitlements_bp
-    from attest.operations import bp as ops_bp
-    from attest.reviews.team_views import bp as team_bp
-    from attest.reviews.views import bp as reviews_bp
-    from attest.views import bp as home_bp
-
     app.register_blueprint(home_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(auth_admin_bp)
@@ -298,12 +273,10 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
-    from attest import templating
-
     templating.register(app)
 
 
 def register_cli(app: Flask) -> None:
-    from attest.cli import register  # here, not on top: attest.cli imports this module (create_app)
+    from attest.cli import register  # local: attest.cli imports this module (create_app), a real cycle
 
     register(app)

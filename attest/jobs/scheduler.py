@@ -14,6 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import (
     func,
     inspect,
@@ -21,7 +26,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from attest.audit.export_jobs import sweep
 from attest.db import transaction, utcnow
+from attest.entitlements.sync import sweep_interrupted
+from attest.jobs import tasks
 from attest.jobs.lease import APSCHEDULER_TABLE, HOLDER, JobLease, acquire, release, renew, stale_leases
 from attest.jobs.table import (
     MISFIRE_GRACE,
@@ -33,17 +41,6 @@ from attest.jobs.table import (
     SchedulerError,
     job_table,
     log,
-)
-from attest.jobs.tasks import (
-    job_checkpoint,
-    job_close,
-    job_evidence,
-    job_launch,
-    job_notify,
-    job_purge,
-    job_remediation,
-    job_sync,
-    job_sync_requests,
 )
 
 
@@ -111,8 +108,6 @@ def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, li
         specs = job_table(session)
     out: dict[str, list[str]] = reconcile(ctx.scheduler, ctx.factory, specs)
     out["taken_over"] = take_over(ctx.scheduler, ctx.factory, now, specs)
-    from attest.entitlements.sync import sweep_interrupted
-
     with transaction(ctx.factory) as session:  # syncs whose process died: their sources may sync again
         out["interrupted_runs"] = [str(run_id) for run_id in sweep_interrupted(session, utcnow())]
     return out
@@ -136,16 +131,16 @@ def take_over(scheduler: Any, factory: sessionmaker[Session], now: datetime, spe
 
 
 JOBS: dict[str, Callable[[JobContext, JobSpec, datetime], Any]] = {
-    "sync": job_sync,
-    "sync_requests": job_sync_requests,
-    "launch": job_launch,
-    "close": job_close,
-    "notify": job_notify,
-    "remediation": job_remediation,
+    "sync": tasks.job_sync,
+    "sync_requests": tasks.job_sync_requests,
+    "launch": tasks.job_launch,
+    "close": tasks.job_close,
+    "notify": tasks.job_notify,
+    "remediation": tasks.job_remediation,
     "reconcile": job_reconcile,
-    "purge": job_purge,
-    "checkpoint": job_checkpoint,
-    "evidence": job_evidence,
+    "purge": tasks.job_purge,
+    "checkpoint": tasks.job_checkpoint,
+    "evidence": tasks.job_evidence,
 }
 
 
@@ -175,8 +170,6 @@ def reconcile(scheduler: Any, factory: sessionmaker[Session], specs: list[JobSpe
               ) -> dict[str, list[str]]:
     """Make the scheduler's jobs match `job_table` (or `specs`, read from it already): add new ones,
     update changed crons, drop the rest."""
-    from apscheduler.jobstores.base import JobLookupError
-
     if specs is None:
         with factory() as session:
             specs = job_table(session)
@@ -202,8 +195,6 @@ def reconcile(scheduler: Any, factory: sessionmaker[Session], specs: list[JobSpe
 
 
 def _shared_job_store(engine: Any):
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-
     class SharedJobStore(SQLAlchemyJobStore):
         """The job store several scheduler processes share.
 
@@ -223,10 +214,6 @@ def _shared_job_store(engine: Any):
 
 def make_scheduler(engine: Any, factory: sessionmaker[Session], settings: Any, holder: str = HOLDER):
     """A paused-ready BackgroundScheduler on the app database's job store, and its JobContext."""
-    from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.jobstores.memory import MemoryJobStore
-    from apscheduler.schedulers.background import BackgroundScheduler
-
     if not inspect(engine).has_table(APSCHEDULER_TABLE):
         raise SchedulerError("the database has no scheduler tables yet: run `attest db upgrade` first")
     scheduler = BackgroundScheduler(
@@ -275,8 +262,6 @@ def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *,
 
 def _start_sweep(factory: sessionmaker[Session], settings: Any) -> None:
     """At start: what a killed evidence export left behind (its partial files; its row, requeued or failed)."""
-    from attest.audit.export_jobs import sweep
-
     try:
         swept = sweep(factory, settings, utcnow())
     except Exception as exc:

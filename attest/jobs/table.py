@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from attest.entitlements.models import Source
 from attest.jobs.lease import HOLDER
 from attest.schedules import cron_trigger, previous_fire_time
 
@@ -70,8 +71,6 @@ REMEDIATION = JobSpec("remediation:run", "remediation", "*/5 * * * *")
 
 def job_table(session: Session) -> list[JobSpec]:
     """The jobs the scheduler should have: the fixed ones and a sync per enabled source with a schedule."""
-    from attest.entitlements.models import Source
-
     specs = [*FIXED_JOBS, REMEDIATION]
     rows = session.execute(select(Source.name, Source.schedule).where(
         Source.enabled.is_(True), Source.schedule.is_not(None), Source.schedule != "").order_by(Source.name))

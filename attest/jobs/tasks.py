@@ -15,9 +15,17 @@ from sqlalchemy import (
     update,
 )
 
+from attest.audit import export_jobs
+from attest.audit.checkpoints import CheckpointError, open_store, write_checkpoint
+from attest.audit.evidence import EvidenceError, load_signing_key
+from attest.auth import sessions, throttle
 from attest.db import transaction
+from attest.entitlements.models import Source, SyncRun
+from attest.entitlements.sync import SyncError, run_sync
 from attest.jobs.lease import acquire, release
 from attest.jobs.table import ACTOR, JobContext, JobError, JobSpec, log
+from attest.reviews import campaigns, notify, remediation, schedule
+from attest.reviews.models import Campaign
 
 
 def _transaction(ctx: JobContext):
@@ -25,9 +33,6 @@ def _transaction(ctx: JobContext):
 
 
 def job_sync(ctx: JobContext, spec: JobSpec, now: datetime) -> str:
-    from attest.entitlements.models import Source
-    from attest.entitlements.sync import run_sync
-
     with ctx.factory() as session:
         enabled = session.scalar(select(Source.enabled).where(Source.name == spec.arg))
     if not enabled:
@@ -45,8 +50,6 @@ def _progress_writer(ctx: JobContext, source_name: str) -> Callable[[Any], None]
     """A run_sync progress callback that keeps the running run's `stats["progress"]` (phase, records, API
     requests, seconds) current for the source page, at most every PROGRESS_EVERY seconds and at each new
     phase; the finished run's stats replace it."""
-    from attest.entitlements.models import Source, SyncRun
-
     last: dict[str, Any] = {"at": 0.0, "phase": None}
 
     def write(prog: Any) -> None:
@@ -71,9 +74,6 @@ def job_sync_requests(ctx: JobContext, spec: JobSpec, now: datetime) -> list[str
     """Run the syncs asked for on the web ("Sync now", `sources.request_sync`), oldest request first, each under
     its source's `sync:<name>` lease, so it never runs beside the source's scheduled sync (a source whose
     lease is held keeps its request for the next minute). The request is cleared when the lease is taken."""
-    from attest.entitlements.models import Source
-    from attest.entitlements.sync import SyncError, run_sync
-
     with ctx.factory() as session:
         queued = session.execute(select(Source.name, Source.sync_requested_by).where(
             Source.sync_requested_at.is_not(None)).order_by(Source.sync_requested_at, Source.id)).all()
@@ -120,8 +120,6 @@ def job_launch(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
     nobody can review and no fallback reviewer) changes nothing, is logged with its reason on the lease
     row `campaigns:launch:<definition id>`, and is retried at most once per LAUNCH_RETRY.
     """
-    from attest.reviews import campaigns, schedule
-
     with _transaction(ctx) as session:
         due = schedule.due_to_launch(session, now)
     launched, errors = [], []
@@ -169,9 +167,6 @@ def auto_close_at(campaign: Any) -> datetime | None:
 
 def job_close(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
     """Close every active campaign that is due (see `auto_close_at` for campaigns that escalate)."""
-    from attest.reviews import campaigns, schedule
-    from attest.reviews.models import Campaign
-
     with _transaction(ctx) as session:
         due = [cid for cid in schedule.due_to_close(session, now)
                if (at := auto_close_at(session.get(Campaign, cid))) is not None and at <= now]
@@ -192,8 +187,6 @@ def job_close(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
 
 def job_notify(ctx: JobContext, spec: JobSpec, now: datetime) -> int:
     """Send the review e-mail due at `now`, each mail recorded as soon as it was accepted (notify.send_due)."""
-    from attest.reviews import notify
-
     with notify.Mailer(ctx.settings) as mailer:
         sent = notify.send_due(ctx.factory, ctx.settings, now, mailer=mailer, actor=ACTOR)
     if mailer.down:
@@ -202,8 +195,6 @@ def job_notify(ctx: JobContext, spec: JobSpec, now: datetime) -> int:
 
 
 def job_remediation(ctx: JobContext, spec: JobSpec, now: datetime) -> Any:
-    from attest.reviews import remediation
-
     run_pending = ctx.run_remediation or remediation.run_pending
     return run_pending(ctx.factory, ctx.settings, now=now, actor=ACTOR)
 
@@ -211,9 +202,6 @@ def job_remediation(ctx: JobContext, spec: JobSpec, now: datetime) -> Any:
 def job_checkpoint(ctx: JobContext, spec: JobSpec, now: datetime) -> str:
     """Sign the audit chain's head and write it outside the database, when events were written since the
     last checkpoint (at most one a minute; see attest.audit.checkpoints)."""
-    from attest.audit.checkpoints import CheckpointError, open_store, write_checkpoint
-    from attest.audit.evidence import EvidenceError, load_signing_key
-
     try:
         key = load_signing_key(ctx.settings)
     except EvidenceError as exc:
@@ -234,8 +222,6 @@ def job_evidence(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, Any
     job's lease; in a scheduler process, keep looking for new ones for most of the minute so an export
     starts within seconds of being asked for. Also requeues exports whose process died and removes
     expired bundles and partial files."""
-    from attest.audit import export_jobs
-
     def wait(seconds: float) -> None:
         with ctx.runs:
             ctx.runs.wait_for(lambda: ctx.stopping, timeout=seconds)
@@ -251,7 +237,5 @@ def job_evidence(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, Any
 
 def job_purge(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, int]:
     """Daily: old sign-in session rows and quiet sign-in throttle counters go."""
-    from attest.auth import sessions, throttle
-
     with _transaction(ctx) as session:
         return {"sessions": sessions.purge(session, now), "throttle": throttle.purge(session, now)}
