@@ -23,6 +23,7 @@ from attest.connectors.base import (
     ResourceRecord,
     Setting,
 )
+from attest.connectors.managed import ManagedKind
 
 DEPARTMENTS = ("Engineering", "Finance", "Sales", "Marketing", "Operations", "Legal", "People", "Support", "Security")
 TITLES = {
@@ -147,7 +148,9 @@ class DemoConnector(BaseConnector):
             owner = f"u{(g * 7) % people}"
             yield emit(ResourceRecord(external_id=f"g{g}", type="group", name=f"{dept}-team-{g}", is_group=True,
                                       description=f"{dept} team {g}", owner_refs=(owner,),
-                                      attributes={"rule_managed": g % 13 == 5}))
+                                      attributes={"rule_managed": g % 13 == 5,
+                                                  **(emit(ManagedKind.GROUP_RULE, f"{dept} by department")
+                                                     if g % 13 == 5 else {})}))
             yield emit(EntitlementRecord(external_id=f"g{g}:member", resource_ref=f"g{g}", name="member",
                                          display_name=f"Member of {dept}-team-{g}", is_membership=True))
         for g in range(9, n_groups, 10):

@@ -1,8 +1,8 @@
 """What an item row says beyond its frozen snapshot, read for a page of items at once:
 
 - `revoke_notes`: before a revoke, what will happen when the access is held through a group or a rule:
-  the manual task that closing the campaign will create (the same words as the Remediation's `target`:
-  `campaigns` names it at close, `remediation` for a rule the grant's own records name).
+  the manual task that closing the campaign will create (the same words as the Remediation's `target`,
+  from `remediation_targets.targets`).
 - `last_used`: the app's last use where the source records it (Okta: the last SSO into the app, from the
   System Log, `last_sso_at` on the grant; present but empty = none within the look-back).
 - `labels`: the entitlement's readable name where the source gives one beside its raw name (an Okta custom
@@ -22,44 +22,16 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from attest.entitlements.models import Entitlement, Grant, Resource, Source
+from attest.entitlements.models import Entitlement, Grant
 from attest.entitlements.risk import _parse_iso
 from attest.reviews.models import ReviewItem
-from attest.reviews.remediation import _managed_elsewhere, grant_ref
-from attest.reviews.remediation_targets import remediation_target
-
-
-def _close_target(item: ReviewItem, groups: dict[int, Resource]) -> str | None:
-    return remediation_target({"via_resource_id": item.via_resource_id, "via": item.via,
-                               "account_login": item.account_login, "resource_id": item.resource_id}, groups)
+from attest.reviews.remediation_targets import ITEM_COLUMNS, targets
 
 
 def revoke_notes(session: Session, items: Sequence[ReviewItem]) -> dict[int, str]:
-    """{item id: the manual task a revoke becomes} for items held through a group or managed by a rule."""
-    if not items:
-        return {}
-    group_ids = {i.via_resource_id for i in items if i.via_resource_id} | {i.resource_id for i in items if i.resource_id}
-    groups = {g.id: g for g in session.scalars(select(Resource).where(Resource.id.in_(group_ids)))} if group_ids else {}
-    out: dict[int, str] = {}
-    rest = []
-    for item in items:
-        target = _close_target(item, groups)
-        if target:
-            out[item.id] = target
-        else:
-            rest.append(item)
-    if rest:
-        grants = {g.id: g for g in session.scalars(select(Grant).where(Grant.id.in_({i.grant_id for i in rest})))}
-        sources = {s.id: s for s in session.scalars(select(Source).where(Source.id.in_({i.source_id for i in rest})))}
-        for item in rest:
-            grant, source = grants.get(item.grant_id), sources.get(item.source_id)
-            if grant is None or source is None or grant.principal_type != "account":
-                continue
-            target = _managed_elsewhere(grant_ref(session, grant, source), item.account_login or "the account",
-                                        item.resource_name or "the resource")
-            if target:
-                out[item.id] = target
-    return out
+    """{item id: the manual task a revoke becomes} for items held through a group or managed elsewhere: the
+    target closing the campaign will give the Remediation (`remediation_targets.targets`), word for word."""
+    return targets(session, [{c.key: getattr(i, c.key) for c in ITEM_COLUMNS} for i in items])
 
 
 def last_used(session: Session, items: Sequence[ReviewItem]) -> dict[int, tuple[datetime | None]]:

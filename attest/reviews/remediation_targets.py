@@ -1,61 +1,81 @@
 """At close, every item whose outcome is revoke becomes a pending Remediation, with its target: where
-the access really comes from when revoking the grant itself would be wrong or undone (a group rule, or
-the group the access is held through)."""
+the access really comes from when revoking the grant itself would be wrong or undone (the group it is held
+through, or a source that re-creates it: `attest.connectors.managed`, read through its one reader).
+`targets` is also what the review page shows before a revoke (`item_notes.revoke_notes`), so the reviewer
+and the admin read the same sentence."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from attest.entitlements.models import Resource
+from attest.connectors.managed import managed_elsewhere
+from attest.entitlements.models import Entitlement, Grant, Resource
 from attest.reviews.chunks import chunks
 from attest.reviews.models import Campaign, Remediation, ReviewItem
 
 INSERT_BATCH = 5000
+ITEM_COLUMNS = (ReviewItem.id, ReviewItem.grant_id, ReviewItem.source_id, ReviewItem.resource_id,
+                ReviewItem.entitlement_id, ReviewItem.via_resource_id, ReviewItem.via, ReviewItem.account_login,
+                ReviewItem.resource_name)
 
 
-def remediation_target(item: Mapping[str, Any], groups: Mapping[int, Resource]) -> str | None:
-    """Where the access really comes from, when revoking the grant itself would be wrong or undone."""
-
-    def rules(res: Resource) -> str | None:
-        attrs = res.attributes or {}
-        names = attrs.get("rules") or attrs.get("group_rules")
-        if names:
-            if isinstance(names, list | tuple):
-                names = ", ".join(str(n.get("name", n) if isinstance(n, Mapping) else n) for n in names)
-            return f'group rule {names} assigns membership of group "{res.name}": change the rule or the person\'s attributes'
-        if attrs.get("rule_managed"):
-            return f'group "{res.name}" is managed by a group rule: change the rule or the person\'s attributes'
-        return None
-
+def remediation_target(item: Mapping[str, Any], groups: Mapping[int, Resource],
+                       grant_attributes: Mapping[str, Any] | None = None,
+                       entitlement_attributes: Mapping[str, Any] | None = None) -> str | None:
+    """Where the access really comes from, when revoking the grant itself would be wrong or undone. `item`
+    holds the ReviewItem columns of ITEM_COLUMNS; `groups` the via group and the item's own resource."""
+    login = item["account_login"] or "the account"
     via = groups.get(item["via_resource_id"]) if item["via_resource_id"] else None
     if via is not None:
-        why = rules(via)
-        return why or (f'group "{via.name}": the access is held through this group ({item["via"]}); remove '
-                       f'{item["account_login"]} from it rather than the group\'s own access')
+        # the person's membership of the group they hold it through is what a person would remove
+        found = managed_elsewhere(None, None, via.attributes)
+        if found is not None:
+            return found.sentence(login, via.name)
+        return (f'group "{via.name}": the access is held through this group ({item["via"]}); remove '
+                f"{login} from it rather than the group's own access")
     own = groups.get(item["resource_id"]) if item["resource_id"] else None
-    if own is not None and own.is_group:
-        return rules(own)
-    return None
+    found = managed_elsewhere(grant_attributes, entitlement_attributes, own.attributes if own is not None else None)
+    if found is None:
+        return None
+    return found.sentence(login, item.get("resource_name") or (own.name if own is not None else ""))
+
+
+def targets(session: Session, items: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """{item id: its target} for the items (ITEM_COLUMNS mappings) that have one, read in three queries."""
+    if not items:
+        return {}
+    group_ids = {r["via_resource_id"] for r in items if r["via_resource_id"]} | {r["resource_id"] for r in items if r["resource_id"]}
+    groups = {g.id: g for g in session.scalars(select(Resource).where(Resource.id.in_(group_ids)))} if group_ids else {}
+    grant_attrs: dict[int, Any] = {}
+    ent_attrs: dict[int, Any] = {}
+    for ids, column, into in (({r["grant_id"] for r in items if not r["via_resource_id"]}, Grant, grant_attrs),
+                              ({r["entitlement_id"] for r in items if not r["via_resource_id"]}, Entitlement, ent_attrs)):
+        for batch in chunks(sorted(i for i in ids if i is not None)):
+            into.update(session.execute(select(column.id, column.attributes).where(column.id.in_(batch))).all())
+    out: dict[int, str] = {}
+    for r in items:
+        target = remediation_target(r, groups, grant_attrs.get(r["grant_id"]), ent_attrs.get(r["entitlement_id"]))
+        if target:
+            out[r["id"]] = target
+    return out
 
 
 def add_pending(session: Session, campaign: Campaign, now: datetime) -> int:
     """A pending Remediation (the definition's mode, its target) for each item of the campaign whose
     outcome is revoke; returns how many."""
     revoked = session.execute(
-        select(ReviewItem.id, ReviewItem.grant_id, ReviewItem.source_id, ReviewItem.resource_id,
-               ReviewItem.via_resource_id, ReviewItem.via, ReviewItem.account_login)
+        select(*ITEM_COLUMNS)
         .where(ReviewItem.campaign_id == campaign.id, ReviewItem.outcome == "revoke").order_by(ReviewItem.id)
     ).mappings().all()
-    group_ids = {r["via_resource_id"] for r in revoked if r["via_resource_id"]} | {r["resource_id"] for r in revoked if r["resource_id"]}
-    groups = {g.id: g for g in session.scalars(select(Resource).where(Resource.id.in_(group_ids)))} if group_ids else {}
+    found = targets(session, revoked)
     mode = campaign.spec["rules"]["remediation"]
     rows = [{"campaign_id": campaign.id, "item_id": r["id"], "grant_id": r["grant_id"], "source_id": r["source_id"],
-             "mode": mode, "status": "pending", "target": remediation_target(r, groups), "attempts": 0, "calls": [],
+             "mode": mode, "status": "pending", "target": found.get(r["id"]), "attempts": 0, "calls": [],
              "created_at": now} for r in revoked]
     for batch in chunks(rows, INSERT_BATCH):
         session.execute(Remediation.__table__.insert(), batch)

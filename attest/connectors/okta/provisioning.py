@@ -13,6 +13,7 @@ from attest.connectors.base import (
     RevokeResult,
 )
 from attest.connectors.http import HttpError
+from attest.connectors.managed import managed_elsewhere, refusal
 from attest.connectors.okta.client import MANAGE_SCOPES, PAGE, READ_SCOPES
 from attest.connectors.okta.guard import _drop, _drop_group
 from attest.connectors.okta.transforms import role_refs
@@ -36,16 +37,12 @@ class ProvisioningMixin:
             gid, uid = ent[: -len(":member")], ref.principal_ref
             path = f"/api/v1/groups/{gid}/users/{uid}"
             if not undo:
-                rules = ref.resource_attributes.get("rules") or ref.grant_attributes.get("rules")
-                if rules or ref.resource_attributes.get("rule_managed"):
-                    raise RevokeRefused(
-                        f"{who} is in group {gid} through group rule {', '.join(map(str, rules or ['(unnamed)']))}; "
-                        "removing the membership would be undone by the rule. Change the rule or the profile "
-                        "attribute it matches.")
+                found = managed_elsewhere(ref.grant_attributes, ref.entitlement_attributes, ref.resource_attributes)
+                if found is not None:
+                    raise refusal(found, who, f"group {gid}")
                 gtype = ref.resource_attributes.get("type")
                 if gtype and gtype != "OKTA_GROUP":
-                    raise RevokeRefused(f"group {gid} is a {gtype}: its members are managed by "
-                                        f"{ref.resource_attributes.get('mastered_by') or 'its source'}, not in Okta")
+                    raise RevokeRefused(f"group {gid} is a {gtype}: Attest changes only OKTA_GROUP memberships")
                 if ref.resource_attributes.get("has_admin_privilege") is not False:
                     self._guard_super_admin(lambda paths: _drop(paths, uid, ("group", gid)), who)
             return self._do("PUT" if undo else "DELETE", path, dry_run,
@@ -53,8 +50,9 @@ class ProvisioningMixin:
         if ent.endswith(":assignment"):
             aid = ent[: -len(":assignment")]
             if ref.principal_type == "account":
-                if str(ref.grant_attributes.get("scope", "USER")).upper() == "GROUP":
-                    raise RevokeRefused(f"{who} is assigned to app {aid} through a group; remove the group membership instead")
+                found = managed_elsewhere(ref.grant_attributes, ref.entitlement_attributes, ref.resource_attributes)
+                if found is not None and not undo:
+                    raise refusal(found, who, f"app {aid}")
                 if undo:
                     return self._do("POST", f"/api/v1/apps/{aid}/users", dry_run,
                                     json={"id": ref.principal_ref, "scope": "USER"})

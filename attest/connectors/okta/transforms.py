@@ -17,6 +17,7 @@ from attest.connectors.base import (
     Record,
     ResourceRecord,
 )
+from attest.connectors.managed import ManagedKind, emit
 
 STATUS_MAP = {  # Okta user status -> identity status
     "ACTIVE": "active", "PASSWORD_EXPIRED": "active", "LOCKED_OUT": "active", "RECOVERY": "active",
@@ -161,10 +162,19 @@ def group_records(group: Mapping[str, Any], rules: Mapping[str, list[str]],
     if owner_groups:
         attrs["owner_groups"] = sorted(owner_groups)
     source = ((group.get("_links") or {}).get("source") or {}).get("href") if isinstance(group.get("_links"), Mapping) else None
+    source_id = (group.get("source") or {}).get("id") if isinstance(group.get("source"), Mapping) else None
+    source_id = source_id or (source.rsplit("/", 1)[-1] if source else None)
+    if rule_names:
+        attrs.update(emit(ManagedKind.GROUP_RULE, ", ".join(rule_names)))
     if gtype == "APP_GROUP":
-        attrs["mastered_by"] = source.rsplit("/", 1)[-1] if source else "the directory or app it is imported from"
+        attrs["mastered_by"] = source_id or "the directory or app it is imported from"
+        # an Active Directory group's profile names its domain (windowsDomainQualifiedName, dn)
+        ad_name = _s(profile.get("windowsDomainQualifiedName")) or _s(profile.get("dn"))
+        by = f"Active Directory ({ad_name})" if ad_name else f"app {source_id}" if source_id else ""
+        attrs.update(emit(ManagedKind.IMPORTED_GROUP, by, "Okta group type APP_GROUP"))
     if gtype == "BUILT_IN":
         attrs["mastered_by"] = "Okta (built-in group)"
+        attrs.update(emit(ManagedKind.BUILT_IN, "Okta", "Okta group type BUILT_IN"))
     return [
         *notes,
         ResourceRecord(external_id=gid, type="okta_group", name=name, description=_s(profile.get("description")),

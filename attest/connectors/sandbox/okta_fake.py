@@ -131,6 +131,7 @@ STANDARD_ROLES = {
     "API_ACCESS_MANAGEMENT_ADMIN": "API Access Management Administrator",
 }
 EPOCH = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+AD_APP_ID = "0oa1adirectory0000000"  # the Active Directory integration (an app in Okta) imported groups come from
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -287,6 +288,16 @@ class OktaFake:
                 "lastMembershipUpdated": iso(EPOCH - timedelta(days=g % 20)), "objectClass": ["okta:user_group"],
                 "type": gtype, "profile": {"name": name, "description": desc}, "_links": {},
             }
+            if gtype == "APP_GROUP":
+                # an imported group: Group.source.id and _links.source name the app it comes from, and an
+                # Active Directory group's profile carries its AD names (Groups API, Group object: "source:
+                # The ID of the source application for the returned group. This property is only present
+                # if the type is APP_GROUP"; "_links.source: the URL for the source app of the group";
+                # https://developer.okta.com/docs/api/openapi/okta-management/management/tag/Group/)
+                self.groups[gid]["source"] = {"id": AD_APP_ID}
+                self.groups[gid]["profile"].update({
+                    "samAccountName": name, "dn": f"CN={name},OU=Groups,DC=corp,DC=acme,DC=example",
+                    "windowsDomainQualifiedName": f"ACME\\{name}", "groupType": "Security", "groupScope": "Global"})
             self.members.setdefault(gid, set())
         # spread the remaining memberships over the other groups, skewed, with about 1 in 12 empty
         total = memberships if memberships is not None else n_users * 5
@@ -828,6 +839,8 @@ class OktaFake:
         group = dict(self.groups[gid])
         group["_links"] = {"users": {"href": f"{base}/api/v1/groups/{gid}/users"},
                            "apps": {"href": f"{base}/api/v1/groups/{gid}/apps"}}
+        if "source" in group:
+            group["_links"]["source"] = {"href": f"{base}/api/v1/apps/{group['source']['id']}"}
         if stats:
             group["_embedded"] = {"stats": {
                 "usersCount": len(self.members[gid]),

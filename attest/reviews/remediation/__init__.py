@@ -4,7 +4,7 @@ Each item whose outcome is revoke gets a Remediation at close (`campaigns.close`
 
 - **automatic**: `run_pending` (the scheduler, or `attest remediation run`) calls the source connector's
   `revoke(grant_ref, dry_run)`. Guards come before anything is called: access that the source would
-  re-create (held through a group, a rule-managed group, a group-assigned app) is routed to the manual
+  re-create (held through a group, or managed elsewhere: `attest.connectors.managed`) is routed to the manual
   work list naming where it really comes from (`target`); the connector's own refusals (last org owner,
   last super admin...) end as `refused` with the reason; more revocations than
   ATTEST_REMEDIATION_MAX_PER_RUN stop the run until it is confirmed (`--yes`); a dry run lists the calls
@@ -51,16 +51,14 @@ from attest.reviews.remediation.execution import (
 )
 from attest.reviews.remediation.planning import (
     CARRIED_OUT,
-    GROUP_ASSIGNMENT_KEYS,
     OPEN,
-    RULE_KEYS,
     STUCK,
     Planned,
     RemediationError,
     UndoError,
-    _managed_elsewhere,
     describe,
     grant_ref,
+    managed_target,
 )
 from attest.reviews.remediation.verification import _verify_after_apply, verify_after_sync
 from attest.reviews.remediation.worklist import (
@@ -77,9 +75,9 @@ from attest.reviews.remediation.worklist import (
 )
 
 __all__ = [
-    "ALREADY_GONE", "BACKOFF", "CARRIED_OUT", "CLAIM_LEASE", "GROUP_ASSIGNMENT_KEYS", "MANUAL_COLUMNS",
-    "MAX_ATTEMPTS", "NEEDS_HUMAN", "OPEN", "Planned", "REMEDIATION_COLUMNS", "RULE_KEYS", "RemediationError",
-    "RemediationRow", "RunReport", "STUCK", "UndoError", "_due", "_managed_elsewhere", "_verify_after_apply",
-    "describe", "grant_ref", "iter_remediations", "list_remediations", "mark_done", "run_pending",
+    "ALREADY_GONE", "BACKOFF", "CARRIED_OUT", "CLAIM_LEASE", "MANUAL_COLUMNS",
+    "MAX_ATTEMPTS", "NEEDS_HUMAN", "OPEN", "Planned", "REMEDIATION_COLUMNS", "RemediationError",
+    "RemediationRow", "RunReport", "STUCK", "UndoError", "_due", "_verify_after_apply",
+    "describe", "grant_ref", "iter_remediations", "list_remediations", "managed_target", "mark_done", "run_pending",
     "status_counts", "undo", "verify_after_sync", "write_manual_csv", "write_remediations_csv",
 ]

@@ -27,9 +27,9 @@ from attest.reviews.remediation.planning import (
     Planned,
     RemediationError,
     UndoError,
-    _managed_elsewhere,
     _via_target,
     grant_ref,
+    managed_target,
 )
 from attest.trail.chain import record as audit
 
@@ -94,7 +94,7 @@ def _context(session: Session, rem: Remediation) -> _Ctx:
     if target is None and item is not None and (item.via_resource_id is not None or grant.principal_type == "resource"):
         target = _via_target(session, item, grant)
     if target is None:
-        target = _managed_elsewhere(ref, principal, resource)
+        target = managed_target(ref, principal, resource)
     refusal = None
     if not source.enabled:
         refusal = f"source {source.name!r} is disabled; enable it or carry the revoke out by hand"

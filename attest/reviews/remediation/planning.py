@@ -1,6 +1,6 @@
 """Planning a remediation: the grant reference a connector is handed, where access really comes from
-(a group, a rule-managed group, a group-assigned app: then the manual work list, naming the `target`), the
-planned call and its one-line description, and the errors a user can cause.
+(a group it is held through; or managed elsewhere, as `connectors.managed` reads it: then the manual work
+list, naming the `target`), the planned call and its one-line description, and the errors a user can cause.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from attest.connectors.base import GrantRef
+from attest.connectors.managed import managed_elsewhere
 from attest.entitlements.models import Account, Grant, Resource, Source
 from attest.entitlements.queries import effective_access
 from attest.reviews.models import RemediationStatus, ReviewItem
@@ -22,13 +23,6 @@ STUCK = (RemediationStatus.REFUSED, RemediationStatus.FAILED)  # a person must c
 
 # carried out upstream, waiting for a sync to confirm the access gone
 CARRIED_OUT = (RemediationStatus.DONE, RemediationStatus.UNCONFIRMED)
-
-
-# Attribute names connectors use to say who really grants a membership or assignment (see
-# `_managed_elsewhere`). Okta marks groups filled by an ACTIVE rule (`rule_managed`, `rules` on the group
-# and its member entitlement), imported/built-in groups (`mastered_by`) and app assignments (`scope`).
-RULE_KEYS = ("managed_by_rule", "group_rule", "rule", "rule_name", "rules")
-GROUP_ASSIGNMENT_KEYS = ("assigned_via_groups", "via_groups", "assigned_via_group")
 
 
 class RemediationError(ValueError):
@@ -85,38 +79,11 @@ def grant_ref(session: Session, grant: Grant, source: Source) -> GrantRef:
     )
 
 
-def _names(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ", ".join(str(_names(v)) for v in value)
-    if isinstance(value, dict):
-        return str(value.get("name") or value.get("id") or value)
-    return str(value)
-
-
-def _managed_elsewhere(ref: GrantRef, principal: str, resource: str) -> str | None:
-    """Where the access really comes from, when the connector's records say the source re-creates it."""
-    rule_sources = (ref.grant_attributes, ref.entitlement_attributes, ref.resource_attributes)
-    for key in RULE_KEYS:
-        value = next((attrs.get(key) for attrs in rule_sources if attrs.get(key)), None)
-        if value is None and key == "rules" and ref.resource_attributes.get("rule_managed"):
-            value = "(unnamed)"
-        if value:
-            return (f"{resource}: {principal} is added by group rule {_names(value)}; removing the membership "
-                    f"would be undone by the rule. Change the rule (or the profile attribute it matches).")
-    for key in GROUP_ASSIGNMENT_KEYS:
-        value = ref.grant_attributes.get(key)
-        if value:
-            return (f"{resource}: {principal} is assigned through group {_names(value)}; remove {principal} "
-                    f"from that group (or unassign the group) instead.")
-    if str(ref.grant_attributes.get("scope", "")).upper() == "GROUP":
-        return (f"{resource}: {principal} is assigned through a group (assignment scope GROUP); remove "
-                f"{principal} from the assigning group, or unassign that group from {resource}.")
-    master = ref.resource_attributes.get("mastered_by") or (
-        ref.resource_attributes.get("type") if ref.resource_attributes.get("type") == "APP_GROUP" else None)
-    if master:
-        return (f"{resource}: membership is mastered by {_names(master)} (the group is imported); remove "
-                f"{principal} from the group in {_names(master)}.")
-    return None
+def managed_target(ref: GrantRef, principal: str, resource: str) -> str | None:
+    """The manual task for access the source re-creates (`connectors.managed`: the one reader and its
+    sentence), or None when revoking the grant itself is right."""
+    found = managed_elsewhere(ref.grant_attributes, ref.entitlement_attributes, ref.resource_attributes)
+    return found.sentence(principal, resource) if found else None
 
 
 def _via_target(session: Session, item: ReviewItem, grant: Grant) -> str:
