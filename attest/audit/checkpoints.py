@@ -43,6 +43,7 @@ from attest.audit.log import ChainProblem, iter_events, verify_events
 from attest.audit.models import AuditCheckpoint
 from attest.config import Settings
 from attest.db import canonical_json, utcnow
+from attest.signing import key_id
 from attest.trail.models import AuditEvent, AuditHead
 
 FORMAT = "attest-audit-checkpoint/1"
@@ -168,8 +169,6 @@ def checkpoint_name(seq: int, at: datetime) -> str:
 
 def sign_checkpoint(key: Ed25519PrivateKey, *, seq: int, event_id: int | None, hash_: str, events: int,
                     at: datetime) -> bytes:
-    from attest.audit.evidence import key_id
-
     pub = key.public_key()
     doc = {"format": FORMAT, "seq": seq, "event_id": event_id, "hash": hash_, "events": events,
            "at": at.astimezone(UTC).isoformat(), "key_id": key_id(pub)}
@@ -180,8 +179,6 @@ def sign_checkpoint(key: Ed25519PrivateKey, *, seq: int, event_id: int | None, h
 
 def parse_checkpoint(data: bytes, trusted_key: Ed25519PublicKey) -> tuple[dict[str, Any], str | None]:
     """The checkpoint's document and None, or ({...}, why it cannot be trusted)."""
-    from attest.audit.evidence import key_id
-
     try:
         doc = json.loads(data)
         if not isinstance(doc, dict):

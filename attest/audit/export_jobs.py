@@ -34,8 +34,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from attest.audit import evidence
 from attest.audit.models import EvidenceExport
 from attest.db import transaction, utcnow
+from attest.redact import redact
+from attest.reviews.models import Campaign
 from attest.trail.chain import record
 
 log = logging.getLogger("attest.evidence")
@@ -78,8 +81,6 @@ def request_export(session: Session, campaign_id: int, actor: str, now: datetime
     """Queue an export of a campaign's evidence for `actor`: (row, True). An export of that campaign already
     queued or running is returned instead (row, False), so repeated clicks build one bundle. None: no such
     campaign. Raises ExportRequestError for a campaign not launched yet."""
-    from attest.reviews.models import Campaign
-
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         return None
@@ -205,8 +206,6 @@ class _Runner:
                 log.warning("evidence export %s: heartbeat failed: %s", self.export_id, exc)
 
     def run(self) -> str:
-        from attest.audit.evidence import EvidenceError, export_bundle
-
         with self.factory() as session:
             row = session.get(EvidenceExport, self.export_id)
             campaign_id, actor = row.campaign_id, row.requested_by
@@ -219,7 +218,7 @@ class _Runner:
                                     name=f"evidence-export-{self.export_id}")
             beat.start()
         try:
-            result = export_bundle(self.factory, self.settings, campaign_id, target, actor=actor,
+            result = evidence.export_bundle(self.factory, self.settings, campaign_id, target, actor=actor,
                                    progress=self.progress)
             os.chmod(target, 0o600)
             sha = _sha256(target)
@@ -227,7 +226,7 @@ class _Runner:
             _unlink(target)
             log.warning("evidence export %s: taken over by a sweep; this run stops", self.export_id)
             return "lost"
-        except EvidenceError as exc:
+        except evidence.EvidenceError as exc:
             _unlink(target)
             self._finish("failed", error=str(exc))
             return "failed"
@@ -266,8 +265,6 @@ class _Runner:
 
 
 def _error_text(exc: BaseException) -> str:
-    from attest.redact import redact
-
     return redact(f"{type(exc).__name__}: {exc}")[:2000]
 
 
@@ -325,8 +322,6 @@ def run_pending(factory: sessionmaker[Session], settings: Any, holder: str, now:
 def sweep(factory: sessionmaker[Session], settings: Any, now: datetime) -> dict[str, list[str]]:
     """Requeue (or fail) exports whose process died, remove partial files of dead processes, expired bundles
     and files no export owns. Runs at every evidence job and at scheduler start."""
-    from attest.audit.evidence import remove_partials
-
     out: dict[str, list[str]] = {"requeued": [], "failed": [], "expired": [], "removed": []}
     folder = export_dir(settings)
     with transaction(factory) as session:
@@ -366,7 +361,7 @@ def sweep(factory: sessionmaker[Session], settings: Any, now: datetime) -> dict[
         m = _FILE.match(entry.name)
         if m and entry.name not in live and int(m[1]) not in building and _unlink(entry):
             out["removed"].append(entry.name)
-    out["removed"].extend(remove_partials(folder))
+    out["removed"].extend(evidence.remove_partials(folder))
     if any(out.values()):
         log.info("evidence exports swept: %s", {k: v for k, v in out.items() if v})
     return out

@@ -25,8 +25,9 @@ The package, one module per idea (what the rest of Attest, the tests and bench/ 
 - `bundle`: export_bundle, the manifest it fills and the checkpoints it carries
 - `writers`: items.csv, items.xlsx, exclusions.csv, remediations.csv and audit.jsonl, streamed
 - `members`: zip members hashed as they are written
-- `report`: the campaign's figures (manifest and report) and the report PDF
-- `signing`: the signing key, its public half and fingerprints, the signed manifest bytes
+- `report`: the campaign's figures (manifest and report) and the report PDF (the bundle uses
+  them; the report's HTML is re-exported for tests)
+- `signing`: the signing key and the signed manifest bytes (a public key's names: attest/signing.py)
 - `verify`: verify_bundle / check_bundle, offline, against a pinned key
 - `partials`: what a killed export left behind, and removing it
 """
@@ -41,33 +42,8 @@ from attest.audit.evidence.partials import (
     _partial_prefix,
     remove_partials,
 )
-from attest.audit.evidence.report import (
-    LIST_LIMIT,
-    RUBBER_STAMP_BULK_SHARE,
-    RUBBER_STAMP_MEDIAN_SECONDS,
-    RUBBER_STAMP_MIN_DECISIONS,
-    SITTING_GAP_SECONDS,
-    assigned_reviewers,
-    completion,
-    population,
-    render_report_html,
-    render_report_pdf,
-    report_context,
-    reviewer_stats,
-    reviewer_table,
-    sync_runs,
-    totals,
-)
-from attest.audit.evidence.signing import (
-    EvidenceError,
-    _signed_manifest,
-    key_fingerprint,
-    key_id,
-    load_public_key,
-    load_signing_key,
-    public_key_pem,
-    public_key_raw,
-)
+from attest.audit.evidence.report import render_report_html
+from attest.audit.evidence.signing import EvidenceError, _signed_manifest, load_signing_key
 from attest.audit.evidence.verify import NO_TRUSTED_KEY, Verification, check_bundle, verify_bundle
 from attest.audit.evidence.writers import (
     BATCH,
@@ -79,14 +55,13 @@ from attest.audit.evidence.writers import (
     items_query,
     iter_campaign_events,
 )
+from attest.signing import key_fingerprint, key_id, load_public_key, public_key_pem, public_key_raw
 
 __all__ = [
     "BATCH", "CHECKPOINT_PREFIX", "EXCLUSION_COLUMNS", "EvidenceError", "ExportResult", "FORMAT",
-    "ITEM_COLUMNS", "LEGACY_PARTIAL_AGE", "LIST_LIMIT", "NO_TRUSTED_KEY", "PARTIAL_PREFIX", "PHASES",
-    "Progress", "RUBBER_STAMP_BULK_SHARE", "RUBBER_STAMP_MEDIAN_SECONDS", "RUBBER_STAMP_MIN_DECISIONS",
-    "SITTING_GAP_SECONDS", "Verification", "XLSX_MAX_ROWS", "_host", "_partial_prefix", "_signed_manifest",
-    "assigned_reviewers", "campaign_doc", "check_bundle", "completion", "export_bundle", "items_query",
-    "iter_campaign_events", "key_fingerprint", "key_id", "load_public_key", "load_signing_key", "population",
-    "public_key_pem", "public_key_raw", "remove_partials", "render_report_html", "render_report_pdf",
-    "report_context", "reviewer_stats", "reviewer_table", "sync_runs", "totals", "verify_bundle",
+    "ITEM_COLUMNS", "LEGACY_PARTIAL_AGE", "NO_TRUSTED_KEY", "PARTIAL_PREFIX", "PHASES", "Progress",
+    "Verification", "XLSX_MAX_ROWS", "_host", "_partial_prefix", "_signed_manifest", "campaign_doc",
+    "check_bundle", "export_bundle", "items_query", "iter_campaign_events", "key_fingerprint", "key_id",
+    "load_public_key", "load_signing_key", "public_key_pem", "public_key_raw", "remove_partials",
+    "render_report_html", "verify_bundle",
 ]

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from attest import __version__, dialects, exports
+from attest.audit.checkpoints import CheckpointError, open_store, parse_checkpoint, write_checkpoint
 from attest.audit.evidence.members import _add_bytes, _add_file, _Member
 from attest.audit.evidence.partials import _partial_prefix, remove_partials
 from attest.audit.evidence.report import (
@@ -37,14 +38,7 @@ from attest.audit.evidence.report import (
     sync_runs,
     totals,
 )
-from attest.audit.evidence.signing import (
-    EvidenceError,
-    _signed_manifest,
-    key_fingerprint,
-    key_id,
-    load_signing_key,
-    public_key_pem,
-)
+from attest.audit.evidence.signing import EvidenceError, _signed_manifest, load_signing_key
 from attest.audit.evidence.writers import (
     Progress,
     _no_progress,
@@ -55,13 +49,15 @@ from attest.audit.evidence.writers import (
     _write_remediations,
 )
 from attest.audit.log import verify_chain
+from attest.audit.models import AuditCheckpoint
 from attest.config import Settings
 from attest.db import transaction, utcnow
 from attest.reviews.models import (
     Campaign,
     ReviewItem,
 )
-from attest.trail.chain import GENESIS
+from attest.signing import key_fingerprint, key_id, public_key_pem
+from attest.trail.chain import GENESIS, record
 from attest.trail.models import AuditEvent, AuditHead
 
 FORMAT = "attest-evidence-bundle/1"
@@ -230,8 +226,6 @@ def export_bundle(
             shutil.rmtree(tmpdir, ignore_errors=True)
     manifest_sha = hashlib.sha256(data).hexdigest()
     with transaction(session_factory) as s:
-        from attest.trail.chain import record
-
         record(s, actor=actor, action="evidence.exported", object_type="campaign", object_id=str(campaign_id),
                campaign_id=campaign_id,
                after={"manifest_sha256": manifest_sha, "items": items_member.rows, "key_id": key_id(pub),
@@ -245,8 +239,6 @@ def export_bundle(
 def _checkpoint_before_export(session_factory: sessionmaker[Session], settings: Settings,
                               key: Ed25519PrivateKey) -> str | None:
     """Checkpoint the chain now, so that a checkpoint covers every event the bundle carries. The error, if any."""
-    from attest.audit.checkpoints import CheckpointError, open_store, write_checkpoint
-
     try:
         with transaction(session_factory) as s:
             write_checkpoint(s, key, open_store(settings), once_per_minute=False)
@@ -260,9 +252,6 @@ def _write_checkpoints(session: Session, zf: zipfile.ZipFile, settings: Settings
     """The signed checkpoints that cover the campaign's events, as `checkpoints/NAME`: those taken right after
     one of its events (the bundle's own event then carries the checkpointed hash) and the first one at or
     after its last event (which signs the whole chain up to there)."""
-    from attest.audit.checkpoints import open_store, parse_checkpoint
-    from attest.audit.models import AuditCheckpoint
-
     store = open_store(settings)
     last = session.scalar(select(func.max(AuditEvent.seq)).where(AuditEvent.campaign_id == campaign_id))
     rows: dict[str, int] = {}

@@ -18,6 +18,7 @@ from attest import dialects
 from attest.audit.evidence.writers import _stream
 from attest.entitlements.models import Identity, SyncRun
 from attest.reviews import eligibility, queries
+from attest.reviews import flagged as flagged_service
 from attest.reviews.models import (
     Campaign,
     CampaignExclusion,
@@ -248,8 +249,6 @@ def report_context(session: Session, campaign: Campaign, manifest: dict[str, Any
                          .select_from(rm).join(ri, ri.c.id == rm.c.item_id)
                          .where(rm.c.campaign_id == campaign.id, rm.c.mode == "manual", rm.c.note.is_not(None))
                          .order_by(rm.c.id))
-    from attest.reviews import flagged as flagged_service
-
     flagged, _ = flagged_service.list_flagged(session, campaign.id, limit=LIST_LIMIT)
     return {
         "m": manifest, "campaign": manifest["campaign"], "totals": manifest["totals"],

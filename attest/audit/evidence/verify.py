@@ -18,9 +18,10 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from attest.audit.checkpoints import parse_checkpoint
 from attest.audit.evidence.bundle import CHECKPOINT_PREFIX
-from attest.audit.evidence.signing import key_fingerprint, key_id, public_key_raw
 from attest.db import canonical_json
+from attest.signing import key_fingerprint, key_id, public_key_raw
 from attest.trail.chain import GENESIS, event_hash
 
 
@@ -192,8 +193,6 @@ def _check_signature(sig: Any, body: bytes, trusted_key: Ed25519PublicKey | None
 def _check_bundle_checkpoints(zf: zipfile.ZipFile, files: dict[str, Any], names: list[str],
                               pinned: Ed25519PublicKey | None, result: Verification) -> dict[int, str]:
     """The audit-chain checkpoints the bundle carries: each signed by the pinned key. {seq: hash}."""
-    from attest.audit.checkpoints import parse_checkpoint
-
     out: dict[int, str] = {}
     for name in sorted(files):
         if not name.startswith(CHECKPOINT_PREFIX) or name not in names:

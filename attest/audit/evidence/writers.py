@@ -24,6 +24,7 @@ from attest.reviews.models import (
     Remediation,
     ReviewItem,
 )
+from attest.reviews.remediation import write_remediations_csv
 from attest.trail.models import AuditEvent
 
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
@@ -204,8 +205,6 @@ def _write_exclusions(session: Session, zf: zipfile.ZipFile, campaign_id: int) -
 def _write_remediations(session: Session, zf: zipfile.ZipFile, campaign_id: int) -> _Member:
     """Every remediation of the campaign with what was done: the note given when a manual task was marked
     done, by whom and when, and the sync run that proved it (the web's remediations.csv, same writer)."""
-    from attest.reviews.remediation import write_remediations_csv
-
     out = _Text(zf, "remediations.csv")
     rows = write_remediations_csv(session, out.text, campaign_id, lineterminator="\n")
     return out.close(rows)
