@@ -23,11 +23,14 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
-from attest.audit import queries
+from attest.audit import export_jobs, queries
+from attest.audit.evidence import EvidenceError, key_fingerprint, key_id, load_signing_key, public_key_pem
 from attest.auth.permissions import admin_required, read_all_required
 from attest.entitlements import history as access_history
 from attest.entitlements.models import Identity
 from attest.inputs import parse_int
+from attest.jobs import SCHEDULER_SEEN_WITHIN, scheduler_last_seen
+from attest.reviews import flagged as flagged_service
 from attest.reviews import remediation
 from attest.reviews.models import REMEDIATION_STATUSES, Campaign
 from attest.web import db, settings, state, write
@@ -144,8 +147,6 @@ def remediations_csv():
 @bp.get("/flagged")
 @read_all_required
 def flagged():
-    from attest.reviews import flagged as flagged_service
-
     campaign_id = _int_arg("campaign")
     session = db()
     campaign = None
@@ -159,8 +160,6 @@ def flagged():
 @bp.get("/flagged.csv")
 @read_all_required
 def flagged_csv():
-    from attest.reviews import flagged as flagged_service
-
     campaign_id = _int_arg("campaign")
     if campaign_id is not None and db().get(Campaign, campaign_id) is None:
         abort(404)
@@ -234,9 +233,6 @@ def history():
 @bp.get("/evidence")
 @read_all_required
 def evidence():
-    from attest.audit import export_jobs
-    from attest.audit.evidence import EvidenceError, key_id, load_signing_key, public_key_pem
-
     session = db()
     rows = session.execute(select(Campaign).where(Campaign.status != "draft").order_by(Campaign.id.desc()).limit(500)
                            ).scalars().all()
@@ -258,8 +254,6 @@ def evidence():
 
 def _scheduler_state() -> dict:
     """Whether a scheduler process has run lately: exports wait for one (`attest scheduler`)."""
-    from attest.jobs import SCHEDULER_SEEN_WITHIN, scheduler_last_seen
-
     seen = scheduler_last_seen(db())
     return {"last_seen": seen, "alive": seen is not None and seen >= datetime.now(UTC) - SCHEDULER_SEEN_WITHIN,
             "within_minutes": int(SCHEDULER_SEEN_WITHIN.total_seconds() // 60)}
@@ -269,8 +263,6 @@ def _scheduler_state() -> dict:
 @read_all_required
 def evidence_public_key():
     """The public key that verifies this instance's bundles and audit checkpoints (PEM), for auditors to pin."""
-    from attest.audit.evidence import EvidenceError, key_fingerprint, load_signing_key, public_key_pem
-
     try:
         pub = load_signing_key(settings()).public_key()
     except EvidenceError as exc:
@@ -284,8 +276,6 @@ def evidence_public_key():
 @read_all_required
 def evidence_export_start(campaign_id: int):
     """Ask for a campaign's evidence bundle: queued for the scheduler, never built in the request."""
-    from attest.audit import export_jobs
-
     try:
         with write() as session:
             asked = export_jobs.request_export(session, campaign_id, current_user.email)
@@ -302,14 +292,10 @@ def evidence_export_start(campaign_id: int):
 
 
 def _export_or_404(export_id: int):
-    from attest.audit import export_jobs
-
     return export_jobs.get_export(db(), export_id) or abort(404)
 
 
 def _export_context(row) -> dict:
-    from attest.audit import export_jobs
-
     session = db()
     campaign = session.get(Campaign, row.campaign_id)
     percent = None
@@ -347,8 +333,6 @@ def evidence_export_status(export_id: int):
 @read_all_required
 def evidence_export_download(export_id: int):
     """The finished bundle, streamed from the instance folder (never read into memory); each download audited."""
-    from attest.audit import export_jobs
-
     row = _export_or_404(export_id)
     path = export_jobs.bundle_path(settings(), row)
     if path is None:
@@ -367,8 +351,6 @@ def evidence_export_download(export_id: int):
 @read_all_required
 def evidence_download(campaign_id: int):
     """The old download link: the campaign's latest finished bundle, or the evidence page to prepare one."""
-    from attest.audit import export_jobs
-
     session = db()
     session.get(Campaign, campaign_id) or abort(404)
     for row in export_jobs.recent_exports(session, limit=200):
