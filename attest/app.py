@@ -28,6 +28,7 @@ from attest.entitlements import keys
 from attest.entitlements.views import bp as entitlements_bp
 from attest.extensions import csrf, login_manager
 from attest.operations import bp as ops_bp
+from attest.reviews import campaign_views, definition_views  # noqa: F401 - they add pages to reviews_bp
 from attest.reviews.team_views import bp as team_bp
 from attest.reviews.views import bp as reviews_bp
 from attest.views import bp as home_bp

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from flask import current_app, g
+from flask import abort, current_app, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from attest.config import Settings
 from attest.db import begin_write
+from attest.reviews.decisions import Forbidden, NotFound
 
 
 @dataclass
@@ -58,3 +59,19 @@ def write() -> Iterator[Session]:
         session.commit()
     with begin_write(session):
         yield session
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """A write view's refusals as answers: `NotFound` is 404 (never 403: what is not the user's does not
+    exist for them), `Forbidden` is 403 with its reason. Other errors pass through for the view to answer.
+
+        with refusals(), write() as session:
+            service.change(session, ...)
+    """
+    try:
+        yield
+    except NotFound:
+        abort(404)
+    except Forbidden as exc:
+        abort(403, str(exc))

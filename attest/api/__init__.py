@@ -10,7 +10,16 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from attest.api import audit, docs, entitlements, reviews, sources  # noqa: F401 - they register routes
+    from attest.api import (  # noqa: F401 - they register routes
+        audit,
+        campaigns,
+        definitions,
+        docs,
+        entitlements,
+        remediations,
+        reviews,
+        sources,
+    )
     from attest.api.core import bp
     from attest.extensions import csrf
 

@@ -21,7 +21,8 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ from attest.api.errors import (
 from attest.auth import tokens
 from attest.auth.models import ApiToken
 from attest.db import utcnow
+from attest.reviews.decisions import Forbidden, NotFound
 from attest.trail.chain import record
 from attest.web import db, settings, write
 
@@ -285,6 +287,18 @@ def requires(scope: str, role: str | None = None) -> Callable[[F], F]:
         return wrapped  # type: ignore[return-value]
 
     return decorator
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """The services' refusals as API errors (attest/web.py's `refusals` for the pages): `NotFound` is 404
+    (never 403: what is not the caller's does not exist for them), `Forbidden` is 403 with its reason."""
+    try:
+        yield
+    except NotFound:
+        raise ApiError(404) from None
+    except Forbidden as exc:
+        raise ApiError(403, str(exc)) from None
 
 
 # --- paging, ETags -------------------------------------------------------------------------------------------

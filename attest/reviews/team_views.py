@@ -25,11 +25,11 @@ from attest.entitlements.queries import identity_accounts
 from attest.inputs import parse_int
 from attest.reviews import decisions, delegation, eligibility, item_notes, queries
 from attest.reviews import views as review_views
-from attest.reviews.decisions import DecisionError, Forbidden, NotFound, StaleItem
+from attest.reviews.decisions import DecisionError, StaleItem
 from attest.reviews.models import Delegation
 from attest.reviews.views import _find_person
 from attest.reviews.views import _row_context as rows
-from attest.web import db, settings, write
+from attest.web import db, refusals, settings, write
 
 bp = Blueprint("team", __name__)
 
@@ -129,7 +129,7 @@ def delegate():
     if current_user.is_auditor and not current_user.is_admin:
         abort(403, "Auditors read everything and change nothing.")
     try:
-        with write() as session:
+        with refusals(), write() as session:
             target = _find_person(session, request.form.get("to", ""))
             if target is None:
                 raise delegation.DelegationError(
@@ -139,8 +139,6 @@ def delegate():
             ends = _day(request.form.get("ends"), "until") + timedelta(days=1)
             row = delegation.create(session, current_user, target.id, starts, ends, request.form.get("reason"))
             name, until = target.display_name, row.ends_at
-    except Forbidden as exc:
-        abort(403, str(exc))
     except delegation.DelegationError as exc:
         db().rollback()
         return delegation_page(str(exc), 400)  # nothing was changed; the form keeps what was typed
@@ -151,13 +149,8 @@ def delegate():
 @bp.post("/reviews/delegation/<int:delegation_id>/end")
 @login_required
 def end_delegation(delegation_id: int):
-    try:
-        with write() as session:
-            delegation.end(session, current_user, delegation_id)
-    except NotFound:
-        abort(404)
-    except Forbidden as exc:
-        abort(403, str(exc))
+    with refusals(), write() as session:
+        delegation.end(session, current_user, delegation_id)
     flash("Delegation ended: your items are yours alone again.", "success")
     return redirect(url_for("team.delegation_page")), 303
 
@@ -239,14 +232,10 @@ def delegated_bulk(delegator_id: int, campaign_id: int):
         abort(400, "Unknown selection.")
     decision = request.form.get("bulk_decision", "approve")
     try:
-        with write() as session:
+        with refusals(), write() as session:
             ids = queries.selection_ids(session, delegator_id, campaign_id, filters)
             result = decisions.bulk_decide(session, current_user, campaign_id, ids, decision,
                                            comment=request.form.get("comment"), on_behalf_of=delegator_id)
-    except NotFound:
-        abort(404)
-    except Forbidden as exc:
-        abort(403, str(exc))
     except DecisionError as exc:
         abort(400, str(exc))
     n = result.changed
@@ -270,14 +259,14 @@ def decide_access(item_id: int):
     comment = request.form.get("comment")
     version = parse_int(request.form.get("version"), low=0)
     try:
-        with write() as session:
+        with refusals(), write() as session:
             first = decisions.load_item_for(session, current_user, item_id, for_update=True)
             others = item_notes.alike(session, first)
             item = decisions.decide(session, current_user, item_id, decision, comment=comment, expected_version=version)
             for other in others:
                 decisions.decide(session, current_user, other.id, decision, comment=comment)
             campaign_id = item.campaign_id
-    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
+    except (StaleItem, DecisionError) as exc:
         return review_views._refused(item_id, exc)
     row = decisions.load_item_for(db(), current_user, item_id)
     me = current_user.identity_id
@@ -298,14 +287,14 @@ def undo(item_id: int):
 
     version = parse_int(request.form.get("version"), low=0)
     try:
-        with write() as session:
+        with refusals(), write() as session:
             first = decisions.load_item_for(session, current_user, item_id, for_update=True)
             others = [o for o in item_notes.alike(session, first) if o.decided_by_user_id == current_user.id]
             item = decisions.undo(session, current_user, item_id, expected_version=version)
             for other in others:  # the same access on its other paths, decided with it
                 decisions.undo(session, current_user, other.id)
             campaign_id = item.campaign_id
-    except (NotFound, Forbidden, StaleItem, DecisionError) as exc:
+    except (StaleItem, DecisionError) as exc:
         return review_views._refused(item_id, exc)
     row = decisions.load_item_for(db(), current_user, item_id)
     if request.headers.get("HX-Request") == "true":
@@ -328,7 +317,7 @@ def reassign_mine(campaign_id: int):
     filters = queries.InboxFilters.from_args(request.form)
     back = url_for("reviews.inbox", campaign=campaign_id, **filters.as_args())
     try:
-        with write() as session:
+        with refusals(), write() as session:
             target = _find_person(session, request.form.get("to", ""))
             if target is None:
                 raise DecisionError(f"Nobody in the directory has the e-mail {request.form.get('to', '').strip() or '(empty)'}.")
@@ -336,10 +325,6 @@ def reassign_mine(campaign_id: int):
             result = delegation.reassign_mine(session, current_user, campaign_id, ids, target.id,
                                               request.form.get("reason", ""))
             name = target.display_name
-    except NotFound:
-        abort(404)
-    except Forbidden as exc:
-        abort(403, str(exc))
     except DecisionError as exc:
         db().rollback()
         flash(str(exc), "danger")

@@ -1,0 +1,168 @@
+"""Campaigns: list, status and progress (per decision, per reviewer, risks, population), close and cancel.
+
+Through attest/reviews/campaigns.py (the lifecycle) and queries/ (the dashboard the campaign page shows).
+Admins change; auditors read. Close and cancel honour If-Match (412 when the campaign changed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from attest.api.core import (
+    ApiError,
+    bp,
+    caller,
+    check_if_match,
+    iso,
+    make_etag,
+    page_of,
+    requires,
+    responses,
+    set_etag,
+    spec,
+)
+from attest.reviews import campaigns as campaigns_service
+from attest.reviews import queries
+from attest.reviews.models import Campaign
+from attest.web import db, write
+
+TAG_CAMP = ["campaigns"]
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    status: str
+    definition_id: int | None = None
+    created_by: str
+    created_at: str
+    launched_at: str | None = None
+    due_at: str | None = None
+    closed_at: str | None = None
+    closed_by: str | None = None
+    total: int
+    decided: int
+    percent: int
+    overdue: bool
+
+
+class ReviewerProgressOut(BaseModel):
+    reviewer_id: int | None = None
+    name: str
+    email: str | None = None
+    total: int
+    decided: int
+    revoked: int
+    escalated: int
+    signed_off_at: str | None = None
+    overdue: bool
+
+
+class CampaignDetail(CampaignOut):
+    by_decision: dict[str, int]
+    unroutable: int
+    risk_counts: dict[str, int]
+    reviewers: list[ReviewerProgressOut]
+    population: dict[str, Any]
+    summary: dict[str, Any]
+
+
+CampaignList = page_of(CampaignOut, "CampaignList")
+
+
+class CampaignQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: str | None = Field(default=None, pattern="^(draft|active|closed|cancelled)$")
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+def _campaign_core(c: Campaign, total: int, decided: int, overdue: bool) -> dict[str, Any]:
+    return {"id": c.id, "name": c.name, "status": c.status, "definition_id": c.definition_id,
+            "created_by": c.created_by, "created_at": iso(c.created_at), "launched_at": iso(c.launched_at),
+            "due_at": iso(c.due_at), "closed_at": iso(c.closed_at), "closed_by": c.closed_by, "total": total,
+            "decided": decided, "percent": 100 if not total else int(decided * 100 / total), "overdue": overdue}
+
+
+def _campaign_etag(c: Campaign) -> str:
+    return make_etag("campaign", c.id, c.status, iso(c.closed_at), iso(c.launched_at))
+
+
+def campaign_detail(campaign_id: int, full: bool = True) -> dict[str, Any]:
+    """The campaign with its progress (and, `full`, per decision, per reviewer, risks), its ETag set."""
+    dash = queries.campaign_dashboard(db(), campaign_id)
+    if dash is None:
+        raise ApiError(404)
+    c = dash.campaign
+    set_etag(_campaign_etag(c))
+    out = _campaign_core(c, dash.total, dash.decided, dash.overdue)
+    if full:
+        out.update(by_decision=dict(dash.by_decision), unroutable=dash.unroutable, risk_counts=dict(dash.risk_counts),
+                   population=dict(c.population or {}), summary=dict(c.summary or {}),
+                   reviewers=[{"reviewer_id": r.reviewer_id, "name": r.name or "", "email": r.email, "total": r.total,
+                               "decided": r.decided, "revoked": r.revoked, "escalated": r.escalated,
+                               "signed_off_at": iso(r.signed_off_at), "overdue": r.overdue} for r in dash.reviewers])
+    return out
+
+
+@bp.get("/campaigns")
+@requires("reviews:read", "read_all")
+@spec.validate(query=CampaignQuery, resp=responses(CampaignList), tags=TAG_CAMP)
+def list_campaigns():
+    """Campaigns, newest first (the latest 200), with progress."""
+    q: CampaignQuery = request.context.query
+    rows = queries.campaign_list(db(), status=q.status)
+    return {"data": [_campaign_core(r.campaign, r.total, r.decided, r.overdue) for r in rows], "next": None}
+
+
+@bp.get("/campaigns/<int:campaign_id>")
+@requires("reviews:read", "read_all")
+@spec.validate(resp=responses(CampaignDetail), tags=TAG_CAMP)
+def get_campaign(campaign_id: int):
+    """Status and progress: per decision, per reviewer (overdue, escalated, signed off), risks, population."""
+    return campaign_detail(campaign_id)
+
+
+def _change_campaign(campaign_id: int, change: Callable[[Session], object]) -> dict[str, Any]:
+    """Run `change(session)` on the campaign, locked, in one transaction: 404 when there is none, 412 when an
+    If-Match names another version, 409 when the lifecycle refuses. Returns the campaign afterwards."""
+    try:
+        with write() as session:
+            row = session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update(of=Campaign)
+                                 .execution_options(populate_existing=True))
+            if row is None:
+                raise ApiError(404)
+            check_if_match(_campaign_etag(row))
+            change(session)
+    except campaigns_service.CampaignError as exc:
+        raise ApiError(409, str(exc)) from None
+    return campaign_detail(campaign_id)
+
+
+@bp.post("/campaigns/<int:campaign_id>/close")
+@requires("reviews:write", "admin")
+@spec.validate(resp=responses(CampaignDetail), tags=TAG_CAMP)
+def close_campaign(campaign_id: int):
+    """Close: outcomes recorded, revocations queued for remediation. If-Match: 412 when it changed."""
+    actor = caller().actor
+    return _change_campaign(campaign_id, lambda session: campaigns_service.close(session, campaign_id, actor))
+
+
+@bp.post("/campaigns/<int:campaign_id>/cancel")
+@requires("reviews:write", "admin")
+@spec.validate(json=CancelIn, resp=responses(CampaignDetail), tags=TAG_CAMP)
+def cancel_campaign(campaign_id: int):
+    """Cancel a draft or active campaign (no outcomes, no remediation); the reason is audited."""
+    body: CancelIn = request.context.json
+    actor = caller().actor
+    return _change_campaign(campaign_id, lambda session: campaigns_service.cancel(session, campaign_id, actor,
+                                                                                   body.reason))

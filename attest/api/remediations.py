@@ -1,0 +1,88 @@
+"""Remediations: the revocations of closed campaigns, automatic or manual, by id (attest/reviews/remediation/)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from pydantic import BaseModel, Field
+
+from attest.api.core import (
+    ApiError,
+    Paging,
+    bp,
+    decode_cursor,
+    encode_cursor,
+    page_of,
+    requires,
+    responses,
+    spec,
+)
+from attest.reviews import remediation
+from attest.web import db
+
+TAG_REM = ["remediations"]
+
+
+class RemediationOut(BaseModel):
+    id: int
+    campaign_id: int
+    campaign_name: str
+    mode: str
+    status: str
+    source: str
+    person: str | None = None
+    person_email: str | None = None
+    identity_id: int | None = None
+    account: str | None = None
+    resource: str | None = None
+    entitlement: str
+    via: str | None = None
+    target: str | None = None
+    attempts: int
+    last_error: str | None = None
+    note: str | None = None
+    calls: list[Any]
+    created_at: str
+    executed_at: str | None = None
+    executed_by: str | None = None
+    verified_run_id: int | None = None
+    reappeared_run_id: int | None = None
+    undone_at: str | None = None
+    comment: str | None = None
+    launched_at: str | None = None
+
+
+RemediationList = page_of(RemediationOut, "RemediationList")
+
+
+class RemediationQuery(Paging):
+    campaign_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    status: str | None = Field(default=None, max_length=20)
+    mode: str | None = Field(default=None, pattern="^(automatic|manual)$")
+
+
+
+@bp.get("/remediations")
+@requires("reviews:read", "read_all")
+@spec.validate(query=RemediationQuery, resp=responses(RemediationList), tags=TAG_REM)
+def list_remediations():
+    """Remediations by id, filterable by campaign, status and mode."""
+    q: RemediationQuery = request.context.query
+    after = decode_cursor("remediations", q.after)
+    if after is not None and not isinstance(after, int):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
+    rows, next_after = remediation.list_remediations(db(), campaign_id=q.campaign_id, status=q.status, mode=q.mode,
+                                                     after=after, limit=q.limit)
+    return {"data": [r.as_dict() for r in rows], "next": encode_cursor("remediations", next_after)}
+
+
+@bp.get("/remediations/<int:remediation_id>")
+@requires("reviews:read", "read_all")
+@spec.validate(resp=responses(RemediationOut), tags=TAG_REM)
+def get_remediation(remediation_id: int):
+
+    rows, _next = remediation.list_remediations(db(), after=remediation_id - 1, limit=1)
+    if not rows or rows[0].id != remediation_id:
+        raise ApiError(404)
+    return rows[0].as_dict()
