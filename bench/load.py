@@ -749,11 +749,11 @@ def summarize(rec: Recorder) -> dict:
 
 
 def run_all(reviewers: int, duration: float, takeover_wait: float, profile_seconds: float) -> dict:
-    from attest.jobs import HEARTBEAT, LEASE_TTL
+    from attest.jobs import HEARTBEAT, LEASE_TTL, TAKEOVER_EVERY
 
     stack = Stack()
     out: dict = {"reviewers": reviewers, "duration": duration, "lease_ttl_s": LEASE_TTL.total_seconds(),
-                 "heartbeat_s": HEARTBEAT, "load_before": load_avg(), "modes": {}}
+                 "heartbeat_s": HEARTBEAT, "takeover_every_s": TAKEOVER_EVERY, "load_before": load_avg(), "modes": {}}
     watch = None
     try:
         t0 = time.perf_counter()
@@ -800,7 +800,7 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
         while watch.killed and not watch.done() and time.monotonic() < deadline:
             time.sleep(2)
         if watch.killed:
-            limit = LEASE_TTL + timedelta(minutes=1)
+            limit = LEASE_TTL + timedelta(seconds=TAKEOVER_EVERY)  # the lapse, then the standby's next look
             taken = {k: {"after_s": v["after_s"], "by": v["by"],
                          # from the dead holder's last heartbeat (its lease's expiry minus the TTL)
                          "after_heartbeat_s": round((v["at"] - (watch.killed["expires"][k] - LEASE_TTL))
@@ -909,13 +909,13 @@ def report(r: dict) -> str:
                           for k, v in t["taken"].items()) or "none"
         lines.append(
             f"\n**Scheduler kill.** SIGKILL of {t['killed']} while it held {', '.join(t['leases'])} (lease "
-            f"{r['lease_ttl_s']:.0f} s, heartbeat {r['heartbeat_s']:.0f} s; attest/jobs/ promises a takeover within "
-            f"LEASE_TTL + 1 min = {t['limit_s']:.0f} s of the last heartbeat). Taken over by the standby: {taken}"
+            f"{r['lease_ttl_s']:.0f} s, heartbeat {r['heartbeat_s']:.0f} s, each scheduler's takeover watch every "
+            f"{r.get('takeover_every_s', 60):.0f} s; attest/jobs/ promises a takeover within LEASE_TTL + TAKEOVER_EVERY "
+            f"= {t['limit_s']:.0f} s of the last heartbeat). Taken over by the standby: {taken}"
             + (f"; not taken over while watched: {', '.join(t['not_taken'])}" if t["not_taken"] else "")
-            + f" -> **{'within' if t['within_limit'] and not t['not_taken'] else 'NOT within'} LEASE_TTL + 1 min**"
+            + f" -> **{'within' if t['within_limit'] and not t['not_taken'] else 'NOT within'} LEASE_TTL + TAKEOVER_EVERY**"
             + (f" ({'within' if all(v['after_s'] <= r['lease_ttl_s'] for v in t['taken'].values()) else 'beyond'} "
-               f"the {r['lease_ttl_s']:.0f} s lease alone: the lease must first expire, then the standby's next "
-               "minute reconcile takes it over)." if t["taken"] else "."))
+               f"the {r['lease_ttl_s']:.0f} s lease counted from the kill)." if t["taken"] else "."))
     j = r["jobs"]
     lines.append(
         f"\n**Jobs.** {j['finished_runs']} finished job runs logged by the two schedulers "

@@ -231,7 +231,7 @@ def test_reconcile_keeps_the_shared_job_store_in_step_with_the_sources(fresh_db)
     try:
         out = jobs.reconcile(first, fresh_db.factory)
         assert set(out["added"]) >= {"sync:okta-prod", "sync:github", "campaigns:launch", "notify:send"}
-        stored = {j.id: j for j in second.get_jobs()}  # the other process sees the same, shared, job list
+        stored = {j.id: j for j in second.get_jobs(jobstore="default")}  # the other process sees the same, shared, job list
         assert set(stored) == set(out["added"])
         assert str(stored["sync:okta-prod"].trigger) == str(jobs.JobSpec("x", "sync", "0 */4 * * *").trigger())
         with fresh_db.engine.connect() as conn:
@@ -563,8 +563,10 @@ def test_a_recurring_campaign_end_to_end_on_the_scheduler_clock(fresh_db):
 
 
 def test_a_standby_takes_over_a_dead_holders_job_within_the_lease_whatever_its_interval(fresh_db):
-    """A daily sync whose scheduler died mid-run is run again by a standby's next reconcile (every minute)
-    once the dead holder's lease has lapsed, not at tomorrow's occurrence (issue 16, part 5)."""
+    """A daily sync whose scheduler died mid-run is run again by a standby as soon as the dead holder's lease
+    lapses (its takeover watch looks every TAKEOVER_EVERY seconds), not at tomorrow's occurrence (issue 16,
+    part 5), and not a minute later either: the watch takes no lease, so it does not wait behind the dead
+    scheduler's own reconcile lease (issue 19, part 6: within the lease time)."""
     with transaction(fresh_db.factory) as s:
         make_source(s, "okta-prod").schedule = "0 2 * * *"  # daily
         make_source(s, "github").schedule = "30 2 * * *"
@@ -572,20 +574,42 @@ def test_a_standby_takes_over_a_dead_holders_job_within_the_lease_whatever_its_i
     started = T
     with transaction(fresh_db.factory) as s:
         assert acquire(s, "sync:okta-prod", jobs.LEASE_TTL, "scheduler-a", now=started)  # then scheduler-a dies
+        # and it died again 30 s later in its next reconcile: that lease outlives the sync's
+        assert acquire(s, jobs.RECONCILE.id, jobs.LEASE_TTL, "scheduler-a", now=started + timedelta(seconds=30))
         assert acquire(s, "sync:github", jobs.LEASE_TTL, "scheduler-a", now=started)
         release(s, "sync:github", "succeeded", None, "scheduler-a", now=started + timedelta(minutes=1))
-        assert acquire(s, "sync:aws", jobs.LEASE_TTL, "scheduler-c", now=started + timedelta(minutes=4))  # alive
+        assert acquire(s, "sync:aws", jobs.LEASE_TTL, "scheduler-c", now=started + timedelta(seconds=50))  # alive
     standby, ctx = jobs.make_scheduler(make_engine(fresh_db.url), fresh_db.factory, fresh_db.settings, "scheduler-b")
     standby.start(paused=True)
     try:
+        watch = standby.get_job(jobs.TAKEOVER_WATCH)  # every scheduler process watches on its own
+        assert watch is not None and watch.trigger.interval == timedelta(seconds=jobs.TAKEOVER_EVERY)
         before_expiry = started + jobs.LEASE_TTL - timedelta(seconds=1)
-        assert jobs.job_reconcile(ctx, jobs.RECONCILE, before_expiry)["taken_over"] == []
-        after = started + jobs.LEASE_TTL + timedelta(seconds=30)  # the next minute's reconcile after expiry
-        assert jobs.job_reconcile(ctx, jobs.RECONCILE, after)["taken_over"] == ["sync:okta-prod"]
+        assert jobs.watch_takeovers(ctx, before_expiry) == []
+        # the first look after the lease lapsed: within LEASE_TTL + TAKEOVER_EVERY of the last heartbeat,
+        # while the dead holder's reconcile lease still blocks the standby's reconcile
+        after = started + jobs.LEASE_TTL + timedelta(seconds=jobs.TAKEOVER_EVERY)
+        assert run_job(ctx, jobs.RECONCILE, now=after, use_slot=False).status == "skipped"
+        assert jobs.watch_takeovers(ctx, after) == ["sync:okta-prod"]
         job = standby.get_job("sync:okta-prod:takeover")
         assert job is not None and job.args[0] == "sync:okta-prod"
         assert job.next_run_time <= after + timedelta(seconds=1)
-        # the next reconcile keeps the one-off run until it has run
-        assert "sync:okta-prod:takeover" not in jobs.reconcile(standby, fresh_db.factory)["removed"]
+        # the next reconcile keeps the one-off run and the watch
+        removed = jobs.reconcile(standby, fresh_db.factory)["removed"]
+        assert "sync:okta-prod:takeover" not in removed and jobs.TAKEOVER_WATCH not in removed
+        assert standby.get_job(jobs.TAKEOVER_WATCH) is not None
     finally:
         standby.shutdown(wait=False)
+
+
+def test_two_standbys_taking_over_the_same_dead_holders_job_run_it_once(fresh_db, probe):
+    """Both standbys' watches see the lapsed lease and queue a takeover; the lease lets one of them run it."""
+    a, b, c = _contexts(fresh_db, 3)
+    with transaction(fresh_db.factory) as s:  # A takes the lease and dies without releasing it
+        assert acquire(s, EVERY_MINUTE.id, a.ttl, holder=a.holder, now=T)
+    after = T + a.ttl + timedelta(seconds=1)
+    with fresh_db.factory() as s:
+        assert jobs.stale_leases(s, after, [EVERY_MINUTE.id]) == [EVERY_MINUTE.id]  # what each watch sees
+    runs = [run_job(b, EVERY_MINUTE, now=after), run_job(c, EVERY_MINUTE, now=after + timedelta(seconds=2))]
+    assert [r.status for r in runs] == ["succeeded", "skipped"]
+    assert probe.runs == [(b.holder, after)]

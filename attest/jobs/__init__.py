@@ -15,9 +15,10 @@ the job's **lease** (`acquire`: one conditional UPDATE, or an INSERT for a new j
 and releases it with the run's status and error. A lease is granted only when it is free and this
 occurrence of the job has not started yet, or when its holder crashed (the lease expired), so two
 processes never run the same job twice. A running job renews its lease (a heartbeat thread), so a short
-TTL is enough and a crashed holder's lease lapses within minutes; every minute the reconcile job of each
-scheduler runs the jobs whose holder died at once (`take_over`), so a standby takes over at most
-LEASE_TTL plus one minute after the holder's last heartbeat, whatever the job's own interval.
+TTL is enough (60 s, renewed every 15 s) and a crashed holder's lease lapses within a minute; every 5 s each
+scheduler's own takeover watch (`watch_takeovers`, no lease of its own, so never stuck behind a dead
+process's reconcile) runs at once the jobs whose holder died (`take_over`), so a standby takes over at most
+LEASE_TTL + TAKEOVER_EVERY (65 s) after the holder's last heartbeat, whatever the job's own interval.
 
 Every job function takes `now`, so tests drive time. Web workers never run jobs.
 
@@ -45,6 +46,8 @@ from attest.jobs.lease import (
 from attest.jobs.scheduler import (
     JOBS,
     SCHEDULER_SEEN_WITHIN,
+    TAKEOVER_EVERY,
+    TAKEOVER_WATCH,
     job_reconcile,
     make_scheduler,
     reconcile,
@@ -55,6 +58,7 @@ from attest.jobs.scheduler import (
     scheduler_last_seen,
     status,
     take_over,
+    watch_takeovers,
 )
 from attest.jobs.table import (
     ACTOR,
@@ -90,9 +94,9 @@ from attest.jobs.tasks import (
 __all__ = [
     "ACTOR", "APSCHEDULER_TABLE", "EVIDENCE_LINGER", "FIXED_JOBS", "HEARTBEAT", "HOLDER", "JOBS",
     "JobContext", "JobError", "JobLease", "JobRun", "JobSpec", "LAUNCH_RETRY", "LEASE_TTL", "MISFIRE_GRACE",
-    "PROGRESS_EVERY", "RECONCILE", "REMEDIATION", "SCHEDULER_SEEN_WITHIN", "SchedulerError", "acquire",
+    "PROGRESS_EVERY", "RECONCILE", "REMEDIATION", "SCHEDULER_SEEN_WITHIN", "SchedulerError", "TAKEOVER_EVERY", "TAKEOVER_WATCH", "acquire",
     "apscheduler_jobs", "auto_close_at", "job_checkpoint", "job_close", "job_evidence", "job_launch",
     "job_notify", "job_purge", "job_reconcile", "job_remediation", "job_sync", "job_sync_requests",
     "job_table", "make_scheduler", "reconcile", "release", "renew", "run_job", "run_now", "run_scheduler",
-    "scheduled_run", "scheduler_last_seen", "stale_leases", "status", "take_over",
+    "scheduled_run", "scheduler_last_seen", "stale_leases", "status", "take_over", "watch_takeovers",
 ]

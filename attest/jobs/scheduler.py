@@ -103,11 +103,10 @@ def scheduler_last_seen(session: Session) -> datetime | None:
 
 def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, list[str]]:
     if ctx.scheduler is None:
-        return {"added": [], "changed": [], "removed": [], "taken_over": []}
+        return {"added": [], "changed": [], "removed": []}
     with ctx.factory() as session:
         specs = job_table(session)
     out: dict[str, list[str]] = reconcile(ctx.scheduler, ctx.factory, specs)
-    out["taken_over"] = take_over(ctx.scheduler, ctx.factory, now, specs)
     with transaction(ctx.factory) as session:  # syncs whose process died: their sources may sync again
         out["interrupted_runs"] = [str(run_id) for run_id in sweep_interrupted(session, utcnow())]
     return out
@@ -115,9 +114,9 @@ def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, li
 
 def take_over(scheduler: Any, factory: sessionmaker[Session], now: datetime, specs: list[JobSpec]) -> list[str]:
     """Run at once every job whose holder died mid-run, instead of waiting for its next occurrence (a
-    daily sync would otherwise wait a day). The reconcile job calls this every minute, so a standby
-    takes over at most LEASE_TTL plus one minute after the holder's last heartbeat, whatever the job's
-    interval. The lease still decides: of several standbys, one runs it."""
+    daily sync would otherwise wait a day). `watch_takeovers` calls this every TAKEOVER_EVERY seconds, so a
+    standby takes over at most LEASE_TTL + TAKEOVER_EVERY after the holder's last heartbeat, whatever the
+    job's interval. The lease still decides: of several standbys, one runs it."""
     by_id = {spec.id: spec for spec in specs if spec.kind != "reconcile"}
     with factory() as session:
         stale = stale_leases(session, now, by_id)
@@ -128,6 +127,24 @@ def take_over(scheduler: Any, factory: sessionmaker[Session], now: datetime, spe
                           name=f"{job_id} (takeover)", replace_existing=True, misfire_grace_time=MISFIRE_GRACE,
                           jobstore="local")
     return stale
+
+
+TAKEOVER_EVERY = 5.0  # seconds between two looks for a dead holder's lease (two small SELECTs)
+TAKEOVER_WATCH = "scheduler:takeover-watch"
+
+
+def watch_takeovers(ctx: JobContext, now: datetime | None = None) -> list[str]:
+    """Each scheduler process's own look for jobs whose holder died (`take_over`), every TAKEOVER_EVERY
+    seconds. It takes no lease: it only queues a one-off run, and that run's lease lets one process run the
+    job. So a takeover never waits behind the reconcile job, whose lease a dead scheduler may hold too."""
+    now = now or utcnow()
+    try:
+        with ctx.factory() as session:
+            specs = job_table(session)
+        return take_over(ctx.scheduler, ctx.factory, now, specs)
+    except Exception as exc:  # the database is away: the next look, seconds later, tries again
+        log.warning("scheduler %s: could not look for jobs to take over: %s", ctx.holder, exc)
+        return []
 
 
 JOBS: dict[str, Callable[[JobContext, JobSpec, datetime], Any]] = {
@@ -174,7 +191,8 @@ def reconcile(scheduler: Any, factory: sessionmaker[Session], specs: list[JobSpe
         with factory() as session:
             specs = job_table(session)
     wanted = {spec.id: spec for spec in specs}
-    current = {job.id: job for job in scheduler.get_jobs()}
+    # the shared store only: the "local" one holds this process's takeover runs and its takeover watch
+    current = {job.id: job for job in scheduler.get_jobs(jobstore="default")}
     out: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
     for spec in specs:
         job = current.get(spec.id)
@@ -184,8 +202,6 @@ def reconcile(scheduler: Any, factory: sessionmaker[Session], specs: list[JobSpe
                           replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=MISFIRE_GRACE)
         out["changed" if job is not None else "added"].append(spec.id)
     for job_id in sorted(current.keys() - wanted.keys()):
-        if job_id.endswith(":takeover"):
-            continue  # a one-off run of a job whose holder died (take_over): it removes itself once run
         with contextlib.suppress(JobLookupError):  # another scheduler process removed it first
             scheduler.remove_job(job_id)
         out["removed"].append(job_id)
@@ -217,13 +233,17 @@ def make_scheduler(engine: Any, factory: sessionmaker[Session], settings: Any, h
     if not inspect(engine).has_table(APSCHEDULER_TABLE):
         raise SchedulerError("the database has no scheduler tables yet: run `attest db upgrade` first")
     scheduler = BackgroundScheduler(
-        # "local": this process's one-off runs (take_over), which no other scheduler may see or remove
+        # "local": this process's takeover watch and one-off runs (take_over), which no other scheduler may
+        # see or remove
         jobstores={"default": _shared_job_store(engine), "local": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(max_workers=8)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE},
         timezone=UTC,
     )
-    return scheduler, JobContext(factory, settings, holder, scheduler)
+    ctx = JobContext(factory, settings, holder, scheduler)
+    scheduler.add_job(watch_takeovers, trigger="interval", seconds=TAKEOVER_EVERY, args=[ctx], id=TAKEOVER_WATCH,
+                      name=TAKEOVER_WATCH, jobstore="local", coalesce=True, max_instances=1)
+    return scheduler, ctx
 
 
 def run_scheduler(settings: Any, engine: Any, factory: sessionmaker[Session], *, holder: str = HOLDER,
