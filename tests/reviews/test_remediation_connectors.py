@@ -149,3 +149,34 @@ def test_aws_identity_center_membership_revoked_through_moto_then_verified(moto_
     assert run_sync(factory, settings, "aws").ok
     session.expire_all()
     assert session.get(Remediation, rem_id).status == "undone"
+
+
+def test_github_synced_team_membership_becomes_a_manual_task_naming_the_idp_group(factory, session, settings):
+    from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, create_app
+
+    app = create_app(members=20, teams=6, repos=6, owners=1, team_sync=True)
+    with served(app) as url:
+        add_source(session, settings, "github", "gh", {"orgs": "acme", "api_url": url}, {"token": SANDBOX_TOKEN})
+        session.commit()
+        assert run_sync(factory, settings, "gh").ok
+        state = app.github
+        teams = state.orgs["acme"].teams.values()
+        synced = next(t for t in teams if t["idp_groups"] and len(t["members"]) > 1)
+        plain = next(t for t in teams if not t["idp_groups"] and len(t["members"]) > 1)
+        uid = next(u for u, r in synced["members"].items() if r == "member")
+        rem_id = revoke_in_campaign(session, "gh", f"team:{synced['id']}:member|a|{uid}")
+        before = [line for line in state.log if not line.startswith(("GET", "POST /graphql"))]
+        remediation.run_pending(factory, settings)
+        session.expire_all()
+        rem = session.get(Remediation, rem_id)
+        group = synced["idp_groups"][0]["group_name"]
+        assert rem.mode == "manual" and rem.status == "in_progress"
+        assert f"synchronised with identity provider group {group}" in rem.target
+        assert f"Remove {state.users[uid]['login']} from {group} in the identity provider" in rem.target
+        assert [line for line in state.log if not line.startswith(("GET", "POST /graphql"))] == before
+        assert uid in synced["members"] and not state.mutations  # nothing was called
+        # a member of a team that is not synchronised is still revoked through the API
+        other = next(u for u, r in plain["members"].items() if r == "member")
+        rem_id = revoke_in_campaign(session, "gh", f"team:{plain['id']}:member|a|{other}")
+        rem = run_and_verify(session, factory, settings, "gh", rem_id)
+        assert rem.calls == [f"DELETE /orgs/acme/teams/{plain['slug']}/memberships/{state.users[other]['login']}"]

@@ -17,6 +17,7 @@ from attest.connectors.base import (
 )
 from attest.connectors.github.client import _message, _short
 from attest.connectors.http import HttpError, PagingError
+from attest.connectors.managed import managed_elsewhere, refusal
 
 
 def _invited(method: str, response: Any) -> bool:
@@ -150,6 +151,12 @@ class ProvisioningMixin:
             listing = f"/orgs/{o}/organization-roles/{attrs['role_id']}/users"
             return self._do(dry_run, "PUT" if undo else "DELETE", path,
                             gone=None if undo else lambda: self._absent(listing, "login", login))
+        if kind in ("team_member", "team_maintainer") and not undo:
+            # a team synchronised with IdP groups: GitHub refuses membership changes (403) and the IdP would
+            # set them back; the change belongs in the IdP group
+            found = managed_elsewhere(g.grant_attributes, g.entitlement_attributes, g.resource_attributes)
+            if found is not None:
+                raise refusal(found, login or g.principal_ref, f"{org}/{attrs.get('team_slug')}")
         if kind == "team_member":
             path = f"/orgs/{o}/teams/{quote(attrs['team_slug'])}/memberships/{u}"
             if undo:

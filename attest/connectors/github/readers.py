@@ -147,7 +147,36 @@ class ReadersMixin:
         # ordered: the first error in this order is the one reported, run after run
         for _ in fan_out(tasks, workers=self.concurrency, ordered=True, name="github"):
             pass
+        self._team_sync(login, snap)
         return snap
+
+    def _team_sync(self, login: str, snap: OrgSnapshot) -> None:
+        """Each team's IdP group connections (team synchronization: GET /orgs/{org}/teams/{slug}/team-sync/
+        group-mappings, "Members" organization permission (read)). Team sync needs SAML SSO, so an org without
+        SAML is not asked; an org without team sync answers the first team with 403 ("This team is not
+        externally managed"), and its other teams are not asked: a Note, never a failed sync."""
+        if snap.saml is None or not snap.teams:
+            return
+        o = quote(login)
+        teams = sorted(snap.teams, key=lambda t: int(t["databaseId"]))
+
+        def read(team: dict[str, Any]) -> list[dict[str, Any]]:
+            path = f"/orgs/{o}/teams/{quote(team['slug'])}/team-sync/group-mappings"
+            return list(self._request("GET", path).json().get("groups") or [])
+
+        try:
+            snap.team_sync[int(teams[0]["databaseId"])] = read(teams[0])
+        except HttpError as exc:
+            if exc.status not in (403, 404, 422):
+                raise
+            snap.notes.append(f"{login}: team synchronization is not available ({_short(exc)}); team "
+                              "memberships are taken as managed in GitHub")
+            return
+        tasks = [Task(("team sync", t["slug"]), lambda t=t: read(t),
+                      then=lambda groups, tid=int(t["databaseId"]): _store(snap.team_sync, tid, groups))
+                 for t in teams[1:]]
+        for _ in fan_out(tasks, workers=self.concurrency, ordered=True, name="github"):
+            pass
 
     def _all_team_members(self, login: str, team: dict[str, Any]) -> None:
         """A team with more than 100 members: page its members by GraphQL on its own."""

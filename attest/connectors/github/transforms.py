@@ -17,6 +17,7 @@ from attest.connectors.base import (
     Record,
     ResourceRecord,
 )
+from attest.connectors.managed import ManagedKind, emit
 
 REPO_ROLES = ("pull", "triage", "push", "maintain", "admin")
 GQL_ROLE = {"READ": "pull", "TRIAGE": "triage", "WRITE": "push", "MAINTAIN": "maintain", "ADMIN": "admin"}
@@ -49,6 +50,7 @@ class OrgSnapshot:
     teams: list[dict[str, Any]] = field(default_factory=list)  # GraphQL team nodes, members complete
     team_repos: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # team id -> REST repos
     repos: list[dict[str, Any]] = field(default_factory=list)  # GraphQL repo nodes, collaborators complete
+    team_sync: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # team id -> its IdP groups
     notes: list[str] = field(default_factory=list)
 
 
@@ -188,6 +190,10 @@ def org_records(snap: OrgSnapshot, *, skip_archived: bool = False,
         parent_id = int(parent["databaseId"]) if parent and parent.get("databaseId") is not None else None
         attrs = {"org": login, "slug": team["slug"], "privacy": (team.get("privacy") or "").lower() or None,
                  "parent_slug": parent.get("slug") if parent else None}
+        idp_groups = [str(g.get("group_name") or g.get("group_id")) for g in snap.team_sync.get(tid) or []]
+        if idp_groups:  # team synchronization: the IdP groups set the team's members
+            attrs["idp_groups"] = idp_groups
+            attrs.update(emit(ManagedKind.IDP_TEAM_SYNC, ", ".join(idp_groups), "GitHub team synchronization"))
         yield ResourceRecord(external_id=ref, type="github_team", name=f"{login}/{team['slug']}",
                              description=team.get("description") or team.get("name"), is_group=True,
                              parent_ref=team_ref.get(parent_id, org_ref) if parent_id else org_ref,

@@ -57,6 +57,10 @@ It follows GitHub's API reference where Attest depends on it:
 - Organization invitations carry GitHub's roles: direct_member, admin, billing_manager, hiring_manager,
   reinstate (https://docs.github.com/en/rest/orgs/members#list-pending-organization-invitations,
   `organization-invitation.role` in github/rest-api-description).
+- Team synchronization (`create_app(team_sync=True)`, the demo's org: every third team connected to an IdP
+  group): `GET /orgs/{org}/teams/{team_slug}/team-sync/group-mappings` lists a team's IdP groups, 403 "This
+  team is not externally managed" for an org without it; a synced team's membership cannot be changed
+  through the API (403), as GitHub documents (see `team_sync_mappings` and `team_membership`).
 
 GraphQL is executed by graphql-core against a schema that is the subset of GitHub's schema used here.
 """
@@ -191,6 +195,9 @@ class FakeOrg:
     two_factor_disabled: set[int] = field(default_factory=set)
     renamed: dict[str, tuple[int, int]] = field(default_factory=dict)  # old name (lower) -> (repo id, status)
     base_permission: str = "read"  # default_repository_permission: read | write | admin | none
+    # team synchronization (GitHub Enterprise Cloud with SAML SSO through Entra ID or Okta): teams whose
+    # members an IdP group sets; each team's {"idp_groups": [GroupMapping groups]}
+    team_sync: bool = False
 
     @property
     def has_custom_roles(self) -> bool:
@@ -342,12 +349,13 @@ def _login(first: str, last: str, i: int) -> str:
 def populate(state: FakeGitHub, login: str, *, org_id: int, members: int, teams: int, repos: int, seed: int,
              plan: str, saml: bool, owners: int, domain: str, person_offset: int = 0,
              email: Callable[[int], str] | None = None, big_team: bool = False,
-             person: Callable[[int], tuple[str, str]] = _person) -> FakeOrg:
+             person: Callable[[int], tuple[str, str]] = _person, team_sync: bool = False) -> FakeOrg:
     """Build one deterministic org: people i = person_offset.. are its members (SAML NameID = their e-mail)."""
     email = email or (lambda i: demo_email(i, domain))
     rng = random.Random(seed * 7919 + org_id)
     org = FakeOrg(login=login, id=org_id, plan=plan, saml=saml and plan == "enterprise",
                   verified_domains=plan == "enterprise" and not saml)
+    org.team_sync = team_sync and org.saml  # team sync needs SAML SSO (GitHub Enterprise Cloud)
     member_ids: list[int] = []
     for k in range(members):
         i = person_offset + k
@@ -398,12 +406,17 @@ def populate(state: FakeGitHub, login: str, *, org_id: int, members: int, teams:
         if chosen:
             tmembers[chosen[0]] = "maintainer"
         org.teams[tid] = {"id": tid, "slug": slug, "name": f"{area.title()} {k}", "parent": parent,
-                          "privacy": "closed", "description": f"The {area} team", "members": tmembers, "repos": {}}
+                          "privacy": "closed", "description": f"The {area} team", "members": tmembers, "repos": {},
+                          "idp_groups": []}
+        if org.team_sync and k % 3 == 2:  # every third team is connected to an IdP group
+            org.teams[tid]["idp_groups"] = [{
+                "group_id": f"{org_id:04x}{k:04x}-aaaa-4bbb-8ccc-{tid:012x}", "group_name": f"GH-{area}-{k}",
+                "group_description": f"{area.title()} {k} team members, from the identity provider"}]
     if big_team and member_ids:
         tid = org_id * 100000 + teams + 1
         org.teams[tid] = {"id": tid, "slug": "everyone", "name": "Everyone", "parent": None, "privacy": "closed",
                           "description": "All members", "members": {uid: "member" for uid in member_ids[:-1]},
-                          "repos": {}}
+                          "repos": {}, "idp_groups": []}
     # custom roles (enterprise plan)
     if org.has_custom_roles:
         org.repo_roles[201] = {"id": 201, "name": "security-triager", "description": "Triage plus security alerts",
@@ -461,7 +474,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                rate_window: float = 3600.0, email: Callable[[int], str] | None = None,
                person_offset: int = 0, fail_at: int | None = None, fail_status: int = 500,
                fail_count: int = 1, fail_path: str | None = None,
-               faults: dict[str, dict[str, Any]] | None = None) -> Flask:
+               faults: dict[str, dict[str, Any]] | None = None, team_sync: bool = False) -> Flask:
     """The fake GitHub. `orgs` builds several orgs of the same size (people split between them).
 
     `fail_at=N` answers the Nth request (and `fail_count - 1` more, only those whose path contains
@@ -473,13 +486,13 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         state.inject_failure(at=fail_at, status=fail_status, count=fail_count, path=fail_path)
     person = _person
     if demo:  # the demo org's people are the sandbox Okta's (SAML NameID = their Okta login)
-        org, members, teams, repos, big_team = "acme-corp", 120, 14, 40, True
+        org, members, teams, repos, big_team, team_sync = "acme-corp", 120, 14, 40, True, True
         email, person = email or okta_demo_email, okta_demo_person
     names = list(orgs) if orgs else [org]
     for n, name in enumerate(names):
         populate(state, name, org_id=n + 1, members=members, teams=teams, repos=repos, seed=seed, plan=plan,
                  saml=saml, owners=owners, domain=domain, person_offset=person_offset + n * members,
-                 email=email, big_team=big_team, person=person)
+                 email=email, big_team=big_team, person=person, team_sync=team_sync)
     if token:
         state.tokens[token] = None
     state.app_id, state.app_public_key, state.installation_id = app_id, app_public_key, installation_id
@@ -907,6 +920,13 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             if uid not in t["members"]:
                 return error(404, "Not Found")
             return ok({"role": t["members"][uid], "state": "active"})
+        if t.get("idp_groups"):
+            # "When you have team synchronization set up for a team with your organization's identity
+            # provider (IdP), you will see an error if you attempt to use the API for making changes to the
+            # team's membership" (https://docs.github.com/en/rest/teams/members#remove-team-membership-for-a-user:
+            # 403 "Forbidden if team synchronization is set up")
+            return error(403, "Team membership is managed by an identity provider through team synchronization; "
+                              "change the membership of the connected IdP group instead")
         if request.method == "DELETE":
             if uid not in t["members"]:
                 return error(404, "Not Found")
@@ -921,6 +941,23 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         t["members"][uid] = role
         state.mutations.append(f"PUT team {slug} member {login} {role}")
         return ok({"role": role, "state": "active"})
+
+    @route("/orgs/<name>/teams/<slug>/team-sync/group-mappings")
+    def team_sync_mappings(name: str, slug: str) -> Response:
+        """List IdP groups for a team (https://docs.github.com/en/enterprise-cloud@latest/rest/teams/team-sync#list-idp-groups-for-a-team):
+        200 {"groups": [{"group_id", "group_name", "group_description"}]} (the GroupMapping schema; an
+        empty list for a team with no connection). Only with team synchronization enabled ("Team
+        synchronization must be enabled to use these endpoints"); otherwise GitHub answers 403 "This team
+        is not externally managed. Learn more at https://docs.github.com/articles/synchronizing-teams-between-your-identity-provider-and-github"
+        (as reported in integrations/terraform-provider-github#1041 and octokit/rest.js#508)."""
+        o = get_org(name)
+        t = o.team_by_slug(slug) if o else None
+        if t is None:
+            return error(404, "Not Found")
+        if not o.team_sync:
+            return error(403, "This team is not externally managed. Learn more at "
+                              "https://docs.github.com/articles/synchronizing-teams-between-your-identity-provider-and-github")
+        return ok({"groups": [dict(g) for g in t.get("idp_groups") or []]})
 
     @route("/orgs/<name>/teams/<slug>/repos")
     def team_repos(name: str, slug: str) -> Response:
