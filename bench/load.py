@@ -3,7 +3,7 @@
 What runs, each its own process, all on loopback:
 - PostgreSQL (a fresh database, dropped afterwards);
 - the sandbox services (fake Okta and GitHub, moto for AWS, the demo IdP: oidc-provider-mock) on free ports;
-- `attest serve` (gunicorn with attest/gunicorn_conf.py, 2 sync workers);
+- `attest serve` (gunicorn with attest/gunicorn_conf.py, 2 workers of 4 threads each: gthread);
 - 2 `attest scheduler` processes sharing the job leases (attest/jobs/).
 
 The demo organisation is synced from the sandbox and the quarterly manager review is launched. Then, per mode
@@ -60,6 +60,10 @@ PROFILE_REVIEWERS = 10
 PROFILE_CONF = '''
 import os
 from attest.gunicorn_conf import *  # noqa: F401,F403 - child_exit (prometheus multiprocess)
+
+# one request at a time per worker here: a cProfile.Profile follows one thread, and the figures are per request
+worker_class = "sync"
+threads = 1
 
 _profile = None
 
@@ -749,11 +753,12 @@ def summarize(rec: Recorder) -> dict:
 
 
 def run_all(reviewers: int, duration: float, takeover_wait: float, profile_seconds: float) -> dict:
+    from attest.gunicorn_conf import THREADS
     from attest.jobs import HEARTBEAT, LEASE_TTL, TAKEOVER_EVERY
 
     stack = Stack()
     out: dict = {"reviewers": reviewers, "duration": duration, "lease_ttl_s": LEASE_TTL.total_seconds(),
-                 "heartbeat_s": HEARTBEAT, "takeover_every_s": TAKEOVER_EVERY, "load_before": load_avg(), "modes": {}}
+                 "heartbeat_s": HEARTBEAT, "takeover_every_s": TAKEOVER_EVERY, "threads": THREADS, "load_before": load_avg(), "modes": {}}
     watch = None
     try:
         t0 = time.perf_counter()
@@ -853,8 +858,8 @@ def report(r: dict) -> str:
 
     lines = [
         "## Load: reviewers on PostgreSQL, 2 web workers, 2 schedulers (issue 19)\n",
-        f"`python -m bench.load` (`make bench`). PostgreSQL; `attest serve` (gunicorn, attest/gunicorn_conf.py, 2 sync "
-        f"workers); 2 `attest scheduler` processes; the sandbox (fake Okta, GitHub, moto, the demo IdP "
+        f"`python -m bench.load` (`make bench`). PostgreSQL; `attest serve` (gunicorn, attest/gunicorn_conf.py, 2 "
+        f"workers of {r.get('threads', 1)} threads each); 2 `attest scheduler` processes; the sandbox (fake Okta, GitHub, moto, the demo IdP "
         f"oidc-provider-mock) in one more process; the load generator (asyncio + httpx, one client and cookie jar per "
         f"reviewer) in the benchmark's own process: all on this one machine, over loopback. The demo org is synced "
         f"(seeding took {r['seed_s']} s) and, for each mode, a fresh campaign of the quarterly manager review is launched; "
@@ -865,7 +870,7 @@ def report(r: dict) -> str:
         f"{r['duration']:.0f} s per mode. In the no-pause mode an admin (signed in the same way) asks for a sync of the "
         f"demo Okta a quarter in (run by a scheduler) and launches the monthly privileged owner review from the web "
         f"40% in; half way the scheduler holding a lease is killed with SIGKILL. Latencies are client-side (queueing "
-        f"at gunicorn's 2 workers included). Decisions/s counts one-by-one decisions answered 2xx plus the items the "
+        f"at gunicorn's workers included). Decisions/s counts one-by-one decisions answered 2xx plus the items the "
         f"bulk approvals announced.\n",
         (f"Code: commit {r['commit']} (a `git archive` copy, so edits in progress elsewhere in the checkout do not "
          "affect it). " if r.get("commit", "working tree") != "working tree" else "Code: the working tree. ")
