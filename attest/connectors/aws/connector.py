@@ -33,6 +33,7 @@ from attest.connectors.aws.transforms import (
     iam_records,
     identity_center_user,
     org_records,
+    scim_managed,
 )
 from attest.connectors.aws.trust import TRUST_PART, AccountIam, trust_records
 from attest.connectors.base import (
@@ -338,10 +339,12 @@ class _SyncRun:
             ref = f"idc-group:{gid}"
             name = g.get("DisplayName") or gid
             held = sorted(self.conn._privileged_groups.get(gid, ()))
+            external = [x for x in g.get("ExternalIds") or [] if isinstance(x, Mapping)]
             yield ResourceRecord(
                 external_id=ref, type="aws_sso_group", name=name, description=g.get("Description"), is_group=True,
                 attributes={"identity_store_id": ic.store_id, "group_id": gid,
-                            "external_ids": [f"{x.get('Issuer')}:{x.get('Id')}" for x in g.get("ExternalIds") or []]},
+                            "external_ids": [f"{x.get('Issuer')}:{x.get('Id')}" for x in external],
+                            **scim_managed(external)},
             )
             yield EntitlementRecord(
                 external_id=f"{ref}:member", resource_ref=ref, name="member",

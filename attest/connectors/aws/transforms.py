@@ -24,8 +24,16 @@ from attest.connectors.aws.policies import (
     trusted_principals,
 )
 from attest.connectors.base import AccountRecord, EntitlementRecord, GrantRecord, Record, ResourceRecord
+from attest.connectors.managed import ManagedKind, emit
 
-SKIPPED_ROLE_PATHS = ("/aws-service-role/", "/aws-reserved/")  # service-linked and Identity Center roles
+# service-linked roles (owned by their service: IAM refuses edits to them) and Identity Center's own roles
+# (AWSReservedSSO_*, created and owned by IAM Identity Center): not synced as roles; who reaches a role
+# through an Identity Center role is (`trust.py`, with the permission_set contract)
+SKIPPED_ROLE_PATHS = ("/aws-service-role/", "/aws-reserved/")
+# the role AWS Organizations creates in an account it creates, trusted by the management account
+# (CreateAccount's RoleName, "If you don't specify a role name, OrganizationAccountAccessRole is used";
+# https://docs.aws.amazon.com/organizations/latest/userguide/orgs_manage_accounts_access-cross-account-role.html)
+ORGANIZATIONS_ROLE = "OrganizationAccountAccessRole"
 EMAIL_TAG_KEYS = ("email", "e-mail", "mail")
 KIND_TAG_KEYS = ("attest:kind", "kind")
 
@@ -115,6 +123,23 @@ def _tag(tags: Mapping[str, str], keys: Iterable[str]) -> str | None:
             return value.strip()
     return None
 
+
+
+def scim_managed(external_ids: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The managed-elsewhere contract for an Identity Center user or group provisioned over SCIM by an
+    external identity provider (it carries ExternalIds, which only that provisioning sets); {} otherwise."""
+    issuers = sorted({str(x.get("Issuer")) for x in external_ids if x.get("Issuer")})
+    if not issuers:
+        return {}
+    return emit(ManagedKind.SCIM, f"the external identity provider ({', '.join(issuers)})",
+                "IAM Identity Center ExternalIds")
+
+
+def organizations_managed(role_name: str) -> dict[str, Any]:
+    """The contract for AWS Organizations' own role in a member account; {} for any other role."""
+    if role_name != ORGANIZATIONS_ROLE:
+        return {}
+    return emit(ManagedKind.ORGANIZATIONS, f"AWS Organizations ({ORGANIZATIONS_ROLE})")
 
 
 def account_part(account_id: str) -> str:
@@ -450,7 +475,7 @@ def iam_records(
         for p in r.get("AttachedManagedPolicies", []):
             yield from policy(p["PolicyArn"], p.get("PolicyName"))
             yield GrantRecord(entitlement_ref=f"{policy_resource_ref(acct.id, p['PolicyArn'])}:attached",
-                              principal_ref=arn, part=part)
+                              principal_ref=arn, part=part, attributes=organizations_managed(name))
         yield from inline(arn, arn, "account", f"role {name}", r.get("RolePolicyList", []))
 
 

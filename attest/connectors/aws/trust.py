@@ -54,8 +54,9 @@ from attest.connectors.aws.policies import (
     is_privileged_policy,
     policy_name_from_arn,
 )
-from attest.connectors.aws.transforms import account_ref
+from attest.connectors.aws.transforms import account_ref, organizations_managed
 from attest.connectors.base import AccountRecord, EntitlementRecord, GrantRecord, Record, ResourceRecord
+from attest.connectors.managed import ManagedKind, emit
 
 TRUST_PART = "aws:trust"  # role trust paths are resolved across accounts: one part for all of them
 ROLE_RESOURCE_TYPE = "aws_iam_role"
@@ -305,13 +306,16 @@ def _resolve(acct: AccountIam, role_arn: str, target: str, statements: list[Trus
             grants[key] = attrs  # an unconditional path wins over a conditional one
 
     def assignees(owner: AccountIam, ps_name: str, st: TrustStatement, how: str, sso_role: str) -> None:
+        # the path runs through a role IAM Identity Center owns: the change belongs to the assignment
+        managed = emit(ManagedKind.PERMISSION_SET, f"permission set {ps_name} in account {owner.label}",
+                       f"role {sso_role}")
         for ptype, pid in owner.sso_assignments.get(ps_name, ()):
             if ptype == "USER":
                 grant(f"idc-user:{pid}", "account",
-                      f"permission set {ps_name} ({sso_role}) in account {owner.label}", st, how)
+                      f"permission set {ps_name} ({sso_role}) in account {owner.label}", st, how, **managed)
             elif ptype == "GROUP":
                 grant(f"idc-group:{pid}", "resource",
-                      f"permission set {ps_name} ({sso_role}) in account {owner.label}", st, how)
+                      f"permission set {ps_name} ({sso_role}) in account {owner.label}", st, how, **managed)
 
     def whole_account(owner_id: str, st: TrustStatement, how: str) -> None:
         caller = callers.get(owner_id)
@@ -424,7 +428,7 @@ def trust_records(accounts: Iterable[AccountIam], org_account_ids: Iterable[str]
                 "services": services, "federated": federated, "unresolved": sorted(set(unresolved)),
                 "wildcard_trust": any(st.wildcard for st in statements),
                 "trust_outside_org": any(g.get("trust_outside_org") for g in grants.values()),
-                "privileged_reasons": reasons,
+                "privileged_reasons": reasons, **organizations_managed(role_name),
             }
             if limits:
                 attrs["limited_by"] = limits

@@ -94,6 +94,8 @@ class OrgSpec:
     region: str = "us-east-1"
     mfa_every: int = 2  # every n-th IAM person has a virtual MFA device
     cross_account_trust: bool = True  # a role in one member account assumable by a developer of another
+    # Identity Center groups provisioned over SCIM by an external IdP (they carry ExternalIds): see _mark_scim
+    scim_groups: tuple[str, ...] = ()
 
 
 @dataclass
@@ -350,6 +352,34 @@ def _seed_cross_account_trust(iam_of: dict[str, Any], account_ids: list[str],
     return {"developer": dev_arn, "role": role_arn, "wildcard_role": f"arn:aws:iam::{b}:role/shared-reader"}
 
 
+SCIM_ISSUER = "https://sts.windows.net/8f1c2e0a-0000-4000-8000-00000000a77e/"  # an Entra ID tenant (example)
+
+
+def _mark_scim(store_id: str, group_id: str, issuer: str, external_id: str) -> bool:
+    """Give an Identity Center group the ExternalIds an external IdP's SCIM provisioning gives it.
+
+    Neither AWS's IdentityStore API nor moto's has a call that sets ExternalIds: AWS sets them when an
+    external identity provider provisions the group over SCIM ("ExternalIds: A list of ExternalId objects
+    that contains the identifiers issued to this resource by an external identity provider", IdentityStore
+    API reference, Group; https://docs.aws.amazon.com/singlesignon/latest/developerguide/provision-automatically.html),
+    and moto has no SCIM endpoint. moto does keep `Group.ExternalIds` and serves them in ListGroups and
+    DescribeGroup, so the sandbox writes them into moto's store, which it can reach only in this process
+    (mock_aws, or a ThreadedMotoServer started here); False when it cannot. moto's User has no ExternalIds
+    at all (DescribeUser answers null), so users cannot be marked."""
+    from moto.identitystore.models import (
+        identitystore_backends,  # the sandbox alone reaches into moto's state
+    )
+
+    for per_account in list(identitystore_backends.values()):
+        for backend in list(per_account.values()):
+            data = backend.identity_stores.get(store_id)
+            if data is not None and group_id in data.groups:
+                data.groups[group_id] = data.groups[group_id]._replace(
+                    ExternalIds=[{"Issuer": issuer, "Id": external_id}])
+                return True
+    return False
+
+
 def _seed_identity_center(base: _Clients, spec: OrgSpec, people: list[Person], account_ids: list[str]) -> dict[str, Any]:
     sso = base("sso-admin")
     store = base("identitystore")
@@ -379,6 +409,8 @@ def _seed_identity_center(base: _Clients, spec: OrgSpec, people: list[Person], a
         for uid in chosen:
             store.create_group_membership(IdentityStoreId=store_id, GroupId=gid, MemberId={"UserId": uid})
             members[gid].append(uid)
+        if name in spec.scim_groups:
+            _mark_scim(store_id, gid, SCIM_ISSUER, f"{name}-0000-scim")
 
     sets: dict[str, str] = {}
     templates = [
