@@ -308,6 +308,37 @@ def whole_population_plan(session: Session) -> Iterator[None]:
         session.execute(text("SET LOCAL jit TO DEFAULT"))
 
 
+def absent_from(bind: Bind, column: str, table: str, table_column: str) -> str:
+    """SQL: `column` is not among `table.table_column` (never NULL), as each engine runs best over millions
+    of rows: a hashed anti-join on PostgreSQL (NOT IN cannot become one), an ephemeral index SQLite builds
+    once (it would scan an unindexed table for every row under NOT EXISTS)."""
+    if is_postgresql(bind):
+        return f"NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{table_column} = {column})"
+    return f"{column} NOT IN (SELECT {table_column} FROM {table})"
+
+
+@contextmanager
+def large_work_mem(bind: Session | Connection, size: str = "256MB") -> Iterator[None]:
+    """PostgreSQL: for the statements inside, hash and sort up to `size` in memory before spilling to
+    files, and no JIT (a statement that runs once over millions of rows compiles for longer than it
+    saves); back to the defaults right after; a rollback undoes them too. SQLite: nothing."""
+    pg = is_postgresql(bind)
+
+    def run(sql: str) -> None:
+        if isinstance(bind, Session):
+            bind.execute(text(sql))
+        else:
+            bind.exec_driver_sql(sql)
+
+    if pg:
+        run(f"SET LOCAL work_mem = '{size}'")
+        run("SET LOCAL jit = off")
+    yield
+    if pg:
+        run("SET LOCAL work_mem TO DEFAULT")
+        run("SET LOCAL jit TO DEFAULT")
+
+
 def jit_off(session: Session) -> None:
     """PostgreSQL: no JIT for the rest of the transaction (statements run once over a million rows
     compile for longer than they save)."""

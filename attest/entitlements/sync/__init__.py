@@ -3,7 +3,9 @@
 1. The connector is paged through completely first (`stage.read_into_stage`). What the source held
    before the run is read first (`stage.load_known`); only new and changed records (by content hash) are
    written, in batches, to TEMPORARY stage tables on the run's own connection (COPY on PostgreSQL,
-   executemany on SQLite), with the keys of the active rows the run did not see (stage_gone).
+   executemany on SQLite), with the keys of the active rows the run did not see (stage_gone). Grants,
+   ten per person, are compared in the database instead (`stage.settle_grants`), so a run's memory does
+   not grow with the source's grants.
 2. Only a run that finished is applied (`apply.apply_run`), set-based, in one transaction: new rows
    inserted, changed rows updated, unseen rows ended with `ended_reason='not_seen'`, and every grant
    added or ended written to AccessChange. Unchanged rows are not touched: an active row was last seen

@@ -7,6 +7,12 @@ leaves nothing behind. Indexes are built once, in bulk, when the connector has f
 Most records of a resync are unchanged: `load_known` reads what the source holds before the run, and
 `read_into_stage` stages only new and changed records, plus the keys of the active rows the run did not
 see (stage_gone), for the apply to end.
+
+Grants are compared in the database, not in memory: a source holds ten times more grants than people, and
+ten million active keys held in a Python set would take about 2 GB. A resync writes every grant it reads
+to stage_seen and, once the connector has finished, two set-based statements keep the new ones
+(stage_grant) and the active keys not seen (stage_gone); memory stays flat whatever the source's size. A
+source's first sync (no active grant) stages straight into stage_grant.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,6 +86,12 @@ STAGE_TABLES = (
         Column("principal_type", String), Column("principal_ref", String), Column("attributes", JSONType),
         with_id=False,
     ),
+    # a resync's every grant record, as read; `settle_grants` keeps the new ones in stage_grant
+    _stage_table(
+        "stage_seen", Column("key", String), Column("part", String), Column("entitlement_ref", String),
+        Column("principal_type", String), Column("principal_ref", String), Column("attributes", JSONType),
+        with_id=False,
+    ),
     # active rows the run did not see: known before the run, not yielded by the connector
     _stage_table("stage_gone", Column("kind", String), Column("key", String), with_id=False),
 )
@@ -111,6 +123,7 @@ _KIND_FOR = {
     "stage_resource": "resources",
     "stage_entitlement": "entitlements",
     "stage_grant": "grants",
+    "stage_seen": "grants",
 }
 _LIVE_FOR = {"stage_identity": "identity", "stage_account": "account", "stage_resource": "resource",
              "stage_entitlement": "entitlement"}
@@ -192,11 +205,12 @@ def run_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
 @dataclass
 class Known:
     """The source's active rows before the run: per stage table of a kind with external ids,
-    {external_id: record_hash}; for grants, the set of active keys. `read_into_stage` strikes off what
-    the run sees; what is left was not seen."""
+    {external_id: record_hash}, which `read_into_stage` strikes off as the run sees them (what is left was
+    not seen); for grants only their number (they are compared in the database: `settle_grants`)."""
 
+    source_id: int
     hashes: dict[str, dict[str, str]]
-    grant_keys: set[str]
+    active_grants: int
 
 
 def load_known(conn: Connection, source_id: int) -> Known:
@@ -221,11 +235,32 @@ def load_known(conn: Connection, source_id: int) -> Known:
         for stage, live in _LIVE_FOR.items():
             got = rows(f"external_id || {field} || COALESCE(record_hash, '')", live, "external_id, record_hash")
             hashes[stage] = dict(p.rpartition("\x1f")[::2] if isinstance(p, str) else p for p in got)
-        got = rows("key", "access_grant", "key")
-        grant_keys = {p if isinstance(p, str) else p[0] for p in got}
+        cur.execute(f"SELECT COUNT(*) FROM access_grant WHERE source_id = {mark} AND ended_at IS NULL", (source_id,))
+        active_grants = cur.fetchone()[0]
     finally:
         cur.close()
-    return Known(hashes, grant_keys)
+    return Known(source_id, hashes, active_grants)
+
+
+_GRANT_COLUMNS = ", ".join(STAGE_COLUMNS["stage_grant"])
+
+
+def settle_grants(conn: Connection, source_id: int) -> int:
+    """After a resync has read every grant into stage_seen: the records whose key is not active go to
+    stage_grant (returns how many), the active keys the run did not see to stage_gone. Two set-based
+    statements over the source's grants instead of a set of every key in memory."""
+    params = {"sid": source_id}
+    dialects.analyze(conn, "stage_seen")  # autovacuum never analyzes temporary tables
+    with dialects.large_work_mem(conn):
+        new = conn.execute(text(
+            f"INSERT INTO stage_grant ({_GRANT_COLUMNS}) SELECT {_GRANT_COLUMNS} FROM stage_seen s "
+            "WHERE NOT EXISTS (SELECT 1 FROM access_grant g WHERE g.source_id = :sid AND g.key = s.key "
+            "AND g.ended_at IS NULL)"), params).rowcount
+        conn.execute(text(
+            "INSERT INTO stage_gone (kind, key) SELECT 'stage_grant', g.key FROM access_grant g "
+            "WHERE g.source_id = :sid AND g.ended_at IS NULL "
+            f"AND {dialects.absent_from(conn, 'g.key', 'stage_seen', 'key')}"), params)
+    return new
 
 
 # --- hostile upstream text -------------------------------------------------------------------------
@@ -291,20 +326,22 @@ def read_into_stage(conn: Connection, connector: BaseConnector, state: RunState,
                     normalize: Callable[[str | None], str | None]) -> None:
     """Page the connector to the end, writing records to the stage in batches.
 
-    A record that is known and unchanged (same grant key; same content hash) is only struck off `known`,
-    and stays as it is; only new and changed records are staged. What is left in `known` at the end was
-    not seen, and is staged in stage_gone for the apply to end. Nothing is applied until the connector
-    has finished.
+    A record that is known and unchanged (same content hash) is only struck off `known`, and stays as it
+    is; only new and changed records are staged. What is left in `known` at the end was not seen, and is
+    staged in stage_gone for the apply to end. Grants are all written to stage_seen (to stage_grant on a
+    source's first sync) and compared in the database once the connector has finished (`settle_grants`).
+    Nothing is applied until the connector has finished.
 
     Fills `state`: records read per kind, failed parts, notes, API calls, the grant records staged, and
     the phases "read" (the connector and the records' handling) and "stage" (writing the stage).
     """
-    known_keys = known.grant_keys
     prog, report = state.progress, state.report
     secrets = getattr(connector, "secrets", None)
     cleaned: list[str] = []  # records whose text was normalised
     buffers: dict[str, list[tuple]] = {t: [] for t in STAGE_COLUMNS}
-    grants = buffers["stage_grant"]
+    # a first sync (nothing active) stages every grant as new; a resync stages what it read, to compare
+    grant_table = "stage_seen" if known.active_grants else "stage_grant"
+    grants = buffers[grant_table]
     last_report = 0.0
     grants_read = 0
     stage_seconds = 0.0
@@ -319,7 +356,7 @@ def read_into_stage(conn: Connection, connector: BaseConnector, state: RunState,
             stage_seconds += time.perf_counter() - t0
             if table == "stage_grant":
                 state.staged_new_grants += len(rows)
-            else:
+            elif table != "stage_seen":  # grants are counted as read below
                 state.count_read(_KIND_FOR[table], len(rows))
             rows.clear()
 
@@ -341,13 +378,10 @@ def read_into_stage(conn: Connection, connector: BaseConnector, state: RunState,
                     rec = _clean_record(rec, cleaned)
                     entitlement_ref, principal_ref, principal_type, attributes, part = rec
                     key = rec.key
-                if key in known_keys:
-                    known_keys.remove(key)
-                    continue
-                # the order of STAGE_COLUMNS["stage_grant"]
+                # the order of STAGE_COLUMNS["stage_grant"] (and of stage_seen)
                 grants.append((key, part, entitlement_ref, principal_type, principal_ref, _json(attributes)))
                 if len(grants) >= BATCH:
-                    flush("stage_grant")
+                    flush(grant_table)
                 continue
             if kind is PartFailed:
                 state.failed_parts.append({"part": clean_text(rec.part),
@@ -380,12 +414,12 @@ def read_into_stage(conn: Connection, connector: BaseConnector, state: RunState,
         state.read["grants"] = grants_read
         t0 = time.perf_counter()
         gone = [(table, key) for table, before in known.hashes.items() for key in before]
-        gone += [("stage_grant", key) for key in known_keys]
         for before in known.hashes.values():
             before.clear()
-        known_keys.clear()
         for i in range(0, len(gone), BATCH * 10):
             write_stage(conn, "stage_gone", gone[i:i + BATCH * 10])
+        if grant_table == "stage_seen":
+            state.staged_new_grants = settle_grants(conn, known.source_id)
         stage_seconds += time.perf_counter() - t0
     finally:
         state.api_calls = connector.calls
