@@ -6,13 +6,16 @@ with a clear message and changes nothing.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
+from alembic import command as migrations
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import select
@@ -20,7 +23,7 @@ from sqlalchemy import select
 from attest.app import create_app
 from attest.audit.cli import COMMANDS as audit_commands
 from attest.auth.login import UserError, create_admin
-from attest.cli_support import app_state, cli_actor, echo_json, fail
+from attest.cli_support import alembic_config, app_state, cli_actor, echo_json, fail
 from attest.config import SettingsError
 from attest.connectors.registry import UnknownKind
 from attest.connectors.sandbox.cli import sandbox_group
@@ -49,11 +52,8 @@ from attest.reviews.cli import COMMANDS as review_commands
 def needs_keys(command: Callable) -> Callable:
     """A command that touches stored secrets first checks ATTEST_ENCRYPTION_KEYS against the key check value:
     a wrong key is one clear message and exit 2, never a traceback halfway through."""
-    import functools
-
     @functools.wraps(command)
     def checked(*args: Any, **kwargs: Any) -> Any:
-
         try:
             check(app_state().factory, app_state().settings)
         except KeyCheckError as exc:
@@ -76,15 +76,6 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 # --- db -------------------------------------------------------------------------------------------
 
 
-def alembic_config(url: str):
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
 @click.group("db", cls=AppGroup)
 def db_group() -> None:
     """Database migrations."""
@@ -94,17 +85,13 @@ def db_group() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations (the app never creates tables any other way)."""
-    from alembic import command
-
-    command.upgrade(alembic_config(app_state().settings.database_url), revision)
+    migrations.upgrade(alembic_config(app_state().settings.database_url), revision)
     click.echo(f"database at {revision}")
 
 
 @db_group.command("current")
 def db_current() -> None:
-    from alembic import command
-
-    command.current(alembic_config(app_state().settings.database_url))
+    migrations.current(alembic_config(app_state().settings.database_url))
 
 
 # --- sources and sync -----------------------------------------------------------------------------
@@ -185,7 +172,6 @@ def sources_update(name, values, unset, secret_refs, schedule, no_schedule) -> N
 @click.option("--json", "as_json", is_flag=True)
 @needs_keys
 def sources_list(as_json: bool) -> None:
-
     with app_state().factory() as session:
         rows = list_sources(session, app_state().settings)
     if as_json:
@@ -402,8 +388,6 @@ def serve_command(host: str, port: int, workers: int) -> None:
     The workers count request latency into one fresh directory of prometheus-client's multiprocess files
     (PROMETHEUS_MULTIPROC_DIR, unless set already), so GET /metrics covers every worker (attest/metrics.py).
     """
-    import tempfile
-
     env = dict(os.environ)
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="attest-metrics-")
@@ -467,12 +451,11 @@ COMMANDS: list[click.Command] = [db_group, sources_group, sync_command, stats_co
 
 def register(app: Flask) -> None:
     """Called by create_app(): every command is reachable through `flask --app attest.app` too."""
-    for command in [*COMMANDS, sandbox_group, *audit_commands, *review_commands]:
-        app.cli.add_command(command)
+    for cli_command in [*COMMANDS, sandbox_group, *audit_commands, *review_commands]:
+        app.cli.add_command(cli_command)
 
 
 def _create_app() -> Flask:
-
     try:
         # the key check runs in the commands that touch secrets (needs_keys), so `db upgrade` and the
         # audit commands work while ATTEST_ENCRYPTION_KEYS is being put right
@@ -492,9 +475,6 @@ class AttestGroup(FlaskGroup):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
-            import logging
-
-
             if unavailable(exc) or unmigrated(exc):  # one line, not a page of chained tracebacks
                 try:
                     url = describe_url(current_app.extensions["attest"].settings.database_url)

@@ -15,12 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+from alembic import command
 from sqlalchemy import select
 
+from attest.auth.login import create_admin
+from attest.cli_support import alembic_config
+from attest.connectors.sandbox import SERVICES, idp, service_app
+from attest.connectors.sandbox.server import serve_in_thread
 from attest.db import transaction
 from attest.entitlements.models import Source
 from attest.entitlements.sources import add_source
 from attest.entitlements.sync import run_sync
+from attest.reviews import campaigns
+from attest.reviews.definitions import DefinitionError, create_definition
+from attest.reviews.models import Campaign, CampaignDefinition
 from attest.web import AttestState
 
 # the break-glass local admin: not admin@demo.example, whom the demo IdP signs in (SSO never signs in a
@@ -66,9 +75,6 @@ def demo_sources(people: int) -> list[DemoSource]:
 def sandboxes(specs: list[DemoSource], echo: Callable[[str], None] = print) -> Iterator[None]:
     """Serve, in this process and for the duration of the block, the sandbox services the specs need that
     nothing is listening for yet (`make run` starts `attest sandbox serve` only after `attest demo`)."""
-    from attest.connectors.sandbox import SERVICES, service_app
-    from attest.connectors.sandbox.server import serve_in_thread
-
     running = []
     try:
         for name in sorted({s.sandbox for s in specs if s.sandbox}):
@@ -98,10 +104,6 @@ def _admin_password(instance: Path) -> str:
 
 
 def reset_database(state: AttestState) -> None:
-    from alembic import command
-
-    from attest.cli import alembic_config  # here, not on top: attest.cli imports this module (load_demo)
-
     cfg = alembic_config(state.settings.database_url)
     command.downgrade(cfg, "base")
     command.upgrade(cfg, "head")
@@ -130,8 +132,6 @@ def load_demo(state: AttestState, *, reset: bool = False, people: int = 300,
             echo(f"synced {spec.name}: {result.status}"
                  + (f" ({result.error})" if result.error else f", {sum((result.stats.get('read') or {}).values()):,} records"))
     demo_campaigns(state.factory, echo=echo)
-    from attest.auth.login import create_admin
-
     password = _admin_password(Path(state.settings.instance_path))
     with transaction(state.factory) as session:
         create_admin(session, DEMO_ADMIN, password, display_name="Break-glass Admin", actor="demo")
@@ -149,12 +149,6 @@ def demo_campaigns(factory: Any, examples: Path = EXAMPLES, echo: Callable[[str]
     (a sync failed) is reported and skipped: the demo still serves."""
     if not examples.is_dir():
         return
-    import yaml
-
-    from attest.reviews import campaigns
-    from attest.reviews.definitions import DefinitionError, create_definition
-    from attest.reviews.models import Campaign, CampaignDefinition
-
     with transaction(factory) as session:
         have = {d.name: d.id for d in session.scalars(select(CampaignDefinition))}
     launch_id = None
@@ -188,8 +182,6 @@ def demo_campaigns(factory: Any, examples: Path = EXAMPLES, echo: Callable[[str]
 
 def _demo_sso(state: AttestState) -> list[str]:
     """Single sign-on through the sandbox's mock IdP: its settings go to `.env` unless SSO is configured."""
-    from attest.connectors.sandbox import idp
-
     if state.settings.env != "development":  # tests and production never get a .env written for them
         return []
     if idp.write_demo_env():
