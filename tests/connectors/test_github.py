@@ -263,11 +263,17 @@ def test_github_app_installation_token_flow_and_refresh(factory, session, settin
     make_source(session, "gh", kind="github")
     session.commit()
     with fake_github(members=10, teams=2, repos=3, app_id="12345", app_public_key=public, installation_id=777,
-                     token_ttl=3.0) as (state, url):
-        conn = connector(url, settings=app_settings, secrets={"private_key": private})
+                     token_ttl=1000.0) as (state, url):
+        # the connector's clock, moved by the test instead of waiting; the refresh margin is 5 minutes, at
+        # most a fifth of the token's lifetime: 200 s of this 1000 s token
+        clock = [time.time()]
+        conn = connector(url, settings=app_settings, secrets={"private_key": private}, clock=lambda: clock[0])
         conn.validate()
         assert state.token_exchanges == 1
-        time.sleep(2.5)  # inside the refresh margin (a fifth of the lifetime): refreshed before it expires
+        clock[0] += 750  # 250 s before the token expires: outside the margin, the token is reused
+        conn.validate()
+        assert state.token_exchanges == 1 and conn.token_refreshes == 1
+        clock[0] += 100  # 150 s before it expires: inside the margin, refreshed before it expires
         conn.validate()
         assert state.token_exchanges == 2 and conn.token_refreshes == 2
         assert state.unauthorized == 0

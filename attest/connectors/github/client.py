@@ -142,7 +142,7 @@ class HttpMixin:
             raise
         body = response.json()
         expires = _parse_time(body.get("expires_at"))
-        now = time.time()
+        now = self._clock()
         self._installation_token = body["token"]
         self._token_expires = expires.timestamp() if expires else now + 3600
         self._token_lifetime = max(self._token_expires - now, 1.0)
@@ -154,7 +154,7 @@ class HttpMixin:
             return {"Authorization": f"Bearer {token}"}
         with self._token_lock:
             margin = min(self.token_refresh_margin, self._token_lifetime * 0.2)
-            if self._installation_token is None or time.time() >= self._token_expires - margin:
+            if self._installation_token is None or self._clock() >= self._token_expires - margin:
                 self._refresh_installation_token()
             return {"Authorization": f"Bearer {self._installation_token}"}
 

@@ -70,7 +70,10 @@ class GitHubConnector(HttpMixin, ReadersMixin, ProvisioningMixin, BaseConnector)
                              "installation_id) or the secret 'token'")
 
     def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str] | None = None, *,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+        """`sleep` waits out rate limits; `clock` (epoch seconds) says when an installation token is due for
+        refresh. Tests hand fakes of both, so they drive time instead of waiting for it."""
+        self._clock = clock
         self._client: HttpClient | None = None
         self._app_client: HttpClient | None = None
         super().__init__(settings, secrets)
