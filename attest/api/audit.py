@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from attest.api.core import (
     ApiError,
+    Id,
     Paging,
     bp,
     caller,
@@ -36,7 +37,7 @@ class EventQuery(Paging):
     action: str = Field(default="", max_length=100, description="a prefix: `review.` finds every review event")
     object_type: str = Field(default="", max_length=50)
     object_id: str = Field(default="", max_length=100)
-    campaign_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    campaign_id: Id | None = None
     since: datetime | None = None
     until: datetime | None = None
 

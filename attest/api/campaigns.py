@@ -21,6 +21,7 @@ from attest.api.core import (
     check_if_match,
     iso,
     make_etag,
+    one_of,
     page_of,
     requires,
     responses,
@@ -29,7 +30,7 @@ from attest.api.core import (
 )
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import queries
-from attest.reviews.models import Campaign
+from attest.reviews.models import Campaign, CampaignStatus
 from attest.web import db, write
 
 TAG_CAMP = ["campaigns"]
@@ -78,7 +79,7 @@ CampaignList = page_of(CampaignOut, "CampaignList")
 
 class CampaignQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    status: str | None = Field(default=None, pattern="^(draft|active|closed|cancelled)$")
+    status: str | None = Field(default=None, pattern=one_of(CampaignStatus))
 
 
 class CancelIn(BaseModel):

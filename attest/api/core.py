@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from flask import Blueprint, g, request
 from flask_login import AnonymousUserMixin
@@ -44,6 +44,7 @@ from attest.api.errors import (
 from attest.auth import tokens
 from attest.auth.models import ApiToken
 from attest.db import utcnow
+from attest.inputs import MAX_ID
 from attest.reviews.decisions import Forbidden, NotFound
 from attest.trail.chain import record
 from attest.web import db, settings, write
@@ -99,6 +100,15 @@ def responses(ok: type[BaseModel] | None, status: int = 200, **extra: type[BaseM
     codes[f"HTTP_{status}"] = ok
     codes.update(extra)
     return SpecResponse(**codes)
+
+
+# a database id given in a query or a body: 1..MAX_ID, as in the URLs (attest/inputs.py)
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def one_of(values: Any) -> str:
+    """The `pattern` of a field that takes one of `values` (a StrEnum's: its one home is next to its model)."""
+    return f"^({'|'.join(values)})$"
 
 
 class Paging(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy import or_, select
 
 from attest.api.core import (
     ApiError,
+    Id,
     Paging,
     bp,
     caller,
@@ -48,21 +49,21 @@ class AsOfQuery(BaseModel):
 
 class ResourceQuery(Paging):
     q: str = Field(default="", max_length=200)
-    source_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    source_id: Id | None = None
     type: str | None = Field(default=None, max_length=50)
 
 
 class EntitlementQuery(Paging):
-    source_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
-    resource_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    source_id: Id | None = None
+    resource_id: Id | None = None
     privileged: bool | None = None
 
 
 class GrantQuery(Paging):
-    source_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
-    entitlement_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
-    resource_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
-    account_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    source_id: Id | None = None
+    entitlement_id: Id | None = None
+    resource_id: Id | None = None
+    account_id: Id | None = None
     at: str | None = Field(default=None, max_length=64, description="held at this moment (default: now)")
 
 
@@ -201,7 +202,7 @@ class LinkIn(BaseModel):
     """The person the account belongs to (an identity id), or null to unlink it; later syncs keep it."""
 
     model_config = ConfigDict(extra="forbid")
-    identity_id: int | None = Field(ge=1, le=2**31 - 1)
+    identity_id: Id | None
 
 
 GrantList = page_of(GrantOut, "GrantList")

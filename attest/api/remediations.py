@@ -9,16 +9,19 @@ from pydantic import BaseModel, Field
 
 from attest.api.core import (
     ApiError,
+    Id,
     Paging,
     bp,
     decode_cursor,
     encode_cursor,
+    one_of,
     page_of,
     requires,
     responses,
     spec,
 )
 from attest.reviews import remediation
+from attest.reviews.models import RemediationMode
 from attest.web import db
 
 TAG_REM = ["remediations"]
@@ -57,9 +60,9 @@ RemediationList = page_of(RemediationOut, "RemediationList")
 
 
 class RemediationQuery(Paging):
-    campaign_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    campaign_id: Id | None = None
     status: str | None = Field(default=None, max_length=20)
-    mode: str | None = Field(default=None, pattern="^(automatic|manual)$")
+    mode: str | None = Field(default=None, pattern=one_of(RemediationMode))
 
 
 

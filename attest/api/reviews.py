@@ -25,6 +25,7 @@ from attest.api.core import (
     encode_cursor,
     if_match,
     iso,
+    one_of,
     page_of,
     refusals,
     requires,
@@ -35,7 +36,7 @@ from attest.api.core import (
 from attest.reviews import decisions, queries
 from attest.reviews.decisions import MAX_COMMENT, DecisionError, StaleItem
 from attest.reviews.definitions import find_identity
-from attest.reviews.models import Campaign, ReviewItem
+from attest.reviews.models import Campaign, DecisionValue, ReviewItem
 from attest.web import db, write
 
 TAG_ITEMS = ["review items"]
@@ -85,14 +86,14 @@ class ItemQuery(Paging):
 
 class DecideIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    decision: str = Field(pattern="^(approve|revoke|abstain)$")
+    decision: str = Field(pattern=one_of(DecisionValue))
     comment: str | None = Field(default=None, max_length=MAX_COMMENT)
 
 
 class BulkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item_ids: list[int] = Field(min_length=1, max_length=5000)
-    decision: str = Field(pattern="^(approve|revoke|abstain)$")
+    decision: str = Field(pattern=one_of(DecisionValue))
     comment: str | None = Field(default=None, max_length=MAX_COMMENT)
 
 

@@ -32,7 +32,13 @@ from attest.inputs import parse_int
 from attest.jobs import SCHEDULER_SEEN_WITHIN, scheduler_last_seen
 from attest.reviews import flagged as flagged_service
 from attest.reviews import remediation
-from attest.reviews.models import REMEDIATION_STATUSES, Campaign
+from attest.reviews.models import (
+    REMEDIATION_MODES,
+    REMEDIATION_STATUSES,
+    Campaign,
+    CampaignStatus,
+    RemediationStatus,
+)
 from attest.web import db, settings, state, write
 
 bp = Blueprint("audit", __name__)
@@ -53,7 +59,7 @@ def _remediation_alerts() -> dict:
     def reappeared_count() -> int:
         if not getattr(current_user, "is_authenticated", False) or not current_user.can_read_all:
             return 0
-        return remediation.status_counts(db()).get("reappeared", 0)
+        return remediation.status_counts(db()).get(RemediationStatus.REAPPEARED, 0)
 
     return {"reappeared_count": reappeared_count}
 
@@ -108,7 +114,7 @@ def remediations():
     if status and status not in REMEDIATION_STATUSES:
         abort(400, f"status must be one of {', '.join(REMEDIATION_STATUSES)}")
     mode = request.args.get("mode") or None
-    if mode and mode not in ("automatic", "manual"):
+    if mode and mode not in REMEDIATION_MODES:
         abort(400, "mode must be automatic or manual")
     campaign_id = _int_arg("campaign")
     session = db()
@@ -120,7 +126,7 @@ def remediations():
         rows, next_after = remediation.list_remediations(
             session, campaign_id, status=status, mode=mode, needs_human=request.args.get("needs") == "human",
             after=_int_arg("after"))
-    campaigns = session.execute(select(Campaign.id, Campaign.name).where(Campaign.status != "draft")
+    campaigns = session.execute(select(Campaign.id, Campaign.name).where(Campaign.status != CampaignStatus.DRAFT)
                                 .order_by(Campaign.id.desc()).limit(200)).all()
     undo_until = datetime.now(UTC) - timedelta(days=settings().remediation_undo_days)
     return render_template("audit/remediations.html", rows=rows, next_after=next_after,
@@ -234,7 +240,7 @@ def history():
 @read_all_required
 def evidence():
     session = db()
-    rows = session.execute(select(Campaign).where(Campaign.status != "draft").order_by(Campaign.id.desc()).limit(500)
+    rows = session.execute(select(Campaign).where(Campaign.status != CampaignStatus.DRAFT).order_by(Campaign.id.desc()).limit(500)
                            ).scalars().all()
     exports = export_jobs.recent_exports(session)
     latest: dict[int, object] = {}

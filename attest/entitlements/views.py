@@ -19,7 +19,7 @@ from attest.connectors import registry
 from attest.db import utcnow
 from attest.entitlements import correlation, history, queries
 from attest.entitlements import sources as sources_service
-from attest.entitlements.models import Account, Identity, Resource, Source, SyncRun
+from attest.entitlements.models import Account, Identity, Resource, RunStatus, Source, SyncRun
 from attest.entitlements.sources import secret_names as read_secret_names
 from attest.inputs import MAX_ID, parse_int
 from attest.jobs import SCHEDULER_SEEN_WITHIN, JobLease, scheduler_last_seen
@@ -190,10 +190,7 @@ def source_create():
 def source_test(source_id: int):
     """Test the connection with the stored credentials (the connector's own check, as `attest sources test`);
     the result names what is missing. Audited as `source.tested` (outcome only, never a secret)."""
-    source = _source_or_404(source_id)
-    form = CsrfForm()
-    if not form.validate_on_submit():
-        abort(400)
+    source = _posted_source(source_id)
     try:
         result = sources_service.test_connection(db(), settings(), source.name)
     except sources_service.SourceError as exc:
@@ -212,10 +209,7 @@ def source_test(source_id: int):
 @admin_required
 def source_schedule(source_id: int):
     """Set (cron, UTC) or clear (`clear=1` or an empty field) the source's sync schedule."""
-    source = _source_or_404(source_id)
-    form = CsrfForm()
-    if not form.validate_on_submit():
-        abort(400)
+    source = _posted_source(source_id)
     schedule = None if request.form.get("clear") else (request.form.get("schedule", "").strip() or None)
     try:
         with write() as session:
@@ -264,7 +258,7 @@ def _sync_state(source: Source) -> dict:
     latest run, and whether a scheduler is there to pick the request up."""
     session = db()
     latest = session.scalar(select(SyncRun).where(SyncRun.source_id == source.id).order_by(SyncRun.id.desc()).limit(1))
-    running = latest if latest is not None and latest.status == "running" else None
+    running = latest if latest is not None and latest.status == RunStatus.RUNNING else None
     lease_held = session.scalar(select(JobLease.holder).where(JobLease.name == f"sync:{source.name}")) is not None
     seen = scheduler_last_seen(session)
     return {"latest": latest, "running": running, "queued": source.sync_requested_at is not None, "now": utcnow(),
@@ -275,6 +269,14 @@ def _sync_state(source: Source) -> dict:
 
 def _source_or_404(source_id: int) -> Source:
     return db().get(Source, source_id) or abort(404)
+
+
+def _posted_source(source_id: int) -> Source:
+    """The source a form posts to: 404 when there is none, 400 when the form's CSRF token does not validate."""
+    source = _source_or_404(source_id)
+    if not CsrfForm().validate_on_submit():
+        abort(400)
+    return source
 
 
 def _back(source: Source):
@@ -299,10 +301,7 @@ def source_status(source_id: int):
 def source_update(source_id: int):
     """Change a source's settings and schedule (fields generated from the connector's SETTINGS); an empty
     optional field goes back to its default."""
-    source = _source_or_404(source_id)
-    form = CsrfForm()
-    if not form.validate_on_submit():
-        abort(400)
+    source = _posted_source(source_id)
     values, unset = {}, []
     schedule = (request.form.get("schedule", "").strip() or None) if "schedule" in request.form \
         else sources_service.UNCHANGED  # the schedule has its own form; a settings form without it keeps it
@@ -330,10 +329,7 @@ def source_update(source_id: int):
 @admin_required
 def source_secret(source_id: int):
     """Replace one of a source's secrets; the value is stored encrypted and never shown back."""
-    source = _source_or_404(source_id)
-    form = CsrfForm()
-    if not form.validate_on_submit():
-        abort(400)
+    source = _posted_source(source_id)
     name = request.form.get("secret_name", "").strip()
     value = request.form.get("secret_value", "")
     if not value.strip():
@@ -355,10 +351,7 @@ def source_secret(source_id: int):
 @admin_required
 def source_sync(source_id: int):
     """Sync now: queue a sync for the scheduler (never run in the web worker)."""
-    source = _source_or_404(source_id)
-    form = CsrfForm()
-    if not form.validate_on_submit():
-        abort(400)
+    source = _posted_source(source_id)
     try:
         with write() as session:
             _source, queued = sources_service.request_sync(session, source.name, actor=current_user.email)

@@ -17,8 +17,8 @@ from attest.reviews import campaigns as campaigns_service
 from attest.reviews import decisions, items_export, notify, queries, remediation
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound
 from attest.reviews.definition_views import launched_today
-from attest.reviews.models import Campaign, CampaignDefinition
-from attest.reviews.views import PAGE_SIZE, _find_person, _int, bp
+from attest.reviews.models import CAMPAIGN_STATUSES, Campaign, CampaignDefinition, CampaignStatus
+from attest.reviews.views import PAGE_SIZE, _int, bp, person_named
 from attest.web import db, settings, state, write
 
 
@@ -27,7 +27,7 @@ from attest.web import db, settings, state, write
 def campaigns():
     session = db()
     status = request.args.get("status") or None
-    rows = queries.campaign_list(session, status=status if status in ("draft", "active", "closed", "cancelled") else None)
+    rows = queries.campaign_list(session, status=status if status in CAMPAIGN_STATUSES else None)
     show_archived = request.args.get("archived") == "1"
     stmt = select(CampaignDefinition).order_by(CampaignDefinition.name)
     if not show_archived:
@@ -51,7 +51,7 @@ def campaign(campaign_id: int):
     threshold = settings().escalation_warn_items
     heavy = notify.escalation_forecast(session, dash.campaign, threshold)
     closed = None
-    if dash.campaign.summary and dash.campaign.status == "closed":
+    if dash.campaign.summary and dash.campaign.status == CampaignStatus.CLOSED:
 
         closed = {"remediation": remediation.status_counts(session, campaign_id),
                   "exceptions": queries.exception_count(session, campaign_id)}
@@ -59,7 +59,7 @@ def campaign(campaign_id: int):
                            close_needs_reason=dash.percent < settings().close_reason_below_percent,
                            close_threshold=settings().close_reason_below_percent,
                            escalation_load=heavy, escalation_threshold=threshold,
-                           can_remind=current_user.is_admin and dash.campaign.status == "active",
+                           can_remind=current_user.is_admin and dash.campaign.status == CampaignStatus.ACTIVE,
                            risk_labels=queries.RISK_LABELS, risk_classes=queries.RISK_CLASSES)
 
 
@@ -108,7 +108,7 @@ def close(campaign_id: int):
             if dash is None:
                 abort(404)
             threshold = settings().close_reason_below_percent
-            if dash.campaign.status == "active" and dash.percent < threshold and not reason:
+            if dash.campaign.status == CampaignStatus.ACTIVE and dash.percent < threshold and not reason:
                 raise campaigns_service.CampaignError(
                     f"Only {dash.percent}% of the items are decided (below {threshold}%): say why the campaign is "
                     "closed now; the reason is kept in the audit trail.")
@@ -146,9 +146,7 @@ def reassign_reviewer(campaign_id: int):
         with write() as session:
             if session.get(Campaign, campaign_id) is None:
                 abort(404)
-            target = _find_person(session, request.form.get("to", ""))
-            if target is None:
-                raise DecisionError(f"Nobody in the directory has the e-mail {request.form.get('to', '').strip() or '(empty)'}.")
+            target = person_named(session, request.form.get("to", ""))
             if from_id is None and raw_from != "unroutable":
                 raise DecisionError("Choose whose items to move.")
             moved = decisions.reassign_reviewer(session, current_user, campaign_id, from_id, target.id,

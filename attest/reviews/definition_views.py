@@ -16,12 +16,12 @@ from sqlalchemy import select
 
 from attest.auth.permissions import admin_required
 from attest.db import utcnow
-from attest.entitlements.models import Identity, Resource, Source
+from attest.entitlements.models import Identity, PersonStatus, Resource, Source
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import definitions as defs
 from attest.reviews import queries
 from attest.reviews.definition_schema import DEFAULT_REMINDERS
-from attest.reviews.models import CampaignDefinition
+from attest.reviews.models import CampaignDefinition, Outcome, RemediationMode
 from attest.reviews.views import bp
 from attest.web import db, write
 
@@ -77,10 +77,10 @@ def spec_from_form(form: Any) -> dict[str, Any]:
             "duration_days": num("duration_days", 14),
             **({"reminders_days_before_due": reminders} if raw_reminders else {}),
             "escalate_after_days_overdue": num("escalate_after_days_overdue", 2),
-            "no_response": form.get("no_response") or "keep",
+            "no_response": form.get("no_response") or Outcome.KEEP.value,
         },
         "rules": {"comment_required": form.get("comment_required") or "on_revoke",
-                  "remediation": form.get("remediation") or "manual"},
+                  "remediation": form.get("remediation") or RemediationMode.MANUAL.value},
         "risk": {"dormant_days": num("dormant_days", 90), "stale_key_days": num("stale_key_days", 90)},
         "controls": _split(form.get("controls")),
         "schedule": (form.get("schedule") or "").strip() or None,
@@ -101,7 +101,7 @@ def _definition_page(definition: CampaignDefinition | None, spec: dict[str, Any]
     # suggestions (a datalist each): the resource types synced, and the people who can be named reviewers
     resource_types = session.scalars(select(Resource.type).distinct().order_by(Resource.type).limit(200)).all()
     people = session.execute(
-        select(Identity.email, Identity.display_name).where(Identity.email.is_not(None), Identity.status == "active",
+        select(Identity.email, Identity.display_name).where(Identity.email.is_not(None), Identity.status == PersonStatus.ACTIVE,
                                                             Identity.kind == "human")
         .order_by(Identity.display_name).limit(1000)).all()
     today = launched_today(session, [definition.id]).get(definition.id, []) if definition else []

@@ -9,6 +9,7 @@ stand in for gets 404, never 403 (nobody learns what exists).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from attest.db import utcnow
 from attest.entitlements import history as access_history
@@ -26,9 +28,9 @@ from attest.inputs import parse_int
 from attest.reviews import decisions, delegation, eligibility, item_notes, queries
 from attest.reviews import views as review_views
 from attest.reviews.decisions import DecisionError, StaleItem
-from attest.reviews.models import Delegation
-from attest.reviews.views import _find_person
+from attest.reviews.models import CampaignStatus, DecisionValue, Delegation, ReviewItem
 from attest.reviews.views import _row_context as rows
+from attest.reviews.views import person_named
 from attest.web import db, refusals, settings, write
 
 bp = Blueprint("team", __name__)
@@ -130,10 +132,7 @@ def delegate():
         abort(403, "Auditors read everything and change nothing.")
     try:
         with refusals(), write() as session:
-            target = _find_person(session, request.form.get("to", ""))
-            if target is None:
-                raise delegation.DelegationError(
-                    f"Nobody in the directory has the e-mail {request.form.get('to', '').strip() or '(empty)'}.")
+            target = person_named(session, request.form.get("to", ""), delegation.DelegationError)
             starts = _day(request.form.get("starts"), "from")
             # "until" is the last day away, inclusive: the delegation ends at the end of that day
             ends = _day(request.form.get("ends"), "until") + timedelta(days=1)
@@ -185,7 +184,7 @@ def delegated_inbox(delegator_id: int):
         about_me = queries.count_about(session, delegator_id, current.campaign.id, me)
         campaign = current.campaign
         # what the bulk bar would take for the delegate: the bulk rules, never an item about the delegate
-        takes = decisions.bulk_writable(campaign, me, "approve", False)
+        takes = decisions.bulk_writable(campaign, me, DecisionValue.APPROVE, False)
         _open, unflagged = queries.selection_counts(session, delegator_id, campaign.id,
                                                     queries.InboxFilters(risk="unflagged"), takes)
         selection = held_back = None
@@ -197,7 +196,7 @@ def delegated_inbox(delegator_id: int):
             bulk_counts=SimpleNamespace(open_unflagged=unflagged), selection=selection, held_back=held_back,
             flagged_in_bulk=bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged")),
             options=queries.filter_options(session, delegator_id, campaign.id),
-            writable=campaign.status == "active" and not (current_user.is_auditor and not current_user.is_admin),
+            writable=campaign.status == CampaignStatus.ACTIVE and not (current_user.is_auditor and not current_user.is_admin),
             signed_off=current.signed_off_at is not None, hidden_about_me=about_me,
             comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
             **_row_context())
@@ -221,16 +220,9 @@ def delegated_bulk(delegator_id: int, campaign_id: int):
     if delegator_id not in eligibility.delegators_of(session, me, utcnow()) or \
             not queries.is_my_campaign(session, delegator_id, campaign_id):
         abort(404)
-    filters = queries.InboxFilters.from_args(request.form)
+    filters = review_views.bulk_selection(queries.InboxFilters.from_args(request.form))
     filters.role = "reviewer"
-    scope = request.form.get("scope", "unflagged")
-    if scope == "unflagged":
-        if filters.risk not in (None, "unflagged"):
-            abort(400, "Approve all not flagged cannot be combined with a risk filter.")
-        filters.risk = "unflagged"
-    elif scope != "filtered":
-        abort(400, "Unknown selection.")
-    decision = request.form.get("bulk_decision", "approve")
+    decision = request.form.get("bulk_decision", DecisionValue.APPROVE)
     try:
         with refusals(), write() as session:
             ids = queries.selection_ids(session, delegator_id, campaign_id, filters)
@@ -239,7 +231,7 @@ def delegated_bulk(delegator_id: int, campaign_id: int):
     except DecisionError as exc:
         abort(400, str(exc))
     n = result.changed
-    verb = {"approve": "Approved", "revoke": "Revoked", "abstain": "Abstained on"}.get(decision, "Decided")
+    verb = review_views.BULK_VERBS.get(decision, "Decided")
     left = result.explain()
     flash((f"{verb} {n:,} item{'s' if n != 1 else ''} on behalf of the reviewer." if n else "Nothing was decided.")
           + (" Left to decide one by one: " + "; ".join(left) + "." if left else ""),
@@ -248,6 +240,20 @@ def delegated_bulk(delegator_id: int, campaign_id: int):
 
 
 # --- one row per distinct access ------------------------------------------------------------------------------
+
+
+def _change_access(item_id: int, version: int | None, change: Callable[[Session, int, int | None], ReviewItem],
+                   mine_only: bool = False) -> int:
+    """`change(session, item id, expected version)` on the row's item (at the version the page showed) and on
+    the alike items of the same access (its other paths; `mine_only`: those this user decided), in one
+    transaction: all or nothing. Returns the campaign's id; refusals are raised (404/403 answered)."""
+    with refusals(), write() as session:
+        first = decisions.load_item_for(session, current_user, item_id, for_update=True)
+        others = [o for o in item_notes.alike(session, first) if not mine_only or o.decided_by_user_id == current_user.id]
+        item = change(session, item_id, version)
+        for other in others:
+            change(session, other.id, None)
+        return item.campaign_id
 
 
 @bp.post("/reviews/items/<int:item_id>/decide-access")
@@ -259,13 +265,8 @@ def decide_access(item_id: int):
     comment = request.form.get("comment")
     version = parse_int(request.form.get("version"), low=0)
     try:
-        with refusals(), write() as session:
-            first = decisions.load_item_for(session, current_user, item_id, for_update=True)
-            others = item_notes.alike(session, first)
-            item = decisions.decide(session, current_user, item_id, decision, comment=comment, expected_version=version)
-            for other in others:
-                decisions.decide(session, current_user, other.id, decision, comment=comment)
-            campaign_id = item.campaign_id
+        campaign_id = _change_access(item_id, version, lambda session, one, expected: decisions.decide(
+            session, current_user, one, decision, comment=comment, expected_version=expected))
     except (StaleItem, DecisionError) as exc:
         return review_views._refused(item_id, exc)
     row = decisions.load_item_for(db(), current_user, item_id)
@@ -287,13 +288,9 @@ def undo(item_id: int):
 
     version = parse_int(request.form.get("version"), low=0)
     try:
-        with refusals(), write() as session:
-            first = decisions.load_item_for(session, current_user, item_id, for_update=True)
-            others = [o for o in item_notes.alike(session, first) if o.decided_by_user_id == current_user.id]
-            item = decisions.undo(session, current_user, item_id, expected_version=version)
-            for other in others:  # the same access on its other paths, decided with it
-                decisions.undo(session, current_user, other.id)
-            campaign_id = item.campaign_id
+        # the same access on its other paths, where this user decided it with the row's item
+        campaign_id = _change_access(item_id, version, lambda session, one, expected: decisions.undo(
+            session, current_user, one, expected_version=expected), mine_only=True)
     except (StaleItem, DecisionError) as exc:
         return review_views._refused(item_id, exc)
     row = decisions.load_item_for(db(), current_user, item_id)
@@ -318,9 +315,7 @@ def reassign_mine(campaign_id: int):
     back = url_for("reviews.inbox", campaign=campaign_id, **filters.as_args())
     try:
         with refusals(), write() as session:
-            target = _find_person(session, request.form.get("to", ""))
-            if target is None:
-                raise DecisionError(f"Nobody in the directory has the e-mail {request.form.get('to', '').strip() or '(empty)'}.")
+            target = person_named(session, request.form.get("to", ""))
             ids = queries.selection_ids(session, me, campaign_id, filters)
             result = delegation.reassign_mine(session, current_user, campaign_id, ids, target.id,
                                               request.form.get("reason", ""))

@@ -31,12 +31,21 @@ from attest.entitlements.queries import person_by_email
 from attest.inputs import parse_int
 from attest.reviews import decisions, eligibility, item_notes, queries
 from attest.reviews.decisions import DecisionError, StaleItem
-from attest.reviews.models import CAMPAIGN_STATUSES, Campaign, ReviewerSignoff, ReviewItem
+from attest.reviews.models import (
+    CAMPAIGN_STATUSES,
+    Campaign,
+    CampaignStatus,
+    DecisionValue,
+    ReviewerSignoff,
+    ReviewItem,
+)
 from attest.web import db, refusals, write
 
 bp = Blueprint("reviews", __name__)
 
 PAGE_SIZE = 50
+# what a bulk decision did, for its flash message
+BULK_VERBS = {DecisionValue.APPROVE: "Approved", DecisionValue.REVOKE: "Revoked", DecisionValue.ABSTAIN: "Abstained on"}
 
 
 @bp.context_processor
@@ -60,6 +69,14 @@ def _int(value: Any) -> int | None:
 
 def _find_person(session, email: str) -> Identity | None:
     return person_by_email(session, email)
+
+
+def person_named(session, email: str, error: type[Exception] = DecisionError) -> Identity:
+    """The person a form names by e-mail (to reassign or delegate to), or `error` saying nobody has it."""
+    target = _find_person(session, email)
+    if target is None:
+        raise error(f"Nobody in the directory has the e-mail {email.strip() or '(empty)'}.")
+    return target
 
 
 # --- the reviewer inbox --------------------------------------------------------------------------------
@@ -106,14 +123,14 @@ def _inbox_context(session, current: queries.MyCampaign, filters: queries.InboxF
     if filters.active:
         # what "Approve N matching" takes: the bulk rules (never flagged, terminated, orphaned or own access)
         undecided, selection = queries.selection_counts(session, me, campaign.id, filters,
-                                                        decisions.bulk_writable(campaign, me, "approve", False))
+                                                        decisions.bulk_writable(campaign, me, DecisionValue.APPROVE, False))
         held_back = undecided - selection
     flagged_in_bulk = bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged"))
     return {
         "current": current, "campaign": campaign, "filters": filters, "page": page, "counts": counts,
         "bulk_counts": bulk_counts, "selection": selection, "held_back": held_back, "flagged_in_bulk": flagged_in_bulk,
         "options": queries.filter_options(session, me, campaign.id, filters.role),
-        "writable": campaign.status == "active" and not (current_user.is_auditor and not current_user.is_admin),
+        "writable": campaign.status == CampaignStatus.ACTIVE and not (current_user.is_auditor and not current_user.is_admin),
         "signed_off": current.signed_off_at is not None,
         "comment_rule": ((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
         **_row_context(), **item_notes.row_notes(session, page.rows),
@@ -138,7 +155,7 @@ def _row_response(item: ReviewItem, status: int = 200, error: str | None = None)
         ReviewerSignoff.campaign_id == campaign.id, ReviewerSignoff.reviewer_id == reviewer)) is not None
     return render_template(
         "reviews/_decide_response.html", item=item, campaign=campaign, counts=counts, error=error,
-        mine=mine or acting is not None, writable=campaign.status == "active", signed_off=signed_off,
+        mine=mine or acting is not None, writable=campaign.status == CampaignStatus.ACTIVE, signed_off=signed_off,
         delegator=acting,
         comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
         **_row_context(), **item_notes.row_notes(session, [item]),
@@ -244,9 +261,7 @@ def reassign(item_id: int):
     try:
         with refusals(), write() as session:
             decisions.load_item_for(session, current_user, item_id)  # may see it: before reading the input
-            target = _find_person(session, email)
-            if target is None:
-                raise DecisionError(f"Nobody in the directory has the e-mail {email.strip() or '(empty)'}.")
+            target = person_named(session, email)
             row = decisions.reassign(session, current_user, item_id, target.id, reason, expected_version=version)
             campaign_id, name = row.campaign_id, target.display_name
     except (StaleItem, DecisionError) as exc:
@@ -259,6 +274,19 @@ def reassign(item_id: int):
     return redirect(url_for("reviews.campaign", campaign_id=campaign_id))
 
 
+def bulk_selection(filters: queries.InboxFilters) -> queries.InboxFilters:
+    """What the bulk bar's `scope` takes: `unflagged` (every item not flagged; no other risk filter) or
+    `filtered` (the items the filters show); 400 for anything else."""
+    scope = request.form.get("scope", "unflagged")
+    if scope == "unflagged":
+        if filters.risk not in (None, "unflagged"):
+            abort(400, "Approve all not flagged cannot be combined with a risk filter.")
+        filters.risk = "unflagged"
+    elif scope != "filtered":
+        abort(400, "Unknown selection.")
+    return filters
+
+
 @bp.post("/reviews/campaigns/<int:campaign_id>/bulk")
 @login_required
 def bulk(campaign_id: int):
@@ -266,15 +294,8 @@ def bulk(campaign_id: int):
     me = current_user.identity_id
     if not queries.is_my_campaign(session, me, campaign_id):
         abort(404)
-    filters = queries.InboxFilters.from_args(request.form)
-    scope = request.form.get("scope", "unflagged")
-    if scope == "unflagged":
-        filters.risk = "unflagged" if filters.risk in (None, "unflagged") else filters.risk
-        if filters.risk != "unflagged":
-            abort(400, "Approve all not flagged cannot be combined with a risk filter.")
-    elif scope != "filtered":
-        abort(400, "Unknown selection.")
-    decision = request.form.get("bulk_decision", "approve")
+    filters = bulk_selection(queries.InboxFilters.from_args(request.form))
+    decision = request.form.get("bulk_decision", DecisionValue.APPROVE)
     comment = request.form.get("comment")
     try:
         with refusals(), write() as session:
@@ -282,7 +303,7 @@ def bulk(campaign_id: int):
             result = decisions.bulk_decide(session, current_user, campaign_id, ids, decision, comment=comment)
     except DecisionError as exc:
         abort(400, str(exc))
-    verb = {"approve": "Approved", "revoke": "Revoked", "abstain": "Abstained on"}.get(decision, "Decided")
+    verb = BULK_VERBS.get(decision, "Decided")
     n = result.changed
     done = f"{verb} {n:,} item{'s' if n != 1 else ''}." if n else "Nothing was decided."
     left = result.explain()
