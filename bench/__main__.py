@@ -31,6 +31,7 @@ BENCHMARKS = [
     ("evidence_export", "Evidence export at 1M items (issue 7)"),
     ("notify_escalation", "Review e-mail and escalation of 1,000 reviewers (issue 16)"),
     ("load", "Load: reviewers on PostgreSQL, 2 web workers, 2 schedulers (issue 19)"),
+    ("ten_million", "Ten million grants on PostgreSQL (issue 19, part 7)"),
     ("request_cost", "Request cost: SQL statements, app CPU and HTML bytes of a reviewer request (issue 19)"),
 ]
 

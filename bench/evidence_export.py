@@ -176,7 +176,7 @@ def export_in_this_process(url: str, tmp: str, campaign_id: int, items: int) -> 
     """Floor, bundle and verify, in a fresh process: its max RSS is the export's own peak memory."""
     from sqlalchemy.orm import sessionmaker
 
-    from attest.audit.evidence import export_bundle, verify_bundle
+    from attest.audit.evidence import export_bundle, load_signing_key, verify_bundle
     from attest.db import make_engine
 
     settings = _settings(url, tmp)
@@ -194,7 +194,7 @@ def export_in_this_process(url: str, tmp: str, campaign_id: int, items: int) -> 
     out["seconds"] = result.seconds
     out["bundle_bytes"] = result.bytes
     t0 = time.perf_counter()
-    problems = verify_bundle(bundle)
+    problems = verify_bundle(bundle, load_signing_key(settings).public_key())  # the pinned key: the instance's own
     out["verify_s"] = time.perf_counter() - t0
     assert problems == [], problems
     out["peak_rss_mb"] = _hwm_mb()

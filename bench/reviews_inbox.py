@@ -142,9 +142,27 @@ def _stats(samples: list[float]) -> dict:
             "mean_ms": round(statistics.mean(samples) * 1000, 2)}
 
 
+def signed_in_client(app, factory, user_id: int):
+    """A test client of `app` signed in as user `user_id`: a completed sign-in (the server-side session
+    record and the cookie naming it)."""
+    from flask_login.utils import _create_identifier
+
+    from attest.auth import sessions
+
+    client = app.test_client()
+    with app.test_request_context(environ_base=client.environ_base):
+        identifier = _create_identifier()
+    with factory() as s:
+        token = sessions.start(s, user_id, "bench", sessions.clock(), ip="127.0.0.1")
+        s.commit()
+    with client.session_transaction() as sess:
+        sess.update({"_user_id": f"{user_id}:0", "_fresh": True, "_id": identifier,
+                     sessions.COOKIE_KEY: token, "login_method": "bench"})
+    return client
+
+
 def run_engine(engine_name: str, items: int) -> dict:
     from alembic import command
-    from flask_login.utils import _create_identifier
     from sqlalchemy import func, select, text
     from sqlalchemy.orm import sessionmaker
 
@@ -200,17 +218,7 @@ def run_engine(engine_name: str, items: int) -> dict:
 
         # --- pages through the app (server time) and the query alone -----------------------------------------
         app = create_app(settings)
-        client = app.test_client()
-        from attest.auth import sessions
-
-        with app.test_request_context(environ_base=client.environ_base):
-            identifier = _create_identifier()
-        with factory() as s:  # a completed sign-in: the server-side session record and the cookie naming it
-            token = sessions.start(s, user_id, "bench", sessions.clock(), ip="127.0.0.1")
-            s.commit()
-        with client.session_transaction() as sess:
-            sess.update({"_user_id": f"{user_id}:0", "_fresh": True, "_id": identifier,
-                         sessions.COOKIE_KEY: token, "login_method": "bench"})
+        client = signed_in_client(app, factory, user_id)
         pages = {
             "first page": "/reviews?campaign=1",
             "deep page (5,000 in)": f"/reviews?campaign=1&after={deep_cursor}",
