@@ -90,7 +90,8 @@ def _stages(campaign: Campaign) -> list[dict[str, Any]]:
     return list((campaign.spec or {}).get("stages") or [{"reviewer": "manager"}])
 
 
-def _comment_rule(campaign: Campaign) -> str:
+def comment_rule(campaign: Campaign) -> str:
+    """When a decision needs a comment (the campaign's `rules.comment_required`; the pages show it too)."""
     return ((campaign.spec or {}).get("rules") or {}).get("comment_required") or "on_revoke"
 
 
@@ -106,7 +107,7 @@ def _clean_comment(comment: str | None) -> str | None:
 def _check_decision(campaign: Campaign, decision: str, comment: str | None) -> None:
     if decision not in DECISIONS:
         raise DecisionError(f"Unknown decision {decision!r}: use approve, revoke or abstain.")
-    rule = _comment_rule(campaign)
+    rule = comment_rule(campaign)
     if comment is None and (rule == "always" or (rule == "on_revoke" and decision == "revoke")):
         what = "every decision" if rule == "always" else "a revoke"
         raise DecisionError(f"This campaign needs a comment for {what}: say why.")
@@ -354,7 +355,8 @@ class BulkResult:
         return [f"{n:,} {SKIP_REASONS[k]}" for k, n in sorted(self.skipped.items()) if n]
 
 
-def _bulk_approve_flagged(campaign: Campaign) -> bool:
+def bulk_approve_flagged(campaign: Campaign) -> bool:
+    """Whether bulk approval may take flagged items (with a comment): the campaign's `rules.bulk_approve_flagged`."""
     return bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged"))
 
 
@@ -368,7 +370,7 @@ def bulk_writable(campaign: Campaign, me: int, decision: str, with_comment: bool
     conds: list[Any] = [ReviewItem.decision.is_(None), ReviewItem.completed.is_(False), eligibility.sql_not_about(me)]
     if decision == "approve":
         conds.append(~_needs_item_comment())
-        if not (_bulk_approve_flagged(campaign) and with_comment):
+        if not (bulk_approve_flagged(campaign) and with_comment):
             conds.append(~queries.flagged_condition())
     return conds
 
@@ -417,7 +419,7 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
     mine = and_(ReviewItem.campaign_id == campaign_id,
                 or_(ReviewItem.reviewer_id == whose, ReviewItem.co_reviewer_id == whose))
     flagged = queries.flagged_condition()
-    flagged_ok = decision != "approve" or (_bulk_approve_flagged(campaign) and comment is not None)
+    flagged_ok = decision != "approve" or (bulk_approve_flagged(campaign) and comment is not None)
     # what the write may take: checked by the UPDATE itself, at the moment of the write
     writable = [mine, *bulk_writable(campaign, me, decision, comment is not None)]
 
@@ -433,7 +435,7 @@ def bulk_decide(session: Session, user: User, campaign_id: int, item_ids: Sequen
         for _id, decided, not_mine, item_comment, is_flagged in rows:
             reason = ("decided" if decided is not None else "own_access" if not not_mine
                       else "needs_item_comment" if item_comment
-                      else ("flagged_needs_comment" if _bulk_approve_flagged(campaign) else "flagged")
+                      else ("flagged_needs_comment" if bulk_approve_flagged(campaign) else "flagged")
                       if is_flagged and not flagged_ok else None)
             if reason:
                 skipped[reason] = skipped.get(reason, 0) + 1

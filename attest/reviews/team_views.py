@@ -194,11 +194,11 @@ def delegated_inbox(delegator_id: int):
         context.update(
             campaign=campaign, filters=filters, page=page, counts=current.counts,
             bulk_counts=SimpleNamespace(open_unflagged=unflagged), selection=selection, held_back=held_back,
-            flagged_in_bulk=bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged")),
+            flagged_in_bulk=decisions.bulk_approve_flagged(campaign),
             options=queries.filter_options(session, delegator_id, campaign.id),
             writable=campaign.status == CampaignStatus.ACTIVE and not (current_user.is_auditor and not current_user.is_admin),
             signed_off=current.signed_off_at is not None, hidden_about_me=about_me,
-            comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
+            comment_rule=decisions.comment_rule(campaign),
             **_row_context())
         if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == "inbox-items":
             return render_template("reviews/_items.html", **context)
@@ -243,17 +243,24 @@ def delegated_bulk(delegator_id: int, campaign_id: int):
 
 
 def _change_access(item_id: int, version: int | None, change: Callable[[Session, int, int | None], ReviewItem],
-                   mine_only: bool = False) -> int:
+                   mine_only: bool = False) -> None:
     """`change(session, item id, expected version)` on the row's item (at the version the page showed) and on
     the alike items of the same access (its other paths; `mine_only`: those this user decided), in one
-    transaction: all or nothing. Returns the campaign's id; refusals are raised (404/403 answered)."""
+    transaction: all or nothing. Refusals are raised (404 and 403 answered by `refusals`)."""
     with refusals(), write() as session:
         first = decisions.load_item_for(session, current_user, item_id, for_update=True)
         others = [o for o in item_notes.alike(session, first) if not mine_only or o.decided_by_user_id == current_user.id]
-        item = change(session, item_id, version)
+        change(session, item_id, version)
         for other in others:
             change(session, other.id, None)
-        return item.campaign_id
+
+
+def _row_answer(row: ReviewItem, saved: str):
+    """The answer to a change made from an item's row: the row again (htmx), else the inbox with `saved`."""
+    if request.headers.get("HX-Request") == "true":
+        return review_views._row_response(row)
+    flash(saved, "success")
+    return redirect(url_for("reviews.inbox", campaign=row.campaign_id)), 303
 
 
 @bp.post("/reviews/items/<int:item_id>/decide-access")
@@ -265,18 +272,15 @@ def decide_access(item_id: int):
     comment = request.form.get("comment")
     version = parse_int(request.form.get("version"), low=0)
     try:
-        campaign_id = _change_access(item_id, version, lambda session, one, expected: decisions.decide(
+        _change_access(item_id, version, lambda session, one, expected: decisions.decide(
             session, current_user, one, decision, comment=comment, expected_version=expected))
     except (StaleItem, DecisionError) as exc:
         return review_views._refused(item_id, exc)
     row = decisions.load_item_for(db(), current_user, item_id)
     me = current_user.identity_id
     if me not in (row.reviewer_id, row.co_reviewer_id) and eligibility.acting_for(db(), me, row, utcnow()) is None:
-        return review_views._moved_response(item_id, campaign_id, "Decided; passed on to the next stage.")
-    if request.headers.get("HX-Request") == "true":
-        return review_views._row_response(row)
-    flash("Decision saved.", "success")
-    return redirect(url_for("reviews.inbox", campaign=campaign_id)), 303
+        return review_views._moved_response(item_id, row.campaign_id, "Decided; passed on to the next stage.")
+    return _row_answer(row, "Decision saved.")
 
 
 # --- undo ---------------------------------------------------------------------------------------------------
@@ -289,15 +293,11 @@ def undo(item_id: int):
     version = parse_int(request.form.get("version"), low=0)
     try:
         # the same access on its other paths, where this user decided it with the row's item
-        campaign_id = _change_access(item_id, version, lambda session, one, expected: decisions.undo(
+        _change_access(item_id, version, lambda session, one, expected: decisions.undo(
             session, current_user, one, expected_version=expected), mine_only=True)
     except (StaleItem, DecisionError) as exc:
         return review_views._refused(item_id, exc)
-    row = decisions.load_item_for(db(), current_user, item_id)
-    if request.headers.get("HX-Request") == "true":
-        return review_views._row_response(row)
-    flash("Decision undone: the item is undecided again.", "success")
-    return redirect(url_for("reviews.inbox", campaign=campaign_id)), 303
+    return _row_answer(decisions.load_item_for(db(), current_user, item_id), "Decision undone: the item is undecided again.")
 
 
 # --- reassign all or a filtered set of my items ----------------------------------------------------------------
@@ -306,11 +306,7 @@ def undo(item_id: int):
 @bp.post("/reviews/campaigns/<int:campaign_id>/reassign-mine")
 @login_required
 def reassign_mine(campaign_id: int):
-
-    session = db()
-    me = current_user.identity_id
-    if not queries.is_my_campaign(session, me, campaign_id):
-        abort(404)
+    me = review_views.reviewer_in(campaign_id)
     filters = queries.InboxFilters.from_args(request.form)
     back = url_for("reviews.inbox", campaign=campaign_id, **filters.as_args())
     try:

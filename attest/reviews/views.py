@@ -125,14 +125,14 @@ def _inbox_context(session, current: queries.MyCampaign, filters: queries.InboxF
         undecided, selection = queries.selection_counts(session, me, campaign.id, filters,
                                                         decisions.bulk_writable(campaign, me, DecisionValue.APPROVE, False))
         held_back = undecided - selection
-    flagged_in_bulk = bool(((campaign.spec or {}).get("rules") or {}).get("bulk_approve_flagged"))
+    flagged_in_bulk = decisions.bulk_approve_flagged(campaign)
     return {
         "current": current, "campaign": campaign, "filters": filters, "page": page, "counts": counts,
         "bulk_counts": bulk_counts, "selection": selection, "held_back": held_back, "flagged_in_bulk": flagged_in_bulk,
         "options": queries.filter_options(session, me, campaign.id, filters.role),
         "writable": campaign.status == CampaignStatus.ACTIVE and not (current_user.is_auditor and not current_user.is_admin),
         "signed_off": current.signed_off_at is not None,
-        "comment_rule": ((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
+        "comment_rule": decisions.comment_rule(campaign),
         **_row_context(), **item_notes.row_notes(session, page.rows),
     }
 
@@ -157,7 +157,7 @@ def _row_response(item: ReviewItem, status: int = 200, error: str | None = None)
         "reviews/_decide_response.html", item=item, campaign=campaign, counts=counts, error=error,
         mine=mine or acting is not None, writable=campaign.status == CampaignStatus.ACTIVE, signed_off=signed_off,
         delegator=acting,
-        comment_rule=((campaign.spec or {}).get("rules") or {}).get("comment_required", "on_revoke"),
+        comment_rule=decisions.comment_rule(campaign),
         **_row_context(), **item_notes.row_notes(session, [item]),
     ), status
 
@@ -274,6 +274,15 @@ def reassign(item_id: int):
     return redirect(url_for("reviews.campaign", campaign_id=campaign_id))
 
 
+def reviewer_in(campaign_id: int) -> int:
+    """The signed-in user's identity id; 404 unless they review items of this campaign (nobody learns
+    what exists)."""
+    me = current_user.identity_id
+    if not queries.is_my_campaign(db(), me, campaign_id):
+        abort(404)
+    return me
+
+
 def bulk_selection(filters: queries.InboxFilters) -> queries.InboxFilters:
     """What the bulk bar's `scope` takes: `unflagged` (every item not flagged; no other risk filter) or
     `filtered` (the items the filters show); 400 for anything else."""
@@ -290,10 +299,7 @@ def bulk_selection(filters: queries.InboxFilters) -> queries.InboxFilters:
 @bp.post("/reviews/campaigns/<int:campaign_id>/bulk")
 @login_required
 def bulk(campaign_id: int):
-    session = db()
-    me = current_user.identity_id
-    if not queries.is_my_campaign(session, me, campaign_id):
-        abort(404)
+    me = reviewer_in(campaign_id)
     filters = bulk_selection(queries.InboxFilters.from_args(request.form))
     decision = request.form.get("bulk_decision", DecisionValue.APPROVE)
     comment = request.form.get("comment")
