@@ -953,37 +953,40 @@ def report(r: dict) -> str:
 NOTES = """
 **Reading these figures.** Everything above shares 2 cores: PostgreSQL, the two web workers, the two schedulers,
 the sandbox and the demo IdP, the load generator, and the other work on the machine (see the load averages: a
-load of 10-20 on 2 cores means a process gets a fraction of a core). The latencies are mostly queueing: each of
-the 2 sync gunicorn workers serves one request at a time, so with 50 reviewers and no pause a request waits behind
-about 25 others; bench/results/reviews_inbox.md measures the same inbox page at about 20 ms of server time on an
-idle machine. Compare the modes with each other and with the load average, not with a production machine.
+load of 10-20 on 2 cores means a process gets a fraction of a core). The latencies are mostly queueing: each
+gunicorn worker runs 4 threads (gthread) but one at a time on the CPU (the GIL), so with 50 reviewers and no pause
+a request waits behind many others. What one request costs, independent of the load, is in
+bench/results/request_cost.md (SQL statements, the app's CPU, bytes). Compare the modes with each other and with
+the load average, not with a production machine.
 
-**Where the time goes** (the profile above and the callees of its views; full run of 2026-12-06 17:13 UTC).
-About 20 SQL statements a request, and psycopg waiting for PostgreSQL is 57% of the profiled worker's wall time
-(PostgreSQL is short of CPU here too). A decision (POST .../decide, 91 in the profiled worker) took 160 ms of
-that worker's wall time: `decisions.decide` (check, update, decision row, audit event, commit) 64 ms, and building
-the answer row 78 ms, of which `item_notes.row_notes` for that one row 40 ms (it loads whole Grant, Resource and
-Source rows, JSON attributes included, for revoke notes, last use, labels and same access) and the reviewer's
-progress counts (`queries.inbox_counts`) 17 ms: the answer costs more than the decision. GET /reviews adds the
-same `row_notes` for 50 rows and Jinja's render of the 50-row page (~196 KB of HTML). The SSO callback mostly
-waits for the IdP's token endpoint (the mock IdP runs on the same 2 cores).
+**Where the time goes** (the profile above, and `python -m bench request_cost`). About 17-18 SQL statements a
+request; psycopg waiting for PostgreSQL is a third to a half of a worker's wall time (PostgreSQL is short of CPU
+here too), which is what the threads overlap. A decision's own work (`decisions.decide`: check, update, decision
+row, audit event, commit) is less than half of its request: the answer row costs as much (`item_notes.row_notes`:
+same access, revoke notes, last use, labels; the reviewer's progress counts, one statement since issue 19 part 6;
+the sign-off check; Jinja). GET /reviews is mostly Jinja's render of 50 rows (~210 KB of HTML, 4 forms a row) and
+`row_notes` for 50 rows. The SSO callback mostly waits for the IdP's token endpoint (the mock IdP runs on the same
+2 cores).
 
-**What would scale it** (described, not changed here: the app code belongs to other work in progress):
-1. Cores for the web tier. The workers are stateless (sessions are server-side rows in PostgreSQL), so decisions/s
-   grows with web workers on more cores and more web containers behind the proxy (compose.yaml), until
-   PostgreSQL's CPU is the limit; `--threads 2-4` (gthread) would overlap the time spent waiting on PostgreSQL.
-2. Cheap and safe, in `row_notes`: select only the columns the notes need (`load_only` or a column select)
-   instead of whole Grant/Resource/Source rows, for the decide answer's one row as for a page; and a smaller
-   first page in HTML (25 rows; the htmx "next page" keeps 50) halves the render of the full page.
-3. The decide answer re-counts the reviewer's progress (`inbox_counts`) on every decision; returning the row
-   alone and letting the progress bar refresh every few decisions (htmx trigger) removes a query per decision.
-4. Failover: the standby took over the killed scheduler's job after about LEASE_TTL + up to a minute (the
-   reconcile's take_over runs each minute). A shorter lease (60 s with a 15 s heartbeat) halves that. While a dead
-   holder's `scheduler:reconcile` lease is unexpired, the standby cannot reconcile or take anything over; and a
-   scheduler that loses the start-up reconcile to the other has no jobs until its next successful reconcile.
-5. `attest audit verify` on a live system reads the chain head and then the events in separate statements
-   (READ COMMITTED), so an event committed in between shows as "inserted after the chain head": verify should read
-   in one REPEATABLE READ snapshot or stop at the head's seq. With everything stopped the chain verifies.
+**Done for issue 19 part 6.** gunicorn's gthread worker, 4 threads a worker (attest/gunicorn_conf.py: a worker
+serves other requests while one waits on PostgreSQL); the progress counts in one statement; the scheduler takeover
+within the lease: a 60 s lease renewed every 15 s and a takeover watch every 5 s in each scheduler (no lease of its
+own, so never stuck behind a dead scheduler's reconcile), so a standby takes over within 65 s of the holder's last
+heartbeat (was up to 180 s); `attest audit verify` on a live system (db3ddb3).
+
+**What would scale it further:**
+1. Cores for the web tier. The workers share nothing but the database (sessions are server-side rows), so
+   decisions/s grows with a worker per core and more web hosts behind the proxy (compose.yaml), until PostgreSQL's
+   CPU is the limit; then PostgreSQL on its own host (and a connection pooler such as PgBouncer once workers x
+   threads x hosts nears max_connections).
+2. The answer row: `row_notes` reads the same grant attributes twice (revoke notes and last use), whole Resource
+   rows with their Source for the group names, and the item's whole same-access rows; column selects and one
+   grant/entitlement read would save 2-3 statements a decision and a page.
+3. The inbox page: 4 forms a row (approve, revoke, abstain, reassign, each with its CSRF token and version); a
+   first page of 25 rows with the next ones loaded by htmx as the reviewer scrolls (hx-trigger="revealed") would
+   halve the first render; a row template with one form and the buttons as its submitters would shrink each row.
+4. Bulk decisions are far cheaper per item than single ones (one statement set for up to thousands of items):
+   "Approve N matching" with filters is what a reviewer with hundreds of items should be steered to.
 """
 
 
