@@ -96,9 +96,7 @@ def _aware(value: datetime | None) -> datetime | None:
 def list_events():
     """The audit trail, newest first; `actor` matches a part, `action` a prefix, the rest exactly."""
     q: EventQuery = request.context.query
-    after = decode_cursor("events", q.after)
-    if after is not None and not isinstance(after, int):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    after = decode_cursor("events", q.after, of=int)
     f = EventFilters(actor=q.actor.strip(), action=q.action.strip(), object_type=q.object_type.strip(),
                      object_id=q.object_id.strip(), campaign_id=q.campaign_id, since=_aware(q.since),
                      until=_aware(q.until))

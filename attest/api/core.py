@@ -51,6 +51,7 @@ from attest.web import db, settings, write
 
 PREFIX = "/api/v1"
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 clock: Callable[[], datetime] = utcnow  # tests inject tests.factories.Clock here
 
@@ -322,7 +323,9 @@ def encode_cursor(kind: str, value: Any) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(kind: str, cursor: str | None) -> Any:
+def decode_cursor(kind: str, cursor: str | None, of: type | tuple[type, ...] = object) -> Any:
+    """The keyset position in a `next` cursor of the list `kind` (None for the first page); 400 for a cursor
+    this API did not make, one of another list, or one whose position is not of the type `of`."""
     if not cursor:
         return None
     try:
@@ -333,7 +336,17 @@ def decode_cursor(kind: str, cursor: str | None) -> Any:
                        code="bad_cursor") from None
     if got_kind != kind:
         raise ApiError(400, "That `after` cursor belongs to another list.", code="bad_cursor")
+    if value is not None and not isinstance(value, of):
+        raise ApiError(400, "bad cursor", code="bad_cursor")
     return value
+
+
+def get_or_404(model: type[T], ident: int) -> T:
+    """The row of `model` with this id, read in the request's session, or 404."""
+    row = db().get(model, ident)
+    if row is None:
+        raise ApiError(404)
+    return row
 
 
 def make_etag(*parts: Any) -> str:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from sqlalchemy import select
 
 from attest.api.campaigns import CampaignOut, campaign_detail
-from attest.api.core import ApiError, bp, caller, iso, page_of, requires, responses, spec
+from attest.api.core import ApiError, bp, caller, get_or_404, iso, page_of, requires, responses, spec
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import definitions as defs
 from attest.reviews.models import CampaignDefinition
@@ -122,9 +122,7 @@ def create_definition():
 @requires("reviews:read", "read_all")
 @spec.validate(resp=responses(DefinitionOut), tags=TAG_DEF)
 def get_definition(definition_id: int):
-    row = db().get(CampaignDefinition, definition_id)
-    if row is None:
-        raise ApiError(404)
+    row = get_or_404(CampaignDefinition, definition_id)
     return definition_out(row)
 
 
@@ -162,8 +160,7 @@ def preview_unsaved():
 @requires("reviews:read", "admin")
 @spec.validate(resp=responses(Preview), tags=TAG_DEF)
 def preview_definition(definition_id: int):
-    if db().get(CampaignDefinition, definition_id) is None:
-        raise ApiError(404)
+    get_or_404(CampaignDefinition, definition_id)
     return _preview(definition_id)
 
 

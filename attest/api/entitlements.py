@@ -20,6 +20,7 @@ from attest.api.core import (
     check_if_match,
     decode_cursor,
     encode_cursor,
+    get_or_404,
     iso,
     make_etag,
     page_of,
@@ -264,9 +265,7 @@ def _wrap_bad_cursor(fn, *args, **kwargs):
 def list_identities():
     """People (active identities) by name; `q` searches name, e-mail and employee id."""
     q: IdentityQuery = request.context.query
-    after = decode_cursor("identities", q.after)
-    if after is not None and not isinstance(after, str):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    after = decode_cursor("identities", q.after, of=str)
     page = _wrap_bad_cursor(queries.search_identities, db(), q=q.q.strip(), after=after, limit=q.limit,
                             status=q.status or None, department=q.department or None)
     return {"data": [identity_out(i) for i in page.rows], "next": encode_cursor("identities", page.next_after)}
@@ -278,9 +277,7 @@ def list_identities():
 def get_identity(identity_id: int):
     """A person with their accounts and effective access now, or as of `at` (a day or a timestamp)."""
     q: AsOfQuery = request.context.query
-    identity = db().get(Identity, identity_id)
-    if identity is None:
-        raise ApiError(404)
+    identity = get_or_404(Identity, identity_id)
     as_of = _as_of(q.at)
     accounts = queries.identity_accounts(db(), identity_id)
     return {**identity_out(identity), "accounts": [account_out(a) for a in accounts],
@@ -293,9 +290,7 @@ def get_identity(identity_id: int):
 def get_account(account_id: int):
     """An account with its effective access (direct and through groups) now, or as of `at`."""
     q: AsOfQuery = request.context.query
-    account = db().get(Account, account_id)
-    if account is None:
-        raise ApiError(404)
+    account = get_or_404(Account, account_id)
     set_etag(_account_etag(account))
     return {**account_out(account), "access": _access([account], _as_of(q.at))}
 
@@ -334,9 +329,7 @@ def link_account(account_id: int):
 def list_resources():
     """Active resources by name, with their count of active grants."""
     q: ResourceQuery = request.context.query
-    after = decode_cursor("resources", q.after)
-    if after is not None and not isinstance(after, str):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    after = decode_cursor("resources", q.after, of=str)
     page = _wrap_bad_cursor(queries.list_resources, db(), q=q.q.strip(), source_id=q.source_id, rtype=q.type,
                             after=after, limit=q.limit)
     return {"data": [resource_out(r, n) for r, n in page.rows], "next": encode_cursor("resources", page.next_after)}
@@ -346,9 +339,7 @@ def list_resources():
 @requires("entitlements:read", "read_all")
 @spec.validate(resp=responses(ResourceOut), tags=TAGS)
 def get_resource(resource_id: int):
-    resource = db().get(Resource, resource_id)
-    if resource is None:
-        raise ApiError(404)
+    resource = get_or_404(Resource, resource_id)
     return resource_out(resource)
 
 
@@ -358,9 +349,7 @@ def get_resource(resource_id: int):
 def list_entitlements():
     """Active entitlements by id, filterable by source, resource and privileged."""
     q: EntitlementQuery = request.context.query
-    after = decode_cursor("entitlements", q.after)
-    if after is not None and not isinstance(after, int):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    after = decode_cursor("entitlements", q.after, of=int)
     stmt = select(Entitlement).where(Entitlement.ended_at.is_(None))
     if q.source_id:
         stmt = stmt.where(Entitlement.source_id == q.source_id)
@@ -384,9 +373,7 @@ def list_entitlements():
 def list_grants():
     """Direct grants held now (or at `at`), by id; filter by source, entitlement, resource or account."""
     q: GrantQuery = request.context.query
-    after = decode_cursor("grants", q.after)
-    if after is not None and not isinstance(after, int):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    after = decode_cursor("grants", q.after, of=int)
     as_of = _as_of(q.at)
     stmt = select(Grant)
     if as_of is None:
@@ -420,11 +407,8 @@ def account_changes(account_id: int):
     """The account's access history: every grant it was seen to gain or lose, newest first (one row per
     grant added or ended by a sync, or ended by remediation), with the run that saw it."""
     q: ChangeQuery = request.context.query
-    if db().get(Account, account_id) is None:
-        raise ApiError(404)
-    after = decode_cursor("changes", q.after)
-    if after is not None and not isinstance(after, int):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    get_or_404(Account, account_id)
+    after = decode_cursor("changes", q.after, of=int)
     since = _as_of(q.since)
     stmt = (select(AccessChange, Grant.entitlement_id).join(Grant, Grant.id == AccessChange.grant_id)
             .where(Grant.principal_account_id == account_id))
@@ -455,12 +439,8 @@ def resource_grants(resource_id: int):
     read the resource's source yet at that moment (it cannot say who held it then)."""
     q: ResourceGrantQuery = request.context.query
     session = db()
-    resource = session.get(Resource, resource_id)
-    if resource is None:
-        raise ApiError(404)
-    after = decode_cursor("resource_grants", q.after)
-    if after is not None and not isinstance(after, int):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    resource = get_or_404(Resource, resource_id)
+    after = decode_cursor("resource_grants", q.after, of=int)
     as_of = _as_of(q.at)
     if as_of is not None:
         first = history.first_reads(session, [resource.source_id])[resource.source_id]

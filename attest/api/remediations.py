@@ -72,9 +72,7 @@ class RemediationQuery(Paging):
 def list_remediations():
     """Remediations by id, filterable by campaign, status and mode."""
     q: RemediationQuery = request.context.query
-    after = decode_cursor("remediations", q.after)
-    if after is not None and not isinstance(after, int):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    after = decode_cursor("remediations", q.after, of=int)
     rows, next_after = remediation.list_remediations(db(), campaign_id=q.campaign_id, status=q.status, mode=q.mode,
                                                      after=after, limit=q.limit)
     return {"data": [r.as_dict() for r in rows], "next": encode_cursor("remediations", next_after)}

@@ -176,9 +176,7 @@ def list_items(campaign_id: int):
     q: ItemQuery = request.context.query
     c = caller()
     args = {k: v for k, v in q.model_dump().items() if isinstance(v, str)}
-    after = decode_cursor("items", q.after)
-    if after is not None and not isinstance(after, str):
-        raise ApiError(400, "bad cursor", code="bad_cursor")
+    after = decode_cursor("items", q.after, of=str)
     session = db()
     try:
         if c.can_read_all:

@@ -21,6 +21,7 @@ from attest.api.core import (
     check_if_match,
     decode_cursor,
     encode_cursor,
+    get_or_404,
     iso,
     make_etag,
     page_of,
@@ -137,10 +138,7 @@ def _source_out(source: Source) -> dict[str, Any]:
 
 
 def _get(source_id: int) -> Source:
-    source = db().get(Source, source_id)
-    if source is None:
-        raise ApiError(404)
-    return source
+    return get_or_404(Source, source_id)
 
 
 @bp.get("/sources")
@@ -247,11 +245,9 @@ def source_runs(source_id: int):
     """The source's sync runs, newest first, with phases (when recorded), notes and failed parts."""
     q: RunQuery = request.context.query
     _get(source_id)
-    after = decode_cursor("runs", q.after)
+    after = decode_cursor("runs", q.after, of=int)
     stmt = select(SyncRun).where(SyncRun.source_id == source_id)
     if after is not None:
-        if not isinstance(after, int):
-            raise ApiError(400, "bad cursor", code="bad_cursor")
         stmt = stmt.where(SyncRun.id < after)
     rows = db().scalars(stmt.order_by(SyncRun.id.desc()).limit(q.limit + 1)).all()
     page = rows[:q.limit]

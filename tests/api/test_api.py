@@ -202,6 +202,27 @@ def test_keyset_paging_with_opaque_cursors(api, api_world, make_token):
     _error(api(token).get(path + f"&after={other}"), 400, "bad_cursor")
 
 
+@pytest.mark.parametrize("path, kind, position", [
+    ("/campaigns/{campaign}/items", "items", 5),  # items are keyed by text
+    ("/identities", "identities", 5),
+    ("/resources", "resources", 5),
+    ("/entitlements", "entitlements", "5"),  # these by id
+    ("/grants", "grants", "5"),
+    ("/remediations", "remediations", "5"),
+    ("/audit/events", "events", ["5"]),
+    ("/sources/{source}/runs", "runs", "5"),
+])
+def test_a_cursor_of_the_right_list_with_a_forged_position_is_a_400(session, api, api_world, make_token, path,
+                                                                    kind, position):
+    """A hand-made cursor (the right list, a position of the wrong type) is refused like any foreign one,
+    never handed to the query (a 500, or a page that compares text with ids)."""
+    source = session.scalar(select(Source.id))
+    token = make_token(api_world.admin, ["reviews:read", "entitlements:read", "audit:read", "sources:read"])
+    url = path.format(campaign=api_world.a.campaign.id, source=source)
+    assert api(token).get(url).status_code == 200
+    _error(api(token).get(f"{url}?after={core.encode_cursor(kind, position)}"), 400, "bad_cursor")
+
+
 def test_if_match_on_a_stale_item_is_412_and_changes_nothing(session, api, api_world, make_token):
     a = api_world.a
     token = make_token(a.manager_user)
