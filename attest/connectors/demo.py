@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
+from attest.connectors import managed
 from attest.connectors.base import (
     AccountRecord,
     BaseConnector,
@@ -23,7 +24,6 @@ from attest.connectors.base import (
     ResourceRecord,
     Setting,
 )
-from attest.connectors.managed import ManagedKind
 
 DEPARTMENTS = ("Engineering", "Finance", "Sales", "Marketing", "Operations", "Legal", "People", "Support", "Security")
 TITLES = {
@@ -149,7 +149,7 @@ class DemoConnector(BaseConnector):
             yield emit(ResourceRecord(external_id=f"g{g}", type="group", name=f"{dept}-team-{g}", is_group=True,
                                       description=f"{dept} team {g}", owner_refs=(owner,),
                                       attributes={"rule_managed": g % 13 == 5,
-                                                  **(emit(ManagedKind.GROUP_RULE, f"{dept} by department")
+                                                  **(managed.emit(managed.ManagedKind.GROUP_RULE, f"{dept} by department")
                                                      if g % 13 == 5 else {})}))
             yield emit(EntitlementRecord(external_id=f"g{g}:member", resource_ref=f"g{g}", name="member",
                                          display_name=f"Member of {dept}-team-{g}", is_membership=True))
