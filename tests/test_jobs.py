@@ -28,12 +28,16 @@ def probe(monkeypatch):
     class Probe:
         runs: list[tuple[str, datetime]] = []
         delay = 0.0
+        hold: threading.Event | None = None  # the first run goes on until the test sets it
         fail: Exception | None = None
         lock = threading.Lock()
 
         def __call__(self, ctx, spec, now):
             with self.lock:
                 self.runs.append((ctx.holder, now))
+                first = len(self.runs) == 1
+            if self.hold is not None and first:
+                assert self.hold.wait(30), "the test never let the job finish"
             time.sleep(self.delay)
             if self.fail is not None:
                 raise self.fail
@@ -154,20 +158,43 @@ def test_a_crashed_holders_lease_expires_and_is_taken_over(fresh_db, probe):
     assert (row.holder, row.last_status) == (None, "succeeded")
 
 
+class FakeMonotonic:
+    """A monotonic clock the test moves (JobContext.clock): a run's heartbeats and release times follow it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _wait_for(condition, what: str, seconds: float = 10.0) -> None:
+    """Poll until `condition()` holds (another thread is doing the work), failing after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
 def test_a_running_job_keeps_its_lease_alive(fresh_db, probe):
     a, b = _contexts(fresh_db, 2)
-    a.ttl, a.heartbeat = timedelta(seconds=2), 0.2
-    probe.delay = 3.0  # longer than the TTL: only the heartbeat keeps B out
-    started = time.monotonic()
+    clock = FakeMonotonic()
+    a.ttl, a.heartbeat, a.clock = timedelta(seconds=2), 0.01, clock
+    probe.hold = threading.Event()  # A's run goes on until the test lets it finish
     results = {}
-    t = threading.Thread(target=lambda: results.setdefault("a", run_job(a, EVERY_MINUTE)))
+    t = threading.Thread(target=lambda: results.setdefault("a", run_job(a, EVERY_MINUTE, now=T)))
     t.start()
-    while not probe.runs:
-        time.sleep(0.05)
-    time.sleep(2.5)
-    assert run_job(b, EVERY_MINUTE).status == "skipped"  # A's lease would have expired without renewal
-    t.join(10)
-    assert results["a"].status == "succeeded" and time.monotonic() - started >= 3
+    try:
+        _wait_for(lambda: probe.runs, "A's run started")
+        clock.now += 3.0  # A has run longer than the TTL: only its heartbeat keeps the lease
+        _wait_for(lambda: lease(fresh_db.factory).expires_at >= T + timedelta(seconds=3) + a.ttl,
+                  "A's heartbeat renewed the lease for the TTL from the run's 3rd second")
+        assert run_job(b, EVERY_MINUTE, now=T + timedelta(seconds=3)).status == "skipped"  # expired without renewal
+    finally:
+        probe.hold.set()
+        t.join(10)
+    assert results["a"].status == "succeeded"
+    assert lease(fresh_db.factory).last_finished_at == T + timedelta(seconds=3)  # released when the clock says
     assert len(probe.runs) == 1
 
 
@@ -289,7 +316,9 @@ def test_stopping_the_scheduler_while_a_reconcile_runs_lets_it_finish_and_starts
         if len(calls) == 2:  # a scheduled reconcile (the first is run_scheduler's own, before the loop)
             started.set()
             stop.wait(10)
-            time.sleep(0.5)  # the stop is under way when this reconcile reaches the scheduler
+            # the stop is under way (waiting for the running jobs) when this reconcile reaches the scheduler
+            _wait_for(lambda: jobs.scheduler._RUNTIME is not None and jobs.scheduler._RUNTIME.stopping,
+                      "the scheduler began to stop")
         return table(session)
 
     monkeypatch.setattr(jobs.scheduler, "job_table", slow_table)

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,7 +52,7 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
     if not got:
         log.debug("job %s: lease held or this run already done elsewhere; skipped", spec.id)
         return JobRun(spec.id, ran=False, status="skipped")
-    t0 = time.monotonic()
+    t0 = ctx.clock()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(ctx, spec.id, now, t0, stop), daemon=True,
                             name=f"lease-{spec.id}")
@@ -69,7 +68,7 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
     finally:
         stop.set()
         beat.join(timeout=10)
-        finished = now + timedelta(seconds=time.monotonic() - t0)
+        finished = now + timedelta(seconds=ctx.clock() - t0)
         try:
             with transaction(ctx.factory) as session:
                 release(session, spec.id, status, error, ctx.holder, now=finished)
@@ -80,7 +79,7 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
 
 def _heartbeat(ctx: JobContext, name: str, now: datetime, t0: float, stop: threading.Event) -> None:
     while not stop.wait(ctx.heartbeat):
-        at = now + timedelta(seconds=time.monotonic() - t0)
+        at = now + timedelta(seconds=ctx.clock() - t0)
         try:
             with transaction(ctx.factory) as session:
                 if not renew(session, name, ctx.ttl, ctx.holder, now=at):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -97,6 +98,9 @@ class JobContext:
     scheduler: Any = None  # the APScheduler instance, for the reconcile job
     ttl: timedelta = LEASE_TTL
     heartbeat: float = HEARTBEAT
+    # seconds since some moment, for how long a run has run (its heartbeats and release times): a test hands a
+    # fake and moves it, instead of waiting out the lease
+    clock: Callable[[], float] = time.monotonic
     # the scheduler's runs in progress and whether it is stopping (no run starts then), under `runs`
     running: list[str] = field(default_factory=list)
     stopping: bool = False
