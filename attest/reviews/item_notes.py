@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import and_, select, tuple_
 from sqlalchemy.orm import Session
 
 from attest.entitlements.models import Entitlement, Grant
@@ -34,27 +34,35 @@ def revoke_notes(session: Session, items: Sequence[ReviewItem]) -> dict[int, str
     return targets(session, [{c.key: getattr(i, c.key) for c in ITEM_COLUMNS} for i in items])
 
 
-def last_used(session: Session, items: Sequence[ReviewItem]) -> dict[int, tuple[datetime | None]]:
-    """{item id: (the app's last use or None when none was recorded)} for items whose source records use."""
+def use_and_labels(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, tuple[datetime | None]], dict[int, str]]:
+    """`last_used` and `labels` read together: one statement over the items' entitlements and, joined to each,
+    the items' grants (an item's entitlement is its grant's, copied at launch), instead of one each."""
     if not items:
-        return {}
-    attrs = dict(session.execute(select(Grant.id, Grant.attributes).where(Grant.id.in_({i.grant_id for i in items}))).all())
-    out: dict[int, tuple[datetime | None]] = {}
+        return {}, {}
+    rows = session.execute(
+        select(Entitlement.id, Entitlement.display_name, Grant.id, Grant.attributes).select_from(Entitlement)
+        .outerjoin(Grant, and_(Grant.entitlement_id == Entitlement.id, Grant.id.in_({i.grant_id for i in items})))
+        .where(Entitlement.id.in_({i.entitlement_id for i in items}))).all()
+    names = {ent_id: name for ent_id, name, _grant_id, _attrs in rows if name}
+    attrs = {grant_id: a for _ent_id, _name, grant_id, a in rows if grant_id is not None}
+    used: dict[int, tuple[datetime | None]] = {}
     for item in items:
         a = attrs.get(item.grant_id) or {}
         if isinstance(a, dict) and "last_sso_at" in a:
-            out[item.id] = (_parse_iso(a.get("last_sso_at")),)
-    return out
+            used[item.id] = (_parse_iso(a.get("last_sso_at")),)
+    readable = {i.id: names[i.entitlement_id] for i in items
+                if names.get(i.entitlement_id) and names[i.entitlement_id] != i.entitlement_name}
+    return used, readable
+
+
+def last_used(session: Session, items: Sequence[ReviewItem]) -> dict[int, tuple[datetime | None]]:
+    """{item id: (the app's last use or None when none was recorded)} for items whose source records use."""
+    return use_and_labels(session, items)[0]
 
 
 def labels(session: Session, items: Sequence[ReviewItem]) -> dict[int, str]:
     """{item id: the entitlement's readable name} where it differs from the raw name the item froze."""
-    if not items:
-        return {}
-    names = dict(session.execute(select(Entitlement.id, Entitlement.display_name).where(
-        Entitlement.id.in_({i.entitlement_id for i in items}), Entitlement.display_name.is_not(None))).all())
-    return {i.id: names[i.entitlement_id] for i in items
-            if names.get(i.entitlement_id) and names[i.entitlement_id] != i.entitlement_name}
+    return use_and_labels(session, items)[1]
 
 
 def same_access(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, list[ReviewItem]], set[int]]:
@@ -114,5 +122,6 @@ def row_notes(session: Session, items: Sequence[ReviewItem]) -> dict[str, Any]:
     paths = other_paths(items)
     for first, rest in merged.items():
         paths[first] = [o.via or "direct" for o in rest]
-    return {"revoke_notes": revoke_notes(session, items), "last_used": last_used(session, items),
-            "labels": labels(session, items), "other_paths": paths, "merged": merged, "folded": folded}
+    used, readable = use_and_labels(session, items)
+    return {"revoke_notes": revoke_notes(session, items), "last_used": used, "labels": readable,
+            "other_paths": paths, "merged": merged, "folded": folded}

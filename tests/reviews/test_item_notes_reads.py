@@ -1,0 +1,36 @@
+"""What an item row says beyond its snapshot (item_notes.row_notes) is read for a whole page in a fixed number
+of statements, whatever the page's size: the inbox renders it for 50 rows, the decide answer for one (issue 19,
+part 6). What the notes say is tested on the page (tests/web/test_manager_pages.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import event
+
+from attest.db import utcnow
+from attest.entitlements.models import Grant
+from attest.reviews import item_notes
+from tests.reviews.factories import review_setup
+
+
+def _statements(session, call):
+    statements: list[str] = []
+    engine = session.get_bind().engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        return call(), statements
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+
+def test_a_pages_row_notes_take_the_same_few_statements_for_one_row_or_twenty(session):
+    setup = review_setup(session, people=10, per_person=2, risky={})
+    for n, item in enumerate(setup.items):
+        session.get(Grant, item.grant_id).attributes = {"last_sso_at": (utcnow() - timedelta(days=n + 1)).isoformat()}
+    session.flush()
+    one, one_statements = _statements(session, lambda: item_notes.row_notes(session, setup.items[:1]))
+    page, page_statements = _statements(session, lambda: item_notes.row_notes(session, setup.items))
+    assert len(page_statements) == len(one_statements) <= 5
+    assert set(page["last_used"]) == {i.id for i in setup.items} and set(one["last_used"]) == {setup.items[0].id}
