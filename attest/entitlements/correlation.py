@@ -37,30 +37,60 @@ def email_normalizer(settings: Settings) -> Callable[[str | None], str | None]:
     return normalize
 
 
-class _Index:
-    """Lookup tables over active identities; ambiguous keys (two people, one key) map to None."""
+STREAM_ROWS = 10_000  # identities read per round trip while building the lookup tables
 
-    def __init__(self, session: Session, normalize: Callable[[str | None], str | None]) -> None:
+
+class _Index:
+    """Lookup tables over active identities; ambiguous keys (two people, one key) map to None.
+
+    Only the keys the accounts being matched (`rows`, as `match` reads them) can ask for are kept, and the
+    identities are streamed: the tables grow with those accounts (the few that are not the IdP's own),
+    not with the directory (at a million people, every key of every person took about 900 MB)."""
+
+    def __init__(self, session: Session, normalize: Callable[[str | None], str | None], rows: Sequence[Any]) -> None:
         self.by_source_ext: dict[tuple[int, str], int] = {}
         self.by_email: dict[str, int | None] = {}
         self.by_login: dict[str, int | None] = {}
         self.by_local: dict[str, int | None] = {}
-        rows = session.execute(
+        want_ext: set[tuple[int, str]] = set()
+        want_email: set[str] = set()
+        want_login: set[str] = set()
+        want_local: set[str] = set()
+        for _, source_id, identity_ref, saml, email, tag_email, login in rows:
+            if identity_ref:
+                want_ext.add((source_id, identity_ref))
+            want_email.update(normalize(v) or "" for v in (saml, email, tag_email))
+            if saml:
+                want_login.add(saml.strip().lower())
+            if login:
+                key = login.strip().lower()
+                want_login.add(key)
+                if "@" in key:
+                    want_email.add(normalize(key) or "")
+                else:
+                    want_local.add(key)
+        want_email.discard("")
+        identities = session.execute(
             select(Identity.id, Identity.source_id, Identity.external_id, Identity.email, Identity.login).where(
                 Identity.ended_at.is_(None)
-            )
+            ).execution_options(yield_per=STREAM_ROWS)
         )
-        for iid, sid, ext, email, login in rows:
-            if sid is not None:
+        for iid, sid, ext, email, login in identities:
+            if sid is not None and (sid, ext) in want_ext:
                 self.by_source_ext[(sid, ext)] = iid
             norm = normalize(email)
             if norm:
-                self._put(self.by_email, norm, iid)
-                self._put(self.by_local, norm.split("@", 1)[0], iid)
+                if norm in want_email:
+                    self._put(self.by_email, norm, iid)
+                local = norm.split("@", 1)[0]
+                if local in want_local:
+                    self._put(self.by_local, local, iid)
             if login:
-                self._put(self.by_login, login.strip().lower(), iid)
+                key = login.strip().lower()
+                if key in want_login:
+                    self._put(self.by_login, key, iid)
                 lnorm = normalize(login)
-                if lnorm and lnorm not in self.by_email:
+                if lnorm and lnorm in want_email and lnorm not in self.by_email:
                     self._put(self.by_email, lnorm, iid)
 
     @staticmethod
@@ -144,7 +174,7 @@ def correlate(session: Session, settings: Settings, source_ids: Sequence[int] | 
     ), params).all()
     if not rest:
         return linked
-    index = _Index(session, normalize)
+    index = _Index(session, normalize, [row[:7] for row in rest])
     changes: list[tuple] = []
     for row in rest:
         iid, method = match(index, normalize, authoritative_id, row[:7])
