@@ -10,11 +10,14 @@ import os
 import pytest
 from sqlalchemy import select
 
+from attest.connectors.base import RevokeRefused
 from attest.connectors.managed import ManagedKind, managed_elsewhere
-from attest.entitlements.models import Entitlement, Resource
+from attest.entitlements.models import Entitlement, Grant, Resource, Source
+from attest.entitlements.sources import build_connector
 from attest.entitlements.sync import run_sync
 from attest.reviews import remediation
 from attest.reviews.models import Remediation
+from attest.reviews.remediation import grant_ref
 from tests.connectors.test_aws_server import add_aws_source, reset_moto
 from tests.connectors.test_aws_trust import A, B, _org, grants_of
 from tests.reviews.test_remediation_connectors import revoke_in_campaign, run_and_verify
@@ -88,6 +91,16 @@ def test_a_scim_groups_membership_goes_to_the_manual_list_naming_the_idp(scim_or
     assert rem.mode == "manual" and rem.status == "in_progress" and not rem.calls
     assert "provisioned over SCIM" in rem.target and SCIM_ISSUER in rem.target
     assert uid in _memberships(url, org, gid)  # nothing was removed in Identity Center
+    # the connector's own guard says the same when called directly
+    source = session.scalar(select(Source).where(Source.name == "aws"))
+    conn = build_connector(source, settings)
+    try:
+        with pytest.raises(RevokeRefused, match="provisioned over SCIM") as refused:
+            conn.revoke(grant_ref(session, session.get(Grant, rem.grant_id), source), dry_run=False)
+    finally:
+        conn.close()
+    assert refused.value.target == rem.target
+    assert uid in _memberships(url, org, gid)
     # a group Identity Center itself holds is still changed through the API
     other = org.ic_groups["aws-readonly"]
     rem_id = revoke_in_campaign(session, "aws", f"idc-group:{other}:member|a|idc-user:{org.ic_members[other][0]}")

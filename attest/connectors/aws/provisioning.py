@@ -18,6 +18,7 @@ from attest.connectors.aws.identity_center import IdentityCenter
 from attest.connectors.aws.policies import policy_name_from_arn
 from attest.connectors.aws.transforms import _iso, _parse_dt, parse_iam_arn, permission_set_id
 from attest.connectors.base import ConnectorError, GrantRef, RevokeRefused, RevokeResult
+from attest.connectors.managed import managed_elsewhere, refusal
 
 _UNCONFIRMED = "; AWS accepted the call, but a follow-up read still shows the access as it was (unconfirmed)"
 VERIFY_TRIES = 6  # follow-up reads of a change (0.25 s doubling: about 8 s) before it is called unconfirmed
@@ -49,6 +50,10 @@ class ProvisioningMixin:
     def _change(self, ref: GrantRef, *, remove: bool, dry_run: bool) -> RevokeResult:
         attrs = dict(ref.entitlement_attributes or {})
         kind = attrs.get("kind") or _kind_from_ref(ref.entitlement_ref)
+        found = managed_elsewhere(ref.grant_attributes, ref.entitlement_attributes, ref.resource_attributes)
+        if remove and found is not None:  # a SCIM group, AWS Organizations' role: the change belongs elsewhere
+            raise refusal(found, ref.principal_login or ref.principal_ref,
+                          str(attrs.get("group_name") or attrs.get("role_name") or ref.resource_ref))
         try:
             if kind == "iam_group_membership":
                 return self._iam_membership(ref, attrs, remove, dry_run)
