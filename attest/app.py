@@ -32,7 +32,7 @@ from attest.reviews import campaign_views, definition_views  # noqa: F401 - they
 from attest.reviews.team_views import bp as team_bp
 from attest.reviews.views import bp as reviews_bp
 from attest.views import bp as home_bp
-from attest.web import AttestState, close_db, db, write
+from attest.web import TEMPLATE_ENUMS, AttestState, close_db, db, write
 from attest.web import settings as current_settings
 
 
@@ -275,6 +275,7 @@ def register_blueprints(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     templating.register(app)
+    app.jinja_env.globals.update(TEMPLATE_ENUMS)
 
 
 def register_cli(app: Flask) -> None:

@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from attest.config import Settings
 from attest.db import begin_write
+from attest.entitlements.models import PersonStatus, RunStatus
 from attest.reviews.decisions import Forbidden, NotFound
+from attest.reviews.models import CampaignStatus, DecisionValue, RemediationMode, RemediationStatus
+
+# the status names the pages compare with, as Jinja globals (`campaign.status == CampaignStatus.ACTIVE`):
+# their one home is next to their models
+TEMPLATE_ENUMS = {e.__name__: e for e in (CampaignStatus, DecisionValue, PersonStatus, RemediationMode,
+                                            RemediationStatus, RunStatus)}
 
 
 @dataclass
