@@ -22,7 +22,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from attest.cli_support import app_state, cli_actor, echo_json, fail
+from attest.cli_support import app_state, cli_actor, echo_json, fail, in_transaction
 from attest.db import transaction
 from attest.reviews.campaigns import CampaignError, cancel, close, create_campaign, launch, preview
 from attest.reviews.definitions import DefinitionError, create_definition, update_definition
@@ -243,11 +243,7 @@ def close_command(campaign_id: int, as_json: bool) -> None:
 def cancel_command(campaign_id: int, reason: str) -> None:
     """Cancel a draft or active campaign (no outcomes, no remediation)."""
 
-    try:
-        with transaction(app_state().factory) as session:
-            cancel(session, campaign_id, cli_actor(), reason)
-    except CampaignError as exc:
-        fail(str(exc))
+    in_transaction(lambda session: cancel(session, campaign_id, cli_actor(), reason), CampaignError)
     click.echo(f"cancelled campaign {campaign_id}")
 
 
@@ -342,11 +338,7 @@ def remediation_export_manual(campaign_id: int, out: str) -> None:
 def remediation_mark_done(remediation_id: int, note: str) -> None:
     """Record that a manual task was carried out; the next sync verifies it."""
 
-    try:
-        with transaction(app_state().factory) as session:
-            mark_done(session, remediation_id, cli_actor(), note)
-    except RemediationError as exc:
-        fail(str(exc))
+    in_transaction(lambda session: mark_done(session, remediation_id, cli_actor(), note), RemediationError)
     click.echo(f"remediation {remediation_id}: done; the next sync of its source verifies it")
 
 
