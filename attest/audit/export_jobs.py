@@ -35,7 +35,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from attest.audit import evidence
-from attest.audit.models import EvidenceExport
+from attest.audit.models import EvidenceExport, ExportStatus
 from attest.db import transaction, utcnow
 from attest.redact import redact
 from attest.reviews.models import Campaign
@@ -48,7 +48,7 @@ STALE = timedelta(minutes=2)  # a running export whose last beat is older lost i
 HEARTBEAT = 20.0  # seconds between beats of a running export (besides its progress reports)
 PROGRESS_EVERY = 1.0  # seconds: progress is written at most this often (a new phase is written at once)
 MAX_ATTEMPTS = 2  # an export whose process died is started again once, then failed
-ACTIVE = ("queued", "running")
+ACTIVE = (ExportStatus.QUEUED, ExportStatus.RUNNING)
 _FILE = re.compile(r"^export-(\d+)\.zip$")
 
 
@@ -93,7 +93,7 @@ def request_export(session: Session, campaign_id: int, actor: str, now: datetime
     if active is not None:
         return active, False
     now = now or utcnow()
-    row = EvidenceExport(campaign_id=campaign_id, requested_by=actor, status="queued", items_done=0, attempts=0,
+    row = EvidenceExport(campaign_id=campaign_id, requested_by=actor, status=ExportStatus.QUEUED, items_done=0, attempts=0,
                          created_at=now)
     session.add(row)
     session.flush()
@@ -112,15 +112,15 @@ def recent_exports(session: Session, limit: int = 50) -> list[EvidenceExport]:
 
 def queue_position(session: Session, row: EvidenceExport) -> int:
     """How many queued exports go before this one (0: it is next)."""
-    if row.status != "queued":
+    if row.status != ExportStatus.QUEUED:
         return 0
     return session.scalar(select(func.count()).select_from(EvidenceExport).where(
-        EvidenceExport.status == "queued", EvidenceExport.id < row.id)) or 0
+        EvidenceExport.status == ExportStatus.QUEUED, EvidenceExport.id < row.id)) or 0
 
 
 def is_available(row: EvidenceExport, now: datetime | None = None) -> bool:
     now = now or utcnow()
-    return row.status == "done" and bool(row.file_path) and (row.expires_at is None or row.expires_at > now)
+    return row.status == ExportStatus.DONE and bool(row.file_path) and (row.expires_at is None or row.expires_at > now)
 
 
 def bundle_path(settings: Any, row: EvidenceExport, now: datetime | None = None) -> Path | None:
@@ -145,11 +145,11 @@ def record_download(session: Session, row: EvidenceExport, actor: str) -> None:
 
 def claim_next(session: Session, holder: str, now: datetime) -> int | None:
     """Take the oldest queued export for `holder` (running, attempts + 1). Its id, or None."""
-    for export_id in session.scalars(select(EvidenceExport.id).where(EvidenceExport.status == "queued")
+    for export_id in session.scalars(select(EvidenceExport.id).where(EvidenceExport.status == ExportStatus.QUEUED)
                                      .order_by(EvidenceExport.id).limit(5)):
         taken = session.execute(
-            update(EvidenceExport).where(EvidenceExport.id == export_id, EvidenceExport.status == "queued")
-            .values(status="running", holder=holder, heartbeat_at=now, started_at=now, phase="starting",
+            update(EvidenceExport).where(EvidenceExport.id == export_id, EvidenceExport.status == ExportStatus.QUEUED)
+            .values(status=ExportStatus.RUNNING, holder=holder, heartbeat_at=now, started_at=now, phase="starting",
                     items_done=0, attempts=EvidenceExport.attempts + 1, error=None)
         ).rowcount
         if taken:
@@ -159,7 +159,7 @@ def claim_next(session: Session, holder: str, now: datetime) -> int | None:
 
 def _beat(session: Session, export_id: int, holder: str, values: dict[str, Any]) -> None:
     done = session.execute(update(EvidenceExport).where(EvidenceExport.id == export_id,
-                                                        EvidenceExport.status == "running",
+                                                        EvidenceExport.status == ExportStatus.RUNNING,
                                                         EvidenceExport.holder == holder).values(**values)).rowcount
     if not done:
         raise LostClaim(f"evidence export {export_id} was taken from {holder} (presumed dead)")
@@ -228,25 +228,25 @@ class _Runner:
             return "lost"
         except evidence.EvidenceError as exc:
             _unlink(target)
-            self._finish("failed", error=str(exc))
-            return "failed"
+            self._finish(ExportStatus.FAILED, error=str(exc))
+            return ExportStatus.FAILED
         except Exception as exc:
             _unlink(target)
             log.error("evidence export %s failed", self.export_id, exc_info=True)
-            self._finish("failed", error=_error_text(exc))
-            return "failed"
+            self._finish(ExportStatus.FAILED, error=_error_text(exc))
+            return ExportStatus.FAILED
         finally:
             stop.set()
             if beat is not None:
                 beat.join(timeout=10)
         finished = self.at()
         days = int(self.settings.evidence_retention_days)
-        self._finish("done", at=finished, phase="done", items_done=result.items, items_total=result.items,
+        self._finish(ExportStatus.DONE, at=finished, phase="done", items_done=result.items, items_total=result.items,
                      file_path=_relative(self.export_id), size=result.bytes, sha256=sha,
                      manifest_sha256=result.manifest_sha256, expires_at=finished + timedelta(days=days))
         log.info("evidence export %s of campaign %s: %s items, %s bytes", self.export_id, campaign_id,
                  result.items, result.bytes)
-        return "done"
+        return ExportStatus.DONE
 
     def _finish(self, status: str, at: datetime | None = None, **values: Any) -> None:
         at = at or self.at()
@@ -254,7 +254,7 @@ class _Runner:
             with transaction(self.factory) as session:
                 _beat(session, self.export_id, self.holder,
                       {"status": status, "finished_at": at, "heartbeat_at": at, "holder": None, **values})
-                if status == "failed":
+                if status == ExportStatus.FAILED:
                     row = session.get(EvidenceExport, self.export_id)
                     record(session, actor="scheduler", action="evidence.export_failed",
                            object_type="evidence_export", object_id=str(self.export_id),
@@ -326,17 +326,17 @@ def sweep(factory: sessionmaker[Session], settings: Any, now: datetime) -> dict[
     folder = export_dir(settings)
     with transaction(factory) as session:
         dead = session.scalars(select(EvidenceExport).where(
-            EvidenceExport.status == "running",
+            EvidenceExport.status == ExportStatus.RUNNING,
             (EvidenceExport.heartbeat_at.is_(None)) | (EvidenceExport.heartbeat_at < now - STALE))
             .order_by(EvidenceExport.id).with_for_update()).all()
         for row in dead:
             last = row.heartbeat_at.isoformat(timespec="seconds") if row.heartbeat_at else "never"
             if row.attempts < MAX_ATTEMPTS:
                 row.error = f"interrupted on {row.holder or '?'} (last sign of life {last}); queued again"
-                row.status, row.holder, row.phase = "queued", None, None
+                row.status, row.holder, row.phase = ExportStatus.QUEUED, None, None
                 out["requeued"].append(str(row.id))
             else:
-                row.status, row.finished_at = "failed", now
+                row.status, row.finished_at = ExportStatus.FAILED, now
                 row.error = (f"interrupted: the process building it ({row.holder or '?'}) stopped (last sign of "
                              f"life {last}), {row.attempts} times; ask for it again")
                 row.holder = None
@@ -344,18 +344,18 @@ def sweep(factory: sessionmaker[Session], settings: Any, now: datetime) -> dict[
                 record(session, actor="scheduler", action="evidence.export_failed", object_type="evidence_export",
                        object_id=str(row.id), campaign_id=row.campaign_id, after={"error": row.error})
             log.warning("evidence export %s: %s", row.id, row.error)
-        expired = session.scalars(select(EvidenceExport).where(EvidenceExport.status == "done",
+        expired = session.scalars(select(EvidenceExport).where(EvidenceExport.status == ExportStatus.DONE,
                                                                EvidenceExport.expires_at <= now)
                                   .order_by(EvidenceExport.id)).all()
         for row in expired:
             if row.file_path:
                 _unlink(Path(settings.instance_path) / row.file_path)
-            row.status, row.file_path = "expired", None
+            row.status, row.file_path = ExportStatus.EXPIRED, None
             out["expired"].append(str(row.id))
             record(session, actor="scheduler", action="evidence.export_expired", object_type="evidence_export",
                    object_id=str(row.id), campaign_id=row.campaign_id, after={"sha256": row.sha256})
         live = {str(Path(p).name) for p in session.scalars(select(EvidenceExport.file_path).where(
-            EvidenceExport.status == "done", EvidenceExport.file_path.is_not(None)))}
+            EvidenceExport.status == ExportStatus.DONE, EvidenceExport.file_path.is_not(None)))}
         building = set(session.scalars(select(EvidenceExport.id).where(EvidenceExport.status.in_(ACTIVE))))
     for entry in folder.iterdir():
         m = _FILE.match(entry.name)

@@ -6,6 +6,7 @@ The trail itself (AuditEvent, AuditHead) is attest/trail/models.py.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -32,6 +33,16 @@ class AuditCheckpoint(Base):
 EXPORT_STATUSES = ("queued", "running", "done", "failed", "expired")
 
 
+class ExportStatus(StrEnum):
+    """An evidence export's status (EvidenceExport.status). Members equal their strings: stored as the strings."""
+
+    QUEUED = "queued"  # asked for on the web, waiting for the scheduler's evidence job
+    RUNNING = "running"  # a scheduler process is building it (holder, heartbeat_at)
+    DONE = "done"  # the bundle is in <instance>/evidence/ until expires_at
+    FAILED = "failed"  # error says why
+    EXPIRED = "expired"  # the finished bundle was removed at expires_at
+
+
 class EvidenceExport(Base):
     """One evidence bundle asked for on the web, built by the scheduler (`attest.audit.export_jobs`).
 
@@ -47,7 +58,7 @@ class EvidenceExport(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"), index=True)
     requested_by: Mapped[str] = mapped_column(String(320))
-    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status: Mapped[str] = mapped_column(String(20), default=ExportStatus.QUEUED.value)
     phase: Mapped[str | None] = mapped_column(String(40))
     items_done: Mapped[int] = mapped_column(Integer, default=0)
     items_total: Mapped[int | None] = mapped_column(Integer)

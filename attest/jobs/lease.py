@@ -11,6 +11,7 @@ import socket
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import (
     Column,
@@ -29,6 +30,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from attest.db import Base, UTCDateTime, utcnow
+
+
+class JobStatus(StrEnum):
+    """A job run's status (JobRun.status, JobLease.last_status). Members equal their strings: stored as them."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # another process holds the lease, or already ran this occurrence
+
 
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -101,7 +111,7 @@ def renew(session: Session, name: str, ttl: timedelta, holder: str = HOLDER, now
 def release(session: Session, name: str, status: str, error: str | None = None, holder: str = HOLDER,
             now: datetime | None = None) -> None:
     now = now or utcnow()
-    success = {"last_succeeded_at": now} if status == "succeeded" else {}
+    success = {"last_succeeded_at": now} if status == JobStatus.SUCCEEDED else {}
     session.execute(
         update(JobLease)
         .where(JobLease.name == name, JobLease.holder == holder)

@@ -29,7 +29,16 @@ from attest.audit.export_jobs import sweep
 from attest.db import transaction, utcnow
 from attest.entitlements.sync import sweep_interrupted
 from attest.jobs import tasks
-from attest.jobs.lease import APSCHEDULER_TABLE, HOLDER, JobLease, acquire, release, renew, stale_leases
+from attest.jobs.lease import (
+    APSCHEDULER_TABLE,
+    HOLDER,
+    JobLease,
+    JobStatus,
+    acquire,
+    release,
+    renew,
+    stale_leases,
+)
 from attest.jobs.table import (
     MISFIRE_GRACE,
     RECONCILE,
@@ -51,19 +60,19 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
         got = acquire(session, spec.id, ctx.ttl, ctx.holder, now=now, slot=slot)
     if not got:
         log.debug("job %s: lease held or this run already done elsewhere; skipped", spec.id)
-        return JobRun(spec.id, ran=False, status="skipped")
+        return JobRun(spec.id, ran=False, status=JobStatus.SKIPPED)
     t0 = ctx.clock()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(ctx, spec.id, now, t0, stop), daemon=True,
                             name=f"lease-{spec.id}")
     beat.start()
-    status, error, detail = "failed", "interrupted", None
+    status, error, detail = JobStatus.FAILED, "interrupted", None
     try:
         detail = JOBS[spec.kind](ctx, spec, now)
-        status, error = "succeeded", None
+        status, error = JobStatus.SUCCEEDED, None
         log.debug("job %s: %s", spec.id, detail)
     except Exception as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
+        status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
         log.error("job %s failed: %s", spec.id, error, exc_info=not isinstance(exc, JobError))
     finally:
         stop.set()
@@ -316,7 +325,7 @@ def status(session: Session, now: datetime | None = None) -> list[dict[str, Any]
     out = []
     for name in sorted(specs.keys() | leases.keys()):
         spec, row = specs.get(name), leases.get(name)
-        if spec is None and name.startswith("campaigns:launch:") and row is not None and row.last_status == "succeeded":
+        if spec is None and name.startswith("campaigns:launch:") and row is not None and row.last_status == JobStatus.SUCCEEDED:
             continue  # per-definition launch leases: only failures are worth showing
         out.append({
             "job": name,

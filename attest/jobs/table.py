@@ -113,6 +113,6 @@ class JobContext:
 class JobRun:
     job: str
     ran: bool
-    status: str  # succeeded | failed | skipped
+    status: str  # a JobStatus (attest.jobs.lease)
     error: str | None = None
     detail: Any = None

@@ -18,11 +18,12 @@ from sqlalchemy import (
 from attest.audit import export_jobs
 from attest.audit.checkpoints import CheckpointError, open_store, write_checkpoint
 from attest.audit.evidence import EvidenceError, load_signing_key
+from attest.audit.models import ExportStatus
 from attest.auth import sessions, throttle
 from attest.db import transaction
-from attest.entitlements.models import Source, SyncRun
+from attest.entitlements.models import RunStatus, Source, SyncRun
 from attest.entitlements.sync import SyncError, run_sync
-from attest.jobs.lease import acquire, release
+from attest.jobs.lease import JobStatus, acquire, release
 from attest.jobs.table import ACTOR, JobContext, JobError, JobSpec, log
 from attest.reviews import campaigns, notify, remediation, schedule
 from attest.reviews.models import Campaign
@@ -61,7 +62,7 @@ def _progress_writer(ctx: JobContext, source_name: str) -> Callable[[Any], None]
         try:
             with _transaction(ctx) as session:
                 session.execute(update(SyncRun).where(
-                    SyncRun.status == "running",
+                    SyncRun.status == RunStatus.RUNNING,
                     SyncRun.source_id == select(Source.id).where(Source.name == source_name).scalar_subquery(),
                 ).values(stats={"progress": progress}))
         except Exception as exc:  # progress is for the page only; the run goes on
@@ -86,19 +87,19 @@ def job_sync_requests(ctx: JobContext, spec: JobSpec, now: datetime) -> list[str
             session.execute(update(Source).where(Source.name == name).values(sync_requested_at=None,
                                                                                sync_requested_by=None))
             enabled = session.scalar(select(Source.enabled).where(Source.name == name))
-        status, error = "succeeded", None
+        status, error = JobStatus.SUCCEEDED, None
         try:
             if not enabled:
                 continue
             result = run_sync(ctx.factory, ctx.settings, name, triggered_by=f"sync now by {requested_by}", actor=ACTOR,
                               progress=_progress_writer(ctx, name))
             if not result.ok:
-                status, error = "failed", f"sync of {name} {result.status} (run {result.run_id}): {result.error or 'see the run'}"
+                status, error = JobStatus.FAILED, f"sync of {name} {result.status} (run {result.run_id}): {result.error or 'see the run'}"
             done.append(f"{name}: {result.status} (run {result.run_id})")
         except SyncError as exc:
-            status, error = "failed", f"sync of {name}: {exc}"
+            status, error = JobStatus.FAILED, f"sync of {name}: {exc}"
         except Exception as exc:
-            status, error = "failed", f"sync of {name}: {type(exc).__name__}: {exc}"
+            status, error = JobStatus.FAILED, f"sync of {name}: {type(exc).__name__}: {exc}"
             log.exception("requested sync of %s failed", name)
         finally:
             with _transaction(ctx) as session:
@@ -128,7 +129,7 @@ def job_launch(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
         with _transaction(ctx) as session:
             if not acquire(session, lease, ctx.ttl, ctx.holder, now=now, slot=now - LAUNCH_RETRY):
                 continue
-        status, error = "succeeded", None
+        status, error = JobStatus.SUCCEEDED, None
         try:
             with _transaction(ctx) as session:
                 campaign = campaigns.create_campaign(session, definition_id, ACTOR)
@@ -137,7 +138,7 @@ def job_launch(ctx: JobContext, spec: JobSpec, now: datetime) -> list[int]:
             launched.append(campaign_id)
             log.info("launched campaign %s from definition %s", campaign_id, definition_id)
         except Exception as exc:
-            status, error = "failed", str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            status, error = JobStatus.FAILED, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             log.error("definition %s: recurring launch failed (retried in %s): %s", definition_id, LAUNCH_RETRY,
                       error, exc_info=not isinstance(exc, ValueError))
             errors.append(f"definition {definition_id}: {error}")
@@ -229,7 +230,7 @@ def job_evidence(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, Any
     out = export_jobs.run_pending(ctx.factory, ctx.settings, ctx.holder, now,
                                   linger=EVIDENCE_LINGER if ctx.scheduler is not None else 0.0,
                                   stopping=lambda: ctx.stopping, wait=wait)
-    failed = [str(i) for i, outcome in out["built"] if outcome == "failed"]
+    failed = [str(i) for i, outcome in out["built"] if outcome == ExportStatus.FAILED]
     if failed:
         raise JobError(f"evidence exports failed: {', '.join(failed)} (the error is on each export)")
     return out
