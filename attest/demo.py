@@ -29,7 +29,7 @@ from attest.entitlements.sources import add_source
 from attest.entitlements.sync import run_sync
 from attest.reviews import campaigns
 from attest.reviews.definitions import DefinitionError, create_definition
-from attest.reviews.models import Campaign, CampaignDefinition
+from attest.reviews.models import Campaign, CampaignDefinition, CampaignStatus
 from attest.web import AttestState
 
 # the break-glass local admin: not admin@demo.example, whom the demo IdP signs in (SSO never signs in a
@@ -169,7 +169,7 @@ def demo_campaigns(factory: Any, examples: Path = EXAMPLES, echo: Callable[[str]
         return
     with transaction(factory) as session:
         running = session.scalar(select(Campaign.id).where(
-            Campaign.definition_id == launch_id, Campaign.status.in_(("draft", "active"))))
+            Campaign.definition_id == launch_id, Campaign.status.in_((CampaignStatus.DRAFT, CampaignStatus.ACTIVE))))
     if running is not None:
         return
     try:

@@ -16,7 +16,7 @@ from attest.cli_support import app_state, cli_actor, echo_json, fail, in_transac
 from attest.connectors.registry import UnknownKind
 from attest.db import transaction
 from attest.entitlements.keys import fingerprint
-from attest.entitlements.models import Source
+from attest.entitlements.models import RunStatus, Source
 from attest.entitlements.queries import stats
 from attest.entitlements.sources import (
     UNCHANGED,
@@ -233,7 +233,7 @@ def sync_command(names, all_, force, as_json) -> None:
         echo_json([r.as_dict() for r in results])
     else:
         for r in results:
-            colour = {"succeeded": "green", "partial": "yellow"}.get(r.status, "red")
+            colour = {RunStatus.SUCCEEDED: "green", RunStatus.PARTIAL: "yellow"}.get(r.status, "red")
             click.secho(f"{r.source}: {r.status} (run {r.run_id}, {r.seconds:.1f}s, {r.api_calls:,} API calls)", fg=colour)
             for label in ("read", "added", "updated", "ended"):
                 counts = {k: v for k, v in (r.stats.get(label) or {}).items() if v}

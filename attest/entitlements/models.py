@@ -162,7 +162,7 @@ class Identity(Base):
 
     @property
     def terminated(self) -> bool:
-        return self.status == "terminated"
+        return self.status == PersonStatus.TERMINATED
 
     def __repr__(self) -> str:
         return f"<Identity {self.email or self.external_id}>"

@@ -312,7 +312,7 @@ def terminated_with_access(session: Session, after: int | None = None, limit: in
     stmt = (
         select(Identity, held.c.accounts, held.c.grants)
         .join(held, held.c.identity_id == Identity.id)
-        .where(Identity.status == "terminated")
+        .where(Identity.status == PersonStatus.TERMINATED)
     )
     if after:
         stmt = stmt.where(Identity.id > after)

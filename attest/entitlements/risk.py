@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attest import dialects
+from attest.entitlements.models import PersonStatus
 
 RISKS = (
     "privileged", "dormant", "orphaned", "terminated", "service_account", "new_since_last_review",
@@ -119,7 +120,7 @@ def signals(
             out.add("dormant")
     if identity_id is None:
         out.add("orphaned")
-    if person_status == "terminated":
+    if person_status == PersonStatus.TERMINATED:
         out.add("terminated")
     if account_kind == "service" or person_kind == "service":
         out.add("service_account")
@@ -179,7 +180,7 @@ def sql_conditions(dialect: str, cutoffs: Cutoffs, *, entitlement: str = "e", ac
         "dormant_login": dormant_login,  # dormant, the account's part
         "dormant_sso": dormant_sso,  # dormant, the grant's part (the app's last SSO)
         "orphaned": f"({account}.identity_id IS NULL)",
-        "terminated": f"({identity}.status = 'terminated')",
+        "terminated": f"({identity}.status = '{PersonStatus.TERMINATED}')",
         "service_account": f"({account}.kind = 'service' OR {identity}.kind = 'service')",
         "new_since_last_review": new,
         "via_group": f"({via_resource} IS NOT NULL)",

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from attest.db import utcnow
 from attest.entitlements import risk
-from attest.entitlements.models import Account, Identity
+from attest.entitlements.models import Account, Identity, PersonStatus
 from attest.entitlements.queries import HeldGrant, effective_access
 
 MAX_DEPTH = 64  # a chain longer than this is a loop in the directory (as attest.reviews.eligibility)
@@ -36,7 +36,7 @@ class Report:
     @property
     def risks(self) -> list[str]:
         seen = {r for a in self.access for r in a.risks}
-        if self.identity.status == "terminated":
+        if self.identity.status == PersonStatus.TERMINATED:
             seen.add("terminated")
         return [r for r in risk.RISKS if r in seen]
 

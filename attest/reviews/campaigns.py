@@ -34,7 +34,7 @@ from attest.entitlements.models import Identity, Source, SyncRun
 from attest.reviews import eligibility, remediation_targets, routing
 from attest.reviews.close_summary import close_summary
 from attest.reviews.definitions import DefinitionError, check_references, find_identity
-from attest.reviews.models import Campaign, CampaignDefinition, CampaignExclusion, ReviewItem
+from attest.reviews.models import Campaign, CampaignDefinition, CampaignExclusion, CampaignStatus, ReviewItem
 from attest.reviews.owners import owners_of
 from attest.reviews.planner import refresh_planner_stats, whole_population_plan
 from attest.reviews.route_tables import RouteTables
@@ -75,7 +75,7 @@ def last_review_at(session: Session, definition_id: int | None) -> datetime | No
         return None
     return session.scalar(
         select(func.max(Campaign.launched_at)).where(Campaign.definition_id == definition_id,
-                                                     Campaign.status == "closed")
+                                                     Campaign.status == CampaignStatus.CLOSED)
     )
 
 
@@ -119,7 +119,7 @@ def launched_on(session: Session, definition_id: int, now: datetime) -> list[Cam
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return list(session.scalars(
         select(Campaign).where(Campaign.definition_id == definition_id, Campaign.created_at >= start,
-                               Campaign.created_at < start + timedelta(days=1), Campaign.status != "cancelled")
+                               Campaign.created_at < start + timedelta(days=1), Campaign.status != CampaignStatus.CANCELLED)
         .order_by(Campaign.id)))
 
 
@@ -159,7 +159,7 @@ def create_campaign(session: Session, definition_id: int, actor: str, name: str 
     now = utcnow()
     campaign = Campaign(
         definition_id=definition.id, name=(name or "").strip() or default_name(session, definition, now),
-        status="draft", spec=dict(definition.spec), owner_user_id=definition.owner_user_id, created_by=actor,
+        status=CampaignStatus.DRAFT, spec=dict(definition.spec), owner_user_id=definition.owner_user_id, created_by=actor,
         created_at=now, population={}, sync_runs=[], summary={},
     )
     session.add(campaign)
@@ -178,7 +178,7 @@ def preview(session: Session, definition_or_campaign: CampaignDefinition | Campa
     if isinstance(obj, int):
         obj = _definition(session, obj)
     if isinstance(obj, Campaign):
-        if obj.status != "draft":
+        if obj.status != CampaignStatus.DRAFT:
             raise CampaignError(f"campaign {obj.id} is {obj.status}; preview is for drafts (its items are launched)")
         spec, definition_id = (obj.definition.spec if obj.definition else obj.spec), obj.definition_id
     elif isinstance(obj, CampaignDefinition):
@@ -260,7 +260,7 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
     """
     now = now or utcnow()
     campaign = _campaign(session, campaign_id, lock=True)
-    if campaign.status != "draft":
+    if campaign.status != CampaignStatus.DRAFT:
         raise CampaignError(f"campaign {campaign.id} is {campaign.status}; only a draft can be launched")
     definition = session.get(CampaignDefinition, campaign.definition_id) if campaign.definition_id else None
     spec = dict(definition.spec) if definition is not None else dict(campaign.spec)
@@ -329,7 +329,7 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
         "delta": bool(spec["scope"]["delta"]),
     }
     campaign.sync_runs = _sync_runs_used(session, spec)
-    campaign.status = "active"
+    campaign.status = CampaignStatus.ACTIVE
     campaign.launched_at = now
     campaign.due_at = now + timedelta(days=int(spec["timing"]["duration_days"]))
     if definition is not None:
@@ -337,7 +337,7 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
     session.flush()
     audit(session, actor=actor, action="campaign.launch", object_type="campaign", object_id=str(campaign.id),
           campaign_id=campaign.id, before={"status": "draft"},
-          after={"status": "active", "due_at": campaign.due_at.isoformat(), "population": campaign.population,
+          after={"status": CampaignStatus.ACTIVE, "due_at": campaign.due_at.isoformat(), "population": campaign.population,
                  "sync_runs": [{k: r[k] for k in ("source", "run_id", "finished_at", "status")} for r in campaign.sync_runs]})
     return campaign
 
@@ -395,7 +395,7 @@ def close(session: Session, campaign_id: int, actor: str, now: datetime | None =
     revoked items become pending Remediations, the summary is filled, the campaign is locked."""
     now = now or utcnow()
     campaign = _campaign(session, campaign_id, lock=True)
-    if campaign.status != "active":
+    if campaign.status != CampaignStatus.ACTIVE:
         raise CampaignError(f"campaign {campaign.id} is {campaign.status}; only an active campaign can be closed")
     spec = campaign.spec
     last_stage = len(spec["stages"]) - 1
@@ -423,7 +423,7 @@ def close(session: Session, campaign_id: int, actor: str, now: datetime | None =
     session.flush()
     totals = {k: v for k, v in campaign.summary.items() if k != "reviewers"}
     audit(session, actor=actor, action="campaign.close", object_type="campaign", object_id=str(campaign.id),
-          campaign_id=campaign.id, before={"status": "active"},
+          campaign_id=campaign.id, before={"status": CampaignStatus.ACTIVE},
           after={"status": "closed", "summary": totals, **({"reason": reason.strip()} if (reason or "").strip() else {})})
     return campaign
 
@@ -434,7 +434,7 @@ def cancel(session: Session, campaign_id: int, actor: str, reason: str) -> Campa
     if not reason:
         raise CampaignError("say why the campaign is cancelled (--reason)")
     campaign = _campaign(session, campaign_id, lock=True)
-    if campaign.status not in ("draft", "active"):
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.ACTIVE):
         raise CampaignError(f"campaign {campaign.id} is {campaign.status}; only a draft or active campaign can be cancelled")
     before = campaign.status
     campaign.status = "cancelled"

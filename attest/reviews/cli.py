@@ -26,7 +26,14 @@ from attest.cli_support import app_state, cli_actor, echo_json, fail, in_transac
 from attest.db import transaction
 from attest.reviews.campaigns import CampaignError, cancel, close, create_campaign, launch, preview
 from attest.reviews.definitions import DefinitionError, create_definition, update_definition
-from attest.reviews.models import REMEDIATION_STATUSES, Campaign, CampaignDefinition, ReviewItem
+from attest.reviews.models import (
+    REMEDIATION_STATUSES,
+    Campaign,
+    CampaignDefinition,
+    CampaignStatus,
+    RemediationStatus,
+    ReviewItem,
+)
 from attest.reviews.remediation import (
     RemediationError,
     UndoError,
@@ -125,7 +132,7 @@ def list_command(as_json: bool) -> None:
     for c in camps:
         pct = f"{100 * c['decided'] / c['items']:.0f}%" if c["items"] else "-"
         click.echo(f"  {c['id']:>4}  {c['name'][:48]:48} {c['status']:10} {c['items']:>9,} items  {pct:>4} decided"
-                   + (f"  due {c['due_at'][:10]}" if c["due_at"] and c["status"] == "active" else ""))
+                   + (f"  due {c['due_at'][:10]}" if c["due_at"] and c["status"] == CampaignStatus.ACTIVE else ""))
 
 
 def _print_preview(result: dict[str, Any], title: str) -> None:
@@ -306,15 +313,15 @@ def remediation_list(campaign_id: int | None, status: str | None, as_json: bool)
     if not out:
         click.echo("no remediations")
     for r in out:
-        colour = {"reappeared": "red", "failed": "red", "refused": "yellow", "verified": "green"}.get(r.status)
+        colour = {RemediationStatus.REAPPEARED: "red", RemediationStatus.FAILED: "red", RemediationStatus.REFUSED: "yellow", RemediationStatus.VERIFIED: "green"}.get(r.status)
         proof = f" (sync run {r.verified_run_id})" if r.verified_run_id else ""
-        if r.status == "reappeared":
+        if r.status == RemediationStatus.REAPPEARED:
             proof = f" REAPPEARED in sync run {r.reappeared_run_id}"
         click.secho(f"#{r.id:<6} campaign {r.campaign_id:<4} {r.mode:9} {r.status:11}{proof}  {r.source}: "
                     f"{r.account or r.person or '?'} — {r.entitlement} on {r.resource or '?'}", fg=colour)
-        if r.target and r.status not in ("verified", "undone"):
+        if r.target and r.status not in (RemediationStatus.VERIFIED, RemediationStatus.UNDONE):
             click.echo(f"         where: {r.target}")
-        if r.last_error and r.status in ("failed", "refused", "in_progress"):
+        if r.last_error and r.status in (RemediationStatus.FAILED, RemediationStatus.REFUSED, RemediationStatus.IN_PROGRESS):
             click.echo(f"         why: {r.last_error}")
 
 

@@ -43,11 +43,19 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from attest.auth.models import User
 from attest.db import utcnow
-from attest.entitlements.models import Identity
+from attest.entitlements.models import Identity, PersonStatus
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import eligibility, queries
 from attest.reviews.chunks import chunks as _chunks  # IN (...) lists of at most chunks.IN_LIST_SIZE ids
-from attest.reviews.models import DECISIONS, Campaign, Decision, Remediation, ReviewerSignoff, ReviewItem
+from attest.reviews.models import (
+    DECISIONS,
+    Campaign,
+    CampaignStatus,
+    Decision,
+    Remediation,
+    ReviewerSignoff,
+    ReviewItem,
+)
 from attest.trail.chain import record as audit
 from attest.trail.chain import record_many as audit_many
 
@@ -121,7 +129,7 @@ def _active_campaign(session: Session, campaign_id: int) -> Campaign:
 
 
 def _require_active(campaign: Campaign) -> None:
-    if campaign.status != "active":
+    if campaign.status != CampaignStatus.ACTIVE:
         raise DecisionError(f"This campaign ({campaign.name}) is {campaign.status}: decisions can no longer be changed.")
 
 
@@ -503,7 +511,7 @@ def _target_identity(session: Session, to_identity_id: int) -> Identity:
     target = session.get(Identity, to_identity_id)
     if target is None or target.ended_at is not None:
         raise DecisionError("That person is not in the directory (or has left it), so they cannot review.")
-    if target.status == "terminated":
+    if target.status == PersonStatus.TERMINATED:
         raise DecisionError(f"{target.display_name} has left (terminated) and cannot review.")
     return target
 

@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from attest.entitlements.models import PersonStatus
+from attest.reviews.models import RemediationMode
 from attest.reviews.routing import SELF_REVIEW_POLICIES, STAGE_KINDS
 from attest.schedules import cron_trigger
 
@@ -40,8 +42,8 @@ __all__ = [
 
 NO_RESPONSE = ("keep", "revoke", "flag")
 COMMENT_RULES = ("on_revoke", "always", "never")
-REMEDIATION = ("automatic", "manual")
-IDENTITY_STATUSES = ("active", "suspended", "terminated")
+REMEDIATION = tuple(mode.value for mode in RemediationMode)
+IDENTITY_STATUSES = tuple(status.value for status in PersonStatus)
 IDENTITY_KINDS = ("human", "service")
 DEFAULT_REMINDERS = (7, 2)
 MAX_STAGES = 5

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from attest.db import utcnow
-from attest.entitlements.models import Identity, Source
+from attest.entitlements.models import Identity, PersonStatus, Source
 from attest.entitlements.queries import person_by_email
 from attest.reviews.definition_schema import (  # noqa: F401 (the choices, importable from here as before)
     COMMENT_RULES,
@@ -221,14 +221,14 @@ def check_references(session: Session, spec: Mapping[str, Any], lines: Mapping[s
             if ident is None:
                 raise fail(f"stages[{i}].identity", f"no identity with e-mail {stage['identity']} (sync the identity "
                            "provider first, or check the address)")
-            if ident.status == "terminated":
+            if ident.status == PersonStatus.TERMINATED:
                 raise fail(f"stages[{i}].identity", f"{stage['identity']} is terminated and cannot review")
     if spec.get("fallback_reviewer"):
         ident = find_identity(session, spec["fallback_reviewer"])
         if ident is None:
             raise fail("fallback_reviewer", f"no identity with e-mail {spec['fallback_reviewer']} (sync the identity "
                        "provider first, or check the address)")
-        if ident.status == "terminated":
+        if ident.status == PersonStatus.TERMINATED:
             raise fail("fallback_reviewer", f"{spec['fallback_reviewer']} is terminated and cannot review")
     if spec["scope"]["sources"]:
         known = set(session.scalars(select(Source.name)))

@@ -27,7 +27,7 @@ from datetime import datetime
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from attest.entitlements.models import Account, Identity
+from attest.entitlements.models import Account, Identity, PersonStatus
 from attest.reviews.models import Delegation, ReviewItem
 
 ADMIN_QUEUE = "admin_queue"  # routed_by of an item nobody eligible could take: an admin must assign it
@@ -44,7 +44,7 @@ def _always(_identity_id: int) -> bool:
 
 def can_review_at_all(status: str | None, kind: str | None, ended_at: object) -> bool:
     """A person who can review anything: still in the directory, active, a human."""
-    return ended_at is None and status == "active" and kind == "human"
+    return ended_at is None and status == PersonStatus.ACTIVE and kind == "human"
 
 
 class Directory:

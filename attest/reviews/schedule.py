@@ -8,14 +8,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from attest.reviews.models import Campaign, CampaignDefinition
+from attest.reviews.models import Campaign, CampaignDefinition, CampaignStatus
 from attest.schedules import cron_trigger
 
 
 def due_to_close(session: Session, now: datetime) -> list[int]:
     """Active campaigns whose due date has passed."""
     return list(session.scalars(
-        select(Campaign.id).where(Campaign.status == "active", Campaign.due_at <= now).order_by(Campaign.due_at)))
+        select(Campaign.id).where(Campaign.status == CampaignStatus.ACTIVE, Campaign.due_at <= now).order_by(Campaign.due_at)))
 
 
 def next_launch_at(definition: CampaignDefinition) -> datetime | None:

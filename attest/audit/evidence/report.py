@@ -23,6 +23,7 @@ from attest.reviews.models import (
     Campaign,
     CampaignExclusion,
     Remediation,
+    RemediationStatus,
     ReviewerSignoff,
     ReviewItem,
 )
@@ -235,7 +236,8 @@ def report_context(session: Session, campaign: Campaign, manifest: dict[str, Any
                                         rm.c.target, rm.c.last_error, rm.c.verified_run_id, rm.c.reappeared_run_id,
                                         rm.c.note, rm.c.executed_by)
                         .select_from(rm).join(ri, ri.c.id == rm.c.item_id).where(rm.c.campaign_id == campaign.id)
-                        .order_by(case((rm.c.status == "reappeared", 0), (rm.c.status.in_(("failed", "refused")), 1),
+                        .order_by(case((rm.c.status == RemediationStatus.REAPPEARED, 0),
+                                       (rm.c.status.in_((RemediationStatus.FAILED, RemediationStatus.REFUSED)), 1),
                                        else_=2), rm.c.id))
     exceptions = _list(session, select(ri.c.id, ri.c.person_name, ri.c.account_login, ri.c.source_name,
                                        ri.c.resource_name, ri.c.entitlement_name, ri.c.outcome, ri.c.outcome_reason,

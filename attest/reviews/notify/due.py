@@ -21,6 +21,7 @@ from attest.reviews import eligibility
 from attest.reviews.models import (
     Campaign,
     CampaignDefinition,
+    CampaignStatus,
     Delegation,
     ReviewerNotice,
     ReviewerSignoff,
@@ -114,7 +115,7 @@ def _name(identity: Identity) -> str:
 def plan(session: Session, settings: Settings, now: datetime) -> Plan:
     """Everything due at `now` and not yet sent (reads only)."""
     out = Plan()
-    active = list(session.scalars(select(Campaign).where(Campaign.status == "active").order_by(Campaign.id)))
+    active = list(session.scalars(select(Campaign).where(Campaign.status == CampaignStatus.ACTIVE).order_by(Campaign.id)))
     ids = [c.id for c in active]
     open_counts = _open_counts(session, ids)
     sent = _sent(session, ids)
@@ -256,7 +257,7 @@ def campaign_stats(session: Session, campaign_id: int) -> dict[str, Any]:
 
 def _summary_notices(session: Session, settings: Settings, now: datetime, out: Plan) -> list[Notice]:
     closed = list(session.scalars(
-        select(Campaign).where(Campaign.status == "closed", Campaign.closed_at >= now - SUMMARY_WINDOW)
+        select(Campaign).where(Campaign.status == CampaignStatus.CLOSED, Campaign.closed_at >= now - SUMMARY_WINDOW)
         .order_by(Campaign.id)))
     notices = []
     for c in closed:
@@ -308,7 +309,7 @@ def escalation_forecast(session: Session, campaign: Campaign, threshold: int) ->
     reviewer's open items go to their escalation target, as `send_pending` would route them), largest
     first. Read only; the campaign page warns with it before the escalation happens."""
     esc = _timing(campaign).get("escalate_after_days_overdue")
-    if campaign.status != "active" or esc is None:
+    if campaign.status != CampaignStatus.ACTIVE or esc is None:
         return []
     at = campaign.due_at + timedelta(days=int(esc)) if campaign.due_at else None
     d = eligibility.Directory(session)

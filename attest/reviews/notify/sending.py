@@ -21,7 +21,7 @@ from attest import dialects
 from attest.config import Settings
 from attest.db import begin_write, transaction, utcnow
 from attest.reviews import eligibility
-from attest.reviews.models import Campaign, ReviewerNotice, ReviewItem
+from attest.reviews.models import Campaign, CampaignStatus, ReviewerNotice, ReviewItem
 from attest.reviews.notify.due import (
     Escalation,
     Notice,
@@ -325,7 +325,7 @@ def remind_now(session: Session, settings: Settings, campaign_id: int, actor: st
     c = session.get(Campaign, campaign_id)
     if c is None:
         raise NotifyError(f"campaign {campaign_id} does not exist")
-    if c.status != "active":
+    if c.status != CampaignStatus.ACTIVE:
         raise NotifyError(f"campaign {campaign_id} is {c.status}: reminders go out only for active campaigns")
     counts = {rid: n for (cid, rid), n in _open_counts(session, [c.id]).items()}
     people = _identities(session, set(counts))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from attest.db import utcnow
 from attest.entitlements.models import Identity
-from attest.reviews.models import RISKS, Campaign, Decision, ReviewerSignoff, ReviewItem
+from attest.reviews.models import RISKS, Campaign, CampaignStatus, Decision, ReviewerSignoff, ReviewItem
 from attest.reviews.queries.inbox import InboxCounts, Progress, _count_columns, _counts, has_risk
 
 
@@ -55,7 +55,7 @@ class MyCampaign(Progress):
         return None if due is None else (due - utcnow()).days
 
 
-def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[str] = ("active",)) -> list[MyCampaign]:
+def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[str] = (CampaignStatus.ACTIVE,)) -> list[MyCampaign]:
     """The campaigns where `identity_id` has items to review (or escalated to them), soonest due first, each
     with the reviewer's counts: one pass over their items (index-only), one over the escalated ones."""
     if identity_id is None:
@@ -93,7 +93,7 @@ class CampaignRow(Progress):
     @property
     def overdue(self) -> bool:
         due = self.campaign.due_at
-        return self.campaign.status == "active" and due is not None and due < utcnow() and self.decided < self.total
+        return self.campaign.status == CampaignStatus.ACTIVE and due is not None and due < utcnow() and self.decided < self.total
 
 
 def campaign_list(session: Session, status: str | None = None, limit: int = 200) -> list[CampaignRow]:
@@ -143,7 +143,7 @@ class CampaignDashboard(Progress):
     @property
     def overdue(self) -> bool:
         due = self.campaign.due_at
-        return self.campaign.status == "active" and due is not None and due < utcnow() and self.decided < self.total
+        return self.campaign.status == CampaignStatus.ACTIVE and due is not None and due < utcnow() and self.decided < self.total
 
     @property
     def overdue_reviewers(self) -> list[ReviewerProgress]:
@@ -164,7 +164,7 @@ def campaign_dashboard(session: Session, campaign_id: int) -> CampaignDashboard 
     if campaign is None:
         return None
     now = utcnow()
-    campaign_overdue = campaign.status == "active" and campaign.due_at is not None and campaign.due_at < now
+    campaign_overdue = campaign.status == CampaignStatus.ACTIVE and campaign.due_at is not None and campaign.due_at < now
     by_decision: dict[str, int] = {}
     total = decided = 0
     for decision, n in session.execute(
