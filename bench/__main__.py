@@ -33,6 +33,7 @@ BENCHMARKS = [
     ("load", "Load: reviewers on PostgreSQL, 2 web workers, 2 schedulers (issue 19)"),
     ("ten_million", "Ten million grants on PostgreSQL (issue 19, part 7)"),
     ("request_cost", "Request cost: SQL statements, app CPU and HTML bytes of a reviewer request (issue 19)"),
+    ("ab", "A/B of the restructuring by CPU time against the commit before it (issue 18)"),
 ]
 
 
