@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,32 +27,53 @@ from attest.entitlements.risk import _parse_iso
 from attest.reviews.models import ReviewItem
 from attest.reviews.remediation_targets import ITEM_COLUMNS, targets
 
+Attributes = tuple[dict[int, Any], dict[int, Any]]  # ({grant id: attributes}, {entitlement id: attributes})
 
-def revoke_notes(session: Session, items: Sequence[ReviewItem]) -> dict[int, str]:
+
+def _item_columns(items: Sequence[ReviewItem]) -> list[dict[str, Any]]:
+    return [{c.key: getattr(i, c.key) for c in ITEM_COLUMNS} for i in items]
+
+
+def revoke_notes(session: Session, items: Sequence[ReviewItem], attributes: Attributes | None = None) -> dict[int, str]:
     """{item id: the manual task a revoke becomes} for items held through a group or managed elsewhere: the
-    target closing the campaign will give the Remediation (`remediation_targets.targets`), word for word."""
-    return targets(session, [{c.key: getattr(i, c.key) for c in ITEM_COLUMNS} for i in items])
+    target closing the campaign will give the Remediation (`remediation_targets.targets`), word for word.
+    `attributes`: the grants' and entitlements' attributes when already read (`row_notes` reads them once)."""
+    return targets(session, _item_columns(items), attributes)
 
 
-def use_and_labels(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, tuple[datetime | None]], dict[int, str]]:
-    """`last_used` and `labels` read together: one statement over the items' entitlements and, joined to each,
-    the items' grants (an item's entitlement is its grant's, copied at launch), instead of one each."""
+def _facts(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, str], Attributes]:
+    """What the notes read about the items' grants and entitlements, in one statement: ({entitlement id: readable
+    name}, ({grant id: attributes}, {entitlement id: attributes})). An item's entitlement is its grant's, copied
+    at launch, so each grant is joined to its item's entitlement; only the columns the notes use are read."""
     if not items:
-        return {}, {}
+        return {}, ({}, {})
     rows = session.execute(
-        select(Entitlement.id, Entitlement.display_name, Grant.id, Grant.attributes).select_from(Entitlement)
+        select(Entitlement.id, Entitlement.display_name, Entitlement.attributes, Grant.id, Grant.attributes)
+        .select_from(Entitlement)
         .outerjoin(Grant, and_(Grant.entitlement_id == Entitlement.id, Grant.id.in_({i.grant_id for i in items})))
         .where(Entitlement.id.in_({i.entitlement_id for i in items}))).all()
-    names = {ent_id: name for ent_id, name, _grant_id, _attrs in rows if name}
-    attrs = {grant_id: a for _ent_id, _name, grant_id, a in rows if grant_id is not None}
+    names = {ent_id: name for ent_id, name, _e, _g, _a in rows if name}
+    ent_attrs = {ent_id: attrs for ent_id, _n, attrs, _g, _a in rows}
+    grant_attrs = {grant_id: attrs for _e, _n, _ea, grant_id, attrs in rows if grant_id is not None}
+    return names, (grant_attrs, ent_attrs)
+
+
+def _use_and_labels(items: Sequence[ReviewItem], names: Mapping[int, str], grant_attrs: Mapping[int, Any]
+                    ) -> tuple[dict[int, tuple[datetime | None]], dict[int, str]]:
     used: dict[int, tuple[datetime | None]] = {}
     for item in items:
-        a = attrs.get(item.grant_id) or {}
+        a = grant_attrs.get(item.grant_id) or {}
         if isinstance(a, dict) and "last_sso_at" in a:
             used[item.id] = (_parse_iso(a.get("last_sso_at")),)
     readable = {i.id: names[i.entitlement_id] for i in items
                 if names.get(i.entitlement_id) and names[i.entitlement_id] != i.entitlement_name}
     return used, readable
+
+
+def use_and_labels(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, tuple[datetime | None]], dict[int, str]]:
+    """`last_used` and `labels` read together, in one statement (`_facts`)."""
+    names, (grant_attrs, _ent_attrs) = _facts(session, items)
+    return _use_and_labels(items, names, grant_attrs)
 
 
 def last_used(session: Session, items: Sequence[ReviewItem]) -> dict[int, tuple[datetime | None]]:
@@ -69,25 +90,35 @@ def same_access(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int
     """One row per distinct access: the items of one reviewer that are the same access of the same account
     (the same entitlement reached through two groups, or directly and through a group) and stand alike
     (the same decision, or all undecided). Returns ({first item's id: the other items}, the ids folded
-    into a first item, which the inbox does not show on their own). A decision on the row decides them all."""
+    into a first item, which the inbox does not show on their own). A decision on the row decides them all.
+
+    The other paths may lie outside the items given (the next page, another filter, the one row a decision
+    answers with), so they are looked up, but only by the columns that decide it; whole items are loaded
+    only for a row that merges with items not given (the page usually holds them)."""
     keys = {(i.campaign_id, i.reviewer_id, i.account_id, i.entitlement_id) for i in items if i.reviewer_id is not None}
     if not keys:
         return {}, set()
-    found: list[ReviewItem] = []
+    groups: dict[tuple[int, int, int, int], list[tuple[int, str | None]]] = {}
     for campaign_id, reviewer_id in {(k[0], k[1]) for k in keys}:
         pairs = sorted({(k[2], k[3]) for k in keys if k[:2] == (campaign_id, reviewer_id)})
-        found += session.scalars(select(ReviewItem).where(
-            ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == reviewer_id,
-            tuple_(ReviewItem.account_id, ReviewItem.entitlement_id).in_(pairs)).order_by(ReviewItem.id)).all()
-    groups: dict[tuple[int, int, int, int], list[ReviewItem]] = {}
-    for item in found:
-        groups.setdefault((item.campaign_id, item.reviewer_id or 0, item.account_id, item.entitlement_id), []).append(item)
+        for item_id, account_id, entitlement_id, decision in session.execute(
+                select(ReviewItem.id, ReviewItem.account_id, ReviewItem.entitlement_id, ReviewItem.decision).where(
+                    ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == reviewer_id,
+                    tuple_(ReviewItem.account_id, ReviewItem.entitlement_id).in_(pairs)).order_by(ReviewItem.id)):
+            groups.setdefault((campaign_id, reviewer_id, account_id, entitlement_id), []).append((item_id, decision))
+    alike_ids = [[item_id for item_id, _d in same] for same in groups.values()
+                 if len(same) > 1 and len({d for _i, d in same}) == 1]
+    if not alike_ids:
+        return {}, set()
+    given = {i.id: i for i in items}
+    missing = [i for ids in alike_ids for i in ids if i not in given]
+    if missing:
+        given.update((i.id, i) for i in session.scalars(select(ReviewItem).where(ReviewItem.id.in_(missing))))
     merged: dict[int, list[ReviewItem]] = {}
     folded: set[int] = set()
-    for same in groups.values():
-        if len(same) > 1 and len({i.decision for i in same}) == 1:
-            merged[same[0].id] = same[1:]
-            folded |= {i.id for i in same[1:]}
+    for ids in alike_ids:
+        merged[ids[0]] = [given[i] for i in ids[1:]]
+        folded |= set(ids[1:])
     return merged, folded
 
 
@@ -116,12 +147,16 @@ def other_paths(items: Sequence[ReviewItem]) -> dict[int, list[str]]:
 
 
 def row_notes(session: Session, items: Sequence[ReviewItem]) -> dict[str, Any]:
-    """Everything above for one page (or one row) of items: template context."""
+    """Everything above for one page (or one row) of items: template context. The grants' and entitlements'
+    attributes are read once, for the app's last use, the readable names and the revoke notes alike; revoke
+    notes only for items that can still be decided (an item with an outcome belongs to a closed campaign, where
+    the row offers no revoke)."""
     items = list(items)
     merged, folded = same_access(session, items)
     paths = other_paths(items)
     for first, rest in merged.items():
         paths[first] = [o.via or "direct" for o in rest]
-    used, readable = use_and_labels(session, items)
-    return {"revoke_notes": revoke_notes(session, items), "last_used": used, "labels": readable,
-            "other_paths": paths, "merged": merged, "folded": folded}
+    names, attributes = _facts(session, items)
+    used, readable = _use_and_labels(items, names, attributes[0])
+    return {"revoke_notes": revoke_notes(session, [i for i in items if i.outcome is None], attributes),
+            "last_used": used, "labels": readable, "other_paths": paths, "merged": merged, "folded": folded}

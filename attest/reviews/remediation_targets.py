@@ -2,7 +2,9 @@
 the access really comes from when revoking the grant itself would be wrong or undone (the group it is held
 through, or a source that re-creates it: `attest.connectors.managed`, read through its one reader).
 `targets` is also what the review page shows before a revoke (`item_notes.revoke_notes`), so the reviewer
-and the admin read the same sentence."""
+and the admin read the same sentence. It reads only the columns a target needs (a resource's name and
+attributes, a grant's and an entitlement's attributes), and takes the grant and entitlement attributes from
+the caller when the caller has read them already (the review page, with the app's last use)."""
 
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ ITEM_COLUMNS = (ReviewItem.id, ReviewItem.grant_id, ReviewItem.source_id, Review
                 ReviewItem.resource_name)
 
 
-def remediation_target(item: Mapping[str, Any], groups: Mapping[int, Resource],
+def remediation_target(item: Mapping[str, Any], groups: Mapping[int, Any],
                        grant_attributes: Mapping[str, Any] | None = None,
                        entitlement_attributes: Mapping[str, Any] | None = None) -> str | None:
     """Where the access really comes from, when revoking the grant itself would be wrong or undone. `item`
-    holds the ReviewItem columns of ITEM_COLUMNS; `groups` the via group and the item's own resource."""
+    holds the ReviewItem columns of ITEM_COLUMNS; `groups` the via group and the item's own resource (rows
+    with `name` and `attributes`: `read_resources`)."""
     login = item["account_login"] or "the account"
     via = groups.get(item["via_resource_id"]) if item["via_resource_id"] else None
     if via is not None:
@@ -45,21 +48,57 @@ def remediation_target(item: Mapping[str, Any], groups: Mapping[int, Resource],
     return found.sentence(login, item.get("resource_name") or (own.name if own is not None else ""))
 
 
-def targets(session: Session, items: Sequence[Mapping[str, Any]]) -> dict[int, str]:
-    """{item id: its target} for the items (ITEM_COLUMNS mappings) that have one, read in three queries."""
-    if not items:
-        return {}
-    group_ids = {r["via_resource_id"] for r in items if r["via_resource_id"]} | {r["resource_id"] for r in items if r["resource_id"]}
-    groups = {g.id: g for g in session.scalars(select(Resource).where(Resource.id.in_(group_ids)))} if group_ids else {}
+def direct(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The items held directly (no via group): the only ones whose grant and entitlement attributes a target
+    reads (a via item's target is about its group)."""
+    return [r for r in items if not r["via_resource_id"]]
+
+
+def read_resources(session: Session, items: Sequence[Mapping[str, Any]]) -> dict[int, Any]:
+    """{resource id: (id, name, attributes)} of the resources the items' targets read: a via item's group, a
+    direct item's own resource (and a via item's own resource only when its group is not found). Only those
+    three columns: no whole Resource rows (nor their Source, which Resource joins)."""
+    wanted = {r["via_resource_id"] if r["via_resource_id"] else r["resource_id"] for r in items} - {None}
+    found = _resources(session, wanted)
+    fallback = {r["resource_id"] for r in items if r["via_resource_id"] and r["via_resource_id"] not in found
+                and r["resource_id"] and r["resource_id"] not in found}
+    return {**found, **_resources(session, fallback)} if fallback else found
+
+
+def _resources(session: Session, ids: set[int]) -> dict[int, Any]:
+    out: dict[int, Any] = {}
+    for batch in chunks(sorted(ids)):
+        out.update((row.id, row) for row in session.execute(
+            select(Resource.id, Resource.name, Resource.attributes).where(Resource.id.in_(batch))))
+    return out
+
+
+def read_attributes(session: Session, items: Sequence[Mapping[str, Any]]) -> tuple[dict[int, Any], dict[int, Any]]:
+    """({grant id: attributes}, {entitlement id: attributes}) of the direct items (the targets' other inputs)."""
     grant_attrs: dict[int, Any] = {}
     ent_attrs: dict[int, Any] = {}
-    for ids, column, into in (({r["grant_id"] for r in items if not r["via_resource_id"]}, Grant, grant_attrs),
-                              ({r["entitlement_id"] for r in items if not r["via_resource_id"]}, Entitlement, ent_attrs)):
+    held = direct(items)
+    for ids, column, into in (({r["grant_id"] for r in held}, Grant, grant_attrs),
+                              ({r["entitlement_id"] for r in held}, Entitlement, ent_attrs)):
         for batch in chunks(sorted(i for i in ids if i is not None)):
             into.update(session.execute(select(column.id, column.attributes).where(column.id.in_(batch))).all())
+    return grant_attrs, ent_attrs
+
+
+def targets(session: Session, items: Sequence[Mapping[str, Any]],
+            attributes: tuple[Mapping[int, Any], Mapping[int, Any]] | None = None) -> dict[int, str]:
+    """{item id: its target} for the items (ITEM_COLUMNS mappings) that have one. `attributes`: the direct
+    items' ({grant id: attributes}, {entitlement id: attributes}) when the caller has read them already (the
+    review page reads them with the app's last use and the readable names); else read here."""
+    if not items:
+        return {}
+    groups = read_resources(session, items)
+    grant_attrs, ent_attrs = attributes if attributes is not None else read_attributes(session, items)
     out: dict[int, str] = {}
     for r in items:
-        target = remediation_target(r, groups, grant_attrs.get(r["grant_id"]), ent_attrs.get(r["entitlement_id"]))
+        held = not r["via_resource_id"]  # a via item reads its group only (even when given its grant's attributes)
+        target = remediation_target(r, groups, grant_attrs.get(r["grant_id"]) if held else None,
+                                    ent_attrs.get(r["entitlement_id"]) if held else None)
         if target:
             out[r["id"]] = target
     return out
