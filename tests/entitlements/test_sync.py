@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
+import pytest
 from sqlalchemy import func, insert, inspect, select
 
 from attest.connectors.base import (
@@ -453,15 +455,57 @@ def _resync_peak(factory, settings, name: str, side: int) -> int:
 
 
 def test_a_resyncs_memory_does_not_grow_with_the_grants_the_source_holds(factory, session, settings):
-    """A resync compares the grants it reads with the active ones in the database (stage_seen), not
-    through a set of every active key in memory: at ten million grants that set alone took ~2 GB. Its
-    peak Python memory is the same for 2,500 and 22,500 grants (the old set grew by ~2.5 MB)."""
+    """Above ATTEST_SYNC_KEYS_IN_MEMORY active grants a resync compares the grants it reads with the active
+    ones in the database (stage_seen), not through a set of every active key in memory: at ten million
+    grants that set alone took ~2 GB. Its peak Python memory is the same for 6,400 and 25,600 grants (the
+    set grows by ~3.4 MB)."""
+    settings = dataclasses.replace(settings, sync_keys_in_memory=1000)
     make_source(session, "small")
     make_source(session, "large")
     session.commit()
     small = _resync_peak(factory, settings, "small", 80)
     large = _resync_peak(factory, settings, "large", 160)
     assert large - small < 600_000, (small, large)
+
+
+class _Churn(ListConnector):
+    """A grid of `side` accounts by `side` entitlements in which, from `generation` 1, account u0 loses
+    every entitlement and a new account holds them instead: side grants gone, side grants new."""
+
+    def __init__(self, side: int, generation: int) -> None:
+        super().__init__([])
+        self.side, self.generation = side, generation
+
+    def sync(self):
+        self.calls += 1
+        yield ResourceRecord("app", "app", "Grid")
+        first = 1 if self.generation else 0
+        holders = [f"u{i}" for i in range(first, self.side)] + (["newcomer"] if self.generation else [])
+        for h in holders:
+            yield AccountRecord(h, login=f"{h}@acme.example")
+        for e in range(self.side):
+            yield EntitlementRecord(f"app:e{e}", "app", f"e{e}")
+            for h in holders:
+                yield GrantRecord(f"app:e{e}", h, attributes={"role": "member"})
+
+
+@pytest.mark.parametrize("keys_in_memory", [0, 1_000_000])
+def test_a_resync_in_memory_and_in_the_database_make_the_same_changes(factory, session, settings, keys_in_memory):
+    """The two ways a resync compares grants (a set of the active keys up to ATTEST_SYNC_KEYS_IN_MEMORY,
+    the database above it) end the same grants and add the same ones, and a no-change resync changes
+    nothing either way."""
+    settings = dataclasses.replace(settings, sync_keys_in_memory=keys_in_memory)
+    make_source(session, "grid")
+    session.commit()
+    assert run_sync(factory, settings, "grid", connector=_Churn(30, 0)).stats["added"]["grants"] == 900
+    same = run_sync(factory, settings, "grid", connector=_Churn(30, 0))
+    assert same.status == "succeeded" and not any(same.stats["added"].values()) and not any(same.stats["ended"].values())
+    churn = run_sync(factory, settings, "grid", connector=_Churn(30, 1))
+    assert churn.status == "succeeded", churn.error
+    assert churn.stats["added"]["grants"] == 30 and churn.stats["ended"]["grants"] == 30
+    held = set(session.execute(select(Account.external_id).join(Grant, Grant.principal_account_id == Account.id)
+                               .where(Grant.ended_at.is_(None))).scalars())
+    assert "u0" not in held and "newcomer" in held and len(held) == 30
 
 
 def _correlate_peak(session, settings, people: int) -> int:

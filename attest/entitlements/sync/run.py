@@ -177,7 +177,7 @@ def _read_and_apply(factory: sessionmaker[Session], settings: Settings, state: R
             with state.phase("read"):
                 baseline = conn.execute(
                     select(Source.last_success_run_id).where(Source.id == state.source_id)).scalar_one()
-                known = load_known(conn, state.source_id)
+                known = load_known(conn, state.source_id, settings.sync_keys_in_memory)
             known_seconds = state.phases["read"]
             read_into_stage(conn, connector, state, known, normalize)  # phases "read" and "stage"
             state.add_phase("stage", create_seconds)

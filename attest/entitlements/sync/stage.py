@@ -8,11 +8,14 @@ Most records of a resync are unchanged: `load_known` reads what the source holds
 `read_into_stage` stages only new and changed records, plus the keys of the active rows the run did not
 see (stage_gone), for the apply to end.
 
-Grants are compared in the database, not in memory: a source holds ten times more grants than people, and
-ten million active keys held in a Python set would take about 2 GB. A resync writes every grant it reads
-to stage_seen and, once the connector has finished, two set-based statements keep the new ones
-(stage_grant) and the active keys not seen (stage_gone); memory stays flat whatever the source's size. A
-source's first sync (no active grant) stages straight into stage_grant.
+Grants, ten times more than people, are compared one of two ways, by the source's number of active grants
+(`ATTEST_SYNC_KEYS_IN_MEMORY`, two million by default). Up to it, their keys are held in a set (about 150
+bytes a key: 300 MB at two million) and only new grants are staged: the cheapest resync. Above it, a set
+would grow with the source (about 2 GB at ten million), so a resync writes every grant it reads to
+stage_seen and, once the connector has finished, two set-based statements keep the new ones (stage_grant)
+and the active keys not seen (stage_gone): memory stays flat whatever the source's size, for about 1.7x
+the CPU of a resync in memory (bench/ab.py). A source's first sync (no active grant) stages straight into
+stage_grant.
 """
 
 from __future__ import annotations
@@ -206,16 +209,19 @@ def run_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
 class Known:
     """The source's active rows before the run: per stage table of a kind with external ids,
     {external_id: record_hash}, which `read_into_stage` strikes off as the run sees them (what is left was
-    not seen); for grants only their number (they are compared in the database: `settle_grants`)."""
+    not seen); for grants their number and, up to `keys_in_memory` of them, the set of their keys, struck
+    off the same way (above it, `grant_keys` is None: they are compared in the database, `settle_grants`)."""
 
     source_id: int
     hashes: dict[str, dict[str, str]]
     active_grants: int
+    grant_keys: set[str] | None = None
 
 
-def load_known(conn: Connection, source_id: int) -> Known:
+def load_known(conn: Connection, source_id: int, keys_in_memory: int = 2_000_000) -> Known:
     """What the source holds before the run. Each kind is read as one aggregated string split in C (a
-    third of the time of a million rows through the driver), row by row when a value holds the separator."""
+    third of the time of a million rows through the driver), row by row when a value holds the separator.
+    The active grants' keys are read only when there are at most `keys_in_memory` of them."""
     dbapi = conn.connection.driver_connection
     mark, sep, field, aggregate = dialects.raw_aggregate(conn)
     cur = dbapi.cursor()
@@ -237,9 +243,13 @@ def load_known(conn: Connection, source_id: int) -> Known:
             hashes[stage] = dict(p.rpartition("\x1f")[::2] if isinstance(p, str) else p for p in got)
         cur.execute(f"SELECT COUNT(*) FROM access_grant WHERE source_id = {mark} AND ended_at IS NULL", (source_id,))
         active_grants = cur.fetchone()[0]
+        grant_keys = None
+        if active_grants and active_grants <= keys_in_memory:
+            got = rows("key", "access_grant", "key")
+            grant_keys = {p if isinstance(p, str) else p[0] for p in got}
     finally:
         cur.close()
-    return Known(source_id, hashes, active_grants)
+    return Known(source_id, hashes, active_grants, grant_keys)
 
 
 _GRANT_COLUMNS = ", ".join(STAGE_COLUMNS["stage_grant"])
@@ -326,10 +336,11 @@ def read_into_stage(conn: Connection, connector: BaseConnector, state: RunState,
                     normalize: Callable[[str | None], str | None]) -> None:
     """Page the connector to the end, writing records to the stage in batches.
 
-    A record that is known and unchanged (same content hash) is only struck off `known`, and stays as it
-    is; only new and changed records are staged. What is left in `known` at the end was not seen, and is
-    staged in stage_gone for the apply to end. Grants are all written to stage_seen (to stage_grant on a
-    source's first sync) and compared in the database once the connector has finished (`settle_grants`).
+    A record that is known and unchanged (same content hash; for a grant, the same key) is only struck off
+    `known`, and stays as it is; only new and changed records are staged. What is left in `known` at the
+    end was not seen, and is staged in stage_gone for the apply to end. When the source holds more active
+    grants than `known` keeps in memory, grants are all written to stage_seen instead and compared in the
+    database once the connector has finished (`settle_grants`).
     Nothing is applied until the connector has finished.
 
     Fills `state`: records read per kind, failed parts, notes, API calls, the grant records staged, and
@@ -339,8 +350,10 @@ def read_into_stage(conn: Connection, connector: BaseConnector, state: RunState,
     secrets = getattr(connector, "secrets", None)
     cleaned: list[str] = []  # records whose text was normalised
     buffers: dict[str, list[tuple]] = {t: [] for t in STAGE_COLUMNS}
-    # a first sync (nothing active) stages every grant as new; a resync stages what it read, to compare
-    grant_table = "stage_seen" if known.active_grants else "stage_grant"
+    # a first sync (nothing active) stages every grant as new, and so does a resync that holds the active
+    # keys in memory (after striking off the known ones); a larger resync stages what it read, to compare
+    known_keys = known.grant_keys
+    grant_table = "stage_seen" if known.active_grants and known_keys is None else "stage_grant"
     grants = buffers[grant_table]
     last_report = 0.0
     grants_read = 0
@@ -378,6 +391,9 @@ def read_into_stage(conn: Connection, connector: BaseConnector, state: RunState,
                     rec = _clean_record(rec, cleaned)
                     entitlement_ref, principal_ref, principal_type, attributes, part = rec
                     key = rec.key
+                if known_keys is not None and key in known_keys:
+                    known_keys.remove(key)
+                    continue
                 # the order of STAGE_COLUMNS["stage_grant"] (and of stage_seen)
                 grants.append((key, part, entitlement_ref, principal_type, principal_ref, _json(attributes)))
                 if len(grants) >= BATCH:
@@ -416,6 +432,9 @@ def read_into_stage(conn: Connection, connector: BaseConnector, state: RunState,
         gone = [(table, key) for table, before in known.hashes.items() for key in before]
         for before in known.hashes.values():
             before.clear()
+        if known_keys:
+            gone.extend(("stage_grant", key) for key in known_keys)
+            known_keys.clear()
         for i in range(0, len(gone), BATCH * 10):
             write_stage(conn, "stage_gone", gone[i:i + BATCH * 10])
         if grant_table == "stage_seen":
