@@ -419,6 +419,14 @@ def report(base: dict | None, big: dict | None, argv_note: str) -> str:
         "with the load average. VACUUM ANALYZE runs (untimed) after the first sync and after the launch, "
         "as autovacuum would before the next scheduled run. Target: per-row cost at 10M within 1.25x of 1M; "
         "peak memory under 1 GB; inbox p95 unchanged.\n",
+        "What did not scale, and was changed to get these figures: a resync read every active grant key into "
+        "a Python set (about 2 GB at ten million; now every grant read is staged and compared in the database, "
+        "`sync.stage.settle_grants`), and correlation built lookup tables of every key of every person "
+        "(about 900 MB at a million people; now only the keys the accounts being matched can ask for, the "
+        "people streamed). review_item stays one plain table (the first launch into it builds its indexes "
+        "after the insert): the launch's cost per item and the inbox below do not move from 1M to 10M, so "
+        "partitioning it by campaign is not needed yet (docs/operations.md, *Sizing PostgreSQL*, says when "
+        "it would be).\n",
         f"Machine: {describe()}. {argv_note} Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n",
     ]
     head = "| operation | " + " | ".join(
@@ -500,7 +508,7 @@ def run(out: Path, argv: list[str] | None = None) -> str:
     parser.add_argument("--export-items", type=int, default=EXPORT_ITEMS, help="0: no evidence export")
     args = parser.parse_args(argv or [])
     note = f"Orgs of {args.baseline:,} and {args.people:,} people."
-    state: dict = {"base": None, "big": None}
+    state: dict = {"base": None, "big": None, "note": note}
     raw = out.with_suffix(".json")
 
     def save(which: str) -> Callable[[dict], None]:
@@ -526,6 +534,7 @@ if __name__ == "__main__":
     parser.add_argument("--generation", type=int, default=0)
     parser.add_argument("--campaign", type=int, default=0)
     parser.add_argument("--items", type=int, default=EXPORT_ITEMS)
+    parser.add_argument("--render", action="store_true", help="rewrite the report from results/ten_million.json")
     args, _ = parser.parse_known_args()
     if args.op == "sync":
         result = op_sync(args.url, args.tmp, args.people, args.generation)
@@ -535,6 +544,12 @@ if __name__ == "__main__":
         result = op_inbox(args.url, args.tmp, args.campaign)
     elif args.op == "export":
         result = op_export(args.url, args.tmp, args.items)
+    elif args.render:
+        md = Path(__file__).parent / "results" / "ten_million.md"
+        saved = json.loads(md.with_suffix(".json").read_text())
+        sizes = " and ".join(f"{o['people']:,}" for o in (saved["base"], saved["big"]) if o)
+        md.write_text(report(saved["base"], saved["big"], saved.get("note", f"Orgs of {sizes} people.")))
+        raise SystemExit(0)
     else:
         print(run(Path(__file__).parent / "results" / "ten_million.md", sys.argv[1:]))
         raise SystemExit(0)
