@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -382,6 +383,7 @@ def measure_org(people: int, export: int, on_step: Callable[[dict], None]) -> di
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)  # the bundles the exports wrote
 
 
 # --- the report ----------------------------------------------------------------------------------------
