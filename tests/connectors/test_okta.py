@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
+import math
+import threading
+from collections import Counter
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -11,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from attest.connectors.base import ConnectorError, GrantRef, RevokeRefused
-from attest.connectors.okta import READ_SCOPES, OktaConnector
-from attest.connectors.sandbox.okta_fake import create_app
+from attest.connectors.okta import READ_SCOPES, OktaConnector, rate_family
+from attest.connectors.sandbox.okta_fake import Stamp, create_app
 from attest.connectors.sandbox.server import serve_in_thread
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource
 from attest.entitlements.queries import effective_access
@@ -149,16 +151,66 @@ def test_a_500_that_does_not_go_away_fails_the_run_and_changes_nothing(factory, 
     assert active(session, Grant) == grants and active(session, Account) == accounts
 
 
-def test_429_storm_waits_for_the_reset_and_finishes(factory, session, settings, source, okta):
-    okta.faults.storm_at = 8
+class OktaTime:
+    """Okta's clock (epoch seconds) and the connector's sleep in one: time passes only while the connector
+    waits, so a test sees every wait it asked for without spending it."""
+
+    START = 1_795_000_000.0  # a whole second, as the Date header says it
+
+    def __init__(self) -> None:
+        self.now = self.START
+        self.slept: list[float] = []
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.slept.append(seconds)
+            self.now += max(seconds, 0.0)
+
+
+def timed_connector(okta, clock: OktaTime, **settings) -> OktaConnector:
+    conn = connector(okta, sleep=clock.sleep, **settings)
+    conn.http.clock = clock  # the client's own clock (holds, pacing) is the one its sleeps move
+    return conn
+
+
+def refusals(okta) -> list[tuple[str, Stamp]]:
+    """The requests the fake answered 429, with their times on Okta's clock."""
+    return [(path, stamp) for (_, path, status), stamp in zip(okta.log, okta.timeline, strict=True) if status == 429]
+
+
+def early_requests(okta) -> list[tuple[str, float]]:
+    """Requests that came back too soon: after a 429 answered at t announcing reset R, any request that arrived
+    after t and before R, on Okta's clock."""
+    return [(path, stamp.arrived) for (_, path, _), stamp in zip(okta.log, okta.timeline, strict=True)
+            for _, refused in refusals(okta) if refused.answered < stamp.arrived < refused.reset]
+
+
+def test_429_storm_waits_for_the_reset_and_finishes(factory, session, settings, source):
+    clock = OktaTime()
+    okta = create_app(demo=True, clock=clock)
+    okta.faults.storm_at = 8  # from the 8th request every answer is 429 for 1 s of Okta's time
     okta.faults.storm_seconds = 1.0
-    conn = connector(okta, sleep=time.sleep)
-    t0 = time.monotonic()
-    result = sync(factory, settings, session, okta, conn=conn)
+    with serve_in_thread(okta) as server:
+        okta.url = server.url
+        conn = timed_connector(okta, clock)
+        result = sync(factory, settings, session, okta, conn=conn)
     assert result.status == "succeeded", result.error
-    assert time.monotonic() - t0 >= 0.9
-    assert sum(1 for _, _, s in okta.log if s == 429) >= 1
-    assert conn._http.waits and max(conn._http.waits) <= 3
+    refused = [stamp for _, stamp in refusals(okta)]
+    assert refused, "the storm never hit"
+    began, reset = refused[0].arrived, math.ceil(okta.faults.storm_until)
+    assert {stamp.reset for stamp in refused} == {reset}
+    # each 429 made the connector wait for the reset, read against that answer's Date, plus the second Okta's
+    # SDK adds (okta-sdk-python calculate_backoff)
+    assert sorted(conn.http.waits) == sorted(max(reset - math.floor(s.answered), 0) + 1.0 for s in refused)
+    # never hammering: only requests already in flight when the storm began were refused (one per worker at
+    # most), and nothing at all came back before the reset
+    assert {stamp.arrived for stamp in refused} == {began} and len(refused) <= conn.concurrency
+    assert not early_requests(okta)
+    assert clock() >= reset
     exp = expected(okta)
     assert result.stats["read"]["grants"] == exp["memberships"] + exp["direct"] + exp["app_groups"] + exp["roles"]
 
@@ -373,12 +425,20 @@ def test_revoke_with_a_read_only_oauth_app_names_the_manage_scope(oauth_okta, ke
 
 
 def test_rate_limit_headers_slow_the_sync_down_and_it_finishes(factory, session, settings, source):
-    app = create_app(demo=True, rate_limit=25, rate_window=1.0)
+    clock = OktaTime()
+    app = create_app(demo=True, rate_limit=25, rate_window=1.0, clock=clock)
     with serve_in_thread(app) as server:
         app.url = server.url
-        conn = connector(app, sleep=time.sleep)
+        conn = timed_connector(app, clock, concurrency=1)  # one request at a time: every wait is the pacing's
         result = sync(factory, settings, session, app, conn=conn)
     assert result.status == "succeeded", result.error
+    # slowed down: the busiest bucket's requests were spread over as many 1 s windows as they need...
+    busiest = max(Counter(rate_family(path) for _, path, _ in app.log).values())
+    assert busiest > 25 and clock() - OktaTime.START >= busiest // 25
+    # ...by waiting, as X-Rate-Limit-Remaining ran out, at most until the X-Rate-Limit-Reset announced (a window
+    # away), and never into a spent bucket: not one 429
+    assert clock.slept and max(clock.slept) <= 1.0
+    assert not refusals(app) and not conn.http.waits
     exp = expected(app)
     assert result.stats["read"]["grants"] == exp["memberships"] + exp["direct"] + exp["app_groups"] + exp["roles"]
     assert active(session, Identity) == exp["users"]

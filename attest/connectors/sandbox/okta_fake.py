@@ -20,8 +20,11 @@ What it serves, as Okta documents it:
   (https://developer.okta.com/docs/reference/rl-global-mgmt/): `/api/v1/users` (list, create),
   `/api/v1/users/{id}` (one object), `/api/v1/users*` (every other call under it), the same for groups,
   apps and the rest, and `/api/v1/logs` on its own; `rate_limits` sets a bucket's own limit. Every response
-  carries a `Date` header from the fake's clock (`clock`, skewable), and the reset is on that clock: Okta's
-  SDK waits `X-Rate-Limit-Reset - Date + 1` (okta-sdk-python okta/request_executor.py, calculate_backoff).
+  carries a `Date` header from the fake's clock (`create_app(clock=...)`, epoch seconds, default time.time;
+  skewable, or a test's fake clock that moves only when the connector's injected sleep waits), and the
+  windows, the reset and the 429 storm are on that clock: Okta's SDK waits `X-Rate-Limit-Reset - Date + 1`
+  (okta-sdk-python okta/request_executor.py, calculate_backoff). `timeline` keeps, per request, that clock
+  when it arrived and when it was answered, and the reset it was answered with.
 - Concurrency limit (`concurrency_limit`, `hold_seconds` each request stays in flight): a request over the
   limit gets 429 E0000047 whose headers report the concurrent values, X-Rate-Limit-Limit 0 and
   X-Rate-Limit-Remaining 0 with an estimated reset a second away (Okta, "Rate limit best practices":
@@ -69,7 +72,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
@@ -168,6 +171,14 @@ class Faults:
     ignore_deletes: bool = False  # DELETE answers 204 and changes nothing
 
 
+class Stamp(NamedTuple):
+    """One request on Okta's clock, for tests that check nothing came back before a reset the fake announced."""
+
+    arrived: float  # the fake's clock when the request arrived
+    answered: float  # ... when it was answered (the response's Date header says it to the second)
+    reset: int | None  # the X-Rate-Limit-Reset it was answered with (epoch seconds)
+
+
 @dataclass
 class RoleAssignment:
     id: str
@@ -207,6 +218,7 @@ class OktaFake:
         self.faults = Faults()
         self.requests = 0
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every request
+        self.timeline: list[Stamp] = []  # when each request of `log` arrived and was answered, and its reset
         self.used_jti: set[str] = set()
         self._json_cache: dict[tuple[str, str], _Raw] = {}
         self._build(users, groups, apps, memberships, sso_events, odd_payloads)
@@ -460,6 +472,7 @@ class OktaFake:
     # -- HTTP plumbing -----------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
+        arrived = self.clock()
         with self.lock:
             self.requests += 1
             n = self.requests
@@ -476,11 +489,14 @@ class OktaFake:
         finally:
             with self.lock:
                 self.in_flight -= 1
-        response.headers["Date"] = formatdate(self.clock(), usegmt=True)
+        answered = self.clock()
+        response.headers["Date"] = formatdate(answered, usegmt=True)
         if self.faults.echo_auth and response.status_code >= 400:
             _echo_auth(response, request)
+        reset = response.headers.get("X-Rate-Limit-Reset")
         with self.lock:
             self.log.append((request.method, request.path, response.status_code))
+            self.timeline.append(Stamp(arrived, answered, int(reset) if reset is not None else None))
         return response(environ, start_response)
 
     def _dispatch(self, request: Request, n: int) -> Response:
