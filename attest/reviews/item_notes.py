@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import literal, null, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from attest.entitlements.models import Entitlement, Grant
@@ -43,18 +43,24 @@ def revoke_notes(session: Session, items: Sequence[ReviewItem], attributes: Attr
 
 def _facts(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, str], Attributes]:
     """What the notes read about the items' grants and entitlements, in one statement: ({entitlement id: readable
-    name}, ({grant id: attributes}, {entitlement id: attributes})). An item's entitlement is its grant's, copied
-    at launch, so each grant is joined to its item's entitlement; only the columns the notes use are read."""
+    name}, ({grant id: attributes}, {entitlement id: attributes})). Both by primary key (a UNION ALL of the two
+    reads: a join from the entitlements would walk every grant of a popular entitlement); only the columns the
+    notes use."""
     if not items:
         return {}, ({}, {})
-    rows = session.execute(
-        select(Entitlement.id, Entitlement.display_name, Entitlement.attributes, Grant.id, Grant.attributes)
-        .select_from(Entitlement)
-        .outerjoin(Grant, and_(Grant.entitlement_id == Entitlement.id, Grant.id.in_({i.grant_id for i in items})))
-        .where(Entitlement.id.in_({i.entitlement_id for i in items}))).all()
-    names = {ent_id: name for ent_id, name, _e, _g, _a in rows if name}
-    ent_attrs = {ent_id: attrs for ent_id, _n, attrs, _g, _a in rows}
-    grant_attrs = {grant_id: attrs for _e, _n, _ea, grant_id, attrs in rows if grant_id is not None}
+    entitlements = select(literal(True).label("is_entitlement"), Entitlement.id, Entitlement.display_name,
+                          Entitlement.attributes).where(Entitlement.id.in_({i.entitlement_id for i in items}))
+    grants = select(literal(False), Grant.id, null(), Grant.attributes).where(Grant.id.in_({i.grant_id for i in items}))
+    names: dict[int, str] = {}
+    grant_attrs: dict[int, Any] = {}
+    ent_attrs: dict[int, Any] = {}
+    for is_entitlement, row_id, name, attrs in session.execute(union_all(entitlements, grants)):
+        if is_entitlement:
+            ent_attrs[row_id] = attrs
+            if name:
+                names[row_id] = name
+        else:
+            grant_attrs[row_id] = attrs
     return names, (grant_attrs, ent_attrs)
 
 
@@ -98,12 +104,18 @@ def same_access(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int
     keys = {(i.campaign_id, i.reviewer_id, i.account_id, i.entitlement_id) for i in items if i.reviewer_id is not None}
     if not keys:
         return {}, set()
+    # an account's items carry one person name (launch freezes it per account), so the reviewer's index range of
+    # those names holds every other path: the lookup reads those entries, not the reviewer's whole list
+    names = {i.person_name for i in items if i.reviewer_id is not None}
+    person = ReviewItem.person_name.in_(sorted(n for n in names if n is not None))
+    if None in names:
+        person = or_(person, ReviewItem.person_name.is_(None))
     groups: dict[tuple[int, int, int, int], list[tuple[int, str | None]]] = {}
     for campaign_id, reviewer_id in {(k[0], k[1]) for k in keys}:
         pairs = sorted({(k[2], k[3]) for k in keys if k[:2] == (campaign_id, reviewer_id)})
         for item_id, account_id, entitlement_id, decision in session.execute(
                 select(ReviewItem.id, ReviewItem.account_id, ReviewItem.entitlement_id, ReviewItem.decision).where(
-                    ReviewItem.campaign_id == campaign_id, ReviewItem.reviewer_id == reviewer_id,
+                    ReviewItem.reviewer_id == reviewer_id, ReviewItem.campaign_id == campaign_id, person,
                     tuple_(ReviewItem.account_id, ReviewItem.entitlement_id).in_(pairs)).order_by(ReviewItem.id)):
             groups.setdefault((campaign_id, reviewer_id, account_id, entitlement_id), []).append((item_id, decision))
     alike_ids = [[item_id for item_id, _d in same] for same in groups.values()

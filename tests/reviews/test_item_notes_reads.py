@@ -39,3 +39,21 @@ def test_a_pages_row_notes_take_the_same_few_statements_for_one_row_or_twenty(se
     assert len(page_statements) == len(one_statements) == 3
     assert not [st for st in page_statements if re.search(r"\b(FROM|JOIN)\s+source\b", st, re.IGNORECASE)]
     assert set(page["last_used"]) == {i.id for i in setup.items} and set(one["last_used"]) == {setup.items[0].id}
+
+
+def test_one_access_held_two_ways_is_one_row_though_the_other_path_is_off_the_page(session):
+    """The other path of an access (the next page, or the one row a decision answers with) is found and folded,
+    for a person's account and for an orphaned one (no person name) alike; another person's items never are."""
+    setup = review_setup(session, people=3, per_person=2, risky={})
+    alan_direct, alan_via, orphan_direct, orphan_via, other, _rest = setup.items
+    for first, second in ((alan_direct, alan_via), (orphan_direct, orphan_via)):
+        second.entitlement_id, second.via = first.entitlement_id, "Finance-Team"
+    for orphan in (orphan_direct, orphan_via):
+        orphan.identity_id, orphan.person_name = None, None
+    other.entitlement_id = alan_direct.entitlement_id  # the same access, another account: a row of its own
+    session.flush()
+    for first, second in ((alan_direct, alan_via), (orphan_direct, orphan_via)):
+        alone = item_notes.row_notes(session, [first])
+        assert alone["merged"] == {first.id: [second]} and alone["other_paths"][first.id] == ["Finance-Team"]
+        assert item_notes.row_notes(session, [second])["folded"] == {second.id}
+    assert item_notes.row_notes(session, [other])["merged"] == {}
