@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import literal, null, or_, select, tuple_, union_all
+from sqlalchemy import Integer, literal_column, null, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
-from attest.entitlements.models import Entitlement, Grant
+from attest.entitlements.models import Entitlement, Grant, Resource
 from attest.entitlements.risk import _parse_iso
 from attest.reviews.models import ReviewItem
-from attest.reviews.remediation_targets import ITEM_COLUMNS, targets
+from attest.reviews.remediation_targets import ITEM_COLUMNS, Named, resource_ids, targets
 
 Attributes = tuple[dict[int, Any], dict[int, Any]]  # ({grant id: attributes}, {entitlement id: attributes})
 
@@ -41,27 +41,38 @@ def revoke_notes(session: Session, items: Sequence[ReviewItem], attributes: Attr
     return targets(session, _item_columns(items), attributes)
 
 
-def _facts(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, str], Attributes]:
-    """What the notes read about the items' grants and entitlements, in one statement: ({entitlement id: readable
-    name}, ({grant id: attributes}, {entitlement id: attributes})). Both by primary key (a UNION ALL of the two
-    reads: a join from the entitlements would walk every grant of a popular entitlement); only the columns the
-    notes use."""
+class Facts(NamedTuple):
+    """What the notes read beside the items, in one statement (`_facts`)."""
+
+    names: dict[int, str]  # {entitlement id: readable name}
+    attributes: Attributes  # ({grant id: attributes}, {entitlement id: attributes})
+    resources: dict[int, Named]  # {resource id: name, attributes} of remediation_targets.resource_ids
+
+
+def _facts(session: Session, items: Sequence[ReviewItem], columns: Sequence[Mapping[str, Any]] = ()) -> Facts:
+    """The items' entitlements and grants (and, given the items' ITEM_COLUMNS, the resources their revoke notes
+    read), in one statement: a UNION ALL of reads by primary key (a join from the entitlements would walk every
+    grant of a popular entitlement), only the columns the notes use."""
+    out = Facts({}, ({}, {}), {})
     if not items:
-        return {}, ({}, {})
-    entitlements = select(literal(True).label("is_entitlement"), Entitlement.id, Entitlement.display_name,
-                          Entitlement.attributes).where(Entitlement.id.in_({i.entitlement_id for i in items}))
-    grants = select(literal(False), Grant.id, null(), Grant.attributes).where(Grant.id.in_({i.grant_id for i in items}))
-    names: dict[int, str] = {}
-    grant_attrs: dict[int, Any] = {}
-    ent_attrs: dict[int, Any] = {}
-    for is_entitlement, row_id, name, attrs in session.execute(union_all(entitlements, grants)):
-        if is_entitlement:
+        return out
+    kind = lambda n: literal_column(str(n), Integer).label("kind")  # noqa: E731 - 1 entitlement, 2 grant, 3 resource
+    reads = [select(kind(1), Entitlement.id, Entitlement.display_name, Entitlement.attributes)
+             .where(Entitlement.id.in_({i.entitlement_id for i in items})),
+             select(kind(2), Grant.id, null(), Grant.attributes).where(Grant.id.in_({i.grant_id for i in items}))]
+    if resources := resource_ids(columns):
+        reads.append(select(kind(3), Resource.id, Resource.name, Resource.attributes).where(Resource.id.in_(resources)))
+    grant_attrs, ent_attrs = out.attributes
+    for which, row_id, name, attrs in session.execute(union_all(*reads)):
+        if which == 1:
             ent_attrs[row_id] = attrs
             if name:
-                names[row_id] = name
-        else:
+                out.names[row_id] = name
+        elif which == 2:
             grant_attrs[row_id] = attrs
-    return names, (grant_attrs, ent_attrs)
+        else:
+            out.resources[row_id] = Named(name, attrs)
+    return out
 
 
 def _use_and_labels(items: Sequence[ReviewItem], names: Mapping[int, str], grant_attrs: Mapping[int, Any]
@@ -78,8 +89,8 @@ def _use_and_labels(items: Sequence[ReviewItem], names: Mapping[int, str], grant
 
 def use_and_labels(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, tuple[datetime | None]], dict[int, str]]:
     """`last_used` and `labels` read together, in one statement (`_facts`)."""
-    names, (grant_attrs, _ent_attrs) = _facts(session, items)
-    return _use_and_labels(items, names, grant_attrs)
+    facts = _facts(session, items)
+    return _use_and_labels(items, facts.names, facts.attributes[0])
 
 
 def last_used(session: Session, items: Sequence[ReviewItem]) -> dict[int, tuple[datetime | None]]:
@@ -159,16 +170,17 @@ def other_paths(items: Sequence[ReviewItem]) -> dict[int, list[str]]:
 
 
 def row_notes(session: Session, items: Sequence[ReviewItem]) -> dict[str, Any]:
-    """Everything above for one page (or one row) of items: template context. The grants' and entitlements'
-    attributes are read once, for the app's last use, the readable names and the revoke notes alike; revoke
-    notes only for items that can still be decided (an item with an outcome belongs to a closed campaign, where
-    the row offers no revoke)."""
+    """Everything above for one page (or one row) of items: template context, in two statements (the other
+    paths; the entitlements, grants and resources, read once for the app's last use, the readable names and the
+    revoke notes alike). Revoke notes only for items that can still be decided (an item with an outcome belongs
+    to a closed campaign, where the row offers no revoke)."""
     items = list(items)
     merged, folded = same_access(session, items)
     paths = other_paths(items)
     for first, rest in merged.items():
         paths[first] = [o.via or "direct" for o in rest]
-    names, attributes = _facts(session, items)
-    used, readable = _use_and_labels(items, names, attributes[0])
-    return {"revoke_notes": revoke_notes(session, [i for i in items if i.outcome is None], attributes),
+    columns = _item_columns([i for i in items if i.outcome is None])
+    facts = _facts(session, items, columns)
+    used, readable = _use_and_labels(items, facts.names, facts.attributes[0])
+    return {"revoke_notes": targets(session, columns, facts.attributes, facts.resources) if columns else {},
             "last_used": used, "labels": readable, "other_paths": paths, "merged": merged, "folded": folded}

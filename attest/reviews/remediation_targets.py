@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,12 +26,11 @@ ITEM_COLUMNS = (ReviewItem.id, ReviewItem.grant_id, ReviewItem.source_id, Review
                 ReviewItem.resource_name)
 
 
-def remediation_target(item: Mapping[str, Any], groups: Mapping[int, Any],
+def remediation_target(item: Mapping[str, Any], groups: Mapping[int, Named],
                        grant_attributes: Mapping[str, Any] | None = None,
                        entitlement_attributes: Mapping[str, Any] | None = None) -> str | None:
     """Where the access really comes from, when revoking the grant itself would be wrong or undone. `item`
-    holds the ReviewItem columns of ITEM_COLUMNS; `groups` the via group and the item's own resource (rows
-    with `name` and `attributes`: `read_resources`)."""
+    holds the ReviewItem columns of ITEM_COLUMNS; `groups` the via group and the item's own resource (Named)."""
     login = item["account_login"] or "the account"
     via = groups.get(item["via_resource_id"]) if item["via_resource_id"] else None
     if via is not None:
@@ -54,21 +53,23 @@ def direct(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in items if not r["via_resource_id"]]
 
 
-def read_resources(session: Session, items: Sequence[Mapping[str, Any]]) -> dict[int, Any]:
-    """{resource id: (id, name, attributes)} of the resources the items' targets read: a via item's group, a
-    direct item's own resource (and a via item's own resource only when its group is not found). Only those
-    three columns: no whole Resource rows (nor their Source, which Resource joins)."""
-    wanted = {r["via_resource_id"] if r["via_resource_id"] else r["resource_id"] for r in items} - {None}
-    found = _resources(session, wanted)
-    fallback = {r["resource_id"] for r in items if r["via_resource_id"] and r["via_resource_id"] not in found
-                and r["resource_id"] and r["resource_id"] not in found}
-    return {**found, **_resources(session, fallback)} if fallback else found
+class Named(NamedTuple):
+    """What a target reads of a resource: its name and attributes (never the whole row, nor its Source)."""
+
+    name: str
+    attributes: Any
 
 
-def _resources(session: Session, ids: set[int]) -> dict[int, Any]:
-    out: dict[int, Any] = {}
+def resource_ids(items: Sequence[Mapping[str, Any]]) -> set[int]:
+    """The resources the items' targets read: a via item's group, a direct item's own resource."""
+    return {r["via_resource_id"] if r["via_resource_id"] else r["resource_id"] for r in items} - {None}
+
+
+def read_resources(session: Session, ids: set[int]) -> dict[int, Named]:
+    """{resource id: its name and attributes}."""
+    out: dict[int, Named] = {}
     for batch in chunks(sorted(ids)):
-        out.update((row.id, row) for row in session.execute(
+        out.update((row_id, Named(name, attrs)) for row_id, name, attrs in session.execute(
             select(Resource.id, Resource.name, Resource.attributes).where(Resource.id.in_(batch))))
     return out
 
@@ -86,13 +87,20 @@ def read_attributes(session: Session, items: Sequence[Mapping[str, Any]]) -> tup
 
 
 def targets(session: Session, items: Sequence[Mapping[str, Any]],
-            attributes: tuple[Mapping[int, Any], Mapping[int, Any]] | None = None) -> dict[int, str]:
+            attributes: tuple[Mapping[int, Any], Mapping[int, Any]] | None = None,
+            resources: Mapping[int, Named] | None = None) -> dict[int, str]:
     """{item id: its target} for the items (ITEM_COLUMNS mappings) that have one. `attributes`: the direct
-    items' ({grant id: attributes}, {entitlement id: attributes}) when the caller has read them already (the
-    review page reads them with the app's last use and the readable names); else read here."""
+    items' ({grant id: attributes}, {entitlement id: attributes}), and `resources`: those of `resource_ids`,
+    when the caller has read them already (the review page reads them with the app's last use and the
+    readable names, in one statement); else read here."""
     if not items:
         return {}
-    groups = read_resources(session, items)
+    groups = dict(resources) if resources is not None else read_resources(session, resource_ids(items))
+    # a via item whose group is not found reads its own resource instead (resources are never deleted: rare)
+    fallback = {r["resource_id"] for r in items if r["via_resource_id"] and r["via_resource_id"] not in groups
+                and r["resource_id"] and r["resource_id"] not in groups}
+    if fallback:
+        groups.update(read_resources(session, fallback))
     grant_attrs, ent_attrs = attributes if attributes is not None else read_attributes(session, items)
     out: dict[int, str] = {}
     for r in items:
