@@ -27,10 +27,17 @@ from sqlalchemy import String, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from attest.auth.permissions import can_read_all, read_all_required
-from attest.entitlements.models import Account, Entitlement, Grant, Identity, Source, SyncRun
+from attest.entitlements.models import Account, Entitlement, Grant, Identity, PersonStatus, Source, SyncRun
 from attest.entitlements.risk import RISKS, WEIGHTS
 from attest.inputs import parse_int
-from attest.reviews.models import DECISIONS, REMEDIATION_STATUSES, Campaign, Remediation, ReviewItem
+from attest.reviews.models import (
+    DECISIONS,
+    REMEDIATION_STATUSES,
+    Campaign,
+    DecisionValue,
+    Remediation,
+    ReviewItem,
+)
 from attest.reviews.queries import RISK_LABELS, has_risk
 from attest.web import db
 
@@ -38,7 +45,8 @@ bp = Blueprint("charts", __name__)
 
 MAX_DAYS = 366  # completion over time: at most a year of days, the last ones
 SYNC_RUNS = 20  # sync durations: the last runs of each source
-DECISION_LABELS = {"approve": "Approved", "revoke": "Revoked", "abstain": "Abstained", None: "Open"}
+DECISION_LABELS = {DecisionValue.APPROVE: "Approved", DecisionValue.REVOKE: "Revoked", DecisionValue.ABSTAIN: "Abstained",
+                   None: "Open"}
 # home page: each active account grant counted once, under its weightiest cheap signal
 ACCESS_RISKS = tuple(sorted(("terminated", "orphaned", "privileged"), key=lambda r: -WEIGHTS[r])) + ("none",)
 ACCESS_LABELS = {"terminated": "Person left", "orphaned": "Orphaned account", "privileged": "Privileged",
@@ -143,7 +151,7 @@ def remediation_status(session: Session, campaign: Campaign | None = None, now: 
 def access_by_source(session: Session, campaign: Campaign | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Active access held by active accounts, per source, each grant under its weightiest signal among
     person left, orphaned account and privileged (the cheap ones; a campaign's launch computes them all)."""
-    bucket = case((Identity.status == "terminated", "terminated"), (Account.identity_id.is_(None), "orphaned"),
+    bucket = case((Identity.status == PersonStatus.TERMINATED, "terminated"), (Account.identity_id.is_(None), "orphaned"),
                   (Entitlement.privileged.is_(True), "privileged"), else_="none")
     rows = session.execute(
         select(Source.name, bucket, func.count())

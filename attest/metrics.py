@@ -40,12 +40,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from attest import jobs
-from attest.audit.models import EvidenceExport
+from attest.audit.models import EvidenceExport, ExportStatus
 from attest.db import unavailable, utcnow
-from attest.entitlements.models import Source, SyncRun
+from attest.entitlements.models import RunStatus, Source, SyncRun
 from attest.jobs import apscheduler_jobs
 from attest.reviews import remediation
-from attest.reviews.models import REMEDIATION_STATUSES, Campaign, Remediation, ReviewItem
+from attest.reviews.models import REMEDIATION_STATUSES, Campaign, CampaignStatus, Remediation, ReviewItem
 
 log = logging.getLogger("attest.metrics")
 
@@ -120,7 +120,7 @@ class DatabaseCollector(Collector):
             counts: dict[str, int] = {}
             for status, started_at, finished_at, api_calls in runs:
                 counts[status] = counts.get(status, 0) + 1
-                if status == "running" or status in seen:
+                if status == RunStatus.RUNNING or status in seen:
                     continue
                 seen.add(status)
                 key = [name, kind, status]
@@ -130,7 +130,7 @@ class DatabaseCollector(Collector):
                 calls.add_metric(key, api_calls or 0)
             for status, n in sorted(counts.items()):
                 recent.add_metric([name, kind, status], n)
-            running.add_metric([name, kind], 1 if counts.get("running") else 0)
+            running.add_metric([name, kind], 1 if counts.get(RunStatus.RUNNING) else 0)
             if last_success_id is not None:
                 run = session.execute(select(SyncRun.finished_at, SyncRun.stats).where(SyncRun.id == last_success_id)).first()
                 if run is not None:
@@ -157,10 +157,10 @@ class DatabaseCollector(Collector):
                                     labels=labels)
         active = GaugeMetricFamily("attest_campaigns_active", "Active campaigns")
         campaigns = session.execute(
-            select(Campaign.id, Campaign.name, Campaign.due_at).where(Campaign.status == "active")
+            select(Campaign.id, Campaign.name, Campaign.due_at).where(Campaign.status == CampaignStatus.ACTIVE)
             .order_by(Campaign.due_at, Campaign.id).limit(MAX_CAMPAIGNS)
         ).all()
-        active.add_metric([], session.scalar(select(func.count()).where(Campaign.status == "active")) or 0)
+        active.add_metric([], session.scalar(select(func.count()).where(Campaign.status == CampaignStatus.ACTIVE)) or 0)
         if not campaigns:
             return [active, total, decided, due, overdue]
         ids = [c.id for c in campaigns]
@@ -242,7 +242,7 @@ class DatabaseCollector(Collector):
         due = remediation._due(None, now).order_by(None).subquery()  # the remediation runner's own definition of due
         family.add_metric(["remediations"], session.scalar(select(func.count()).select_from(due)) or 0)
         family.add_metric(["evidence_exports"], session.scalar(
-            select(func.count()).where(EvidenceExport.status == "queued")) or 0)
+            select(func.count()).where(EvidenceExport.status == ExportStatus.QUEUED)) or 0)
         return [family]
 
 

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from attest.auth.models import ROLES, User
 from attest.config import Settings
 from attest.db import utcnow
-from attest.entitlements.models import Identity
+from attest.entitlements.models import Identity, PersonStatus
 from attest.entitlements.queries import person_by_email
 from attest.trail.chain import record as audit
 
@@ -462,7 +462,7 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
     if not user.active:
         refusal = SsoError("Your Attest account is deactivated. Ask an Attest administrator if this is a mistake.",
                            reason="deactivated", status=403, actor=profile.email)
-    elif identity is not None and identity.status == "terminated":
+    elif identity is not None and identity.status == PersonStatus.TERMINATED:
         refusal = SsoError("The directory records your employment as ended, so Attest does not sign you in.",
                            reason="identity terminated", status=403, actor=profile.email)
     elif identity is None and not user.roles:
