@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attest import dialects
+from attest.connectors.timestamps import parse_timestamp
 from attest.entitlements.models import PersonStatus
 
 RISKS = (
@@ -71,14 +72,8 @@ def _iso_prefix(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _parse_iso(value: Any) -> datetime | None:
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+# reviews/item_notes.py and entitlements/team.py still read the one parser under this older name
+_parse_iso = parse_timestamp
 
 
 # grant signals read from the grant's attributes (a JSON true under the signal's own name)
@@ -115,7 +110,7 @@ def signals(
         out.add("dormant")
     grant_attributes = grant_attributes or {}
     if "last_sso_at" in grant_attributes:
-        sso = _parse_iso(grant_attributes.get("last_sso_at"))
+        sso = parse_timestamp(grant_attributes.get("last_sso_at"))
         if sso is None or sso < cutoffs.dormant_before:
             out.add("dormant")
     if identity_id is None:
@@ -131,7 +126,7 @@ def signals(
     for key in (account_attributes or {}).get("access_keys") or []:
         if not isinstance(key, Mapping) or (key.get("status") or "Active") != "Active":
             continue
-        used = _parse_iso(key.get("last_used_at")) or _parse_iso(key.get("created_at"))
+        used = parse_timestamp(key.get("last_used_at")) or parse_timestamp(key.get("created_at"))
         if used is not None and used < cutoffs.stale_key_before:
             out.add("stale_access_key")
     if account_mfa_enabled is False:

@@ -25,6 +25,7 @@ from attest.connectors.aws.policies import (
 )
 from attest.connectors.base import AccountRecord, EntitlementRecord, GrantRecord, Record, ResourceRecord
 from attest.connectors.managed import ManagedKind, emit
+from attest.connectors.timestamps import parse_timestamp
 
 # service-linked roles (owned by their service: IAM refuses edits to them) and Identity Center's own roles
 # (AWSReservedSSO_*, created and owned by IAM Identity Center): not synced as roles; who reaches a role
@@ -39,18 +40,12 @@ KIND_TAG_KEYS = ("attest:kind", "kind")
 
 
 def _parse_dt(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-    text = str(value).strip()
-    if not text or text in ("N/A", "no_information", "not_supported"):
-        return None
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    """AWS's timestamps: boto3's datetimes as they are (naive: UTC); anything else as text, trimmed, read by
+    the one parser (connectors/timestamps.py), so the credential report's "N/A", "no_information" and
+    "not_supported" are None like any other cell that is not a timestamp."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return parse_timestamp(str(value).strip()) if value is not None else None
 
 
 def _iso(value: datetime | None) -> str | None:

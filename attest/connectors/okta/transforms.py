@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from attest.connectors.base import (
@@ -18,6 +17,7 @@ from attest.connectors.base import (
     ResourceRecord,
 )
 from attest.connectors.managed import ManagedKind, emit
+from attest.connectors.timestamps import parse_timestamp as parse_time  # Okta's JSON: always strings
 
 STATUS_MAP = {  # Okta user status -> identity status
     "ACTIVE": "active", "PASSWORD_EXPIRED": "active", "LOCKED_OUT": "active", "RECOVERY": "active",
@@ -42,16 +42,6 @@ def admin_flag(stats: Any) -> bool | None:
             if isinstance(stats.get(key), bool):
                 return stats[key]
     return None
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _s(value: Any) -> str | None:
