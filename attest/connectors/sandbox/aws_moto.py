@@ -1,5 +1,8 @@
 """A moto-backed AWS organization for the tests, the benchmark and the demo.
 
+Why one module of some 670 lines: it is one seeding of one organization (OrgSpec -> the calls that build
+it, in order), plus the two ways it is served; its steps share the spec and the same-seed-same-ids rule.
+
 `seed_org(spec)` builds, through the ordinary AWS APIs (boto3 against moto, in-process under `mock_aws` or
 over HTTP to a moto server), an organization with OUs and member accounts; IAM Identity Center users,
 groups, memberships, permission sets (managed, customer-managed and inline policies) and account

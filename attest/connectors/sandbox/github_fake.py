@@ -1,5 +1,9 @@
 """A fake GitHub (REST v3 + the GraphQL queries Attest uses), deterministic and sized by parameters.
 
+Why one module of some 1,300 lines: it is one upstream, and its routes share one in-memory org, one rate
+limiter and one error shape; split by endpoint, each part would import all three and a reader checking the
+fake against GitHub's reference would have to follow the org across files.
+
 It follows GitHub's API reference where Attest depends on it:
 
 - REST paging: `per_page` (default 30, max 100) and `page`, with a `Link` header carrying rel="next",

@@ -1,5 +1,9 @@
 """A fake Okta Management API (a WSGI app) that follows Okta's published reference.
 
+Why one module of some 1,100 lines: one upstream whose routes share one org, one clock, one rate-limit
+bucket table and one error shape (Okta's E0000xxx bodies); kept together so the fake reads against
+Okta's reference page by page.
+
 What it serves, as Okta documents it:
 - `GET /api/v1/users` (DEPROVISIONED users only with `filter=status eq "DEPROVISIONED"`, as in Okta),
   `/api/v1/groups` (`expand=stats` embeds usersCount/appsCount/groupPushMappingsCount/hasAdminPrivlege,
