@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Integer, literal_column, null, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
+from attest.connectors.timestamps import parse_timestamp
 from attest.entitlements.models import Entitlement, Grant, Resource
-from attest.entitlements.risk import _parse_iso
 from attest.reviews.models import ReviewItem
 from attest.reviews.remediation_targets import ITEM_COLUMNS, Named, resource_ids, targets
 
@@ -81,7 +81,7 @@ def _use_and_labels(items: Sequence[ReviewItem], names: Mapping[int, str], grant
     for item in items:
         a = grant_attrs.get(item.grant_id) or {}
         if isinstance(a, dict) and "last_sso_at" in a:
-            used[item.id] = (_parse_iso(a.get("last_sso_at")),)
+            used[item.id] = (parse_timestamp(a.get("last_sso_at")),)
     readable = {i.id: names[i.entitlement_id] for i in items
                 if names.get(i.entitlement_id) and names[i.entitlement_id] != i.entitlement_name}
     return used, readable
