@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from attest.connectors.base import ConnectorError, GrantRef, IdentityRecord, RevokeRefused
 from attest.connectors.github import GitHubConnector, graphql_url
 from attest.connectors.registry import validate_settings
-from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, create_app, demo_email
+from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, Stamp, create_app, demo_email
 from attest.connectors.sandbox.server import serve_in_thread
 from attest.entitlements.models import Account, Grant, SyncRun
 from attest.entitlements.queries import effective_access
@@ -145,28 +146,83 @@ def test_without_saml_accounts_link_by_public_email_and_missing_features_are_not
     assert account(session, state.users[1001]["login"]).identity_id is None
 
 
+class GitHubTime:
+    """GitHub's clock (epoch seconds) and the connector's sleep in one: time passes only while the connector
+    waits, so a test sees every wait it asked for without spending it."""
+
+    START = 1_795_000_000.0  # a whole second, as x-ratelimit-reset says it
+
+    def __init__(self) -> None:
+        self.now = self.START
+        self.slept: list[float] = []
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.slept.append(seconds)
+            self.now += max(seconds, 0.0)
+
+
+def timed_connector(url: str, clock: GitHubTime, **kw) -> GitHubConnector:
+    conn = connector(url, sleep=clock.sleep, clock=clock, **kw)
+    conn.client.clock = clock  # the client's own clock (holds, pacing) is the one its sleeps move
+    return conn
+
+
+def refusals(state, limit: str) -> list[Stamp]:
+    """The requests the fake refused for its "primary" or "secondary" rate limit, on GitHub's clock."""
+    return [s for s in state.timeline if s.limited == limit]
+
+
+def early_requests(state) -> list[Stamp]:
+    """Requests that came back too soon, on GitHub's clock: after a secondary refusal answered at t with
+    retry-after r, any later request that arrived before t + r; after a primary refusal announcing
+    x-ratelimit-reset R, a later request on the same resource (core, graphql) that arrived before R."""
+    refused = refusals(state, "secondary") + refusals(state, "primary")
+
+    def early(stamp: Stamp, r: Stamp) -> bool:
+        until = r.answered + r.retry_after if r.retry_after is not None else r.reset
+        same = r.limited == "secondary" or r.request.endswith("/graphql") == stamp.request.endswith("/graphql")
+        return same and stamp.number > r.number and stamp.arrived < until
+
+    return [stamp for stamp in state.timeline if any(early(stamp, r) for r in refused)]
+
+
 def test_secondary_rate_limit_mid_sync_is_honoured(factory, session, settings):
     make_source(session, "gh", kind="github")
     session.commit()
-    with fake_github(members=40, teams=8, repos=20) as (state, url):
-        baseline = list(connector(url).sync())
+    clock = GitHubTime()
+    with fake_github(members=40, teams=8, repos=20, clock=clock) as (state, url):
+        baseline = list(timed_connector(url, clock).sync())
         state.inject_secondary(at=6, retry_after=1)
-        conn = connector(url, settings={"concurrency": 1})
-        t0 = time.monotonic()
+        conn = timed_connector(url, clock, settings={"concurrency": 1})
+        began = clock()
         result = run_sync(factory, settings, "gh", connector=conn)
-        elapsed = time.monotonic() - t0
         assert result.status == "succeeded", result.error
-        assert conn.client.waits == [1.0]
-        assert elapsed >= 1.0
-        assert state.secondary_violations == 0  # nothing came back before retry-after was over
+        refused = refusals(state, "secondary")
+        assert [s.retry_after for s in refused] == [1]
+        # it waited the second GitHub announced, on GitHub's clock, and the next request came exactly then
+        assert conn.client.waits == [1.0] and clock.slept == [1.0] and clock() - began == 1.0
+        after = state.timeline[state.timeline.index(refused[0]) + 1]
+        assert after.arrived == refused[0].answered + 1
+        assert state.secondary_violations == 0 and not early_requests(state)  # nothing came back before it
         assert result.stats["read"]["grants"] == sum(1 for r in baseline if type(r).__name__ == "GrantRecord")
         # with requests in flight on several threads, every thread holds back once one is told to wait
+        state.timeline.clear()
         state.inject_secondary(at=8, retry_after=1)
-        parallel = connector(url, settings={"concurrency": 4})
+        parallel = timed_connector(url, clock, settings={"concurrency": 4})
+        began = clock()
         records = list(parallel.sync())
         assert len(records) == len(baseline)
         assert parallel.client.waits and all(w == 1.0 for w in parallel.client.waits)
-        assert state.secondary_violations <= 3  # at most the requests already in flight when it hit
+        assert clock() - began >= 1.0
+        # at most the requests already in flight when it hit came back early (each refused again)
+        assert state.secondary_violations <= 3
+        early = early_requests(state)
+        assert len(early) <= 3 and all(s.limited == "secondary" for s in early)
 
 
 def test_secondary_limit_without_retry_after_waits_a_minute(factory, session, settings):
@@ -182,15 +238,25 @@ def test_secondary_limit_without_retry_after_waits_a_minute(factory, session, se
 def test_primary_rate_limit_waits_for_the_reset(factory, session, settings):
     with fake_github(members=10, teams=3, repos=4) as (state, url):
         baseline = list(connector(url).sync())
-    with fake_github(members=10, teams=3, repos=4, rate_limit=6, rate_window=1.0) as (state, url):
-        conn = connector(url, settings={"concurrency": 1})
-        t0 = time.monotonic()
+    clock = GitHubTime()
+    with fake_github(members=10, teams=3, repos=4, rate_limit=6, rate_window=1.0, clock=clock) as (state, url):
+        # the token's core budget is already spent (another job used it) for half a second more
+        state.windows[(SANDBOX_TOKEN, "core")] = [6, GitHubTime.START + 0.5]
+        conn = timed_connector(url, clock, settings={"concurrency": 1})
         records = list(conn.sync())
-        elapsed = time.monotonic() - t0
     assert len(records) == len(baseline)
-    assert state.rest_requests > 6 and elapsed >= 1.0  # it spread the requests over the reset windows
-    assert state.primary_limited == len(conn.client.waits)  # every refusal was waited out, none failed
-    assert all(w <= 3.0 for w in conn.client.waits)
+    # the refusal was waited out until the x-ratelimit-reset it announced, on GitHub's clock, and nothing came
+    # back before it; none failed
+    refused = refusals(state, "primary")
+    assert [(s.arrived, s.reset) for s in refused] == [(GitHubTime.START, GitHubTime.START + 1)]
+    assert conn.client.waits == [refused[0].reset - refused[0].answered + conn.client.reset_margin]
+    assert state.primary_limited == 1 and not early_requests(state)
+    # then it spread the requests over as many 1 s windows as they need, per resource, pacing as
+    # x-ratelimit-remaining ran out: at most until the reset (a window away), never into a spent window
+    rest = sum(1 for s in state.timeline if not s.request.endswith("/graphql"))
+    graphql = len(state.timeline) - rest
+    assert state.rest_requests > 6 and clock() - GitHubTime.START >= (max(rest, graphql) - 1) // 6
+    assert max(clock.slept) <= 2.0  # a window, and x-ratelimit-reset rounded up to its whole second
 
 
 def test_failure_mid_sync_loses_nothing(factory, session, settings):

@@ -13,6 +13,14 @@ It follows GitHub's API reference where Attest depends on it:
 - Secondary rate limits, injected: `state.inject_secondary(at=N, retry_after=1)` answers the Nth request
   with 403 "You have exceeded a secondary rate limit" and `retry-after`; a request that comes back before
   the wait is over is counted in `state.secondary_violations` and refused again.
+- One clock (`create_app(clock=...)`, epoch seconds, default time.time) for the primary window and its
+  `x-ratelimit-reset`, the secondary limit's `retry-after` window, token expiry and timestamps: a test's
+  fake clock that moves only when the connector's injected sleep waits sees every wait without spending
+  it. `state.timeline` keeps, per request, that clock when it arrived and was answered, its status, the
+  limit that refused it if one did, and the `x-ratelimit-reset` and `retry-after` it was answered with (GitHub: "If you exceed your primary rate
+  limit ... you should not retry your request until after the time specified by the x-ratelimit-reset
+  header"; "If the retry-after response header is present, you should not retry your request until after
+  that many seconds has elapsed", https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#handle-rate-limit-errors-appropriately).
 - Errors with GitHub's body: {"message", "documentation_url", "status"}.
 - Plans: `plan="free"` lacks custom organization roles, custom repository roles and SAML SSO (404 on
   those endpoints, `samlIdentityProvider: null` in GraphQL), as GitHub answers.
@@ -82,7 +90,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from authlib.deprecate import AuthlibDeprecationWarning  # before authlib.jose: it installs a warning filter
@@ -220,6 +228,19 @@ class FakeOrg:
         return None
 
 
+class Stamp(NamedTuple):
+    """One request on the fake's clock, for tests that check nothing came back before a wait GitHub announced."""
+
+    number: int  # the request's number in arrival order (the fake's `requests` count)
+    request: str  # "METHOD /path"
+    arrived: float  # the fake's clock when the request arrived
+    answered: float  # ... when it was answered
+    status: int
+    limited: str | None  # "primary" or "secondary": refused for that rate limit
+    reset: int | None  # the x-ratelimit-reset it was answered with (epoch seconds)
+    retry_after: int | None  # the retry-after it was answered with (seconds)
+
+
 @dataclass
 class Injection:
     at: int
@@ -254,6 +275,8 @@ class FakeGitHub:
         self.unauthorized = 0  # requests refused with 401 (a bad or expired token)
         self.primary_limited = 0  # requests refused for the primary rate limit
         self.log: list[str] = []
+        self.clock: Callable[[], float] = time.time  # GitHub's clock (epoch seconds): create_app(clock=...)
+        self.timeline: list[Stamp] = []  # per answered request: when it arrived and was answered, and its waits
         self.secondary: list[Injection] = []
         self.secondary_until = 0.0
         self.secondary_violations = 0
@@ -307,7 +330,7 @@ class FakeGitHub:
 
     def issue_token(self) -> tuple[str, float]:
         token = "ghs_" + secrets.token_hex(18)
-        expires = time.time() + self.token_ttl
+        expires = self.clock() + self.token_ttl
         self.tokens[token] = expires
         return token, expires
 
@@ -478,13 +501,16 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
                rate_window: float = 3600.0, email: Callable[[int], str] | None = None,
                person_offset: int = 0, fail_at: int | None = None, fail_status: int = 500,
                fail_count: int = 1, fail_path: str | None = None,
-               faults: dict[str, dict[str, Any]] | None = None, team_sync: bool = False) -> Flask:
+               faults: dict[str, dict[str, Any]] | None = None, team_sync: bool = False,
+               clock: Callable[[], float] = time.time) -> Flask:
     """The fake GitHub. `orgs` builds several orgs of the same size (people split between them).
 
     `fail_at=N` answers the Nth request (and `fail_count - 1` more, only those whose path contains
     `fail_path` when given) with `fail_status`; `app.github.inject_secondary(...)` injects a secondary limit.
+    `clock` is GitHub's clock (epoch seconds): rate-limit windows, resets, retry-after and token expiry.
     """
     state = FakeGitHub()
+    state.clock = clock
     state.faults = dict(faults or {})
     if fail_at:
         state.inject_failure(at=fail_at, status=fail_status, count=fail_count, path=fail_path)
@@ -585,14 +611,17 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             else:
                 state.rest_requests += 1
             state.log.append(f"{request.method} {path}")
-            now = time.time()
+            now = state.clock()
+            request.environ["fake.arrived"] = (n, now)
             if state.secondary_until and now < state.secondary_until:
                 state.secondary_violations += 1
+                request.environ["fake.limited"] = "secondary"
                 return error(403, "You have exceeded a secondary rate limit. Please wait a few minutes before "
                              "you try again.", {"retry-after": str(max(1, int(state.secondary_until - now + 0.999)))})
             for inj in state.secondary:
                 if inj.at <= n and inj.served < inj.count:
                     inj.served += 1
+                    request.environ["fake.limited"] = "secondary"
                     headers = {}
                     if inj.retry_after is not None:
                         headers["retry-after"] = str(inj.retry_after)
@@ -622,6 +651,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             request.environ["fake.rate"] = (limit, window, resource)
             if window[0] >= limit:
                 state.primary_limited += 1
+                request.environ["fake.limited"] = "primary"
                 return error(403, "API rate limit exceeded for installation. If you reach out to GitHub Support "
                              "for help, please include the request ID.", _rate_headers(limit, window, resource))
             window[0] += 1
@@ -660,6 +690,13 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             for k, v in _rate_headers(limit, window, resource).items():
                 response.headers[k] = v
         response.headers["x-github-api-version-selected"] = "2022-11-28"
+        if "fake.arrived" in request.environ:
+            number, arrived = request.environ["fake.arrived"]
+            reset, retry_after = response.headers.get("x-ratelimit-reset"), response.headers.get("retry-after")
+            with state.lock:
+                state.timeline.append(Stamp(number, f"{request.method} {request.path}", arrived, state.clock(),
+                                            response.status_code, request.environ.get("fake.limited"), int(reset) if reset is not None else None,
+                                            int(float(retry_after)) if retry_after is not None else None))
         return response
 
     def route(rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable:
@@ -682,7 +719,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             claims = JsonWebToken(["RS256"]).decode(token_, state.app_public_key)
         except (JoseError, ValueError):
             return error(401, "A JSON web token could not be decoded")
-        now = time.time()
+        now = state.clock()
         if str(claims.get("iss")) != str(state.app_id):
             return error(401, "'Issuer' claim ('iss') must be an Integer")
         exp, iat = claims.get("exp"), claims.get("iat")
@@ -783,7 +820,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
         inv_id = max(o.invitations, default=80000) + 1
         o.invitations[inv_id] = {"id": inv_id, "login": u["login"], "email": None,
                                  "role": "admin" if role == "admin" else "direct_member",
-                                 "created_at": _iso(time.time()), "team_count": 0, "invitation_source": "member"}
+                                 "created_at": _iso(state.clock()), "team_count": 0, "invitation_source": "member"}
         state.mutations.append(f"PUT membership {login} {role} (invited)")
         return ok({"state": "pending", "role": role, "organization": {"login": o.login}, "user": simple_user(uid)})
 
@@ -842,7 +879,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             return error(422, "Validation Failed: invitee_id or email is required")
         inv_id = max(o.invitations, default=80000) + 1
         inv = {"id": inv_id, "login": login_, "email": body.get("email"), "role": role,
-               "created_at": _iso(time.time()), "team_count": 0, "invitation_source": "member"}
+               "created_at": _iso(state.clock()), "team_count": 0, "invitation_source": "member"}
         o.invitations[inv_id] = inv
         state.mutations.append(f"POST invitation {login_ or body.get('email')} {role}")
         return ok(inv, 201)
@@ -1072,7 +1109,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             inv = {"id": inv_id, "node_id": f"RI_{inv_id}", "repository": repo_json(o, repo),
                    "invitee": simple_user(u["id"]), "inviter": simple_user(next(iter(o.members))) if o.members else None,
                    "permissions": "write" if perm == "push" else ("read" if perm == "pull" else perm),
-                   "created_at": _iso(time.time()), "expired": False,
+                   "created_at": _iso(state.clock()), "expired": False,
                    "url": f"https://api.github.com/user/repository_invitations/{inv_id}",
                    "html_url": f"https://github.com/{o.login}/{repo['name']}/invitations"}
             state.repo_invitations[inv_id] = {**inv, "repo_id": repo["id"], "uid": u["id"], "role": perm}
@@ -1295,7 +1332,7 @@ def create_app(*, demo: bool = False, org: str = "acme", orgs: tuple[str, ...] |
             "organization": lambda info, login: gql_org(state.orgs[login.lower()]) if login.lower() in state.orgs else None,
             "repository": lambda info, owner, name: gql_repository(owner, name),
             "rateLimit": lambda info: {"cost": 1, "limit": state.graphql_limit, "remaining": state.graphql_limit,
-                                       "used": 0, "resetAt": _iso(time.time() + 3600)},
+                                       "used": 0, "resetAt": _iso(state.clock() + 3600)},
         }
         result = graphql_sync(SCHEMA, body["query"], root_value=root, variable_values=body.get("variables") or {},
                               operation_name=body.get("operationName"))
