@@ -23,12 +23,12 @@ EVERY_MINUTE = JobSpec("probe:job", "probe", "* * * * *")
 
 @pytest.fixture
 def probe(monkeypatch):
-    """A job kind that counts its runs (and which holder ran it), takes a moment, and can be told to fail."""
+    """A job kind that counts its runs (and which holder ran it), can be held running, and told to fail."""
 
     class Probe:
         runs: list[tuple[str, datetime]] = []
-        delay = 0.0
         hold: threading.Event | None = None  # the first run goes on until the test sets it
+        until: threading.Event | None = None  # every run goes on until the test sets it (or 5 s have passed)
         fail: Exception | None = None
         lock = threading.Lock()
 
@@ -38,7 +38,8 @@ def probe(monkeypatch):
                 first = len(self.runs) == 1
             if self.hold is not None and first:
                 assert self.hold.wait(30), "the test never let the job finish"
-            time.sleep(self.delay)
+            if self.until is not None:
+                self.until.wait(5)  # bounded: a second run that should not exist must not hang the test
             if self.fail is not None:
                 raise self.fail
             return "probed"
@@ -118,16 +119,19 @@ def _contexts(fresh_db, n=2):
 
 
 def test_two_schedulers_firing_the_same_job_at_the_same_moment_run_it_once(fresh_db, probe):
-    probe.delay = 0.3
     contexts = _contexts(fresh_db, 2)
     for round_ in range(3):  # a fresh lease row (INSERT race) and then an existing one (UPDATE race)
         now = T + timedelta(minutes=round_)
         barrier = threading.Barrier(2)
         results = {}
+        # the run goes on until the other scheduler has been answered: it fired while the lease was held
+        probe.until = threading.Event()
 
-        def fire(ctx, now=now, barrier=barrier, results=results):
+        def fire(ctx, now=now, barrier=barrier, results=results, answered=probe.until):
             barrier.wait()
             results[ctx.holder] = run_job(ctx, EVERY_MINUTE, now=now)
+            if results[ctx.holder].status == "skipped":
+                answered.set()
 
         threads = [threading.Thread(target=fire, args=(ctx,)) for ctx in contexts]
         for t in threads:
