@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -52,6 +53,27 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+class UpstreamTime:
+    """An upstream's clock (epoch seconds, as rate-limit reset headers say it) and the connector's sleep in
+    one: time passes only while the connector waits, so a test sees every wait it asked for without spending
+    it. Hand it to the fake as its clock and to the connector as `sleep=clock.sleep`."""
+
+    START = 1_795_000_000.0  # a whole second, as reset headers and Date say it
+
+    def __init__(self) -> None:
+        self.now = self.START
+        self.slept: list[float] = []
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.slept.append(seconds)
+            self.now += max(seconds, 0.0)
 
 
 def make_source(session: Session, name: str = "src", kind: str = "demo", authoritative: bool = False,

@@ -5,8 +5,6 @@ AWSReservedSSO_* roles)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from sqlalchemy import select
 
@@ -18,7 +16,7 @@ from attest.entitlements.sync import run_sync
 from attest.reviews import remediation
 from attest.reviews.models import Remediation
 from attest.reviews.remediation import grant_ref
-from tests.connectors.test_aws_server import add_aws_source, reset_moto
+from tests.connectors.test_aws_server import add_aws_source, moto_server_with
 from tests.connectors.test_aws_trust import A, B, _org, grants_of
 from tests.reviews.test_remediation_connectors import revoke_in_campaign, run_and_verify
 
@@ -27,26 +25,10 @@ moto = pytest.importorskip("moto")
 
 @pytest.fixture(scope="module")
 def scim_org():
-    from moto.server import ThreadedMotoServer
+    from attest.connectors.sandbox.aws_moto import OrgSpec
 
-    from attest.connectors.sandbox.aws_moto import OrgSpec, seed_org
-
-    before = os.environ.get("MOTO_IAM_LOAD_MANAGED_POLICIES")
-    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
-    reset_moto()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    try:
-        yield url, seed_org(OrgSpec(accounts=2, ic_groups=4, scim_groups=("aws-data",)), endpoint_url=url)
-    finally:
-        server.stop()
-        reset_moto()
-        if before is None:
-            os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES", None)
-        else:
-            os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = before
+    with moto_server_with(OrgSpec(accounts=2, ic_groups=4, scim_groups=("aws-data",))) as served:
+        yield served
 
 
 def _memberships(url: str, org, gid: str) -> list[str]:

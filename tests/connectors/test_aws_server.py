@@ -4,6 +4,9 @@ configured as a user would (`add_source` with encrypted secrets and an endpoint_
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -21,11 +24,13 @@ def reset_moto() -> None:
     moto_api_backend.reset()
 
 
-@pytest.fixture(scope="module")
-def moto_server():
+@contextmanager
+def moto_server_with(spec) -> Iterator[tuple[str, Any]]:
+    """A moto server on a free loopback port holding the organization `spec` seeds (AWS managed policies
+    loaded, as AWS has them): (its URL, the seeded org); moto's state and the environment are restored after."""
     from moto.server import ThreadedMotoServer
 
-    from attest.connectors.sandbox.aws_moto import OrgSpec, seed_org
+    from attest.connectors.sandbox.aws_moto import seed_org
 
     before = os.environ.get("MOTO_IAM_LOAD_MANAGED_POLICIES")
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
@@ -35,7 +40,7 @@ def moto_server():
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     try:
-        yield url, seed_org(OrgSpec(accounts=3), endpoint_url=url)
+        yield url, seed_org(spec, endpoint_url=url)
     finally:
         server.stop()
         reset_moto()
@@ -43,6 +48,14 @@ def moto_server():
             os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES", None)
         else:
             os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = before
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    from attest.connectors.sandbox.aws_moto import OrgSpec
+
+    with moto_server_with(OrgSpec(accounts=3)) as served:
+        yield served
 
 
 def add_aws_source(session, settings, url: str, name: str = "aws"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import contextmanager
 
@@ -19,7 +18,7 @@ from attest.connectors.sandbox.server import serve_in_thread
 from attest.entitlements.models import Account, Grant, SyncRun
 from attest.entitlements.queries import effective_access
 from attest.entitlements.sync import run_sync
-from tests.factories import ListConnector, make_source
+from tests.factories import ListConnector, UpstreamTime, make_source
 
 
 @contextmanager
@@ -146,24 +145,7 @@ def test_without_saml_accounts_link_by_public_email_and_missing_features_are_not
     assert account(session, state.users[1001]["login"]).identity_id is None
 
 
-class GitHubTime:
-    """GitHub's clock (epoch seconds) and the connector's sleep in one: time passes only while the connector
-    waits, so a test sees every wait it asked for without spending it."""
-
-    START = 1_795_000_000.0  # a whole second, as x-ratelimit-reset says it
-
-    def __init__(self) -> None:
-        self.now = self.START
-        self.slept: list[float] = []
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.slept.append(seconds)
-            self.now += max(seconds, 0.0)
+GitHubTime = UpstreamTime  # GitHub's clock and the connector's sleep in one
 
 
 def timed_connector(url: str, clock: GitHubTime, **kw) -> GitHubConnector:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections import Counter
 
 import pytest
@@ -19,7 +18,7 @@ from attest.connectors.sandbox.server import serve_in_thread
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource
 from attest.entitlements.queries import effective_access
 from attest.entitlements.sync import run_sync
-from tests.factories import make_source
+from tests.factories import UpstreamTime, make_source
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
@@ -151,24 +150,7 @@ def test_a_500_that_does_not_go_away_fails_the_run_and_changes_nothing(factory, 
     assert active(session, Grant) == grants and active(session, Account) == accounts
 
 
-class OktaTime:
-    """Okta's clock (epoch seconds) and the connector's sleep in one: time passes only while the connector
-    waits, so a test sees every wait it asked for without spending it."""
-
-    START = 1_795_000_000.0  # a whole second, as the Date header says it
-
-    def __init__(self) -> None:
-        self.now = self.START
-        self.slept: list[float] = []
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.slept.append(seconds)
-            self.now += max(seconds, 0.0)
+OktaTime = UpstreamTime  # Okta's clock and the connector's sleep in one
 
 
 def timed_connector(okta, clock: OktaTime, **settings) -> OktaConnector:
