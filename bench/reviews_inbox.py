@@ -142,6 +142,21 @@ def _stats(samples: list[float]) -> dict:
             "mean_ms": round(statistics.mean(samples) * 1000, 2)}
 
 
+def timed_gets(client, path: str, requests: int = REQUESTS, warmups: int = 5):
+    """GET `path` `warmups` times, then `requests` times timed: (wall seconds, CPU seconds, the last response)."""
+    for _ in range(warmups):
+        response = client.get(path)
+        assert response.status_code == 200, (response.status_code, response.headers.get("Location"))
+    samples, cpu = [], []
+    for _ in range(requests):
+        c0, t0 = _cpu(), time.perf_counter()
+        response = client.get(path)
+        samples.append(time.perf_counter() - t0)
+        cpu.append(_cpu() - c0)
+        assert response.status_code == 200
+    return samples, cpu, response
+
+
 def signed_in_client(app, factory, user_id: int):
     """A test client of `app` signed in as user `user_id`: a completed sign-in (the server-side session
     record and the cookie naming it)."""
@@ -229,16 +244,7 @@ def run_engine(engine_name: str, items: int) -> dict:
                    "filtered (flagged)": (queries.InboxFilters(risk="flagged"), None)}
         out["pages"] = {}
         for label, path in pages.items():
-            for _ in range(5):  # warm-up
-                response = client.get(path)
-                assert response.status_code == 200, (response.status_code, response.headers.get("Location"))
-            samples, cpu = [], []
-            for _ in range(REQUESTS):
-                c0, t0 = _cpu(), time.perf_counter()
-                response = client.get(path)
-                samples.append(time.perf_counter() - t0)
-                cpu.append(_cpu() - c0)
-                assert response.status_code == 200
+            samples, cpu, response = timed_gets(client, path)
             assert response.get_data(as_text=True).count('class="item-row') == 50, label
             q_samples = []
             f, after = filters[label]

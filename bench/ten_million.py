@@ -218,7 +218,7 @@ def op_inbox(url: str, tmp: str, campaign_id: int) -> dict:
     from attest.entitlements.models import Identity
     from attest.reviews import queries
     from attest.reviews.models import ReviewItem
-    from bench.reviews_inbox import _cpu, _stats, signed_in_client
+    from bench.reviews_inbox import _stats, signed_in_client, timed_gets
 
     settings = _settings(url, tmp)
     engine = make_engine(settings.database_url)
@@ -237,15 +237,7 @@ def op_inbox(url: str, tmp: str, campaign_id: int) -> dict:
     path = f"/reviews?campaign={campaign_id}"
 
     def op() -> dict:
-        for _ in range(5):
-            assert client.get(path).status_code == 200
-        samples, cpu = [], []
-        for _ in range(REQUESTS):
-            c0, t0 = _cpu(), time.perf_counter()
-            response = client.get(path)
-            samples.append(time.perf_counter() - t0)
-            cpu.append(_cpu() - c0)
-            assert response.status_code == 200
+        samples, cpu, response = timed_gets(client, path, REQUESTS)
         rows = response.get_data(as_text=True).count('class="item-row')
         q = []
         with factory() as s:
