@@ -10,6 +10,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    # local: the route modules import attest.api.core, a module of this package; importing them when an app
+    # is built (not when the package is) keeps `import attest.api.core` (tokens, tests) free of every route
     from attest.api import (  # noqa: F401 - they register routes
         audit,
         campaigns,
