@@ -203,3 +203,15 @@ def app(settings, factory):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def nocsrf(app):
+    """The app with CSRF off, so a test's form posts reach the handlers (the forged-post tests keep it on)."""
+    app.config["WTF_CSRF_ENABLED"] = False
+    return app
+
+
+@pytest.fixture(name="nocsrf_app")
+def _nocsrf_app(nocsrf):
+    return nocsrf

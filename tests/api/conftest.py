@@ -80,9 +80,3 @@ class Api:
 def api(client):
     return lambda token: Api(client, token)
 
-
-@pytest.fixture
-def nocsrf_app(app):
-    """The app with CSRF off, for the token page's form tests (one test keeps it on)."""
-    app.config["WTF_CSRF_ENABLED"] = False
-    return app

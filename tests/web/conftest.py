@@ -13,9 +13,3 @@ def world(session) -> World:
     session.commit()
     return w
 
-
-@pytest.fixture
-def nocsrf_app(app):
-    """The app with CSRF off, so hostile forms reach the handlers (one test keeps it on: forged posts 400)."""
-    app.config["WTF_CSRF_ENABLED"] = False
-    return app

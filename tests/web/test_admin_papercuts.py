@@ -27,11 +27,6 @@ stages:
 """
 
 
-@pytest.fixture
-def nocsrf(app):
-    app.config["WTF_CSRF_ENABLED"] = False
-    return app
-
 
 @pytest.fixture
 def setup(session):

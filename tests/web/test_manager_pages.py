@@ -22,11 +22,6 @@ from tests.reviews.factories import add_reviewer, make_grant, make_item, review_
 HX = {"HX-Request": "true"}
 
 
-@pytest.fixture
-def nocsrf(app):
-    app.config["WTF_CSRF_ENABLED"] = False
-    return app
-
 
 @pytest.fixture
 def setup(session):
