@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -315,7 +316,6 @@ def _apply_grants(a: _Apply, active: int, grants_read: int | None, staged_new_gr
         # same equality)
         new_keys = ('SELECT DISTINCT ON (s.key COLLATE "C") s.key, s.part, s.entitlement_ref, s.principal_type, '
                     's.principal_ref, s.attributes FROM stage_grant s ORDER BY s.key COLLATE "C"')
-        a.session.execute(text("SET LOCAL work_mem = '256MB'"))  # sort a million keys in memory, not in files
         order = on_conflict = ""
     else:
         # new keys first (MATERIALIZED: a resync with nothing new never joins); in key order, so the
@@ -324,18 +324,18 @@ def _apply_grants(a: _Apply, active: int, grants_read: int | None, staged_new_gr
                     "FROM stage_grant s WHERE NOT EXISTS (SELECT 1 FROM access_grant g "
                     "WHERE g.source_id = :sid AND g.key = s.key AND g.ended_at IS NULL)")
         order, on_conflict = " ORDER BY n.key", " ON CONFLICT DO NOTHING"
-    a.added["grants"] = a.execute(
-        "INSERT INTO access_grant (source_id, key, part, entitlement_id, principal_type, principal_account_id, "
-        "principal_resource_id, attributes, first_seen_at, first_seen_run_id) "
-        f"WITH n AS MATERIALIZED ({new_keys}) "
-        "SELECT :sid, n.key, n.part, e.id, n.principal_type, a.id, r.id, n.attributes, :now, :run "
-        "FROM n JOIN entitlement e ON e.source_id = :sid AND e.external_id = n.entitlement_ref "
-        "LEFT JOIN account a ON n.principal_type = 'account' AND a.source_id = :sid AND a.external_id = n.principal_ref "
-        "LEFT JOIN resource r ON n.principal_type = 'resource' AND r.source_id = :sid AND r.external_id = n.principal_ref "
-        f"WHERE (a.id IS NOT NULL OR r.id IS NOT NULL){order}{on_conflict}"
-    )
-    if dedupe:
-        a.session.execute(text("SET LOCAL work_mem TO DEFAULT"))
+    # the deduplication sorts a million keys: in memory, not in files (dialects.large_work_mem)
+    with dialects.large_work_mem(a.session) if dedupe else nullcontext():
+        a.added["grants"] = a.execute(
+            "INSERT INTO access_grant (source_id, key, part, entitlement_id, principal_type, principal_account_id, "
+            "principal_resource_id, attributes, first_seen_at, first_seen_run_id) "
+            f"WITH n AS MATERIALIZED ({new_keys}) "
+            "SELECT :sid, n.key, n.part, e.id, n.principal_type, a.id, r.id, n.attributes, :now, :run "
+            "FROM n JOIN entitlement e ON e.source_id = :sid AND e.external_id = n.entitlement_ref "
+            "LEFT JOIN account a ON n.principal_type = 'account' AND a.source_id = :sid AND a.external_id = n.principal_ref "
+            "LEFT JOIN resource r ON n.principal_type = 'resource' AND r.source_id = :sid AND r.external_id = n.principal_ref "
+            f"WHERE (a.id IS NOT NULL OR r.id IS NOT NULL){order}{on_conflict}"
+        )
     if grants_read is not None:
         skipped = grants_read - (active - a.ended["grants"] + a.added["grants"])
         if skipped > 0:
