@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from attest.connectors.base import AccountRecord, EntitlementRecord, GrantRecord, ResourceRecord
 from attest.connectors.github import OrgSnapshot, _kind_from_ref, org_records
 
@@ -102,6 +104,15 @@ def test_pending_invitation_is_an_invited_account_holding_the_role():
     assert inv.status == "invited" and inv.email == "new@corp.example" and inv.login is None
     grant = next(g for g in by_type(recs, GrantRecord) if g.principal_ref == "invitation:5")
     assert grant.entitlement_ref == "org:9919:member" and grant.attributes["pending_invitation"] is True
+    assert inv.created_at == datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+def test_an_invitation_time_without_an_offset_is_utc_like_every_other_timestamp():
+    # attest/connectors/timestamps.parse_timestamp: naive means UTC, so it compares with aware times
+    snap = snapshot()
+    snap.invitations[0]["created_at"] = "2026-11-20T10:00:00"
+    inv = next(a for a in by_type(list(org_records(snap)), AccountRecord) if a.external_id == "invitation:5")
+    assert inv.created_at == datetime(2026, 11, 20, 10, tzinfo=UTC) and inv.created_at.utcoffset() == timedelta(0)
 
 
 def test_nested_teams_maintainers_and_team_repo_roles():

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from authlib.deprecate import AuthlibDeprecationWarning  # before authlib.jose: it installs a warning filter
 
 from attest.connectors.base import ConnectorError
-from attest.connectors.github.transforms import _parse_time
 from attest.connectors.http import HttpClient, HttpError, PageGuard, PagingError
+from attest.connectors.timestamps import parse_timestamp
 
 with warnings.catch_warnings():  # authlib.jose warns that joserfc is its successor; authlib.jose is what we use
     warnings.simplefilter("ignore", AuthlibDeprecationWarning)
@@ -141,7 +141,7 @@ class HttpMixin:
                 ) from None
             raise
         body = response.json()
-        expires = _parse_time(body.get("expires_at"))
+        expires = parse_timestamp(body.get("expires_at"))
         now = self._clock()
         self._installation_token = body["token"]
         self._token_expires = expires.timestamp() if expires else now + 3600

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from attest.connectors.base import (
@@ -18,6 +17,7 @@ from attest.connectors.base import (
     ResourceRecord,
 )
 from attest.connectors.managed import ManagedKind, emit
+from attest.connectors.timestamps import parse_timestamp
 
 REPO_ROLES = ("pull", "triage", "push", "maintain", "admin")
 GQL_ROLE = {"READ": "pull", "TRIAGE": "triage", "WRITE": "push", "MAINTAIN": "maintain", "ADMIN": "admin"}
@@ -71,15 +71,6 @@ def _primary_email(saml_identity: Mapping[str, Any] | None) -> str | None:
             return e["value"]
     name_id = saml_identity.get("nameId") or ""
     return name_id if "@" in name_id else None
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def org_records(snap: OrgSnapshot, *, skip_archived: bool = False,
@@ -167,7 +158,7 @@ def org_records(snap: OrgSnapshot, *, skip_archived: bool = False,
                                     part=part)
         yield AccountRecord(
             external_id=ext, login=inv.get("login"), email=inv.get("email"), display_name=f"{who} (invited)",
-            status="invited", created_at=_parse_time(inv.get("created_at")),
+            status="invited", created_at=parse_timestamp(inv.get("created_at")),
             attributes={"invitation_id": inv["id"], "invited_role": inv.get("role"),
                         "inviter": (inv.get("inviter") or {}).get("login"),
                         "invitation_source": inv.get("invitation_source")}, part=part)
