@@ -149,9 +149,7 @@ GitHubTime = UpstreamTime  # GitHub's clock and the connector's sleep in one
 
 
 def timed_connector(url: str, clock: GitHubTime, **kw) -> GitHubConnector:
-    conn = connector(url, sleep=clock.sleep, clock=clock, **kw)
-    conn.client.clock = clock  # the client's own clock (holds, pacing) is the one its sleeps move
-    return conn
+    return connector(url, sleep=clock.sleep, clock=clock, **kw)  # the clients' holds and pacing: the same clock
 
 
 def refusals(state, limit: str) -> list[Stamp]:

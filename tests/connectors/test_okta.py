@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 
 import pytest
@@ -35,8 +36,8 @@ def okta():
         yield app
 
 
-def connector(okta, sleep=no_sleep, **settings) -> OktaConnector:
-    return OktaConnector({"domain": okta.url, **settings}, {"token": "sandbox-token"}, sleep=sleep)
+def connector(okta, sleep=no_sleep, clock=time.time, **settings) -> OktaConnector:
+    return OktaConnector({"domain": okta.url, **settings}, {"token": "sandbox-token"}, sleep=sleep, clock=clock)
 
 
 def sync(factory, settings, session, okta, conn=None, **kw):
@@ -154,9 +155,7 @@ OktaTime = UpstreamTime  # Okta's clock and the connector's sleep in one
 
 
 def timed_connector(okta, clock: OktaTime, **settings) -> OktaConnector:
-    conn = connector(okta, sleep=clock.sleep, **settings)
-    conn.http.clock = clock  # the client's own clock (holds, pacing) is the one its sleeps move
-    return conn
+    return connector(okta, sleep=clock.sleep, clock=clock, **settings)  # the clients' holds and pacing: the same clock
 
 
 def refusals(okta) -> list[tuple[str, Stamp]]:

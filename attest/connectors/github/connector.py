@@ -90,13 +90,15 @@ class GitHubConnector(HttpMixin, ReadersMixin, ProvisioningMixin, BaseConnector)
         self._token_lifetime = 3600.0
         self.token_refreshes = 0
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
-        budgets = {"budget": github_budget, "budget_header": "x-ratelimit-resource", "follow_redirects": True}
+        # the clients pace and wait on the connector's clock: a test's fake clock moves them all
+        budgets = {"budget": github_budget, "budget_header": "x-ratelimit-resource", "follow_redirects": True,
+                   "sleep": sleep, "clock": clock}
         self._client = HttpClient(self.api_url, headers=headers, auth_header=self._auth_header,
                                   max_concurrency=self.concurrency, rate_limit_on_403=True, default_wait=60.0,
-                                  sleep=sleep, **budgets)
+                                  **budgets)
         if self.secrets.get("private_key"):
             self._app_client = HttpClient(self.api_url, headers=headers, max_concurrency=1,
-                                          rate_limit_on_403=True, default_wait=60.0, sleep=sleep, **budgets)
+                                          rate_limit_on_403=True, default_wait=60.0, **budgets)
 
     def validate(self) -> None:
         """Reach each organization and one page of what a sync cannot do without (its members: the

@@ -90,7 +90,7 @@ class HttpMixin:
         with self._token_lock:
             if self._http is None:
                 self._http = HttpClient(self.domain, auth_header=self._auth_header, max_concurrency=self.concurrency,
-                                        headers={"User-Agent": "attest-okta/0.1"}, sleep=self._sleep,
+                                        headers={"User-Agent": "attest-okta/0.1"}, sleep=self._sleep, clock=self._clock,
                                         budget=lambda method, url: rate_family(url), server_date=True,
                                         reset_margin=1.0, concurrency_limited=concurrency_429)
             return self._http
@@ -108,10 +108,10 @@ class HttpMixin:
     def _access_token(self, scopes: tuple[str, ...]) -> str:
         with self._token_lock:
             cached = self._tokens.get(scopes)
-            if cached and cached[1] - 60 > time.time():
+            if cached and cached[1] - 60 > self._clock():
                 return cached[0]
             token, lifetime = self._fetch_token(scopes)
-            self._tokens[scopes] = (token, time.time() + lifetime)
+            self._tokens[scopes] = (token, self._clock() + lifetime)
             return token
 
     def _fetch_token(self, scopes: tuple[str, ...]) -> tuple[str, float]:
@@ -125,7 +125,8 @@ class HttpMixin:
         if isinstance(assertion, bytes):
             assertion = assertion.decode()
         if self._token_http is None:
-            self._token_http = HttpClient(self.domain, max_concurrency=1, sleep=self._sleep, server_date=True,
+            self._token_http = HttpClient(self.domain, max_concurrency=1, sleep=self._sleep, clock=self._clock,
+                                          server_date=True,
                                           reset_margin=1.0)
         try:
             response = self._token_http.request("POST", "/oauth2/v1/token", data={

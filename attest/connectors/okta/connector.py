@@ -88,7 +88,9 @@ class OktaConnector(HttpMixin, ReadersMixin, ProvisioningMixin, GuardMixin, Base
                 raise ValueError("private_key must be an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----...)") from None
 
     def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str] | None = None, *,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+        """`sleep` waits out rate limits; `clock` (epoch seconds) is what the HTTP clients pace and hold on and
+        when a cached access token is due: a test's fake clock (with its sleep) moves them all."""
         super().__init__(settings, secrets)
         self.domain = require_https(str(self.settings.get("domain", "")), "domain")
         self.concurrency = max(1, min(int(self.settings.get("concurrency") or 4), 16))
@@ -96,6 +98,7 @@ class OktaConnector(HttpMixin, ReadersMixin, ProvisioningMixin, GuardMixin, Base
         self.log_days = int(self.settings.get("log_days") if self.settings.get("log_days") is not None else 90)
         self.include_inactive_apps = bool(self.settings.get("include_inactive_apps"))
         self._sleep = sleep
+        self._clock = clock
         self._http: HttpClient | None = None
         self._token_http: HttpClient | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
