@@ -40,21 +40,12 @@ The package, one module per idea (what the registry, the tests and bench/ import
 
 from __future__ import annotations
 
-from attest.connectors.github.client import DEFAULT_API, PER_PAGE, GraphQLError, github_budget, graphql_url
+from attest.connectors.github.client import graphql_url
 from attest.connectors.github.connector import GitHubConnector
 from attest.connectors.github.provisioning import _kind_from_ref
 from attest.connectors.github.queries import MEMBERS_QUERY
-from attest.connectors.github.transforms import (
-    GQL_ROLE,
-    PRIVILEGED_ORG_ROLES,
-    REPO_ROLES,
-    OrgSnapshot,
-    normalize_role,
-    org_records,
-)
+from attest.connectors.github.transforms import OrgSnapshot, org_records
 
 __all__ = [
-    "DEFAULT_API", "GQL_ROLE", "GitHubConnector", "GraphQLError", "MEMBERS_QUERY", "OrgSnapshot", "PER_PAGE",
-    "PRIVILEGED_ORG_ROLES", "REPO_ROLES", "_kind_from_ref", "github_budget", "graphql_url", "normalize_role",
-    "org_records",
+    "MEMBERS_QUERY", "GitHubConnector", "OrgSnapshot", "_kind_from_ref", "graphql_url", "org_records",
 ]

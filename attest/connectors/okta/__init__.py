@@ -50,15 +50,10 @@ The package, one module per idea (what the registry, the tests and bench/ import
 
 from __future__ import annotations
 
-from attest.connectors.okta.client import MANAGE_SCOPES, PAGE, READ_SCOPES, concurrency_429, rate_family
+from attest.connectors.okta.client import READ_SCOPES, rate_family
 from attest.connectors.okta.connector import OktaConnector
-from attest.connectors.okta.readers import GroupGone
 from attest.connectors.okta.transforms import (
-    ACCOUNT_STATUS,
-    ADMIN_STAT,
-    STATUS_MAP,
     UserIndex,
-    admin_flag,
     app_group_grant,
     app_records,
     app_user_grant,
@@ -66,14 +61,11 @@ from attest.connectors.okta.transforms import (
     last_sso,
     parse_time,
     role_records,
-    role_refs,
     rule_map,
     user_records,
 )
 
 __all__ = [
-    "ACCOUNT_STATUS", "ADMIN_STAT", "GroupGone", "MANAGE_SCOPES", "OktaConnector", "PAGE", "READ_SCOPES",
-    "STATUS_MAP", "UserIndex", "admin_flag", "app_group_grant", "app_records", "app_user_grant",
-    "concurrency_429", "group_records", "last_sso", "parse_time", "rate_family", "role_records", "role_refs",
-    "rule_map", "user_records",
+    "READ_SCOPES", "OktaConnector", "UserIndex", "app_group_grant", "app_records", "app_user_grant",
+    "group_records", "last_sso", "parse_time", "rate_family", "role_records", "rule_map", "user_records",
 ]
