@@ -39,7 +39,8 @@ principal of sts:GetCallerIdentity and the roles it assumes) and the last admini
 management account (a path that can manage IAM), then the change is made (or, in a dry run, only
 listed) and read back: `outcome` "done" only when the follow-up read shows it, else "unconfirmed".
 
-The package, one module per idea (what the registry, the tests and bench/ import is re-exported here):
+The package, one module per idea (the connector class, which the registry and bench/ name, is re-exported here;
+the rest is imported from its module):
 
 - `connector`: AwsConnector, its settings, validate and the sync that puts the readers together
 - `sessions`: boto3 sessions, counted clients, guarded paging, AssumeRole
@@ -57,10 +58,5 @@ The package, one module per idea (what the registry, the tests and bench/ import
 from __future__ import annotations
 
 from attest.connectors.aws.connector import AwsConnector
-from attest.connectors.aws.policies import admin_statements, trusted_principals
-from attest.connectors.aws.sessions import PAGE
-from attest.connectors.aws.transforms import parse_credential_report
 
-__all__ = [
-    "PAGE", "AwsConnector", "admin_statements", "parse_credential_report", "trusted_principals",
-]
+__all__ = ["AwsConnector"]
