@@ -32,7 +32,7 @@ them), `apply` (applying a staged run, the removal guard), `run` (starting, runn
 the heartbeat), `hooks` (after-apply hooks for the layers above).
 """
 
-from attest.entitlements.sync.hooks import after_apply
+from attest.entitlements.sync.hooks import after_apply, after_apply_hooks
 from attest.entitlements.sync.run import (
     STALE_HEARTBEAT,
     SYNC_HEARTBEAT,
@@ -43,6 +43,6 @@ from attest.entitlements.sync.run import (
 from attest.entitlements.sync.state import SyncError, SyncResult
 
 __all__ = [
-    "STALE_HEARTBEAT", "SYNC_HEARTBEAT", "SyncError", "SyncResult", "after_apply", "run_sync",
+    "STALE_HEARTBEAT", "SYNC_HEARTBEAT", "SyncError", "SyncResult", "after_apply", "after_apply_hooks", "run_sync",
     "sweep_interrupted", "sync_many",
 ]

@@ -47,7 +47,7 @@ from attest.reviews.remediation.planning import (
     grant_ref,
     managed_target,
 )
-from attest.reviews.remediation.verification import verify_after_sync  # importing it registers the hook
+from attest.reviews.remediation.verification import _verify_after_apply  # importing it registers the hook
 from attest.reviews.remediation.worklist import (
     list_remediations,
     mark_done,
@@ -57,7 +57,7 @@ from attest.reviews.remediation.worklist import (
 )
 
 __all__ = [
-    "BACKOFF", "MAX_ATTEMPTS", "RemediationError", "UndoError", "_due", "describe", "grant_ref",
-    "list_remediations", "managed_target", "mark_done", "run_pending", "status_counts", "undo", "verify_after_sync",
+    "BACKOFF", "MAX_ATTEMPTS", "RemediationError", "UndoError", "_due", "_verify_after_apply", "describe",
+    "grant_ref", "list_remediations", "managed_target", "mark_done", "run_pending", "status_counts", "undo",
     "write_manual_csv", "write_remediations_csv",
 ]
