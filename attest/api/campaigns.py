@@ -11,7 +11,6 @@ from typing import Any
 
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from attest.api.core import (
@@ -20,9 +19,11 @@ from attest.api.core import (
     caller,
     check_if_match,
     iso,
+    locked_or_404,
     make_etag,
     one_of,
     page_of,
+    refused_as,
     requires,
     responses,
     set_etag,
@@ -136,16 +137,9 @@ def get_campaign(campaign_id: int):
 def _change_campaign(campaign_id: int, change: Callable[[Session], object]) -> dict[str, Any]:
     """Run `change(session)` on the campaign, locked, in one transaction: 404 when there is none, 412 when an
     If-Match names another version, 409 when the lifecycle refuses. Returns the campaign afterwards."""
-    try:
-        with write() as session:
-            row = session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update(of=Campaign)
-                                 .execution_options(populate_existing=True))
-            if row is None:
-                raise ApiError(404)
-            check_if_match(_campaign_etag(row))
-            change(session)
-    except campaigns_service.CampaignError as exc:
-        raise ApiError(409, str(exc)) from None
+    with refused_as(409, campaigns_service.CampaignError), write() as session:
+        check_if_match(_campaign_etag(locked_or_404(session, Campaign, campaign_id)))
+        change(session)
     return campaign_detail(campaign_id)
 
 

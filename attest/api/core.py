@@ -22,7 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from functools import wraps
 from typing import Annotated, Any, TypeVar
@@ -32,7 +32,8 @@ from flask_login import AnonymousUserMixin
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from spectree import Response as SpecResponse
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from attest.api.errors import (
     ApiError,
@@ -44,6 +45,7 @@ from attest.api.errors import (
 from attest.auth import tokens
 from attest.auth.models import ApiToken
 from attest.db import utcnow
+from attest.entitlements.queries import BadCursor
 from attest.inputs import MAX_ID
 from attest.reviews.decisions import Forbidden, NotFound
 from attest.trail.chain import record
@@ -194,8 +196,7 @@ def authenticate():
         found = tokens.check_token(session, presented, now)
         if isinstance(found, tokens.Refusal):
             raise _refuse(found.reason)
-        row = session.scalar(select(ApiToken).where(ApiToken.id == found.id).with_for_update(of=ApiToken)
-                             .execution_options(populate_existing=True))
+        row = locked(session, ApiToken, found.id)
         assert row is not None
         allowed, remaining, reset, retry = take_from_bucket(row, now)
         row.last_used_at = now
@@ -301,6 +302,20 @@ def requires(scope: str, role: str | None = None) -> Callable[[F], F]:
 
 
 @contextmanager
+def refused_as(status: int, *errors: type[Exception], code: str | None = None) -> Iterator[None]:
+    """A service's refusal (one of `errors`) as an ApiError with `status` (and `code`) and its message."""
+    try:
+        yield
+    except errors as exc:
+        raise ApiError(status, str(exc), code=code) from None
+
+
+def bad_cursors() -> AbstractContextManager[None]:
+    """A page link (`after`) the query refuses (`BadCursor`) as 400 `bad_cursor`."""
+    return refused_as(400, BadCursor, code="bad_cursor")
+
+
+@contextmanager
 def refusals() -> Iterator[None]:
     """The services' refusals as API errors (attest/web.py's `refusals` for the pages): `NotFound` is 404
     (never 403: what is not the caller's does not exist for them), `Forbidden` is 403 with its reason."""
@@ -347,6 +362,34 @@ def get_or_404(model: type[T], ident: int) -> T:
     if row is None:
         raise ApiError(404)
     return row
+
+
+def locked(session: Session, model: type[T], ident: int) -> T | None:
+    """The row of `model` with this id, locked for the rest of the transaction (FOR UPDATE on PostgreSQL) and
+    read afresh, or None."""
+    return session.scalar(select(model).where(model.id == ident).with_for_update(of=model)  # type: ignore[attr-defined]
+                          .execution_options(populate_existing=True))
+
+
+def locked_or_404(session: Session, model: type[T], ident: int) -> T:
+    """`locked`, or 404 when there is no such row."""
+    row = locked(session, model, ident)
+    if row is None:
+        raise ApiError(404)
+    return row
+
+
+def id_page(kind: str, stmt: Select[Any], key: Any, after: int | None, limit: int,
+            out: Callable[..., dict[str, Any]], *, newest_first: bool = False) -> dict[str, Any]:
+    """A listing's answer: the rows of `stmt` after the position `after` (decoded from the cursor of the list
+    `kind`) in the order of the integer column `key` (descending when `newest_first`), at most `limit`, each
+    turned into JSON by `out(*row)`, and the cursor of the next page (null on the last one)."""
+    if after is not None:
+        stmt = stmt.where(key < after if newest_first else key > after)
+    rows = db().execute(stmt.order_by(key.desc() if newest_first else key).limit(limit + 1)).all()
+    page = rows[:limit]
+    last = getattr(page[-1][0], key.key) if len(rows) > limit else None
+    return {"data": [out(*row) for row in page], "next": encode_cursor(kind, last)}
 
 
 def make_etag(*parts: Any) -> str:

@@ -14,7 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from sqlalchemy import select
 
 from attest.api.campaigns import CampaignOut, campaign_detail
-from attest.api.core import ApiError, bp, caller, get_or_404, iso, page_of, requires, responses, spec
+from attest.api.core import (
+    ApiError,
+    bp,
+    caller,
+    get_or_404,
+    iso,
+    page_of,
+    refused_as,
+    requires,
+    responses,
+    spec,
+)
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import definitions as defs
 from attest.reviews.models import CampaignDefinition
@@ -171,13 +182,9 @@ def launch(definition_id: int):
     """Create a campaign from the definition and launch it (snapshot of the in-scope grants); 201."""
     body: LaunchIn = request.context.json
     name = (body.name or "").strip() or None
-    try:
-        with write() as session:
-            if session.get(CampaignDefinition, definition_id) is None:
-                raise ApiError(404)
-            draft = campaigns_service.create_campaign(session, definition_id, caller().actor, name=name)
-            launched = campaigns_service.launch(session, draft.id, caller().actor)
-            campaign_id = launched.id
-    except campaigns_service.CampaignError as exc:
-        raise ApiError(409, str(exc)) from None
+    with refused_as(409, campaigns_service.CampaignError), write() as session:
+        if session.get(CampaignDefinition, definition_id) is None:
+            raise ApiError(404)
+        draft = campaigns_service.create_campaign(session, definition_id, caller().actor, name=name)
+        campaign_id = campaigns_service.launch(session, draft.id, caller().actor).id
     return campaign_detail(campaign_id, full=False), 201

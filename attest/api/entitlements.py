@@ -15,13 +15,16 @@ from attest.api.core import (
     ApiError,
     Id,
     Paging,
+    bad_cursors,
     bp,
     caller,
     check_if_match,
     decode_cursor,
     encode_cursor,
     get_or_404,
+    id_page,
     iso,
+    locked_or_404,
     make_etag,
     page_of,
     requires,
@@ -228,6 +231,24 @@ def resource_out(r: Resource, n: int | None = None) -> dict[str, Any]:
             "first_seen_at": iso(r.first_seen_at), "ended_at": iso(r.ended_at)}
 
 
+def entitlement_out(e: Entitlement) -> dict[str, Any]:
+    return {"id": e.id, "source_id": e.source_id, "resource_id": e.resource_id, "name": e.name,
+            "display_name": e.display_name, "purpose": e.purpose, "privileged": bool(e.privileged),
+            "first_seen_at": iso(e.first_seen_at), "ended_at": iso(e.ended_at)}
+
+
+def grant_out(g: Grant) -> dict[str, Any]:
+    return {"id": g.id, "source_id": g.source_id, "entitlement_id": g.entitlement_id,
+            "principal_type": g.principal_type, "principal_account_id": g.principal_account_id,
+            "principal_resource_id": g.principal_resource_id, "first_seen_at": iso(g.first_seen_at),
+            "ended_at": iso(g.ended_at), "ended_reason": g.ended_reason}
+
+
+def change_out(c: AccessChange, entitlement_id: int) -> dict[str, Any]:
+    return {"id": c.id, "at": iso(c.at), "change": c.change, "reason": c.reason, "grant_id": c.grant_id,
+            "entitlement_id": entitlement_id, "sync_run_id": c.sync_run_id, "source_id": c.source_id}
+
+
 def _as_of(raw: str | None) -> history.AsOf | None:
     try:
         return history.resolve_as_of({"at": raw or ""}, settings().zone)
@@ -252,13 +273,6 @@ def _access(accounts: list[Account], as_of: history.AsOf | None) -> dict[str, An
             "unknown_sources": [f.source_name for f in found.unknown]}
 
 
-def _wrap_bad_cursor(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except queries.BadCursor as exc:
-        raise ApiError(400, str(exc), code="bad_cursor") from None
-
-
 @bp.get("/identities")
 @requires("entitlements:read", "read_all")
 @spec.validate(query=IdentityQuery, resp=responses(IdentityList), tags=TAG_PEOPLE)
@@ -266,8 +280,9 @@ def list_identities():
     """People (active identities) by name; `q` searches name, e-mail and employee id."""
     q: IdentityQuery = request.context.query
     after = decode_cursor("identities", q.after, of=str)
-    page = _wrap_bad_cursor(queries.search_identities, db(), q=q.q.strip(), after=after, limit=q.limit,
-                            status=q.status or None, department=q.department or None)
+    with bad_cursors():
+        page = queries.search_identities(db(), q=q.q.strip(), after=after, limit=q.limit, status=q.status or None,
+                                         department=q.department or None)
     return {"data": [identity_out(i) for i in page.rows], "next": encode_cursor("identities", page.next_after)}
 
 
@@ -308,10 +323,7 @@ def link_account(account_id: int):
     its link changed since it was read."""
     body: LinkIn = request.context.json
     with write() as session:
-        account = session.scalar(select(Account).where(Account.id == account_id).with_for_update(of=Account)
-                                 .execution_options(populate_existing=True))
-        if account is None:
-            raise ApiError(404)
+        account = locked_or_404(session, Account, account_id)
         check_if_match(_account_etag(account))
         if body.identity_id is not None:
             person = session.get(Identity, body.identity_id)
@@ -330,8 +342,9 @@ def list_resources():
     """Active resources by name, with their count of active grants."""
     q: ResourceQuery = request.context.query
     after = decode_cursor("resources", q.after, of=str)
-    page = _wrap_bad_cursor(queries.list_resources, db(), q=q.q.strip(), source_id=q.source_id, rtype=q.type,
-                            after=after, limit=q.limit)
+    with bad_cursors():
+        page = queries.list_resources(db(), q=q.q.strip(), source_id=q.source_id, rtype=q.type, after=after,
+                                      limit=q.limit)
     return {"data": [resource_out(r, n) for r, n in page.rows], "next": encode_cursor("resources", page.next_after)}
 
 
@@ -357,14 +370,7 @@ def list_entitlements():
         stmt = stmt.where(Entitlement.resource_id == q.resource_id)
     if q.privileged is not None:
         stmt = stmt.where(Entitlement.privileged.is_(q.privileged))
-    if after is not None:
-        stmt = stmt.where(Entitlement.id > after)
-    rows = db().scalars(stmt.order_by(Entitlement.id).limit(q.limit + 1)).all()
-    page = rows[:q.limit]
-    return {"data": [{"id": e.id, "source_id": e.source_id, "resource_id": e.resource_id, "name": e.name,
-                      "display_name": e.display_name, "purpose": e.purpose, "privileged": bool(e.privileged),
-                      "first_seen_at": iso(e.first_seen_at), "ended_at": iso(e.ended_at)} for e in page],
-            "next": encode_cursor("entitlements", page[-1].id) if len(rows) > q.limit else None}
+    return id_page("entitlements", stmt, Entitlement.id, after, q.limit, entitlement_out)
 
 
 @bp.get("/grants")
@@ -389,15 +395,7 @@ def list_grants():
         stmt = stmt.where(Grant.entitlement_id.in_(select(Entitlement.id).where(Entitlement.resource_id == q.resource_id)))
     if q.account_id:
         stmt = stmt.where(Grant.principal_account_id == q.account_id)
-    if after is not None:
-        stmt = stmt.where(Grant.id > after)
-    rows = db().scalars(stmt.order_by(Grant.id).limit(q.limit + 1)).all()
-    page = rows[:q.limit]
-    return {"data": [{"id": g.id, "source_id": g.source_id, "entitlement_id": g.entitlement_id,
-                      "principal_type": g.principal_type, "principal_account_id": g.principal_account_id,
-                      "principal_resource_id": g.principal_resource_id, "first_seen_at": iso(g.first_seen_at),
-                      "ended_at": iso(g.ended_at), "ended_reason": g.ended_reason} for g in page],
-            "next": encode_cursor("grants", page[-1].id) if len(rows) > q.limit else None}
+    return id_page("grants", stmt, Grant.id, after, q.limit, grant_out)
 
 
 @bp.get("/accounts/<int:account_id>/changes")
@@ -414,21 +412,7 @@ def account_changes(account_id: int):
             .where(Grant.principal_account_id == account_id))
     if since is not None:
         stmt = stmt.where(AccessChange.at >= since.instant)
-    if after is not None:
-        stmt = stmt.where(AccessChange.id < after)
-    rows = db().execute(stmt.order_by(AccessChange.id.desc()).limit(q.limit + 1)).all()
-    page = rows[:q.limit]
-    return {"data": [{"id": c.id, "at": iso(c.at), "change": c.change, "reason": c.reason, "grant_id": c.grant_id,
-                      "entitlement_id": ent, "sync_run_id": c.sync_run_id, "source_id": c.source_id}
-                     for c, ent in page],
-            "next": encode_cursor("changes", page[-1][0].id) if len(rows) > q.limit else None}
-
-
-def grant_out(g: Grant) -> dict[str, Any]:
-    return {"id": g.id, "source_id": g.source_id, "entitlement_id": g.entitlement_id,
-            "principal_type": g.principal_type, "principal_account_id": g.principal_account_id,
-            "principal_resource_id": g.principal_resource_id, "first_seen_at": iso(g.first_seen_at),
-            "ended_at": iso(g.ended_at), "ended_reason": g.ended_reason}
+    return id_page("changes", stmt, AccessChange.id, after, q.limit, change_out, newest_first=True)
 
 
 @bp.get("/resources/<int:resource_id>/grants")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from attest.api.core import (
     ApiError,
     Paging,
+    bad_cursors,
     bp,
     caller,
     decode_cursor,
@@ -178,7 +179,7 @@ def list_items(campaign_id: int):
     args = {k: v for k, v in q.model_dump().items() if isinstance(v, str)}
     after = decode_cursor("items", q.after, of=str)
     session = db()
-    try:
+    with bad_cursors():
         if c.can_read_all:
             if session.get(Campaign, campaign_id) is None:
                 raise ApiError(404)
@@ -190,8 +191,6 @@ def list_items(campaign_id: int):
                 raise ApiError(404)
             page = queries.inbox(session, me, campaign_id, queries.InboxFilters.from_args(args), after, q.limit)
             rows, next_after = page.rows, page.next_after
-    except queries.BadCursor as exc:
-        raise ApiError(400, str(exc), code="bad_cursor") from None
     return {"data": [item_out(i) for i in rows], "next": encode_cursor("items", next_after)}
 
 

@@ -20,11 +20,13 @@ from attest.api.core import (
     caller,
     check_if_match,
     decode_cursor,
-    encode_cursor,
     get_or_404,
+    id_page,
     iso,
+    locked_or_404,
     make_etag,
     page_of,
+    refused_as,
     requires,
     responses,
     set_etag,
@@ -141,6 +143,13 @@ def _get(source_id: int) -> Source:
     return get_or_404(Source, source_id)
 
 
+def _answer(source_id: int) -> dict[str, Any]:
+    """The source as it is now, with its ETag set (after a change: read again in the request's session)."""
+    source = _get(source_id)
+    set_etag(_etag(source))
+    return _source_out(source)
+
+
 @bp.get("/sources")
 @requires("sources:read", "read_all")
 @spec.validate(resp=responses(SourceList), tags=TAGS)
@@ -156,9 +165,7 @@ def list_sources():
 @spec.validate(resp=responses(SourceOut), tags=TAGS)
 def get_source(source_id: int):
     """One source; its ETag versions settings, schedule and secrets (send it as If-Match on PATCH)."""
-    source = _get(source_id)
-    set_etag(_etag(source))
-    return _source_out(source)
+    return _answer(source_id)
 
 
 @bp.post("/sources")
@@ -167,17 +174,11 @@ def get_source(source_id: int):
 def create_source():
     """Add a source (the connector's settings schema; secrets are stored encrypted, never shown back)."""
     body: SourceCreate = request.context.json
-    try:
-        with write() as session:
-            source = service.add_source(session, settings(), body.kind, body.name, body.settings, body.secrets,
-                                        schedule=body.schedule, authoritative=body.authoritative,
-                                        actor=caller().actor)
-            source_id = source.id
-    except (service.SourceError, ValueError) as exc:
-        raise ApiError(400, str(exc)) from None
-    source = _get(source_id)
-    set_etag(_etag(source))
-    return _source_out(source), 201
+    with refused_as(400, service.SourceError, ValueError), write() as session:
+        source = service.add_source(session, settings(), body.kind, body.name, body.settings, body.secrets,
+                                    schedule=body.schedule, authoritative=body.authoritative, actor=caller().actor)
+        source_id = source.id
+    return _answer(source_id), 201
 
 
 @bp.patch("/sources/<int:source_id>")
@@ -187,20 +188,12 @@ def update_source(source_id: int):
     """Change settings, schedule or secrets. With If-Match, 412 when the source changed since it was read."""
     body: SourceUpdate = request.context.json
     schedule = body.schedule if "schedule" in body.model_fields_set else service.UNCHANGED
-    try:
-        with write() as session:
-            source = session.scalar(select(Source).where(Source.id == source_id).with_for_update(of=Source)
-                                    .execution_options(populate_existing=True))
-            if source is None:
-                raise ApiError(404)
-            check_if_match(_etag(source))
-            service.update_source(session, settings(), source.name, body.settings, body.secrets, unset=body.unset,
-                                  schedule=schedule, actor=caller().actor)
-    except service.SourceError as exc:
-        raise ApiError(400, str(exc)) from None
-    source = _get(source_id)
-    set_etag(_etag(source))
-    return _source_out(source)
+    with refused_as(400, service.SourceError), write() as session:
+        source = locked_or_404(session, Source, source_id)
+        check_if_match(_etag(source))
+        service.update_source(session, settings(), source.name, body.settings, body.secrets, unset=body.unset,
+                              schedule=schedule, actor=caller().actor)
+    return _answer(source_id)
 
 
 @bp.post("/sources/<int:source_id>/test")
@@ -229,12 +222,9 @@ def test_source(source_id: int):
 def sync_source(source_id: int):
     """Sync now: queue a sync request for the scheduler (as the source page's Sync now); 202."""
     source = _get(source_id)
-    try:
-        with write() as session:
-            row, queued = service.request_sync(session, source.name, actor=caller().actor)
-            out = {"queued": queued, "requested_at": iso(row.sync_requested_at), "requested_by": row.sync_requested_by}
-    except service.SourceError as exc:
-        raise ApiError(409, str(exc)) from None
+    with refused_as(409, service.SourceError), write() as session:
+        row, queued = service.request_sync(session, source.name, actor=caller().actor)
+        out = {"queued": queued, "requested_at": iso(row.sync_requested_at), "requested_by": row.sync_requested_by}
     return out, 202
 
 
@@ -246,10 +236,5 @@ def source_runs(source_id: int):
     q: RunQuery = request.context.query
     _get(source_id)
     after = decode_cursor("runs", q.after, of=int)
-    stmt = select(SyncRun).where(SyncRun.source_id == source_id)
-    if after is not None:
-        stmt = stmt.where(SyncRun.id < after)
-    rows = db().scalars(stmt.order_by(SyncRun.id.desc()).limit(q.limit + 1)).all()
-    page = rows[:q.limit]
-    return {"data": [run_out(r) for r in page],
-            "next": encode_cursor("runs", page[-1].id) if len(rows) > q.limit else None}
+    return id_page("runs", select(SyncRun).where(SyncRun.source_id == source_id), SyncRun.id, after, q.limit,
+                   run_out, newest_first=True)

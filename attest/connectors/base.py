@@ -190,6 +190,20 @@ class Revoker(Protocol):
         ...
 
 
+class ChangeRevoker:
+    """A Revoker whose revoke and undo (`grant`) are one change in either direction: the connector's
+    `_change(grant, dry_run, undo)`."""
+
+    def revoke(self, grant: GrantRef, dry_run: bool = True) -> RevokeResult:
+        return self._change(grant, dry_run, undo=False)
+
+    def grant(self, grant: GrantRef, dry_run: bool = True) -> RevokeResult:
+        return self._change(grant, dry_run, undo=True)
+
+    def _change(self, grant: GrantRef, dry_run: bool, undo: bool) -> RevokeResult:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
 class BaseConnector:
     """Convenience base: keeps settings/secrets and the call counter."""
 

@@ -33,16 +33,7 @@ The package, one module per idea (what the rest of Attest, the tests and bench/ 
 
 from __future__ import annotations
 
-from attest.jobs.lease import (
-    APSCHEDULER_TABLE,
-    HOLDER,
-    JobLease,
-    acquire,
-    apscheduler_jobs,
-    release,
-    renew,
-    stale_leases,
-)
+from attest.jobs.lease import JobLease, acquire, apscheduler_jobs, release, stale_leases
 from attest.jobs.scheduler import (
     JOBS,
     SCHEDULER_SEEN_WITHIN,
@@ -57,7 +48,6 @@ from attest.jobs.scheduler import (
     scheduled_run,
     scheduler_last_seen,
     status,
-    take_over,
     watch_takeovers,
 )
 from attest.jobs.table import (
@@ -65,38 +55,19 @@ from attest.jobs.table import (
     FIXED_JOBS,
     HEARTBEAT,
     LEASE_TTL,
-    MISFIRE_GRACE,
     RECONCILE,
     REMEDIATION,
     JobContext,
-    JobError,
-    JobRun,
     JobSpec,
     SchedulerError,
     job_table,
 )
-from attest.jobs.tasks import (
-    EVIDENCE_LINGER,
-    LAUNCH_RETRY,
-    PROGRESS_EVERY,
-    auto_close_at,
-    job_checkpoint,
-    job_close,
-    job_evidence,
-    job_launch,
-    job_notify,
-    job_purge,
-    job_remediation,
-    job_sync,
-    job_sync_requests,
-)
+from attest.jobs.tasks import job_checkpoint, job_remediation
 
 __all__ = [
-    "ACTOR", "APSCHEDULER_TABLE", "EVIDENCE_LINGER", "FIXED_JOBS", "HEARTBEAT", "HOLDER", "JOBS",
-    "JobContext", "JobError", "JobLease", "JobRun", "JobSpec", "LAUNCH_RETRY", "LEASE_TTL", "MISFIRE_GRACE",
-    "PROGRESS_EVERY", "RECONCILE", "REMEDIATION", "SCHEDULER_SEEN_WITHIN", "SchedulerError", "TAKEOVER_EVERY", "TAKEOVER_WATCH", "acquire",
-    "apscheduler_jobs", "auto_close_at", "job_checkpoint", "job_close", "job_evidence", "job_launch",
-    "job_notify", "job_purge", "job_reconcile", "job_remediation", "job_sync", "job_sync_requests",
-    "job_table", "make_scheduler", "reconcile", "release", "renew", "run_job", "run_now", "run_scheduler",
-    "scheduled_run", "scheduler_last_seen", "stale_leases", "status", "take_over", "watch_takeovers",
+    "ACTOR", "FIXED_JOBS", "HEARTBEAT", "JOBS", "LEASE_TTL", "RECONCILE", "REMEDIATION",
+    "SCHEDULER_SEEN_WITHIN", "TAKEOVER_EVERY", "TAKEOVER_WATCH", "JobContext", "JobLease", "JobSpec",
+    "SchedulerError", "acquire", "apscheduler_jobs", "job_checkpoint", "job_reconcile",
+    "job_remediation", "job_table", "make_scheduler", "reconcile", "release", "run_job", "run_now",
+    "run_scheduler", "scheduled_run", "scheduler_last_seen", "stale_leases", "status", "watch_takeovers",
 ]

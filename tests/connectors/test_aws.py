@@ -17,12 +17,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from attest.connectors.aws import (
-    AwsConnector,
-    admin_statements,
-    parse_credential_report,
-    trusted_principals,
-)
+from attest.connectors.aws import AwsConnector
+from attest.connectors.aws.policies import admin_statements, trusted_principals
+from attest.connectors.aws.transforms import parse_credential_report
 from attest.connectors.base import GrantRef, RevokeRefused
 from attest.entitlements.models import Account, Entitlement, Grant, Resource, SyncRun
 from attest.entitlements.sync import run_sync

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from attest.connectors.base import ConnectorError, GrantRef, IdentityRecord, RevokeRefused
-from attest.connectors.github import GitHubConnector, graphql_url
+from attest.connectors.github import GitHubConnector
+from attest.connectors.github.client import graphql_url
 from attest.connectors.registry import validate_settings
 from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, Stamp, create_app, demo_email
 from attest.connectors.sandbox.server import serve_in_thread

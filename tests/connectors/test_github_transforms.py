@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from attest.connectors.base import AccountRecord, EntitlementRecord, GrantRecord, ResourceRecord
-from attest.connectors.github import OrgSnapshot, _kind_from_ref, org_records
+from attest.connectors.github.provisioning import _kind_from_ref
+from attest.connectors.github.transforms import OrgSnapshot, org_records
 
 ORG = {"login": "octo-org", "id": 9919, "plan": {"name": "enterprise"}, "two_factor_requirement_enabled": False,
        "default_repository_permission": "read"}

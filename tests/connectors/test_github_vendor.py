@@ -25,7 +25,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from attest.connectors.github import MEMBERS_QUERY, GitHubConnector
+from attest.connectors.github import GitHubConnector
+from attest.connectors.github.queries import MEMBERS_QUERY
 from attest.connectors.http import HttpError
 from attest.connectors.sandbox.github_fake import SANDBOX_TOKEN, create_app
 from attest.entitlements.models import Grant, SyncRun

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from attest.connectors.base import ConnectorError, GrantRef, RevokeRefused
-from attest.connectors.okta import READ_SCOPES, OktaConnector, rate_family
+from attest.connectors.okta import OktaConnector
+from attest.connectors.okta.client import READ_SCOPES, rate_family
 from attest.connectors.sandbox.okta_fake import Stamp, create_app
 from attest.connectors.sandbox.server import serve_in_thread
 from attest.entitlements.models import Account, Entitlement, Grant, Identity, Resource

@@ -12,7 +12,7 @@ from attest.connectors.base import (
     Note,
     ResourceRecord,
 )
-from attest.connectors.okta import (
+from attest.connectors.okta.transforms import (
     UserIndex,
     app_group_grant,
     app_records,

@@ -26,7 +26,8 @@ import pytest
 from sqlalchemy import select
 
 from attest.connectors.base import ConnectorError
-from attest.connectors.okta import OktaConnector, group_records
+from attest.connectors.okta import OktaConnector
+from attest.connectors.okta.transforms import group_records
 from attest.connectors.sandbox.okta_fake import create_app
 from attest.connectors.sandbox.server import serve_in_thread
 from attest.entitlements.models import Grant, Resource, ResourceOwner

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from attest.connectors.aws.transforms import _parse_dt as aws_time
-from attest.connectors.okta import parse_time as okta_time
+from attest.connectors.okta.transforms import parse_time as okta_time
 from attest.connectors.timestamps import parse_timestamp
 from attest.entitlements import risk
 

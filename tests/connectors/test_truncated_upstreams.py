@@ -218,9 +218,9 @@ def aws_org():
 
 @pytest.fixture
 def small_pages(monkeypatch):
-    from attest.connectors import aws
+    from attest.connectors.aws.sessions import PAGE
 
-    monkeypatch.setitem(aws.PAGE, "identitystore", 10)  # 30 Identity Center users: three pages
+    monkeypatch.setitem(PAGE, "identitystore", 10)  # 30 Identity Center users: three pages
 
 
 def aws_connector(faults=None):

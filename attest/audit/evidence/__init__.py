@@ -34,34 +34,17 @@ The package, one module per idea (what the rest of Attest, the tests and bench/ 
 
 from __future__ import annotations
 
-from attest.audit.evidence.bundle import CHECKPOINT_PREFIX, FORMAT, ExportResult, campaign_doc, export_bundle
-from attest.audit.evidence.partials import (
-    LEGACY_PARTIAL_AGE,
-    PARTIAL_PREFIX,
-    _host,
-    _partial_prefix,
-    remove_partials,
-)
+from attest.audit.evidence.bundle import export_bundle
+from attest.audit.evidence.partials import _host, _partial_prefix, remove_partials
 from attest.audit.evidence.report import render_report_html
 from attest.audit.evidence.signing import EvidenceError, _signed_manifest, load_signing_key
-from attest.audit.evidence.verify import NO_TRUSTED_KEY, Verification, check_bundle, verify_bundle
-from attest.audit.evidence.writers import (
-    BATCH,
-    EXCLUSION_COLUMNS,
-    ITEM_COLUMNS,
-    PHASES,
-    XLSX_MAX_ROWS,
-    Progress,
-    items_query,
-    iter_campaign_events,
-)
+from attest.audit.evidence.verify import NO_TRUSTED_KEY, check_bundle, verify_bundle
+from attest.audit.evidence.writers import ITEM_COLUMNS, PHASES, items_query
 from attest.signing import key_fingerprint, key_id, load_public_key, public_key_pem, public_key_raw
 
 __all__ = [
-    "BATCH", "CHECKPOINT_PREFIX", "EXCLUSION_COLUMNS", "EvidenceError", "ExportResult", "FORMAT",
-    "ITEM_COLUMNS", "LEGACY_PARTIAL_AGE", "NO_TRUSTED_KEY", "PARTIAL_PREFIX", "PHASES", "Progress",
-    "Verification", "XLSX_MAX_ROWS", "_host", "_partial_prefix", "_signed_manifest", "campaign_doc",
-    "check_bundle", "export_bundle", "items_query", "iter_campaign_events", "key_fingerprint", "key_id",
+    "ITEM_COLUMNS", "NO_TRUSTED_KEY", "PHASES", "EvidenceError", "_host", "_partial_prefix",
+    "_signed_manifest", "check_bundle", "export_bundle", "items_query", "key_fingerprint", "key_id",
     "load_public_key", "load_signing_key", "public_key_pem", "public_key_raw", "remove_partials",
     "render_report_html", "verify_bundle",
 ]

@@ -39,7 +39,8 @@ principal of sts:GetCallerIdentity and the roles it assumes) and the last admini
 management account (a path that can manage IAM), then the change is made (or, in a dry run, only
 listed) and read back: `outcome` "done" only when the follow-up read shows it, else "unconfirmed".
 
-The package, one module per idea (what the registry, the tests and bench/ import is re-exported here):
+The package, one module per idea (the connector class, which the registry and bench/ name, is re-exported here;
+the rest is imported from its module):
 
 - `connector`: AwsConnector, its settings, validate and the sync that puts the readers together
 - `sessions`: boto3 sessions, counted clients, guarded paging, AssumeRole
@@ -56,53 +57,6 @@ The package, one module per idea (what the registry, the tests and bench/ import
 
 from __future__ import annotations
 
-from attest.connectors.aws.connector import ACCOUNT_ID_RE, REGION_RE, ROLE_NAME_RE, AwsConnector
-from attest.connectors.aws.iam import CREDENTIAL_REPORT_MAX_AGE, CREDENTIAL_REPORT_WAIT
-from attest.connectors.aws.identity_center import IdentityCenter
-from attest.connectors.aws.organizations import SCP_PART, Org
-from attest.connectors.aws.policies import (
-    IAM_ADMIN_MANAGED,
-    PRIVILEGED_MANAGED,
-    _document,
-    admin_statements,
-    allows_iam,
-    boundary_limits,
-    denies_iam_admin,
-    iam_admin_statements,
-    is_privileged_policy,
-    local_admin_policies,
-    policy_name_from_arn,
-    trusted_principals,
-)
-from attest.connectors.aws.provisioning import ASSIGNMENT_WAIT, VERIFY_TRIES
-from attest.connectors.aws.sessions import PAGE, ROLE_SESSION_NAME
-from attest.connectors.aws.transforms import (
-    EMAIL_TAG_KEYS,
-    KIND_TAG_KEYS,
-    SKIPPED_ROLE_PATHS,
-    CredentialRow,
-    OrgAccount,
-    PermissionSetInfo,
-    account_part,
-    account_ref,
-    account_resource,
-    iam_records,
-    identity_center_user,
-    org_records,
-    parse_credential_report,
-    parse_iam_arn,
-    permission_set_entitlement_ref,
-    permission_set_id,
-    policy_resource_ref,
-)
+from attest.connectors.aws.connector import AwsConnector
 
-__all__ = [
-    "ACCOUNT_ID_RE", "ASSIGNMENT_WAIT", "CREDENTIAL_REPORT_MAX_AGE", "CREDENTIAL_REPORT_WAIT", "EMAIL_TAG_KEYS",
-    "IAM_ADMIN_MANAGED", "KIND_TAG_KEYS", "PAGE", "PRIVILEGED_MANAGED", "REGION_RE", "ROLE_NAME_RE",
-    "ROLE_SESSION_NAME", "SCP_PART", "SKIPPED_ROLE_PATHS", "VERIFY_TRIES", "AwsConnector", "CredentialRow",
-    "IdentityCenter", "Org", "OrgAccount", "PermissionSetInfo", "_document", "account_part", "account_ref",
-    "account_resource", "admin_statements", "allows_iam", "boundary_limits", "denies_iam_admin",
-    "iam_admin_statements", "iam_records", "identity_center_user", "is_privileged_policy", "local_admin_policies",
-    "org_records", "parse_credential_report", "parse_iam_arn", "permission_set_entitlement_ref",
-    "permission_set_id", "policy_name_from_arn", "policy_resource_ref", "trusted_principals",
-]
+__all__ = ["AwsConnector"]

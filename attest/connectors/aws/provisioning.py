@@ -17,7 +17,7 @@ from attest.connectors.aws.errors import AWS_ERRORS, connector_error, error_code
 from attest.connectors.aws.identity_center import IdentityCenter
 from attest.connectors.aws.policies import policy_name_from_arn
 from attest.connectors.aws.transforms import _iso, _parse_dt, parse_iam_arn, permission_set_id
-from attest.connectors.base import ConnectorError, GrantRef, RevokeRefused, RevokeResult
+from attest.connectors.base import ChangeRevoker, ConnectorError, GrantRef, RevokeRefused, RevokeResult
 from attest.connectors.managed import managed_elsewhere, refusal
 
 _UNCONFIRMED = "; AWS accepted the call, but a follow-up read still shows the access as it was (unconfirmed)"
@@ -25,7 +25,7 @@ VERIFY_TRIES = 6  # follow-up reads of a change (0.25 s doubling: about 8 s) bef
 ASSIGNMENT_WAIT = 120.0  # seconds to wait for an Identity Center assignment change to finish
 
 
-class ProvisioningMixin:
+class ProvisioningMixin(ChangeRevoker):
     """revoke/grant of IAM group memberships, managed policies, access keys, Identity Center assignments
     and group memberships. Reads through the other mixins; refuses through GuardMixin."""
 
@@ -41,13 +41,8 @@ class ProvisioningMixin:
     _refuse_own: Callable[[str, str, str, str], None]
     _guard: Callable[[str | None, set[tuple], GrantRef], None]
 
-    def revoke(self, grant: GrantRef, dry_run: bool = True) -> RevokeResult:
-        return self._change(grant, remove=True, dry_run=dry_run)
-
-    def grant(self, grant: GrantRef, dry_run: bool = True) -> RevokeResult:
-        return self._change(grant, remove=False, dry_run=dry_run)
-
-    def _change(self, ref: GrantRef, *, remove: bool, dry_run: bool) -> RevokeResult:
+    def _change(self, ref: GrantRef, dry_run: bool, undo: bool) -> RevokeResult:
+        remove = not undo
         attrs = dict(ref.entitlement_attributes or {})
         kind = attrs.get("kind") or _kind_from_ref(ref.entitlement_ref)
         found = managed_elsewhere(ref.grant_attributes, ref.entitlement_attributes, ref.resource_attributes)

@@ -28,7 +28,8 @@ Revokes are honest: a change is `done` only when a follow-up read shows the acce
 GitHub accepted the call but still shows it; an undo that GitHub answers with an invitation (201 for a
 repository collaborator, `state: pending` for a membership) is `invited`, not re-granted.
 
-The package, one module per idea (what the registry, the tests and bench/ import is re-exported here):
+The package, one module per idea (the connector class, which the registry and bench/ name, is re-exported here;
+the rest is imported from its module):
 
 - `connector`: GitHubConnector, its settings, validate and the sync over each organization
 - `client`: the HTTP layer, dumb (raises on failure): tokens, REST lists, GraphQL and its pages, budgets
@@ -40,21 +41,6 @@ The package, one module per idea (what the registry, the tests and bench/ import
 
 from __future__ import annotations
 
-from attest.connectors.github.client import DEFAULT_API, PER_PAGE, GraphQLError, github_budget, graphql_url
 from attest.connectors.github.connector import GitHubConnector
-from attest.connectors.github.provisioning import _kind_from_ref
-from attest.connectors.github.queries import MEMBERS_QUERY
-from attest.connectors.github.transforms import (
-    GQL_ROLE,
-    PRIVILEGED_ORG_ROLES,
-    REPO_ROLES,
-    OrgSnapshot,
-    normalize_role,
-    org_records,
-)
 
-__all__ = [
-    "DEFAULT_API", "GQL_ROLE", "GitHubConnector", "GraphQLError", "MEMBERS_QUERY", "OrgSnapshot", "PER_PAGE",
-    "PRIVILEGED_ORG_ROLES", "REPO_ROLES", "_kind_from_ref", "github_budget", "graphql_url", "normalize_role",
-    "org_records",
-]
+__all__ = ["GitHubConnector"]

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from attest.connectors.base import (
+    ChangeRevoker,
     ConnectorError,
     GrantRef,
     RevokeRefused,
@@ -60,16 +61,10 @@ def _compact(body: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in body.items())
 
 
-class ProvisioningMixin:
+class ProvisioningMixin(ChangeRevoker):
     """Revoke and undo of GitHubConnector, each confirmed by a follow-up read."""
 
     # -- revoke and undo -----------------------------------------------------------------------------
-    def revoke(self, grant: GrantRef, dry_run: bool = True) -> RevokeResult:
-        return self._change(grant, dry_run, undo=False)
-
-    def grant(self, grant: GrantRef, dry_run: bool = True) -> RevokeResult:
-        return self._change(grant, dry_run, undo=True)
-
     def _change(self, g: GrantRef, dry_run: bool, undo: bool) -> RevokeResult:
         attrs = {**dict(g.resource_attributes or {}), **dict(g.entitlement_attributes or {})}
         kind = attrs.get("kind") or _kind_from_ref(g.entitlement_ref)

@@ -38,7 +38,8 @@ naming the missing scope or admin role; an unreachable org names the host. Odd p
 never crashes. A revoke is "done" only once a follow-up read shows the access gone ("unconfirmed" when
 Okta accepted the call but still shows the access).
 
-The package, one module per idea (what the registry, the tests and bench/ import is re-exported here):
+The package, one module per idea (the connector class, which the registry and bench/ name, is re-exported here;
+the rest is imported from its module):
 
 - `connector`: OktaConnector, its settings, validate, and the sync that describes what to fetch
 - `client`: the HTTP layer, dumb (raises on failure): tokens, paging, rate-limit families, scope errors
@@ -50,30 +51,6 @@ The package, one module per idea (what the registry, the tests and bench/ import
 
 from __future__ import annotations
 
-from attest.connectors.okta.client import MANAGE_SCOPES, PAGE, READ_SCOPES, concurrency_429, rate_family
 from attest.connectors.okta.connector import OktaConnector
-from attest.connectors.okta.readers import GroupGone
-from attest.connectors.okta.transforms import (
-    ACCOUNT_STATUS,
-    ADMIN_STAT,
-    STATUS_MAP,
-    UserIndex,
-    admin_flag,
-    app_group_grant,
-    app_records,
-    app_user_grant,
-    group_records,
-    last_sso,
-    parse_time,
-    role_records,
-    role_refs,
-    rule_map,
-    user_records,
-)
 
-__all__ = [
-    "ACCOUNT_STATUS", "ADMIN_STAT", "GroupGone", "MANAGE_SCOPES", "OktaConnector", "PAGE", "READ_SCOPES",
-    "STATUS_MAP", "UserIndex", "admin_flag", "app_group_grant", "app_records", "app_user_grant",
-    "concurrency_429", "group_records", "last_sso", "parse_time", "rate_family", "role_records", "role_refs",
-    "rule_map", "user_records",
-]
+__all__ = ["OktaConnector"]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from attest.connectors.base import (
+    ChangeRevoker,
     GrantRef,
     RevokeRefused,
     RevokeResult,
@@ -19,16 +20,10 @@ from attest.connectors.okta.guard import _drop, _drop_group
 from attest.connectors.okta.transforms import role_refs
 
 
-class ProvisioningMixin:
+class ProvisioningMixin(ChangeRevoker):
     """Revoke and undo of OktaConnector, each confirmed by a follow-up read."""
 
     # -- revoke and undo ----------------------------------------------------------------------------------
-    def revoke(self, grant: GrantRef, dry_run: bool = True) -> RevokeResult:
-        return self._change(grant, dry_run, undo=False)
-
-    def grant(self, grant: GrantRef, dry_run: bool = True) -> RevokeResult:
-        return self._change(grant, dry_run, undo=True)
-
     def _change(self, ref: GrantRef, dry_run: bool, undo: bool) -> RevokeResult:
         self._scopes = READ_SCOPES[:-1] + MANAGE_SCOPES
         who = ref.principal_login or ref.principal_ref

@@ -32,7 +32,6 @@ them), `apply` (applying a staged run, the removal guard), `run` (starting, runn
 the heartbeat), `hooks` (after-apply hooks for the layers above).
 """
 
-from attest.entitlements.sync.apply import GUARDED_KINDS, apply_run
 from attest.entitlements.sync.hooks import after_apply, after_apply_hooks
 from attest.entitlements.sync.run import (
     STALE_HEARTBEAT,
@@ -41,24 +40,9 @@ from attest.entitlements.sync.run import (
     sweep_interrupted,
     sync_many,
 )
-from attest.entitlements.sync.stage import BATCH, MAX_CLEAN_NOTES
-from attest.entitlements.sync.state import Progress, RemovalGuardTripped, RunState, SyncError, SyncResult
+from attest.entitlements.sync.state import SyncError, SyncResult
 
 __all__ = [
-    "BATCH",
-    "GUARDED_KINDS",
-    "MAX_CLEAN_NOTES",
-    "STALE_HEARTBEAT",
-    "SYNC_HEARTBEAT",
-    "Progress",
-    "RemovalGuardTripped",
-    "RunState",
-    "SyncError",
-    "SyncResult",
-    "after_apply",
-    "after_apply_hooks",
-    "apply_run",
-    "run_sync",
-    "sweep_interrupted",
-    "sync_many",
+    "STALE_HEARTBEAT", "SYNC_HEARTBEAT", "SyncError", "SyncResult", "after_apply", "after_apply_hooks", "run_sync",
+    "sweep_interrupted", "sync_many",
 ]

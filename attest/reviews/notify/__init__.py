@@ -35,29 +35,11 @@ The package, one module per idea (what the rest of Attest, the tests and bench/ 
 
 from __future__ import annotations
 
-from attest.reviews.notify.due import (
-    SUMMARY_WINDOW,
-    Escalation,
-    EscalationLoad,
-    Notice,
-    Plan,
-    campaign_stats,
-    escalation_forecast,
-    escalation_target,
-    plan,
-)
-from attest.reviews.notify.rendering import (
-    TEMPLATES,
-    Mail,
-    build_message,
-    campaign_url,
-    inbox_url,
-    render_mail,
-)
+from attest.reviews.notify.due import escalation_forecast, plan
+from attest.reviews.notify.rendering import render_mail
 from attest.reviews.notify.sending import Mailer, MailError, NotifyError, remind_now, send_due, send_pending
 
 __all__ = [
-    "Escalation", "EscalationLoad", "Mail", "MailError", "Mailer", "Notice", "NotifyError", "Plan",
-    "SUMMARY_WINDOW", "TEMPLATES", "build_message", "campaign_stats", "campaign_url", "escalation_forecast",
-    "escalation_target", "inbox_url", "plan", "remind_now", "render_mail", "send_due", "send_pending",
+    "MailError", "Mailer", "NotifyError", "escalation_forecast", "plan", "remind_now", "render_mail",
+    "send_due", "send_pending",
 ]

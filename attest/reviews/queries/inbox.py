@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from attest.entitlements.models import Identity, Source
+from attest.entitlements.queries import BadCursor  # one kind of bad page link, pages and API alike
 from attest.entitlements.risk import WEIGHTS
 from attest.inputs import parse_int
 from attest.reviews import eligibility
@@ -59,10 +60,6 @@ class Progress:
     @property
     def percent(self) -> int:
         return 100 if not self.total else int(self.decided * 100 / self.total)
-
-
-class BadCursor(ValueError):
-    pass
 
 
 @dataclass

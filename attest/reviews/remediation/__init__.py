@@ -39,34 +39,16 @@ importing it registers the verification hook):
 
 from __future__ import annotations
 
-from attest.reviews.remediation.execution import (
-    ALREADY_GONE,
-    BACKOFF,
-    CLAIM_LEASE,
-    MAX_ATTEMPTS,
-    RunReport,
-    _due,
-    run_pending,
-    undo,
-)
+from attest.reviews.remediation.execution import BACKOFF, MAX_ATTEMPTS, _due, run_pending, undo
 from attest.reviews.remediation.planning import (
-    CARRIED_OUT,
-    OPEN,
-    STUCK,
-    Planned,
     RemediationError,
     UndoError,
     describe,
     grant_ref,
     managed_target,
 )
-from attest.reviews.remediation.verification import _verify_after_apply, verify_after_sync
+from attest.reviews.remediation.verification import _verify_after_apply  # importing it registers the hook
 from attest.reviews.remediation.worklist import (
-    MANUAL_COLUMNS,
-    NEEDS_HUMAN,
-    REMEDIATION_COLUMNS,
-    RemediationRow,
-    iter_remediations,
     list_remediations,
     mark_done,
     status_counts,
@@ -75,9 +57,7 @@ from attest.reviews.remediation.worklist import (
 )
 
 __all__ = [
-    "ALREADY_GONE", "BACKOFF", "CARRIED_OUT", "CLAIM_LEASE", "MANUAL_COLUMNS",
-    "MAX_ATTEMPTS", "NEEDS_HUMAN", "OPEN", "Planned", "REMEDIATION_COLUMNS", "RemediationError",
-    "RemediationRow", "RunReport", "STUCK", "UndoError", "_due", "_verify_after_apply",
-    "describe", "grant_ref", "iter_remediations", "list_remediations", "managed_target", "mark_done", "run_pending",
-    "status_counts", "undo", "verify_after_sync", "write_manual_csv", "write_remediations_csv",
+    "BACKOFF", "MAX_ATTEMPTS", "RemediationError", "UndoError", "_due", "_verify_after_apply", "describe",
+    "grant_ref", "list_remediations", "managed_target", "mark_done", "run_pending", "status_counts", "undo",
+    "write_manual_csv", "write_remediations_csv",
 ]
