@@ -36,6 +36,15 @@ class ManagedKind(StrEnum):
     ORGANIZATIONS = "organizations"  # AWS: OrganizationAccountAccessRole, created by AWS Organizations
 
 
+# the badge beside a resource that something outside the source masters (the resources pages)
+LABELS = {
+    ManagedKind.GROUP_RULE: "rule-managed", ManagedKind.IMPORTED_GROUP: "imported",
+    ManagedKind.BUILT_IN: "built-in", ManagedKind.GROUP_ASSIGNMENT: "assigned to a group",
+    ManagedKind.IDP_TEAM_SYNC: "IdP-synced", ManagedKind.SCIM: "SCIM-provisioned",
+    ManagedKind.PERMISSION_SET: "permission set", ManagedKind.ORGANIZATIONS: "AWS Organizations",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ManagedElsewhere:
     """Who really holds the access (`by`: the rule, the directory, the IdP group, the permission set), with
@@ -63,6 +72,10 @@ class ManagedElsewhere:
         except ValueError:
             return None
         return cls(kind, str(value.get("by") or ""), str(value.get("detail") or ""), str(value.get("how_to") or ""))
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.kind]
 
     def sentence(self, principal: str, resource: str) -> str:
         """What a reviewer (before a revoke) and an admin (on the manual work list) read: why revoking here

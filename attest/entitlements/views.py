@@ -16,6 +16,7 @@ from wtforms.validators import DataRequired, NumberRange, Optional
 
 from attest.auth.permissions import admin_required, read_all_required
 from attest.connectors import registry
+from attest.connectors.managed import managed_elsewhere
 from attest.db import utcnow
 from attest.entitlements import correlation, history, queries
 from attest.entitlements import sources as sources_service
@@ -400,8 +401,10 @@ def resources():
         queries.list_resources, session, q=request.args.get("q", "").strip(), source_id=_int_arg("source"),
         rtype=request.args.get("type") or None, after=request.args.get("after"),
     )
+    # the one reader of the managed-elsewhere contract (attest/connectors/managed.py): a badge on the row
+    managed = {r.id: found for r, _ in page.rows if (found := managed_elsewhere(None, None, r.attributes))}
     return render_template("entitlements/resources.html", page=page, types=queries.resource_types(session),
-                           sources=session.scalars(select(Source).order_by(Source.name)).all())
+                           sources=session.scalars(select(Source).order_by(Source.name)).all(), managed=managed)
 
 
 @bp.get("/resources/<int:resource_id>")
@@ -416,7 +419,8 @@ def resource_detail(resource_id: int):
             queries.resource_grants(session, resource_id, after=_int_arg("after"), at=as_of.instant if as_of else None))
     return render_template("entitlements/resource.html", resource=resource, page=page, as_of=as_of,
                            unknown=[first] if unknown else [], since=history.since_of(session, page.rows, {first.source_id: first}),
-                           entitlements=queries.resource_entitlements(session, resource_id))
+                           entitlements=queries.resource_entitlements(session, resource_id),
+                           managed=managed_elsewhere(None, None, resource.attributes))
 
 
 class LinkForm(FlaskForm):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from attest.entitlements.models import Account, Identity
+from attest.connectors.base import ResourceRecord
+from attest.connectors.managed import ManagedKind, emit
+from attest.entitlements.models import Account, Identity, Resource
 from attest.entitlements.sync import run_sync
 from tests.entitlements.test_sync import org
 from tests.factories import ListConnector, login_as, make_source, make_user
@@ -101,3 +103,33 @@ def test_admin_links_an_orphaned_account_by_hand(app, client, synced, factory, s
     synced.expire_all()
     octo = synced.get(Account, octo.id)
     assert octo.identity.external_id == "p3" and octo.link_method == "manual"
+
+
+def test_resources_say_which_are_mastered_elsewhere_through_the_one_contract(app, client, factory, session, settings):
+    """The resources list badges, and the resource page explains, a group whose members something outside the
+    source masters: read through connectors/managed.managed_elsewhere, so the contract a connector emits today
+    and the keys rows synced before it carry give the same answer as on the review and remediation pages."""
+    extra = [
+        ResourceRecord("ad", "group", "ad-finance", is_group=True,
+                       attributes=emit(ManagedKind.IMPORTED_GROUP, "Active Directory (ACME\\ad-finance)")),
+        ResourceRecord("old", "group", "Engineers by rule", is_group=True,
+                       attributes={"rule_managed": True, "rules": ["Engineers by department"]}),  # before the contract
+    ]
+    make_source(session, "idp", authoritative=True)
+    session.commit()
+    run_sync(factory, settings, "idp", connector=ListConnector(org(2, extra=extra)))
+    admin = make_user(session, "admin@acme.example", roles=["admin"])
+    session.commit()
+    login_as(app, client, admin)
+    page = client.get("/resources").get_data(as_text=True)
+    rows = {name: row for row in page.split("<tr>")[1:] if (name := next(
+        (n for n in ("ad-finance", "Engineers by rule", "Engineering", "Payroll") if f">{n}</a>" in row), None))}
+    assert "managed-badge" in rows["ad-finance"] and ">imported</span>" in rows["ad-finance"]
+    assert "Active Directory (ACME\\ad-finance)" in rows["ad-finance"]  # the title names where to change it
+    assert ">rule-managed</span>" in rows["Engineers by rule"] and "Engineers by department" in rows["Engineers by rule"]
+    assert "managed-badge" not in rows["Engineering"] and "managed-badge" not in rows["Payroll"]
+    ad = session.scalar(select(Resource).where(Resource.external_id == "ad"))
+    detail = client.get(f"/resources/{ad.id}").get_data(as_text=True)
+    assert "managed-note" in detail and "is imported from Active Directory (ACME\\ad-finance)" in detail
+    payroll = session.scalar(select(Resource).where(Resource.external_id == "app"))
+    assert "managed-note" not in client.get(f"/resources/{payroll.id}").get_data(as_text=True)
