@@ -48,6 +48,7 @@ from attest.reviews.queries.inbox import (
     campaign_items,
     campaign_reviewers,
     count_about,
+    counts_and_signoff,
     decode_cursor,
     encode_cursor,
     exception_condition,
@@ -70,7 +71,7 @@ __all__ = [
     "OUTCOME_FILTERS", "PersonGroup", "Progress", "RISK_CLASSES", "RISK_LABELS", "ROLES", "ReviewerProgress",
     "campaign_dashboard", "campaign_items", "campaign_list", "campaign_reviewers", "decode_cursor",
     "encode_cursor", "exception_condition", "exception_count", "filter_options", "flagged_condition",
-    "group_by_person", "has_risk", "count_about",
+    "group_by_person", "has_risk", "count_about", "counts_and_signoff",
     "inbox", "inbox_counts", "is_my_campaign", "item_history", "keyset_page",
     "my_campaigns", "selection_count", "selection_counts", "selection_ids",
 ]
