@@ -34,12 +34,13 @@ out would scatter those rules over modules that import each other's private help
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import Integer, Select, Update, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, lazyload, load_only
 from sqlalchemy.orm.attributes import set_committed_value
@@ -290,9 +291,42 @@ def _decide(session: Session, user: User, item_id: int, decision: str, comment: 
     return item, campaign
 
 
-# what the common case reads of the campaign: the rest (its definition, population, sync runs, summary) is
-# loaded only if something asks for it
-_CAMPAIGN_OF_ITEM = (load_only(Campaign.id, Campaign.name, Campaign.status, Campaign.spec), lazyload(Campaign.definition))
+_INSERT_DECISION = Decision.__table__.insert()
+
+
+@functools.cache
+def _campaign_of_item() -> Select[tuple[Campaign]]:
+    """The campaign of the item `:item_id`, as much of it as the common case reads (its definition, population,
+    sync runs and summary are loaded only if something asks for them). Built once: building a statement
+    costs more CPU than running it."""
+    return (select(Campaign).options(load_only(Campaign.id, Campaign.name, Campaign.status, Campaign.spec),
+                                     lazyload(Campaign.definition))
+            .where(Campaign.id == select(ReviewItem.campaign_id)
+                   .where(ReviewItem.id == bindparam("item_id", type_=Integer)).scalar_subquery()))
+
+
+@functools.cache
+def _first_decision_update(only_final_stage: bool, no_item_comment_needed: bool) -> Update:
+    """The conditional UPDATE ... RETURNING of `_first_decision` (its docstring says what each condition is
+    for), one per combination of the conditions that depend on the decision; built once."""
+    me = bindparam("me", type_=Integer)
+    conds: list[Any] = [ReviewItem.id == bindparam("item_id", type_=Integer),
+                        ReviewItem.version == bindparam("expected_version", type_=Integer),
+                        or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me),
+                        ReviewItem.decision.is_(None), ReviewItem.comment.is_(None), eligibility.sql_not_about(me)]
+    if only_final_stage:
+        conds.append(ReviewItem.stage >= bindparam("last_stage", type_=Integer))
+    if no_item_comment_needed:
+        conds.append(~_needs_item_comment())
+    columns = ReviewItem.__table__.c
+    return (update(ReviewItem).where(*conds)
+            .values(decision=bindparam("new_decision", type_=columns.decision.type),
+                    comment=bindparam("new_comment", type_=columns.comment.type),
+                    decided_by_user_id=bindparam("user_id", type_=Integer), decided_by_identity_id=me,
+                    decided_for_identity_id=None, decided_at=bindparam("now", type_=columns.decided_at.type),
+                    decided_in_bulk=False, completed=True, version=ReviewItem.version + 1)
+            .returning(ReviewItem)
+            .execution_options(synchronize_session=False, populate_existing=True))
 
 
 def _first_decision(session: Session, user: User, item_id: int, decision: str, comment: str | None,
@@ -324,30 +358,20 @@ def _first_decision(session: Session, user: User, item_id: int, decision: str, c
         comment = _clean_comment(comment)
     except DecisionError:
         return None
-    campaign = session.scalar(select(Campaign).options(*_CAMPAIGN_OF_ITEM).where(
-        Campaign.id == select(ReviewItem.campaign_id).where(ReviewItem.id == item_id).scalar_subquery()))
+    campaign = session.scalar(_campaign_of_item(), {"item_id": item_id})
     if campaign is None or campaign.status != CampaignStatus.ACTIVE:
         return None
     try:
         _check_decision(campaign, decision, comment)
     except DecisionError:
         return None
-    conds: list[Any] = [ReviewItem.id == item_id, ReviewItem.version == expected_version,
-                        or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me),
-                        ReviewItem.decision.is_(None), ReviewItem.comment.is_(None), eligibility.sql_not_about(me)]
-    if decision != "revoke":
-        conds.append(ReviewItem.stage >= len(_stages(campaign)) - 1)  # final: no hand-on to a next stage
-    if decision == "approve" and comment is None:
-        conds.append(~_needs_item_comment())
     now = utcnow()
-    stmt = (update(ReviewItem).where(*conds)
-            .values(decision=decision, comment=comment, decided_by_user_id=user.id, decided_by_identity_id=me,
-                    decided_for_identity_id=None, decided_at=now, decided_in_bulk=False, completed=True,
-                    version=ReviewItem.version + 1)
-            .returning(ReviewItem)
-            .execution_options(synchronize_session=False, populate_existing=True))
+    stmt = _first_decision_update(only_final_stage=decision != "revoke",  # else handed on to the next stage
+                                  no_item_comment_needed=decision == "approve" and comment is None)
+    params = {"item_id": item_id, "expected_version": expected_version, "me": me, "last_stage": len(_stages(campaign)) - 1,
+              "new_decision": decision, "new_comment": comment, "user_id": user.id, "now": now}
     try:
-        item = session.scalars(stmt).one_or_none()
+        item = session.scalars(stmt, params).one_or_none()
     except OperationalError as exc:
         if _is_stale_write(exc):
             raise StaleItem(_stale_message(None), item_id) from exc
@@ -355,9 +379,9 @@ def _first_decision(session: Session, user: User, item_id: int, decision: str, c
     if item is None:
         return None
     _keep_campaign(item, campaign)
-    session.execute(insert(Decision).values(
-        item_id=item.id, campaign_id=campaign.id, stage=item.stage, decision=decision, comment=comment,
-        user_id=user.id, identity_id=me, bulk=False, at=now, on_behalf_of_id=None))
+    session.execute(_INSERT_DECISION, {
+        "item_id": item.id, "campaign_id": campaign.id, "stage": item.stage, "decision": decision, "comment": comment,
+        "user_id": user.id, "identity_id": me, "bulk": False, "at": now, "on_behalf_of_id": None})
     audit_many(session, [{
         "actor": _actor(user), "action": "review.decide", "object_type": "review_item", "object_id": str(item.id),
         "campaign_id": campaign.id,
