@@ -175,14 +175,16 @@ def register_extensions(app: Flask) -> None:
     @login_manager.user_loader
     def load_user(login_id: str) -> User | None:
         uid, _, generation = login_id.partition(":")
+        token = session.get(sessions.COOKIE_KEY)
         try:
-            user = db().get(User, int(uid))
+            # the user and the server-side session record their cookie names, in one statement
+            user, row = sessions.user_and_session(db(), int(uid), token)
         except ValueError:
             return None
         if user is None or not user.active or str(user.session_generation) != generation:
             return None
         # the server-side session record (attest/auth/sessions.py): ended at sign-out, idle, too old
-        verdict = sessions.check(db(), current_settings(), session.get(sessions.COOKIE_KEY), user.id, sessions.clock())
+        verdict = sessions.judge(current_settings(), token, row, user.id, sessions.clock())
         if not verdict.ok:
             g.session_refused = verdict
             return None

@@ -19,11 +19,14 @@ The rules (every function takes the session first and never commits):
 - **Optimistic locking** (`ReviewItem.version`): a caller passes the version it showed the user; if the
   item changed since (someone else decided it), `StaleItem` is raised and nothing is written. A write that
   races past that check is stopped by the version column (`StaleDataError`), also reported as `StaleItem`.
+- **The common case**, a reviewer's first decision on their own undecided item with the version the page
+  showed, is one conditional UPDATE ... RETURNING (`_first_decision`: the request reviewers make most,
+  issue 19); any other case, and any refusal, takes the general path with the same checks and answers.
 - **Sign-off** is refused while an item the reviewer reviews is undecided.
 - Every decision, reassignment and sign-off is an AuditEvent with the campaign id (bulk decisions too:
   one event per item, `bulk: true`).
 
-Why one module of some 640 lines: decide, undo, bulk_decide, reassign and sign_off are one idea, a
+Why one module of some 740 lines: decide, undo, bulk_decide, reassign and sign_off are one idea, a
 reviewer's write to an item, and share the rules above through the same checks (`_check_writer`,
 `_active_campaign`, `_require_active`, `_signed_off`). Splitting bulk or reassignment
 out would scatter those rules over modules that import each other's private helpers.
@@ -31,14 +34,16 @@ out would scatter those rules over modules that import each other's private help
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import Integer, Select, Update, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload, load_only
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from attest.auth.models import User
@@ -228,6 +233,22 @@ def _check_eligible(session: Session, identity_id: int | None, item: ReviewItem,
 def decide(session: Session, user: User, item_id: int, decision: str, comment: str | None = None,
            expected_version: int | None = None) -> ReviewItem:
     """Record `decision` on one item for its current stage. See the module docstring for the rules."""
+    first = _first_decision(session, user, item_id, decision, comment, expected_version)
+    if first is not None:
+        return first
+    item, campaign = _decide(session, user, item_id, decision, comment, expected_version)
+    _keep_campaign(item, campaign)
+    return item
+
+
+def _keep_campaign(item: ReviewItem, campaign: Campaign) -> None:
+    """Keep the campaign the decision checked on the item (no change to write): the answer to the decision
+    shows it, and the session's identity map holds objects only while something refers to them."""
+    set_committed_value(item, "campaign", campaign)
+
+
+def _decide(session: Session, user: User, item_id: int, decision: str, comment: str | None,
+            expected_version: int | None) -> tuple[ReviewItem, Campaign]:
     # who may decide comes first: input checks answer only about an item the user may see
     item, campaign, on_behalf_of = _load_for_decision(session, user, item_id)
     decision = (decision or "").strip().lower()
@@ -237,7 +258,7 @@ def decide(session: Session, user: User, item_id: int, decision: str, comment: s
         raise StaleItem(_stale_message(item), item.id)
     _check_decision(campaign, decision, comment)
     if item.decision == decision and (comment is None or comment == item.comment):
-        return item  # a repeat: nothing to do
+        return item, campaign  # a repeat: nothing to do
     if decision == "approve" and comment is None and set(item.risks or ()) & set(NEEDS_ITEM_COMMENT):
         who = "a person who has left" if "terminated" in (item.risks or ()) else "an orphaned account (no owner)"
         raise DecisionError(f"Approving the access of {who} needs a comment on this item: say why it should stay.")
@@ -267,6 +288,106 @@ def decide(session: Session, user: User, item_id: int, decision: str, comment: s
     audit(session, actor=_actor(user), action="review.decide", object_type="review_item", object_id=str(item.id),
           before=before, after=after, campaign_id=campaign.id)
     session.flush()
+    return item, campaign
+
+
+_INSERT_DECISION = Decision.__table__.insert()
+
+
+@functools.cache
+def _campaign_of_item() -> Select[tuple[Campaign]]:
+    """The campaign of the item `:item_id`, as much of it as the common case reads (its definition, population,
+    sync runs and summary are loaded only if something asks for them). Built once: building a statement
+    costs more CPU than running it."""
+    return (select(Campaign).options(load_only(Campaign.id, Campaign.name, Campaign.status, Campaign.spec),
+                                     lazyload(Campaign.definition))
+            .where(Campaign.id == select(ReviewItem.campaign_id)
+                   .where(ReviewItem.id == bindparam("item_id", type_=Integer)).scalar_subquery()))
+
+
+@functools.cache
+def _first_decision_update(only_final_stage: bool, no_item_comment_needed: bool) -> Update:
+    """The conditional UPDATE ... RETURNING of `_first_decision` (its docstring says what each condition is
+    for), one per combination of the conditions that depend on the decision; built once."""
+    me = bindparam("me", type_=Integer)
+    conds: list[Any] = [ReviewItem.id == bindparam("item_id", type_=Integer),
+                        ReviewItem.version == bindparam("expected_version", type_=Integer),
+                        or_(ReviewItem.reviewer_id == me, ReviewItem.co_reviewer_id == me),
+                        ReviewItem.decision.is_(None), ReviewItem.comment.is_(None), eligibility.sql_not_about(me)]
+    if only_final_stage:
+        conds.append(ReviewItem.stage >= bindparam("last_stage", type_=Integer))
+    if no_item_comment_needed:
+        conds.append(~_needs_item_comment())
+    columns = ReviewItem.__table__.c
+    return (update(ReviewItem).where(*conds)
+            .values(decision=bindparam("new_decision", type_=columns.decision.type),
+                    comment=bindparam("new_comment", type_=columns.comment.type),
+                    decided_by_user_id=bindparam("user_id", type_=Integer), decided_by_identity_id=me,
+                    decided_for_identity_id=None, decided_at=bindparam("now", type_=columns.decided_at.type),
+                    decided_in_bulk=False, completed=True, version=ReviewItem.version + 1)
+            .returning(ReviewItem)
+            .execution_options(synchronize_session=False, populate_existing=True))
+
+
+def _first_decision(session: Session, user: User, item_id: int, decision: str, comment: str | None,
+                    expected_version: int | None) -> ReviewItem | None:
+    """The common case, the reviewer's first decision on their own undecided item, in one conditional UPDATE
+    ... RETURNING (no SELECT ... FOR UPDATE, no separate eligibility read); None when the item is not that
+    case, and `decide` then takes the general path, which checks and answers exactly as before.
+
+    The UPDATE takes the item only if, at the moment of the write, every rule of the general path lets the
+    decision through without a refusal, a repeat, a sign-off check or a hand-on to the next stage: the user's
+    own item (reviewer or co-reviewer, not as a delegate), still at `expected_version`, undecided and without
+    a comment, not about the user (`eligibility.sql_not_about`, the SQL of `eligibility.check`), on its last
+    stage or revoked, and, for an approval without a comment, of no leaver or orphaned account. The input
+    and the campaign (active, comment rule) are checked before it, in Python; a refusal of any of them is
+    left to the general path, so its order of checks (who may see the item first) is kept. The writes are
+    the general path's: the item's decision fields and version, one Decision row, one audit event.
+
+    Only with `expected_version`: the campaign is read before the item is locked (the general path reads it
+    after), and what makes that safe is the version: closing or cancelling a campaign bumps the version of
+    every item in the same transaction, so an UPDATE that waited for that transaction, or came after it,
+    no longer matches (PostgreSQL re-checks the WHERE on the row's newest version) and the general path
+    answers. Without a version to hold on to, the general path decides.
+    """
+    me = user.identity_id
+    if me is None or expected_version is None or (user.is_auditor and not user.is_admin):
+        return None
+    decision = (decision or "").strip().lower()
+    try:
+        comment = _clean_comment(comment)
+    except DecisionError:
+        return None
+    campaign = session.scalar(_campaign_of_item(), {"item_id": item_id})
+    if campaign is None or campaign.status != CampaignStatus.ACTIVE:
+        return None
+    try:
+        _check_decision(campaign, decision, comment)
+    except DecisionError:
+        return None
+    now = utcnow()
+    stmt = _first_decision_update(only_final_stage=decision != "revoke",  # else handed on to the next stage
+                                  no_item_comment_needed=decision == "approve" and comment is None)
+    params = {"item_id": item_id, "expected_version": expected_version, "me": me, "last_stage": len(_stages(campaign)) - 1,
+              "new_decision": decision, "new_comment": comment, "user_id": user.id, "now": now}
+    try:
+        item = session.scalars(stmt, params).one_or_none()
+    except OperationalError as exc:
+        if _is_stale_write(exc):
+            raise StaleItem(_stale_message(None), item_id) from exc
+        raise
+    if item is None:
+        return None
+    _keep_campaign(item, campaign)
+    session.execute(_INSERT_DECISION, {
+        "item_id": item.id, "campaign_id": campaign.id, "stage": item.stage, "decision": decision, "comment": comment,
+        "user_id": user.id, "identity_id": me, "bulk": False, "at": now, "on_behalf_of_id": None})
+    audit_many(session, [{
+        "actor": _actor(user), "action": "review.decide", "object_type": "review_item", "object_id": str(item.id),
+        "campaign_id": campaign.id,
+        "before": {"decision": None, "comment": None, "stage": item.stage, "reviewer_id": item.reviewer_id},
+        "after": {"decision": decision, "comment": comment, "stage": item.stage, "bulk": False, "completed": True},
+    }])
     return item
 
 

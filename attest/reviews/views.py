@@ -145,14 +145,13 @@ def _back_to_inbox(campaign_id: int):
 def _row_response(item: ReviewItem, status: int = 200, error: str | None = None):
     session = db()
     me = current_user.identity_id
+    # the campaign a decision just checked is still in the session (decisions.decide keeps it on the item)
     campaign = session.get(Campaign, item.campaign_id)
     mine = me is not None and me in (item.reviewer_id, item.co_reviewer_id)
     # a delegate's row: the counts and sign-off are those of the reviewer they decide for
     acting = None if mine else eligibility.acting_for(session, me, item, utcnow())
     reviewer = acting or me
-    counts = queries.inbox_counts(session, reviewer, campaign.id) if reviewer else None
-    signed_off = bool(reviewer) and session.scalar(select(ReviewerSignoff.id).where(
-        ReviewerSignoff.campaign_id == campaign.id, ReviewerSignoff.reviewer_id == reviewer)) is not None
+    counts, signed_off = queries.counts_and_signoff(session, reviewer, campaign.id) if reviewer else (None, False)
     return render_template(
         "reviews/_decide_response.html", item=item, campaign=campaign, counts=counts, error=error,
         mine=mine or acting is not None, writable=campaign.status == CampaignStatus.ACTIVE, signed_off=signed_off,

@@ -7,7 +7,7 @@ The clock is injected through `app.config["ATTEST_CLOCK"]`: no sleeps.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from attest.auth.models import UserSession
 from tests.factories import Clock, login_as, make_user
@@ -140,3 +140,29 @@ def test_a_session_without_a_server_record_is_refused(app, client, session, admi
     with client.session_transaction() as sess:
         del sess["sid"]
     assert client.get("/sources").status_code == 302
+
+
+def test_a_signed_in_request_reads_the_user_and_their_session_in_one_statement(app, client, session, admin, clock):
+    """Issue 19: every request reads them first. Another user's session token is still refused: the record is
+    found by its token alone and belongs to someone else."""
+    login_as(app, client, admin)
+    statements: list[str] = []
+    engine = session.get_bind().engine
+    listener = lambda *args: statements.append(" ".join(args[2].split()))  # noqa: E731 - (conn, cursor, statement, ...)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        assert client.get("/sources").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    reads = [s for s in statements if "FROM app_user" in s or "FROM user_session" in s]
+    assert len(reads) == 1 and "user_session" in reads[0] and "app_user" in reads[0]
+    other = make_user(session, "other@acme.example", roles=["admin"], password=PASSWORD)
+    session.commit()
+    theirs = app.test_client()
+    login_as(app, theirs, other)
+    with theirs.session_transaction() as sess:
+        their_token = sess["sid"]
+    with client.session_transaction() as sess:
+        sess["sid"] = their_token  # a signed cookie of the admin naming the other user's session
+    assert client.get("/sources").status_code == 302
+    assert theirs.get("/sources").status_code == 200

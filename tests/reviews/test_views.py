@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from attest.entitlements.models import Account
 from attest.reviews.models import Decision, ReviewerSignoff, ReviewItem
@@ -128,6 +128,39 @@ def test_decide_with_htmx_returns_the_row_and_the_progress(app, client, session,
     session.expire_all()
     assert session.get(ReviewItem, item.id).decision == "approve"
     assert session.scalar(select(func.count()).select_from(Decision).where(Decision.item_id == item.id)) == 1
+
+
+def test_a_decision_request_reads_what_it_needs_once_and_writes_in_one_update(app, client, session, setup, nocsrf):
+    """Issue 19: the request reviewers make most. Its write is the campaign read, one UPDATE ... RETURNING of the
+    item (no SELECT ... FOR UPDATE before it, no separate read of the account for the eligibility rule), the
+    decision row and the audit event; its answer does not read the campaign again and takes the progress
+    counts and the sign-off in one statement."""
+    login_as(app, client, setup.manager_user)
+    client.post(f"/reviews/items/{setup.items[1].id}/decide", data={"decision": "approve", "version": "1"}, headers=HX)
+    statements: list[str] = []
+    engine = session.get_bind().engine
+
+    def seen(_conn, _cursor, statement, *_args):
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        response = client.post(f"/reviews/items/{setup.items[2].id}/decide", data={"decision": "approve", "version": "1"},
+                               headers=HX)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert response.status_code == 200 and "<b class=\"js-decided\">2</b> of 6 decided" in _text(response)
+    sql = [s for s in statements if not s.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
+    assert not [s for s in sql if "FOR UPDATE" in s]
+    assert not [s for s in sql if s.startswith("SELECT account.")]
+    assert len([s for s in sql if re.match(r"SELECT campaign\.id\b.* FROM campaign\b", s)]) == 1
+    assert len([s for s in sql if "reviewer_signoff" in s]) == 1 and [s for s in sql if "reviewer_signoff" in s][0] == \
+        [s for s in sql if "count(*)" in s][0]
+    writes = [" ".join(s.split()[:3]) for s in sql if s.startswith(("UPDATE", "INSERT"))]
+    assert writes == ["UPDATE review_item SET", "INSERT INTO review_decision", "UPDATE audit_head SET",
+                      "INSERT INTO audit_event", "UPDATE audit_head SET"]
+    # the user with their session, the 6 of the write, the counts, the row's notes (2): 15 before
+    assert len(sql) <= 10, sql
 
 
 def test_decide_without_htmx_redirects_back_to_the_filtered_inbox(app, client, session, setup, nocsrf):

@@ -36,6 +36,7 @@ from attest.reviews.queries.inbox import (
     campaign_items,
     campaign_reviewers,
     count_about,
+    counts_and_signoff,
     encode_cursor,
     exception_condition,
     exception_count,
@@ -51,7 +52,7 @@ from attest.reviews.queries.inbox import (
 __all__ = [
     "FLAG_SCORE", "NO_REVIEWER", "RISK_CLASSES", "RISK_LABELS", "BadCursor", "InboxFilters",
     "ItemFilters", "MyCampaign", "campaign_dashboard", "campaign_items", "campaign_list",
-    "campaign_reviewers", "count_about", "encode_cursor", "exception_condition", "exception_count",
+    "campaign_reviewers", "count_about", "counts_and_signoff", "encode_cursor", "exception_condition", "exception_count",
     "filter_options", "flagged_condition", "has_risk", "inbox", "inbox_counts", "is_my_campaign",
     "item_history", "my_campaigns", "selection_counts", "selection_ids",
 ]
