@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import event
 
 from attest.reviews import decisions, queries
+from attest.reviews.queries.inbox import InboxCounts
 from tests.reviews.factories import add_reviewer, review_setup
 
 
@@ -58,4 +59,4 @@ def test_the_answer_to_a_decision_reads_the_counts_and_the_sign_off_in_one_state
     decisions.sign_off(session, setup.manager_user, setup.campaign.id)
     assert queries.counts_and_signoff(session, setup.manager.id, setup.campaign.id)[1] is True
     # another reviewer's sign-off, or one of another campaign, is not the manager's
-    assert queries.counts_and_signoff(session, other.id, setup.campaign.id) == (queries.InboxCounts(), False)
+    assert queries.counts_and_signoff(session, other.id, setup.campaign.id) == (InboxCounts(), False)
