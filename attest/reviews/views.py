@@ -57,8 +57,9 @@ def _row_context() -> dict[str, Any]:
     """What every item row needs, computed once per response (rows are rendered 50 at a time).
 
     `csrf`: the token each of a row's forms carries for a browser without JavaScript; None in an answer to htmx,
-    which only JavaScript asks for: its forms post through htmx, which sends the page's token in a header
-    (static/js/attest.js; tokens do not expire, WTF_CSRF_TIME_LIMIT=None). A row is then 2 tokens lighter."""
+    which only JavaScript asks for: its rows' forms post through htmx, which sends the page's token in a header
+    (static/js/attest.js; tokens do not expire, WTF_CSRF_TIME_LIMIT=None), so they leave out the token, method
+    and action that only a plain post needs (reviews/_item_row.html)."""
     return {"item_base": url_for("reviews.item", item_id=0).rsplit("/", 1)[0] + "/",
             "csrf": None if _htmx() else generate_csrf(),
             "risk_labels": queries.RISK_LABELS, "risk_classes": queries.RISK_CLASSES}
