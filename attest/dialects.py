@@ -6,6 +6,7 @@ Every other module asks this one instead of testing the dialect's name itself:
 - **bulk load**: `copy_rows` (COPY on PostgreSQL, executemany on SQLite), `bulk_update`;
 - **dates in raw SQL**: `text_with_dates` binds every datetime parameter of a `text()` statement as
   `UTCDateTime`, the type the models use, so no date is converted by hand;
+- **lists of values**: `among` (`= ANY(array)` on PostgreSQL, `IN` on SQLite);
 - **aggregates and JSON**: `aggregate_text` (string_agg / group_concat), `json_text`, `json_type`,
   `json_flag`, `active_access_key_older`, `c_collation`, `json_column_type`, `empty_json_array`,
   `iso_utc_text`, `epoch_seconds`, `utc_day`;
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, text
+from sqlalchemy import ARRAY, any_, bindparam, func, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -134,6 +135,19 @@ def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: li
     n = conn.exec_driver_sql(f"UPDATE {table} SET {sets} FROM {tmp} t WHERE {table}.{key} = t.{key}").rowcount
     conn.exec_driver_sql(f"DROP TABLE {tmp}")
     return n
+
+
+# --- lists of values ---------------------------------------------------------------------------------
+
+
+def among(bind: Bind, column: Any, values: Collection[Any]) -> Any:
+    """`column IN values` (no None among them). On PostgreSQL one array parameter, `column = ANY(:values)`: the
+    statement's text is the same whatever the number of values, so psycopg's statement caches (50 parameters and
+    4 KB at most) and its prepared statements serve it; an `IN` of a page's 50 ids is 50 parameters whose
+    statement psycopg parses again on every request. On SQLite an `IN` list."""
+    if is_postgresql(bind):
+        return column == any_(bindparam(None, sorted(values), type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 # --- aggregates, JSON, text ---------------------------------------------------------------------------

@@ -35,3 +35,23 @@ def test_a_raw_sql_date_is_stored_as_the_models_store_it(session):
 def test_only_datetimes_named_in_the_statement_are_typed(session):
     clause = dialects.text_with_dates("SELECT :n AS n", {"n": 1, "unused": datetime(2026, 1, 1, tzinfo=UTC)})
     assert session.execute(clause, {"n": 1}).scalar() == 1
+
+
+def test_among_finds_the_rows_whose_value_is_in_a_list_in_one_statement_text(session):
+    people = [make_identity(session, f"p{n}@acme.example") for n in range(4)]
+    session.flush()
+
+    def found(ids):
+        return sorted(session.scalars(select(Identity.id).where(dialects.among(session, Identity.id, ids))))
+
+    assert found({people[0].id, people[2].id, 987_654_321}) == [people[0].id, people[2].id]
+    assert found({people[3].id}) == [people[3].id]
+    emails = session.scalars(select(Identity.email).where(
+        dialects.among(session, Identity.email, {"p1@acme.example", "nobody@acme.example"}))).all()
+    assert emails == ["p1@acme.example"]
+    # on PostgreSQL the statement's text does not grow with the list (one array parameter)
+    if dialects.is_postgresql(session):
+        def sql(ids):
+            return str(select(Identity.id).where(dialects.among(session, Identity.id, ids))
+                       .compile(bind=session.get_bind()))
+        assert sql(set(range(3))) == sql(set(range(300)))

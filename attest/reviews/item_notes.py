@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, literal_column, null, or_, select, tuple_, union_all
+from sqlalchemy import Integer, literal_column, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from attest.connectors.timestamps import parse_timestamp
+from attest.dialects import among
 from attest.entitlements.models import Entitlement, Grant, Resource
 from attest.reviews.models import ReviewItem
 from attest.reviews.remediation_targets import ITEM_COLUMNS, Named, resource_ids, targets
@@ -58,10 +59,12 @@ def _facts(session: Session, items: Sequence[ReviewItem], columns: Sequence[Mapp
         return out
     kind = lambda n: literal_column(str(n), Integer).label("kind")  # noqa: E731 - 1 entitlement, 2 grant, 3 resource
     reads = [select(kind(1), Entitlement.id, Entitlement.display_name, Entitlement.attributes)
-             .where(Entitlement.id.in_({i.entitlement_id for i in items})),
-             select(kind(2), Grant.id, null(), Grant.attributes).where(Grant.id.in_({i.grant_id for i in items}))]
+             .where(among(session, Entitlement.id, {i.entitlement_id for i in items})),
+             select(kind(2), Grant.id, null(), Grant.attributes)
+             .where(among(session, Grant.id, {i.grant_id for i in items}))]
     if resources := resource_ids(columns):
-        reads.append(select(kind(3), Resource.id, Resource.name, Resource.attributes).where(Resource.id.in_(resources)))
+        reads.append(select(kind(3), Resource.id, Resource.name, Resource.attributes)
+                     .where(among(session, Resource.id, resources)))
     grant_attrs, ent_attrs = out.attributes
     for which, row_id, name, attrs in session.execute(union_all(*reads)):
         if which == 1:
@@ -118,17 +121,21 @@ def same_access(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int
     # an account's items carry one person name (launch freezes it per account), so the reviewer's index range of
     # those names holds every other path: the lookup reads those entries, not the reviewer's whole list
     names = {i.person_name for i in items if i.reviewer_id is not None}
-    person = ReviewItem.person_name.in_(sorted(n for n in names if n is not None))
+    person = among(session, ReviewItem.person_name, {n for n in names if n is not None})
     if None in names:
         person = or_(person, ReviewItem.person_name.is_(None))
     groups: dict[tuple[int, int, int, int], list[tuple[int, str | None]]] = {}
     for campaign_id, reviewer_id in {(k[0], k[1]) for k in keys}:
-        pairs = sorted({(k[2], k[3]) for k in keys if k[:2] == (campaign_id, reviewer_id)})
+        pairs = {(k[2], k[3]) for k in keys if k[:2] == (campaign_id, reviewer_id)}
+        # the page's accounts and entitlements, each a list (not the pairs: twice the parameters); the rows of an
+        # account with another of those entitlements are then left out here
         for item_id, account_id, entitlement_id, decision in session.execute(
                 select(ReviewItem.id, ReviewItem.account_id, ReviewItem.entitlement_id, ReviewItem.decision).where(
                     ReviewItem.reviewer_id == reviewer_id, ReviewItem.campaign_id == campaign_id, person,
-                    tuple_(ReviewItem.account_id, ReviewItem.entitlement_id).in_(pairs)).order_by(ReviewItem.id)):
-            groups.setdefault((campaign_id, reviewer_id, account_id, entitlement_id), []).append((item_id, decision))
+                    among(session, ReviewItem.account_id, {p[0] for p in pairs}),
+                    among(session, ReviewItem.entitlement_id, {p[1] for p in pairs})).order_by(ReviewItem.id)):
+            if (account_id, entitlement_id) in pairs:
+                groups.setdefault((campaign_id, reviewer_id, account_id, entitlement_id), []).append((item_id, decision))
     alike_ids = [[item_id for item_id, _d in same] for same in groups.values()
                  if len(same) > 1 and len({d for _i, d in same}) == 1]
     if not alike_ids:

@@ -54,8 +54,14 @@ def _clock() -> dict[str, Any]:
 
 
 def _row_context() -> dict[str, Any]:
-    """What every item row needs, computed once per response (rows are rendered 50 at a time)."""
-    return {"item_base": url_for("reviews.item", item_id=0).rsplit("/", 1)[0] + "/", "csrf": generate_csrf(),
+    """What every item row needs, computed once per response (rows are rendered 50 at a time).
+
+    `csrf`: the token each of a row's forms carries for a browser without JavaScript; None in an answer to htmx,
+    which only JavaScript asks for: its rows' forms post through htmx, which sends the page's token in a header
+    (static/js/attest.js; tokens do not expire, WTF_CSRF_TIME_LIMIT=None), so they leave out the token, method
+    and action that only a plain post needs (reviews/_item_row.html)."""
+    return {"item_base": url_for("reviews.item", item_id=0).rsplit("/", 1)[0] + "/",
+            "csrf": None if _htmx() else generate_csrf(),
             "risk_labels": queries.RISK_LABELS, "risk_classes": queries.RISK_CLASSES}
 
 
@@ -271,6 +277,21 @@ def reassign(item_id: int):
     if current_user.identity_id and queries.is_my_campaign(db(), current_user.identity_id, campaign_id):
         return redirect(url_for("reviews.inbox", campaign=campaign_id))
     return redirect(url_for("reviews.campaign", campaign_id=campaign_id))
+
+
+@bp.get("/reviews/items/<int:item_id>/reassign")
+@login_required
+def reassign_form(item_id: int):
+    """Reassign's form for one item, asked for when the reviewer opens a row's Reassign box (htmx: the form
+    alone, into the box) or follows its link without JavaScript (a page of its own). It carries the version
+    of the row as shown (`version`), so the reassignment is refused if the item changed since."""
+    with refusals():
+        item = decisions.load_item_for(db(), current_user, item_id)
+    version = _int(request.args.get("version"))
+    context = {"item": item, "version": item.version if version is None else version, **_row_context()}
+    if _htmx():
+        return render_template("reviews/_reassign_form.html", **context)
+    return render_template("reviews/reassign.html", **context)
 
 
 def reviewer_in(campaign_id: int) -> int:

@@ -29,7 +29,8 @@ COMMENT = "Moved to sales in june; ask jake before a rerun"  # j, k, a and r are
 COUNT_DECIDES = """
 window.__decides = [];
 document.addEventListener("htmx:beforeRequest", function (e) {
-  var elt = e.detail.elt, input = elt && elt.querySelector && elt.querySelector("input[name=decision]");
+  // what the request sends: an Approve or Abstain button's own decision, or its comment form's
+  var elt = e.detail.elt, input = elt && (elt.name === "decision" ? elt : elt.querySelector && elt.querySelector("input[name=decision]"));
   if (input) { window.__decides.push([elt.closest("tr").id, input.value]); }
 });
 """

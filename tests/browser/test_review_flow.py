@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from attest.reviews.models import ReviewerSignoff, ReviewItem
 from attest.trail.models import AuditEvent
-from tests.reviews.factories import review_setup
+from tests.reviews.factories import add_reviewer, review_setup
 
 PASSWORD = "correct horse battery staple"
 
@@ -105,3 +105,29 @@ def test_admin_live_preview_follows_the_form_and_the_yaml(live_server, page):
     page.fill("#yaml", "name: Finance quarterly\nscope:\n  resource_typs: [group]\n")
     page.locator("#preview .preview-error").wait_for()
     assert "scope.resource_typs (line 3)" in page.inner_text("#preview")
+
+
+@pytest.mark.browser
+def test_reassign_opens_its_form_in_the_row_and_moves_the_item(live_server, page):
+    from playwright.sync_api import expect
+
+    with live_server.session() as s:
+        setup = review_setup(s, people=2, per_person=1, password=PASSWORD)
+        add_reviewer(s, "rita.reviewer@acme.example", "Rita Reviewer")
+        item_id, email = setup.items[1].id, setup.manager_user.email
+    live_server.sign_in(page, email, PASSWORD)
+    page.goto(live_server.url_for("/reviews"))
+    row = page.locator(f"#item-{item_id}")
+    # the box fetches its form when opened; its fields are required by the browser, as before
+    row.locator(".reassign-box > summary").click()
+    to = row.locator(".reassign-box input[name=to]")
+    expect(to).to_be_visible()
+    row.locator(".reassign-box button[type=submit]").click()
+    assert to.evaluate("el => !el.validity.valid")
+    to.fill("rita.reviewer@acme.example")
+    row.locator(".reassign-box input[name=reason]").fill("Rita runs it now")
+    row.locator(".reassign-box button[type=submit]").click()
+    expect(row).to_contain_text("Reassigned to Rita Reviewer")
+    with live_server.session() as s:
+        item = s.get(ReviewItem, item_id)
+        assert item.reassigned_reason == "Rita runs it now" and item.decision is None

@@ -274,6 +274,67 @@ def test_csrf_is_enforced_on_decisions(app, client, session, setup):
         assert client.post(path, data={"scope": "unflagged"}).status_code == 400
 
 
+def _row(html: str, item_id: int) -> str:
+    return re.search(rf'<tr id="item-{item_id}".*?</tr>', html, re.S).group(0)
+
+
+def _hidden(html: str, form_id: str) -> dict[str, str]:
+    form = re.search(rf'<form id="{form_id}"[^>]*>(.*?)</form>', html, re.S).group(1)
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
+
+
+def test_rows_post_without_javascript_and_htmx_answers_leave_the_token_to_the_header(app, client, session, setup):
+    login_as(app, client, setup.manager_user)
+    item, other = setup.items[1], setup.items[2]
+    page = _text(client.get("/reviews"))
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+    row = _row(page, item.id)
+    # the full page: the row's forms carry the token, and its buttons name their decision and form
+    assert row.count(f'name="csrf_token" value="{token}"') == 2  # the row's own form, and Revoke's with its comment box
+    assert f'<button form="f{item.id}" name="decision" value="approve"' in row
+    assert f'<button form="f{item.id}" name="decision" value="abstain"' in row
+    # without JavaScript, Abstain posts the row's form as it is, with its own decision
+    response = client.post(f"/reviews/items/{item.id}/decide", data={**_hidden(row, f"f{item.id}"), "decision": "abstain"})
+    assert response.status_code == 302
+    session.expire_all()
+    assert session.get(ReviewItem, item.id).decision == "abstain"
+    # an answer to htmx (a decision, the next page) has no token in its rows: htmx sends the page's in a header
+    answer = _text(client.post(f"/reviews/items/{other.id}/decide", data={"decision": "approve", "version": "1"},
+                               headers={**HX, "X-CSRFToken": token}))
+    assert "csrf_token" not in _row(answer, other.id) and 'method="post"' not in _row(answer, other.id)
+    undo = client.post(f"/reviews/items/{other.id}/undo", data=_hidden(answer, f"f{other.id}"),
+                       headers={**HX, "X-CSRFToken": token})
+    assert undo.status_code == 200 and "csrf_token" not in _row(_text(undo), other.id)
+    fragment = _text(client.get(f"/reviews?campaign={setup.campaign.id}", headers={**HX, "HX-Target": "inbox-items"}))
+    assert _ids(fragment) and 'name="csrf_token"' not in "".join(_row(fragment, i) for i in _ids(fragment))
+    session.expire_all()
+    assert session.get(ReviewItem, other.id).decision is None
+
+
+def test_reassign_form_opens_in_the_row_or_on_its_own_page(app, client, session, setup):
+    rita, _rita_user = add_reviewer(session, "rita.reviewer@acme.example", "Rita Reviewer")
+    session.commit()
+    login_as(app, client, setup.manager_user)
+    item = setup.items[2]
+    row = _row(_text(client.get("/reviews")), item.id)
+    link = re.search(r'<a class="small js-reassign-form" href="([^"]+)"', row).group(1)
+    assert link == f"/reviews/items/{item.id}/reassign?version=1"
+    # opened in the row (htmx): the form alone, with the row's version, its token in htmx's header
+    fragment = _text(client.get(link, headers=HX))
+    assert "<html" not in fragment and f'hx-post="/reviews/items/{item.id}/reassign"' in fragment
+    assert 'name="version" value="1"' in fragment and "csrf_token" not in fragment
+    # without JavaScript: a page of its own whose plain form (with the token) reassigns and goes back to the inbox
+    page = _text(client.get(link))
+    assert "<html" in page and "Reassign Bob Baker: " in page and "hx-post" not in page.split("<main", 1)[1]
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.split('class="mt-2 reassign-form"')[1]))
+    assert set(form) == {"csrf_token", "version"}
+    response = client.post(f"/reviews/items/{item.id}/reassign", data={**form, "to": rita.email, "reason": "Rita runs it"})
+    assert response.status_code == 302
+    session.expire_all()
+    assert session.get(ReviewItem, item.id).reviewer_id == rita.id
+    assert client.get(link, headers=HX).status_code == 404  # no longer Maria's
+
+
 def test_reassign_from_the_inbox(app, client, session, setup, nocsrf):
     rita, rita_user = add_reviewer(session, "rita.reviewer@acme.example", "Rita Reviewer")
     session.commit()

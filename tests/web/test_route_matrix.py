@@ -94,6 +94,11 @@ def _reassign(v: View) -> Iterator[Req]:
             yield Req("POST", f"/reviews/items/{iid}/reassign", data, target, label=label)
 
 
+def _reassign_form(v: View) -> Iterator[Req]:
+    for target, iid in _targets(v):
+        yield Req("GET", f"/reviews/items/{iid}/reassign?version=1", target=target)
+
+
 def _bulk(v: View) -> Iterator[Req]:
     targets = [*_targets(v, item=False), (OWN, v.w.shared.id)]
     for target, cid in targets:
@@ -230,6 +235,7 @@ ROUTES: dict[str, tuple[str, Callable[[View], Iterator[Req]]]] = {
     "reviews.item": (USER, _item_get),
     "reviews.decide": (USER, _decide),
     "reviews.reassign": (USER, _reassign),
+    "reviews.reassign_form": (USER, _reassign_form),
     "reviews.bulk": (USER, _bulk),
     "reviews.sign_off": (USER, _signoff),
     "team.index": (USER, _get("/team")),

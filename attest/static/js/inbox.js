@@ -38,9 +38,12 @@
     return m ? m[1] : "";
   }
 
-  // the decision a row's form sends ("" for a form that decides nothing, e.g. reassign)
-  function formDecision(form) {
-    var input = form && form.querySelector ? form.querySelector("input[name=decision]") : null;
+  // the decision a request of a row sends: a button's own (Approve, Abstain: name="decision"), or its comment
+  // form's (Revoke, Approve with a comment); "" for one that decides nothing (Undo, Reassign)
+  function formDecision(elt) {
+    if (!elt) { return ""; }
+    if (elt.name === "decision") { return elt.value; }
+    var input = elt.querySelector ? elt.querySelector("input[name=decision]") : null;
     return input ? input.value : "";
   }
 
@@ -185,6 +188,18 @@
     askToChange(row, from, to, function () { event.detail.issueRequest(true); });
   });
 
+  // --- reassign: its form is fetched when the box is first opened (without JavaScript, the box links to it) ---
+
+  document.addEventListener("toggle", function (event) {
+    var box = event.target;
+    if (!box.open || !box.matches || !box.matches("details.reassign-box")) { return; }
+    var link = box.querySelector("a.js-reassign-form");
+    if (!link || link.dataset.loading) { return; }
+    link.dataset.loading = "1";
+    htmx.ajax("GET", link.getAttribute("href"), { source: link, target: link, swap: "outerHTML" })
+      .catch(function () { delete link.dataset.loading; });
+  }, true); // toggle does not bubble
+
   // --- keys ----------------------------------------------------------------------------------------------
 
   window.addEventListener("keydown", function () { keys += 1; }, true);
@@ -233,11 +248,12 @@
     if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
   });
 
-  // a click in a row makes it the keyboard row too
+  // a click in a row makes it the keyboard row too: first (capture), so that a decision the click sends (htmx
+  // sends an Approve or Abstain button's at once, from its own click) then moves the keyboard on
   document.addEventListener("click", function (event) {
     var row = rowOf(event.target);
     if (row) { markRow(row); }
-  });
+  }, true);
 
   // --- a decision on its way -----------------------------------------------------------------------------
 
