@@ -56,16 +56,20 @@ class MyCampaign(Progress):
 
 
 def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[str] = (CampaignStatus.ACTIVE,)) -> list[MyCampaign]:
-    """The campaigns where `identity_id` has items to review (or escalated to them), soonest due first, each
-    with the reviewer's counts: one pass over their items (index-only), one over the escalated ones."""
+    """The campaigns in `statuses` where `identity_id` has items to review (or escalated to them), soonest due
+    first, each with the reviewer's counts: one pass over their items in those campaigns (index-only), one
+    over the escalated ones."""
     if identity_id is None:
         return []
+    # only the items of campaigns in `statuses`: a reviewer's closed campaigns pile up quarter after quarter,
+    # and every inbox page would count them again
+    wanted = ReviewItem.campaign_id.in_(select(Campaign.id).where(Campaign.status.in_(list(statuses))))
     mine = {row[0]: row[1:] for row in session.execute(
         select(ReviewItem.campaign_id, *_count_columns())
-        .where(ReviewItem.reviewer_id == identity_id).group_by(ReviewItem.campaign_id)
+        .where(ReviewItem.reviewer_id == identity_id, wanted).group_by(ReviewItem.campaign_id)
     )}
     escalated = dict(((c, n) for c, n in session.execute(
-        select(ReviewItem.campaign_id, func.count()).where(ReviewItem.co_reviewer_id == identity_id)
+        select(ReviewItem.campaign_id, func.count()).where(ReviewItem.co_reviewer_id == identity_id, wanted)
         .group_by(ReviewItem.campaign_id)
     )))
     ids = set(mine) | set(escalated)
