@@ -274,7 +274,7 @@ def launch(session: Session, campaign_id: int, actor: str, now: datetime | None 
             session, ReviewItem.__table__, session.scalar(text("SELECT COUNT(*) FROM access_grant WHERE ended_at IS NULL")),
             keep=("ix_review_item_co_reviewer",))  # only escalated items enter it; none is at launch
         with whole_population_plan(session):
-            sql = snapshot_sql(ctx, params, routed=route.routed())
+            sql = snapshot_sql(ctx, params, routed=route.routed(), inbox_order=not rebuild)
             inserted = session.execute(dialects.text_with_dates(sql, params), params).rowcount
         rebuild_indexes(session, rebuild)
         # items the eligibility rule left to nobody wait in the admin queue (routed_by admin_queue); items

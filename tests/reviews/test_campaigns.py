@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
+from attest import dialects
 from attest.connectors.base import (
     AccountRecord,
     EntitlementRecord,
@@ -169,6 +170,46 @@ def test_launch_snapshots_routes_and_reconciles_the_population(synced):
     assert used["finished_at"] and used["stats"]["added"]["grants"] == 9
     [event] = session.scalars(select(AuditEvent).where(AuditEvent.action == "campaign.launch")).all()
     assert event.campaign_id == campaign.id and event.after["population"]["items"] == 10
+
+
+def test_groups_pass_on_their_access_through_any_depth_and_a_group_holding_nothing_is_one_direct_item(
+        synced, factory, settings):
+    """The membership recursion starts only from groups that hold something; the items are the same:
+    every account's effective access, each path named, and a membership of a group that holds nothing
+    (Lone) or of a group nested under others (Deep in Engineering in Everyone) a direct item."""
+    session = synced
+    sync(factory, settings, org(extra=[
+        ResourceRecord("lone", "group", "Lone", is_group=True),
+        EntitlementRecord("lone:member", "lone", "member", is_membership=True),
+        GrantRecord("lone:member", "u1"),
+        ResourceRecord("deep", "group", "Deep", is_group=True),
+        EntitlementRecord("deep:member", "deep", "member", is_membership=True),
+        GrantRecord("eng:member", "deep", "resource"),
+        GrantRecord("deep:member", "u0"),
+    ]))
+    session.expire_all()
+    items = items_of(session, launch(session, define(session)))
+    by_login: dict[str, set] = {}
+    for i in items:
+        by_login.setdefault(i.account_login, set()).add(key(i)[1:])
+    assert by_login["iam@acme.example"] == {("Lone", "member", None)}
+    assert by_login["ceo@acme.example"] == {
+        ("Deep", "member", None), ("Engineering", "member", "Deep"), ("Everyone", "member", "Engineering → Deep"),
+        ("Payroll", "user", "Everyone → Engineering → Deep")}
+    accounts = session.scalars(select(Account.id)).all()
+    assert len(items) + 1 == len(effective_access(session, accounts)) == 16  # the service account excluded
+
+
+def test_a_launch_inserts_its_items_in_the_inbox_index_order_where_the_engine_gains_from_it(synced):
+    """SQLite: a launch into a table whose indexes stay in place (any campaign but the first big one)
+    inserts the items by reviewer, then person (dialects.in_index_order), so the inbox index grows at the
+    end of each reviewer's range; PostgreSQL: in the scope query's order. The same items either way."""
+    session = synced
+    items = items_of(session, launch(session, define(session)))
+    assert len(items) == 10
+    order = [(i.reviewer_id, i.person_name) for i in items]
+    if dialects.name(session) == "sqlite":  # NULLs first, as SQLite sorts them
+        assert order == sorted(order, key=lambda k: (k[0] is not None, k[0] or 0, k[1] is not None, k[1] or ""))
 
 
 def test_risk_signals_in_sql_match_the_python_rules(synced):
