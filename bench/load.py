@@ -639,24 +639,19 @@ class LeaseWatch(threading.Thread):
 
 
 def job_runs(stack: Stack) -> dict:
-    """Each scheduler's finished job runs from its DEBUG log (attest.jobs.run_job: 'job X: detail' or
-    'job X failed'), grouped by job and cron occurrence: an occurrence finished by two runs ran twice."""
-    from attest.schedules import previous_fire_time
+    """Each scheduler's finished job runs from its DEBUG log (attest/jobs/scheduler.run_job: 'job X finished
+    (occurrence S): detail' or 'job X failed (occurrence S): error'), grouped by job and the occurrence the run
+    took the lease for: an occurrence finished by two runs ran twice. (Only those two lines: a scheduler also
+    logs 'job X: ...' when it queues a takeover or loses a lease, which are not runs.)"""
+    from sqlalchemy import select
 
-    with stack.factory() as s:
-        from sqlalchemy import select
-
-        from attest.jobs import FIXED_JOBS, REMEDIATION, job_table
-
-        crons = {spec.id: spec.cron for spec in [*FIXED_JOBS, REMEDIATION, *job_table(s)]}
     runs: dict[tuple[str, str], list[str]] = defaultdict(list)
     per_job: Counter = Counter()
-    pattern = re.compile(r"^job (\S+?)(?::| failed:) ")
+    pattern = re.compile(r"^job (\S+) (?:finished|failed) \(occurrence ([^)]+)\): ")
     for i in (1, 2):
         path = stack.tmp / f"scheduler{i}.log"
         if not path.exists():
             continue
-        startup = True  # each process's first reconcile runs at start, outside the schedule (use_slot=False)
         for line in path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)
@@ -664,14 +659,11 @@ def job_runs(stack: Stack) -> dict:
                 continue
             message = str(record.get("message") or record.get("msg") or "")
             m = pattern.match(message)
-            if not m or "lease held" in message or m.group(1) not in crons:
+            if not m:
                 continue
-            if startup and m.group(1) == "scheduler:reconcile":
-                startup = False
+            if m.group(2) == "unscheduled":  # each process's first reconcile runs at start, outside the schedule
                 continue
-            at = datetime.fromisoformat(str(record.get("time")).replace("Z", "+00:00"))
-            slot = previous_fire_time(crons[m.group(1)], at)
-            runs[(m.group(1), slot.isoformat() if slot else "-")].append(f"scheduler{i}")
+            runs[(m.group(1), m.group(2))].append(f"scheduler{i}")
             per_job[m.group(1)] += 1
     twice = {f"{job} @ {slot}": who for (job, slot), who in runs.items() if len(who) > 1}
     # the evidence job lingers ~50 s of each minute; the one-off takeover run is a second run of an occurrence
@@ -1005,32 +997,34 @@ a request waits behind many others. What one request costs, independent of the l
 bench/results/request_cost.md (SQL statements, the app's CPU, bytes). Compare the modes with each other and with
 the load average, not with a production machine.
 
-**Where the time goes** (the profile above, and `python -m bench request_cost`). About 17-18 SQL statements a
-request; psycopg waiting for PostgreSQL is a third to a half of a worker's wall time (PostgreSQL is short of CPU
-here too), which is what the threads overlap. A decision's own work (`decisions.decide`: check, update, decision
-row, audit event, commit) is less than half of its request: the answer row costs as much (`item_notes.row_notes`:
-same access, revoke notes, last use, labels; the reviewer's progress counts, one statement since issue 19 part 6;
-the sign-off check; Jinja). GET /reviews is mostly Jinja's render of 50 rows (~210 KB of HTML, 4 forms a row) and
-`row_notes` for 50 rows. The SSO callback mostly waits for the IdP's token endpoint (the mock IdP runs on the same
-2 cores).
+**Where the time goes** (the profile above, and `python -m bench request_cost`). A decision is 10 SQL statements
+(was 15: the first decision on an undecided item is one conditional UPDATE ... RETURNING, the counts and the
+sign-off one statement, the user and their session one read) and about 12-14 ms of the app's CPU on a quiet
+machine; an inbox page is 10 statements, ~130 KB (was ~210 KB: one form a row, the reassign form fetched when
+opened, no CSRF token in htmx rows) and about 15-20 ms, half of it Jinja's render of 50 rows, then the row
+notes and the reviewer's campaign counts. psycopg waiting for PostgreSQL is a third of a worker's wall time,
+which the threads overlap. The first page after each SSO sign-in queues behind the 50 sign-ins that all start
+at the same second (the callback waits for the mock IdP's token endpoint, on the same 2 cores): that storm is
+most of GET /reviews' p95 in the 1 s pause mode, whose first pages are few (the next pages are fetched by htmx).
 
 **Done for issue 19 part 6.** gunicorn's gthread worker, 4 threads a worker (attest/gunicorn_conf.py: a worker
-serves other requests while one waits on PostgreSQL); the progress counts in one statement; the scheduler takeover
-within the lease: a 60 s lease renewed every 15 s and a takeover watch every 5 s in each scheduler (no lease of its
-own, so never stuck behind a dead scheduler's reconcile), so a standby takes over within 65 s of the holder's last
-heartbeat (was up to 180 s); `attest audit verify` on a live system (db3ddb3).
+serves other requests while one waits on PostgreSQL); the scheduler takeover within the lease (a 60 s lease
+renewed every 15 s, a takeover watch every 5 s in each scheduler, so a standby takes over within 65 s of the
+holder's last heartbeat; was up to 180 s); `attest audit verify` on a live system; the decision request from 15 to
+10 statements and about half the CPU; rows a third lighter; the benchmark's 3 open campaigns, so that 50
+reviewers with no pause do not run out of items (with one, they did, and decisions/s measured the campaign).
 
 **What would scale it further:**
 1. Cores for the web tier. The workers share nothing but the database (sessions are server-side rows), so
    decisions/s grows with a worker per core and more web hosts behind the proxy (compose.yaml), until PostgreSQL's
    CPU is the limit; then PostgreSQL on its own host (and a connection pooler such as PgBouncer once workers x
-   threads x hosts nears max_connections).
-2. The answer row: `row_notes` reads the same grant attributes twice (revoke notes and last use), whole Resource
-   rows with their Source for the group names, and the item's whole same-access rows; column selects and one
-   grant/entitlement read would save 2-3 statements a decision and a page.
-3. The inbox page: 4 forms a row (approve, revoke, abstain, reassign, each with its CSRF token and version); a
-   first page of 25 rows with the next ones loaded by htmx as the reviewer scrolls (hx-trigger="revealed") would
-   halve the first render; a row template with one form and the buttons as its submitters would shrink each row.
+   threads x hosts nears max_connections). Here the load generator, the IdP, the sandbox, PostgreSQL and both
+   schedulers take the same 2 cores as the web workers.
+2. The inbox page's render: about 115 us of Jinja a row; building the decision cell in Python once per page, or a
+   first page of 25 rows with the rest loaded by htmx as the reviewer scrolls (hx-trigger="revealed"), would
+   halve it. The menu's two queries (has_reports, standing_in_for) run inside the render on every full page.
+3. One database connection a request: today a request checks a connection out up to 3 times (the user's read,
+   the write transaction, the answer's reads), each with the pool's pre-ping round trip.
 4. Bulk decisions are far cheaper per item than single ones (one statement set for up to thousands of items):
    "Approve N matching" with filters is what a reviewer with hundreds of items should be steered to.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -646,3 +647,17 @@ def test_two_standbys_taking_over_the_same_dead_holders_job_run_it_once(fresh_db
     runs = [run_job(b, EVERY_MINUTE, now=after), run_job(c, EVERY_MINUTE, now=after + timedelta(seconds=2))]
     assert [r.status for r in runs] == ["succeeded", "skipped"]
     assert probe.runs == [(b.holder, after)]
+
+
+def test_each_run_logs_the_occurrence_it_ran_so_a_second_run_of_one_shows(fresh_db, probe, caplog):
+    """Operators (and bench/load.py's no-job-runs-twice check) read which scheduled occurrence a run was: the
+    line a run ends with names it, on success and on failure; a takeover's warning is not such a line."""
+    (ctx,) = _contexts(fresh_db, 1)
+    slot = EVERY_MINUTE.slot(T + timedelta(seconds=20))
+    with caplog.at_level(logging.DEBUG, logger="attest.jobs"):
+        run_job(ctx, EVERY_MINUTE, now=T + timedelta(seconds=20))
+        probe.fail = RuntimeError("upstream said no")
+        run_job(ctx, EVERY_MINUTE, now=T + timedelta(minutes=1, seconds=20))
+    ends = [r.getMessage() for r in caplog.records if " (occurrence " in r.getMessage()]
+    assert ends[0].startswith(f"job {EVERY_MINUTE.id} finished (occurrence {slot.isoformat()}): ")
+    assert ends[1].startswith(f"job {EVERY_MINUTE.id} failed (occurrence {(slot + timedelta(minutes=1)).isoformat()}): ")

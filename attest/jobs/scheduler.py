@@ -61,6 +61,9 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
     if not got:
         log.debug("job %s: lease held or this run already done elsewhere; skipped", spec.id)
         return JobRun(spec.id, ran=False, status=JobStatus.SKIPPED)
+    # which scheduled occurrence this run is (a run outside the schedule: "unscheduled"), in its log lines, so
+    # that two runs of one occurrence show in the logs
+    occurrence = slot.isoformat() if slot is not None else "unscheduled"
     t0 = ctx.clock()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(ctx, spec.id, now, t0, stop), daemon=True,
@@ -70,10 +73,10 @@ def run_job(ctx: JobContext, spec: JobSpec, now: datetime | None = None, *, use_
     try:
         detail = JOBS[spec.kind](ctx, spec, now)
         status, error = JobStatus.SUCCEEDED, None
-        log.debug("job %s: %s", spec.id, detail)
+        log.debug("job %s finished (occurrence %s): %s", spec.id, occurrence, detail)
     except Exception as exc:
         status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
-        log.error("job %s failed: %s", spec.id, error, exc_info=not isinstance(exc, JobError))
+        log.error("job %s failed (occurrence %s): %s", spec.id, occurrence, error, exc_info=not isinstance(exc, JobError))
     finally:
         stop.set()
         beat.join(timeout=10)
