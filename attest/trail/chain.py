@@ -106,7 +106,9 @@ def record(
     values["hash"] = event_hash(values)
     event = AuditEvent(**values)
     session.add(event)
-    session.flush([event])
+    # the event and whatever else is pending, as the ORM update of the head that came here before autoflushed
+    # (flush's list of objects is deprecated in SQLAlchemy 2)
+    session.flush()
     session.execute(_MOVE_HEAD, {"new_seq": values["seq"], "new_hash": values["hash"]})
     return event
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import time
 import urllib.request
 
 import pytest
@@ -33,7 +32,7 @@ from attest.connectors.sandbox.server import serve_in_thread
 from attest.entitlements.models import Grant, Resource, ResourceOwner
 from attest.entitlements.sync import run_sync
 from tests.connectors.test_okta import active, connector, no_sleep, ref
-from tests.factories import make_source
+from tests.factories import UpstreamTime, make_source
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
@@ -106,16 +105,11 @@ def test_group_records_read_both_spellings():
 
 def test_429_waits_reset_minus_the_date_header_plus_one_when_the_local_clock_runs_ahead(factory, session, settings,
                                                                                        source, served):
-    advanced = [0.0]
-    okta = served(clock=lambda: time.time() - 5 + advanced[0])  # Okta's clock 5 s behind ours
+    ours = UpstreamTime()  # time passes only while the connector waits: the same answers however slow the machine
+    okta = served(clock=lambda: ours() - 5)  # Okta's clock 5 s behind ours
     okta.faults.storm_at = 6  # from the 6th request every answer is 429 for 2 s of Okta's time
     okta.faults.storm_seconds = 2.0
-
-    def sleep(seconds: float) -> None:  # time passes for both clocks, without waiting
-        advanced[0] += seconds
-
-    conn = connector(okta, sleep=sleep)
-    conn.http.clock = lambda: time.time() + advanced[0]
+    conn = connector(okta, sleep=ours.sleep, clock=ours)
     result = sync(factory, settings, conn)
     assert result.status == "succeeded", result.error
     assert sum(1 for _, _, s in okta.log if s == 429) >= 1
