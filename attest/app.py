@@ -126,6 +126,11 @@ def register_config(app: Flask, settings: Settings) -> None:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SECURE=secure,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_max_hours),
+        # the cookie is written only when the session changes (sign-in, a flash), not re-sent on every answer:
+        # an answer to a request the page made in the background (the definition form's live preview) would
+        # otherwise overwrite the cookie a form post just set, flash and all, with the one it was sent with.
+        # Its expiry stays sign-in + session_max_hours; the server-side session row enforces idle and maximum age.
+        SESSION_REFRESH_EACH_REQUEST=False,
         WTF_CSRF_TIME_LIMIT=None,  # the session's own time-outs bound the token
         MAX_CONTENT_LENGTH=1024 * 1024,  # forms only (definitions are at most 64 KiB of YAML): larger is 413
         TESTING=settings.env == "test",

@@ -133,3 +133,18 @@ def test_resources_say_which_are_mastered_elsewhere_through_the_one_contract(app
     assert "managed-note" in detail and "is imported from Active Directory (ACME\\ad-finance)" in detail
     payroll = session.scalar(select(Resource).where(Resource.external_id == "app"))
     assert "managed-note" not in client.get(f"/resources/{payroll.id}").get_data(as_text=True)
+
+
+def test_an_answer_writes_the_session_cookie_only_when_the_session_changed(app, client, synced):
+    """A background request of the page (the definition form's live preview, htmx) must not send back the cookie
+    it came with: answered after a form post that set a flash, it would overwrite that post's cookie and lose
+    the flash ("Saved the definition ..." went missing in the browser journey)."""
+    admin = make_user(synced, "admin@acme.example", roles=["admin"])
+    synced.commit()
+    login_as(app, client, admin)
+    with client.session_transaction() as sess:
+        sess.permanent = True  # as a real sign-in leaves it (auth/views.py)
+    client.get("/resources")  # the first page stores the CSRF token: the session changed, the cookie is written
+    again = client.get("/resources")
+    assert again.status_code == 200
+    assert not [c for c in again.headers.getlist("Set-Cookie") if c.startswith("attest_session=")]
