@@ -2,8 +2,8 @@
 
 Flask's cookie is signed, not secret-bound to the server: on its own, a copy taken before sign-out would
 keep working until it expires. So the cookie also carries a random token (`sid`) and only its SHA-256 is
-stored; every request looks the row up (`check`) and refuses a session that was ended (sign-out), has
-been idle longer than ATTEST_SESSION_IDLE_MINUTES, or is older than ATTEST_SESSION_MAX_HOURS. Ending
+stored; every request reads the row with the user (`user_and_session`) and `judge` refuses a session that
+was ended (sign-out), has been idle longer than ATTEST_SESSION_IDLE_MINUTES, or is older than ATTEST_SESSION_MAX_HOURS. Ending
 one session leaves the user's other sessions (other browsers) alone; bumping `User.session_generation`
 still ends them all (password reset, deactivation).
 
@@ -67,17 +67,9 @@ class Verdict:
         return self.reason in ("idle", "expired")
 
 
-def check(session: Session, settings: Settings, token: str | None, user_id: int, now: datetime) -> Verdict:
-    """Is the session this cookie names still valid for this user at `now`? Reads only."""
-    row = None
-    if token and isinstance(token, str):
-        row = session.scalar(select(UserSession).where(UserSession.token_hash == _hash(token)))
-    return judge(settings, token, row, user_id, now)
-
-
 def user_and_session(session: Session, user_id: int, token: str | None) -> tuple[User | None, UserSession | None]:
     """The user `user_id` and the session row this cookie's token names (None: no such row, or no token), in
-    one statement: what every signed-in request reads first. Judge the row with `judge`, as `check` does."""
+    one statement: what every signed-in request reads first. Judge the row with `judge`."""
     if not token or not isinstance(token, str):
         return session.get(User, user_id), None
     row = session.execute(_user_and_session(), {"user_id": user_id, "token_hash": _hash(token)}).first()
