@@ -598,7 +598,8 @@ def test_a_recurring_campaign_end_to_end_on_the_scheduler_clock(fresh_db):
 
 def test_a_standby_takes_over_a_dead_holders_job_within_the_lease_whatever_its_interval(fresh_db):
     """A daily sync whose scheduler died mid-run is run again by a standby as soon as the dead holder's lease
-    lapses (its takeover watch looks every TAKEOVER_EVERY seconds), not at tomorrow's occurrence (issue 16,
+    lapses (its takeover watch looks every TAKEOVER_EVERY seconds, and at the lapse of a lease it saw about to
+    lapse), not at tomorrow's occurrence (issue 16,
     part 5), and not a minute later either: the watch takes no lease, so it does not wait behind the dead
     scheduler's own reconcile lease (issue 19, part 6: within the lease time)."""
     with transaction(fresh_db.factory) as s:
@@ -618,16 +619,25 @@ def test_a_standby_takes_over_a_dead_holders_job_within_the_lease_whatever_its_i
     try:
         watch = standby.get_job(jobs.TAKEOVER_WATCH)  # every scheduler process watches on its own
         assert watch is not None and watch.trigger.interval == timedelta(seconds=jobs.TAKEOVER_EVERY)
-        before_expiry = started + jobs.LEASE_TTL - timedelta(seconds=1)
+        # a look long before the lapse plans nothing extra (a live holder renews to a full LEASE_TTL)
+        assert jobs.watch_takeovers(ctx, started + timedelta(seconds=30)) == []
+        assert standby.get_job(jobs.TAKEOVER_AT_LAPSE) is None
+        # the last regular look before the lapse: nothing to take over yet, but one more look is planned at
+        # the moment the lease lapses, not at the next regular look up to TAKEOVER_EVERY later
+        lapse = started + jobs.LEASE_TTL
+        before_expiry = lapse - timedelta(seconds=1)
         assert jobs.watch_takeovers(ctx, before_expiry) == []
-        # the first look after the lease lapsed: within LEASE_TTL + TAKEOVER_EVERY of the last heartbeat,
-        # while the dead holder's reconcile lease still blocks the standby's reconcile
-        after = started + jobs.LEASE_TTL + timedelta(seconds=jobs.TAKEOVER_EVERY)
-        assert run_job(ctx, jobs.RECONCILE, now=after, use_slot=False).status == "skipped"
-        assert jobs.watch_takeovers(ctx, after) == ["sync:okta-prod"]
+        look = standby.get_job(jobs.TAKEOVER_AT_LAPSE)
+        assert look is not None and look.next_run_time == lapse + jobs.LAPSE_MARGIN
+        assert jobs.LAPSE_MARGIN.total_seconds() < 1
+        # that look: within LEASE_TTL (and the margin) of the last heartbeat, so within the lease time of the
+        # holder's death, while the dead holder's reconcile lease still blocks the standby's reconcile
+        at_lapse = look.next_run_time
+        assert run_job(ctx, jobs.RECONCILE, now=at_lapse, use_slot=False).status == "skipped"
+        assert jobs.watch_takeovers(ctx, at_lapse) == ["sync:okta-prod"]
         job = standby.get_job("sync:okta-prod:takeover")
         assert job is not None and job.args[0] == "sync:okta-prod"
-        assert job.next_run_time <= after + timedelta(seconds=1)
+        assert job.next_run_time == at_lapse
         # the next reconcile keeps the one-off run and the watch
         removed = jobs.reconcile(standby, fresh_db.factory)["removed"]
         assert "sync:okta-prod:takeover" not in removed and jobs.TAKEOVER_WATCH not in removed

@@ -15,10 +15,11 @@ the job's **lease** (`acquire`: one conditional UPDATE, or an INSERT for a new j
 and releases it with the run's status and error. A lease is granted only when it is free and this
 occurrence of the job has not started yet, or when its holder crashed (the lease expired), so two
 processes never run the same job twice. A running job renews its lease (a heartbeat thread), so a short
-TTL is enough (60 s, renewed every 15 s) and a crashed holder's lease lapses within a minute; every 5 s each
-scheduler's own takeover watch (`watch_takeovers`, no lease of its own, so never stuck behind a dead
-process's reconcile) runs at once the jobs whose holder died (`take_over`), so a standby takes over at most
-LEASE_TTL + TAKEOVER_EVERY (65 s) after the holder's last heartbeat, whatever the job's own interval.
+TTL is enough (60 s, renewed every 15 s) and a crashed holder's lease lapses within a minute; every 5 s, and
+once more at the moment a lease it saw lapses, each scheduler's own takeover watch (`watch_takeovers`, no lease
+of its own, so never stuck behind a dead process's reconcile) runs at once the jobs whose holder died
+(`take_over`), so a standby takes over within LEASE_TTL (60 s, and a fraction of a second) of the holder's last
+heartbeat, and so within the lease time of its death, whatever the job's own interval.
 
 Every job function takes `now`, so tests drive time. Web workers never run jobs.
 
@@ -36,7 +37,9 @@ from __future__ import annotations
 from attest.jobs.lease import JobLease, acquire, apscheduler_jobs, release, stale_leases
 from attest.jobs.scheduler import (
     JOBS,
+    LAPSE_MARGIN,
     SCHEDULER_SEEN_WITHIN,
+    TAKEOVER_AT_LAPSE,
     TAKEOVER_EVERY,
     TAKEOVER_WATCH,
     job_reconcile,
@@ -65,8 +68,8 @@ from attest.jobs.table import (
 from attest.jobs.tasks import job_checkpoint, job_remediation
 
 __all__ = [
-    "ACTOR", "FIXED_JOBS", "HEARTBEAT", "JOBS", "LEASE_TTL", "RECONCILE", "REMEDIATION",
-    "SCHEDULER_SEEN_WITHIN", "TAKEOVER_EVERY", "TAKEOVER_WATCH", "JobContext", "JobLease", "JobSpec",
+    "ACTOR", "FIXED_JOBS", "HEARTBEAT", "JOBS", "LAPSE_MARGIN", "LEASE_TTL", "RECONCILE", "REMEDIATION",
+    "SCHEDULER_SEEN_WITHIN", "TAKEOVER_AT_LAPSE", "TAKEOVER_EVERY", "TAKEOVER_WATCH", "JobContext", "JobLease", "JobSpec",
     "SchedulerError", "acquire", "apscheduler_jobs", "job_checkpoint", "job_reconcile",
     "job_remediation", "job_table", "make_scheduler", "reconcile", "release", "run_job", "run_now",
     "run_scheduler", "scheduled_run", "scheduler_last_seen", "stale_leases", "status", "watch_takeovers",

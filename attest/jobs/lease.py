@@ -120,10 +120,18 @@ def release(session: Session, name: str, status: str, error: str | None = None, 
     )
 
 
-def stale_leases(session: Session, now: datetime, names: Iterable[str]) -> list[str]:
-    """Jobs whose lease is still held but expired at `now`: their holder died (or hung) mid-run."""
+def lapsing_leases(session: Session, before: datetime, names: Iterable[str]) -> list[tuple[str, datetime]]:
+    """Leases among `names` still held but expiring before `before`, (name, expiry) soonest first: those
+    already expired are a dead (or hung) holder's; the rest lapse then unless their holder renews them."""
     names = list(names)
     if not names:
         return []
-    return list(session.scalars(select(JobLease.name).where(
-        JobLease.name.in_(names), JobLease.holder.is_not(None), JobLease.expires_at < now).order_by(JobLease.name)))
+    return [(name, expires) for name, expires in session.execute(
+        select(JobLease.name, JobLease.expires_at).where(
+            JobLease.name.in_(names), JobLease.holder.is_not(None), JobLease.expires_at < before)
+        .order_by(JobLease.expires_at, JobLease.name))]
+
+
+def stale_leases(session: Session, now: datetime, names: Iterable[str]) -> list[str]:
+    """Jobs whose lease is still held but expired at `now`: their holder died (or hung) mid-run."""
+    return sorted(name for name, _ in lapsing_leases(session, now, names))

@@ -35,9 +35,9 @@ from attest.jobs.lease import (
     JobLease,
     JobStatus,
     acquire,
+    lapsing_leases,
     release,
     renew,
-    stale_leases,
 )
 from attest.jobs.table import (
     MISFIRE_GRACE,
@@ -123,36 +123,47 @@ def job_reconcile(ctx: JobContext, spec: JobSpec, now: datetime) -> dict[str, li
     return out
 
 
-def take_over(scheduler: Any, factory: sessionmaker[Session], now: datetime, specs: list[JobSpec]) -> list[str]:
+def take_over(ctx: JobContext, now: datetime, specs: list[JobSpec]) -> list[str]:
     """Run at once every job whose holder died mid-run, instead of waiting for its next occurrence (a
-    daily sync would otherwise wait a day). `watch_takeovers` calls this every TAKEOVER_EVERY seconds, so a
-    standby takes over at most LEASE_TTL + TAKEOVER_EVERY after the holder's last heartbeat, whatever the
+    daily sync would otherwise wait a day). `watch_takeovers` calls this every TAKEOVER_EVERY seconds, and
+    once more at the moment a held lease lapses before the next look (a live holder renews its lease to a
+    full LEASE_TTL every HEARTBEAT, so a lease that lapses within seconds is one its holder stopped renewing):
+    a standby takes over within LEASE_TTL (and LAPSE_MARGIN) of the holder's last heartbeat, whatever the
     job's interval. The lease still decides: of several standbys, one runs it."""
     by_id = {spec.id: spec for spec in specs if spec.kind != "reconcile"}
-    with factory() as session:
-        stale = stale_leases(session, now, by_id)
+    with ctx.factory() as session:
+        lapsing = lapsing_leases(session, now + timedelta(seconds=TAKEOVER_EVERY), by_id)
+    stale = sorted(name for name, expires in lapsing if expires < now)
     for job_id in stale:
         spec = by_id[job_id]
         log.warning("job %s: its holder stopped renewing the lease; taking over now", job_id)
-        scheduler.add_job(scheduled_run, trigger="date", run_date=now, args=spec.args, id=f"{job_id}:takeover",
-                          name=f"{job_id} (takeover)", replace_existing=True, misfire_grace_time=MISFIRE_GRACE,
-                          jobstore="local")
+        ctx.scheduler.add_job(scheduled_run, trigger="date", run_date=now, args=spec.args, id=f"{job_id}:takeover",
+                              name=f"{job_id} (takeover)", replace_existing=True, misfire_grace_time=MISFIRE_GRACE,
+                              jobstore="local")
+    soon = [expires for _, expires in lapsing if expires >= now]
+    if soon:
+        ctx.scheduler.add_job(watch_takeovers, trigger="date", run_date=min(soon) + LAPSE_MARGIN, args=[ctx],
+                              id=TAKEOVER_AT_LAPSE, name=TAKEOVER_AT_LAPSE, replace_existing=True,
+                              misfire_grace_time=MISFIRE_GRACE, jobstore="local")
     return stale
 
 
-TAKEOVER_EVERY = 5.0  # seconds between two looks for a dead holder's lease (two small SELECTs)
+TAKEOVER_EVERY = 5.0  # seconds between two looks for a dead holder's lease (one small SELECT)
 TAKEOVER_WATCH = "scheduler:takeover-watch"
+TAKEOVER_AT_LAPSE = "scheduler:takeover-at-lapse"  # the one look at the moment a lease lapses between two looks
+LAPSE_MARGIN = timedelta(milliseconds=200)  # after the lapse: the look's `expires_at < now` holds on either clock
 
 
 def watch_takeovers(ctx: JobContext, now: datetime | None = None) -> list[str]:
     """Each scheduler process's own look for jobs whose holder died (`take_over`), every TAKEOVER_EVERY
-    seconds. It takes no lease: it only queues a one-off run, and that run's lease lets one process run the
-    job. So a takeover never waits behind the reconcile job, whose lease a dead scheduler may hold too."""
+    seconds and when a lease lapses in between. It takes no lease: it only queues a one-off run, and that run's
+    lease lets one process run the job. So a takeover never waits behind the reconcile job, whose lease a dead
+    scheduler may hold too."""
     now = now or utcnow()
     try:
         with ctx.factory() as session:
             specs = job_table(session)
-        return take_over(ctx.scheduler, ctx.factory, now, specs)
+        return take_over(ctx, now, specs)
     except Exception as exc:  # the database is away: the next look, seconds later, tries again
         log.warning("scheduler %s: could not look for jobs to take over: %s", ctx.holder, exc)
         return []

@@ -24,8 +24,8 @@ log = logging.getLogger("attest.jobs")
 
 ACTOR = "scheduler"
 # A running job renews its lease every HEARTBEAT seconds; a holder that stops renewing (killed, hung, cut off
-# from the database) loses it LEASE_TTL after its last renewal, and a standby's takeover watch runs the job
-# within TAKEOVER_EVERY (scheduler.py) after that: at most 65 s after the holder died. A live holder keeps
+# from the database) loses it LEASE_TTL after its last renewal, and a standby's takeover watch (scheduler.py)
+# runs the job at that moment: within 60 s of the holder's death. A live holder keeps
 # its lease through 3 missed heartbeats (a 45 s stall) before another process could run the job.
 LEASE_TTL = timedelta(seconds=60)
 HEARTBEAT = 15.0
