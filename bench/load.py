@@ -118,6 +118,47 @@ def load_avg() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def cpu_ticks() -> dict[int, tuple[int, str, int]]:
+    """Every process's (parent pid, name, CPU ticks used: user + system) from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        out[int(entry)] = (int(fields[1]), name, int(fields[11]) + int(fields[12]))
+    return out
+
+
+def cpu_by_part(stack: Stack, before: dict, after: dict, seconds: float) -> dict[str, float]:
+    """Cores used on average between two `cpu_ticks` snapshots, by part of the benchmark: the web workers (and
+    gunicorn's master), the schedulers, the sandbox and the IdP, PostgreSQL (every `postgres` process: the
+    backends of all connections, autovacuum, the WAL writer...), the load generator (this process), the rest."""
+    roots = {proc.pid: ("web" if name == "web" else "schedulers" if name.startswith("scheduler") else
+                        "sandbox and IdP" if name == "sandbox" else "other") for name, proc in stack.procs.items()}
+    roots[os.getpid()] = "load generator"
+
+    def part(pid: int) -> str:
+        seen = 0
+        p = pid
+        while p in after and seen < 50:
+            if p in roots:
+                return roots[p]
+            p, seen = after[p][0], seen + 1
+        return "PostgreSQL" if after[pid][1] == "postgres" else "other"
+
+    used: Counter = Counter()
+    for pid, (_, _, ticks) in after.items():
+        used[part(pid)] += ticks - (before[pid][2] if pid in before else 0)
+    hz = os.sysconf("SC_CLK_TCK")
+    return {k: round(v / hz / seconds, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
+
+
 def log(msg: str) -> None:
     print(f"[load {datetime.now(UTC):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
@@ -844,14 +885,15 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
                         ev["kill_error"] = str(exc)
                 killer = threading.Thread(target=kill_later, daemon=True)
                 killer.start()
-            load_start = load_avg()
+            load_start, ticks = load_avg(), cpu_ticks()
             rec = asyncio.run(drive(stack, emails, campaign_ids, duration, pause, first, events))
+            cores = cpu_by_part(stack, ticks, cpu_ticks(), rec.end - rec.start)
             if killer is not None:
                 killer.join()
             recs.append(rec)
             out["modes"][mode] = {**summarize(rec), "campaign_items": sum(items[e] for e in emails),
                                   "reviewers_with_items": len(items), "reviewers": len(emails), "events": events,
-                                  "load_at_start": load_start, "load_at_end": load_avg()}
+                                  "load_at_start": load_start, "load_at_end": load_avg(), "cores": cores}
             log(f"mode {mode}: {json.dumps({k: v for k, v in out['modes'][mode].items() if k != 'routes'})}")
         # the takeover: wait (bounded) until the standby holds every lease the killed scheduler had
         deadline = time.monotonic() + takeover_wait
@@ -955,6 +997,9 @@ def report(r: dict) -> str:
             sts = ", ".join(f"{k}: {n}" for k, n in v["statuses"].items())
             after = (f"{v['steady_n']:,} | {v['steady_p50']} | {v['steady_p95']}" if "steady_n" in v else "0 | | ")
             lines.append(f"| {route} | {v['n']:,} | {v['p50']} | {v['p95']} | {v['p99']} | {v['max']} | {sts} | {after} |")
+        if m.get("cores"):
+            lines.append(f"\nCPU used during this mode, in cores on average (of {os.cpu_count()}; from /proc): "
+                         + ", ".join(f"{k} {v}" for k, v in m["cores"].items()) + f"; total {sum(m['cores'].values()):.2f}.")
         if m["events"]:
             lines.append(f"\nDuring this mode: {json.dumps(m['events'], default=str)}")
         if m["error_count"]:
