@@ -620,6 +620,50 @@ async def drive(stack: Stack, emails: list[str], campaign_ids: list[int], durati
     return rec
 
 
+# --- what PostgreSQL's backends wait on -------------------------------------------------------------------
+
+
+class PgWaits(threading.Thread):
+    """Samples pg_stat_activity every 0.2 s while a mode runs: how many of the run's backends are active, and
+    what the active ones wait on (a row lock and the statement waiting for it, the WAL flush of a commit, the
+    client, or nothing: running on a CPU or queued for one). Averages are backends per sample."""
+
+    EVERY = 0.2
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop_event = threading.Event()
+        self.samples = 0
+        self.waits: Counter = Counter()
+
+    def run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+            while not self.stop_event.wait(self.EVERY):
+                rows = conn.execute(
+                    "SELECT wait_event_type, wait_event, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) "
+                    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state = 'active'").fetchall()
+                self.samples += 1
+                for kind, event, query in rows:
+                    if kind is None:
+                        key = "running (or queued for a CPU)"
+                    elif kind == "Lock":
+                        key = f"waiting for a lock ({event}): {' '.join(query.split()[:4])}"
+                    else:
+                        key = f"{kind}: {event}"
+                    self.waits[key] += 1
+
+    def summary(self) -> dict:
+        self.stop_event.set()
+        self.join(5)
+        n = max(self.samples, 1)
+        return {"samples": self.samples, "active": round(sum(self.waits.values()) / n, 2),
+                "waits": {k: round(v / n, 2) for k, v in self.waits.most_common(8)}}
+
+
 # --- the scheduler kill and the job records -------------------------------------------------------------
 
 
@@ -886,14 +930,18 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
                 killer = threading.Thread(target=kill_later, daemon=True)
                 killer.start()
             load_start, ticks = load_avg(), cpu_ticks()
+            waits = PgWaits(stack.url)
+            waits.start()
             rec = asyncio.run(drive(stack, emails, campaign_ids, duration, pause, first, events))
             cores = cpu_by_part(stack, ticks, cpu_ticks(), rec.end - rec.start)
+            pg_waits = waits.summary()
             if killer is not None:
                 killer.join()
             recs.append(rec)
             out["modes"][mode] = {**summarize(rec), "campaign_items": sum(items[e] for e in emails),
                                   "reviewers_with_items": len(items), "reviewers": len(emails), "events": events,
-                                  "load_at_start": load_start, "load_at_end": load_avg(), "cores": cores}
+                                  "load_at_start": load_start, "load_at_end": load_avg(), "cores": cores,
+                                  "pg_waits": pg_waits}
             log(f"mode {mode}: {json.dumps({k: v for k, v in out['modes'][mode].items() if k != 'routes'})}")
         # the takeover: wait (bounded) until the standby holds every lease the killed scheduler had
         deadline = time.monotonic() + takeover_wait
@@ -1000,6 +1048,11 @@ def report(r: dict) -> str:
         if m.get("cores"):
             lines.append(f"\nCPU used during this mode, in cores on average (of {os.cpu_count()}; from /proc): "
                          + ", ".join(f"{k} {v}" for k, v in m["cores"].items()) + f"; total {sum(m['cores'].values()):.2f}.")
+        if m.get("pg_waits"):
+            w = m["pg_waits"]
+            lines.append(f"\nPostgreSQL backends of the run, sampled every {PgWaits.EVERY} s ({w['samples']} samples): "
+                         f"{w['active']} active on average; of those: "
+                         + "; ".join(f"{k} {v}" for k, v in w["waits"].items()) + ".")
         if m["events"]:
             lines.append(f"\nDuring this mode: {json.dumps(m['events'], default=str)}")
         if m["error_count"]:
