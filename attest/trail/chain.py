@@ -17,6 +17,7 @@ from sqlalchemy import BigInteger, String, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from attest.db import canonical_json, utcnow
+from attest.dialects import is_postgresql
 from attest.redact import redact
 from attest.trail.models import AuditEvent, AuditHead
 
@@ -82,35 +83,37 @@ def record(
     campaign_id: int | None = None,
     request_id: str | None = None,
     ip: str | None = None,
-) -> AuditEvent:
-    """Append one event to the chain, in the caller's transaction (it commits or rolls back with it)."""
+) -> None:
+    """Append one event to the chain, in the caller's transaction (it commits or rolls back with it).
+
+    The head stays locked until that transaction ends, and every audited write in every process waits for
+    it: the lock is taken last, after the caller's pending changes are flushed and the event is built, and
+    held for one statement more on PostgreSQL (the event's INSERT and the head's move in one) and two on
+    SQLite (whose write lock the transaction holds anyway). Under load the holder's round trips and its commit
+    are what every other decision waits for (issue 19's load benchmark: the chain head was the queue)."""
+    session.flush()  # what the caller has pending, before the lock rather than under it
     ctx_request_id, ctx_ip = _request_context()
-    head = _lock_head(session)
     values: dict[str, Any] = {
-        "seq": head[0] + 1,
         "at": utcnow(),
         "actor": actor,
         "action": action,
         "object_type": object_type,
         "object_id": None if object_id is None else str(object_id),
         "campaign_id": campaign_id,
-        "before": _scrub(dict(before)) if before is not None else None,
-        "after": _scrub(dict(after)) if after is not None else None,
+        # stored exactly as they will be read back, so the hash verifies
+        "before": _stored(before),
+        "after": _stored(after),
         "request_id": request_id or ctx_request_id,
         "ip": ip or ctx_ip,
-        "prev_hash": head[1],
     }
-    # store JSON exactly as it will be read back so the hash verifies
-    values["before"] = _roundtrip(values["before"])
-    values["after"] = _roundtrip(values["after"])
+    seq, values["prev_hash"] = _lock_head(session)
+    values["seq"] = seq + 1
     values["hash"] = event_hash(values)
-    event = AuditEvent(**values)
-    session.add(event)
-    # the event and whatever else is pending, as the ORM update of the head that came here before autoflushed
-    # (flush's list of objects is deprecated in SQLAlchemy 2)
-    session.flush()
-    session.execute(_MOVE_HEAD, {"new_seq": values["seq"], "new_hash": values["hash"]})
-    return event
+    if is_postgresql(session):
+        session.execute(_APPEND_AND_MOVE_HEAD, {**values, "new_seq": values["seq"], "new_hash": values["hash"]})
+    else:
+        session.execute(_APPEND, values)
+        session.execute(_MOVE_HEAD, {"new_seq": values["seq"], "new_hash": values["hash"]})
 
 
 def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
@@ -178,6 +181,12 @@ _HEAD = AuditHead.__table__
 _LOCK_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq).returning(_HEAD.c.seq, _HEAD.c.last_hash)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq", type_=BigInteger),
                                                          last_hash=bindparam("new_hash", type_=String))
+
+
+_EVENT = AuditEvent.__table__
+_APPEND = insert(_EVENT).values({c: bindparam(c) for c in (*HASHED_FIELDS, "hash")})
+# PostgreSQL: the event's INSERT runs in the head's UPDATE (a data-modifying WITH runs once, to completion)
+_APPEND_AND_MOVE_HEAD = _MOVE_HEAD.add_cte(_APPEND.cte("appended"))
 
 
 def _lock_head(session: Session) -> tuple[int, str]:
