@@ -451,6 +451,7 @@ class Recorder:
         self.bulk_items = 0
         self.bulk_requests = 0
         self.signed_in = 0
+        self.resent = 0  # requests sent again after the server closed their kept-alive connection
         self.start = self.end = 0.0
         # the steady state: the requests that started once every reviewer had signed in and seen a first page
         # (the 50 sign-ins all start in the same second, and the first pages queue behind them)
@@ -477,7 +478,14 @@ async def request(client, rec: Recorder, method: str, url: str, *, follow: bool 
     while True:
         started, t0 = time.monotonic(), time.perf_counter()
         try:
-            response = await client.request(method, url, **kw)
+            try:
+                response = await client.request(method, url, **kw)
+            except httpx.RemoteProtocolError:
+                # the server closed a kept-alive connection as the request went out on it (gunicorn closes one idle
+                # for its keepalive, 2 s: during sign-in the app's connection idles while the IdP answers): a
+                # browser sends the request again on a new connection, once, and so does this client
+                rec.resent += 1
+                response = await client.request(method, url, **kw)
         except httpx.HTTPError as exc:
             rec.add(route_of(method, url, rec.web), 0, time.perf_counter() - t0, started)
             rec.errors.append(f"{method} {url}: {type(exc).__name__}: {exc}")
@@ -879,7 +887,7 @@ def summarize(rec: Recorder) -> dict:
         "requests_per_s": round(requests / seconds, 1), "single_decisions": singles, "bulk_items": rec.bulk_items,
         "bulk_requests": rec.bulk_requests, "decisions_per_s": round((singles + rec.bulk_items) / seconds, 1),
         "single_decisions_per_s": round(singles / seconds, 1), "statuses": dict(statuses),
-        "errors": rec.errors[:10], "error_count": len(rec.errors),
+        "errors": rec.errors[:10], "error_count": len(rec.errors), "resent": rec.resent,
         "routes": {route: {"n": len(v), "p50": round(pct(v, .5) * 1000), "p95": round(pct(v, .95) * 1000),
                            "p99": round(pct(v, .99) * 1000), "max": round(max(v) * 1000),
                            "statuses": dict(sorted(Counter(rec.statuses[route]).items())),
@@ -1055,6 +1063,9 @@ def report(r: dict) -> str:
                          + "; ".join(f"{k} {v}" for k, v in w["waits"].items()) + ".")
         if m["events"]:
             lines.append(f"\nDuring this mode: {json.dumps(m['events'], default=str)}")
+        if m.get("resent"):
+            lines.append(f"\nRequests sent again (once, as a browser does) after the server closed the kept-alive "
+                         f"connection they went out on: {m['resent']}.")
         if m["error_count"]:
             lines.append(f"\nErrors ({m['error_count']}): " + "; ".join(m["errors"][:5]))
     dc = r["decisions_check"]
