@@ -15,21 +15,18 @@ from attest.api.core import (
     ApiError,
     Id,
     Paging,
-    bp,
+    Routes,
     caller,
     decode_cursor,
     encode_cursor,
     iso,
     page_of,
-    requires,
-    responses,
-    spec,
 )
 from attest.audit import export_jobs
 from attest.audit.queries import EventFilters, search_events
 from attest.web import db, settings, write
 
-TAGS = ["audit"]
+routes = Routes("audit")
 
 
 class EventQuery(Paging):
@@ -90,9 +87,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-@bp.get("/audit/events")
-@requires("audit:read", "read_all")
-@spec.validate(query=EventQuery, resp=responses(EventList), tags=TAGS)
+@routes.get("/audit/events", "audit:read", "read_all", query=EventQuery, resp=EventList)
 def list_events():
     """The audit trail, newest first; `actor` matches a part, `action` a prefix, the rest exactly."""
     q: EventQuery = request.context.query
@@ -118,9 +113,7 @@ def export_out(row, created: bool | None = None) -> dict[str, Any]:
             "created": created}
 
 
-@bp.post("/campaigns/<int:campaign_id>/evidence-exports")
-@requires("audit:read", "read_all")
-@spec.validate(resp=responses(ExportOut, 202), tags=TAGS)
+@routes.post("/campaigns/<int:campaign_id>/evidence-exports", "audit:read", "read_all", resp=ExportOut, status=202)
 def start_export(campaign_id: int):
     """Ask for a campaign's evidence bundle: queued for the scheduler (202); an export of it already under
     way is returned instead (`created: false`)."""
@@ -136,9 +129,7 @@ def start_export(campaign_id: int):
     return export_out(export_jobs.get_export(db(), export_id), created), 202
 
 
-@bp.get("/evidence-exports/<int:export_id>")
-@requires("audit:read", "read_all")
-@spec.validate(resp=responses(ExportOut), tags=TAGS)
+@routes.get("/evidence-exports/<int:export_id>", "audit:read", "read_all", resp=ExportOut)
 def get_export(export_id: int):
     row = export_jobs.get_export(db(), export_id)
     if row is None:
@@ -146,8 +137,7 @@ def get_export(export_id: int):
     return export_out(row)
 
 
-@bp.get("/evidence-exports/<int:export_id>/download")
-@requires("audit:read", "read_all")
+@routes.get("/evidence-exports/<int:export_id>/download", "audit:read", "read_all", resp=None)
 def download_export(export_id: int):
     """The finished bundle (application/zip), streamed from the instance folder; 409 while it is not finished
     or after it expired. Audited. Not wrapped by spectree (which would read the streamed file into memory to
@@ -175,7 +165,7 @@ DOWNLOAD_OPERATION: dict[str, Any] = {"get": {
     "summary": "Download a finished evidence bundle",
     "description": download_export.__doc__.split("Not wrapped")[0].strip(),
     "operationId": "get__api_v1_evidence-exports_{export_id}_download",
-    "tags": TAGS,
+    "tags": routes.tags,
     "parameters": [{"name": "export_id", "in": "path", "required": True, "description": "",
                     "schema": {"type": "integer", "format": "int32"}}],
     "responses": {"200": {"description": "The bundle", "content": {"application/zip": {

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from attest.api.core import (
     ApiError,
-    bp,
+    Routes,
     caller,
     check_if_match,
     iso,
@@ -24,17 +24,14 @@ from attest.api.core import (
     one_of,
     page_of,
     refused_as,
-    requires,
-    responses,
     set_etag,
-    spec,
 )
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import queries
 from attest.reviews.models import Campaign, CampaignStatus
 from attest.web import db, write
 
-TAG_CAMP = ["campaigns"]
+routes = Routes("campaigns")
 
 
 class CampaignOut(BaseModel):
@@ -116,9 +113,7 @@ def campaign_detail(campaign_id: int, full: bool = True) -> dict[str, Any]:
     return out
 
 
-@bp.get("/campaigns")
-@requires("reviews:read", "read_all")
-@spec.validate(query=CampaignQuery, resp=responses(CampaignList), tags=TAG_CAMP)
+@routes.get("/campaigns", "reviews:read", "read_all", query=CampaignQuery, resp=CampaignList)
 def list_campaigns():
     """Campaigns, newest first (the latest 200), with progress."""
     q: CampaignQuery = request.context.query
@@ -126,9 +121,7 @@ def list_campaigns():
     return {"data": [_campaign_core(r.campaign, r.total, r.decided, r.overdue) for r in rows], "next": None}
 
 
-@bp.get("/campaigns/<int:campaign_id>")
-@requires("reviews:read", "read_all")
-@spec.validate(resp=responses(CampaignDetail), tags=TAG_CAMP)
+@routes.get("/campaigns/<int:campaign_id>", "reviews:read", "read_all", resp=CampaignDetail)
 def get_campaign(campaign_id: int):
     """Status and progress: per decision, per reviewer (overdue, escalated, signed off), risks, population."""
     return campaign_detail(campaign_id)
@@ -143,18 +136,14 @@ def _change_campaign(campaign_id: int, change: Callable[[Session], object]) -> d
     return campaign_detail(campaign_id)
 
 
-@bp.post("/campaigns/<int:campaign_id>/close")
-@requires("reviews:write", "admin")
-@spec.validate(resp=responses(CampaignDetail), tags=TAG_CAMP)
+@routes.post("/campaigns/<int:campaign_id>/close", "reviews:write", "admin", resp=CampaignDetail)
 def close_campaign(campaign_id: int):
     """Close: outcomes recorded, revocations queued for remediation. If-Match: 412 when it changed."""
     actor = caller().actor
     return _change_campaign(campaign_id, lambda session: campaigns_service.close(session, campaign_id, actor))
 
 
-@bp.post("/campaigns/<int:campaign_id>/cancel")
-@requires("reviews:write", "admin")
-@spec.validate(json=CancelIn, resp=responses(CampaignDetail), tags=TAG_CAMP)
+@routes.post("/campaigns/<int:campaign_id>/cancel", "reviews:write", "admin", json=CancelIn, resp=CampaignDetail)
 def cancel_campaign(campaign_id: int):
     """Cancel a draft or active campaign (no outcomes, no remediation); the reason is audited."""
     body: CancelIn = request.context.json

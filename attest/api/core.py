@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from functools import wraps
+from functools import partialmethod, wraps
 from typing import Annotated, Any, TypeVar
 
 from flask import Blueprint, g, request
@@ -299,6 +299,33 @@ def requires(scope: str, role: str | None = None) -> Callable[[F], F]:
         return wrapped  # type: ignore[return-value]
 
     return decorator
+
+
+class Routes:
+    """The routes of one area of the API, under its OpenAPI tag. `@routes.get(rule, scope, role, resp=..., ...)`
+    stands for the prologue every route had: `@bp.get(rule)`, `@requires(scope, role)` and
+    `@spec.validate(query=..., json=..., resp=responses(resp, status), tags=[tag])`. `resp=None` is a route
+    spectree does not wrap (its operation is documented by hand)."""
+
+    def __init__(self, tag: str) -> None:
+        self.tags = [tag]
+
+    def route(self, method: str, rule: str, scope: str, role: str | None = None, *, resp: type[BaseModel] | None,
+              status: int = 200, query: type[BaseModel] | None = None,
+              json: type[BaseModel] | None = None) -> Callable[[F], F]:
+        def decorator(view: F) -> F:
+            if resp is not None:
+                view = spec.validate(query=query, json=json, resp=responses(resp, status), tags=self.tags)(view)
+            guarded = requires(scope, role)(view)
+            bp.route(rule, methods=[method])(guarded)
+            return guarded
+
+        return decorator
+
+    get = partialmethod(route, "GET")
+    post = partialmethod(route, "POST")
+    put = partialmethod(route, "PUT")
+    patch = partialmethod(route, "PATCH")
 
 
 @contextmanager

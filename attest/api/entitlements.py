@@ -15,8 +15,8 @@ from attest.api.core import (
     ApiError,
     Id,
     Paging,
+    Routes,
     bad_cursors,
-    bp,
     caller,
     check_if_match,
     decode_cursor,
@@ -27,17 +27,14 @@ from attest.api.core import (
     locked_or_404,
     make_etag,
     page_of,
-    requires,
-    responses,
     set_etag,
-    spec,
 )
 from attest.entitlements import correlation, history, queries
 from attest.entitlements.models import AccessChange, Account, Entitlement, Grant, Identity, Resource
 from attest.web import db, settings, write
 
-TAGS = ["entitlements"]
-TAG_PEOPLE = ["identities"]
+routes = Routes("entitlements")
+people = Routes("identities")
 
 
 class IdentityQuery(Paging):
@@ -273,9 +270,7 @@ def _access(accounts: list[Account], as_of: history.AsOf | None) -> dict[str, An
             "unknown_sources": [f.source_name for f in found.unknown]}
 
 
-@bp.get("/identities")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=IdentityQuery, resp=responses(IdentityList), tags=TAG_PEOPLE)
+@people.get("/identities", "entitlements:read", "read_all", query=IdentityQuery, resp=IdentityList)
 def list_identities():
     """People (active identities) by name; `q` searches name, e-mail and employee id."""
     q: IdentityQuery = request.context.query
@@ -286,9 +281,7 @@ def list_identities():
     return {"data": [identity_out(i) for i in page.rows], "next": encode_cursor("identities", page.next_after)}
 
 
-@bp.get("/identities/<int:identity_id>")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=AsOfQuery, resp=responses(IdentityDetail), tags=TAG_PEOPLE)
+@people.get("/identities/<int:identity_id>", "entitlements:read", "read_all", query=AsOfQuery, resp=IdentityDetail)
 def get_identity(identity_id: int):
     """A person with their accounts and effective access now, or as of `at` (a day or a timestamp)."""
     q: AsOfQuery = request.context.query
@@ -299,9 +292,7 @@ def get_identity(identity_id: int):
             "access": _access(accounts, as_of)}
 
 
-@bp.get("/accounts/<int:account_id>")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=AsOfQuery, resp=responses(AccountDetail), tags=TAG_PEOPLE)
+@people.get("/accounts/<int:account_id>", "entitlements:read", "read_all", query=AsOfQuery, resp=AccountDetail)
 def get_account(account_id: int):
     """An account with its effective access (direct and through groups) now, or as of `at`."""
     q: AsOfQuery = request.context.query
@@ -314,9 +305,7 @@ def _account_etag(account: Account) -> str:
     return make_etag("account", account.id, account.identity_id, account.link_method)
 
 
-@bp.put("/accounts/<int:account_id>/link")
-@requires("entitlements:write", "admin")
-@spec.validate(json=LinkIn, resp=responses(AccountOut), tags=TAG_PEOPLE)
+@people.put("/accounts/<int:account_id>/link", "entitlements:write", "admin", json=LinkIn, resp=AccountOut)
 def link_account(account_id: int):
     """Link an account to a person by hand (an orphaned account, a wrong automatic link), or unlink it with
     null: as the orphaned-accounts page does (attest/entitlements/correlation.py); audited. If-Match: 412 when
@@ -335,9 +324,7 @@ def link_account(account_id: int):
     return account_out(account)
 
 
-@bp.get("/resources")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=ResourceQuery, resp=responses(ResourceList), tags=TAGS)
+@routes.get("/resources", "entitlements:read", "read_all", query=ResourceQuery, resp=ResourceList)
 def list_resources():
     """Active resources by name, with their count of active grants."""
     q: ResourceQuery = request.context.query
@@ -348,17 +335,13 @@ def list_resources():
     return {"data": [resource_out(r, n) for r, n in page.rows], "next": encode_cursor("resources", page.next_after)}
 
 
-@bp.get("/resources/<int:resource_id>")
-@requires("entitlements:read", "read_all")
-@spec.validate(resp=responses(ResourceOut), tags=TAGS)
+@routes.get("/resources/<int:resource_id>", "entitlements:read", "read_all", resp=ResourceOut)
 def get_resource(resource_id: int):
     resource = get_or_404(Resource, resource_id)
     return resource_out(resource)
 
 
-@bp.get("/entitlements")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=EntitlementQuery, resp=responses(EntitlementList), tags=TAGS)
+@routes.get("/entitlements", "entitlements:read", "read_all", query=EntitlementQuery, resp=EntitlementList)
 def list_entitlements():
     """Active entitlements by id, filterable by source, resource and privileged."""
     q: EntitlementQuery = request.context.query
@@ -373,9 +356,7 @@ def list_entitlements():
     return id_page("entitlements", stmt, Entitlement.id, after, q.limit, entitlement_out)
 
 
-@bp.get("/grants")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=GrantQuery, resp=responses(GrantList), tags=TAGS)
+@routes.get("/grants", "entitlements:read", "read_all", query=GrantQuery, resp=GrantList)
 def list_grants():
     """Direct grants held now (or at `at`), by id; filter by source, entitlement, resource or account."""
     q: GrantQuery = request.context.query
@@ -398,9 +379,7 @@ def list_grants():
     return id_page("grants", stmt, Grant.id, after, q.limit, grant_out)
 
 
-@bp.get("/accounts/<int:account_id>/changes")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=ChangeQuery, resp=responses(ChangeList), tags=TAG_PEOPLE)
+@people.get("/accounts/<int:account_id>/changes", "entitlements:read", "read_all", query=ChangeQuery, resp=ChangeList)
 def account_changes(account_id: int):
     """The account's access history: every grant it was seen to gain or lose, newest first (one row per
     grant added or ended by a sync, or ended by remediation), with the run that saw it."""
@@ -415,9 +394,7 @@ def account_changes(account_id: int):
     return id_page("changes", stmt, AccessChange.id, after, q.limit, change_out, newest_first=True)
 
 
-@bp.get("/resources/<int:resource_id>/grants")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=ResourceGrantQuery, resp=responses(GrantList), tags=TAGS)
+@routes.get("/resources/<int:resource_id>/grants", "entitlements:read", "read_all", query=ResourceGrantQuery, resp=GrantList)
 def resource_grants(resource_id: int):
     """Who holds the resource directly, now or at `at` (the resource page's query); 409 when Attest had not
     read the resource's source yet at that moment (it cannot say who held it then)."""

@@ -11,20 +11,17 @@ from attest.api.core import (
     ApiError,
     Id,
     Paging,
-    bp,
+    Routes,
     decode_cursor,
     encode_cursor,
     one_of,
     page_of,
-    requires,
-    responses,
-    spec,
 )
 from attest.reviews import remediation
 from attest.reviews.models import RemediationMode
 from attest.web import db
 
-TAG_REM = ["remediations"]
+routes = Routes("remediations")
 
 
 class RemediationOut(BaseModel):
@@ -66,9 +63,7 @@ class RemediationQuery(Paging):
 
 
 
-@bp.get("/remediations")
-@requires("reviews:read", "read_all")
-@spec.validate(query=RemediationQuery, resp=responses(RemediationList), tags=TAG_REM)
+@routes.get("/remediations", "reviews:read", "read_all", query=RemediationQuery, resp=RemediationList)
 def list_remediations():
     """Remediations by id, filterable by campaign, status and mode."""
     q: RemediationQuery = request.context.query
@@ -78,9 +73,7 @@ def list_remediations():
     return {"data": [r.as_dict() for r in rows], "next": encode_cursor("remediations", next_after)}
 
 
-@bp.get("/remediations/<int:remediation_id>")
-@requires("reviews:read", "read_all")
-@spec.validate(resp=responses(RemediationOut), tags=TAG_REM)
+@routes.get("/remediations/<int:remediation_id>", "reviews:read", "read_all", resp=RemediationOut)
 def get_remediation(remediation_id: int):
 
     rows, _next = remediation.list_remediations(db(), after=remediation_id - 1, limit=1)

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from attest.api.core import (
     ApiError,
     Paging,
+    Routes,
     bad_cursors,
-    bp,
     caller,
     decode_cursor,
     encode_cursor,
@@ -29,10 +29,7 @@ from attest.api.core import (
     one_of,
     page_of,
     refusals,
-    requires,
-    responses,
     set_etag,
-    spec,
 )
 from attest.reviews import decisions, queries
 from attest.reviews.decisions import MAX_COMMENT, DecisionError, StaleItem
@@ -40,7 +37,7 @@ from attest.reviews.definitions import find_identity
 from attest.reviews.models import Campaign, DecisionValue, ReviewItem
 from attest.web import db, write
 
-TAG_ITEMS = ["review items"]
+routes = Routes("review items")
 
 
 class ItemOut(BaseModel):
@@ -168,9 +165,7 @@ def _change_item(item_id: int, change: Callable[[Session, int | None], object]) 
     return _item_response(db().get(ReviewItem, item_id))
 
 
-@bp.get("/campaigns/<int:campaign_id>/items")
-@requires("reviews:read")
-@spec.validate(query=ItemQuery, resp=responses(ItemList), tags=TAG_ITEMS)
+@routes.get("/campaigns/<int:campaign_id>/items", "reviews:read", query=ItemQuery, resp=ItemList)
 def list_items(campaign_id: int):
     """A campaign's items by person: every item for admins and auditors, else only the items routed to the
     token's user (as their inbox shows them). Keyset-paged: pass `next` as `after`."""
@@ -199,17 +194,13 @@ def _visible_item(item_id: int) -> ReviewItem:
         return decisions.load_item_for(db(), caller().user, item_id)
 
 
-@bp.get("/items/<int:item_id>")
-@requires("reviews:read")
-@spec.validate(resp=responses(ItemOut), tags=TAG_ITEMS)
+@routes.get("/items/<int:item_id>", "reviews:read", resp=ItemOut)
 def get_item(item_id: int):
     """One item, if it is routed to the token's user (or the user reads everything); its ETag is its version."""
     return _item_response(_visible_item(item_id))
 
 
-@bp.post("/items/<int:item_id>/decision")
-@requires("reviews:write", "reviewer")
-@spec.validate(json=DecideIn, resp=responses(ItemOut), tags=TAG_ITEMS)
+@routes.post("/items/<int:item_id>/decision", "reviews:write", "reviewer", json=DecideIn, resp=ItemOut)
 def decide(item_id: int):
     """Approve, revoke or abstain on an item routed to the token's user. If-Match with the item's ETag:
     412 when someone changed it since (without If-Match, a concurrent change is 409)."""
@@ -219,9 +210,7 @@ def decide(item_id: int):
         session, user, item_id, body.decision, comment=body.comment, expected_version=version))
 
 
-@bp.post("/campaigns/<int:campaign_id>/decisions")
-@requires("reviews:write", "reviewer")
-@spec.validate(json=BulkIn, resp=responses(BulkOut), tags=TAG_ITEMS)
+@routes.post("/campaigns/<int:campaign_id>/decisions", "reviews:write", "reviewer", json=BulkIn, resp=BulkOut)
 def bulk_decide(campaign_id: int):
     """Decide many of the token's user's undecided items at once; items decided or changed meanwhile, and
     items that need a comment of their own, are left (counted in `skipped`)."""
@@ -238,9 +227,7 @@ def bulk_decide(campaign_id: int):
     return {"changed": result.changed, "skipped": dict(result.skipped), "left": result.explain()}
 
 
-@bp.post("/items/<int:item_id>/reassign")
-@requires("reviews:write")
-@spec.validate(json=ReassignIn, resp=responses(ItemOut), tags=TAG_ITEMS)
+@routes.post("/items/<int:item_id>/reassign", "reviews:write", json=ReassignIn, resp=ItemOut)
 def reassign(item_id: int):
     """Route an undecided item to another person (by e-mail) with a reason: its reviewer may hand it on,
     admins may move any item; never to the person whose access it is."""
