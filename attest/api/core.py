@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import math
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from functools import partialmethod, wraps
-from typing import Annotated, Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, get_args, get_type_hints
 
 from flask import Blueprint, g, request
 from flask_login import AnonymousUserMixin
@@ -125,6 +129,19 @@ def page_of(item: type[BaseModel], name: str) -> type[BaseModel]:
     """The response model `name` of a listing: `data`, a page of `item`, and `next`, the cursor of the next
     page (null on the last one)."""
     return create_model(name, data=(list[item], ...), next=(str | None, None))  # type: ignore[valid-type]
+
+
+def model_of_row(row: type, name: str) -> type[BaseModel]:
+    """The response model `name` of a service's row dataclass answered as its `as_dict()`: the row's fields in
+    its order and types, a datetime as its ISO string, a field that may be None optional (default None)."""
+    hints = get_type_hints(row)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(row):
+        hint = hints[f.name]
+        kinds = get_args(hint) if isinstance(hint, UnionType) else (hint,)
+        kind = functools.reduce(operator.or_, [str if k is datetime else k for k in kinds])
+        fields[f.name] = (kind, None if type(None) in kinds else ...)
+    return create_model(name, **fields)
 
 
 # --- who is calling ------------------------------------------------------------------------------------

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from attest.api.core import (
     ApiError,
@@ -14,45 +12,20 @@ from attest.api.core import (
     Routes,
     decode_cursor,
     encode_cursor,
+    model_of_row,
     one_of,
     page_of,
 )
 from attest.reviews import remediation
 from attest.reviews.models import RemediationMode
+from attest.reviews.remediation.worklist import RemediationRow
 from attest.web import db
 
 routes = Routes("remediations")
 
 
-class RemediationOut(BaseModel):
-    id: int
-    campaign_id: int
-    campaign_name: str
-    mode: str
-    status: str
-    source: str
-    person: str | None = None
-    person_email: str | None = None
-    identity_id: int | None = None
-    account: str | None = None
-    resource: str | None = None
-    entitlement: str
-    via: str | None = None
-    target: str | None = None
-    attempts: int
-    last_error: str | None = None
-    note: str | None = None
-    calls: list[Any]
-    created_at: str
-    executed_at: str | None = None
-    executed_by: str | None = None
-    verified_run_id: int | None = None
-    reappeared_run_id: int | None = None
-    undone_at: str | None = None
-    comment: str | None = None
-    launched_at: str | None = None
-
-
+# the work list's row as every answer here gives it (RemediationRow.as_dict): one declaration of its fields
+RemediationOut = model_of_row(RemediationRow, "RemediationOut")
 RemediationList = page_of(RemediationOut, "RemediationList")
 
 
