@@ -20,9 +20,12 @@ from attest.api.core import (
     decode_cursor,
     encode_cursor,
     iso,
+    model_of,
+    out,
     page_of,
 )
 from attest.audit import export_jobs
+from attest.audit.models import EvidenceExport
 from attest.audit.queries import EventFilters, search_events
 from attest.web import db, settings, write
 
@@ -58,25 +61,10 @@ class EventOut(BaseModel):
 EventList = page_of(EventOut, "EventList")
 
 
-class ExportOut(BaseModel):
-    id: int
-    campaign_id: int
-    requested_by: str
-    status: str
-    phase: str | None = None
-    items_done: int
-    items_total: int | None = None
-    size: int | None = None
-    sha256: str | None = None
-    manifest_sha256: str | None = None
-    error: str | None = None
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    expires_at: str | None = None
-    available: bool
-    queued_ahead: int
-    created: bool | None = None
+# an evidence export (attest/audit/models.py: EvidenceExport's columns) and what the queue says of it
+ExportOut = model_of(EvidenceExport, "ExportOut", "id campaign_id requested_by status phase items_done items_total size "
+                     "sha256 manifest_sha256 error created_at started_at finished_at expires_at available queued_ahead "
+                     "created", available=bool, queued_ahead=int, created=bool | None)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -103,14 +91,9 @@ def list_events():
             "next": encode_cursor("events", page.next_after)}
 
 
-def export_out(row, created: bool | None = None) -> dict[str, Any]:
-    return {"id": row.id, "campaign_id": row.campaign_id, "requested_by": row.requested_by, "status": row.status,
-            "phase": row.phase, "items_done": row.items_done or 0, "items_total": row.items_total, "size": row.size,
-            "sha256": row.sha256, "manifest_sha256": row.manifest_sha256, "error": row.error,
-            "created_at": iso(row.created_at), "started_at": iso(row.started_at),
-            "finished_at": iso(row.finished_at), "expires_at": iso(row.expires_at),
-            "available": export_jobs.is_available(row), "queued_ahead": export_jobs.queue_position(db(), row),
-            "created": created}
+def export_out(row: EvidenceExport, created: bool | None = None) -> dict[str, Any]:
+    return out(ExportOut, row, items_done=row.items_done or 0, available=export_jobs.is_available(row),
+               queued_ahead=export_jobs.queue_position(db(), row), created=created)
 
 
 @routes.post("/campaigns/<int:campaign_id>/evidence-exports", "audit:read", "read_all", resp=ExportOut, status=202)

@@ -21,7 +21,9 @@ from attest.api.core import (
     iso,
     locked_or_404,
     make_etag,
+    model_of,
     one_of,
+    out,
     page_of,
     refused_as,
     set_etag,
@@ -29,38 +31,19 @@ from attest.api.core import (
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import queries
 from attest.reviews.models import Campaign, CampaignStatus
+from attest.reviews.queries.campaign_pages import ReviewerProgress
 from attest.web import db, write
 
 routes = Routes("campaigns")
 
 
-class CampaignOut(BaseModel):
-    id: int
-    name: str
-    status: str
-    definition_id: int | None = None
-    created_by: str
-    created_at: str
-    launched_at: str | None = None
-    due_at: str | None = None
-    closed_at: str | None = None
-    closed_by: str | None = None
-    total: int
-    decided: int
-    percent: int
-    overdue: bool
-
-
-class ReviewerProgressOut(BaseModel):
-    reviewer_id: int | None = None
-    name: str
-    email: str | None = None
-    total: int
-    decided: int
-    revoked: int
-    escalated: int
-    signed_off_at: str | None = None
-    overdue: bool
+# a campaign (attest/reviews/models.py: Campaign's columns) with its progress, and one reviewer's progress
+# (attest/reviews/queries: ReviewerProgress)
+CampaignOut = model_of(Campaign, "CampaignOut", "id name status definition_id created_by created_at launched_at due_at "
+                       "closed_at closed_by total decided percent overdue", total=int, decided=int, percent=int,
+                       overdue=bool)
+ReviewerProgressOut = model_of(ReviewerProgress, "ReviewerProgressOut", "reviewer_id name email total decided "
+                               "revoked escalated signed_off_at overdue", overdue=bool)
 
 
 class CampaignDetail(CampaignOut):
@@ -86,10 +69,8 @@ class CancelIn(BaseModel):
 
 
 def _campaign_core(c: Campaign, total: int, decided: int, overdue: bool) -> dict[str, Any]:
-    return {"id": c.id, "name": c.name, "status": c.status, "definition_id": c.definition_id,
-            "created_by": c.created_by, "created_at": iso(c.created_at), "launched_at": iso(c.launched_at),
-            "due_at": iso(c.due_at), "closed_at": iso(c.closed_at), "closed_by": c.closed_by, "total": total,
-            "decided": decided, "percent": 100 if not total else int(decided * 100 / total), "overdue": overdue}
+    return out(CampaignOut, c, total=total, decided=decided, overdue=overdue,
+               percent=100 if not total else int(decided * 100 / total))
 
 
 def _campaign_etag(c: Campaign) -> str:
@@ -103,14 +84,12 @@ def campaign_detail(campaign_id: int, full: bool = True) -> dict[str, Any]:
         raise ApiError(404)
     c = dash.campaign
     set_etag(_campaign_etag(c))
-    out = _campaign_core(c, dash.total, dash.decided, dash.overdue)
+    answer = _campaign_core(c, dash.total, dash.decided, dash.overdue)
     if full:
-        out.update(by_decision=dict(dash.by_decision), unroutable=dash.unroutable, risk_counts=dict(dash.risk_counts),
-                   population=dict(c.population or {}), summary=dict(c.summary or {}),
-                   reviewers=[{"reviewer_id": r.reviewer_id, "name": r.name or "", "email": r.email, "total": r.total,
-                               "decided": r.decided, "revoked": r.revoked, "escalated": r.escalated,
-                               "signed_off_at": iso(r.signed_off_at), "overdue": r.overdue} for r in dash.reviewers])
-    return out
+        answer.update(by_decision=dict(dash.by_decision), unroutable=dash.unroutable,
+                      risk_counts=dict(dash.risk_counts), population=dict(c.population or {}),
+                      summary=dict(c.summary or {}), reviewers=[out(ReviewerProgressOut, r, name=r.name or "") for r in dash.reviewers])
+    return answer
 
 
 @routes.get("/campaigns", "reviews:read", "read_all", query=CampaignQuery, resp=CampaignList)

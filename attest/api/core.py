@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from functools import partialmethod, wraps
 from types import UnionType
-from typing import Annotated, Any, TypeVar, get_args, get_type_hints
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 from flask import Blueprint, g, request
 from flask_login import AnonymousUserMixin
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from spectree import Response as SpecResponse
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session
 
 from attest.api.errors import (
     ApiError,
@@ -131,17 +131,31 @@ def page_of(item: type[BaseModel], name: str) -> type[BaseModel]:
     return create_model(name, data=(list[item], ...), next=(str | None, None))  # type: ignore[valid-type]
 
 
-def model_of_row(row: type, name: str) -> type[BaseModel]:
-    """The response model `name` of a service's row dataclass answered as its `as_dict()`: the row's fields in
-    its order and types, a datetime as its ISO string, a field that may be None optional (default None)."""
+def model_of(row: type, name: str, fields: str = "", **extra: Any) -> type[BaseModel]:
+    """The response model `name` of the rows of `row` (an ORM model, or a service's row dataclass answered as
+    its `as_dict()`): the `fields` named (space-separated; default: every field of the dataclass) in that order,
+    typed as the row declares them (`Mapped[...]` unwrapped), a datetime as its ISO string, a type that admits
+    None optional (default None); `extra` types the fields the row does not have (computed by the view)."""
     hints = get_type_hints(row)
-    fields: dict[str, Any] = {}
-    for f in dataclasses.fields(row):
-        hint = hints[f.name]
+    declared: dict[str, Any] = {}
+    for field in fields.split() or [f.name for f in dataclasses.fields(row)]:
+        hint = extra[field] if field in extra else hints[field]
+        if get_origin(hint) is Mapped:
+            hint = get_args(hint)[0]
         kinds = get_args(hint) if isinstance(hint, UnionType) else (hint,)
         kind = functools.reduce(operator.or_, [str if k is datetime else k for k in kinds])
-        fields[f.name] = (kind, None if type(None) in kinds else ...)
-    return create_model(name, **fields)
+        declared[field] = (kind, None if type(None) in kinds else ...)
+    return create_model(name, **declared)
+
+
+def out(model: type[BaseModel], row: Any, **values: Any) -> dict[str, Any]:
+    """`row` answered as `model`: each of its fields from `values`, else the row's attribute of that name; a
+    datetime as its ISO string."""
+    answer = {}
+    for field in model.model_fields:
+        value = values[field] if field in values else getattr(row, field)
+        answer[field] = value.isoformat() if isinstance(value, datetime) else value
+    return answer
 
 
 # --- who is calling ------------------------------------------------------------------------------------

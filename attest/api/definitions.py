@@ -20,6 +20,8 @@ from attest.api.core import (
     caller,
     get_or_404,
     iso,
+    model_of,
+    out,
     page_of,
     refused_as,
 )
@@ -48,19 +50,8 @@ class DefinitionIn(BaseModel):
     definition: Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [DEFINITION_MARK, {"type": "null"}]})] = None
 
 
-class DefinitionOut(BaseModel):
-    id: int
-    name: str
-    description: str | None = None
-    spec: SpecObject
-    schedule: str | None = None
-    enabled: bool
-    created_by: str
-    created_at: str
-    updated_at: str
-    last_launched_at: str | None = None
-
-
+DefinitionOut = model_of(CampaignDefinition, "DefinitionOut", "id name description spec schedule enabled created_by "
+                         "created_at updated_at last_launched_at", spec=SpecObject)
 DefinitionList = page_of(DefinitionOut, "DefinitionList")
 
 
@@ -87,9 +78,7 @@ class LaunchIn(BaseModel):
 
 
 def definition_out(d: CampaignDefinition) -> dict[str, Any]:
-    return {"id": d.id, "name": d.name, "description": d.description, "spec": d.spec or {}, "schedule": d.schedule,
-            "enabled": bool(d.enabled), "created_by": d.created_by, "created_at": iso(d.created_at),
-            "updated_at": iso(d.updated_at), "last_launched_at": iso(d.last_launched_at)}
+    return out(DefinitionOut, d, spec=d.spec or {})
 
 
 def _spec_from(body: DefinitionIn) -> str | dict[str, Any]:

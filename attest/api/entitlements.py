@@ -26,6 +26,8 @@ from attest.api.core import (
     iso,
     locked_or_404,
     make_etag,
+    model_of,
+    out,
     page_of,
     set_etag,
 )
@@ -68,35 +70,11 @@ class GrantQuery(Paging):
     at: str | None = Field(default=None, max_length=64, description="held at this moment (default: now)")
 
 
-class IdentityOut(BaseModel):
-    id: int
-    display_name: str
-    email: str | None = None
-    employee_id: str | None = None
-    department: str | None = None
-    title: str | None = None
-    manager_id: int | None = None
-    status: str
-    kind: str
-    first_seen_at: str
-    ended_at: str | None = None
-
-
-class AccountOut(BaseModel):
-    id: int
-    source_id: int
-    external_id: str
-    login: str | None = None
-    email: str | None = None
-    display_name: str | None = None
-    status: str
-    kind: str
-    identity_id: int | None = None
-    link_method: str | None = None
-    mfa_enabled: bool | None = None
-    last_login_at: str | None = None
-    first_seen_at: str
-    ended_at: str | None = None
+# the answers about rows: the columns named here, typed as attest/entitlements/models.py declares them
+IdentityOut = model_of(Identity, "IdentityOut", "id display_name email employee_id department title manager_id "
+                       "status kind first_seen_at ended_at")
+AccountOut = model_of(Account, "AccountOut", "id source_id external_id login email display_name status kind "
+                      "identity_id link_method mfa_enabled last_login_at first_seen_at ended_at")
 
 
 class HeldOut(BaseModel):
@@ -133,61 +111,20 @@ class AccountDetail(AccountOut):
 IdentityList = page_of(IdentityOut, "IdentityList")
 
 
-class ResourceOut(BaseModel):
-    id: int
-    source_id: int
-    external_id: str
-    type: str
-    name: str
-    description: str | None = None
-    is_group: bool
-    parent_id: int | None = None
-    active_grants: int | None = None
-    first_seen_at: str
-    ended_at: str | None = None
-
-
+ResourceOut = model_of(Resource, "ResourceOut", "id source_id external_id type name description is_group parent_id "
+                       "active_grants first_seen_at ended_at", active_grants=int | None)
 ResourceList = page_of(ResourceOut, "ResourceList")
 
 
-class EntitlementOut(BaseModel):
-    id: int
-    source_id: int
-    resource_id: int | None = None
-    name: str
-    display_name: str | None = None
-    purpose: str
-    privileged: bool
-    first_seen_at: str
-    ended_at: str | None = None
-
-
+EntitlementOut = model_of(Entitlement, "EntitlementOut", "id source_id resource_id name display_name purpose "
+                          "privileged first_seen_at ended_at")
 EntitlementList = page_of(EntitlementOut, "EntitlementList")
 
 
-class GrantOut(BaseModel):
-    id: int
-    source_id: int
-    entitlement_id: int
-    principal_type: str
-    principal_account_id: int | None = None
-    principal_resource_id: int | None = None
-    first_seen_at: str
-    ended_at: str | None = None
-    ended_reason: str | None = None
-
-
-class ChangeOut(BaseModel):
-    id: int
-    at: str
-    change: str
-    reason: str | None = None
-    grant_id: int
-    entitlement_id: int
-    sync_run_id: int | None = None
-    source_id: int
-
-
+GrantOut = model_of(Grant, "GrantOut", "id source_id entitlement_id principal_type principal_account_id "
+                    "principal_resource_id first_seen_at ended_at ended_reason")
+ChangeOut = model_of(AccessChange, "ChangeOut", "id at change reason grant_id entitlement_id sync_run_id source_id",
+                     entitlement_id=int)
 ChangeList = page_of(ChangeOut, "ChangeList")
 
 
@@ -210,40 +147,27 @@ GrantList = page_of(GrantOut, "GrantList")
 
 
 def identity_out(i: Identity) -> dict[str, Any]:
-    return {"id": i.id, "display_name": i.display_name or "", "email": i.email, "employee_id": i.employee_id,
-            "department": i.department, "title": i.title, "manager_id": i.manager_id, "status": i.status,
-            "kind": i.kind, "first_seen_at": iso(i.first_seen_at), "ended_at": iso(i.ended_at)}
+    return out(IdentityOut, i)
 
 
 def account_out(a: Account) -> dict[str, Any]:
-    return {"id": a.id, "source_id": a.source_id, "external_id": a.external_id, "login": a.login, "email": a.email,
-            "display_name": a.display_name, "status": a.status, "kind": a.kind, "identity_id": a.identity_id,
-            "link_method": a.link_method, "mfa_enabled": a.mfa_enabled, "last_login_at": iso(a.last_login_at),
-            "first_seen_at": iso(a.first_seen_at), "ended_at": iso(a.ended_at)}
+    return out(AccountOut, a)
 
 
 def resource_out(r: Resource, n: int | None = None) -> dict[str, Any]:
-    return {"id": r.id, "source_id": r.source_id, "external_id": r.external_id, "type": r.type, "name": r.name,
-            "description": r.description, "is_group": bool(r.is_group), "parent_id": r.parent_id, "active_grants": n,
-            "first_seen_at": iso(r.first_seen_at), "ended_at": iso(r.ended_at)}
+    return out(ResourceOut, r, active_grants=n)
 
 
 def entitlement_out(e: Entitlement) -> dict[str, Any]:
-    return {"id": e.id, "source_id": e.source_id, "resource_id": e.resource_id, "name": e.name,
-            "display_name": e.display_name, "purpose": e.purpose, "privileged": bool(e.privileged),
-            "first_seen_at": iso(e.first_seen_at), "ended_at": iso(e.ended_at)}
+    return out(EntitlementOut, e)
 
 
 def grant_out(g: Grant) -> dict[str, Any]:
-    return {"id": g.id, "source_id": g.source_id, "entitlement_id": g.entitlement_id,
-            "principal_type": g.principal_type, "principal_account_id": g.principal_account_id,
-            "principal_resource_id": g.principal_resource_id, "first_seen_at": iso(g.first_seen_at),
-            "ended_at": iso(g.ended_at), "ended_reason": g.ended_reason}
+    return out(GrantOut, g)
 
 
 def change_out(c: AccessChange, entitlement_id: int) -> dict[str, Any]:
-    return {"id": c.id, "at": iso(c.at), "change": c.change, "reason": c.reason, "grant_id": c.grant_id,
-            "entitlement_id": entitlement_id, "sync_run_id": c.sync_run_id, "source_id": c.source_id}
+    return out(ChangeOut, c, entitlement_id=entitlement_id)
 
 
 def _as_of(raw: str | None) -> history.AsOf | None:

@@ -12,7 +12,7 @@ from attest.api.core import (
     Routes,
     decode_cursor,
     encode_cursor,
-    model_of_row,
+    model_of,
     one_of,
     page_of,
 )
@@ -25,7 +25,7 @@ routes = Routes("remediations")
 
 
 # the work list's row as every answer here gives it (RemediationRow.as_dict): one declaration of its fields
-RemediationOut = model_of_row(RemediationRow, "RemediationOut")
+RemediationOut = model_of(RemediationRow, "RemediationOut")
 RemediationList = page_of(RemediationOut, "RemediationList")
 
 

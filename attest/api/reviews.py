@@ -25,8 +25,9 @@ from attest.api.core import (
     decode_cursor,
     encode_cursor,
     if_match,
-    iso,
+    model_of,
     one_of,
+    out,
     page_of,
     refusals,
     set_etag,
@@ -40,31 +41,10 @@ from attest.web import db, write
 routes = Routes("review items")
 
 
-class ItemOut(BaseModel):
-    id: int
-    campaign_id: int
-    version: int
-    person_name: str | None = None
-    person_email: str | None = None
-    identity_id: int | None = None
-    account_id: int
-    account_login: str | None = None
-    source_name: str
-    resource_id: int | None = None
-    resource_name: str | None = None
-    resource_type: str | None = None
-    entitlement_name: str
-    privileged: bool
-    via: str | None = None
-    risks: list[str]
-    stage: int
-    reviewer_id: int | None = None
-    co_reviewer_id: int | None = None
-    decision: str | None = None
-    comment: str | None = None
-    decided_at: str | None = None
-    completed: bool
-    outcome: str | None = None
+# an item as the reviewer saw it at launch (attest/reviews/models.py: ReviewItem's columns, typed there)
+ItemOut = model_of(ReviewItem, "ItemOut", "id campaign_id version person_name person_email identity_id account_id "
+                   "account_login source_name resource_id resource_name resource_type entitlement_name privileged via "
+                   "risks stage reviewer_id co_reviewer_id decision comment decided_at completed outcome")
 
 
 ItemList = page_of(ItemOut, "ItemList")
@@ -108,14 +88,7 @@ class ReassignIn(BaseModel):
 
 
 def item_out(i: ReviewItem) -> dict[str, Any]:
-    return {"id": i.id, "campaign_id": i.campaign_id, "version": i.version, "person_name": i.person_name,
-            "person_email": i.person_email, "identity_id": i.identity_id, "account_id": i.account_id,
-            "account_login": i.account_login, "source_name": i.source_name, "resource_id": i.resource_id,
-            "resource_name": i.resource_name, "resource_type": i.resource_type,
-            "entitlement_name": i.entitlement_name, "privileged": bool(i.privileged), "via": i.via,
-            "risks": list(i.risks or []), "stage": i.stage, "reviewer_id": i.reviewer_id,
-            "co_reviewer_id": i.co_reviewer_id, "decision": i.decision, "comment": i.comment,
-            "decided_at": iso(i.decided_at), "completed": bool(i.completed), "outcome": i.outcome}
+    return out(ItemOut, i, risks=list(i.risks or []))
 
 
 def item_etag(i: ReviewItem) -> str:
