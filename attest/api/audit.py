@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import request, send_file
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from attest.api.core import (
     ApiError,
@@ -19,7 +19,6 @@ from attest.api.core import (
     caller,
     decode_cursor,
     encode_cursor,
-    iso,
     model_of,
     out,
     page_of,
@@ -27,6 +26,7 @@ from attest.api.core import (
 from attest.audit import export_jobs
 from attest.audit.models import EvidenceExport
 from attest.audit.queries import EventFilters, search_events
+from attest.trail.models import AuditEvent
 from attest.web import db, settings, write
 
 routes = Routes("audit")
@@ -42,22 +42,9 @@ class EventQuery(Paging):
     until: datetime | None = None
 
 
-class EventOut(BaseModel):
-    seq: int
-    at: str
-    actor: str
-    action: str
-    object_type: str | None = None
-    object_id: str | None = None
-    campaign_id: int | None = None
-    before: Any = None
-    after: Any = None
-    request_id: str | None = None
-    ip: str | None = None
-    hash: str
-    prev_hash: str
-
-
+# an audit event (attest/trail/models.py: AuditEvent's columns); before and after as recorded, any JSON
+EventOut = model_of(AuditEvent, "EventOut", "seq at actor action object_type object_id campaign_id before after "
+                    "request_id ip hash prev_hash", before=(Any, None), after=(Any, None))
 EventList = page_of(EventOut, "EventList")
 
 
@@ -84,11 +71,7 @@ def list_events():
                      object_id=q.object_id.strip(), campaign_id=q.campaign_id, since=_aware(q.since),
                      until=_aware(q.until))
     page = search_events(db(), f, after=after, limit=q.limit)
-    return {"data": [{"seq": e.seq, "at": iso(e.at), "actor": e.actor, "action": e.action,
-                      "object_type": e.object_type, "object_id": e.object_id, "campaign_id": e.campaign_id,
-                      "before": e.before, "after": e.after, "request_id": e.request_id, "ip": e.ip,
-                      "hash": e.hash, "prev_hash": e.prev_hash} for e in page.rows],
-            "next": encode_cursor("events", page.next_after)}
+    return {"data": [out(EventOut, e) for e in page.rows], "next": encode_cursor("events", page.next_after)}
 
 
 def export_out(row: EvidenceExport, created: bool | None = None) -> dict[str, Any]:

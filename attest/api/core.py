@@ -135,11 +135,15 @@ def model_of(row: type, name: str, fields: str = "", **extra: Any) -> type[BaseM
     """The response model `name` of the rows of `row` (an ORM model, or a service's row dataclass answered as
     its `as_dict()`): the `fields` named (space-separated; default: every field of the dataclass) in that order,
     typed as the row declares them (`Mapped[...]` unwrapped), a datetime as its ISO string, a type that admits
-    None optional (default None); `extra` types the fields the row does not have (computed by the view)."""
+    None optional (default None); `extra` types the fields the row does not have (computed by the view), or
+    gives one `(type, default)` as pydantic's create_model takes it."""
     hints = get_type_hints(row)
     declared: dict[str, Any] = {}
     for field in fields.split() or [f.name for f in dataclasses.fields(row)]:
         hint = extra[field] if field in extra else hints[field]
+        if isinstance(hint, tuple):  # (type, default), as pydantic's create_model takes it
+            declared[field] = hint
+            continue
         if get_origin(hint) is Mapped:
             hint = get_args(hint)[0]
         kinds = get_args(hint) if isinstance(hint, UnionType) else (hint,)
@@ -174,14 +178,6 @@ class Caller:
     @property
     def is_service(self) -> bool:
         return self.kind == "service"
-
-    @property
-    def is_admin(self) -> bool:
-        return self.user.is_admin
-
-    @property
-    def can_read_all(self) -> bool:
-        return self.user.can_read_all
 
 
 def caller() -> Caller:
@@ -317,9 +313,9 @@ def requires(scope: str, role: str | None = None) -> Callable[[F], F]:
             if scope not in c.scopes:
                 raise ApiError(403, f"The token lacks the scope {scope}.", code="insufficient_scope",
                                details={"required_scope": scope})
-            if role == "admin" and not c.is_admin:
+            if role == "admin" and not c.user.is_admin:
                 raise ApiError(403, "Only administrators may do this.")
-            if role == "read_all" and not c.can_read_all:
+            if role == "read_all" and not c.user.can_read_all:
                 raise ApiError(403, "Only administrators and auditors may read this.")
             if role == "reviewer" and (c.is_service or c.user.identity_id is None):
                 raise ApiError(403, "Only a person's own token reviews: this token has no reviewer identity.")

@@ -148,7 +148,7 @@ def list_items(campaign_id: int):
     after = decode_cursor("items", q.after, of=str)
     session = db()
     with bad_cursors():
-        if c.can_read_all:
+        if c.user.can_read_all:
             if session.get(Campaign, campaign_id) is None:
                 raise ApiError(404)
             rows, next_after = queries.campaign_items(session, campaign_id, queries.ItemFilters.from_args(args),
@@ -206,7 +206,7 @@ def reassign(item_id: int):
     admins may move any item; never to the person whose access it is."""
     body: ReassignIn = request.context.json
     c = caller()
-    if c.is_service and not c.is_admin:
+    if c.is_service and not c.user.is_admin:
         raise ApiError(403)
 
     def hand_on(session: Session, version: int | None) -> None:
