@@ -1,5 +1,6 @@
 """The API's machinery: the spectree instance, the blueprint, token authentication, the per-token rate limit,
-the audit of every call, scope checks, opaque keyset cursors and ETags.
+the audit of every call, scope checks, route declarations (`Routes`), response models made from rows
+(`model_of`, `out`), opaque keyset cursors and ETags.
 
 Request order under /api/v1 (besides the docs and the OpenAPI document, which need no token):
 1. `authenticate`: `Authorization: Bearer <token>` or 401 (`WWW-Authenticate: Bearer`); cookies are never
@@ -7,7 +8,8 @@ Request order under /api/v1 (besides the docs and the OpenAPI document, which ne
 2. `take_from_bucket`: one token from the token's bucket or 429 with `Retry-After`; every answer carries
    `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`. The bucket lives in the `api_token` row
    (one UPDATE per call, the same one that stamps `last_used_at`) so several web workers share one budget.
-3. the view: `@requires(scope, role)` (403), spectree's validation (422), the service call.
+3. the view, declared with `Routes(tag).get/post/...(rule, scope, role, ...)`: `@requires(scope, role)` (403),
+   spectree's validation (422), the service call.
 4. `audit_call` (after the response): one `api.call` audit event per call, reads and writes alike, with the
    token's id, name, kind and user, the method, path and status (writes also leave their own events from
    the services they call).
