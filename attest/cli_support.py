@@ -54,6 +54,17 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
+def answered_rows(rows: list[Any], as_json: bool, none: str) -> bool:
+    """For a list command: with --json, the rows (their `as_dict()`) as JSON; without rows, `none`. True when
+    that was the whole answer; False when the caller goes on to print the rows as text."""
+    if as_json:
+        echo_json([r.as_dict() for r in rows])
+        return True
+    if not rows:
+        click.echo(none)
+    return not rows
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print the error in red on stderr and exit with `code` (1 by default)."""
     click.secho(f"error: {message}", fg="red", err=True)

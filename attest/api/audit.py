@@ -9,27 +9,27 @@ from datetime import datetime
 from typing import Any
 
 from flask import request, send_file
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from attest.api.core import (
     ApiError,
     Id,
     Paging,
-    bp,
+    Routes,
     caller,
     decode_cursor,
     encode_cursor,
-    iso,
+    model_of,
+    out,
     page_of,
-    requires,
-    responses,
-    spec,
 )
 from attest.audit import export_jobs
+from attest.audit.models import EvidenceExport
 from attest.audit.queries import EventFilters, search_events
+from attest.trail.models import AuditEvent
 from attest.web import db, settings, write
 
-TAGS = ["audit"]
+routes = Routes("audit")
 
 
 class EventQuery(Paging):
@@ -42,44 +42,16 @@ class EventQuery(Paging):
     until: datetime | None = None
 
 
-class EventOut(BaseModel):
-    seq: int
-    at: str
-    actor: str
-    action: str
-    object_type: str | None = None
-    object_id: str | None = None
-    campaign_id: int | None = None
-    before: Any = None
-    after: Any = None
-    request_id: str | None = None
-    ip: str | None = None
-    hash: str
-    prev_hash: str
-
-
+# an audit event (attest/trail/models.py: AuditEvent's columns); before and after as recorded, any JSON
+EventOut = model_of(AuditEvent, "EventOut", "seq at actor action object_type object_id campaign_id before after "
+                    "request_id ip hash prev_hash", before=(Any, None), after=(Any, None))
 EventList = page_of(EventOut, "EventList")
 
 
-class ExportOut(BaseModel):
-    id: int
-    campaign_id: int
-    requested_by: str
-    status: str
-    phase: str | None = None
-    items_done: int
-    items_total: int | None = None
-    size: int | None = None
-    sha256: str | None = None
-    manifest_sha256: str | None = None
-    error: str | None = None
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    expires_at: str | None = None
-    available: bool
-    queued_ahead: int
-    created: bool | None = None
+# an evidence export (attest/audit/models.py: EvidenceExport's columns) and what the queue says of it
+ExportOut = model_of(EvidenceExport, "ExportOut", "id campaign_id requested_by status phase items_done items_total size "
+                     "sha256 manifest_sha256 error created_at started_at finished_at expires_at available queued_ahead "
+                     "created", available=bool, queued_ahead=int, created=bool | None)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -90,9 +62,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-@bp.get("/audit/events")
-@requires("audit:read", "read_all")
-@spec.validate(query=EventQuery, resp=responses(EventList), tags=TAGS)
+@routes.get("/audit/events", "audit:read", "read_all", query=EventQuery, resp=EventList)
 def list_events():
     """The audit trail, newest first; `actor` matches a part, `action` a prefix, the rest exactly."""
     q: EventQuery = request.context.query
@@ -101,26 +71,15 @@ def list_events():
                      object_id=q.object_id.strip(), campaign_id=q.campaign_id, since=_aware(q.since),
                      until=_aware(q.until))
     page = search_events(db(), f, after=after, limit=q.limit)
-    return {"data": [{"seq": e.seq, "at": iso(e.at), "actor": e.actor, "action": e.action,
-                      "object_type": e.object_type, "object_id": e.object_id, "campaign_id": e.campaign_id,
-                      "before": e.before, "after": e.after, "request_id": e.request_id, "ip": e.ip,
-                      "hash": e.hash, "prev_hash": e.prev_hash} for e in page.rows],
-            "next": encode_cursor("events", page.next_after)}
+    return {"data": [out(EventOut, e) for e in page.rows], "next": encode_cursor("events", page.next_after)}
 
 
-def export_out(row, created: bool | None = None) -> dict[str, Any]:
-    return {"id": row.id, "campaign_id": row.campaign_id, "requested_by": row.requested_by, "status": row.status,
-            "phase": row.phase, "items_done": row.items_done or 0, "items_total": row.items_total, "size": row.size,
-            "sha256": row.sha256, "manifest_sha256": row.manifest_sha256, "error": row.error,
-            "created_at": iso(row.created_at), "started_at": iso(row.started_at),
-            "finished_at": iso(row.finished_at), "expires_at": iso(row.expires_at),
-            "available": export_jobs.is_available(row), "queued_ahead": export_jobs.queue_position(db(), row),
-            "created": created}
+def export_out(row: EvidenceExport, created: bool | None = None) -> dict[str, Any]:
+    return out(ExportOut, row, items_done=row.items_done or 0, available=export_jobs.is_available(row),
+               queued_ahead=export_jobs.queue_position(db(), row), created=created)
 
 
-@bp.post("/campaigns/<int:campaign_id>/evidence-exports")
-@requires("audit:read", "read_all")
-@spec.validate(resp=responses(ExportOut, 202), tags=TAGS)
+@routes.post("/campaigns/<int:campaign_id>/evidence-exports", "audit:read", "read_all", resp=ExportOut, status=202)
 def start_export(campaign_id: int):
     """Ask for a campaign's evidence bundle: queued for the scheduler (202); an export of it already under
     way is returned instead (`created: false`)."""
@@ -136,9 +95,7 @@ def start_export(campaign_id: int):
     return export_out(export_jobs.get_export(db(), export_id), created), 202
 
 
-@bp.get("/evidence-exports/<int:export_id>")
-@requires("audit:read", "read_all")
-@spec.validate(resp=responses(ExportOut), tags=TAGS)
+@routes.get("/evidence-exports/<int:export_id>", "audit:read", "read_all", resp=ExportOut)
 def get_export(export_id: int):
     row = export_jobs.get_export(db(), export_id)
     if row is None:
@@ -146,8 +103,7 @@ def get_export(export_id: int):
     return export_out(row)
 
 
-@bp.get("/evidence-exports/<int:export_id>/download")
-@requires("audit:read", "read_all")
+@routes.get("/evidence-exports/<int:export_id>/download", "audit:read", "read_all", resp=None)
 def download_export(export_id: int):
     """The finished bundle (application/zip), streamed from the instance folder; 409 while it is not finished
     or after it expired. Audited. Not wrapped by spectree (which would read the streamed file into memory to
@@ -175,7 +131,7 @@ DOWNLOAD_OPERATION: dict[str, Any] = {"get": {
     "summary": "Download a finished evidence bundle",
     "description": download_export.__doc__.split("Not wrapped")[0].strip(),
     "operationId": "get__api_v1_evidence-exports_{export_id}_download",
-    "tags": TAGS,
+    "tags": routes.tags,
     "parameters": [{"name": "export_id", "in": "path", "required": True, "description": "",
                     "schema": {"type": "integer", "format": "int32"}}],
     "responses": {"200": {"description": "The bundle", "content": {"application/zip": {

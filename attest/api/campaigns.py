@@ -15,55 +15,35 @@ from sqlalchemy.orm import Session
 
 from attest.api.core import (
     ApiError,
-    bp,
+    Routes,
     caller,
     check_if_match,
     iso,
     locked_or_404,
     make_etag,
+    model_of,
     one_of,
+    out,
     page_of,
     refused_as,
-    requires,
-    responses,
     set_etag,
-    spec,
 )
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import queries
 from attest.reviews.models import Campaign, CampaignStatus
+from attest.reviews.queries.campaign_pages import ReviewerProgress
 from attest.web import db, write
 
-TAG_CAMP = ["campaigns"]
+routes = Routes("campaigns")
 
 
-class CampaignOut(BaseModel):
-    id: int
-    name: str
-    status: str
-    definition_id: int | None = None
-    created_by: str
-    created_at: str
-    launched_at: str | None = None
-    due_at: str | None = None
-    closed_at: str | None = None
-    closed_by: str | None = None
-    total: int
-    decided: int
-    percent: int
-    overdue: bool
-
-
-class ReviewerProgressOut(BaseModel):
-    reviewer_id: int | None = None
-    name: str
-    email: str | None = None
-    total: int
-    decided: int
-    revoked: int
-    escalated: int
-    signed_off_at: str | None = None
-    overdue: bool
+# a campaign (attest/reviews/models.py: Campaign's columns) with its progress, and one reviewer's progress
+# (attest/reviews/queries: ReviewerProgress)
+CampaignOut = model_of(Campaign, "CampaignOut", "id name status definition_id created_by created_at launched_at due_at "
+                       "closed_at closed_by total decided percent overdue", total=int, decided=int, percent=int,
+                       overdue=bool)
+ReviewerProgressOut = model_of(ReviewerProgress, "ReviewerProgressOut", "reviewer_id name email total decided "
+                               "revoked escalated signed_off_at overdue", overdue=bool)
 
 
 class CampaignDetail(CampaignOut):
@@ -89,10 +69,8 @@ class CancelIn(BaseModel):
 
 
 def _campaign_core(c: Campaign, total: int, decided: int, overdue: bool) -> dict[str, Any]:
-    return {"id": c.id, "name": c.name, "status": c.status, "definition_id": c.definition_id,
-            "created_by": c.created_by, "created_at": iso(c.created_at), "launched_at": iso(c.launched_at),
-            "due_at": iso(c.due_at), "closed_at": iso(c.closed_at), "closed_by": c.closed_by, "total": total,
-            "decided": decided, "percent": 100 if not total else int(decided * 100 / total), "overdue": overdue}
+    return out(CampaignOut, c, total=total, decided=decided, overdue=overdue,
+               percent=100 if not total else int(decided * 100 / total))
 
 
 def _campaign_etag(c: Campaign) -> str:
@@ -106,19 +84,15 @@ def campaign_detail(campaign_id: int, full: bool = True) -> dict[str, Any]:
         raise ApiError(404)
     c = dash.campaign
     set_etag(_campaign_etag(c))
-    out = _campaign_core(c, dash.total, dash.decided, dash.overdue)
+    answer = _campaign_core(c, dash.total, dash.decided, dash.overdue)
     if full:
-        out.update(by_decision=dict(dash.by_decision), unroutable=dash.unroutable, risk_counts=dict(dash.risk_counts),
-                   population=dict(c.population or {}), summary=dict(c.summary or {}),
-                   reviewers=[{"reviewer_id": r.reviewer_id, "name": r.name or "", "email": r.email, "total": r.total,
-                               "decided": r.decided, "revoked": r.revoked, "escalated": r.escalated,
-                               "signed_off_at": iso(r.signed_off_at), "overdue": r.overdue} for r in dash.reviewers])
-    return out
+        answer.update(by_decision=dict(dash.by_decision), unroutable=dash.unroutable,
+                      risk_counts=dict(dash.risk_counts), population=dict(c.population or {}),
+                      summary=dict(c.summary or {}), reviewers=[out(ReviewerProgressOut, r, name=r.name or "") for r in dash.reviewers])
+    return answer
 
 
-@bp.get("/campaigns")
-@requires("reviews:read", "read_all")
-@spec.validate(query=CampaignQuery, resp=responses(CampaignList), tags=TAG_CAMP)
+@routes.get("/campaigns", "reviews:read", "read_all", query=CampaignQuery, resp=CampaignList)
 def list_campaigns():
     """Campaigns, newest first (the latest 200), with progress."""
     q: CampaignQuery = request.context.query
@@ -126,9 +100,7 @@ def list_campaigns():
     return {"data": [_campaign_core(r.campaign, r.total, r.decided, r.overdue) for r in rows], "next": None}
 
 
-@bp.get("/campaigns/<int:campaign_id>")
-@requires("reviews:read", "read_all")
-@spec.validate(resp=responses(CampaignDetail), tags=TAG_CAMP)
+@routes.get("/campaigns/<int:campaign_id>", "reviews:read", "read_all", resp=CampaignDetail)
 def get_campaign(campaign_id: int):
     """Status and progress: per decision, per reviewer (overdue, escalated, signed off), risks, population."""
     return campaign_detail(campaign_id)
@@ -143,18 +115,14 @@ def _change_campaign(campaign_id: int, change: Callable[[Session], object]) -> d
     return campaign_detail(campaign_id)
 
 
-@bp.post("/campaigns/<int:campaign_id>/close")
-@requires("reviews:write", "admin")
-@spec.validate(resp=responses(CampaignDetail), tags=TAG_CAMP)
+@routes.post("/campaigns/<int:campaign_id>/close", "reviews:write", "admin", resp=CampaignDetail)
 def close_campaign(campaign_id: int):
     """Close: outcomes recorded, revocations queued for remediation. If-Match: 412 when it changed."""
     actor = caller().actor
     return _change_campaign(campaign_id, lambda session: campaigns_service.close(session, campaign_id, actor))
 
 
-@bp.post("/campaigns/<int:campaign_id>/cancel")
-@requires("reviews:write", "admin")
-@spec.validate(json=CancelIn, resp=responses(CampaignDetail), tags=TAG_CAMP)
+@routes.post("/campaigns/<int:campaign_id>/cancel", "reviews:write", "admin", json=CancelIn, resp=CampaignDetail)
 def cancel_campaign(campaign_id: int):
     """Cancel a draft or active campaign (no outcomes, no remediation); the reason is audited."""
     body: CancelIn = request.context.json

@@ -1,5 +1,6 @@
 """The API's machinery: the spectree instance, the blueprint, token authentication, the per-token rate limit,
-the audit of every call, scope checks, opaque keyset cursors and ETags.
+the audit of every call, scope checks, route declarations (`Routes`), response models made from rows
+(`model_of`, `out`), opaque keyset cursors and ETags.
 
 Request order under /api/v1 (besides the docs and the OpenAPI document, which need no token):
 1. `authenticate`: `Authorization: Bearer <token>` or 401 (`WWW-Authenticate: Bearer`); cookies are never
@@ -7,7 +8,8 @@ Request order under /api/v1 (besides the docs and the OpenAPI document, which ne
 2. `take_from_bucket`: one token from the token's bucket or 429 with `Retry-After`; every answer carries
    `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`. The bucket lives in the `api_token` row
    (one UPDATE per call, the same one that stamps `last_used_at`) so several web workers share one budget.
-3. the view: `@requires(scope, role)` (403), spectree's validation (422), the service call.
+3. the view, declared with `Routes(tag).get/post/...(rule, scope, role, ...)`: `@requires(scope, role)` (403),
+   spectree's validation (422), the service call.
 4. `audit_call` (after the response): one `api.call` audit event per call, reads and writes alike, with the
    token's id, name, kind and user, the method, path and status (writes also leave their own events from
    the services they call).
@@ -17,15 +19,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import math
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from functools import wraps
-from typing import Annotated, Any, TypeVar
+from functools import partialmethod, wraps
+from types import UnionType
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 from flask import Blueprint, g, request
 from flask_login import AnonymousUserMixin
@@ -33,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from spectree import Response as SpecResponse
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session
 
 from attest.api.errors import (
     ApiError,
@@ -127,6 +133,37 @@ def page_of(item: type[BaseModel], name: str) -> type[BaseModel]:
     return create_model(name, data=(list[item], ...), next=(str | None, None))  # type: ignore[valid-type]
 
 
+def model_of(row: type, name: str, fields: str = "", **extra: Any) -> type[BaseModel]:
+    """The response model `name` of the rows of `row` (an ORM model, or a service's row dataclass answered as
+    its `as_dict()`): the `fields` named (space-separated; default: every field of the dataclass) in that order,
+    typed as the row declares them (`Mapped[...]` unwrapped), a datetime as its ISO string, a type that admits
+    None optional (default None); `extra` types the fields the row does not have (computed by the view), or
+    gives one `(type, default)` as pydantic's create_model takes it."""
+    hints = get_type_hints(row)
+    declared: dict[str, Any] = {}
+    for field in fields.split() or [f.name for f in dataclasses.fields(row)]:
+        hint = extra[field] if field in extra else hints[field]
+        if isinstance(hint, tuple):  # (type, default), as pydantic's create_model takes it
+            declared[field] = hint
+            continue
+        if get_origin(hint) is Mapped:
+            hint = get_args(hint)[0]
+        kinds = get_args(hint) if isinstance(hint, UnionType) else (hint,)
+        kind = functools.reduce(operator.or_, [str if k is datetime else k for k in kinds])
+        declared[field] = (kind, None if type(None) in kinds else ...)
+    return create_model(name, **declared)
+
+
+def out(model: type[BaseModel], row: Any, **values: Any) -> dict[str, Any]:
+    """`row` answered as `model`: each of its fields from `values`, else the row's attribute of that name; a
+    datetime as its ISO string."""
+    answer = {}
+    for field in model.model_fields:
+        value = values[field] if field in values else getattr(row, field)
+        answer[field] = value.isoformat() if isinstance(value, datetime) else value
+    return answer
+
+
 # --- who is calling ------------------------------------------------------------------------------------
 
 
@@ -143,14 +180,6 @@ class Caller:
     @property
     def is_service(self) -> bool:
         return self.kind == "service"
-
-    @property
-    def is_admin(self) -> bool:
-        return self.user.is_admin
-
-    @property
-    def can_read_all(self) -> bool:
-        return self.user.can_read_all
 
 
 def caller() -> Caller:
@@ -286,9 +315,9 @@ def requires(scope: str, role: str | None = None) -> Callable[[F], F]:
             if scope not in c.scopes:
                 raise ApiError(403, f"The token lacks the scope {scope}.", code="insufficient_scope",
                                details={"required_scope": scope})
-            if role == "admin" and not c.is_admin:
+            if role == "admin" and not c.user.is_admin:
                 raise ApiError(403, "Only administrators may do this.")
-            if role == "read_all" and not c.can_read_all:
+            if role == "read_all" and not c.user.can_read_all:
                 raise ApiError(403, "Only administrators and auditors may read this.")
             if role == "reviewer" and (c.is_service or c.user.identity_id is None):
                 raise ApiError(403, "Only a person's own token reviews: this token has no reviewer identity.")
@@ -299,6 +328,33 @@ def requires(scope: str, role: str | None = None) -> Callable[[F], F]:
         return wrapped  # type: ignore[return-value]
 
     return decorator
+
+
+class Routes:
+    """The routes of one area of the API, under its OpenAPI tag. `@routes.get(rule, scope, role, resp=..., ...)`
+    stands for the prologue every route had: `@bp.get(rule)`, `@requires(scope, role)` and
+    `@spec.validate(query=..., json=..., resp=responses(resp, status), tags=[tag])`. `resp=None` is a route
+    spectree does not wrap (its operation is documented by hand)."""
+
+    def __init__(self, tag: str) -> None:
+        self.tags = [tag]
+
+    def route(self, method: str, rule: str, scope: str, role: str | None = None, *, resp: type[BaseModel] | None,
+              status: int = 200, query: type[BaseModel] | None = None,
+              json: type[BaseModel] | None = None) -> Callable[[F], F]:
+        def decorator(view: F) -> F:
+            if resp is not None:
+                view = spec.validate(query=query, json=json, resp=responses(resp, status), tags=self.tags)(view)
+            guarded = requires(scope, role)(view)
+            bp.route(rule, methods=[method])(guarded)
+            return guarded
+
+        return decorator
+
+    get = partialmethod(route, "GET")
+    post = partialmethod(route, "POST")
+    put = partialmethod(route, "PUT")
+    patch = partialmethod(route, "PATCH")
 
 
 @contextmanager

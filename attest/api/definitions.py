@@ -16,22 +16,21 @@ from sqlalchemy import select
 from attest.api.campaigns import CampaignOut, campaign_detail
 from attest.api.core import (
     ApiError,
-    bp,
+    Routes,
     caller,
     get_or_404,
     iso,
+    model_of,
+    out,
     page_of,
     refused_as,
-    requires,
-    responses,
-    spec,
 )
 from attest.reviews import campaigns as campaigns_service
 from attest.reviews import definitions as defs
 from attest.reviews.models import CampaignDefinition
 from attest.web import db, write
 
-TAG_DEF = ["campaign definitions"]
+routes = Routes("campaign definitions")
 
 
 # The definition's schema is attest/reviews/definition_schema.py's CampaignDefinitionSpec (added to the
@@ -51,19 +50,8 @@ class DefinitionIn(BaseModel):
     definition: Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [DEFINITION_MARK, {"type": "null"}]})] = None
 
 
-class DefinitionOut(BaseModel):
-    id: int
-    name: str
-    description: str | None = None
-    spec: SpecObject
-    schedule: str | None = None
-    enabled: bool
-    created_by: str
-    created_at: str
-    updated_at: str
-    last_launched_at: str | None = None
-
-
+DefinitionOut = model_of(CampaignDefinition, "DefinitionOut", "id name description spec schedule enabled created_by "
+                         "created_at updated_at last_launched_at", spec=SpecObject)
 DefinitionList = page_of(DefinitionOut, "DefinitionList")
 
 
@@ -90,9 +78,7 @@ class LaunchIn(BaseModel):
 
 
 def definition_out(d: CampaignDefinition) -> dict[str, Any]:
-    return {"id": d.id, "name": d.name, "description": d.description, "spec": d.spec or {}, "schedule": d.schedule,
-            "enabled": bool(d.enabled), "created_by": d.created_by, "created_at": iso(d.created_at),
-            "updated_at": iso(d.updated_at), "last_launched_at": iso(d.last_launched_at)}
+    return out(DefinitionOut, d, spec=d.spec or {})
 
 
 def _spec_from(body: DefinitionIn) -> str | dict[str, Any]:
@@ -105,17 +91,13 @@ def _definition_error(exc: Exception) -> ApiError:
     return ApiError(422, str(exc), details={"field": getattr(exc, "field", None), "line": getattr(exc, "line", None)})
 
 
-@bp.get("/campaign-definitions")
-@requires("reviews:read", "read_all")
-@spec.validate(resp=responses(DefinitionList), tags=TAG_DEF)
+@routes.get("/campaign-definitions", "reviews:read", "read_all", resp=DefinitionList)
 def list_definitions():
     rows = db().scalars(select(CampaignDefinition).order_by(CampaignDefinition.name)).all()
     return {"data": [definition_out(d) for d in rows], "next": None}
 
 
-@bp.post("/campaign-definitions")
-@requires("reviews:write", "admin")
-@spec.validate(json=DefinitionIn, resp=responses(DefinitionOut, 201), tags=TAG_DEF)
+@routes.post("/campaign-definitions", "reviews:write", "admin", json=DefinitionIn, resp=DefinitionOut, status=201)
 def create_definition():
     """Store a definition given as YAML text or as an object (422 names the offending field and line)."""
     submitted = _spec_from(request.context.json)
@@ -129,9 +111,7 @@ def create_definition():
     return definition_out(db().get(CampaignDefinition, definition_id)), 201
 
 
-@bp.get("/campaign-definitions/<int:definition_id>")
-@requires("reviews:read", "read_all")
-@spec.validate(resp=responses(DefinitionOut), tags=TAG_DEF)
+@routes.get("/campaign-definitions/<int:definition_id>", "reviews:read", "read_all", resp=DefinitionOut)
 def get_definition(definition_id: int):
     row = get_or_404(CampaignDefinition, definition_id)
     return definition_out(row)
@@ -159,25 +139,19 @@ def _preview(spec_or_id: Any) -> dict[str, Any]:
     return out
 
 
-@bp.post("/campaign-definitions/preview")
-@requires("reviews:read", "admin")
-@spec.validate(json=DefinitionIn, resp=responses(Preview), tags=TAG_DEF)
+@routes.post("/campaign-definitions/preview", "reviews:read", "admin", json=DefinitionIn, resp=Preview)
 def preview_unsaved():
     """What launching this (unsaved) definition would produce now: items per reviewer, unroutable, excluded."""
     return _preview(_spec_from(request.context.json))
 
 
-@bp.post("/campaign-definitions/<int:definition_id>/preview")
-@requires("reviews:read", "admin")
-@spec.validate(resp=responses(Preview), tags=TAG_DEF)
+@routes.post("/campaign-definitions/<int:definition_id>/preview", "reviews:read", "admin", resp=Preview)
 def preview_definition(definition_id: int):
     get_or_404(CampaignDefinition, definition_id)
     return _preview(definition_id)
 
 
-@bp.post("/campaign-definitions/<int:definition_id>/launch")
-@requires("reviews:write", "admin")
-@spec.validate(json=LaunchIn, resp=responses(CampaignOut, 201), tags=TAG_DEF)
+@routes.post("/campaign-definitions/<int:definition_id>/launch", "reviews:write", "admin", json=LaunchIn, resp=CampaignOut, status=201)
 def launch(definition_id: int):
     """Create a campaign from the definition and launch it (snapshot of the in-scope grants); 201."""
     body: LaunchIn = request.context.json

@@ -15,8 +15,8 @@ from attest.api.core import (
     ApiError,
     Id,
     Paging,
+    Routes,
     bad_cursors,
-    bp,
     caller,
     check_if_match,
     decode_cursor,
@@ -26,18 +26,17 @@ from attest.api.core import (
     iso,
     locked_or_404,
     make_etag,
+    model_of,
+    out,
     page_of,
-    requires,
-    responses,
     set_etag,
-    spec,
 )
 from attest.entitlements import correlation, history, queries
 from attest.entitlements.models import AccessChange, Account, Entitlement, Grant, Identity, Resource
 from attest.web import db, settings, write
 
-TAGS = ["entitlements"]
-TAG_PEOPLE = ["identities"]
+routes = Routes("entitlements")
+people = Routes("identities")
 
 
 class IdentityQuery(Paging):
@@ -71,35 +70,11 @@ class GrantQuery(Paging):
     at: str | None = Field(default=None, max_length=64, description="held at this moment (default: now)")
 
 
-class IdentityOut(BaseModel):
-    id: int
-    display_name: str
-    email: str | None = None
-    employee_id: str | None = None
-    department: str | None = None
-    title: str | None = None
-    manager_id: int | None = None
-    status: str
-    kind: str
-    first_seen_at: str
-    ended_at: str | None = None
-
-
-class AccountOut(BaseModel):
-    id: int
-    source_id: int
-    external_id: str
-    login: str | None = None
-    email: str | None = None
-    display_name: str | None = None
-    status: str
-    kind: str
-    identity_id: int | None = None
-    link_method: str | None = None
-    mfa_enabled: bool | None = None
-    last_login_at: str | None = None
-    first_seen_at: str
-    ended_at: str | None = None
+# the answers about rows: the columns named here, typed as attest/entitlements/models.py declares them
+IdentityOut = model_of(Identity, "IdentityOut", "id display_name email employee_id department title manager_id "
+                       "status kind first_seen_at ended_at")
+AccountOut = model_of(Account, "AccountOut", "id source_id external_id login email display_name status kind "
+                      "identity_id link_method mfa_enabled last_login_at first_seen_at ended_at")
 
 
 class HeldOut(BaseModel):
@@ -136,61 +111,20 @@ class AccountDetail(AccountOut):
 IdentityList = page_of(IdentityOut, "IdentityList")
 
 
-class ResourceOut(BaseModel):
-    id: int
-    source_id: int
-    external_id: str
-    type: str
-    name: str
-    description: str | None = None
-    is_group: bool
-    parent_id: int | None = None
-    active_grants: int | None = None
-    first_seen_at: str
-    ended_at: str | None = None
-
-
+ResourceOut = model_of(Resource, "ResourceOut", "id source_id external_id type name description is_group parent_id "
+                       "active_grants first_seen_at ended_at", active_grants=int | None)
 ResourceList = page_of(ResourceOut, "ResourceList")
 
 
-class EntitlementOut(BaseModel):
-    id: int
-    source_id: int
-    resource_id: int | None = None
-    name: str
-    display_name: str | None = None
-    purpose: str
-    privileged: bool
-    first_seen_at: str
-    ended_at: str | None = None
-
-
+EntitlementOut = model_of(Entitlement, "EntitlementOut", "id source_id resource_id name display_name purpose "
+                          "privileged first_seen_at ended_at")
 EntitlementList = page_of(EntitlementOut, "EntitlementList")
 
 
-class GrantOut(BaseModel):
-    id: int
-    source_id: int
-    entitlement_id: int
-    principal_type: str
-    principal_account_id: int | None = None
-    principal_resource_id: int | None = None
-    first_seen_at: str
-    ended_at: str | None = None
-    ended_reason: str | None = None
-
-
-class ChangeOut(BaseModel):
-    id: int
-    at: str
-    change: str
-    reason: str | None = None
-    grant_id: int
-    entitlement_id: int
-    sync_run_id: int | None = None
-    source_id: int
-
-
+GrantOut = model_of(Grant, "GrantOut", "id source_id entitlement_id principal_type principal_account_id "
+                    "principal_resource_id first_seen_at ended_at ended_reason")
+ChangeOut = model_of(AccessChange, "ChangeOut", "id at change reason grant_id entitlement_id sync_run_id source_id",
+                     entitlement_id=int)
 ChangeList = page_of(ChangeOut, "ChangeList")
 
 
@@ -213,40 +147,27 @@ GrantList = page_of(GrantOut, "GrantList")
 
 
 def identity_out(i: Identity) -> dict[str, Any]:
-    return {"id": i.id, "display_name": i.display_name or "", "email": i.email, "employee_id": i.employee_id,
-            "department": i.department, "title": i.title, "manager_id": i.manager_id, "status": i.status,
-            "kind": i.kind, "first_seen_at": iso(i.first_seen_at), "ended_at": iso(i.ended_at)}
+    return out(IdentityOut, i)
 
 
 def account_out(a: Account) -> dict[str, Any]:
-    return {"id": a.id, "source_id": a.source_id, "external_id": a.external_id, "login": a.login, "email": a.email,
-            "display_name": a.display_name, "status": a.status, "kind": a.kind, "identity_id": a.identity_id,
-            "link_method": a.link_method, "mfa_enabled": a.mfa_enabled, "last_login_at": iso(a.last_login_at),
-            "first_seen_at": iso(a.first_seen_at), "ended_at": iso(a.ended_at)}
+    return out(AccountOut, a)
 
 
 def resource_out(r: Resource, n: int | None = None) -> dict[str, Any]:
-    return {"id": r.id, "source_id": r.source_id, "external_id": r.external_id, "type": r.type, "name": r.name,
-            "description": r.description, "is_group": bool(r.is_group), "parent_id": r.parent_id, "active_grants": n,
-            "first_seen_at": iso(r.first_seen_at), "ended_at": iso(r.ended_at)}
+    return out(ResourceOut, r, active_grants=n)
 
 
 def entitlement_out(e: Entitlement) -> dict[str, Any]:
-    return {"id": e.id, "source_id": e.source_id, "resource_id": e.resource_id, "name": e.name,
-            "display_name": e.display_name, "purpose": e.purpose, "privileged": bool(e.privileged),
-            "first_seen_at": iso(e.first_seen_at), "ended_at": iso(e.ended_at)}
+    return out(EntitlementOut, e)
 
 
 def grant_out(g: Grant) -> dict[str, Any]:
-    return {"id": g.id, "source_id": g.source_id, "entitlement_id": g.entitlement_id,
-            "principal_type": g.principal_type, "principal_account_id": g.principal_account_id,
-            "principal_resource_id": g.principal_resource_id, "first_seen_at": iso(g.first_seen_at),
-            "ended_at": iso(g.ended_at), "ended_reason": g.ended_reason}
+    return out(GrantOut, g)
 
 
 def change_out(c: AccessChange, entitlement_id: int) -> dict[str, Any]:
-    return {"id": c.id, "at": iso(c.at), "change": c.change, "reason": c.reason, "grant_id": c.grant_id,
-            "entitlement_id": entitlement_id, "sync_run_id": c.sync_run_id, "source_id": c.source_id}
+    return out(ChangeOut, c, entitlement_id=entitlement_id)
 
 
 def _as_of(raw: str | None) -> history.AsOf | None:
@@ -273,9 +194,7 @@ def _access(accounts: list[Account], as_of: history.AsOf | None) -> dict[str, An
             "unknown_sources": [f.source_name for f in found.unknown]}
 
 
-@bp.get("/identities")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=IdentityQuery, resp=responses(IdentityList), tags=TAG_PEOPLE)
+@people.get("/identities", "entitlements:read", "read_all", query=IdentityQuery, resp=IdentityList)
 def list_identities():
     """People (active identities) by name; `q` searches name, e-mail and employee id."""
     q: IdentityQuery = request.context.query
@@ -286,9 +205,7 @@ def list_identities():
     return {"data": [identity_out(i) for i in page.rows], "next": encode_cursor("identities", page.next_after)}
 
 
-@bp.get("/identities/<int:identity_id>")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=AsOfQuery, resp=responses(IdentityDetail), tags=TAG_PEOPLE)
+@people.get("/identities/<int:identity_id>", "entitlements:read", "read_all", query=AsOfQuery, resp=IdentityDetail)
 def get_identity(identity_id: int):
     """A person with their accounts and effective access now, or as of `at` (a day or a timestamp)."""
     q: AsOfQuery = request.context.query
@@ -299,9 +216,7 @@ def get_identity(identity_id: int):
             "access": _access(accounts, as_of)}
 
 
-@bp.get("/accounts/<int:account_id>")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=AsOfQuery, resp=responses(AccountDetail), tags=TAG_PEOPLE)
+@people.get("/accounts/<int:account_id>", "entitlements:read", "read_all", query=AsOfQuery, resp=AccountDetail)
 def get_account(account_id: int):
     """An account with its effective access (direct and through groups) now, or as of `at`."""
     q: AsOfQuery = request.context.query
@@ -314,9 +229,7 @@ def _account_etag(account: Account) -> str:
     return make_etag("account", account.id, account.identity_id, account.link_method)
 
 
-@bp.put("/accounts/<int:account_id>/link")
-@requires("entitlements:write", "admin")
-@spec.validate(json=LinkIn, resp=responses(AccountOut), tags=TAG_PEOPLE)
+@people.put("/accounts/<int:account_id>/link", "entitlements:write", "admin", json=LinkIn, resp=AccountOut)
 def link_account(account_id: int):
     """Link an account to a person by hand (an orphaned account, a wrong automatic link), or unlink it with
     null: as the orphaned-accounts page does (attest/entitlements/correlation.py); audited. If-Match: 412 when
@@ -335,9 +248,7 @@ def link_account(account_id: int):
     return account_out(account)
 
 
-@bp.get("/resources")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=ResourceQuery, resp=responses(ResourceList), tags=TAGS)
+@routes.get("/resources", "entitlements:read", "read_all", query=ResourceQuery, resp=ResourceList)
 def list_resources():
     """Active resources by name, with their count of active grants."""
     q: ResourceQuery = request.context.query
@@ -348,17 +259,13 @@ def list_resources():
     return {"data": [resource_out(r, n) for r, n in page.rows], "next": encode_cursor("resources", page.next_after)}
 
 
-@bp.get("/resources/<int:resource_id>")
-@requires("entitlements:read", "read_all")
-@spec.validate(resp=responses(ResourceOut), tags=TAGS)
+@routes.get("/resources/<int:resource_id>", "entitlements:read", "read_all", resp=ResourceOut)
 def get_resource(resource_id: int):
     resource = get_or_404(Resource, resource_id)
     return resource_out(resource)
 
 
-@bp.get("/entitlements")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=EntitlementQuery, resp=responses(EntitlementList), tags=TAGS)
+@routes.get("/entitlements", "entitlements:read", "read_all", query=EntitlementQuery, resp=EntitlementList)
 def list_entitlements():
     """Active entitlements by id, filterable by source, resource and privileged."""
     q: EntitlementQuery = request.context.query
@@ -373,9 +280,7 @@ def list_entitlements():
     return id_page("entitlements", stmt, Entitlement.id, after, q.limit, entitlement_out)
 
 
-@bp.get("/grants")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=GrantQuery, resp=responses(GrantList), tags=TAGS)
+@routes.get("/grants", "entitlements:read", "read_all", query=GrantQuery, resp=GrantList)
 def list_grants():
     """Direct grants held now (or at `at`), by id; filter by source, entitlement, resource or account."""
     q: GrantQuery = request.context.query
@@ -398,9 +303,7 @@ def list_grants():
     return id_page("grants", stmt, Grant.id, after, q.limit, grant_out)
 
 
-@bp.get("/accounts/<int:account_id>/changes")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=ChangeQuery, resp=responses(ChangeList), tags=TAG_PEOPLE)
+@people.get("/accounts/<int:account_id>/changes", "entitlements:read", "read_all", query=ChangeQuery, resp=ChangeList)
 def account_changes(account_id: int):
     """The account's access history: every grant it was seen to gain or lose, newest first (one row per
     grant added or ended by a sync, or ended by remediation), with the run that saw it."""
@@ -415,9 +318,7 @@ def account_changes(account_id: int):
     return id_page("changes", stmt, AccessChange.id, after, q.limit, change_out, newest_first=True)
 
 
-@bp.get("/resources/<int:resource_id>/grants")
-@requires("entitlements:read", "read_all")
-@spec.validate(query=ResourceGrantQuery, resp=responses(GrantList), tags=TAGS)
+@routes.get("/resources/<int:resource_id>/grants", "entitlements:read", "read_all", query=ResourceGrantQuery, resp=GrantList)
 def resource_grants(resource_id: int):
     """Who holds the resource directly, now or at `at` (the resource page's query); 409 when Attest had not
     read the resource's source yet at that moment (it cannot say who held it then)."""

@@ -2,60 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from attest.api.core import (
     ApiError,
     Id,
     Paging,
-    bp,
+    Routes,
     decode_cursor,
     encode_cursor,
+    model_of,
     one_of,
     page_of,
-    requires,
-    responses,
-    spec,
 )
 from attest.reviews import remediation
 from attest.reviews.models import RemediationMode
+from attest.reviews.remediation.worklist import RemediationRow
 from attest.web import db
 
-TAG_REM = ["remediations"]
+routes = Routes("remediations")
 
 
-class RemediationOut(BaseModel):
-    id: int
-    campaign_id: int
-    campaign_name: str
-    mode: str
-    status: str
-    source: str
-    person: str | None = None
-    person_email: str | None = None
-    identity_id: int | None = None
-    account: str | None = None
-    resource: str | None = None
-    entitlement: str
-    via: str | None = None
-    target: str | None = None
-    attempts: int
-    last_error: str | None = None
-    note: str | None = None
-    calls: list[Any]
-    created_at: str
-    executed_at: str | None = None
-    executed_by: str | None = None
-    verified_run_id: int | None = None
-    reappeared_run_id: int | None = None
-    undone_at: str | None = None
-    comment: str | None = None
-    launched_at: str | None = None
-
-
+# the work list's row as every answer here gives it (RemediationRow.as_dict): one declaration of its fields
+RemediationOut = model_of(RemediationRow, "RemediationOut")
 RemediationList = page_of(RemediationOut, "RemediationList")
 
 
@@ -66,9 +36,7 @@ class RemediationQuery(Paging):
 
 
 
-@bp.get("/remediations")
-@requires("reviews:read", "read_all")
-@spec.validate(query=RemediationQuery, resp=responses(RemediationList), tags=TAG_REM)
+@routes.get("/remediations", "reviews:read", "read_all", query=RemediationQuery, resp=RemediationList)
 def list_remediations():
     """Remediations by id, filterable by campaign, status and mode."""
     q: RemediationQuery = request.context.query
@@ -78,9 +46,7 @@ def list_remediations():
     return {"data": [r.as_dict() for r in rows], "next": encode_cursor("remediations", next_after)}
 
 
-@bp.get("/remediations/<int:remediation_id>")
-@requires("reviews:read", "read_all")
-@spec.validate(resp=responses(RemediationOut), tags=TAG_REM)
+@routes.get("/remediations/<int:remediation_id>", "reviews:read", "read_all", resp=RemediationOut)
 def get_remediation(remediation_id: int):
 
     rows, _next = remediation.list_remediations(db(), after=remediation_id - 1, limit=1)

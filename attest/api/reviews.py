@@ -19,20 +19,18 @@ from sqlalchemy.orm import Session
 from attest.api.core import (
     ApiError,
     Paging,
+    Routes,
     bad_cursors,
-    bp,
     caller,
     decode_cursor,
     encode_cursor,
     if_match,
-    iso,
+    model_of,
     one_of,
+    out,
     page_of,
     refusals,
-    requires,
-    responses,
     set_etag,
-    spec,
 )
 from attest.reviews import decisions, queries
 from attest.reviews.decisions import MAX_COMMENT, DecisionError, StaleItem
@@ -40,34 +38,13 @@ from attest.reviews.definitions import find_identity
 from attest.reviews.models import Campaign, DecisionValue, ReviewItem
 from attest.web import db, write
 
-TAG_ITEMS = ["review items"]
+routes = Routes("review items")
 
 
-class ItemOut(BaseModel):
-    id: int
-    campaign_id: int
-    version: int
-    person_name: str | None = None
-    person_email: str | None = None
-    identity_id: int | None = None
-    account_id: int
-    account_login: str | None = None
-    source_name: str
-    resource_id: int | None = None
-    resource_name: str | None = None
-    resource_type: str | None = None
-    entitlement_name: str
-    privileged: bool
-    via: str | None = None
-    risks: list[str]
-    stage: int
-    reviewer_id: int | None = None
-    co_reviewer_id: int | None = None
-    decision: str | None = None
-    comment: str | None = None
-    decided_at: str | None = None
-    completed: bool
-    outcome: str | None = None
+# an item as the reviewer saw it at launch (attest/reviews/models.py: ReviewItem's columns, typed there)
+ItemOut = model_of(ReviewItem, "ItemOut", "id campaign_id version person_name person_email identity_id account_id "
+                   "account_login source_name resource_id resource_name resource_type entitlement_name privileged via "
+                   "risks stage reviewer_id co_reviewer_id decision comment decided_at completed outcome")
 
 
 ItemList = page_of(ItemOut, "ItemList")
@@ -111,14 +88,7 @@ class ReassignIn(BaseModel):
 
 
 def item_out(i: ReviewItem) -> dict[str, Any]:
-    return {"id": i.id, "campaign_id": i.campaign_id, "version": i.version, "person_name": i.person_name,
-            "person_email": i.person_email, "identity_id": i.identity_id, "account_id": i.account_id,
-            "account_login": i.account_login, "source_name": i.source_name, "resource_id": i.resource_id,
-            "resource_name": i.resource_name, "resource_type": i.resource_type,
-            "entitlement_name": i.entitlement_name, "privileged": bool(i.privileged), "via": i.via,
-            "risks": list(i.risks or []), "stage": i.stage, "reviewer_id": i.reviewer_id,
-            "co_reviewer_id": i.co_reviewer_id, "decision": i.decision, "comment": i.comment,
-            "decided_at": iso(i.decided_at), "completed": bool(i.completed), "outcome": i.outcome}
+    return out(ItemOut, i, risks=list(i.risks or []))
 
 
 def item_etag(i: ReviewItem) -> str:
@@ -168,9 +138,7 @@ def _change_item(item_id: int, change: Callable[[Session, int | None], object]) 
     return _item_response(db().get(ReviewItem, item_id))
 
 
-@bp.get("/campaigns/<int:campaign_id>/items")
-@requires("reviews:read")
-@spec.validate(query=ItemQuery, resp=responses(ItemList), tags=TAG_ITEMS)
+@routes.get("/campaigns/<int:campaign_id>/items", "reviews:read", query=ItemQuery, resp=ItemList)
 def list_items(campaign_id: int):
     """A campaign's items by person: every item for admins and auditors, else only the items routed to the
     token's user (as their inbox shows them). Keyset-paged: pass `next` as `after`."""
@@ -180,7 +148,7 @@ def list_items(campaign_id: int):
     after = decode_cursor("items", q.after, of=str)
     session = db()
     with bad_cursors():
-        if c.can_read_all:
+        if c.user.can_read_all:
             if session.get(Campaign, campaign_id) is None:
                 raise ApiError(404)
             rows, next_after = queries.campaign_items(session, campaign_id, queries.ItemFilters.from_args(args),
@@ -199,17 +167,13 @@ def _visible_item(item_id: int) -> ReviewItem:
         return decisions.load_item_for(db(), caller().user, item_id)
 
 
-@bp.get("/items/<int:item_id>")
-@requires("reviews:read")
-@spec.validate(resp=responses(ItemOut), tags=TAG_ITEMS)
+@routes.get("/items/<int:item_id>", "reviews:read", resp=ItemOut)
 def get_item(item_id: int):
     """One item, if it is routed to the token's user (or the user reads everything); its ETag is its version."""
     return _item_response(_visible_item(item_id))
 
 
-@bp.post("/items/<int:item_id>/decision")
-@requires("reviews:write", "reviewer")
-@spec.validate(json=DecideIn, resp=responses(ItemOut), tags=TAG_ITEMS)
+@routes.post("/items/<int:item_id>/decision", "reviews:write", "reviewer", json=DecideIn, resp=ItemOut)
 def decide(item_id: int):
     """Approve, revoke or abstain on an item routed to the token's user. If-Match with the item's ETag:
     412 when someone changed it since (without If-Match, a concurrent change is 409)."""
@@ -219,9 +183,7 @@ def decide(item_id: int):
         session, user, item_id, body.decision, comment=body.comment, expected_version=version))
 
 
-@bp.post("/campaigns/<int:campaign_id>/decisions")
-@requires("reviews:write", "reviewer")
-@spec.validate(json=BulkIn, resp=responses(BulkOut), tags=TAG_ITEMS)
+@routes.post("/campaigns/<int:campaign_id>/decisions", "reviews:write", "reviewer", json=BulkIn, resp=BulkOut)
 def bulk_decide(campaign_id: int):
     """Decide many of the token's user's undecided items at once; items decided or changed meanwhile, and
     items that need a comment of their own, are left (counted in `skipped`)."""
@@ -238,15 +200,13 @@ def bulk_decide(campaign_id: int):
     return {"changed": result.changed, "skipped": dict(result.skipped), "left": result.explain()}
 
 
-@bp.post("/items/<int:item_id>/reassign")
-@requires("reviews:write")
-@spec.validate(json=ReassignIn, resp=responses(ItemOut), tags=TAG_ITEMS)
+@routes.post("/items/<int:item_id>/reassign", "reviews:write", json=ReassignIn, resp=ItemOut)
 def reassign(item_id: int):
     """Route an undecided item to another person (by e-mail) with a reason: its reviewer may hand it on,
     admins may move any item; never to the person whose access it is."""
     body: ReassignIn = request.context.json
     c = caller()
-    if c.is_service and not c.is_admin:
+    if c.is_service and not c.user.is_admin:
         raise ApiError(403)
 
     def hand_on(session: Session, version: int | None) -> None:

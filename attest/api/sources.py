@@ -16,7 +16,7 @@ from sqlalchemy import select
 from attest.api.core import (
     ApiError,
     Paging,
-    bp,
+    Routes,
     caller,
     check_if_match,
     decode_cursor,
@@ -27,16 +27,13 @@ from attest.api.core import (
     make_etag,
     page_of,
     refused_as,
-    requires,
-    responses,
     set_etag,
-    spec,
 )
 from attest.entitlements import sources as service
 from attest.entitlements.models import Source, SyncRun
 from attest.web import db, settings, write
 
-TAGS = ["sources"]
+routes = Routes("sources")
 
 
 class Run(BaseModel):
@@ -150,9 +147,7 @@ def _answer(source_id: int) -> dict[str, Any]:
     return _source_out(source)
 
 
-@bp.get("/sources")
-@requires("sources:read", "read_all")
-@spec.validate(resp=responses(SourceList), tags=TAGS)
+@routes.get("/sources", "sources:read", "read_all", resp=SourceList)
 def list_sources():
     """Every source with its counts of active rows and its latest run."""
     session = db()
@@ -160,17 +155,13 @@ def list_sources():
     return {"data": [_source_out(s) for s in rows], "next": None}
 
 
-@bp.get("/sources/<int:source_id>")
-@requires("sources:read", "read_all")
-@spec.validate(resp=responses(SourceOut), tags=TAGS)
+@routes.get("/sources/<int:source_id>", "sources:read", "read_all", resp=SourceOut)
 def get_source(source_id: int):
     """One source; its ETag versions settings, schedule and secrets (send it as If-Match on PATCH)."""
     return _answer(source_id)
 
 
-@bp.post("/sources")
-@requires("sources:write", "admin")
-@spec.validate(json=SourceCreate, resp=responses(SourceOut, 201), tags=TAGS)
+@routes.post("/sources", "sources:write", "admin", json=SourceCreate, resp=SourceOut, status=201)
 def create_source():
     """Add a source (the connector's settings schema; secrets are stored encrypted, never shown back)."""
     body: SourceCreate = request.context.json
@@ -181,9 +172,7 @@ def create_source():
     return _answer(source_id), 201
 
 
-@bp.patch("/sources/<int:source_id>")
-@requires("sources:write", "admin")
-@spec.validate(json=SourceUpdate, resp=responses(SourceOut), tags=TAGS)
+@routes.patch("/sources/<int:source_id>", "sources:write", "admin", json=SourceUpdate, resp=SourceOut)
 def update_source(source_id: int):
     """Change settings, schedule or secrets. With If-Match, 412 when the source changed since it was read."""
     body: SourceUpdate = request.context.json
@@ -196,9 +185,7 @@ def update_source(source_id: int):
     return _answer(source_id)
 
 
-@bp.post("/sources/<int:source_id>/test")
-@requires("sources:write", "admin")
-@spec.validate(resp=responses(TestResult), tags=TAGS)
+@routes.post("/sources/<int:source_id>/test", "sources:write", "admin", resp=TestResult)
 def test_source(source_id: int):
     """Check that Attest can reach and read the source with its stored credentials (changes nothing)."""
     source = _get(source_id)
@@ -216,9 +203,7 @@ def test_source(source_id: int):
         return {"ok": False, "message": type(exc).__name__, "api_calls": 0}
 
 
-@bp.post("/sources/<int:source_id>/sync")
-@requires("sources:write", "admin")
-@spec.validate(resp=responses(SyncQueued, 202), tags=TAGS)
+@routes.post("/sources/<int:source_id>/sync", "sources:write", "admin", resp=SyncQueued, status=202)
 def sync_source(source_id: int):
     """Sync now: queue a sync request for the scheduler (as the source page's Sync now); 202."""
     source = _get(source_id)
@@ -228,9 +213,7 @@ def sync_source(source_id: int):
     return out, 202
 
 
-@bp.get("/sources/<int:source_id>/runs")
-@requires("sources:read", "read_all")
-@spec.validate(query=RunQuery, resp=responses(RunList), tags=TAGS)
+@routes.get("/sources/<int:source_id>/runs", "sources:read", "read_all", query=RunQuery, resp=RunList)
 def source_runs(source_id: int):
     """The source's sync runs, newest first, with phases (when recorded), notes and failed parts."""
     q: RunQuery = request.context.query

@@ -12,7 +12,15 @@ import click
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from attest.cli_support import app_state, cli_actor, echo_json, fail, in_transaction, needs_keys
+from attest.cli_support import (
+    answered_rows,
+    app_state,
+    cli_actor,
+    echo_json,
+    fail,
+    in_transaction,
+    needs_keys,
+)
 from attest.connectors.registry import UnknownKind
 from attest.db import transaction
 from attest.entitlements.keys import fingerprint
@@ -123,11 +131,8 @@ def sources_update(name, values, unset, secret_refs, schedule, no_schedule) -> N
 def sources_list(as_json: bool) -> None:
     with app_state().factory() as session:
         rows = list_sources(session, app_state().settings)
-    if as_json:
-        echo_json([r.as_dict() for r in rows])
+    if answered_rows(rows, as_json, "no sources; add one with `attest sources add KIND NAME --set key=value`"):
         return
-    if not rows:
-        click.echo("no sources; add one with `attest sources add KIND NAME --set key=value`")
     for r in rows:
         flags = [f for f, on in (("authoritative", r.authoritative), ("disabled", not r.enabled)) if on]
         last = r.last_run

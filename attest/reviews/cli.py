@@ -22,7 +22,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from attest.cli_support import app_state, cli_actor, echo_json, fail, in_transaction
+from attest.cli_support import answered_rows, app_state, cli_actor, echo_json, fail, in_transaction
 from attest.db import transaction
 from attest.reviews.campaigns import CampaignError, cancel, close, create_campaign, launch, preview
 from attest.reviews.definitions import DefinitionError, create_definition, update_definition
@@ -307,11 +307,8 @@ def remediation_list(campaign_id: int | None, status: str | None, as_json: bool)
             out.extend(rows)
             if after is None:
                 break
-    if as_json:
-        echo_json([r.as_dict() for r in out])
+    if answered_rows(out, as_json, "no remediations"):
         return
-    if not out:
-        click.echo("no remediations")
     for r in out:
         colour = {RemediationStatus.REAPPEARED: "red", RemediationStatus.FAILED: "red", RemediationStatus.REFUSED: "yellow", RemediationStatus.VERIFIED: "green"}.get(r.status)
         proof = f" (sync run {r.verified_run_id})" if r.verified_run_id else ""

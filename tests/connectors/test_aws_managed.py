@@ -15,7 +15,7 @@ from attest.entitlements.sources import build_connector
 from attest.entitlements.sync import run_sync
 from attest.reviews import remediation
 from attest.reviews.models import Remediation
-from attest.reviews.remediation import grant_ref
+from attest.reviews.remediation.planning import grant_ref
 from tests.connectors.test_aws_server import add_aws_source, moto_server_with
 from tests.connectors.test_aws_trust import A, B, _org, grants_of
 from tests.reviews.test_remediation_connectors import revoke_in_campaign, run_and_verify

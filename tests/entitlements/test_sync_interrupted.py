@@ -19,6 +19,7 @@ from attest.db import transaction, utcnow
 from attest.entitlements import sync
 from attest.entitlements.models import SyncRun
 from attest.entitlements.sync import SyncError, run_sync
+from attest.entitlements.sync.run import STALE_HEARTBEAT
 from tests.entitlements.test_sync import org
 from tests.factories import ListConnector, make_source
 
@@ -75,7 +76,7 @@ def test_a_killed_sync_is_marked_interrupted_and_the_source_syncs_again(fresh_db
     with pytest.raises(SyncError, match=f"already syncing .* by .*:{child.pid}"):
         run_sync(fresh_db.factory, fresh_db.settings, "idp", connector=ListConnector(org(5)))
     # a minute without a beat later (the scheduler's sweep runs every minute): interrupted
-    later = utcnow() + sync.STALE_HEARTBEAT + timedelta(seconds=1)
+    later = utcnow() + STALE_HEARTBEAT + timedelta(seconds=1)
     with transaction(fresh_db.factory) as s:
         assert sync.sweep_interrupted(s, utcnow()) == []  # not yet
         assert sync.sweep_interrupted(s, later) == [run.id]

@@ -142,13 +142,13 @@ def test_an_after_apply_hook_runs_inside_the_apply_transaction_with_the_result(f
 def test_remediation_verifies_after_every_sync_wherever_the_reviews_are_loaded():
     """The sync never imports the reviews; the reviews register their verification when imported, so any
     process that can hold a remediation (it has loaded attest.reviews) verifies on every sync."""
-    code = ("import attest.entitlements.sync as sync; assert sync.after_apply_hooks() == ();"
+    code = ("from attest.entitlements.sync.hooks import after_apply_hooks; assert after_apply_hooks() == ();"
             "import attest.reviews.models; from attest.reviews import remediation;"
-            "assert sync.after_apply_hooks() == (remediation._verify_after_apply,), sync.after_apply_hooks()")
+            "assert after_apply_hooks() == (remediation._verify_after_apply,), after_apply_hooks()")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     # the web app (and the CLI and scheduler, which run inside it) loads the reviews' blueprints
-    code = ("import attest.entitlements.sync as sync; from flask import Flask; from attest.app import register_blueprints;"
-            "register_blueprints(Flask('t')); assert len(sync.after_apply_hooks()) == 1")
+    code = ("from attest.entitlements.sync.hooks import after_apply_hooks; from flask import Flask;"
+            "from attest.app import register_blueprints; register_blueprints(Flask('t')); assert len(after_apply_hooks()) == 1")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

@@ -11,7 +11,7 @@ from attest.db import utcnow
 from attest.entitlements.models import Grant, Resource
 from attest.reviews import item_notes, remediation_targets
 from attest.reviews.models import Remediation
-from attest.reviews.remediation import grant_ref, managed_target
+from attest.reviews.remediation.planning import grant_ref, managed_target
 from tests.reviews.factories import review_setup
 
 

@@ -22,6 +22,7 @@ from attest.entitlements.models import Grant, Source
 from attest.entitlements.sync import run_sync
 from attest.reviews import remediation
 from attest.reviews.models import Campaign, Remediation, ReviewItem
+from attest.reviews.remediation.execution import BACKOFF, MAX_ATTEMPTS
 from attest.trail.models import AuditEvent
 from tests.entitlements.test_sync import org
 from tests.factories import ListConnector, make_source
@@ -247,19 +248,19 @@ def test_failures_retry_with_back_off_then_end_failed(world, factory, settings):
     remediation.run_pending(factory, settings, now=t0)
     rem = rem_for(world, KEY)
     assert rem.status == "in_progress" and rem.attempts == 1 and "HTTP 503" in rem.last_error
-    assert rem.next_attempt_at == t0 + remediation.BACKOFF[0]
+    assert rem.next_attempt_at == t0 + BACKOFF[0]
     # not due yet: nothing called
     n = len(FakeRevoker.log)
     assert remediation.run_pending(factory, settings, now=t0 + timedelta(minutes=1)).planned == []
     assert len(FakeRevoker.log) == n
     t = t0
-    for attempt in range(2, remediation.MAX_ATTEMPTS + 1):
+    for attempt in range(2, MAX_ATTEMPTS + 1):
         t = rem_for(world, KEY).next_attempt_at + timedelta(seconds=1)
         remediation.run_pending(factory, settings, now=t)
         assert rem_for(world, KEY).attempts == attempt
     rem = rem_for(world, KEY)
     assert rem.status == "failed" and "HTTP 503" in rem.last_error and rem.next_attempt_at is None
-    assert len(events(world, "remediation.attempt_failed")) == remediation.MAX_ATTEMPTS - 1
+    assert len(events(world, "remediation.attempt_failed")) == MAX_ATTEMPTS - 1
     assert len(events(world, "remediation.failed")) == 1
     assert remediation.run_pending(factory, settings, now=t + timedelta(days=1)).planned == []
 

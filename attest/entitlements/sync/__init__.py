@@ -29,20 +29,12 @@ apply in `stats["timings"]`.
 
 Modules: `state` (the run's state, result, progress and errors), `stage` (stage tables and reading into
 them), `apply` (applying a staged run, the removal guard), `run` (starting, running and finishing runs,
-the heartbeat), `hooks` (after-apply hooks for the layers above).
+the heartbeat), `hooks` (after-apply hooks for the layers above). The package re-exports what the rest of
+Attest calls (and SYNC_HEARTBEAT, which is set here to change it); tests import the rest from its module.
 """
 
-from attest.entitlements.sync.hooks import after_apply, after_apply_hooks
-from attest.entitlements.sync.run import (
-    STALE_HEARTBEAT,
-    SYNC_HEARTBEAT,
-    run_sync,
-    sweep_interrupted,
-    sync_many,
-)
+from attest.entitlements.sync.hooks import after_apply
+from attest.entitlements.sync.run import SYNC_HEARTBEAT, run_sync, sweep_interrupted, sync_many
 from attest.entitlements.sync.state import SyncError, SyncResult
 
-__all__ = [
-    "STALE_HEARTBEAT", "SYNC_HEARTBEAT", "SyncError", "SyncResult", "after_apply", "after_apply_hooks", "run_sync",
-    "sweep_interrupted", "sync_many",
-]
+__all__ = ["SYNC_HEARTBEAT", "SyncError", "SyncResult", "after_apply", "run_sync", "sweep_interrupted", "sync_many"]

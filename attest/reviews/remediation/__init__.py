@@ -28,8 +28,8 @@ Every change is an audit event carrying the campaign id. Like `sync.run_sync`, `
 take the session factory: connector calls happen outside any database transaction (a slow upstream must
 not hold the database's write lock), and each remediation's outcome commits on its own.
 
-The package, one module per idea (what the rest of Attest, the tests and bench/ import is re-exported here;
-importing it registers the verification hook):
+The package, one module per idea (what the rest of Attest imports is re-exported here, tests import the rest
+from its module; importing it registers the verification hook):
 
 - `planning`: the grant reference, where access really comes from, the planned call, the errors
 - `execution`: run_pending and undo, through the connectors
@@ -39,14 +39,8 @@ importing it registers the verification hook):
 
 from __future__ import annotations
 
-from attest.reviews.remediation.execution import BACKOFF, MAX_ATTEMPTS, _due, run_pending, undo
-from attest.reviews.remediation.planning import (
-    RemediationError,
-    UndoError,
-    describe,
-    grant_ref,
-    managed_target,
-)
+from attest.reviews.remediation.execution import _due, run_pending, undo
+from attest.reviews.remediation.planning import RemediationError, UndoError, describe
 from attest.reviews.remediation.verification import _verify_after_apply  # importing it registers the hook
 from attest.reviews.remediation.worklist import (
     list_remediations,
@@ -57,7 +51,6 @@ from attest.reviews.remediation.worklist import (
 )
 
 __all__ = [
-    "BACKOFF", "MAX_ATTEMPTS", "RemediationError", "UndoError", "_due", "_verify_after_apply", "describe",
-    "grant_ref", "list_remediations", "managed_target", "mark_done", "run_pending", "status_counts", "undo",
-    "write_manual_csv", "write_remediations_csv",
+    "RemediationError", "UndoError", "_due", "_verify_after_apply", "describe", "list_remediations", "mark_done",
+    "run_pending", "status_counts", "undo", "write_manual_csv", "write_remediations_csv",
 ]
