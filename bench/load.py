@@ -480,10 +480,10 @@ async def request(client, rec: Recorder, method: str, url: str, *, follow: bool 
         try:
             try:
                 response = await client.request(method, url, **kw)
-            except httpx.RemoteProtocolError:
-                # the server closed a kept-alive connection as the request went out on it (gunicorn closes one idle
-                # for its keepalive, 2 s: during sign-in the app's connection idles while the IdP answers): a
-                # browser sends the request again on a new connection, once, and so does this client
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # the server closed (or reset) a kept-alive connection as the request went out on it (gunicorn
+                # closes one idle for its keepalive, 2 s: during sign-in the app's connection idles while the IdP
+                # answers): a browser sends the request again on a new connection, once, and so does this client
                 rec.resent += 1
                 response = await client.request(method, url, **kw)
         except httpx.HTTPError as exc:

@@ -84,70 +84,54 @@ def record(
     request_id: str | None = None,
     ip: str | None = None,
 ) -> None:
-    """Append one event to the chain, in the caller's transaction (it commits or rolls back with it).
-
-    The head stays locked until that transaction ends, and every audited write in every process waits for
-    it: the lock is taken last, after the caller's pending changes are flushed and the event is built, and
-    held for one statement more on PostgreSQL (the event's INSERT and the head's move in one) and two on
-    SQLite (whose write lock the transaction holds anyway). Under load the holder's round trips and its commit
-    are what every other decision waits for (issue 19's load benchmark: the chain head was the queue)."""
-    session.flush()  # what the caller has pending, before the lock rather than under it
-    ctx_request_id, ctx_ip = _request_context()
-    values: dict[str, Any] = {
-        "at": utcnow(),
-        "actor": actor,
-        "action": action,
-        "object_type": object_type,
-        "object_id": None if object_id is None else str(object_id),
-        "campaign_id": campaign_id,
-        # stored exactly as they will be read back, so the hash verifies
-        "before": _stored(before),
-        "after": _stored(after),
-        "request_id": request_id or ctx_request_id,
-        "ip": ip or ctx_ip,
-    }
-    seq, values["prev_hash"] = _lock_head(session)
-    values["seq"] = seq + 1
-    values["hash"] = event_hash(values)
-    if is_postgresql(session):
-        session.execute(_APPEND_AND_MOVE_HEAD, {**values, "new_seq": values["seq"], "new_hash": values["hash"]})
-    else:
-        session.execute(_APPEND, values)
-        session.execute(_MOVE_HEAD, {"new_seq": values["seq"], "new_hash": values["hash"]})
+    """Append one event to the chain, in the caller's transaction (it commits or rolls back with it)."""
+    record_many(session, [{"actor": actor, "action": action, "object_type": object_type, "object_id": object_id,
+                           "before": before, "after": after, "campaign_id": campaign_id, "request_id": request_id,
+                           "ip": ip}])
 
 
 def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
-    """Append many events at once (bulk decisions): one head lock, one multi-row INSERT, same chain.
+    """Append events in the order given, inside the caller's transaction: one head lock, one INSERT.
 
     Each mapping takes the keyword arguments of `record` (actor, action, object_type, object_id, before,
-    after, campaign_id). The events are chained in the order given, inside the caller's transaction.
+    after, campaign_id, request_id, ip).
+
+    The head stays locked until the caller's transaction ends, and every audited write in every process waits
+    for it (issue 19's load benchmark: of 1.8 active PostgreSQL backends, 1.4 waited for this row). So the
+    caller's pending changes are flushed (a stale version fails here, in the caller's code, as before) and the
+    events built before the head is locked; after it come the chain's hashes and one statement: on PostgreSQL a
+    single event's INSERT runs inside the head's UPDATE (a data-modifying WITH).
     """
+    session.flush()
     ctx_request_id, ctx_ip = _request_context()
-    seq, prev = _lock_head(session)
     at = utcnow()
-    rows: list[dict[str, Any]] = []
-    for ev in events:
-        seq += 1
-        values: dict[str, Any] = {
-            "seq": seq,
-            "at": at,
-            "actor": ev["actor"],
-            "action": ev["action"],
-            "object_type": ev.get("object_type"),
-            "object_id": None if ev.get("object_id") is None else str(ev["object_id"]),
-            "campaign_id": ev.get("campaign_id"),
-            "before": _stored(ev.get("before")),
-            "after": _stored(ev.get("after")),
-            "request_id": ev.get("request_id") or ctx_request_id,
-            "ip": ev.get("ip") or ctx_ip,
-            "prev_hash": prev,
-        }
-        values["hash"] = prev = event_hash(values)
-        rows.append(values)
+    rows = [{
+        "at": at,
+        "actor": ev["actor"],
+        "action": ev["action"],
+        "object_type": ev.get("object_type"),
+        "object_id": None if ev.get("object_id") is None else str(ev["object_id"]),
+        "campaign_id": ev.get("campaign_id"),
+        # stored exactly as they will be read back, so the hash verifies
+        "before": _stored(ev.get("before")),
+        "after": _stored(ev.get("after")),
+        "request_id": ev.get("request_id") or ctx_request_id,
+        "ip": ev.get("ip") or ctx_ip,
+    } for ev in events]
     if not rows:
         return 0
-    session.execute(AuditEvent.__table__.insert(), rows)
-    session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+    seq, prev = _lock_head(session)
+    for values in rows:
+        seq += 1
+        values["seq"] = seq
+        values["prev_hash"] = prev
+        values["hash"] = prev = event_hash(values)
+    head = {"new_seq": seq, "new_hash": prev}
+    if len(rows) == 1 and is_postgresql(session):
+        session.execute(_APPEND_AND_MOVE_HEAD, {**rows[0], **head})
+    else:
+        session.execute(_APPEND if len(rows) == 1 else _EVENT.insert(), rows[0] if len(rows) == 1 else rows)
+        session.execute(_MOVE_HEAD, head)
     return len(rows)
 
 
