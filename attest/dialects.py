@@ -140,6 +140,18 @@ def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: li
 # --- lists of values ---------------------------------------------------------------------------------
 
 
+def insert_ignoring_conflict(bind: Bind, table: Any, values: Mapping[str, Any]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING, in each engine's own spelling (both have it; SQLAlchemy builds it
+    per dialect)."""
+    if is_postgresql(bind):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).values(**values).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+
+
 def among(bind: Bind, column: Any, values: Collection[Any]) -> Any:
     """`column IN values` (no None among them). On PostgreSQL one array parameter, `column = ANY(:values)`: the
     statement's text is the same whatever the number of values, so psycopg's statement caches (50 parameters and

@@ -13,9 +13,23 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import g, has_request_context, request
-from sqlalchemy import BigInteger, String, bindparam, insert, update
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    String,
+    Text,
+    Update,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
+from attest import dialects
 from attest.db import canonical_json, utcnow
 from attest.dialects import is_postgresql
 from attest.redact import redact
@@ -120,19 +134,54 @@ def record_many(session: Session, events: Iterable[Mapping[str, Any]]) -> int:
     } for ev in events]
     if not rows:
         return 0
+    if len(rows) == 1 and is_postgresql(session):
+        _append_one_in_postgresql(session, rows[0])
+        return 1
     seq, prev = _lock_head(session)
     for values in rows:
         seq += 1
         values["seq"] = seq
         values["prev_hash"] = prev
         values["hash"] = prev = event_hash(values)
-    head = {"new_seq": seq, "new_hash": prev}
-    if len(rows) == 1 and is_postgresql(session):
-        session.execute(_APPEND_AND_MOVE_HEAD, {**rows[0], **head})
-    else:
-        session.execute(_APPEND if len(rows) == 1 else _EVENT.insert(), rows[0] if len(rows) == 1 else rows)
-        session.execute(_MOVE_HEAD, head)
+    session.execute(_EVENT.insert(), rows)
+    session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return len(rows)
+
+
+def _append_one_in_postgresql(session: Session, values: dict[str, Any]) -> None:
+    """One event appended by one statement that locks the head, inserts the event chained to it and moves the
+    head, all in PostgreSQL: the event's hash is sha256 of its canonical JSON, whose only parts not known before
+    the lock (the previous hash and the sequence number) PostgreSQL splices into the bytes built here
+    (`_document_around_head`), so the head is held for no round trip to this process but the commit's. The
+    hash PostgreSQL computed is checked against `event_hash` before the commit: a mismatch (which the tests
+    rule out) fails the transaction rather than the chain."""
+    before_prev, between, after_seq = _document_around_head(values)
+    params = {**values, "doc_a": before_prev, "doc_b": between, "doc_c": after_seq}
+    row = session.execute(_APPEND_ONE, params).first()
+    if row is None:  # a new database: no head row yet
+        _create_head(session)
+        row = session.execute(_APPEND_ONE, params).one()
+    seq, prev_hash, digest = row
+    if event_hash({**values, "seq": seq, "prev_hash": prev_hash}) != digest:
+        raise RuntimeError(f"audit event {seq}: the hash PostgreSQL computed differs from the event's own; "
+                           "nothing was written")
+
+
+def _document_around_head(values: Mapping[str, Any]) -> tuple[bytes, bytes, bytes]:
+    """The UTF-8 bytes of the event's canonical JSON (what `event_hash` hashes) before the previous hash,
+    between it and the sequence number, and after it: the document's keys sort as HASHED_FIELDS sorted, with
+    prev_hash (a hex string) second to last before request_id and seq (an integer) last, so the document is
+    a + prev_hash + b + str(seq) + c, byte for byte, each value rendered as canonical_json renders it."""
+    doc = event_document({**values, "prev_hash": "", "seq": 0})
+    keys = sorted(doc)
+    assert keys[-3:] == ["prev_hash", "request_id", "seq"], keys
+
+    def pair(key: str) -> str:
+        return f"{canonical_json(key)}:{canonical_json(doc[key])}"
+
+    a = "{" + "".join(pair(k) + "," for k in keys[:-3]) + '"prev_hash":"'
+    b = '",' + pair("request_id") + ',"seq":'
+    return a.encode(), b.encode(), b"}"
 
 
 def _plain(value: Any) -> bool:
@@ -168,15 +217,50 @@ _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"
 
 
 _EVENT = AuditEvent.__table__
-_APPEND = insert(_EVENT).values({c: bindparam(c) for c in (*HASHED_FIELDS, "hash")})
-# PostgreSQL: the event's INSERT runs in the head's UPDATE (a data-modifying WITH runs once, to completion)
-_APPEND_AND_MOVE_HEAD = _MOVE_HEAD.add_cte(_APPEND.cte("appended"))
+
+
+def _append_one() -> Update:
+    """PostgreSQL's one statement for `_append_one_in_postgresql`: WITH head (the head row, locked: FOR UPDATE
+    waits for the previous writer's commit and reads the head it left), appended (the event, chained to that
+    head: seq + 1, prev_hash, and encode(sha256(a || prev_hash || b || seq || c), 'hex'), the hex digest
+    `event_hash` computes) UPDATE the head to the appended event. A data-modifying WITH runs once, to completion."""
+    head = select(_HEAD.c.seq, _HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update().cte("head")
+    seq = head.c.seq + 1
+    utf8 = literal_column("'UTF8'")
+
+    def raw(name: str) -> Any:
+        return bindparam(name, type_=LargeBinary)
+
+    digest = func.encode(func.sha256(
+        raw("doc_a").op("||")(func.convert_to(head.c.last_hash, utf8)).op("||")(raw("doc_b"))
+        .op("||")(func.convert_to(cast(seq, Text), utf8)).op("||")(raw("doc_c"))), literal_column("'hex'"))
+    given = [name for name in HASHED_FIELDS if name not in ("seq", "prev_hash")]
+    appended = insert(_EVENT).from_select(
+        ["seq", *given, "prev_hash", "hash"],
+        select(seq, *[bindparam(name, type_=_EVENT.c[name].type) for name in given], head.c.last_hash, digest),
+    ).returning(_EVENT.c.seq, _EVENT.c.prev_hash, _EVENT.c.hash).cte("appended")
+    # scalar subqueries, not UPDATE ... FROM appended: the head row is matched by its id alone, so that when a
+    # concurrent writer moved it after this statement's snapshot PostgreSQL follows the row to the version the
+    # FOR UPDATE locked (a join condition would be tested on the older version first)
+    return (update(_HEAD).where(_HEAD.c.id == 1)
+            .values(seq=select(appended.c.seq).scalar_subquery(), last_hash=select(appended.c.hash).scalar_subquery())
+            .returning(_HEAD.c.seq, select(appended.c.prev_hash).scalar_subquery(), _HEAD.c.last_hash))
+
+
+_APPEND_ONE = _append_one()
 
 
 def _lock_head(session: Session) -> tuple[int, str]:
     """Lock the chain head (a row lock on PostgreSQL, the write lock on SQLite) and read it."""
     row = session.execute(_LOCK_HEAD).first()
     if row is None:
-        session.execute(insert(AuditHead).values(id=1, seq=0, last_hash=GENESIS))
-        return 0, GENESIS
+        _create_head(session)
+        row = session.execute(_LOCK_HEAD).one()
     return int(row[0]), row[1]
+
+
+def _create_head(session: Session) -> None:
+    """The chain's head row, on a new database: once, whichever of several first writers comes first (the
+    others' INSERT does nothing: on PostgreSQL it waits for the first one's commit; SQLite's write lock)."""
+    session.execute(dialects.insert_ignoring_conflict(session, AuditHead.__table__, {"id": 1, "seq": 0,
+                                                                                     "last_hash": GENESIS}))
