@@ -17,13 +17,25 @@ gauges leave the merged view (its counters and histograms stay counted, as Prome
 from __future__ import annotations
 
 import os
+import sys
 
 from prometheus_client import multiprocess
 
 THREADS = 4
+# How soon a thread back from PostgreSQL gets the GIL while another thread of its worker runs Python (renders a
+# page): CPython makes it wait up to the switch interval, 5 ms by default, per turn of each running thread. A
+# decision waits so for every answer from PostgreSQL, and one thread's wait while it holds the audit chain's head
+# (attest/trail/chain.py) is every other decision's: the load benchmark saw 1.4 backends queued on that lock.
+# At 1 ms a DB round trip with two busy threads beside it took 0.4-2.6 ms on average instead of 10-12 ms
+# (a loaded 2-core machine), for a few hundred more thread switches a second.
+SWITCH_INTERVAL = 0.001
 
 worker_class = "gthread"
 threads = THREADS
+
+
+def post_worker_init(worker) -> None:  # gunicorn's server hook, in each worker once it is ready
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def child_exit(server, worker) -> None:  # gunicorn's server hook

@@ -82,3 +82,26 @@ def test_one_worker_serves_a_second_request_while_the_first_waits(tmp_path: Path
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_worker_hands_the_gil_over_within_a_millisecond(tmp_path: Path):
+    """A worker's threads take turns on the GIL every SWITCH_INTERVAL (1 ms), not CPython's 5 ms: a thread back
+    from PostgreSQL (perhaps holding the audit chain's head) waits less behind one rendering a page."""
+    (tmp_path / "interval_app.py").write_text(
+        "import sys\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [repr(sys.getswitchinterval()).encode()]\n")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
+         "--config", "python:attest.gunicorn_conf", "--chdir", str(tmp_path), "interval_app:app"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_listening(port, proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:  # noqa: S310 - loopback
+            assert float(r.read().decode()) == gunicorn_conf.SWITCH_INTERVAL == 0.001
+        assert sys.getswitchinterval() == 0.005  # this process (the arbiter's parent) is not changed
+    finally:
+        proc.terminate()
+        proc.wait(30)
