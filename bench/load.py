@@ -1132,19 +1132,23 @@ a request waits behind many others. What one request costs, independent of the l
 bench/results/request_cost.md (SQL statements, the app's CPU, bytes). Compare the modes with each other and with
 the load average, not with a production machine.
 
-**Where the time goes** (the profile above, and `python -m bench request_cost`). A decision is 10 SQL statements
-(was 15: the first decision on an undecided item is one conditional UPDATE ... RETURNING, the counts and the
-sign-off one statement, the user and their session one read) and about 12-14 ms of the app's CPU on a quiet
-machine; an inbox page is 10 statements, ~130 KB (was ~210 KB: one form a row, the reassign form fetched when
-opened, no CSRF token in htmx rows) and about 15-20 ms, half of it Jinja's render of 50 rows, then the row
-notes and the reviewer's campaign counts. psycopg waiting for PostgreSQL is a third of a worker's wall time,
-which the threads overlap. The first page after each SSO sign-in queues behind the 50 sign-ins that all start
-at the same second (the callback waits for the mock IdP's token endpoint, on the same 2 cores): that storm is
-most of GET /reviews' p95 in the 1 s pause mode, whose first pages are few (the next pages are fetched by htmx).
+**Where the time goes** (the per-mode CPU and PostgreSQL lines above, the profile, and `python -m bench
+request_cost`). Until 2026-12-07 the queue was the audit chain's head: every audited write locks that one row until
+its commit, and the sampling of PostgreSQL's backends found, of 1.8 active with no pause, 1.4 waiting for it (the
+web workers used 0.6 of the 2 cores: they were waiting, not working). The holder made two round trips to its web
+worker while holding it, and each waited up to 5 ms for the GIL beside threads rendering pages. Now one
+statement locks the head, inserts the event (its hash computed by PostgreSQL from bytes the writer prepared, and
+checked by the writer) and moves the head, and the workers hand the GIL over every 1 ms: in 60 s runs on the same
+busy machine, 0.16 backends waited for the head instead of 1.2 and decisions/s went from 49.7 to 63.4. What is
+left is CPU: a decision is 10 SQL statements and ~7 ms of the app's CPU on PostgreSQL (bench/results/
+request_cost.md); an inbox page is 10 statements, ~130 KB, half of its CPU Jinja's render of 50 rows. The first
+page after each SSO sign-in queues behind the 50 sign-ins that all start at the same second: the columns "once
+all signed in" leave that storm out.
 
 **Done for issue 19 part 6.** gunicorn's gthread worker, 4 threads a worker (attest/gunicorn_conf.py: a worker
-serves other requests while one waits on PostgreSQL); the scheduler takeover within the lease (a 60 s lease
-renewed every 15 s, a takeover watch every 5 s in each scheduler, so a standby takes over within 65 s of the
+serves other requests while one waits on PostgreSQL) handing the GIL over every 1 ms; the audit chain's head held
+for one statement and the commit; the scheduler takeover at the lapse of the lease (a 60 s lease renewed every
+15 s; each scheduler looks every 5 s and once more at the moment a lease it saw lapses: within the lease of the
 holder's last heartbeat; was up to 180 s); `attest audit verify` on a live system; the decision request from 15 to
 10 statements and about half the CPU; rows a third lighter; the benchmark's 3 open campaigns, so that 50
 reviewers with no pause do not run out of items (with one, they did, and decisions/s measured the campaign).
@@ -1155,12 +1159,15 @@ reviewers with no pause do not run out of items (with one, they did, and decisio
    CPU is the limit; then PostgreSQL on its own host (and a connection pooler such as PgBouncer once workers x
    threads x hosts nears max_connections). Here the load generator, the IdP, the sandbox, PostgreSQL and both
    schedulers take the same 2 cores as the web workers.
-2. The inbox page's render: about 115 us of Jinja a row; building the decision cell in Python once per page, or a
-   first page of 25 rows with the rest loaded by htmx as the reviewer scrolls (hx-trigger="revealed"), would
-   halve it. The menu's two queries (has_reports, standing_in_for) run inside the render on every full page.
-3. One database connection a request: today a request checks a connection out up to 3 times (the user's read,
+2. The audit chain's head bounds audited writes at one commit at a time: about 1 / (the commit's WAL flush + one
+   statement), some 150-300 a second with this machine's 3-6 ms flushes, far more on a server's NVMe. Beyond
+   that, events would be chained after their commit by one sealer (inserted unchained, chained in order within
+   a second), a change to the trail's format.
+3. The inbox page's render: a first page of 25 rows with the rest loaded by htmx as the reviewer scrolls
+   (hx-trigger="revealed") would halve it.
+4. One database connection a request: today a request checks a connection out up to 3 times (the user's read,
    the write transaction, the answer's reads), each with the pool's pre-ping round trip.
-4. Bulk decisions are far cheaper per item than single ones (one statement set for up to thousands of items):
+5. Bulk decisions are far cheaper per item than single ones (one statement set for up to thousands of items):
    "Approve N matching" with filters is what a reviewer with hundreds of items should be steered to.
 """
 
