@@ -118,6 +118,29 @@ def load_avg() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def server_times(stack: Stack, since: datetime, until: datetime) -> dict[str, dict]:
+    """The app's own time per route (the `attest.request` log line's duration_ms: from the request reaching Flask
+    to its answer, in the web workers' log) for requests logged between `since` and `until`: beside the client's
+    figures it tells the app's time from the queueing before it (gunicorn, the GIL) and the load generator's own."""
+    durations: dict[str, list[float]] = defaultdict(list)
+    try:
+        lines = (stack.tmp / "web.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        if not line.startswith("{") or '"attest.request"' not in line:
+            continue
+        try:
+            r = json.loads(line)
+            at = datetime.fromisoformat(r["time"])
+        except (ValueError, KeyError):
+            continue
+        if since <= at <= until and r.get("duration_ms") is not None:
+            durations[r.get("route") or "?"].append(float(r["duration_ms"]))
+    return {route: {"n": len(v), "p50": round(pct(v, .5)), "p95": round(pct(v, .95))}
+            for route, v in sorted(durations.items(), key=lambda kv: -len(kv[1]))}
+
+
 def cpu_ticks() -> dict[int, tuple[int, str, int]]:
     """Every process's (parent pid, name, CPU ticks used: user + system) from /proc."""
     out = {}
@@ -452,6 +475,7 @@ class Recorder:
         self.bulk_requests = 0
         self.signed_in = 0
         self.resent = 0  # requests sent again after the server closed their kept-alive connection
+        self.lags: list[float] = []  # the event loop's lateness (loop_lag)
         self.start = self.end = 0.0
         # the steady state: the requests that started once every reviewer had signed in and seen a first page
         # (the 50 sign-ins all start in the same second, and the first pages queue behind them)
@@ -623,9 +647,20 @@ async def drive(stack: Stack, emails: list[str], campaign_ids: list[int], durati
     tasks = [reviewer(rec, email, campaign_ids, stop_at, pause, i) for i, email in enumerate(emails)]
     if with_admin:
         tasks.append(admin(rec, stack, duration, events))
+    lag = asyncio.create_task(loop_lag(rec, stop_at))
     await asyncio.gather(*tasks)
+    await lag
     rec.end = time.monotonic()
     return rec
+
+
+async def loop_lag(rec: Recorder, stop_at: float, every: float = 0.05) -> None:
+    """How late the load generator's own event loop wakes (a 50 ms sleep's overshoot): every client-side
+    latency includes it, so it bounds what the generator adds to them (its CPU, and the machine's run queue)."""
+    while time.monotonic() < stop_at:
+        t0 = time.perf_counter()
+        await asyncio.sleep(every)
+        rec.lags.append(time.perf_counter() - t0 - every)
 
 
 # --- what PostgreSQL's backends wait on -------------------------------------------------------------------
@@ -888,6 +923,8 @@ def summarize(rec: Recorder) -> dict:
         "bulk_requests": rec.bulk_requests, "decisions_per_s": round((singles + rec.bulk_items) / seconds, 1),
         "single_decisions_per_s": round(singles / seconds, 1), "statuses": dict(statuses),
         "errors": rec.errors[:10], "error_count": len(rec.errors), "resent": rec.resent,
+        "loop_lag_ms": {"p50": round(pct(rec.lags, .5) * 1000, 1), "p95": round(pct(rec.lags, .95) * 1000, 1),
+                        "max": round(max(rec.lags) * 1000, 1)} if rec.lags else None,
         "routes": {route: {"n": len(v), "p50": round(pct(v, .5) * 1000), "p95": round(pct(v, .95) * 1000),
                            "p99": round(pct(v, .99) * 1000), "max": round(max(v) * 1000),
                            "statuses": dict(sorted(Counter(rec.statuses[route]).items())),
@@ -937,7 +974,7 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
                         ev["kill_error"] = str(exc)
                 killer = threading.Thread(target=kill_later, daemon=True)
                 killer.start()
-            load_start, ticks = load_avg(), cpu_ticks()
+            load_start, ticks, mode_from = load_avg(), cpu_ticks(), datetime.now(UTC)
             waits = PgWaits(stack.url)
             waits.start()
             rec = asyncio.run(drive(stack, emails, campaign_ids, duration, pause, first, events))
@@ -949,6 +986,7 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
             out["modes"][mode] = {**summarize(rec), "campaign_items": sum(items[e] for e in emails),
                                   "reviewers_with_items": len(items), "reviewers": len(emails), "events": events,
                                   "load_at_start": load_start, "load_at_end": load_avg(), "cores": cores,
+                                  "server": server_times(stack, mode_from, datetime.now(UTC)),
                                   "pg_waits": pg_waits}
             log(f"mode {mode}: {json.dumps({k: v for k, v in out['modes'][mode].items() if k != 'routes'})}")
         # the takeover: wait (bounded) until the standby holds every lease the killed scheduler had
@@ -1053,6 +1091,16 @@ def report(r: dict) -> str:
             sts = ", ".join(f"{k}: {n}" for k, n in v["statuses"].items())
             after = (f"{v['steady_n']:,} | {v['steady_p50']} | {v['steady_p95']}" if "steady_n" in v else "0 | | ")
             lines.append(f"| {route} | {v['n']:,} | {v['p50']} | {v['p95']} | {v['p99']} | {v['max']} | {sts} | {after} |")
+        if m.get("server"):
+            lines.append("\nThe app's own time per route (the web workers' request log: from the request reaching Flask to "
+                         "its answer; the client's time above adds gunicorn's queue, the GIL and the load generator): "
+                         + "; ".join(f"{k} {v['n']:,} requests, p50 {v['p50']} ms, p95 {v['p95']} ms"
+                                     for k, v in list(m["server"].items())[:6]) + ".")
+        if m.get("loop_lag_ms"):
+            g = m["loop_lag_ms"]
+            lines.append(f"\nThe load generator's event loop woke late by p50 {g['p50']} ms, p95 {g['p95']} ms, max "
+                         f"{g['max']} ms (a 50 ms sleep's overshoot): that much of each client-side figure is the "
+                         "generator's own wait, not the server's.")
         if m.get("cores"):
             lines.append(f"\nCPU used during this mode, in cores on average (of {os.cpu_count()}; from /proc): "
                          + ", ".join(f"{k} {v}" for k, v in m["cores"].items()) + f"; total {sum(m['cores'].values()):.2f}.")
