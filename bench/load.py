@@ -416,6 +416,28 @@ class Recorder:
         self.statuses[route][status] += 1
 
 
+_SSL_CONTEXT = None
+# below gunicorn's keepalive (2 s): a connection the server is about to close is not reused (httpx would send
+# on it and fail with "Server disconnected without sending a response"; a browser retries such a request)
+KEEPALIVE_EXPIRY = 1.0
+
+
+def browser():
+    """One simulated browser: its own cookie jar and connections. The TLS context is built once for all of
+    them: httpx builds one per client otherwise (loading the CA bundle: 80 ms of CPU each on this machine at
+    load ~9), which blocked the event loop for seconds when 50 reviewers started together and was counted in
+    their first request (GET /login)."""
+    import ssl
+
+    import httpx
+
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = ssl.create_default_context()
+    return httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False, verify=_SSL_CONTEXT,
+                             limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
+
+
 async def request(client, rec: Recorder, method: str, url: str, *, follow: bool = True, **kw):
     """One request, each redirect hop timed as its own request (a browser makes them one by one)."""
     import httpx
@@ -455,13 +477,12 @@ async def reviewer(rec: Recorder, email: str, campaign_ids: list[int], stop_at: 
     """One reviewer: signs in, then works through the inbox of each campaign in turn (page after page,
     then from the first page again); moves on when a whole pass through the current one showed nothing
     undecided."""
-    import httpx
 
     rnd = random.Random(seed)
     todo = list(campaign_ids)
     campaign_id = todo.pop(0)
     inbox = f"{rec.web}/reviews?campaign={campaign_id}"
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False) as client:
+    async with browser() as client:
         try:
             await sign_in(client, rec, email)
             page = await request(client, rec, "GET", inbox)
@@ -522,7 +543,6 @@ async def reviewer(rec: Recorder, email: str, campaign_ids: list[int], stop_at: 
 async def admin(rec: Recorder, stack: Stack, duration: float, events: dict) -> None:
     """The admin: asks for a sync of the demo Okta ("Sync now", a scheduler runs it) a quarter in, and
     launches the monthly privileged owner review from the web 40% in."""
-    import httpx
     from sqlalchemy import select
 
     from attest.entitlements.models import Source
@@ -532,7 +552,7 @@ async def admin(rec: Recorder, stack: Stack, duration: float, events: dict) -> N
         okta_id = s.scalar(select(Source.id).where(Source.name == "okta"))
         definition_id = s.scalar(select(CampaignDefinition.id).where(
             CampaignDefinition.name == stack._definition_name("monthly-privileged-owner-review.yaml")))
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False) as client:
+    async with browser() as client:
         try:
             page = await sign_in(client, rec, "admin@demo.example")
             csrf = CSRF.search(page.text).group(1)
