@@ -41,6 +41,7 @@ from attest.db import utcnow
 from attest.entitlements.models import Identity, PersonStatus
 from attest.entitlements.queries import person_by_email
 from attest.trail.chain import record as audit
+from attest.trail.chain import record_many as audit_many
 
 log = logging.getLogger("attest.auth.oidc")
 
@@ -386,9 +387,16 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
 
     A refusal after the user is known (no identity, deactivated, terminated) still keeps the user row
     (so an administrator sees who tried and can link them) and audits `login.failed`.
+
+    The sign-in's audit events are written together, last (`_Events.write`): the audit chain's head is a
+    row lock every audited write waits for, so it is taken only once the user's changes are flushed and
+    held only for the events' INSERT and the head's UPDATE until the caller commits. With the events
+    written one by one, a first sign-in held the head across its identity lookup and flushes, and every
+    sign-in across the flush of its own user row; 50 reviewers signing in at once queue on the head.
     """
     provider = settings.oidc_provider_name
     now = utcnow()
+    events = _Events()
     user = session.scalar(select(User).where(User.oidc_subject == profile.subject))
     if user is None and not profile.email_verified:
         error = SsoError(
@@ -423,17 +431,17 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
                     oidc_subject=profile.subject)
         session.add(user)
         session.flush()
-        audit(session, actor=profile.email, action="user.create", object_type="user", object_id=str(user.id),
-              after={"email": profile.email, "method": "oidc", "subject": profile.subject})
+        events.add(actor=profile.email, action="user.create", object_type="user", object_id=str(user.id),
+                   after={"email": profile.email, "method": "oidc", "subject": profile.subject})
     else:
         if user.oidc_subject is None:
             user.oidc_subject = profile.subject
-            audit(session, actor=profile.email, action="user.link_sso", object_type="user", object_id=str(user.id),
-                  after={"subject": profile.subject})
+            events.add(actor=profile.email, action="user.link_sso", object_type="user", object_id=str(user.id),
+                       after={"subject": profile.subject})
         if profile.email_verified and user.email != profile.email and not session.scalar(
                 select(User.id).where(func.lower(User.email) == profile.email, User.id != user.id)):
-            audit(session, actor=profile.email, action="user.email", object_type="user", object_id=str(user.id),
-                  before={"email": user.email}, after={"email": profile.email})
+            events.add(actor=profile.email, action="user.email", object_type="user", object_id=str(user.id),
+                       before={"email": user.email}, after={"email": profile.email})
             user.email = profile.email
         if profile.name:
             user.display_name = profile.name
@@ -442,21 +450,21 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
     after_roles = sorted(profile.roles)
     if before_roles != after_roles:
         user.idp_roles = after_roles
-        audit(session, actor=f"idp:{provider}", action="user.roles", object_type="user", object_id=str(user.id),
-              before={"idp_roles": before_roles}, after={"idp_roles": after_roles, "groups": list(profile.groups)})
+        events.add(actor=f"idp:{provider}", action="user.roles", object_type="user", object_id=str(user.id),
+                   before={"idp_roles": before_roles},
+                   after={"idp_roles": after_roles, "groups": list(profile.groups)})
 
     identity = session.get(Identity, user.identity_id) if user.identity_id else None
     if identity is None or identity.ended_at is not None:
         found = find_identity(session, settings, profile.link_value)
         if found is not None and found.id != user.identity_id:
-            audit(session, actor=f"idp:{provider}", action="user.link", object_type="user", object_id=str(user.id),
-                  before={"identity_id": user.identity_id},
-                  after={"identity_id": found.id, "by": settings.oidc_link_claim, "value": profile.link_value})
+            events.add(actor=f"idp:{provider}", action="user.link", object_type="user", object_id=str(user.id),
+                       before={"identity_id": user.identity_id},
+                       after={"identity_id": found.id, "by": settings.oidc_link_claim, "value": profile.link_value})
             user.identity_id = found.id
         identity = found
     if not profile.name and identity is not None and identity.display_name:
         user.display_name = identity.display_name  # the IdP sent no name: the directory's
-    session.flush()
 
     refusal: SsoError | None = None
     if not user.active:
@@ -472,20 +480,41 @@ def complete_sign_in(session: Session, settings: Settings, profile: SsoProfile) 
             "directory, so no reviews can be routed to you.",
             reason="no matching identity", status=403, actor=profile.email)
     if refusal is not None:
-        _audit_failure(session, refusal, user)
+        events.add(**_failure_event(refusal, user))
+        events.write(session)
         return SignInOutcome(user, refusal)
 
     user.last_login_at = now
-    audit(session, actor=profile.email, action="login.success", object_type="user", object_id=str(user.id),
-          after={"method": "oidc", "subject": profile.subject, "identity_id": user.identity_id,
-                 "roles": sorted(user.roles), "new_user": created})
+    events.add(actor=profile.email, action="login.success", object_type="user", object_id=str(user.id),
+               after={"method": "oidc", "subject": profile.subject, "identity_id": user.identity_id,
+                      "roles": sorted(user.roles), "new_user": created})
+    events.write(session)
     return SignInOutcome(user)
 
 
+class _Events:
+    """A sign-in's audit events, kept in order and written together by `write` (see complete_sign_in)."""
+
+    def __init__(self) -> None:
+        self.pending: list[dict[str, Any]] = []
+
+    def add(self, **event: Any) -> None:
+        self.pending.append(event)
+
+    def write(self, session: Session) -> None:
+        session.flush()  # the user's own changes first, outside the chain's lock
+        audit_many(session, self.pending)
+        self.pending = []
+
+
+def _failure_event(error: SsoError, user: User | None = None) -> dict[str, Any]:
+    return {"actor": error.actor or "anonymous", "action": "login.failed", "object_type": "user",
+            "object_id": str(user.id) if user is not None and user.id else None,
+            "after": {"method": "oidc", "reason": error.reason}}
+
+
 def _audit_failure(session: Session, error: SsoError, user: User | None = None) -> None:
-    audit(session, actor=error.actor or "anonymous", action="login.failed", object_type="user",
-          object_id=str(user.id) if user is not None and user.id else None,
-          after={"method": "oidc", "reason": error.reason})
+    audit(session, **_failure_event(error, user))
 
 
 def audit_failure(session: Session, error: SsoError) -> None:

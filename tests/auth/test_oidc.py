@@ -439,3 +439,37 @@ def test_roles_claim_forms_and_mapping(settings):
         profile_from_claims(settings, {"sub": "3"})
     with pytest.raises(SsoError, match="not verified"):
         profile_from_claims(settings, {"sub": "4", "email": "a@b.example", "email_verified": "false"})
+
+
+def test_a_sign_in_holds_the_audit_chain_only_for_its_events(sso_settings, connection, session, ada):
+    """Every audited write waits for the chain's head (a row lock): a sign-in takes it last, after its own
+    user row is written, and writes its events in one statement, so 50 reviewers signing in at once queue on
+    it as briefly as possible. The events are the same, in the same order, and the chain verifies."""
+    from sqlalchemy import event
+
+    from attest.audit.log import verify_chain
+    from attest.auth.oidc import SsoProfile, complete_sign_in
+    from attest.trail.chain import record
+
+    record(session, actor="admin@acme.example", action="source.create")  # the chain has a head already
+    session.commit()
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()).lower())
+
+    profile = SsoProfile(subject="okta|ada", email=ADA, name="Ada Lovelace", link_value=ADA,
+                         groups=("attest-auditors",), roles=("auditor",), email_verified=True)
+    event.listen(connection, "before_cursor_execute", seen)
+    try:
+        outcome = complete_sign_in(session, sso_settings, profile)
+    finally:
+        event.remove(connection, "before_cursor_execute", seen)
+    session.commit()
+    assert outcome.refused is None and outcome.user.identity_id == ada.id
+    lock = next(i for i, sql in enumerate(statements) if sql.startswith("update audit_head"))
+    held = [sql.split(" (")[0].split(" set ")[0] for sql in statements[lock + 1:] if not sql.startswith("savepoint")]
+    assert held == ["insert into audit_event", "update audit_head"]  # nothing else while the head is held
+    assert any(sql.startswith("insert into app_user") for sql in statements[:lock])
+    assert [e.action for e in events(session)][1:] == ["user.create", "user.roles", "user.link", "login.success"]
+    assert verify_chain(session) is None
