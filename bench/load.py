@@ -22,6 +22,7 @@ gunicorn worker with cProfile (a gunicorn config written for the bench only; the
     python -m bench.load                          # 50 reviewers, 180 s per mode: writes bench/results/load.md
     python -m bench.load --duration 20 --reviewers 5 --takeover-wait 0 --no-write
     python -m bench load --duration 20            # through bench/__main__.py
+    python -m bench.load --signin-storm 3         # only 50 SSO sign-ins at once (landing on the inbox), 3 rounds
 """
 
 from __future__ import annotations
@@ -495,6 +496,28 @@ class Recorder:
             self.steady_from = time.monotonic()
 
 
+_SSL_CONTEXT = None
+# below gunicorn's keepalive (2 s): a connection the server is about to close is not reused (httpx would send
+# on it and fail with "Server disconnected without sending a response"; a browser retries such a request)
+KEEPALIVE_EXPIRY = 1.0
+
+
+def browser():
+    """One simulated browser: its own cookie jar and connections. The TLS context is built once for all of
+    them: httpx builds one per client otherwise (loading the CA bundle: 80 ms of CPU each on this machine at
+    load ~9), which blocked the event loop for seconds when 50 reviewers started together and was counted in
+    their first request (GET /login)."""
+    import ssl
+
+    import httpx
+
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = ssl.create_default_context()
+    return httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False, verify=_SSL_CONTEXT,
+                             limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
+
+
 async def request(client, rec: Recorder, method: str, url: str, *, follow: bool = True, **kw):
     """One request, each redirect hop timed as its own request (a browser makes them one by one)."""
     import httpx
@@ -541,13 +564,12 @@ async def reviewer(rec: Recorder, email: str, campaign_ids: list[int], stop_at: 
     """One reviewer: signs in, then works through the inbox of each campaign in turn (page after page,
     then from the first page again); moves on when a whole pass through the current one showed nothing
     undecided."""
-    import httpx
 
     rnd = random.Random(seed)
     todo = list(campaign_ids)
     campaign_id = todo.pop(0)
     inbox = f"{rec.web}/reviews?campaign={campaign_id}"
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False) as client:
+    async with browser() as client:
         try:
             await sign_in(client, rec, email)
             page = await request(client, rec, "GET", inbox)
@@ -609,7 +631,6 @@ async def reviewer(rec: Recorder, email: str, campaign_ids: list[int], stop_at: 
 async def admin(rec: Recorder, stack: Stack, duration: float, events: dict) -> None:
     """The admin: asks for a sync of the demo Okta ("Sync now", a scheduler runs it) a quarter in, and
     launches the monthly privileged owner review from the web 40% in."""
-    import httpx
     from sqlalchemy import select
 
     from attest.entitlements.models import Source
@@ -619,7 +640,7 @@ async def admin(rec: Recorder, stack: Stack, duration: float, events: dict) -> N
         okta_id = s.scalar(select(Source.id).where(Source.name == "okta"))
         definition_id = s.scalar(select(CampaignDefinition.id).where(
             CampaignDefinition.name == stack._definition_name("monthly-privileged-owner-review.yaml")))
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False) as client:
+    async with browser() as client:
         try:
             page = await sign_in(client, rec, "admin@demo.example")
             csrf = CSRF.search(page.text).group(1)
@@ -705,6 +726,64 @@ class PgWaits(threading.Thread):
         n = max(self.samples, 1)
         return {"samples": self.samples, "active": round(sum(self.waits.values()) / n, 2),
                 "waits": {k: round(v / n, 2) for k, v in self.waits.most_common(8)}}
+
+
+# --- the sign-in storm ---------------------------------------------------------------------------------
+
+SIGNIN_HOPS = ("GET /login", "GET /login/oidc", "IdP GET /oauth2/authorize", "IdP POST /oauth2/authorize",
+               "GET /login/oidc/callback", "GET /reviews", "sign-in + inbox")
+
+
+async def signin_storm(stack: Stack, emails: list[str]) -> Recorder:
+    """Every reviewer signs in through SSO at the same moment, and nothing else: the start of a mode on its own.
+    The sign-in lands on the reviewer's inbox (GET /reviews, its first page). Each hop is timed as `request`
+    times it; "sign-in + inbox" is the whole of it per reviewer."""
+    rec = Recorder(stack.web)
+
+    async def one(email: str) -> None:
+        async with browser() as client:
+            try:
+                t0 = time.perf_counter()
+                await sign_in(client, rec, email)
+                rec.samples["sign-in + inbox"].append(time.perf_counter() - t0)
+            except Exception as exc:  # recorded; the others go on
+                rec.errors.append(f"{email}: {type(exc).__name__}: {exc}")
+
+    rec.start = time.monotonic()
+    await asyncio.gather(*(one(email) for email in emails))
+    rec.end = time.monotonic()
+    return rec
+
+
+def run_signin_storm(reviewers: int, rounds: int) -> str:
+    """`python -m bench.load --signin-storm ROUNDS`: the database, the sandbox and the web workers (no
+    schedulers), the demo org synced, then ROUNDS storms of `--reviewers` SSO sign-ins at once (in the first
+    their users are made; later ones sign in again from new browsers). Per hop p50/p95 (client side, ms) per
+    round, with the load average before it: the machine is shared, compare medians of several rounds."""
+    stack = Stack()
+    lines = []
+    try:
+        stack.up()
+        stack.seed()
+        _, items = stack.launch_fresh(reviewers, copies=1)
+        emails = list(items)[:reviewers]
+        stack.start_web()
+        asyncio.run(signin_storm(stack, ["admin@demo.example", "auditor@demo.example"]))  # warm-up, not counted
+        for n in range(1, rounds + 1):
+            load = load_avg()
+            rec = asyncio.run(signin_storm(stack, emails))
+            header = f"round {n}: {rec.signed_in}/{len(emails)} signed in, {rec.end - rec.start:.1f} s, load before {load}"
+            log(header)
+            lines.append(header)
+            for route in SIGNIN_HOPS:
+                values = rec.samples.get(route, [])
+                lines.append(f"  {route:28s} p50 {pct(values, .5) * 1000:6.0f}  p95 {pct(values, .95) * 1000:6.0f}"
+                             f"  n {len(values)}")
+            if rec.errors:
+                lines.append(f"  {len(rec.errors)} errors, first: " + "; ".join(rec.errors[:3]))
+    finally:
+        stack.down()
+    return "\n".join(lines)
 
 
 # --- the scheduler kill and the job records -------------------------------------------------------------
@@ -1274,6 +1353,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
     parser.add_argument("--report-only", metavar="JSON",
                         help="write results/load.md again from a run's saved figures (/tmp/attest-bench-load.json)")
+    parser.add_argument("--signin-storm", type=int, metavar="ROUNDS",
+                        help="only the sign-ins: --reviewers SSO sign-ins at once (each lands on its inbox), "
+                             "ROUNDS times, on the working tree; prints per-hop p50/p95")
     parser.add_argument("--serve-sandbox", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -1282,6 +1364,8 @@ if __name__ == "__main__":
     ns = parse(sys.argv[1:])
     if ns.serve_sandbox:
         serve_sandbox(json.loads(ns.serve_sandbox))
+    elif ns.signin_storm:
+        print(run_signin_storm(ns.reviewers, ns.signin_storm))
     else:
         text = run(Path(__file__).parent / "results" / "load.md", sys.argv[1:])
         if text:

@@ -18,10 +18,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import httpx
 from joserfc import jwt
@@ -139,3 +143,78 @@ class Flow:
 
     def query(self, url: str | None = None) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(urlsplit(url or self.authorize_url).query).items()}
+
+
+@dataclass
+class KeepAliveServer:
+    url: str
+    open_connections: list[Any] = field(default_factory=list)
+
+    def drop_connections(self) -> None:
+        """Close every kept-alive connection from the server's side (an IdP's idle time-out)."""
+        for sock in list(self.open_connections):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextmanager
+def serve_keep_alive(app: Callable[..., Any]) -> Iterator[KeepAliveServer]:
+    """Serve a WSGI app on loopback with HTTP/1.1 keep-alive, as real IdPs answer (Werkzeug's server, which
+    the sandbox uses, closes every connection)."""
+    served = KeepAliveServer("")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            served.open_connections.append(self.connection)
+
+        def finish(self) -> None:
+            served.open_connections.remove(self.connection)
+            super().finish()
+
+        def _serve(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path, _, query = self.path.partition("?")
+            environ = {
+                "REQUEST_METHOD": self.command, "PATH_INFO": unquote(path), "QUERY_STRING": query,
+                "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(self.server.server_address[1]),
+                "SERVER_PROTOCOL": self.protocol_version, "REMOTE_ADDR": self.client_address[0],
+                "REMOTE_PORT": self.client_address[1], "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.errors": io.StringIO(),
+                "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.multithread": True,
+                "wsgi.multiprocess": False, "wsgi.run_once": False,
+            }
+            for name, value in self.headers.items():
+                key = name.upper().replace("-", "_")
+                if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                    environ["HTTP_" + key] = value
+            answer: list[Any] = []
+            chunks = app(environ, lambda status, headers, exc_info=None: answer.extend((status, headers)))
+            data = b"".join(chunks)
+            code, _, reason = answer[0].partition(" ")
+            self.send_response_only(int(code), reason)
+            for name, value in answer[1]:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = _serve
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

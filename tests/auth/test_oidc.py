@@ -22,7 +22,7 @@ from attest.auth.oidc import SsoError, map_roles, profile_from_claims
 from attest.config import SettingsError, load_settings
 from attest.connectors.sandbox.server import serve_in_thread
 from attest.trail.models import AuditEvent
-from tests.auth.mock_idp import Flow, TokenForger
+from tests.auth.mock_idp import Flow, TokenForger, serve_keep_alive
 from tests.factories import login_as, make_identity, make_user
 
 ADA = "ada@acme.example"
@@ -439,3 +439,71 @@ def test_roles_claim_forms_and_mapping(settings):
         profile_from_claims(settings, {"sub": "3"})
     with pytest.raises(SsoError, match="not verified"):
         profile_from_claims(settings, {"sub": "4", "email": "a@b.example", "email_verified": "false"})
+
+
+def test_a_sign_in_holds_the_audit_chain_only_for_its_events(sso_settings, connection, session, ada):
+    """Every audited write waits for the chain's head (a row lock): a sign-in takes it last, after its own
+    user row is written, and writes its events in one statement, so 50 reviewers signing in at once queue on
+    it as briefly as possible. The events are the same, in the same order, and the chain verifies."""
+    from sqlalchemy import event
+
+    from attest.audit.log import verify_chain
+    from attest.auth.oidc import SsoProfile, complete_sign_in
+    from attest.trail.chain import record
+
+    record(session, actor="admin@acme.example", action="source.create")  # the chain has a head already
+    session.commit()
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()).lower())
+
+    profile = SsoProfile(subject="okta|ada", email=ADA, name="Ada Lovelace", link_value=ADA,
+                         groups=("attest-auditors",), roles=("auditor",), email_verified=True)
+    event.listen(connection, "before_cursor_execute", seen)
+    try:
+        outcome = complete_sign_in(session, sso_settings, profile)
+    finally:
+        event.remove(connection, "before_cursor_execute", seen)
+    session.commit()
+    assert outcome.refused is None and outcome.user.identity_id == ada.id
+    lock = next(i for i, sql in enumerate(statements) if sql.startswith("update audit_head"))
+    held = [sql.split(" (")[0].split(" set ")[0] for sql in statements[lock + 1:] if not sql.startswith("savepoint")]
+    assert held == ["insert into audit_event", "update audit_head"]  # nothing else while the head is held
+    assert any(sql.startswith("insert into app_user") for sql in statements[:lock])
+    assert [e.action for e in events(session)][1:] == ["user.create", "user.roles", "user.link", "login.success"]
+    assert verify_chain(session) is None
+
+
+def test_sign_ins_reuse_one_connection_to_the_idp(settings, factory, session, ada):
+    """Each back-channel call (discovery, token, JWKS, userinfo) used to open and close its own connection:
+    over https a TCP and TLS handshake, twice per sign-in. Against an IdP that keeps connections alive, as
+    real ones do, sign-ins one after another now share one connection; one the IdP closed is replaced, not
+    failed on; and every check still runs (the last sign-in is refused: its state was changed)."""
+    connections: list[tuple[str, int]] = []
+    forger = TokenForger(oidc_provider_mock.app(require_nonce=True))
+
+    def recording(environ, start_response):
+        if not environ["PATH_INFO"].startswith(("/oauth2/authorize", "/users/")):  # not the browser's
+            connections.append((environ["PATH_INFO"], environ["REMOTE_PORT"]))
+        return forger(environ, start_response)
+
+    with serve_keep_alive(recording) as server:
+        forger.url = server.url
+        app = _make_app(settings.replace(oidc_discovery_url=forger.discovery_url, oidc_client_id="attest-test",
+                                         oidc_client_secret="client-secret-1"), factory)
+        forger.set_user("ada", email=ADA, email_verified=True, name="Ada Lovelace")  # no groups: userinfo asked
+        for _ in range(2):
+            assert Flow(app.test_client(), forger).sign_in("ada").status_code == 302
+        first = {port for _, port in connections}
+        server.drop_connections()  # the IdP's idle time-out
+        assert Flow(app.test_client(), forger).sign_in("ada").status_code == 302
+        tampered = Flow(app.test_client(), forger)
+        tampered.start()
+        tampered.authorize("ada")
+        refused = tampered.callback(tampered.callback_url.replace("state=", "state=x"))
+        assert refused.status_code == 400
+    assert [path for path, _ in connections] == ["/.well-known/openid-configuration", "/oauth2/token", "/jwks",
+                                                 "/userinfo"] + ["/oauth2/token", "/userinfo"] * 2
+    assert len(first) == 1 and len({port for _, port in connections} - first) == 1
+    assert [e.action for e in events(session)].count("login.success") == 3

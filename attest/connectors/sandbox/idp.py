@@ -101,6 +101,35 @@ def demo_people(domain: str = "demo.example", managers: int = 3) -> list[tuple[s
     return people
 
 
+def _signing_key_loaded_once() -> None:
+    """Sign ID tokens with the provider's key loaded once, as a real IdP does.
+
+    oidc-provider-mock hands Authlib its private key as a JWK dict for every ID token
+    (`OpenIDCode.get_jwt_config`), and Authlib imports it again each time (`import_any_key`): RSA private key
+    validation, about 30 ms of CPU per token under the sandbox process's one GIL, so 50 sign-ins at once
+    queued behind each other at the token endpoint (about 400 ms a token request). The key, the algorithm, the
+    header (no kid, as before) and the claims are the mock's; only the import is kept, per key object
+    (each served app has its own storage and key)."""
+    from authlib import _joserfc_helpers
+    from flask import g
+    from oidc_provider_mock import _app as mock
+
+    if getattr(mock.OpenIDCode, "_attest_key_cache", False):
+        return
+    loaded: dict[int, tuple[Any, Any]] = {}  # id(storage.jwk) -> (that jwk, the imported key)
+    as_configured = mock.OpenIDCode.resolve_client_private_key  # the JWK dict of get_jwt_config
+
+    def resolve_client_private_key(self: Any, client: Any) -> Any:
+        jwk = g.oidc_provider_mock_storage.jwk
+        found = loaded.get(id(jwk))
+        if found is None or found[0] is not jwk:
+            found = loaded[id(jwk)] = (jwk, _joserfc_helpers.import_any_key(as_configured(self, client)))
+        return found[1]
+
+    mock.OpenIDCode.resolve_client_private_key = resolve_client_private_key
+    mock.OpenIDCode._attest_key_cache = True
+
+
 def create_app(demo: bool = False, require_nonce: bool = True, **options: Any) -> Any:
     """The oidc-provider-mock WSGI app with a self-contained sign-in page (no CDN) and, for the demo,
     the demo people. `options` go to `oidc_provider_mock.app` (e.g. `user_claims`)."""
@@ -108,6 +137,7 @@ def create_app(demo: bool = False, require_nonce: bool = True, **options: Any) -
     from jinja2 import ChoiceLoader, DictLoader
     from werkzeug.debug import DebuggedApplication
 
+    _signing_key_loaded_once()
     people = demo_people() if demo else []
     if people and "user_claims" not in options:
         options["user_claims"] = [oidc_provider_mock.User(sub=sub, claims=claims) for sub, claims in people]
