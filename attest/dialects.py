@@ -6,7 +6,8 @@ Every other module asks this one instead of testing the dialect's name itself:
 - **bulk load**: `copy_rows` (COPY on PostgreSQL, executemany on SQLite), `bulk_update`;
 - **dates in raw SQL**: `text_with_dates` binds every datetime parameter of a `text()` statement as
   `UTCDateTime`, the type the models use, so no date is converted by hand;
-- **lists of values**: `among` (`= ANY(array)` on PostgreSQL, `IN` on SQLite);
+- **lists of values**: `among` (`= ANY(array)` on PostgreSQL, `IN` on SQLite), `among_parameter` (the same for a
+  statement built once, its list given at execution);
 - **aggregates and JSON**: `aggregate_text` (string_agg / group_concat), `json_text`, `json_type`,
   `json_flag`, `active_access_key_older`, `c_collation`, `json_column_type`, `empty_json_array`,
   `iso_utc_text`, `epoch_seconds`, `utc_day`;
@@ -160,6 +161,15 @@ def among(bind: Bind, column: Any, values: Collection[Any]) -> Any:
     if is_postgresql(bind):
         return column == any_(bindparam(None, sorted(values), type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+def among_parameter(dialect: str, column: Any, key: str) -> Any:
+    """`among` for a statement built once (per dialect name) and run many times: `column` is among the list given
+    at execution as the parameter `key` (`= ANY(:key)` on PostgreSQL, an expanding `IN` on SQLite), so a page's
+    reads skip building their expressions and cache keys again on every request."""
+    if is_postgresql(dialect):
+        return column == any_(bindparam(key, type_=ARRAY(column.type)))
+    return column.in_(bindparam(key, expanding=True))
 
 
 # --- aggregates, JSON, text ---------------------------------------------------------------------------

@@ -55,3 +55,16 @@ def test_among_finds_the_rows_whose_value_is_in_a_list_in_one_statement_text(ses
             return str(select(Identity.id).where(dialects.among(session, Identity.id, ids))
                        .compile(bind=session.get_bind()))
         assert sql(set(range(3))) == sql(set(range(300)))
+
+
+def test_among_parameter_takes_its_list_at_execution_one_statement_for_every_list(session):
+    people = [make_identity(session, f"q{n}@acme.example") for n in range(3)]
+    session.flush()
+    stmt = select(Identity.id).where(dialects.among_parameter(dialects.name(session), Identity.id, "ids"))
+
+    def found(ids):
+        return sorted(session.scalars(stmt, {"ids": sorted(ids)}))
+
+    assert found({people[0].id, people[2].id, 987_654_321}) == [people[0].id, people[2].id]
+    assert found({people[1].id}) == [people[1].id]
+    assert found(set()) == []

@@ -15,15 +15,17 @@ Functions take the session first and never commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Integer, Select, and_, bindparam, exists, literal, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from attest.auth.models import User
-from attest.db import utcnow
+from attest.db import UTCDateTime, utcnow
 from attest.entitlements.models import Identity
 from attest.reviews import decisions, eligibility
 from attest.reviews.decisions import DecisionError, Forbidden, NotFound
@@ -65,6 +67,30 @@ def received(session: Session, delegate_id: int | None, now: datetime | None = N
     return list(session.scalars(select(Delegation).where(
         Delegation.delegate_id == delegate_id, eligibility.sql_delegation_active(now))
         .order_by(Delegation.starts_at, Delegation.id)))
+
+
+@functools.cache
+def _menu_statement() -> Select[Any]:
+    """The statement of `menu` for `:identity_id` at `:now`, built once."""
+    me, now = bindparam("identity_id", type_=Integer), bindparam("now", type_=UTCDateTime)
+    delegator = aliased(Identity)
+    one = select(literal(1).label("one")).subquery()
+    return (select(exists().where(Identity.manager_id == me, Identity.ended_at.is_(None)), Delegation, delegator)
+            .select_from(one)
+            .outerjoin(Delegation, and_(Delegation.delegate_id == me, eligibility.sql_delegation_active(now)))
+            .outerjoin(delegator, delegator.id == Delegation.delegator_id)
+            .order_by(Delegation.starts_at, Delegation.id))
+
+
+def menu(session: Session, identity_id: int | None, now: datetime | None = None
+         ) -> tuple[bool, list[tuple[Delegation, Identity | None]]]:
+    """What the menu and the inbox's side column ask of every page, in one statement: whether `identity_id` has
+    reports (anyone still in the directory whose manager they are: "My team"), and the delegations in force to them
+    (`received`), each with its delegator."""
+    if identity_id is None:
+        return False, []
+    rows = session.execute(_menu_statement(), {"identity_id": identity_id, "now": now or utcnow()}).all()
+    return bool(rows[0][0]), [(d, who) for _reports, d, who in rows if d is not None]
 
 
 def create(session: Session, user: User, delegate_id: int | None, starts_at: datetime, ends_at: datetime,

@@ -15,15 +15,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, literal_column, null, or_, select, union_all
+from sqlalchemy import Integer, Select, bindparam, literal_column, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from attest.connectors.timestamps import parse_timestamp
-from attest.dialects import among
+from attest.dialects import among_parameter
+from attest.dialects import name as dialect_name
 from attest.entitlements.models import Entitlement, Grant, Resource
 from attest.reviews.models import ReviewItem
 from attest.reviews.remediation_targets import ITEM_COLUMNS, Named, resource_ids, targets
@@ -50,6 +52,21 @@ class Facts(NamedTuple):
     resources: dict[int, Named]  # {resource id: name, attributes} of remediation_targets.resource_ids
 
 
+@functools.cache
+def _facts_statement(dialect: str, with_resources: bool) -> Any:
+    """The statement of `_facts`, built once per dialect and shape: its lists are the parameters `entitlements`,
+    `grants` and `resources`."""
+    kind = lambda n: literal_column(str(n), Integer).label("kind")  # noqa: E731 - 1 entitlement, 2 grant, 3 resource
+    reads = [select(kind(1), Entitlement.id, Entitlement.display_name, Entitlement.attributes)
+             .where(among_parameter(dialect, Entitlement.id, "entitlements")),
+             select(kind(2), Grant.id, null(), Grant.attributes)
+             .where(among_parameter(dialect, Grant.id, "grants"))]
+    if with_resources:
+        reads.append(select(kind(3), Resource.id, Resource.name, Resource.attributes)
+                     .where(among_parameter(dialect, Resource.id, "resources")))
+    return union_all(*reads)
+
+
 def _facts(session: Session, items: Sequence[ReviewItem], columns: Sequence[Mapping[str, Any]] = ()) -> Facts:
     """The items' entitlements and grants (and, given the items' ITEM_COLUMNS, the resources their revoke notes
     read), in one statement: a UNION ALL of reads by primary key (a join from the entitlements would walk every
@@ -57,16 +74,12 @@ def _facts(session: Session, items: Sequence[ReviewItem], columns: Sequence[Mapp
     out = Facts({}, ({}, {}), {})
     if not items:
         return out
-    kind = lambda n: literal_column(str(n), Integer).label("kind")  # noqa: E731 - 1 entitlement, 2 grant, 3 resource
-    reads = [select(kind(1), Entitlement.id, Entitlement.display_name, Entitlement.attributes)
-             .where(among(session, Entitlement.id, {i.entitlement_id for i in items})),
-             select(kind(2), Grant.id, null(), Grant.attributes)
-             .where(among(session, Grant.id, {i.grant_id for i in items}))]
-    if resources := resource_ids(columns):
-        reads.append(select(kind(3), Resource.id, Resource.name, Resource.attributes)
-                     .where(among(session, Resource.id, resources)))
+    resources = resource_ids(columns)
+    params = {"entitlements": sorted({i.entitlement_id for i in items}), "grants": sorted({i.grant_id for i in items})}
+    if resources:
+        params["resources"] = sorted(resources)
     grant_attrs, ent_attrs = out.attributes
-    for which, row_id, name, attrs in session.execute(union_all(*reads)):
+    for which, row_id, name, attrs in session.execute(_facts_statement(dialect_name(session), bool(resources)), params):
         if which == 1:
             ent_attrs[row_id] = attrs
             if name:
@@ -106,6 +119,21 @@ def labels(session: Session, items: Sequence[ReviewItem]) -> dict[int, str]:
     return use_and_labels(session, items)[1]
 
 
+@functools.cache
+def _same_access_statement(dialect: str, nameless: bool) -> Select[Any]:
+    """The lookup of `same_access`, built once per dialect and shape: a reviewer's items in a campaign among the
+    person names `names` (and, when `nameless`, those with none), accounts `accounts`, entitlements `entitlements`."""
+    person = among_parameter(dialect, ReviewItem.person_name, "names")
+    if nameless:
+        person = or_(person, ReviewItem.person_name.is_(None))
+    return (select(ReviewItem.id, ReviewItem.account_id, ReviewItem.entitlement_id, ReviewItem.decision)
+            .where(ReviewItem.reviewer_id == bindparam("reviewer_id", type_=Integer),
+                   ReviewItem.campaign_id == bindparam("campaign_id", type_=Integer), person,
+                   among_parameter(dialect, ReviewItem.account_id, "accounts"),
+                   among_parameter(dialect, ReviewItem.entitlement_id, "entitlements"))
+            .order_by(ReviewItem.id))
+
+
 def same_access(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, list[ReviewItem]], set[int]]:
     """One row per distinct access: the items of one reviewer that are the same access of the same account
     (the same entitlement reached through two groups, or directly and through a group) and stand alike
@@ -121,19 +149,16 @@ def same_access(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int
     # an account's items carry one person name (launch freezes it per account), so the reviewer's index range of
     # those names holds every other path: the lookup reads those entries, not the reviewer's whole list
     names = {i.person_name for i in items if i.reviewer_id is not None}
-    person = among(session, ReviewItem.person_name, {n for n in names if n is not None})
-    if None in names:
-        person = or_(person, ReviewItem.person_name.is_(None))
+    stmt = _same_access_statement(dialect_name(session), None in names)
     groups: dict[tuple[int, int, int, int], list[tuple[int, str | None]]] = {}
     for campaign_id, reviewer_id in {(k[0], k[1]) for k in keys}:
         pairs = {(k[2], k[3]) for k in keys if k[:2] == (campaign_id, reviewer_id)}
         # the page's accounts and entitlements, each a list (not the pairs: twice the parameters); the rows of an
         # account with another of those entitlements are then left out here
-        for item_id, account_id, entitlement_id, decision in session.execute(
-                select(ReviewItem.id, ReviewItem.account_id, ReviewItem.entitlement_id, ReviewItem.decision).where(
-                    ReviewItem.reviewer_id == reviewer_id, ReviewItem.campaign_id == campaign_id, person,
-                    among(session, ReviewItem.account_id, {p[0] for p in pairs}),
-                    among(session, ReviewItem.entitlement_id, {p[1] for p in pairs})).order_by(ReviewItem.id)):
+        for item_id, account_id, entitlement_id, decision in session.execute(stmt, {
+                "reviewer_id": reviewer_id, "campaign_id": campaign_id,
+                "names": sorted(n for n in names if n is not None),
+                "accounts": sorted({p[0] for p in pairs}), "entitlements": sorted({p[1] for p in pairs})}):
             if (account_id, entitlement_id) in pairs:
                 groups.setdefault((campaign_id, reviewer_id, account_id, entitlement_id), []).append((item_id, decision))
     alike_ids = [[item_id for item_id, _d in same] for same in groups.values()

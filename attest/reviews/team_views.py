@@ -14,7 +14,7 @@ from datetime import UTC, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,19 +45,20 @@ def _clock() -> dict[str, Any]:
 
 @bp.app_context_processor
 def _menu() -> dict[str, Any]:
-    """`has_reports()` for the menu (asked only when the menu is drawn)."""
+    """`has_reports()` for the menu and `standing_in_for()` for the inbox, asked only when drawn, and read together
+    in one statement once per request (`delegation.menu`)."""
+
+    def facts() -> tuple[bool, list[tuple[Delegation, Identity | None]]]:
+        if "attest_menu" not in g:
+            me = getattr(current_user, "identity_id", None) if current_user.is_authenticated else None
+            g.attest_menu = delegation.menu(db(), me)
+        return g.attest_menu
 
     def has_reports() -> bool:
-        me = getattr(current_user, "identity_id", None) if current_user.is_authenticated else None
-        if me is None:
-            return False
-        return db().scalar(select(Identity.id).where(Identity.manager_id == me, Identity.ended_at.is_(None))
-                           .limit(1)) is not None
+        return facts()[0]
 
     def standing_in_for() -> list[tuple[Delegation, Identity | None]]:
-        me = getattr(current_user, "identity_id", None) if current_user.is_authenticated else None
-        rows = delegation.received(db(), me)
-        return [(d, db().get(Identity, d.delegator_id)) for d in rows]
+        return facts()[1]
 
     return {"has_reports": has_reports, "standing_in_for": standing_in_for, "risk_help": RISK_HELP}
 

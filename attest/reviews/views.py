@@ -93,8 +93,10 @@ def person_named(session, email: str, error: type[Exception] = DecisionError) ->
 def inbox():
     session = db()
     me = current_user.identity_id
-    mine = queries.my_campaigns(session, me)
     campaign_id = _int(request.args.get("campaign"))
+    # the item list alone (htmx: filters, pages) shows one campaign: only its counts, not every campaign's cards
+    items_only = _htmx() and request.headers.get("HX-Target") == "inbox-items"
+    mine = [] if items_only and campaign_id is not None else queries.my_campaigns(session, me)
     if campaign_id is None and mine:
         campaign_id = mine[0].campaign.id
     if campaign_id is None:
@@ -102,8 +104,7 @@ def inbox():
     current = next((m for m in mine if m.campaign.id == campaign_id), None)
     if current is None:
         # a closed campaign of mine stays readable; anyone else's does not exist for this user
-        everything = queries.my_campaigns(session, me, statuses=CAMPAIGN_STATUSES)
-        current = next((m for m in everything if m.campaign.id == campaign_id), None)
+        current = queries.my_campaign(session, me, campaign_id, statuses=CAMPAIGN_STATUSES)
         if current is None:
             abort(404)
     filters = queries.InboxFilters.from_args(request.args)
@@ -114,7 +115,7 @@ def inbox():
     except queries.BadCursor as exc:
         abort(400, str(exc))
     context = _inbox_context(session, current, filters, page)
-    if _htmx() and request.headers.get("HX-Target") == "inbox-items":
+    if items_only:
         return render_template("reviews/_items.html", **context)
     return render_template("reviews/inbox.html", campaigns=mine, **context)
 

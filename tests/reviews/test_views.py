@@ -215,6 +215,8 @@ def test_someone_elses_item_or_campaign_is_404(app, client, session, setup, nocs
     assert client.get(f"/reviews/items/{item.id}").status_code == 404
     assert client.get(f"/reviews/items/{item.id + 10_000}").status_code == 404
     assert client.get(f"/reviews?campaign={cid}").status_code == 404
+    # the item list alone (htmx: a filter, the next page) counts only that campaign, and is as secret
+    assert client.get(f"/reviews?campaign={cid}", headers={**HX, "HX-Target": "inbox-items"}).status_code == 404
     assert client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}).status_code == 404
     assert client.post(f"/reviews/items/{item.id}/decide", data={"decision": "approve"}, headers=HX).status_code == 404
     assert client.post(f"/reviews/items/{item.id}/reassign", data={"to": "olga.other@acme.example", "reason": "x"}).status_code == 404
@@ -369,6 +371,10 @@ def test_closed_campaign_is_read_only_in_the_inbox(app, client, session, setup, 
     login_as(app, client, setup.manager_user)
     page = _text(client.get(f"/reviews?campaign={setup.campaign.id}"))
     assert "js-approve" not in page and "Sign off" not in page and "closed" in page
+    # its item list alone (htmx: a filter, the next page) stays readable too, still without decision buttons
+    fragment = _text(client.get(f"/reviews?campaign={setup.campaign.id}&decision=undecided",
+                                headers={**HX, "HX-Target": "inbox-items"}))
+    assert fragment.lstrip().startswith('<div id="inbox-items">') and _ids(fragment) and "js-approve" not in fragment
     response = client.post(f"/reviews/items/{setup.items[0].id}/decide", data={"decision": "approve"})
     assert response.status_code == 400 and "is closed: decisions can no longer be changed" in _text(response)
 

@@ -23,6 +23,7 @@ from attest.reviews.queries.campaign_pages import (
     campaign_list,
     is_my_campaign,
     item_history,
+    my_campaign,
     my_campaigns,
 )
 from attest.reviews.queries.inbox import (
@@ -54,5 +55,5 @@ __all__ = [
     "ItemFilters", "MyCampaign", "campaign_dashboard", "campaign_items", "campaign_list",
     "campaign_reviewers", "count_about", "counts_and_signoff", "encode_cursor", "exception_condition", "exception_count",
     "filter_options", "flagged_condition", "has_risk", "inbox", "inbox_counts", "is_my_campaign",
-    "item_history", "my_campaigns", "selection_counts", "selection_ids",
+    "item_history", "my_campaign", "my_campaigns", "selection_counts", "selection_ids",
 ]

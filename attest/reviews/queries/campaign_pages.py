@@ -4,17 +4,26 @@ with progress per reviewer, and an item's history.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Integer, Select, and_, bindparam, case, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from attest.db import utcnow
 from attest.entitlements.models import Identity
-from attest.reviews.models import RISKS, Campaign, CampaignStatus, Decision, ReviewerSignoff, ReviewItem
+from attest.reviews.models import (
+    CAMPAIGN_STATUSES,
+    RISKS,
+    Campaign,
+    CampaignStatus,
+    Decision,
+    ReviewerSignoff,
+    ReviewItem,
+)
 from attest.reviews.queries.inbox import InboxCounts, Progress, _count_columns, _counts, has_risk
 
 
@@ -85,6 +94,38 @@ def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[s
            for c, signed_off_at in rows]
     far = datetime.max.replace(tzinfo=utcnow().tzinfo)
     return sorted(out, key=lambda m: (m.campaign.due_at or far, m.campaign.id))
+
+
+@functools.cache
+def _my_campaign_statement() -> Select[Any]:
+    """The statement of `my_campaign` for `:identity_id` and `:campaign_id`, built once: the reviewer's counts
+    (index-only, as my_campaigns), the items escalated to them and their sign-off, one row."""
+    me, campaign_id = bindparam("identity_id", type_=Integer), bindparam("campaign_id", type_=Integer)
+    escalated = aliased(ReviewItem)
+    return select(
+        *_count_columns(),
+        select(func.count()).select_from(escalated).where(
+            escalated.co_reviewer_id == me, escalated.campaign_id == campaign_id).scalar_subquery(),
+        select(ReviewerSignoff.signed_off_at).where(
+            ReviewerSignoff.campaign_id == campaign_id, ReviewerSignoff.reviewer_id == me).scalar_subquery(),
+    ).where(ReviewItem.reviewer_id == me, ReviewItem.campaign_id == campaign_id)
+
+
+def my_campaign(session: Session, identity_id: int | None, campaign_id: int,
+                statuses: Sequence[str] = CAMPAIGN_STATUSES) -> MyCampaign | None:
+    """The one campaign of `my_campaigns(session, identity_id, statuses)` whose id is `campaign_id`, or None when
+    it is not among them (in another status, or no item of it is the reviewer's or escalated to them), counting
+    only that campaign's items: what a page showing one campaign needs (the inbox's item list, answering htmx)."""
+    if identity_id is None:
+        return None
+    row = session.execute(_my_campaign_statement(), {"identity_id": identity_id, "campaign_id": campaign_id}).one()
+    counts = _counts(row[:6], escalated_to_me=int(row[6] or 0))
+    if not counts.total and not counts.escalated_to_me:
+        return None
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status not in statuses:
+        return None
+    return MyCampaign(campaign, row[7], counts)
 
 
 @dataclass
