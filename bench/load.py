@@ -1267,8 +1267,8 @@ worker while holding it, and each waited up to 5 ms for the GIL beside threads r
 statement locks the head, inserts the event (its hash computed by PostgreSQL from bytes the writer prepared, and
 checked by the writer) and moves the head, and the workers hand the GIL over every 1 ms: in 60 s runs on the same
 busy machine, 0.16 backends waited for the head instead of 1.2 and decisions/s went from 49.7 to 63.4. What is
-left is CPU: a decision is 10 SQL statements and ~7 ms of the app's CPU on PostgreSQL (bench/results/
-request_cost.md); an inbox page is 10 statements, ~130 KB, half of its CPU Jinja's render of 50 rows. The first
+left is CPU: a decision is 8 SQL statements and ~12 ms of the app's CPU, an inbox page 9 statements (7 for the
+htmx list), ~150 KB and ~20 ms (bench/results/request_cost.md, the demo org on PostgreSQL). The first
 page after each SSO sign-in queues behind the 50 sign-ins that all start at the same second: the columns "once
 all signed in" leave that storm out.
 
@@ -1290,8 +1290,10 @@ reviewers with no pause do not run out of items (with one, they did, and decisio
    statement), some 150-300 a second with this machine's 3-6 ms flushes, far more on a server's NVMe. Beyond
    that, events would be chained after their commit by one sealer (inserted unchained, chained in order within
    a second), a change to the trail's format.
-3. The inbox page's render: a first page of 25 rows with the rest loaded by htmx as the reviewer scrolls
-   (hx-trigger="revealed") would halve it.
+3. The inbox page's render, still about a quarter of its CPU (mostly HTML escaping, ~31 values a row) after the
+   rows became a macro imported once per response (an `{% include %}` per row copied the template context 50
+   times) and the htmx list stopped counting the reviewer's other campaigns: a first page of 25 rows with the
+   rest loaded by htmx as the reviewer scrolls (hx-trigger="revealed") would halve what is left.
 4. One database connection a request: today a request checks a connection out up to 3 times (the user's read,
    the write transaction, the answer's reads), each with the pool's pre-ping round trip.
 5. Bulk decisions are far cheaper per item than single ones (one statement set for up to thousands of items):

@@ -638,7 +638,15 @@ def test_a_standby_takes_over_a_dead_holders_job_within_the_lease_whatever_its_i
         job = standby.get_job("sync:okta-prod:takeover")
         assert job is not None and job.args[0] == "sync:okta-prod"
         assert job.next_run_time == at_lapse
-        # the next reconcile keeps the one-off run and the watch
+        # the dead holder's reconcile lease (taken 30 s in) is taken over at its own lapse, like any job's,
+        # not at the standby's next minute
+        reconcile_lapse = started + timedelta(seconds=30) + jobs.LEASE_TTL
+        assert jobs.RECONCILE.id not in jobs.watch_takeovers(ctx, reconcile_lapse - timedelta(seconds=1))
+        assert standby.get_job(jobs.TAKEOVER_AT_LAPSE).next_run_time == reconcile_lapse + jobs.LAPSE_MARGIN
+        assert jobs.RECONCILE.id in jobs.watch_takeovers(ctx, reconcile_lapse + jobs.LAPSE_MARGIN)
+        assert standby.get_job(f"{jobs.RECONCILE.id}:takeover") is not None
+        assert run_job(ctx, jobs.RECONCILE, now=reconcile_lapse + jobs.LAPSE_MARGIN, use_slot=False).status == "succeeded"
+        # the next reconcile keeps the one-off runs and the watch
         removed = jobs.reconcile(standby, fresh_db.factory)["removed"]
         assert "sync:okta-prod:takeover" not in removed and jobs.TAKEOVER_WATCH not in removed
         assert standby.get_job(jobs.TAKEOVER_WATCH) is not None
