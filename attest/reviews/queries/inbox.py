@@ -16,6 +16,7 @@ from sqlalchemy import Integer, Select, String, and_, bindparam, case, cast, exi
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from attest import dialects
 from attest.entitlements.models import Identity, Source
 from attest.entitlements.queries import BadCursor  # one kind of bad page link, pages and API alike
 from attest.entitlements.risk import WEIGHTS
@@ -330,21 +331,19 @@ def group_by_person(rows: Sequence[ReviewItem]) -> list[PersonGroup]:
     return groups
 
 
+def _undecided(session: Session) -> ColumnElement[bool]:
+    """`decision IS NULL` beside the reviewer's scope, in a form that leaves the scope's index to the planner
+    (dialects.not_an_index_term)."""
+    return dialects.not_an_index_term(session, ReviewItem.decision).is_(None)
+
+
 def selection_ids(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters,
                   undecided_only: bool = True, cap: int = 50_000) -> list[int]:
     """Ids of every item matching the filters (all pages), for a bulk decision over the selection."""
     conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
     if undecided_only:
-        conds.append(ReviewItem.decision.is_(None))
+        conds.append(_undecided(session))
     return list(session.scalars(select(ReviewItem.id).where(*conds).order_by(ReviewItem.id).limit(cap)))
-
-
-def selection_count(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters,
-                    undecided_only: bool = True) -> int:
-    conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
-    if undecided_only:
-        conds.append(ReviewItem.decision.is_(None))
-    return session.scalar(select(func.count()).select_from(ReviewItem).where(*conds)) or 0
 
 
 def selection_counts(session: Session, identity_id: int, campaign_id: int, filters: InboxFilters,
@@ -352,7 +351,7 @@ def selection_counts(session: Session, identity_id: int, campaign_id: int, filte
     """(undecided items matching the filters, those of them meeting `takes`), in one pass: what a bulk
     action over the selection would take and what it would leave."""
     conds = _scope(identity_id, campaign_id, filters.role) + _filter_conditions(filters)
-    conds.append(ReviewItem.decision.is_(None))
+    conds.append(_undecided(session))
     row = session.execute(select(func.count(), func.coalesce(func.sum(case((and_(*takes), 1), else_=0)), 0))
                           .select_from(ReviewItem).where(*conds)).one()
     return int(row[0]), int(row[1])
