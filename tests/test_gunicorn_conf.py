@@ -10,6 +10,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from attest import gunicorn_conf
@@ -51,16 +53,26 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) ->
     raise AssertionError("gunicorn did not listen")
 
 
-def test_one_worker_serves_a_second_request_while_the_first_waits(tmp_path: Path):
-    assert gunicorn_conf.worker_class == "gthread" and gunicorn_conf.threads >= 2
-    (tmp_path / "blocking_app.py").write_text(BLOCKING_APP)
+@contextmanager
+def _gunicorn(tmp_path: Path, module: str, source: str) -> Iterator[int]:
+    """One gunicorn worker with attest/gunicorn_conf.py serving `module:app` (written from `source`): its port."""
+    (tmp_path / f"{module}.py").write_text(source)
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
-         "--config", "python:attest.gunicorn_conf", "--chdir", str(tmp_path), "blocking_app:app"],
+         "--config", "python:attest.gunicorn_conf", "--chdir", str(tmp_path), f"{module}:app"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_listening(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_one_worker_serves_a_second_request_while_the_first_waits(tmp_path: Path):
+    assert gunicorn_conf.worker_class == "gthread" and gunicorn_conf.threads >= 2
+    with _gunicorn(tmp_path, "blocking_app", BLOCKING_APP) as port:
         answers: dict[str, str] = {}
 
         def get(path: str) -> None:
@@ -79,29 +91,21 @@ def test_one_worker_serves_a_second_request_while_the_first_waits(tmp_path: Path
                 break
         waiting.join(30)
         assert answers == {"/release": "200 /release", "/wait": "200 /wait"}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+
+
+INTERVAL_APP = """
+import sys
+
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [repr(sys.getswitchinterval()).encode()]
+"""
 
 
 def test_a_worker_hands_the_gil_over_within_a_millisecond(tmp_path: Path):
     """A worker's threads take turns on the GIL every SWITCH_INTERVAL (1 ms), not CPython's 5 ms: a thread back
     from PostgreSQL (perhaps holding the audit chain's head) waits less behind one rendering a page."""
-    (tmp_path / "interval_app.py").write_text(
-        "import sys\n"
-        "def app(environ, start_response):\n"
-        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-        "    return [repr(sys.getswitchinterval()).encode()]\n")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
-         "--config", "python:attest.gunicorn_conf", "--chdir", str(tmp_path), "interval_app:app"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_listening(port, proc)
+    with _gunicorn(tmp_path, "interval_app", INTERVAL_APP) as port:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:  # noqa: S310 - loopback
             assert float(r.read().decode()) == gunicorn_conf.SWITCH_INTERVAL == 0.001
         assert sys.getswitchinterval() == 0.005  # this process (the arbiter's parent) is not changed
-    finally:
-        proc.terminate()
-        proc.wait(30)
