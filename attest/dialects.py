@@ -3,7 +3,8 @@
 Every other module asks this one instead of testing the dialect's name itself:
 
 - **which engine**: `name`, `is_postgresql` (a Session, Connection or Engine);
-- **bulk load**: `copy_rows` (COPY on PostgreSQL, executemany on SQLite), `bulk_update`;
+- **bulk load and upserts**: `copy_rows` (COPY on PostgreSQL, executemany on SQLite), `bulk_update`,
+  `insert_ignoring_conflict`;
 - **dates in raw SQL**: `text_with_dates` binds every datetime parameter of a `text()` statement as
   `UTCDateTime`, the type the models use, so no date is converted by hand;
 - **lists of values**: `among` (`= ANY(array)` on PostgreSQL, `IN` on SQLite), `among_parameter` (the same for a
@@ -12,7 +13,7 @@ Every other module asks this one instead of testing the dialect's name itself:
   `json_flag`, `active_access_key_older`, `c_collation`, `json_column_type`, `empty_json_array`,
   `iso_utc_text`, `epoch_seconds`, `utc_day`;
 - **planner settings**: `analyze`, `analyze_if_stale`, `refresh_stats`, `whole_population_plan`, `in_index_order`,
-  `jit_off`, `small_page_cache`, `latest_per_key`, `on_commit_drop`;
+  `not_an_index_term`, `jit_off`, `small_page_cache`, `latest_per_key`, `on_commit_drop`;
 - **ids, locks and triggers**: `preassign_ids`, `for_update`, `claim_write_lock`, `skip_fk_triggers`,
   `restore_fk_triggers`, `raw_cursor`.
 
@@ -138,9 +139,6 @@ def bulk_update(session: Session, table: str, columns: tuple[str, ...], rows: li
     return n
 
 
-# --- lists of values ---------------------------------------------------------------------------------
-
-
 def insert_ignoring_conflict(bind: Bind, table: Any, values: Mapping[str, Any]) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING, in each engine's own spelling (both have it; SQLAlchemy builds it
     per dialect)."""
@@ -151,6 +149,9 @@ def insert_ignoring_conflict(bind: Bind, table: Any, values: Mapping[str, Any]) 
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+
+
+# --- lists of values ---------------------------------------------------------------------------------
 
 
 def among(bind: Bind, column: Any, values: Collection[Any]) -> Any:

@@ -4,14 +4,13 @@ with progress per reviewer, and an item's history.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, bindparam, case, func, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.orm import Session
 
 from attest.db import utcnow
 from attest.entitlements.models import Identity
@@ -24,7 +23,14 @@ from attest.reviews.models import (
     ReviewerSignoff,
     ReviewItem,
 )
-from attest.reviews.queries.inbox import InboxCounts, Progress, _count_columns, _counts, has_risk
+from attest.reviews.queries.inbox import (
+    InboxCounts,
+    Progress,
+    _count_columns,
+    _counts,
+    has_risk,
+    inbox_counts_and_signoff_time,
+)
 
 
 def is_my_campaign(session: Session, identity_id: int | None, campaign_id: int) -> bool:
@@ -96,21 +102,6 @@ def my_campaigns(session: Session, identity_id: int | None, statuses: Sequence[s
     return sorted(out, key=lambda m: (m.campaign.due_at or far, m.campaign.id))
 
 
-@functools.cache
-def _my_campaign_statement() -> Select[Any]:
-    """The statement of `my_campaign` for `:identity_id` and `:campaign_id`, built once: the reviewer's counts
-    (index-only, as my_campaigns), the items escalated to them and their sign-off, one row."""
-    me, campaign_id = bindparam("identity_id", type_=Integer), bindparam("campaign_id", type_=Integer)
-    escalated = aliased(ReviewItem)
-    return select(
-        *_count_columns(),
-        select(func.count()).select_from(escalated).where(
-            escalated.co_reviewer_id == me, escalated.campaign_id == campaign_id).scalar_subquery(),
-        select(ReviewerSignoff.signed_off_at).where(
-            ReviewerSignoff.campaign_id == campaign_id, ReviewerSignoff.reviewer_id == me).scalar_subquery(),
-    ).where(ReviewItem.reviewer_id == me, ReviewItem.campaign_id == campaign_id)
-
-
 def my_campaign(session: Session, identity_id: int | None, campaign_id: int,
                 statuses: Sequence[str] = CAMPAIGN_STATUSES) -> MyCampaign | None:
     """The one campaign of `my_campaigns(session, identity_id, statuses)` whose id is `campaign_id`, or None when
@@ -118,14 +109,13 @@ def my_campaign(session: Session, identity_id: int | None, campaign_id: int,
     only that campaign's items: what a page showing one campaign needs (the inbox's item list, answering htmx)."""
     if identity_id is None:
         return None
-    row = session.execute(_my_campaign_statement(), {"identity_id": identity_id, "campaign_id": campaign_id}).one()
-    counts = _counts(row[:6], escalated_to_me=int(row[6] or 0))
+    counts, signed_off_at = inbox_counts_and_signoff_time(session, identity_id, campaign_id)
     if not counts.total and not counts.escalated_to_me:
         return None
     campaign = session.get(Campaign, campaign_id)
     if campaign is None or campaign.status not in statuses:
         return None
-    return MyCampaign(campaign, row[7], counts)
+    return MyCampaign(campaign, signed_off_at, counts)
 
 
 @dataclass

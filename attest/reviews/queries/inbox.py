@@ -10,9 +10,10 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, String, and_, bindparam, case, cast, exists, func, or_, select, tuple_
+from sqlalchemy import Integer, Select, String, and_, bindparam, case, cast, func, or_, select, tuple_
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -403,7 +404,8 @@ def inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str
 def counts_and_signoff(session: Session, identity_id: int, campaign_id: int) -> tuple[InboxCounts, bool]:
     """The reviewer's own counts (as `inbox_counts`) and whether they signed the campaign off, in one
     statement: what the answer to each decision shows (progress bar, sign-off button)."""
-    return _inbox_counts(session, identity_id, campaign_id, "reviewer", with_signoff=True)
+    counts, signed_off_at = inbox_counts_and_signoff_time(session, identity_id, campaign_id)
+    return counts, signed_off_at is not None
 
 
 @functools.cache
@@ -417,16 +419,24 @@ def _counts_statement(role: str, with_signoff: bool) -> Select[Any]:
         columns += (select(func.count()).select_from(escalated).where(
             escalated.co_reviewer_id == me, escalated.campaign_id == campaign_id).scalar_subquery(),)
     if with_signoff:
-        columns += (exists().where(ReviewerSignoff.campaign_id == campaign_id, ReviewerSignoff.reviewer_id == me),)
+        columns += (select(ReviewerSignoff.signed_off_at).where(
+            ReviewerSignoff.campaign_id == campaign_id, ReviewerSignoff.reviewer_id == me).scalar_subquery(),)
     return select(*columns).where(*_scope(me, campaign_id, role))
 
 
 def _inbox_counts(session: Session, identity_id: int, campaign_id: int, role: str,
-                  with_signoff: bool = False) -> tuple[InboxCounts, bool]:
+                  with_signoff: bool = False) -> tuple[InboxCounts, datetime | None]:
     row = session.execute(_counts_statement(role, with_signoff),
                           {"identity_id": identity_id, "campaign_id": campaign_id}).one()
     counts = _counts(row[:6], escalated_to_me=int(row[6] or 0) if role == "reviewer" else 0)
-    return counts, bool(row[-1]) if with_signoff else False
+    return counts, row[-1] if with_signoff else None
+
+
+def inbox_counts_and_signoff_time(session: Session, identity_id: int, campaign_id: int
+                                  ) -> tuple[InboxCounts, datetime | None]:
+    """The reviewer's own counts, the items escalated to them, and when they signed the campaign off (None:
+    not yet), in one statement: `counts_and_signoff`, and `my_campaign` for a page of one campaign."""
+    return _inbox_counts(session, identity_id, campaign_id, "reviewer", with_signoff=True)
 
 
 def filter_options(session: Session, identity_id: int, campaign_id: int, role: str = "reviewer") -> dict[str, list[str]]:
