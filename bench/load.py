@@ -63,6 +63,10 @@ PROFILE_REVIEWERS = 10
 # size, not the server. A reviewer works through their inbox of the first campaign, then of the next, as a
 # manager with several open reviews does; the org and so each page, person and bulk approval stay the demo's.
 CAMPAIGNS = 3
+# the reviewers arrive over this many seconds (5 sign-ins a second for 50): the spawn rate of a load test. The
+# storm of all of them at once is measured on its own (STORM_ROUNDS rounds, after the modes)
+RAMP = 10.0
+STORM_ROUNDS = 2
 
 # the gunicorn config of the profile phase: attest's own hooks, plus cProfile in the first worker forked
 PROFILE_CONF = '''
@@ -560,11 +564,12 @@ async def sign_in(client, rec: Recorder, email: str):
 
 
 async def reviewer(rec: Recorder, email: str, campaign_ids: list[int], stop_at: float, pause: float,
-                   seed: int) -> None:
-    """One reviewer: signs in, then works through the inbox of each campaign in turn (page after page,
-    then from the first page again); moves on when a whole pass through the current one showed nothing
-    undecided."""
+                   seed: int, start_at: float = 0.0) -> None:
+    """One reviewer: arrives at `start_at` (the ramp), signs in, then works through the inbox of each campaign in
+    turn (page after page, then from the first page again); moves on when a whole pass through the current one
+    showed nothing undecided."""
 
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     rnd = random.Random(seed)
     todo = list(campaign_ids)
     campaign_id = todo.pop(0)
@@ -660,12 +665,16 @@ async def admin(rec: Recorder, stack: Stack, duration: float, events: dict) -> N
 
 
 async def drive(stack: Stack, emails: list[str], campaign_ids: list[int], duration: float, pause: float,
-                with_admin: bool, events: dict) -> Recorder:
+                with_admin: bool, events: dict, ramp: float = 0.0) -> Recorder:
+    """The reviewers arrive evenly over the first `ramp` seconds (a load test's spawn rate: `ramp` 10 s with 50
+    reviewers is 5 sign-ins a second; 0: all at once, the sign-in storm), then work until `duration` is up."""
     rec = Recorder(stack.web)
     rec.reviewers = len(emails)
     rec.start = time.monotonic()
     stop_at = rec.start + duration
-    tasks = [reviewer(rec, email, campaign_ids, stop_at, pause, i) for i, email in enumerate(emails)]
+    every = ramp / len(emails) if emails else 0.0
+    tasks = [reviewer(rec, email, campaign_ids, stop_at, pause, i, rec.start + i * every)
+             for i, email in enumerate(emails)]
     if with_admin:
         tasks.append(admin(rec, stack, duration, events))
     lag = asyncio.create_task(loop_lag(rec, stop_at))
@@ -755,6 +764,20 @@ async def signin_storm(stack: Stack, emails: list[str]) -> Recorder:
     return rec
 
 
+def storm_rounds(stack: Stack, emails: list[str], rounds: int) -> list[dict]:
+    """ROUNDS storms of the reviewers' SSO sign-ins at once, on a running stack: per round, how many signed in,
+    how long it took, the load average before it, and per hop (SIGNIN_HOPS) n, p50 and p95 (client side, ms)."""
+    out = []
+    for _ in range(rounds):
+        load = load_avg()
+        rec = asyncio.run(signin_storm(stack, emails))
+        out.append({"signed_in": rec.signed_in, "reviewers": len(emails), "seconds": round(rec.end - rec.start, 1),
+                    "load_before": load, "errors": rec.errors[:3], "error_count": len(rec.errors),
+                    "hops": {route: {"n": len(v), "p50": round(pct(v, .5) * 1000), "p95": round(pct(v, .95) * 1000)}
+                             for route in SIGNIN_HOPS if (v := rec.samples.get(route, []))}})
+    return out
+
+
 def run_signin_storm(reviewers: int, rounds: int) -> str:
     """`python -m bench.load --signin-storm ROUNDS`: the database, the sandbox and the web workers (no
     schedulers), the demo org synced, then ROUNDS storms of `--reviewers` SSO sign-ins at once (in the first
@@ -769,18 +792,12 @@ def run_signin_storm(reviewers: int, rounds: int) -> str:
         emails = list(items)[:reviewers]
         stack.start_web()
         asyncio.run(signin_storm(stack, ["admin@demo.example", "auditor@demo.example"]))  # warm-up, not counted
-        for n in range(1, rounds + 1):
-            load = load_avg()
-            rec = asyncio.run(signin_storm(stack, emails))
-            header = f"round {n}: {rec.signed_in}/{len(emails)} signed in, {rec.end - rec.start:.1f} s, load before {load}"
-            log(header)
-            lines.append(header)
-            for route in SIGNIN_HOPS:
-                values = rec.samples.get(route, [])
-                lines.append(f"  {route:28s} p50 {pct(values, .5) * 1000:6.0f}  p95 {pct(values, .95) * 1000:6.0f}"
-                             f"  n {len(values)}")
-            if rec.errors:
-                lines.append(f"  {len(rec.errors)} errors, first: " + "; ".join(rec.errors[:3]))
+        for n, r in enumerate(storm_rounds(stack, emails, rounds), 1):
+            lines.append(f"round {n}: {r['signed_in']}/{r['reviewers']} signed in, {r['seconds']} s, "
+                         f"load before {r['load_before']}")
+            lines += [f"  {route:28s} p50 {h['p50']:6d}  p95 {h['p95']:6d}  n {h['n']}" for route, h in r["hops"].items()]
+            if r["error_count"]:
+                lines.append(f"  {r['error_count']} errors, first: " + "; ".join(r["errors"]))
     finally:
         stack.down()
     return "\n".join(lines)
@@ -1014,13 +1031,15 @@ def summarize(rec: Recorder) -> dict:
     }
 
 
-def run_all(reviewers: int, duration: float, takeover_wait: float, profile_seconds: float) -> dict:
+def run_all(reviewers: int, duration: float, takeover_wait: float, profile_seconds: float, ramp: float = RAMP,
+            storm: int = STORM_ROUNDS) -> dict:
     from attest.gunicorn_conf import THREADS
     from attest.jobs import HEARTBEAT, LAPSE_MARGIN, LEASE_TTL, TAKEOVER_EVERY
 
     stack = Stack()
     out: dict = {"reviewers": reviewers, "duration": duration, "lease_ttl_s": LEASE_TTL.total_seconds(),
-                 "heartbeat_s": HEARTBEAT, "takeover_every_s": TAKEOVER_EVERY, "threads": THREADS, "load_before": load_avg(), "modes": {}}
+                 "heartbeat_s": HEARTBEAT, "takeover_every_s": TAKEOVER_EVERY, "threads": THREADS, "load_before": load_avg(),
+                 "ramp_s": ramp, "modes": {}}
     watch = None
     try:
         t0 = time.perf_counter()
@@ -1056,7 +1075,7 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
             load_start, ticks, mode_from = load_avg(), cpu_ticks(), datetime.now(UTC)
             waits = PgWaits(stack.url)
             waits.start()
-            rec = asyncio.run(drive(stack, emails, campaign_ids, duration, pause, first, events))
+            rec = asyncio.run(drive(stack, emails, campaign_ids, duration, pause, first, events, ramp))
             cores = cpu_by_part(stack, ticks, cpu_ticks(), rec.end - rec.start)
             pg_waits = waits.summary()
             if killer is not None:
@@ -1068,6 +1087,9 @@ def run_all(reviewers: int, duration: float, takeover_wait: float, profile_secon
                                   "server": server_times(stack, mode_from, datetime.now(UTC)),
                                   "pg_waits": pg_waits}
             log(f"mode {mode}: {json.dumps({k: v for k, v in out['modes'][mode].items() if k != 'routes'})}")
+        if storm:  # the same reviewers, all signing in at the same second (new browsers), nothing else running
+            out["storm"] = storm_rounds(stack, emails, storm)
+            log(f"storm: {json.dumps(out['storm'])}")
         # the takeover: wait (bounded) until the standby holds every lease the killed scheduler had
         deadline = time.monotonic() + takeover_wait
         while watch.killed and not watch.done() and time.monotonic() < deadline:
@@ -1135,7 +1157,11 @@ def report(r: dict) -> str:
         f"(seeding took {r['seed_s']} s) and, for each mode, {CAMPAIGNS} fresh campaigns of the quarterly manager review (the definition and "
         f"copies of it under other names) are launched, so that the reviewers do not run out of items (they did with "
         f"one campaign); "
-        f"up to {r['reviewers']} of its reviewers sign in through SSO (every hop: /login, /login/oidc, the IdP's form, "
+        f"up to {r['reviewers']} of its reviewers "
+        + (f"arrive evenly over the first {r['ramp_s']:g} s (a load test's spawn rate: "
+           f"{r['reviewers'] / r['ramp_s']:g} a second; all of them at once is the sign-in storm below) and "
+           if r.get("ramp_s") else "all start at the same second and ")
+        + f"sign in through SSO (every hop: /login, /login/oidc, the IdP's form, "
         f"its POST, the callback, /reviews), page their inbox (50 items a page, the next page as htmx fetches it; a campaign's pages "
         f"in turn, then the next campaign's once a pass found nothing undecided) and "
         f"decide one by one ({DECIDES_PER_PAGE} per page, 10% revoke, htmx) and in bulk (every {BULK_EVERY}th page: "
@@ -1195,6 +1221,21 @@ def report(r: dict) -> str:
                          f"connection they went out on: {m['resent']}.")
         if m["error_count"]:
             lines.append(f"\nErrors ({m['error_count']}): " + "; ".join(m["errors"][:5]))
+    if r.get("storm"):
+        lines += ["", f"**The sign-in storm.** After the modes, the same {r['storm'][0]['reviewers']} reviewers sign in "
+                  "through SSO at the same second from new browsers, with no other traffic, landing on their inbox "
+                  "(GET /reviews, the first page): the worst start a Monday morning can bring, and the case the ramp "
+                  "above leaves out. Per hop, client side (ms):", "",
+                  "| round | signed in | seconds | load before | " + " | ".join(f"{h} p50 / p95" for h in SIGNIN_HOPS) + " |",
+                  "|---|---:|---:|---|" + "---:|" * len(SIGNIN_HOPS)]
+        for n, rd in enumerate(r["storm"], 1):
+            hops = rd["hops"]
+            lines.append(f"| {n} | {rd['signed_in']}/{rd['reviewers']} | {rd['seconds']} | {rd['load_before']} | "
+                         + " | ".join(f"{hops[h]['p50']} / {hops[h]['p95']}" if h in hops else "" for h in SIGNIN_HOPS)
+                         + " |")
+        errors = [e for rd in r["storm"] for e in rd["errors"]]
+        if errors:
+            lines.append("\nErrors: " + "; ".join(errors[:5]))
     dc = r["decisions_check"]
     lines += ["", "**Afterwards.** "
               f"Decisions: {dc['answered_2xx']:,} one-by-one decisions answered 2xx, {dc['stored']:,} stored "
@@ -1332,7 +1373,8 @@ def run(out: Path, argv: list[str] | None = None) -> str:
     if args.source == "head":
         result = from_head([a for a in argv if a != "--no-write"])
     else:
-        result = run_all(args.reviewers, args.duration, args.takeover_wait, args.profile_seconds)
+        result = run_all(args.reviewers, args.duration, args.takeover_wait, args.profile_seconds, args.ramp,
+                         args.storm_rounds)
         result["commit"] = "working tree"
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(result, default=str))
@@ -1351,6 +1393,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--takeover-wait", type=float, default=240.0,
                         help="seconds to wait after the runs for the standby to take over (default 240)")
     parser.add_argument("--profile-seconds", type=float, default=30.0)
+    parser.add_argument("--ramp", type=float, default=RAMP,
+                        help=f"seconds over which the reviewers arrive, evenly (default {RAMP:g}; 0: all at once)")
+    parser.add_argument("--storm-rounds", type=int, default=STORM_ROUNDS,
+                        help=f"after the modes, rounds of all reviewers signing in at once (default {STORM_ROUNDS})")
     parser.add_argument("--no-write", action="store_true", help="print the section, do not write results/load.md")
     parser.add_argument("--source", choices=["head", "worktree"], default="head",
                         help="run the committed code (default: a `git archive HEAD` copy) or the working tree as it is")
