@@ -769,10 +769,14 @@ def storm_rounds(stack: Stack, emails: list[str], rounds: int) -> list[dict]:
     how long it took, the load average before it, and per hop (SIGNIN_HOPS) n, p50 and p95 (client side, ms)."""
     out = []
     for _ in range(rounds):
-        load = load_avg()
+        load, ticks = load_avg(), cpu_ticks()
         rec = asyncio.run(signin_storm(stack, emails))
+        cores = cpu_by_part(stack, ticks, cpu_ticks(), rec.end - rec.start)
         out.append({"signed_in": rec.signed_in, "reviewers": len(emails), "seconds": round(rec.end - rec.start, 1),
                     "load_before": load, "errors": rec.errors[:3], "error_count": len(rec.errors),
+                    # CPU seconds per sign-in, by process: where a sign-in's cost lies
+                    "cpu_per_signin_ms": {k: round(v * (rec.end - rec.start) / max(rec.signed_in, 1) * 1000)
+                                          for k, v in cores.items()},
                     "hops": {route: {"n": len(v), "p50": round(pct(v, .5) * 1000), "p95": round(pct(v, .95) * 1000)}
                              for route in SIGNIN_HOPS if (v := rec.samples.get(route, []))}})
     return out
@@ -796,6 +800,7 @@ def run_signin_storm(reviewers: int, rounds: int) -> str:
             lines.append(f"round {n}: {r['signed_in']}/{r['reviewers']} signed in, {r['seconds']} s, "
                          f"load before {r['load_before']}")
             lines += [f"  {route:28s} p50 {h['p50']:6d}  p95 {h['p95']:6d}  n {h['n']}" for route, h in r["hops"].items()]
+            lines.append("  CPU per sign-in (ms): " + ", ".join(f"{k} {v}" for k, v in r["cpu_per_signin_ms"].items()))
             if r["error_count"]:
                 lines.append(f"  {r['error_count']} errors, first: " + "; ".join(r["errors"]))
     finally:
@@ -1233,6 +1238,9 @@ def report(r: dict) -> str:
             lines.append(f"| {n} | {rd['signed_in']}/{rd['reviewers']} | {rd['seconds']} | {rd['load_before']} | "
                          + " | ".join(f"{hops[h]['p50']} / {hops[h]['p95']}" if h in hops else "" for h in SIGNIN_HOPS)
                          + " |")
+        lines.append("\nCPU per sign-in (with its first inbox page), by process, ms: " + "; ".join(
+            f"round {n}: " + ", ".join(f"{k} {v}" for k, v in rd.get("cpu_per_signin_ms", {}).items())
+            for n, rd in enumerate(r["storm"], 1)) + ".")
         errors = [e for rd in r["storm"] for e in rd["errors"]]
         if errors:
             lines.append("\nErrors: " + "; ".join(errors[:5]))
