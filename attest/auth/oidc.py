@@ -22,6 +22,11 @@ A verified sign-in then:
   ATTEST_OIDC_ADMIN_GROUPS and ATTEST_OIDC_AUDITOR_GROUPS; a change is audited `user.roles`.
 A person with no linked identity and no admin/auditor role gets a clear page and no session: nothing
 can be routed to them. Admins and auditors may sign in without a directory record (external auditors).
+
+Why one module of some 560 lines: it is one flow, read top to bottom in the order a sign-in takes it (the
+client and the IdP's metadata, the redirect, the callback's checks of the ID token, the claims turned into a
+profile, the profile turned into a user and a session, the failures audited), and the rules above are its
+security contract: kept in one file, a reviewer of a change to sign-in sees every check the change touches.
 """
 
 from __future__ import annotations
