@@ -46,6 +46,56 @@ LABELS = {
 
 
 @dataclass(frozen=True, slots=True)
+class Sentence:
+    """One kind's sentence. `text` names {p} (the principal), {r} (the resource), {extra} (" (detail)" or
+    nothing), {by} (who really holds the access: `named` around the name, or `unnamed` when nobody is named)
+    and {by_again} (the name once more, or `unnamed_again`)."""
+
+    text: str
+    unnamed: str = ""
+    unnamed_again: str = ""
+    named: str = "{}"
+
+
+SENTENCES = {
+    ManagedKind.GROUP_RULE: Sentence(
+        'group rule {by} assigns membership of group "{r}" to {p}{extra}; removing the membership would be '
+        "undone by the rule. Change the rule (or the profile attribute of {p} it matches) instead.",
+        unnamed="(unnamed)"),
+    ManagedKind.IMPORTED_GROUP: Sentence(
+        'group "{r}" is imported from {by}{extra}, which masters its members; a change in the source would be '
+        "undone by the next import. Remove {p} from the group in {by_again} instead.",
+        unnamed="its source directory or app", unnamed_again="that directory or app"),
+    ManagedKind.BUILT_IN: Sentence(
+        'group "{r}" is built in to {by}{extra}: every user is a member and the membership cannot be removed. '
+        "Change what the group grants, or deactivate {p}, instead.",
+        unnamed="the source"),
+    ManagedKind.GROUP_ASSIGNMENT: Sentence(
+        '{p} is assigned to "{r}" through {by}{extra}; remove {p} from that group, or unassign the group from '
+        '"{r}", instead.',
+        unnamed="a group", named="group {}"),
+    ManagedKind.IDP_TEAM_SYNC: Sentence(
+        'team "{r}" is synchronised with identity provider group {by}{extra}; GitHub refuses membership changes '
+        "to it and the IdP would add {p} back. Remove {p} from {by_again} in the identity provider instead.",
+        unnamed="(unnamed)", unnamed_again="that group"),
+    ManagedKind.SCIM: Sentence(
+        '"{r}" is provisioned over SCIM by {by}{extra}; a change made here would be overwritten by the next '
+        "provisioning. Remove {p} from the group (or unassign the app) in {by_again} instead.",
+        unnamed="an external identity provider", unnamed_again="the identity provider"),
+    ManagedKind.PERMISSION_SET: Sentence(
+        '{p} reaches "{r}" through {by}{extra}, which IAM Identity Center creates and owns; an edit in IAM would '
+        "be undone. Remove the account assignment of {p} (or change the permission set) in IAM Identity Center "
+        "instead.",
+        unnamed="an IAM Identity Center permission set"),
+    ManagedKind.ORGANIZATIONS: Sentence(
+        '"{r}" was created by {by}{extra} so the management account can administer this account; removing it '
+        "from {p} here cuts that path. Change who may assume it in the management account (or its trust "
+        "policy), deliberately, instead.",
+        unnamed="AWS Organizations"),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class ManagedElsewhere:
     """Who really holds the access (`by`: the rule, the directory, the IdP group, the permission set), with
     an optional `detail` (the vendor's own words: "Okta group type APP_GROUP") and `how_to` (the change to
@@ -79,41 +129,12 @@ class ManagedElsewhere:
 
     def sentence(self, principal: str, resource: str) -> str:
         """What a reviewer (before a revoke) and an admin (on the manual work list) read: why revoking here
-        would be wrong or undone, and where to make the change instead."""
-        p, r, by = principal or "the account", resource or "the resource", self.by
-        extra = f" ({self.detail})" if self.detail else ""
-        match self.kind:
-            case ManagedKind.GROUP_RULE:
-                text = (f'group rule {by or "(unnamed)"} assigns membership of group "{r}" to {p}{extra}; removing '
-                        f"the membership would be undone by the rule. Change the rule (or the profile attribute "
-                        f"of {p} it matches) instead.")
-            case ManagedKind.IMPORTED_GROUP:
-                text = (f'group "{r}" is imported from {by or "its source directory or app"}{extra}, which masters '
-                        f"its members; a change in the source would be undone by the next import. Remove {p} from "
-                        f"the group in {by or 'that directory or app'} instead.")
-            case ManagedKind.BUILT_IN:
-                text = (f'group "{r}" is built in to {by or "the source"}{extra}: every user is a member and the '
-                        f"membership cannot be removed. Change what the group grants, or deactivate {p}, instead.")
-            case ManagedKind.GROUP_ASSIGNMENT:
-                via = f"group {by}" if by else "a group"
-                text = (f'{p} is assigned to "{r}" through {via}{extra}; remove {p} from that group, or '
-                        f'unassign the group from "{r}", instead.')
-            case ManagedKind.IDP_TEAM_SYNC:
-                text = (f'team "{r}" is synchronised with identity provider group {by or "(unnamed)"}{extra}; '
-                        f"GitHub refuses membership changes to it and the IdP would add {p} back. Remove {p} "
-                        f"from {by or 'that group'} in the identity provider instead.")
-            case ManagedKind.SCIM:
-                text = (f'"{r}" is provisioned over SCIM by {by or "an external identity provider"}{extra}; a '
-                        f"change made here would be overwritten by the next provisioning. Remove {p} from the "
-                        f"group (or unassign the app) in {by or 'the identity provider'} instead.")
-            case ManagedKind.PERMISSION_SET:
-                text = (f'{p} reaches "{r}" through {by or "an IAM Identity Center permission set"}{extra}, which '
-                        f"IAM Identity Center creates and owns; an edit in IAM would be undone. Remove the account "
-                        f"assignment of {p} (or change the permission set) in IAM Identity Center instead.")
-            case ManagedKind.ORGANIZATIONS:
-                text = (f'"{r}" was created by {by or "AWS Organizations"}{extra} so the management account can '
-                        f"administer this account; removing it from {p} here cuts that path. Change who may "
-                        f"assume it in the management account (or its trust policy), deliberately, instead.")
+        would be wrong or undone, and where to make the change instead (the kind's entry in SENTENCES)."""
+        words = SENTENCES[self.kind]
+        text = words.text.format(
+            p=principal or "the account", r=resource or "the resource",
+            by=words.named.format(self.by) if self.by else words.unnamed, by_again=self.by or words.unnamed_again,
+            extra=f" ({self.detail})" if self.detail else "")
         return f"{text} {self.how_to}" if self.how_to else text
 
 
