@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from string import Formatter
 from typing import Any
 
 from attest.connectors.base import RevokeRefused
@@ -45,53 +46,45 @@ LABELS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Sentence:
-    """One kind's sentence. `text` names {p} (the principal), {r} (the resource), {extra} (" (detail)" or
-    nothing), {by} (who really holds the access: `named` around the name, or `unnamed` when nobody is named)
-    and {by_again} (the name once more, or `unnamed_again`)."""
+class _Words(Formatter):
+    """Fills a sentence: `{by:words}` says `words` where nobody is named."""
 
-    text: str
-    unnamed: str = ""
-    unnamed_again: str = ""
-    named: str = "{}"
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return str(value) or format_spec
 
 
+# what a person reads, by kind: {p} the principal, {r} the resource, {by} who really holds the access
+# (`{by:words}`: these words when nobody is named; {group}: "group <by>"), {extra} the detail in parentheses
 SENTENCES = {
-    ManagedKind.GROUP_RULE: Sentence(
-        'group rule {by} assigns membership of group "{r}" to {p}{extra}; removing the membership would be '
-        "undone by the rule. Change the rule (or the profile attribute of {p} it matches) instead.",
-        unnamed="(unnamed)"),
-    ManagedKind.IMPORTED_GROUP: Sentence(
-        'group "{r}" is imported from {by}{extra}, which masters its members; a change in the source would be '
-        "undone by the next import. Remove {p} from the group in {by_again} instead.",
-        unnamed="its source directory or app", unnamed_again="that directory or app"),
-    ManagedKind.BUILT_IN: Sentence(
-        'group "{r}" is built in to {by}{extra}: every user is a member and the membership cannot be removed. '
-        "Change what the group grants, or deactivate {p}, instead.",
-        unnamed="the source"),
-    ManagedKind.GROUP_ASSIGNMENT: Sentence(
-        '{p} is assigned to "{r}" through {by}{extra}; remove {p} from that group, or unassign the group from '
-        '"{r}", instead.',
-        unnamed="a group", named="group {}"),
-    ManagedKind.IDP_TEAM_SYNC: Sentence(
-        'team "{r}" is synchronised with identity provider group {by}{extra}; GitHub refuses membership changes '
-        "to it and the IdP would add {p} back. Remove {p} from {by_again} in the identity provider instead.",
-        unnamed="(unnamed)", unnamed_again="that group"),
-    ManagedKind.SCIM: Sentence(
-        '"{r}" is provisioned over SCIM by {by}{extra}; a change made here would be overwritten by the next '
-        "provisioning. Remove {p} from the group (or unassign the app) in {by_again} instead.",
-        unnamed="an external identity provider", unnamed_again="the identity provider"),
-    ManagedKind.PERMISSION_SET: Sentence(
-        '{p} reaches "{r}" through {by}{extra}, which IAM Identity Center creates and owns; an edit in IAM would '
-        "be undone. Remove the account assignment of {p} (or change the permission set) in IAM Identity Center "
-        "instead.",
-        unnamed="an IAM Identity Center permission set"),
-    ManagedKind.ORGANIZATIONS: Sentence(
-        '"{r}" was created by {by}{extra} so the management account can administer this account; removing it '
-        "from {p} here cuts that path. Change who may assume it in the management account (or its trust "
-        "policy), deliberately, instead.",
-        unnamed="AWS Organizations"),
+    ManagedKind.GROUP_RULE:
+        'group rule {by:(unnamed)} assigns membership of group "{r}" to {p}{extra}; removing the membership '
+        "would be undone by the rule. Change the rule (or the profile attribute of {p} it matches) instead.",
+    ManagedKind.IMPORTED_GROUP:
+        'group "{r}" is imported from {by:its source directory or app}{extra}, which masters its members; a '
+        "change in the source would be undone by the next import. Remove {p} from the group in "
+        "{by:that directory or app} instead.",
+    ManagedKind.BUILT_IN:
+        'group "{r}" is built in to {by:the source}{extra}: every user is a member and the membership cannot '
+        "be removed. Change what the group grants, or deactivate {p}, instead.",
+    ManagedKind.GROUP_ASSIGNMENT:
+        '{p} is assigned to "{r}" through {group:a group}{extra}; remove {p} from that group, or unassign the '
+        'group from "{r}", instead.',
+    ManagedKind.IDP_TEAM_SYNC:
+        'team "{r}" is synchronised with identity provider group {by:(unnamed)}{extra}; GitHub refuses '
+        "membership changes to it and the IdP would add {p} back. Remove {p} from {by:that group} in the "
+        "identity provider instead.",
+    ManagedKind.SCIM:
+        '"{r}" is provisioned over SCIM by {by:an external identity provider}{extra}; a change made here would '
+        "be overwritten by the next provisioning. Remove {p} from the group (or unassign the app) in "
+        "{by:the identity provider} instead.",
+    ManagedKind.PERMISSION_SET:
+        '{p} reaches "{r}" through {by:an IAM Identity Center permission set}{extra}, which IAM Identity Center '
+        "creates and owns; an edit in IAM would be undone. Remove the account assignment of {p} (or change the "
+        "permission set) in IAM Identity Center instead.",
+    ManagedKind.ORGANIZATIONS:
+        '"{r}" was created by {by:AWS Organizations}{extra} so the management account can administer this '
+        "account; removing it from {p} here cuts that path. Change who may assume it in the management account "
+        "(or its trust policy), deliberately, instead.",
 }
 
 
@@ -129,12 +122,10 @@ class ManagedElsewhere:
 
     def sentence(self, principal: str, resource: str) -> str:
         """What a reviewer (before a revoke) and an admin (on the manual work list) read: why revoking here
-        would be wrong or undone, and where to make the change instead (the kind's entry in SENTENCES)."""
-        words = SENTENCES[self.kind]
-        text = words.text.format(
-            p=principal or "the account", r=resource or "the resource",
-            by=words.named.format(self.by) if self.by else words.unnamed, by_again=self.by or words.unnamed_again,
-            extra=f" ({self.detail})" if self.detail else "")
+        would be wrong or undone, and where to make the change instead (the kind's sentence in SENTENCES)."""
+        text = _Words().format(SENTENCES[self.kind], p=principal or "the account", r=resource or "the resource",
+                               by=self.by, group=f"group {self.by}" if self.by else "",
+                               extra=f" ({self.detail})" if self.detail else "")
         return f"{text} {self.how_to}" if self.how_to else text
 
 
