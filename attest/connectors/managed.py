@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from string import Formatter
 from typing import Any
 
 from attest.connectors.base import RevokeRefused
@@ -42,6 +43,48 @@ LABELS = {
     ManagedKind.BUILT_IN: "built-in", ManagedKind.GROUP_ASSIGNMENT: "assigned to a group",
     ManagedKind.IDP_TEAM_SYNC: "IdP-synced", ManagedKind.SCIM: "SCIM-provisioned",
     ManagedKind.PERMISSION_SET: "permission set", ManagedKind.ORGANIZATIONS: "AWS Organizations",
+}
+
+
+class _Words(Formatter):
+    """Fills a sentence: `{by:words}` says `words` where nobody is named."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return str(value) or format_spec
+
+
+# what a person reads, by kind: {p} the principal, {r} the resource, {by} who really holds the access
+# (`{by:words}`: these words when nobody is named; {group}: "group <by>"), {extra} the detail in parentheses
+SENTENCES = {
+    ManagedKind.GROUP_RULE:
+        'group rule {by:(unnamed)} assigns membership of group "{r}" to {p}{extra}; removing the membership '
+        "would be undone by the rule. Change the rule (or the profile attribute of {p} it matches) instead.",
+    ManagedKind.IMPORTED_GROUP:
+        'group "{r}" is imported from {by:its source directory or app}{extra}, which masters its members; a '
+        "change in the source would be undone by the next import. Remove {p} from the group in "
+        "{by:that directory or app} instead.",
+    ManagedKind.BUILT_IN:
+        'group "{r}" is built in to {by:the source}{extra}: every user is a member and the membership cannot '
+        "be removed. Change what the group grants, or deactivate {p}, instead.",
+    ManagedKind.GROUP_ASSIGNMENT:
+        '{p} is assigned to "{r}" through {group:a group}{extra}; remove {p} from that group, or unassign the '
+        'group from "{r}", instead.',
+    ManagedKind.IDP_TEAM_SYNC:
+        'team "{r}" is synchronised with identity provider group {by:(unnamed)}{extra}; GitHub refuses '
+        "membership changes to it and the IdP would add {p} back. Remove {p} from {by:that group} in the "
+        "identity provider instead.",
+    ManagedKind.SCIM:
+        '"{r}" is provisioned over SCIM by {by:an external identity provider}{extra}; a change made here would '
+        "be overwritten by the next provisioning. Remove {p} from the group (or unassign the app) in "
+        "{by:the identity provider} instead.",
+    ManagedKind.PERMISSION_SET:
+        '{p} reaches "{r}" through {by:an IAM Identity Center permission set}{extra}, which IAM Identity Center '
+        "creates and owns; an edit in IAM would be undone. Remove the account assignment of {p} (or change the "
+        "permission set) in IAM Identity Center instead.",
+    ManagedKind.ORGANIZATIONS:
+        '"{r}" was created by {by:AWS Organizations}{extra} so the management account can administer this '
+        "account; removing it from {p} here cuts that path. Change who may assume it in the management account "
+        "(or its trust policy), deliberately, instead.",
 }
 
 
@@ -79,41 +122,10 @@ class ManagedElsewhere:
 
     def sentence(self, principal: str, resource: str) -> str:
         """What a reviewer (before a revoke) and an admin (on the manual work list) read: why revoking here
-        would be wrong or undone, and where to make the change instead."""
-        p, r, by = principal or "the account", resource or "the resource", self.by
-        extra = f" ({self.detail})" if self.detail else ""
-        match self.kind:
-            case ManagedKind.GROUP_RULE:
-                text = (f'group rule {by or "(unnamed)"} assigns membership of group "{r}" to {p}{extra}; removing '
-                        f"the membership would be undone by the rule. Change the rule (or the profile attribute "
-                        f"of {p} it matches) instead.")
-            case ManagedKind.IMPORTED_GROUP:
-                text = (f'group "{r}" is imported from {by or "its source directory or app"}{extra}, which masters '
-                        f"its members; a change in the source would be undone by the next import. Remove {p} from "
-                        f"the group in {by or 'that directory or app'} instead.")
-            case ManagedKind.BUILT_IN:
-                text = (f'group "{r}" is built in to {by or "the source"}{extra}: every user is a member and the '
-                        f"membership cannot be removed. Change what the group grants, or deactivate {p}, instead.")
-            case ManagedKind.GROUP_ASSIGNMENT:
-                via = f"group {by}" if by else "a group"
-                text = (f'{p} is assigned to "{r}" through {via}{extra}; remove {p} from that group, or '
-                        f'unassign the group from "{r}", instead.')
-            case ManagedKind.IDP_TEAM_SYNC:
-                text = (f'team "{r}" is synchronised with identity provider group {by or "(unnamed)"}{extra}; '
-                        f"GitHub refuses membership changes to it and the IdP would add {p} back. Remove {p} "
-                        f"from {by or 'that group'} in the identity provider instead.")
-            case ManagedKind.SCIM:
-                text = (f'"{r}" is provisioned over SCIM by {by or "an external identity provider"}{extra}; a '
-                        f"change made here would be overwritten by the next provisioning. Remove {p} from the "
-                        f"group (or unassign the app) in {by or 'the identity provider'} instead.")
-            case ManagedKind.PERMISSION_SET:
-                text = (f'{p} reaches "{r}" through {by or "an IAM Identity Center permission set"}{extra}, which '
-                        f"IAM Identity Center creates and owns; an edit in IAM would be undone. Remove the account "
-                        f"assignment of {p} (or change the permission set) in IAM Identity Center instead.")
-            case ManagedKind.ORGANIZATIONS:
-                text = (f'"{r}" was created by {by or "AWS Organizations"}{extra} so the management account can '
-                        f"administer this account; removing it from {p} here cuts that path. Change who may "
-                        f"assume it in the management account (or its trust policy), deliberately, instead.")
+        would be wrong or undone, and where to make the change instead (the kind's sentence in SENTENCES)."""
+        text = _Words().format(SENTENCES[self.kind], p=principal or "the account", r=resource or "the resource",
+                               by=self.by, group=f"group {self.by}" if self.by else "",
+                               extra=f" ({self.detail})" if self.detail else "")
         return f"{text} {self.how_to}" if self.how_to else text
 
 

@@ -46,3 +46,13 @@ def test_every_kind_says_who_holds_it_and_where_to_change_it(kind):
     text = found.sentence("ada@acme.example", "Payroll")
     assert "THE-HOLDER" in text and "Payroll" in text and text.endswith("Ask the IdP team.")
     assert " instead" in text or "cannot" in text
+
+
+@pytest.mark.parametrize("kind", list(ManagedKind))
+def test_a_sentence_reads_whole_when_nobody_or_an_odd_name_is_named(kind):
+    unnamed = ManagedElsewhere(kind).sentence("", "")
+    assert "the account" in unnamed and "the resource" in unnamed
+    assert "{" not in unnamed and "  " not in unnamed and "()" not in unnamed and " ;" not in unnamed
+    # names are put into the sentence as they are, never read as a template
+    odd = ManagedElsewhere(kind, "{p} {by}", "{r}").sentence("{extra}", "{0}")
+    assert "{p} {by}" in odd and "({r})" in odd and "{0}" in odd

@@ -4,15 +4,24 @@ repositories and their direct collaborators with the source of each permission).
 
 from __future__ import annotations
 
-MEMBERS_QUERY = """
-query AttestMembers($login: String!, $after: String) {
-  organization(login: $login) {
-    membersWithRole(first: 100, after: $after) {
-      pageInfo { hasNextPage endCursor }
-      edges { role node { databaseId login name email organizationVerifiedDomainEmails(login: $login) } }
-    }
-  }
-}"""
+
+def _organization_page(operation: str, connection: str, selection: str) -> str:
+    """A document reading one page of one of an organization's connections: 100 after the cursor `$after`,
+    with the page info the pager follows (`HttpMixin._graphql_pages` in client.py), and `selection` of each."""
+    return f"""
+query {operation}($login: String!, $after: String) {{
+  organization(login: $login) {{
+    {connection}(first: 100, after: $after) {{
+      pageInfo {{ hasNextPage endCursor }}
+      {selection}
+    }}
+  }}
+}}"""
+
+
+MEMBERS_QUERY = _organization_page(
+    "AttestMembers", "membersWithRole",
+    "edges { role node { databaseId login name email organizationVerifiedDomainEmails(login: $login) } }")
 
 
 # the same without verified-domain e-mails, for servers or credentials that refuse that field
@@ -30,22 +39,14 @@ query AttestSamlIdentities($login: String!, $after: String) {
 }"""
 
 
-TEAMS_QUERY = """
-query AttestTeams($login: String!, $after: String) {
-  organization(login: $login) {
-    teams(first: 100, after: $after) {
-      pageInfo { hasNextPage endCursor }
-      nodes {
+TEAMS_QUERY = _organization_page("AttestTeams", "teams", """nodes {
         databaseId slug name description privacy
         parentTeam { databaseId slug }
         members(first: 100, membership: IMMEDIATE) {
           pageInfo { hasNextPage endCursor }
           edges { role node { databaseId login } }
         }
-      }
-    }
-  }
-}"""
+      }""")
 
 
 TEAM_MEMBERS_QUERY = """
@@ -74,20 +75,12 @@ fragment AttestCollaboratorPage on RepositoryCollaboratorConnection {
 }"""
 
 
-REPOS_QUERY = """
-query AttestRepositories($login: String!, $after: String) {
-  organization(login: $login) {
-    repositories(first: 100, after: $after) {
-      pageInfo { hasNextPage endCursor }
-      nodes {
+REPOS_QUERY = _organization_page("AttestRepositories", "repositories", """nodes {
         databaseId name nameWithOwner isArchived isPrivate isFork visibility
         collaborators(first: 100, affiliation: DIRECT) {
           ...AttestCollaboratorPage
         }
-      }
-    }
-  }
-}""" + COLLABORATOR_PAGE_FRAGMENT
+      }""") + COLLABORATOR_PAGE_FRAGMENT
 
 
 REPO_COLLABORATORS_QUERY = """
