@@ -567,16 +567,14 @@ def test_compose_stack_runs_and_answers_through_the_proxy(tmp_path: Path, databa
         schedulers = {n: started[n] for n in ("scheduler1", "scheduler2")}
         holders: dict[str, str] = {}
 
-        def both_started() -> bool:
-            with engine.connect() as conn:
-                rows = conn.execute(text("SELECT DISTINCT holder FROM compose_test_lease_take "
-                                         "WHERE name = 'scheduler:reconcile'")).scalars().all()
-            for holder in rows:
-                pid = int(holder.split(":")[-2])
-                holders.update({holder: n for n, p in schedulers.items() if p.popen.pid == pid})
+        def both_started() -> bool:  # each logs "scheduler <its lease holder name> started" once running
+            for name, proc in schedulers.items():
+                found = re.search(r"scheduler (\S+) started", proc.log.read_text(errors="replace"))
+                if found:
+                    holders[found.group(1)] = name
             return len(set(holders.values())) == 2
 
-        poll("both schedulers' start-up reconcile", both_started, alive=procs)
+        poll("both schedulers started", both_started, alive=procs)
         minute = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
         every_minute = [spec.id for spec in FIXED_JOBS if spec.cron == "* * * * *"]
         assert "scheduler:reconcile" in every_minute and len(every_minute) >= 5
