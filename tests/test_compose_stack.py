@@ -525,10 +525,13 @@ def test_compose_stack_runs_and_answers_through_the_proxy(tmp_path: Path, databa
         assert not seen["web1"] & seen["web2"], "each request is served once"
 
         # /metrics: not served to the internet by the proxy; each web answers it with the bearer token
-        assert through_proxy("GET", "/metrics").status == 404
         token = env_file["ATTEST_METRICS_TOKEN"]
+        bearer = {"Authorization": f"Bearer {token}"}
         direct = http.client.HTTPConnection("127.0.0.1", web_ports["web1"], timeout=20)
-        assert fetch(direct, "GET", "/metrics", {"Authorization": f"Bearer {token}"}).status == 200
+        assert fetch(direct, "GET", "/metrics", bearer).status == 200
+        for spelling in ("/metrics", "/metrics/", "/METRICS", "//metrics", "/./metrics", "/%6detrics", "/metrics?x=1"):
+            answer = through_proxy("GET", spelling, bearer)  # even with the token
+            assert answer.status != 200 and b"# HELP" not in answer.body, f"{spelling}: {answer.status}"
 
         # the sign-in page over HTTPS with production settings: secure session cookie
         login = through_proxy("GET", "/login")
