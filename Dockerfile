@@ -25,8 +25,11 @@ RUN apt-get update \
       libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 attest \
- && useradd --system --uid 10001 --gid attest --home-dir /var/lib/attest --create-home --shell /usr/sbin/nologin attest
+ && useradd --system --uid 10001 --gid attest --home-dir /home/attest --create-home --shell /usr/sbin/nologin attest \
+ && install -d -o attest -g attest -m 0750 /var/lib/attest
 COPY --from=build /opt/attest /opt/attest
+# The home directory is the container's own: gunicorn keeps its control socket there ($HOME/.gunicorn), and on
+# the data volume (/var/lib/attest, shared by web1 and web2) one web container's socket would replace the other's.
 ENV PATH=/opt/attest/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -31,10 +31,12 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test system-test-deps
 
 # Browser tests drive Debian's Chromium (Playwright's own browser download does not work offline);
-# PDF evidence needs Pango for WeasyPrint.
+# PDF evidence needs Pango for WeasyPrint; the compose stack's test (tests/test_compose_stack.py) runs
+# deploy/Caddyfile with Debian's Caddy. One apt-get call for whatever is missing, none when nothing is.
 system-test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
 	ldconfig -p 2>/dev/null | grep -q libpango-1.0 || missing="$$missing libpango-1.0-0 libpangoft2-1.0-0"; \
 	fc-list 2>/dev/null | grep -qi dejavu || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
