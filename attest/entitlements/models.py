@@ -126,7 +126,19 @@ class SyncRun(Base):
         return round((self.finished_at - self.started_at).total_seconds(), 3)
 
 
-class Identity(Base):
+class SyncedRecord:
+    """The columns a sync keeps on every record it reads (identities, accounts, resources, entitlements):
+    the source's other attributes, the hash that tells whether the record changed, and the row's life
+    (first seen; ended when and why, and reopened when the record comes back: rows are never deleted)."""
+
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    record_hash: Mapped[str | None] = mapped_column(String(40))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(50))
+
+
+class Identity(SyncedRecord, Base):
     """A person or a non-human owner, from the authoritative source (or created by hand)."""
 
     __tablename__ = "identity"
@@ -145,11 +157,6 @@ class Identity(Base):
     manager_ref: Mapped[str | None] = mapped_column(String(320))  # as the source gave it
     status: Mapped[str] = mapped_column(String(30), default="active")  # active | suspended | terminated
     kind: Mapped[str] = mapped_column(String(20), default="human")
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    record_hash: Mapped[str | None] = mapped_column(String(40))
-    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    ended_reason: Mapped[str | None] = mapped_column(String(50))
 
     manager: Mapped[Identity | None] = relationship(remote_side=[id], lazy="joined", join_depth=1)
 
@@ -168,7 +175,7 @@ class Identity(Base):
         return f"<Identity {self.email or self.external_id}>"
 
 
-class Account(Base):
+class Account(SyncedRecord, Base):
     """An account in one source, linked to at most one Identity; unlinked accounts are orphaned."""
 
     __tablename__ = "account"
@@ -188,15 +195,10 @@ class Account(Base):
     identity_ref: Mapped[str | None] = mapped_column(String(255))  # same-source identity external id
     saml_nameid: Mapped[str | None] = mapped_column(String(320))
     tag_email: Mapped[str | None] = mapped_column(String(320))
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    record_hash: Mapped[str | None] = mapped_column(String(40))
     identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"), index=True)
     link_method: Mapped[str | None] = mapped_column(String(20))
     linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     linked_by: Mapped[str | None] = mapped_column(String(320))
-    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    ended_reason: Mapped[str | None] = mapped_column(String(50))
 
     source: Mapped[Source] = relationship(lazy="joined")
     identity: Mapped[Identity | None] = relationship(lazy="joined")
@@ -217,7 +219,7 @@ class Account(Base):
         return self.login or self.email or self.display_name or self.external_id
 
 
-class Resource(Base):
+class Resource(SyncedRecord, Base):
     """Something access is granted on: a group, app, role, AWS account, permission set, org, team, repo."""
 
     __tablename__ = "resource"
@@ -233,11 +235,6 @@ class Resource(Base):
     parent_ref: Mapped[str | None] = mapped_column(String(255))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"), index=True)
     owner_refs: Mapped[list[str]] = mapped_column(JSONType, default=list)  # account external ids
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    record_hash: Mapped[str | None] = mapped_column(String(40))
-    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    ended_reason: Mapped[str | None] = mapped_column(String(50))
 
     source: Mapped[Source] = relationship(lazy="joined")
     parent: Mapped[Resource | None] = relationship(remote_side=[id], lazy="select")
@@ -266,7 +263,7 @@ class ResourceOwner(Base):
     )
 
 
-class Entitlement(Base):
+class Entitlement(SyncedRecord, Base):
     """One grantable permission on a resource: member, admin, push, PermissionSet:Admin..."""
 
     __tablename__ = "entitlement"
@@ -284,11 +281,6 @@ class Entitlement(Base):
     privileged: Mapped[bool] = mapped_column(Boolean, default=False)
     # holding it makes the principal a member of the (group) resource, so it holds what the group holds
     is_membership: Mapped[bool] = mapped_column(Boolean, default=False)
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    record_hash: Mapped[str | None] = mapped_column(String(40))
-    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    ended_reason: Mapped[str | None] = mapped_column(String(50))
 
     resource: Mapped[Resource | None] = relationship(lazy="joined")
 

@@ -157,22 +157,27 @@ def _authoritative_count(session: Session) -> int:
     ) or 0
 
 
-def new_source_errors(
-    session: Session,
-    settings: Settings,
-    kind: str,
-    name: str,
-    values: Mapping[str, Any],
-    secrets: Mapping[str, str],
-    *,
-    schedule: str | None = None,
-    authoritative: bool | None = None,
-) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
+@dataclass(frozen=True)
+class NewSource:
+    """A source to add as `add_source` was given it: its kind and name, the connector's settings (`values`,
+    not yet coerced) and secrets, the cron schedule, and whether it is authoritative for identities (None:
+    the connector's default)."""
+
+    kind: str
+    name: str
+    values: Mapping[str, Any]
+    secrets: Mapping[str, str]
+    schedule: str | None = None
+    authoritative: bool | None = None
+
+
+def new_source_errors(session: Session, new: NewSource) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
     """Everything wrong with a new source, by field ("" for the whole form), in the order `add_source`
     reports them, plus the connector's coerced settings and secrets when they are valid.
 
     The connector's schema is asked again without each setting or secret it refused, so one submission
     names every malformed field (a missing required one stops the search: its message comes last)."""
+    kind, name, schedule = new.kind, new.name, new.schedule
     errors: dict[str, str] = {}
     if not NAME_RE.match(name or ""):
         errors["name"] = "a source name is 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -183,7 +188,7 @@ def new_source_errors(
     if kind not in registry.KINDS:
         errors["kind"] = f"unknown source kind {kind!r}; known kinds: {', '.join(sorted(registry.KINDS))}"
     else:
-        vals, secs = dict(values), dict(secrets)
+        vals, secs = dict(new.values), dict(new.secrets)
         for _ in range(len(vals) + len(secs) + 1):
             try:
                 clean, clean_secrets = registry.validate_settings(kind, vals, secs)
@@ -207,7 +212,7 @@ def new_source_errors(
             validate_cron(schedule)
         except SourceError as exc:
             errors["schedule"] = str(exc)
-    if authoritative and _authoritative_count(session):
+    if new.authoritative and _authoritative_count(session):
         errors["authoritative"] = "another enabled source is already authoritative for identities"
     return errors, clean, clean_secrets
 
@@ -228,8 +233,8 @@ def add_source(
     authoritative flag checked (`new_source_errors`) before anything is written; SourceError names the
     first problem (and `errors` all of them). Secrets are stored encrypted; audited as `source.add` with
     the settings and only the names of the secrets."""
-    errors, clean, clean_secrets = new_source_errors(session, settings, kind, name, values, secrets,
-                                                     schedule=schedule, authoritative=authoritative)
+    new = NewSource(kind, name, values, secrets, schedule, authoritative)
+    errors, clean, clean_secrets = new_source_errors(session, new)
     if errors:
         field, message = next(iter(errors.items()))
         raise SourceError(message, field or None, errors)
