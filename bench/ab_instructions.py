@@ -9,7 +9,8 @@ What is counted: the instructions (callgrind's Ir) executed by the Python proces
 interpreter, the C extensions, SQLite's C code (SQLite runs in that process), the app. Not the kernel
 (system calls are not followed into the kernel), not time spent waiting for a CPU or for I/O. Unlike CPU time
 on a machine shared with other work, the count does not move with the load: two runs of the same tree agree
-to a few thousandths of a percent (the report gives the figure it measured), so a 5% difference is visible.
+within 0.5% (the resyncs, which vary most; the rest within 0.1%; --repeat re-measures one benchmark and the
+report gives what it found), so a 5% difference is visible.
 It is not time: a cache miss and an add both count one, so it misses a regression that is only memory
 traffic; the CPU-time A/B (bench/ab.py, --measure cpu) stays beside it for that.
 
