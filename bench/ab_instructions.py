@@ -26,6 +26,12 @@ benchmarks' own timers, so nothing in the base tree needs to change:
   around each bulk approval), with REQUESTS requests per page kind (the count per request is deterministic,
   so a few are enough; the median is reported: a request that finds the session's last_seen_at a minute
   old also writes it (sessions.TOUCH_EVERY), which under callgrind's slowness is every few requests).
+Sizes: --people 5,000 (46k grants) and --items 50,000, so that one tree takes about 5 minutes here; the
+count doubles with the size (2,500 -> 5,000 people: sync and launch 1.98-2.04x). At these sizes the first
+launch does not take the bulk path (secondary indexes dropped and rebuilt, db.BULK_LOAD_ROWS: 100,000 active
+grants) that bench/ab.py's first launch at 20,000 people takes: it inserts into the empty, indexed table like
+the next launch; --people 11000 reaches the bulk path (about 2.5 minutes more per tree for the launch).
+
 At a region's first timer call the driver turns callgrind's instrumentation on (`callgrind_control -i on`),
 at its second it dumps the count (`--dump=NAME`, which also zeroes it) and turns it off. Those control
 calls themselves leave a constant ~0.75M instructions in every region (spawning and waiting for
