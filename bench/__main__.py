@@ -34,6 +34,8 @@ BENCHMARKS = [
     ("ten_million", "Ten million grants on PostgreSQL (issue 19, part 7)"),
     ("request_cost", "Request cost: SQL statements, app CPU and HTML bytes of a reviewer request (issue 19)"),
     ("ab", "A/B of the restructuring by CPU time against the commit before it (issue 18)"),
+    ("ab_instructions", "A/B of the restructuring by instructions executed (callgrind) against the commit before it "
+     "(issue 18)"),
 ]
 
 

@@ -19,6 +19,13 @@ for (load averages of 1 and 10 double every figure). This compares two commits t
     python -m bench.ab --base e226030 --rounds 3 --people 20000 --items 200000
 
 Each operation runs at a tenth of the sizes bench/sync.py etc. use by default, so a round takes minutes.
+
+`--measure cpu` (the default) is the above. CPU time on this shared 2-core machine still spreads 7-60% between
+rounds, too much for a 5% question; `--measure instructions` answers it by counting the instructions executed
+in the same regions under callgrind, deterministic to a few thousandths of a percent (bench/ab_instructions.py,
+its own report bench/results/ab_instructions.md; its options --people, --items, --requests, --keep):
+
+    python -m bench.ab --base e226030 --measure instructions
 """
 
 from __future__ import annotations
@@ -100,7 +107,16 @@ def measure(tree: Path, people: int, items: int) -> dict[str, float]:
 
 
 def run(out: Path, argv: list[str] | None = None) -> str:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--measure", choices=["cpu", "instructions"], default="cpu")
+    measure_kind, rest = pre.parse_known_args(argv or [])
+    if measure_kind.measure == "instructions":
+        from bench import ab_instructions
+
+        return ab_instructions.run(out.parent / "ab_instructions.md", rest)
     parser = argparse.ArgumentParser(prog="python -m bench.ab")
+    parser.add_argument("--measure", choices=["cpu", "instructions"], default="cpu",
+                        help="cpu: CPU time, interleaved rounds (this module); instructions: bench/ab_instructions.py")
     parser.add_argument("--base", default=BASE_DEFAULT)
     parser.add_argument("--head", default="HEAD")
     parser.add_argument("--rounds", type=int, default=3)
