@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, any_, bindparam, func, text
+from sqlalchemy import ARRAY, JSON, any_, bindparam, func, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -166,11 +166,14 @@ def among(bind: Bind, column: Any, values: Collection[Any]) -> Any:
 
 def among_parameter(dialect: str, column: Any, key: str) -> Any:
     """`among` for a statement built once (per dialect name) and run many times: `column` is among the list given
-    at execution as the parameter `key` (`= ANY(:key)` on PostgreSQL, an expanding `IN` on SQLite), so a page's
-    reads skip building their expressions and cache keys again on every request."""
+    at execution as the parameter `key`, one bound value on both engines (`= ANY(:key)`, an array, on
+    PostgreSQL; `IN (SELECT value FROM json_each(:key))`, a JSON array, on SQLite), so a page's reads skip
+    building their expressions and cache keys again on every request, and the SQL text does not change with the
+    list's length (an expanding IN renders a placeholder per value at every execution, and SQLite prepares each
+    new text again)."""
     if is_postgresql(dialect):
         return column == any_(bindparam(key, type_=ARRAY(column.type)))
-    return column.in_(bindparam(key, expanding=True))
+    return column.in_(select(func.json_each(bindparam(key, type_=JSON)).table_valued("value").c.value))
 
 
 # --- aggregates, JSON, text ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from attest import dialects
 from attest.entitlements.models import Identity
@@ -68,6 +68,32 @@ def test_among_parameter_takes_its_list_at_execution_one_statement_for_every_lis
     assert found({people[0].id, people[2].id, 987_654_321}) == [people[0].id, people[2].id]
     assert found({people[1].id}) == [people[1].id]
     assert found(set()) == []
+
+
+def test_among_parameter_matches_text_as_it_is_and_sends_one_sql_text_whatever_the_lists_length(session):
+    names = ["O'Brien, Siobhán", "Zoë \"Z\" Ng", "100", "plain"]
+    people = [make_identity(session, f"t{n}@acme.example", name) for n, name in enumerate(names)]
+    session.flush()
+    stmt = select(Identity.id).where(dialects.among_parameter(dialects.name(session), Identity.display_name, "names"))
+    sent: list[str] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        def found(values):
+            return sorted(session.scalars(stmt, {"names": values}))
+
+        assert found(names[:2]) == [people[0].id, people[1].id]
+        assert found(["100", "nobody", "O'Brien"]) == [people[2].id]  # text compared as text, whole
+        assert found([*names, *(f"x{n}" for n in range(200))]) == sorted(p.id for p in people)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    # the same SQL text for 2 values and for 204: the database prepares it once (SQLite re-prepares every
+    # new text; an expanding IN renders a placeholder per value)
+    assert len(sent) == 3 and len(set(sent)) == 1, sent
 
 
 def test_a_reviewers_undecided_items_are_counted_with_the_decision_kept_out_of_sqlites_index_choice(session):

@@ -79,7 +79,8 @@ def _facts(session: Session, items: Sequence[ReviewItem], columns: Sequence[Mapp
     if resources:
         params["resources"] = sorted(resources)
     grant_attrs, ent_attrs = out.attributes
-    for which, row_id, name, attrs in session.execute(_facts_statement(dialect_name(session), bool(resources)), params):
+    for which, row_id, name, attrs in session.execute(_facts_statement(dialect_name(session), bool(resources)),
+                                                      params).all():
         if which == 1:
             ent_attrs[row_id] = attrs
             if name:
@@ -158,7 +159,7 @@ def same_access(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int
         for item_id, account_id, entitlement_id, decision in session.execute(stmt, {
                 "reviewer_id": reviewer_id, "campaign_id": campaign_id,
                 "names": sorted(n for n in names if n is not None),
-                "accounts": sorted({p[0] for p in pairs}), "entitlements": sorted({p[1] for p in pairs})}):
+                "accounts": sorted({p[0] for p in pairs}), "entitlements": sorted({p[1] for p in pairs})}).all():
             if (account_id, entitlement_id) in pairs:
                 groups.setdefault((campaign_id, reviewer_id, account_id, entitlement_id), []).append((item_id, decision))
     alike_ids = [[item_id for item_id, _d in same] for same in groups.values()
