@@ -124,3 +124,19 @@ def test_a_reviewers_undecided_items_are_counted_with_the_decision_kept_out_of_s
         assert all(kept not in sql and "review_item.decision IS NULL" in sql for sql in sent), sent
     else:
         assert len(sent) == 2 and all(kept in sql for sql in sent), sent
+
+
+def test_json_columns_read_back_as_written_and_each_read_is_its_own_object(session):
+    """SQLite's JSON reader answers the empty object and list without the decoder (attest.db._json_loads):
+    what comes back must still equal what was written, and two rows' empty values must not be one shared,
+    mutable object."""
+    values = [{}, {}, [], {"a": [1, {"b": None}], "é": "x"}, [{}], "{}", 0, None]
+    people = [make_identity(session, f"j{n}@acme.example", attributes=v) for n, v in enumerate(values)]
+    session.flush()
+    session.expire_all()
+    read = session.execute(select(Identity.id, Identity.attributes).where(
+        Identity.id.in_([p.id for p in people])).order_by(Identity.id)).all()
+    assert [attrs for _id, attrs in read] == values
+    first, second = read[0][1], read[1][1]
+    first["changed"] = True
+    assert second == {} and first is not second
