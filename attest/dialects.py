@@ -8,7 +8,8 @@ Every other module asks this one instead of testing the dialect's name itself:
 - **dates in raw SQL**: `text_with_dates` binds every datetime parameter of a `text()` statement as
   `UTCDateTime`, the type the models use, so no date is converted by hand;
 - **lists of values**: `among` (`= ANY(array)` on PostgreSQL, `IN` on SQLite), `among_parameter` (the same for a
-  statement built once, its list given at execution);
+  statement built once, its list given at execution as one value: an array, or a JSON array read by
+  `json_each` on SQLite, so the SQL text never changes with the list);
 - **aggregates and JSON**: `aggregate_text` (string_agg / group_concat), `json_text`, `json_type`,
   `json_flag`, `active_access_key_older`, `c_collation`, `json_column_type`, `empty_json_array`,
   `iso_utc_text`, `epoch_seconds`, `utc_day`;
