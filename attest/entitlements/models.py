@@ -26,7 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from attest.db import Base, JSONType, UTCDateTime, utcnow
 
@@ -138,6 +138,23 @@ class SyncedRecord:
     ended_reason: Mapped[str | None] = mapped_column(String(50))
 
 
+class SourceRecord(SyncedRecord):
+    """A synced record one source owns (accounts, resources, entitlements), known by its id in that source
+    (`external_id`, unique per source) and by the part of the source it was read from (`part`: a failed part's
+    records are left as they were, see attest.entitlements.sync). Identities are not: one can be made by hand
+    (no source)."""
+
+    # sort_order: first in the table, as the migrations made them (mixin columns otherwise come last)
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=-4)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"), sort_order=-3)
+    external_id: Mapped[str] = mapped_column(String(255), sort_order=-2)
+    part: Mapped[str | None] = mapped_column(String(200), sort_order=-1)
+
+    @declared_attr
+    def source(cls) -> Mapped[Source]:
+        return relationship(lazy="joined")
+
+
 class Identity(SyncedRecord, Base):
     """A person or a non-human owner, from the authoritative source (or created by hand)."""
 
@@ -175,15 +192,11 @@ class Identity(SyncedRecord, Base):
         return f"<Identity {self.email or self.external_id}>"
 
 
-class Account(SyncedRecord, Base):
+class Account(SourceRecord, Base):
     """An account in one source, linked to at most one Identity; unlinked accounts are orphaned."""
 
     __tablename__ = "account"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
-    external_id: Mapped[str] = mapped_column(String(255))
-    part: Mapped[str | None] = mapped_column(String(200))
     login: Mapped[str | None] = mapped_column(String(320))
     email: Mapped[str | None] = mapped_column(String(320))
     display_name: Mapped[str | None] = mapped_column(String(255))
@@ -200,7 +213,6 @@ class Account(SyncedRecord, Base):
     linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     linked_by: Mapped[str | None] = mapped_column(String(320))
 
-    source: Mapped[Source] = relationship(lazy="joined")
     identity: Mapped[Identity | None] = relationship(lazy="joined")
 
     __table_args__ = (
@@ -219,15 +231,11 @@ class Account(SyncedRecord, Base):
         return self.login or self.email or self.display_name or self.external_id
 
 
-class Resource(SyncedRecord, Base):
+class Resource(SourceRecord, Base):
     """Something access is granted on: a group, app, role, AWS account, permission set, org, team, repo."""
 
     __tablename__ = "resource"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
-    external_id: Mapped[str] = mapped_column(String(255))
-    part: Mapped[str | None] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(50))  # e.g. okta_group, aws_account, github_repo
     name: Mapped[str] = mapped_column(String(400))
     description: Mapped[str | None] = mapped_column(Text)
@@ -236,8 +244,7 @@ class Resource(SyncedRecord, Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"), index=True)
     owner_refs: Mapped[list[str]] = mapped_column(JSONType, default=list)  # account external ids
 
-    source: Mapped[Source] = relationship(lazy="joined")
-    parent: Mapped[Resource | None] = relationship(remote_side=[id], lazy="select")
+    parent: Mapped[Resource | None] = relationship(remote_side="Resource.id", lazy="select")
 
     __table_args__ = (
         UniqueConstraint("source_id", "external_id"),
@@ -263,15 +270,12 @@ class ResourceOwner(Base):
     )
 
 
-class Entitlement(SyncedRecord, Base):
+class Entitlement(SourceRecord, Base):
     """One grantable permission on a resource: member, admin, push, PermissionSet:Admin..."""
 
     __tablename__ = "entitlement"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
-    external_id: Mapped[str] = mapped_column(String(400))
-    part: Mapped[str | None] = mapped_column(String(200))
+    external_id: Mapped[str] = mapped_column(String(400), sort_order=-2)  # longer: it names its resource too (an ARN, an account)
     resource_ref: Mapped[str] = mapped_column(String(255))
     resource_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
