@@ -134,6 +134,14 @@ class Setting:
     default: Any = None
     type: type = str  # str | int | bool | float | list (comma-separated)
     choices: tuple[str, ...] = ()
+    bounds: tuple[int, int] | None = None  # (lowest, highest) a number may be, both allowed
+
+    def check_bounds(self, value: Any, what: str = "setting") -> None:
+        """Raise ValueError when a number is out of `bounds`: the one check of a range, run by the registry on
+        what an admin enters and by BaseConnector on what a connector is built with."""
+        if self.bounds is not None and value is not None and not self.bounds[0] <= value <= self.bounds[1]:
+            raise ValueError(f"{what} {self.name!r} must be between {self.bounds[0]} and {self.bounds[1]}, "
+                             f"not {value!r} ({self.help})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +223,9 @@ class BaseConnector:
         self.settings = dict(settings)
         self.secrets = dict(secrets or {})
         self.calls = 0
+        for spec in self.SETTINGS:
+            if spec.bounds is not None and self.settings.get(spec.name) is not None:
+                spec.check_bounds(int(self.settings[spec.name]))
 
     def validate(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

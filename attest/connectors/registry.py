@@ -43,9 +43,11 @@ def _coerce(spec: Setting, raw: Any, what: str) -> Any:
         raise ValueError(f"{what} {spec.name} must be true or false, not {raw!r}")
     if spec.type is int:
         try:
-            return int(raw)
+            number = int(raw)
         except (TypeError, ValueError):
             raise ValueError(f"{what} {spec.name} must be a whole number, not {raw!r}") from None
+        spec.check_bounds(number, what)
+        return number
     if spec.type is float:
         try:
             return float(raw)

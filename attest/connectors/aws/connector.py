@@ -67,7 +67,7 @@ class AwsConnector(SessionsMixin, OrganizationsMixin, IdentityCenterMixin, IamMi
         Setting("external_id", "sts:ExternalId the member-account roles require, if any"),
         Setting("accounts", "only these account ids (comma-separated; default: every account)", type=list),
         Setting("endpoint_url", "AWS endpoint override (tests, the sandbox); http only on loopback"),
-        Setting("concurrency", "accounts read at the same time", default=8, type=int),
+        Setting("concurrency", "accounts read at the same time", default=8, type=int, bounds=(1, 64)),
         Setting("privileged_policies", "more policy names or ARNs that make a grant privileged (comma-separated)",
                 type=list),
     )
@@ -95,9 +95,6 @@ class AwsConnector(SessionsMixin, OrganizationsMixin, IdentityCenterMixin, IamMi
         bad = [a for a in settings.get("accounts") or [] if not ACCOUNT_ID_RE.match(str(a))]
         if bad:
             raise ValueError(f"setting accounts must list 12-digit account ids; not: {', '.join(map(str, bad))}")
-        concurrency = settings.get("concurrency")
-        if concurrency is not None and not 1 <= int(concurrency) <= 64:
-            raise ValueError("setting concurrency must be between 1 and 64")
         url = settings.get("endpoint_url")
         if url:
             parsed = urlparse(str(url))

@@ -41,7 +41,7 @@ class GitHubConnector(HttpMixin, ReadersMixin, ProvisioningMixin, BaseConnector)
         Setting("api_url", "REST API base: https://api.github.com, or https://HOST/api/v3 for GitHub "
                 "Enterprise Server", default=DEFAULT_API),
         Setting("skip_archived", "leave archived repositories out", default=False, type=bool),
-        Setting("concurrency", "requests in flight at once (1-16)", default=4, type=int),
+        Setting("concurrency", "requests in flight at once", default=4, type=int, bounds=(1, 16)),
         Setting("app_id", "GitHub App ID (with the private_key secret)"),
         Setting("installation_id", "the App's installation ID (with the private_key secret)", type=int),
     )
@@ -57,9 +57,6 @@ class GitHubConnector(HttpMixin, ReadersMixin, ProvisioningMixin, BaseConnector)
         if not settings.get("orgs"):
             raise ValueError("setting 'orgs' needs at least one organization login")
         require_https(str(settings.get("api_url") or DEFAULT_API), "api_url")
-        concurrency = int(settings.get("concurrency") or 4)
-        if not 1 <= concurrency <= 16:
-            raise ValueError("setting 'concurrency' must be between 1 and 16")
         if secrets.get("private_key"):
             if not settings.get("app_id") or not settings.get("installation_id"):
                 raise ValueError("a GitHub App needs settings 'app_id' and 'installation_id' with the private_key secret")

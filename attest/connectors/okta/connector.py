@@ -47,11 +47,11 @@ class OktaConnector(HttpMixin, ReadersMixin, ProvisioningMixin, GuardMixin, Base
     AUTHORITATIVE_DEFAULT: ClassVar[bool] = True
     SETTINGS: ClassVar[tuple[Setting, ...]] = (
         Setting("domain", "your Okta org URL, e.g. https://acme.okta.com (https required except loopback)", required=True),
-        Setting("concurrency", "requests in flight at once (1-16)", default=4, type=int),
+        Setting("concurrency", "requests in flight at once", default=4, type=int, bounds=(1, 16)),
         Setting("manager_attribute", "the profile attribute holding the manager (an Okta user id, login, e-mail "
                 "or employee number); `manager` is the fallback", default="managerId"),
-        Setting("log_days", "days of System Log to read for the last SSO per app (0-90; 0 turns it off)",
-                default=90, type=int),
+        Setting("log_days", "days of System Log to read for the last SSO per app (Okta keeps 90; 0 turns it off)",
+                default=90, type=int, bounds=(0, 90)),
         Setting("include_inactive_apps", "also sync apps that are INACTIVE", default=False, type=bool),
         Setting("key_id", "OAuth: the key id (kid) of the app's public key, when the app has several"),
     )
@@ -67,10 +67,6 @@ class OktaConnector(HttpMixin, ReadersMixin, ProvisioningMixin, GuardMixin, Base
         path = urlsplit(str(settings["domain"])).path.strip("/")
         if path:
             raise ValueError(f"domain must be the org URL only (like https://acme.okta.com), without the path /{path}")
-        if not 1 <= int(settings.get("concurrency", 4)) <= 16:
-            raise ValueError("concurrency must be between 1 and 16")
-        if not 0 <= int(settings.get("log_days", 90)) <= 90:
-            raise ValueError("log_days must be between 0 and 90 (Okta keeps 90 days of System Log)")
         has_token = bool(secrets.get("token"))
         has_oauth = bool(secrets.get("client_id") or secrets.get("private_key"))
         if has_token and has_oauth:
@@ -93,7 +89,7 @@ class OktaConnector(HttpMixin, ReadersMixin, ProvisioningMixin, GuardMixin, Base
         when a cached access token is due: a test's fake clock (with its sleep) moves them all."""
         super().__init__(settings, secrets)
         self.domain = require_https(str(self.settings.get("domain", "")), "domain")
-        self.concurrency = max(1, min(int(self.settings.get("concurrency") or 4), 16))
+        self.concurrency = int(self.settings.get("concurrency") or 4)
         self.manager_attribute = str(self.settings.get("manager_attribute") or "managerId")
         self.log_days = int(self.settings.get("log_days") if self.settings.get("log_days") is not None else 90)
         self.include_inactive_apps = bool(self.settings.get("include_inactive_apps"))
