@@ -18,6 +18,10 @@ Every other module asks this one instead of testing the dialect's name itself:
 - **ids, locks and triggers**: `preassign_ids`, `for_update`, `claim_write_lock`, `skip_fk_triggers`,
   `restore_fk_triggers`, `raw_cursor`.
 
+Why one module of some 500 lines: the design keeps every engine difference in one file, so that a port to
+a third engine, or a reviewer checking that PostgreSQL and SQLite say the same, reads one place; each helper is
+short and stands alone.
+
 The engines themselves are set up in `attest.db` (SQLite's pragmas and BEGIN IMMEDIATE for a
 transaction that writes; PostgreSQL's temp_buffers) and `attest.db.UTCDateTime` stores UTC datetimes.
 """
