@@ -7,7 +7,8 @@ Service functions take a Session as their first argument and never commit; calle
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+import operator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -110,6 +111,27 @@ def _json_loads(text: str) -> Any:
     if text == "[]":
         return []
     return json.loads(text)
+
+
+def column_reader(keys: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """`operator.attrgetter(*keys)` for two or more mapped columns of ORM objects, reading a loaded object's values
+    where SQLAlchemy keeps them, its `__dict__` (a column attribute returns its value from there once loaded), and
+    through the attributes, which load what is expired or deferred, only when one of them is missing there.
+
+    Why: an ORM attribute read is a call of a Python-level descriptor, some 3,000 instructions in CPython 3.11
+    (callgrind: 450 reads, 1.3 M); a page of 50 review items whose notes read 15 columns each would spend 2 M
+    instructions on it."""
+    if len(keys) < 2:
+        raise ValueError("column_reader reads two columns or more (one would not come back as a tuple)")
+    loaded, through = operator.itemgetter(*keys), operator.attrgetter(*keys)
+
+    def read(obj: Any) -> tuple[Any, ...]:
+        try:
+            return loaded(obj.__dict__)
+        except KeyError:
+            return through(obj)
+
+    return read
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

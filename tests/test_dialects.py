@@ -1,12 +1,14 @@
-"""attest.dialects: raw SQL binds dates as the models do (no date converted by hand)."""
+"""attest.dialects: raw SQL binds dates as the models do (no date converted by hand); and attest.db's readers."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import event, select
+import pytest
+from sqlalchemy import event, select, update
 
 from attest import dialects
+from attest.db import column_reader
 from attest.entitlements.models import Identity
 from tests.factories import make_identity
 
@@ -140,3 +142,19 @@ def test_json_columns_read_back_as_written_and_each_read_is_its_own_object(sessi
     first, second = read[0][1], read[1][1]
     first["changed"] = True
     assert second == {} and first is not second
+
+
+def test_a_column_reader_reads_what_the_attributes_read_and_loads_what_is_not_loaded(session):
+    """attest.db.column_reader reads a loaded object's columns from its state, not through the ORM attributes: a
+    column that is expired (a change made in SQL, a server default after a flush) must still be loaded, never read
+    stale or found missing, and a change not yet flushed reads as the attribute reads it."""
+    person = make_identity(session, "reader@acme.example", "Ada Reader")
+    read = column_reader(("id", "email", "display_name"))
+    assert read(person) == (person.id, "reader@acme.example", "Ada Reader")
+    session.execute(update(Identity).where(Identity.id == person.id).values(display_name="Changed in SQL"))
+    session.expire(person, ["display_name"])
+    assert read(person) == (person.id, "reader@acme.example", "Changed in SQL")
+    person.email = "not-flushed@acme.example"
+    assert read(person) == (person.id, "not-flushed@acme.example", "Changed in SQL")
+    with pytest.raises(ValueError):
+        column_reader(("id",))

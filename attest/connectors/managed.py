@@ -169,6 +169,8 @@ def managed_elsewhere(grant_attributes: Mapping[str, Any] | None, entitlement_at
     entitlement, then resource). Rows synced before the contract existed carry older keys instead; they are
     read only when no record carries the contract, and disappear as the next sync of the source rewrites
     the rows (a data migration would have had to repeat each connector's rules in SQL, a second home)."""
+    if not (grant_attributes or entitlement_attributes or resource_attributes):
+        return None  # what most rows hold (no attributes, or empty ones): nothing to read
     levels = [a if isinstance(a, Mapping) else {} for a in (grant_attributes, entitlement_attributes,
                                                             resource_attributes)]
     for attrs in levels:
