@@ -200,15 +200,11 @@ def delegated_inbox(delegator_id: int):
             writable=campaign.status == CampaignStatus.ACTIVE and not (current_user.is_auditor and not current_user.is_admin),
             signed_off=current.signed_off_at is not None, hidden_about_me=about_me,
             comment_rule=decisions.comment_rule(campaign),
-            **_row_context())
+            # the rows read as the reviewer's own inbox reads them: one per access, with what a revoke does
+            **rows(), **item_notes.row_notes(session, page.rows))
         if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == "inbox-items":
             return render_template("reviews/_items.html", **context)
     return render_template("reviews/inbox.html", **context)
-
-
-def _row_context() -> dict[str, Any]:
-
-    return rows()
 
 
 @bp.post("/reviews/for/<int:delegator_id>/campaigns/<int:campaign_id>/bulk")

@@ -335,6 +335,38 @@ def test_a_revoke_of_rule_managed_membership_names_the_rule_before_the_revoke(cl
     assert "What will happen" not in page[start:page.index("</tr>", start)]  # a plain revoke says nothing more
 
 
+def test_a_delegate_reads_the_same_rows_as_the_reviewer_one_per_access_with_what_a_revoke_does(
+        nocsrf, client, session, setup):
+    """Standing in for a reviewer shows the reviewer's rows as the reviewer sees them: the same access held through
+    two groups is one row naming both paths (deciding it decides both), and the revoke that becomes a manual task
+    (remove the person from the group) says so before it is taken."""
+    s = setup
+    colleague_user = s.extra["colleague"][1]
+    _delegate(session, s)
+    person, account = s.people[2], session.get(Account, s.items[4].account_id)
+    groups = [Resource(source_id=s.source.id, external_id=f"g-{n}", type="group", name=n, is_group=True)
+              for n in ("Engineering", "Ops")]
+    session.add_all(groups)
+    session.flush()
+    grant, resource, ent = make_grant(session, s.source, account, "Sales-All")
+    first, folded = [make_item(session, s.campaign, s.manager, person, account, grant, resource, ent, s.source,
+                               via=g.name, via_resource_id=g.id) for g in groups]
+    session.commit()
+    pages = []
+    for user, url in ((s.manager_user, f"/reviews?campaign={s.campaign.id}&q=Carol"),
+                      (colleague_user, f"/reviews/for/{s.manager.id}?campaign={s.campaign.id}&q=Carol")):
+        login_as(nocsrf, client, user)
+        page = _text(client.get(url))
+        assert f'id="item-{folded.id}"' not in page  # folded into the first path's row
+        start = page.index(f'id="item-{first.id}"')
+        row = page[start:page.index("</tr>", start)]
+        assert "also held via Ops" in row
+        assert "What will happen:</b> a manual task: group &#34;Engineering&#34;: the access is held through" in row
+        actions = row.split('<details class="reassign-box"')[0]  # reassigning stays the reviewer's
+        pages.append(re.sub(r'name="csrf_token" value="[^"]*"', "", actions[:actions.rindex("</button>")]))
+    assert pages[0] == pages[1]
+
+
 def test_a_delegate_approves_in_bulk_on_behalf_never_their_own_access(nocsrf, client, session, setup):
     colleague, colleague_user = setup.extra["colleague"]
     _delegate(session, setup)
