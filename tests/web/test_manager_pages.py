@@ -290,17 +290,22 @@ def test_the_item_page_says_who_decided_for_whom_and_what_was_undone(nocsrf, cli
     assert f'href="/reviews/for/{setup.manager.id}?campaign={setup.campaign.id}"' in page
 
 
-def test_one_row_per_access_decides_and_undoes_every_path(nocsrf, client, session, setup):
-    s = setup
-    person, account = s.people[1], session.get(Account, s.items[2].account_id)
+def _held_through_two_groups(session, s, person, account, access):
+    """The manager's two items of one access of `person`: through the groups Engineering and Ops."""
     groups = [Resource(source_id=s.source.id, external_id=f"g-{n}", type="group", name=n, is_group=True)
               for n in ("Engineering", "Ops")]
     session.add_all(groups)
     session.flush()
-    grant, resource, ent = make_grant(session, s.source, account, "Wiki")
+    grant, resource, ent = make_grant(session, s.source, account, access)
     items = [make_item(session, s.campaign, s.manager, person, account, grant, resource, ent, s.source,
                        via=g.name, via_resource_id=g.id) for g in groups]
     session.commit()
+    return items
+
+
+def test_one_row_per_access_decides_and_undoes_every_path(nocsrf, client, session, setup):
+    s = setup
+    items = _held_through_two_groups(session, s, s.people[1], session.get(Account, s.items[2].account_id), "Wiki")
     login_as(nocsrf, client, s.manager_user)
     r = client.post(f"/reviews/items/{items[0].id}/decide-access", data={"decision": "approve"}, headers=HX)
     assert r.status_code == 200 and "2 paths" in _text(r)
@@ -343,15 +348,8 @@ def test_a_delegate_reads_the_same_rows_as_the_reviewer_one_per_access_with_what
     s = setup
     colleague_user = s.extra["colleague"][1]
     _delegate(session, s)
-    person, account = s.people[2], session.get(Account, s.items[4].account_id)
-    groups = [Resource(source_id=s.source.id, external_id=f"g-{n}", type="group", name=n, is_group=True)
-              for n in ("Engineering", "Ops")]
-    session.add_all(groups)
-    session.flush()
-    grant, resource, ent = make_grant(session, s.source, account, "Sales-All")
-    first, folded = [make_item(session, s.campaign, s.manager, person, account, grant, resource, ent, s.source,
-                               via=g.name, via_resource_id=g.id) for g in groups]
-    session.commit()
+    first, folded = _held_through_two_groups(session, s, s.people[2], session.get(Account, s.items[4].account_id),
+                                             "Sales-All")
     pages = []
     for user, url in ((s.manager_user, f"/reviews?campaign={s.campaign.id}&q=Carol"),
                       (colleague_user, f"/reviews/for/{s.manager.id}?campaign={s.campaign.id}&q=Carol")):
