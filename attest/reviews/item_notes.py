@@ -48,11 +48,11 @@ def _columns(items: Sequence[ReviewItem]) -> list[Columns]:
     return [dict(zip(_KEYS, _read(i), strict=True)) for i in items]
 
 
-def revoke_notes(session: Session, items: Sequence[ReviewItem], attributes: Attributes | None = None) -> dict[int, str]:
+def revoke_notes(session: Session, items: Sequence[ReviewItem]) -> dict[int, str]:
     """{item id: the manual task a revoke becomes} for items held through a group or managed elsewhere: the
-    target closing the campaign will give the Remediation (`remediation_targets.targets`), word for word.
-    `attributes`: the grants' and entitlements' attributes when already read (`row_notes` reads them once)."""
-    return targets(session, _columns(items), attributes)
+    target closing the campaign will give the Remediation (`remediation_targets.targets`), word for word
+    (`row_notes` gives the same for a page, with the other notes)."""
+    return targets(session, _columns(items))
 
 
 class Facts(NamedTuple):
@@ -114,23 +114,6 @@ def _use_and_labels(items: Sequence[Columns], names: Mapping[int, str], grant_at
     readable = {i["id"]: names[i["entitlement_id"]] for i in items
                 if names.get(i["entitlement_id"]) and names[i["entitlement_id"]] != i["entitlement_name"]}
     return used, readable
-
-
-def use_and_labels(session: Session, items: Sequence[ReviewItem]) -> tuple[dict[int, tuple[datetime | None]], dict[int, str]]:
-    """`last_used` and `labels` read together, in one statement (`_facts`)."""
-    rows = _columns(items)
-    facts = _facts(session, rows)
-    return _use_and_labels(rows, facts.names, facts.attributes[0])
-
-
-def last_used(session: Session, items: Sequence[ReviewItem]) -> dict[int, tuple[datetime | None]]:
-    """{item id: (the app's last use or None when none was recorded)} for items whose source records use."""
-    return use_and_labels(session, items)[0]
-
-
-def labels(session: Session, items: Sequence[ReviewItem]) -> dict[int, str]:
-    """{item id: the entitlement's readable name} where it differs from the raw name the item froze."""
-    return use_and_labels(session, items)[1]
 
 
 @functools.cache
@@ -209,12 +192,9 @@ def alike(session: Session, item: ReviewItem) -> list[ReviewItem]:
     return []
 
 
-def other_paths(items: Sequence[ReviewItem]) -> dict[int, list[str]]:
-    """{item id: the other paths (via ... or "direct") by which the same account holds the same access}."""
-    return _other_paths(_columns(items))
-
-
 def _other_paths(items: Sequence[Columns]) -> dict[int, list[str]]:
+    """{item id: the other paths (via ... or "direct") by which the same account holds the same access}, among
+    the items given."""
     by_access: dict[tuple[int, int], list[Columns]] = {}
     for item in items:
         by_access.setdefault((item["account_id"], item["entitlement_id"]), []).append(item)
