@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
@@ -28,8 +27,7 @@ from attest.inputs import parse_int
 from attest.reviews import decisions, delegation, eligibility, item_notes, queries
 from attest.reviews import views as review_views
 from attest.reviews.decisions import DecisionError, StaleItem
-from attest.reviews.models import CampaignStatus, DecisionValue, Delegation, ReviewItem
-from attest.reviews.views import _row_context as rows
+from attest.reviews.models import DecisionValue, Delegation, ReviewItem
 from attest.reviews.views import person_named
 from attest.web import db, refusals, settings, write
 
@@ -182,26 +180,8 @@ def delegated_inbox(delegator_id: int):
                                  after=request.args.get("after"), limit=PAGE_SIZE, not_about=me)
         except queries.BadCursor as exc:
             abort(400, str(exc))
-        about_me = queries.count_about(session, delegator_id, current.campaign.id, me)
-        campaign = current.campaign
-        # what the bulk bar would take for the delegate: the bulk rules, never an item about the delegate
-        takes = decisions.bulk_writable(campaign, me, DecisionValue.APPROVE, False)
-        _open, unflagged = queries.selection_counts(session, delegator_id, campaign.id,
-                                                    queries.InboxFilters(risk="unflagged"), takes)
-        selection = held_back = None
-        if filters.active:
-            undecided, selection = queries.selection_counts(session, delegator_id, campaign.id, filters, takes)
-            held_back = undecided - selection
-        context.update(
-            campaign=campaign, filters=filters, page=page, counts=current.counts,
-            bulk_counts=SimpleNamespace(open_unflagged=unflagged), selection=selection, held_back=held_back,
-            flagged_in_bulk=decisions.bulk_approve_flagged(campaign),
-            options=queries.filter_options(session, delegator_id, campaign.id),
-            writable=campaign.status == CampaignStatus.ACTIVE and not (current_user.is_auditor and not current_user.is_admin),
-            signed_off=current.signed_off_at is not None, hidden_about_me=about_me,
-            comment_rule=decisions.comment_rule(campaign),
-            # the rows read as the reviewer's own inbox reads them: one per access, with what a revoke does
-            **rows(), **item_notes.row_notes(session, page.rows))
+        context.update(review_views.inbox_context(session, current, filters, page, reviewer_id=delegator_id),
+                       hidden_about_me=queries.count_about(session, delegator_id, current.campaign.id, me))
         if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == "inbox-items":
             return render_template("reviews/_items.html", **context)
     return render_template("reviews/inbox.html", **context)

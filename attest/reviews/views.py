@@ -9,6 +9,7 @@ campaign that is not routed to them gets 404, never 403, so nobody learns what e
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from flask import (
@@ -114,29 +115,42 @@ def inbox():
         page = queries.inbox(session, me, campaign_id, filters, after=request.args.get("after"), limit=PAGE_SIZE)
     except queries.BadCursor as exc:
         abort(400, str(exc))
-    context = _inbox_context(session, current, filters, page)
+    context = inbox_context(session, current, filters, page)
     if items_only:
         return render_template("reviews/_items.html", **context)
     return render_template("reviews/inbox.html", campaigns=mine, **context)
 
 
-def _inbox_context(session, current: queries.MyCampaign, filters: queries.InboxFilters, page) -> dict[str, Any]:
+def inbox_context(session, current: queries.MyCampaign, filters: queries.InboxFilters, page,
+                   reviewer_id: int | None = None) -> dict[str, Any]:
+    """What the inbox page and its item list show of one campaign, for the signed-in user's own items or, given
+    `reviewer_id`, for the reviewer they stand in for (team_views.delegated_inbox): one context for both, so
+    a delegate reads the rows, counts and bulk bar as the reviewer would."""
     me = current_user.identity_id
+    reviewer = me if reviewer_id is None else reviewer_id
     campaign = current.campaign
     counts = current.counts
-    # the bulk bar works on the list shown: the reviewer's own items, or those escalated to them
-    bulk_counts = counts if filters.role == "reviewer" else queries.inbox_counts(session, me, campaign.id, filters.role)
+    # what "Approve N matching" takes: the bulk rules (never flagged, terminated, orphaned or the decider's own
+    # access: a delegate's, when standing in)
+    takes = decisions.bulk_writable(campaign, me, DecisionValue.APPROVE, False)
+    # the bulk bar works on the list shown: the reviewer's own items, or those escalated to them; standing in,
+    # the reviewer's items the delegate may take
+    if reviewer != me:
+        bulk_counts: Any = SimpleNamespace(open_unflagged=queries.selection_counts(
+            session, reviewer, campaign.id, queries.InboxFilters(risk="unflagged"), takes)[1])
+    elif filters.role == "reviewer":
+        bulk_counts = counts
+    else:
+        bulk_counts = queries.inbox_counts(session, me, campaign.id, filters.role)
     selection = held_back = None
     if filters.active:
-        # what "Approve N matching" takes: the bulk rules (never flagged, terminated, orphaned or own access)
-        undecided, selection = queries.selection_counts(session, me, campaign.id, filters,
-                                                        decisions.bulk_writable(campaign, me, DecisionValue.APPROVE, False))
+        undecided, selection = queries.selection_counts(session, reviewer, campaign.id, filters, takes)
         held_back = undecided - selection
     flagged_in_bulk = decisions.bulk_approve_flagged(campaign)
     return {
         "current": current, "campaign": campaign, "filters": filters, "page": page, "counts": counts,
         "bulk_counts": bulk_counts, "selection": selection, "held_back": held_back, "flagged_in_bulk": flagged_in_bulk,
-        "options": queries.filter_options(session, me, campaign.id, filters.role),
+        "options": queries.filter_options(session, reviewer, campaign.id, filters.role),
         "writable": campaign.status == CampaignStatus.ACTIVE and not (current_user.is_auditor and not current_user.is_admin),
         "signed_off": current.signed_off_at is not None,
         "comment_rule": decisions.comment_rule(campaign),
