@@ -484,16 +484,19 @@ class OktaFake:
             over = self.concurrency_limit is not None and self.in_flight > self.concurrency_limit
         try:
             if over:  # the concurrent values: limit 0, remaining 0, an estimated reset (see the docstring)
+                answered = self.clock()
                 response = self._error(429, "E0000047", "API call exceeded rate limit due to too many requests.",
-                                       rate=(0, 0, math.ceil(self.clock() + 1)))
+                                       rate=(0, 0, math.ceil(answered + 1)))
             else:
                 if self.hold_seconds:
                     time.sleep(self.hold_seconds)  # the request's time on Okta's side, in flight
-                response = self._dispatch(request, n)
+                # one reading of the clock decides the answer and dates it: its Date is never later than the
+                # reset it was answered with (a test's clock jumps while another request waits)
+                answered = self.clock()
+                response = self._dispatch(request, n, answered)
         finally:
             with self.lock:
                 self.in_flight -= 1
-        answered = self.clock()
         response.headers["Date"] = formatdate(answered, usegmt=True)
         if self.faults.echo_auth and response.status_code >= 400:
             _echo_auth(response, request)
@@ -503,10 +506,9 @@ class OktaFake:
             self.timeline.append(Stamp(arrived, answered, int(reset) if reset is not None else None))
         return response(environ, start_response)
 
-    def _dispatch(self, request: Request, n: int) -> Response:
+    def _dispatch(self, request: Request, n: int, now: float) -> Response:
         base = request.host_url.rstrip("/")
         f = self.faults
-        now = self.clock()
         if f.storm_at is not None and n >= f.storm_at and not f.storm_until:
             f.storm_until = now + f.storm_seconds
         bucket = _bucket(request.path)
