@@ -15,17 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    CheckConstraint,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    text,
-)
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from attest.db import Base, JSONType, UTCDateTime, utcnow
@@ -70,8 +60,8 @@ class Source(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     secrets_encrypted: Mapped[str | None] = mapped_column(Text)
     schedule: Mapped[str | None] = mapped_column(String(100))  # cron expression
-    authoritative: Mapped[bool] = mapped_column(Boolean, default=False)
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    authoritative: Mapped[bool] = mapped_column(default=False)
+    enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # "Sync now": a queued request the scheduler's `sources:sync-requests` job runs under the source's lease
@@ -101,12 +91,12 @@ class SyncRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # {"read": {"account": n, ...}, "added": {...}, "ended": {...}, "updated": {...}}
     stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    api_calls: Mapped[int] = mapped_column(Integer, default=0)
+    api_calls: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
     # [{"part": "aws:123456789012", "reason": "AccessDenied ..."}]
     failed_parts: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
     notes: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    forced: Mapped[bool] = mapped_column(default=False)
     triggered_by: Mapped[str | None] = mapped_column(String(200))
     # a running sync's last sign of life, and the process running it (host:pid); see sync.sweep_interrupted
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -204,7 +194,7 @@ class Account(SourceRecord, Base):
     kind: Mapped[str] = mapped_column(String(20), default="human")
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_upstream_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    mfa_enabled: Mapped[bool | None] = mapped_column(Boolean)
+    mfa_enabled: Mapped[bool | None] = mapped_column()
     identity_ref: Mapped[str | None] = mapped_column(String(255))  # same-source identity external id
     saml_nameid: Mapped[str | None] = mapped_column(String(320))
     tag_email: Mapped[str | None] = mapped_column(String(320))
@@ -239,7 +229,7 @@ class Resource(SourceRecord, Base):
     type: Mapped[str] = mapped_column(String(50))  # e.g. okta_group, aws_account, github_repo
     name: Mapped[str] = mapped_column(String(400))
     description: Mapped[str | None] = mapped_column(Text)
-    is_group: Mapped[bool] = mapped_column(Boolean, default=False)  # its members hold what it holds
+    is_group: Mapped[bool] = mapped_column(default=False)  # its members hold what it holds
     parent_ref: Mapped[str | None] = mapped_column(String(255))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("resource.id"), index=True)
     owner_refs: Mapped[list[str]] = mapped_column(JSONType, default=list)  # account external ids
@@ -282,9 +272,9 @@ class Entitlement(SourceRecord, Base):
     display_name: Mapped[str | None] = mapped_column(String(400))
     description: Mapped[str | None] = mapped_column(Text)
     purpose: Mapped[str] = mapped_column(String(20), default="assignment")
-    privileged: Mapped[bool] = mapped_column(Boolean, default=False)
+    privileged: Mapped[bool] = mapped_column(default=False)
     # holding it makes the principal a member of the (group) resource, so it holds what the group holds
-    is_membership: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_membership: Mapped[bool] = mapped_column(default=False)
 
     resource: Mapped[Resource | None] = relationship(lazy="joined")
 

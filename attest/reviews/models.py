@@ -20,17 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    CheckConstraint,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    text,
-)
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from attest.db import Base, JSONType, UTCDateTime, utcnow
@@ -99,7 +89,7 @@ class CampaignDefinition(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # validated, normalized
     source_yaml: Mapped[str | None] = mapped_column(Text)  # as written, when created from YAML
     schedule: Mapped[str | None] = mapped_column(String(100))  # cron, for recurring campaigns
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
     owner_user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -153,12 +143,12 @@ class ReviewItem(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
     # no index: nothing looks items up by these (a campaign, a reviewer or an id does); migration 0006
-    grant_id: Mapped[int] = mapped_column(Integer)
-    account_id: Mapped[int] = mapped_column(Integer)
-    identity_id: Mapped[int | None] = mapped_column(Integer)  # None: orphaned
-    source_id: Mapped[int] = mapped_column(Integer)
-    resource_id: Mapped[int | None] = mapped_column(Integer)
-    entitlement_id: Mapped[int] = mapped_column(Integer)
+    grant_id: Mapped[int] = mapped_column()
+    account_id: Mapped[int] = mapped_column()
+    identity_id: Mapped[int | None] = mapped_column()  # None: orphaned
+    source_id: Mapped[int] = mapped_column()
+    resource_id: Mapped[int | None] = mapped_column()
+    entitlement_id: Mapped[int] = mapped_column()
     # frozen copy at launch, so the item reads the same whatever happens upstream later
     person_name: Mapped[str | None] = mapped_column(String(255))
     person_email: Mapped[str | None] = mapped_column(String(320))
@@ -173,14 +163,14 @@ class ReviewItem(Base):
     resource_name: Mapped[str | None] = mapped_column(String(400))
     resource_type: Mapped[str | None] = mapped_column(String(50))
     entitlement_name: Mapped[str] = mapped_column(String(400))
-    privileged: Mapped[bool] = mapped_column(Boolean, default=False)
+    privileged: Mapped[bool] = mapped_column(default=False)
     via: Mapped[str | None] = mapped_column(String(1000))  # None = direct; else "Group A → Group B"
-    via_resource_id: Mapped[int | None] = mapped_column(Integer)  # the group holding it
+    via_resource_id: Mapped[int | None] = mapped_column()  # the group holding it
     granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # grant first_seen_at
     risks: Mapped[list[str]] = mapped_column(JSONType, default=list)  # subset of RISKS
-    risk_score: Mapped[int] = mapped_column(Integer, default=0)
+    risk_score: Mapped[int] = mapped_column(default=0)
     # routing
-    stage: Mapped[int] = mapped_column(Integer, default=0)  # index into spec["stages"]
+    stage: Mapped[int] = mapped_column(default=0)  # index into spec["stages"]
     reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))  # None: unroutable
     co_reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))  # added by escalation
     routed_by: Mapped[str | None] = mapped_column(String(40))  # manager|resource_owner|named|fallback|self_review|orphan_owner|reassigned
@@ -193,11 +183,11 @@ class ReviewItem(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # a delegate decided: the reviewer they decided for (migration 0019)
     decided_for_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))
-    decided_in_bulk: Mapped[bool] = mapped_column(Boolean, default=False)
-    completed: Mapped[bool] = mapped_column(Boolean, default=False)  # final stage decided, or a revoke
+    decided_in_bulk: Mapped[bool] = mapped_column(default=False)
+    completed: Mapped[bool] = mapped_column(default=False)  # final stage decided, or a revoke
     outcome: Mapped[str | None] = mapped_column(String(10))  # set at close: keep | revoke | flag
     outcome_reason: Mapped[str | None] = mapped_column(String(40))  # decision | no_response
-    version: Mapped[int] = mapped_column(Integer, default=1)
+    version: Mapped[int] = mapped_column(default=1)
 
     campaign: Mapped[Campaign] = relationship(lazy="raise_on_sql")
 
@@ -226,12 +216,12 @@ class Decision(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("review_item.id"), index=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"), index=True)
-    stage: Mapped[int] = mapped_column(Integer, default=0)
+    stage: Mapped[int] = mapped_column(default=0)
     decision: Mapped[str] = mapped_column(String(10))
     comment: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))
-    bulk: Mapped[bool] = mapped_column(Boolean, default=False)
+    bulk: Mapped[bool] = mapped_column(default=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     on_behalf_of_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id"))  # decided by a delegate for them
     undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # undone by the person who took it
@@ -323,7 +313,7 @@ class Remediation(Base):
     # where the access really comes from when revoking the grant itself would be undone upstream
     # (an Okta group rule, the group an app is assigned through): named in the manual task
     target: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     calls: Mapped[list[str]] = mapped_column(JSONType, default=list)  # what was (or would be) called
