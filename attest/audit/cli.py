@@ -10,17 +10,8 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
+from attest.audit import evidence
 from attest.audit.checkpoints import CheckpointError, open_store, verify_checkpoints, write_checkpoint
-from attest.audit.evidence import (
-    EvidenceError,
-    check_bundle,
-    export_bundle,
-    key_id,
-    load_public_key,
-    load_signing_key,
-    public_key_pem,
-    public_key_raw,
-)
 from attest.audit.log import verify_chain
 from attest.cli_support import app_state, cli_actor, echo_json, fail
 from attest.db import transaction
@@ -39,12 +30,12 @@ def _pinned_public_key(key_file: str | None, required: bool = False):
 
     if key_file:
         try:
-            return load_public_key(Path(key_file).read_bytes())
+            return evidence.load_public_key(Path(key_file).read_bytes())
         except ValueError as exc:
             fail(f"{key_file} is not an Ed25519 public key ({exc})")
     try:
-        return load_signing_key(app_state().settings).public_key()
-    except EvidenceError as exc:
+        return evidence.load_signing_key(app_state().settings).public_key()
+    except evidence.EvidenceError as exc:
         if required:
             fail(f"no key to check checkpoints against: {exc}; or pass --key FILE")
         return None
@@ -102,10 +93,10 @@ def audit_checkpoint() -> None:
 
     state = app_state()
     try:
-        key = load_signing_key(state.settings)
+        key = evidence.load_signing_key(state.settings)
         with transaction(state.factory) as session:
             written = write_checkpoint(session, key, open_store(state.settings), once_per_minute=False)
-    except (EvidenceError, CheckpointError) as exc:
+    except (evidence.EvidenceError, CheckpointError) as exc:
         fail(str(exc))
     if written is None:
         click.echo("nothing to checkpoint: no audit events since the last checkpoint")
@@ -129,8 +120,8 @@ def evidence_export(campaign_id: int, out: str) -> None:
 
     state = app_state()
     try:
-        result = export_bundle(state.factory, state.settings, campaign_id, out, actor=cli_actor())
-    except EvidenceError as exc:
+        result = evidence.export_bundle(state.factory, state.settings, campaign_id, out, actor=cli_actor())
+    except evidence.EvidenceError as exc:
         fail(str(exc))
     click.echo(f"wrote {out}: {result.items:,} items, {result.bytes:,} bytes in {result.seconds['total']:.1f}s; "
                f"manifest SHA-256 {result.manifest_sha256}")
@@ -152,7 +143,7 @@ def evidence_verify(path: str, key_file: str | None, fingerprint: str | None, as
     if key_file and fingerprint:
         fail("give --key or --fingerprint, not both")
     trusted = None if fingerprint else _pinned_public_key(key_file)
-    result = check_bundle(path, trusted, fingerprint=fingerprint)
+    result = evidence.check_bundle(path, trusted, fingerprint=fingerprint)
     if as_json:
         click.echo(json.dumps({"ok": not result.problems, "problems": result.problems, "key_id": result.key_id,
                                "campaign": result.campaign, "files": result.files, "events": result.events,
@@ -179,14 +170,14 @@ def evidence_public_key(raw: bool) -> None:
 
 
     try:
-        pub = load_signing_key(app_state().settings).public_key()
-    except EvidenceError as exc:
+        pub = evidence.load_signing_key(app_state().settings).public_key()
+    except evidence.EvidenceError as exc:
         fail(str(exc))
     if raw:
-        click.echo(base64.b64encode(public_key_raw(pub)).decode())
+        click.echo(base64.b64encode(evidence.public_key_raw(pub)).decode())
     else:
-        click.echo(public_key_pem(pub), nl=False)
-        click.echo(f"# key id {key_id(pub)}", err=True)
+        click.echo(evidence.public_key_pem(pub), nl=False)
+        click.echo(f"# key id {evidence.key_id(pub)}", err=True)
 
 
 COMMANDS = [audit_group, evidence_group]
