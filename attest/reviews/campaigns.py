@@ -437,13 +437,13 @@ def cancel(session: Session, campaign_id: int, actor: str, reason: str) -> Campa
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.ACTIVE):
         raise CampaignError(f"campaign {campaign.id} is {campaign.status}; only a draft or active campaign can be cancelled")
     before = campaign.status
-    campaign.status = "cancelled"
+    campaign.status = CampaignStatus.CANCELLED
     campaign.closed_at = utcnow()
     campaign.closed_by = actor
     session.execute(update(ReviewItem).where(ReviewItem.campaign_id == campaign.id)
                     .values(version=ReviewItem.version + 1).execution_options(synchronize_session=False))
     session.flush()
     audit(session, actor=actor, action="campaign.cancel", object_type="campaign", object_id=str(campaign.id),
-          campaign_id=campaign.id, before={"status": before}, after={"status": "cancelled", "reason": reason})
+          campaign_id=campaign.id, before={"status": before}, after={"status": CampaignStatus.CANCELLED, "reason": reason})
     return campaign
 

@@ -250,8 +250,9 @@ def close_command(campaign_id: int, as_json: bool) -> None:
 def cancel_command(campaign_id: int, reason: str) -> None:
     """Cancel a draft or active campaign (no outcomes, no remediation)."""
 
-    in_transaction(lambda session: cancel(session, campaign_id, cli_actor(), reason), CampaignError)
-    click.echo(f"cancelled campaign {campaign_id}")
+    campaign = in_transaction(lambda session: cancel(session, campaign_id, cli_actor(), reason), CampaignError)
+    click.echo(f"cancelled campaign {campaign_id} {campaign.name!r}: its decisions have no outcome and nothing is "
+               "revoked")
 
 
 # --- remediation ----------------------------------------------------------------------------------

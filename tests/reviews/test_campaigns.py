@@ -430,6 +430,13 @@ def test_cli_create_preview_launch_close(synced, app, tmp_path):
     again = runner.invoke(args=["campaigns", "close", str(cid)])
     assert again.exit_code == 1 and "only an active campaign can be closed" in again.output
     assert runner.invoke(args=["campaigns", "cancel", str(cid), "--reason", "x"]).exit_code == 1
+    second = json.loads(runner.invoke(args=["campaigns", "launch", str(def_id), "--json"]).output)["id"]
+    cancelled = runner.invoke(args=["campaigns", "cancel", str(second), "--reason", "launched twice"])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.output.startswith(f"cancelled campaign {second} 'Quarterly — ")
+    assert cancelled.output.endswith(" (2)': its decisions have no outcome and nothing is revoked\n")
+    listing = json.loads(runner.invoke(args=["campaigns", "list", "--json"]).output)
+    assert {c["id"]: c["status"] for c in listing["campaigns"]}[second] == "cancelled"
 
 
 def test_the_demo_stores_the_example_definitions_and_launches_the_quarterly_review_once(synced, factory):
