@@ -6,11 +6,13 @@ Admins and auditors read these; only admins change anything (manual account link
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, NumberRange, Optional
 
@@ -29,6 +31,9 @@ from attest.trail.chain import record as audit_record
 from attest.web import db, settings, write
 
 bp = Blueprint("entitlements", __name__)
+
+
+T = TypeVar("T")
 
 
 def as_of_arg() -> history.AsOf | None:
@@ -379,12 +384,16 @@ def identities():
     return render_template("entitlements/identities.html", page=page, departments=departments)
 
 
+def _subject(model: type[T], key: int) -> tuple[Session, T, history.AsOf | None]:
+    """A detail page's row (404 when there is none) and the moment it is shown at (?as_of=; None: now)."""
+    session = db()
+    return session, session.get(model, key) or abort(404), as_of_arg()
+
+
 @bp.get("/identities/<int:identity_id>")
 @read_all_required
 def identity_detail(identity_id: int):
-    session = db()
-    identity = session.get(Identity, identity_id) or abort(404)
-    as_of = as_of_arg()
+    session, identity, as_of = _subject(Identity, identity_id)
     accounts = queries.identity_accounts(session, identity_id)
     access = history.access_at(session, accounts, as_of)
     return render_template(
@@ -410,9 +419,7 @@ def resources():
 @bp.get("/resources/<int:resource_id>")
 @read_all_required
 def resource_detail(resource_id: int):
-    session = db()
-    resource = session.get(Resource, resource_id) or abort(404)
-    as_of = as_of_arg()
+    session, resource, as_of = _subject(Resource, resource_id)
     first = history.first_reads(session, [resource.source_id])[resource.source_id]
     unknown = as_of is not None and not first.known_at(as_of.instant)
     page = (queries.Page([], None) if unknown else
