@@ -51,6 +51,9 @@ class IdentityRecord(NamedTuple):
 
 
 class AccountRecord(NamedTuple):
+    """An account in the source: a login a person (or a service) signs in with, linked to its owner by
+    `identity_ref`, its e-mail or its login."""
+
     external_id: str
     login: str | None = None
     email: str | None = None
@@ -68,6 +71,9 @@ class AccountRecord(NamedTuple):
 
 
 class ResourceRecord(NamedTuple):
+    """Something access is granted to: an app, a group, an AWS account or role, a repository. A group
+    (`is_group`) passes what it holds on to the members of its membership entitlement."""
+
     external_id: str
     type: str
     name: str
@@ -80,6 +86,9 @@ class ResourceRecord(NamedTuple):
 
 
 class EntitlementRecord(NamedTuple):
+    """One kind of access to a resource (a role, a permission set, a team's repository permission);
+    `privileged` marks the ones a review must look at first."""
+
     external_id: str
     resource_ref: str
     name: str
@@ -93,6 +102,8 @@ class EntitlementRecord(NamedTuple):
 
 
 class GrantRecord(NamedTuple):
+    """An entitlement held by a principal: an account, or a group (`principal_type="resource"`)."""
+
     entitlement_ref: str
     principal_ref: str
     principal_type: str = "account"  # account | resource (a group)

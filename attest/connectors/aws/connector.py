@@ -72,7 +72,8 @@ class AwsConnector(SessionsMixin, OrganizationsMixin, IdentityCenterMixin, IamMi
                 type=list),
     )
     SECRETS: ClassVar[tuple[Setting, ...]] = (
-        Setting("access_key_id", "access key id (default: the standard boto3 credential chain)"),
+        Setting("access_key_id", "access key id; leave the secrets empty to use the standard boto3 credential "
+                "chain (environment, shared config files, the instance's or task's role)"),
         Setting("secret_access_key", "secret access key (with access_key_id)"),
         Setting("session_token", "session token, for temporary credentials"),
     )

@@ -168,13 +168,15 @@ def parse_iam_arn(arn: str) -> tuple[str, str, str]:
 
 @dataclass(frozen=True)
 class OrgAccount:
-    id: str
+    """A member account as Organizations' ListAccountsForParent describes it (its `Account` type)."""
+
+    id: str  # the 12-digit account id
     name: str
-    email: str | None = None
-    status: str = "ACTIVE"
-    parent_ref: str | None = None
-    ou_path: str = ""
-    joined_method: str | None = None
+    email: str | None = None  # the root user's address
+    status: str = "ACTIVE"  # ACTIVE | SUSPENDED | PENDING_CLOSURE
+    parent_ref: str | None = None  # the resource of its OU or root
+    ou_path: str = ""  # "/Prod/Payments": the OU names from the root down
+    joined_method: str | None = None  # INVITED | CREATED
     joined_at: datetime | None = None
 
 
