@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import select
 
 from attest.connectors.base import ConnectorError, GrantRef, IdentityRecord, RevokeRefused
@@ -341,6 +341,16 @@ def test_settings_are_checked():
         validate_settings("github", {"orgs": "acme"}, {"private_key": "-----BEGIN PRIVATE KEY-----"})
     with pytest.raises(ValueError, match="https"):
         validate_settings("github", {"orgs": "acme", "api_url": "http://ghe.example.com/api/v3"}, {"token": "x"})
+    # the App's key is read when the source is saved, not at the first sync: GitHub signs App JWTs with RS256 only
+    app = {"orgs": "acme", "app_id": "12345", "installation_id": "777"}
+    with pytest.raises(ValueError, match=r"private_key must be an unencrypted PEM private key"):
+        validate_settings("github", app, {"private_key": "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----"})
+    ec_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    with pytest.raises(ValueError, match="private_key must be an RSA key; this is an EC key on secp256r1"):
+        validate_settings("github", app, {"private_key": ec_key})
+    _, secrets = validate_settings("github", app, {"private_key": _rsa_pair()[0]})
+    assert "BEGIN PRIVATE KEY" in secrets["private_key"]
     clean, _ = validate_settings("github", {"orgs": "acme, beta", "skip_archived": "yes"}, {"token": "x"})
     assert clean["orgs"] == ["acme", "beta"] and clean["skip_archived"] is True
     assert clean["api_url"] == "https://api.github.com"

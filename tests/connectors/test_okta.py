@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from sqlalchemy import func, select
 
 from attest.connectors.base import ConnectorError, GrantRef, RevokeRefused
@@ -254,6 +254,18 @@ def test_oauth_service_app_with_private_key_jwt(factory, session, settings, sour
         other.validate()
 
 
+def test_an_ec_p256_key_signs_the_client_assertion_with_es256(oauth_okta):
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    oauth_okta.oauth_clients["0oaec"] = {"public_key": public, "scopes": list(READ_SCOPES)}
+    conn = OktaConnector({"domain": oauth_okta.url}, {"client_id": "0oaec", "private_key": private}, sleep=no_sleep)
+    conn.validate()  # the fake verifies the assertion against the registered EC key
+    assert ("POST", "/oauth2/v1/token", 200) in oauth_okta.log
+
+
 def test_a_token_without_a_scope_fails_naming_the_scope(factory, session, settings, source, oauth_okta, keypair):
     oauth_okta.faults.drop_scopes = {"okta.logs.read"}
     with pytest.raises(ConnectorError, match="lacks the scope okta.logs.read"):  # `attest sources test`
@@ -296,6 +308,13 @@ def test_settings_are_validated():
         validate_settings("okta", {"domain": "https://acme.okta.com"}, {})
     with pytest.raises(ValueError, match="PEM"):
         validate_settings("okta", {"domain": "https://acme.okta.com"}, {"client_id": "c", "private_key": "nope"})
+    # a key private_key_jwt cannot sign with is refused when the source is saved, saying what would do
+    for key, kind in ((ed25519.Ed25519PrivateKey.generate(), "a key of type Ed25519"),
+                      (ec.generate_private_key(ec.SECP384R1()), "an EC key on secp384r1")):
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        with pytest.raises(ValueError, match=f"private_key must be an RSA key or an EC P-256 key; this is {kind}"):
+            validate_settings("okta", {"domain": "https://acme.okta.com"}, {"client_id": "c", "private_key": pem})
     with pytest.raises(ValueError, match="log_days"):
         validate_settings("okta", {"domain": "https://acme.okta.com", "log_days": "365"}, {"token": "t"})
     clean, _ = validate_settings("okta", {"domain": "http://127.0.0.1:5101"}, {"token": "t"})

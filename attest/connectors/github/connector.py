@@ -30,6 +30,7 @@ from attest.connectors.github.provisioning import ProvisioningMixin
 from attest.connectors.github.readers import ReadersMixin
 from attest.connectors.github.transforms import org_records
 from attest.connectors.http import HttpClient, HttpError, PagingError, require_https
+from attest.connectors.keys import signing_algorithm
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,7 @@ class GitHubConnector(HttpMixin, ReadersMixin, ProvisioningMixin, BaseConnector)
         if secrets.get("private_key"):
             if not settings.get("app_id") or not settings.get("installation_id"):
                 raise ValueError("a GitHub App needs settings 'app_id' and 'installation_id' with the private_key secret")
-            if "PRIVATE KEY" not in secrets["private_key"]:
-                raise ValueError("secret 'private_key' must be the App's PEM private key (-----BEGIN ... PRIVATE KEY-----)")
+            signing_algorithm(secrets["private_key"], "private_key", ("RS256",))
         elif not secrets.get("token"):
             raise ValueError("a github source needs the secret 'private_key' (GitHub App, with app_id and "
                              "installation_id) or the secret 'token'")

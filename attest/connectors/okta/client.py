@@ -12,12 +12,14 @@ from urllib.parse import urlsplit
 
 from attest.connectors.base import ConnectorError
 from attest.connectors.http import HttpClient, HttpError, PageGuard, next_link
+from attest.connectors.keys import signing_algorithm
 
 # largest page size each endpoint allows (groups: Okta's recommended ceiling, see the module docstring)
 PAGE = {"users": 200, "groups": 200, "group_users": 1000, "group_owners": 1000, "group_rules": 200, "apps": 200,
         "app_users": 500, "app_groups": 200, "assignees": 100, "logs": 1000, "user_groups": 200}
 
 
+OKTA_ALGORITHMS = ("RS256", "ES256")  # the keys private_key_jwt signs with here (connectors/keys.py)
 READ_SCOPES = ("okta.users.read", "okta.groups.read", "okta.apps.read", "okta.roles.read", "okta.logs.read")
 MANAGE_SCOPES = ("okta.groups.manage", "okta.apps.manage", "okta.roles.manage")
 SCOPE_FOR_PATH = (("/api/v1/logs", "okta.logs.read"), ("/api/v1/iam", "okta.roles.read"),
@@ -154,14 +156,13 @@ class HttpMixin:
         return token, float(payload.get("expires_in") or 3600)
 
     def _signing_key(self) -> tuple[Any, str]:
-        """The private key as a JWK object (RS256 for RSA keys, ES256 for EC P-256 keys)."""
+        """The private key as a JWK object and its algorithm (connectors/keys.py: RS256 for RSA keys, ES256
+        for EC P-256 keys)."""
         from joserfc.jwk import ECKey, RSAKey
 
         pem = self.secrets["private_key"]
-        try:
-            return RSAKey.import_key(pem), "RS256"
-        except (ValueError, TypeError):
-            return ECKey.import_key(pem), "ES256"
+        algorithm = signing_algorithm(pem, "private_key", OKTA_ALGORITHMS)
+        return (RSAKey if algorithm == "RS256" else ECKey).import_key(pem), algorithm
 
     def _call(self, fn: Callable[[], Any], method: str, path: str, raw: bool = False) -> Any:
         """Run one request; an expired OAuth token is refreshed once; 401/403 become a ConnectorError

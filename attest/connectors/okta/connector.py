@@ -25,7 +25,8 @@ from attest.connectors.base import (
 )
 from attest.connectors.fanout import Task, fan_out, read_ahead
 from attest.connectors.http import HttpClient, HttpError, require_https
-from attest.connectors.okta.client import PAGE, READ_SCOPES, HttpMixin
+from attest.connectors.keys import signing_algorithm
+from attest.connectors.okta.client import OKTA_ALGORITHMS, PAGE, READ_SCOPES, HttpMixin
 from attest.connectors.okta.guard import GuardMixin
 from attest.connectors.okta.provisioning import ProvisioningMixin
 from attest.connectors.okta.readers import ReadersMixin
@@ -76,12 +77,7 @@ class OktaConnector(HttpMixin, ReadersMixin, ProvisioningMixin, GuardMixin, Base
         if has_oauth:
             if not secrets.get("client_id") or not secrets.get("private_key"):
                 raise ValueError("OAuth needs both secrets client_id and private_key")
-            from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-            try:
-                load_pem_private_key(secrets["private_key"].encode(), password=None)
-            except (ValueError, TypeError):
-                raise ValueError("private_key must be an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----...)") from None
+            signing_algorithm(secrets["private_key"], "private_key", OKTA_ALGORITHMS)
 
     def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str] | None = None, *,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:

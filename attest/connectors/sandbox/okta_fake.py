@@ -587,7 +587,7 @@ class OktaFake:
     def _token(self, request: Request, base: str) -> Response:
         from joserfc import jwt
         from joserfc.errors import JoseError
-        from joserfc.jwk import RSAKey
+        from joserfc.jwk import ECKey, RSAKey
 
         def fail(status: int, error: str, description: str) -> Response:
             return Response(json.dumps({"error": error, "error_description": description}), status=status,
@@ -607,8 +607,12 @@ class OktaFake:
         client = self.oauth_clients.get(client_id or "")
         if client is None:
             return fail(401, "invalid_client", "The client_assertion token has an invalid client_id.")
+        # "Okta supports both RSA and Elliptic Curve (EC) keys" for a service app's private_key_jwt
+        # (developer.okta.com/docs/guides/implement-oauth-for-okta-serviceapp/create-publicprivate-keypair)
+        public = client["public_key"]
         try:
-            token = jwt.decode(assertion, RSAKey.import_key(client["public_key"]))
+            key = (ECKey if _is_ec(public) else RSAKey).import_key(public)
+            token = jwt.decode(assertion, key)
         except (JoseError, ValueError):
             return fail(401, "invalid_client", "The client_assertion signature is invalid.")
         claims = token.claims
@@ -1119,3 +1123,11 @@ def create_app(demo: bool = False, faults: dict[str, dict[str, Any]] | None = No
     fake = OktaFake(**options)
     fake.faults.lists = dict(faults or {})
     return fake
+
+
+def _is_ec(public_pem: str) -> bool:
+    """A registered public key (SubjectPublicKeyInfo PEM) is an EC key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    return isinstance(load_pem_public_key(public_pem.encode()), ec.EllipticCurvePublicKey)
