@@ -36,6 +36,7 @@ BENCHMARKS = [
     ("ab", "A/B of the restructuring by CPU time against the commit before it (issue 18)"),
     ("ab_instructions", "A/B of the restructuring by instructions executed (callgrind) against the commit before it "
      "(issue 18)"),
+    ("ab_paired", "A/B of the reviewer inbox by CPU time, the two commits' requests taking turns (issue 18)"),
 ]
 
 

@@ -26,6 +26,9 @@ in the same regions under callgrind, deterministic to a few thousandths of a per
 its own report bench/results/ab_instructions.md; its options --people, --items, --requests, --keep):
 
     python -m bench.ab --base e226030 --measure instructions
+
+For the inbox pages, whose requests take some 20 ms, bench/ab_paired.py runs both commits at once and makes
+their requests take turns one by one, so that a change in the machine's speed falls on both alike.
 """
 
 from __future__ import annotations
