@@ -158,3 +158,28 @@ def test_a_column_reader_reads_what_the_attributes_read_and_loads_what_is_not_lo
     assert read(person) == (person.id, "not-flushed@acme.example", "Changed in SQL")
     with pytest.raises(ValueError):
         column_reader(("id",))
+
+
+def test_a_pooled_sqlite_connection_comes_back_as_a_new_one_would(fresh_db):
+    """SQLite connections are pooled (attest.db: the schema and the prepared statements kept from one request to
+    the next); what a connection was left with must not reach its next user: a temporary table a failed launch
+    or sync left behind, the small page cache of a streaming read."""
+    if not fresh_db.url.startswith("sqlite"):
+        pytest.skip("SQLite's pool; PostgreSQL's connections were always pooled, their temporary tables drop on commit")
+    from sqlalchemy.orm import Session
+
+    from attest.db import SQLITE_CACHE_KIB
+
+    with fresh_db.engine.connect() as conn:
+        first = conn.connection.dbapi_connection
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE route_left_behind (item INTEGER)")
+        conn.commit()
+        with Session(bind=conn) as session:
+            dialects.small_page_cache(session)
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -16384
+    with fresh_db.engine.connect() as conn:
+        assert conn.connection.dbapi_connection is first  # reused, not opened again
+        assert conn.exec_driver_sql("SELECT name FROM sqlite_temp_master WHERE type = 'table'").all() == []
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE route_left_behind (item INTEGER)")  # the name is free again
+        conn.rollback()

@@ -286,8 +286,7 @@ def send_due(factory: sessionmaker[Session], settings: Settings, now: datetime |
     mailer = mailer or Mailer(settings)
     sent = 0
     try:
-        # one connection for the run (NullPool on SQLite would open and close one per mail), a short
-        # transaction per mail
+        # one connection for the run (not a checkout and a check-in per mail), a short transaction per mail
         bind = factory.kw.get("bind")
         with (bind.connect() if isinstance(bind, Engine) else contextlib.nullcontext(bind)) as conn, \
                 factory(bind=conn) as session:
