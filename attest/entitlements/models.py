@@ -194,7 +194,7 @@ class Account(SourceRecord, Base):
     kind: Mapped[str] = mapped_column(String(20), default="human")
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_upstream_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    mfa_enabled: Mapped[bool | None] = mapped_column()
+    mfa_enabled: Mapped[bool | None]
     identity_ref: Mapped[str | None] = mapped_column(String(255))  # same-source identity external id
     saml_nameid: Mapped[str | None] = mapped_column(String(320))
     tag_email: Mapped[str | None] = mapped_column(String(320))

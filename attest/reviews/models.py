@@ -143,12 +143,12 @@ class ReviewItem(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
     # no index: nothing looks items up by these (a campaign, a reviewer or an id does); migration 0006
-    grant_id: Mapped[int] = mapped_column()
-    account_id: Mapped[int] = mapped_column()
-    identity_id: Mapped[int | None] = mapped_column()  # None: orphaned
-    source_id: Mapped[int] = mapped_column()
-    resource_id: Mapped[int | None] = mapped_column()
-    entitlement_id: Mapped[int] = mapped_column()
+    grant_id: Mapped[int]
+    account_id: Mapped[int]
+    identity_id: Mapped[int | None]  # None: orphaned
+    source_id: Mapped[int]
+    resource_id: Mapped[int | None]
+    entitlement_id: Mapped[int]
     # frozen copy at launch, so the item reads the same whatever happens upstream later
     person_name: Mapped[str | None] = mapped_column(String(255))
     person_email: Mapped[str | None] = mapped_column(String(320))
@@ -165,7 +165,7 @@ class ReviewItem(Base):
     entitlement_name: Mapped[str] = mapped_column(String(400))
     privileged: Mapped[bool] = mapped_column(default=False)
     via: Mapped[str | None] = mapped_column(String(1000))  # None = direct; else "Group A → Group B"
-    via_resource_id: Mapped[int | None] = mapped_column()  # the group holding it
+    via_resource_id: Mapped[int | None]  # the group holding it
     granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # grant first_seen_at
     risks: Mapped[list[str]] = mapped_column(JSONType, default=list)  # subset of RISKS
     risk_score: Mapped[int] = mapped_column(default=0)
